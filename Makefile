@@ -1,0 +1,43 @@
+# Herald: the two commands a newcomer needs are `make run` and `make test`.
+# Each installs its dependencies (scripts/deps.sh, idempotent) and builds.
+
+BUILD      ?= build
+ASAN_BUILD ?= build-asan
+JOBS       ?= $(shell nproc)
+ARGS       ?=
+
+.PHONY: all deps deps-test build build-asan run test test-unit test-asan clean
+
+all: build
+
+deps:
+	scripts/deps.sh build
+
+deps-test:
+	scripts/deps.sh test
+
+$(BUILD)/build.ninja:
+	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo
+
+build: deps $(BUILD)/build.ninja
+	cmake --build $(BUILD) -j $(JOBS)
+
+$(ASAN_BUILD)/build.ninja:
+	cmake -S . -B $(ASAN_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DHERALD_SANITIZE=ON
+
+build-asan: deps $(ASAN_BUILD)/build.ninja
+	cmake --build $(ASAN_BUILD) -j $(JOBS)
+
+run: build
+	$(BUILD)/bin/herald $(ARGS)
+
+# The whole suite, in the normal build and then in the sanitizer build.
+test: deps-test build build-asan
+	cd $(BUILD) && ctest --output-on-failure -j 2
+	cd $(ASAN_BUILD) && ctest --output-on-failure -j 2
+
+test-unit: deps-test build
+	cd $(BUILD) && ctest --output-on-failure -L unit
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs what Herald needs to build, run and test, idempotently.
+#   scripts/deps.sh build   packages to build and run the server
+#   scripts/deps.sh test    plus what the test suite needs
+# Debian packages are installed with apt-get (as root, or through sudo);
+# nothing is done when everything is already present.
+set -euo pipefail
+what=${1:-build}
+
+build_pkgs=(build-essential cmake ninja-build pkg-config
+  libwebsockets-dev libuv1-dev libjansson-dev libmsgpack-dev libconfig-dev
+  libssl-dev libhiredis-dev libmongoc-dev libbson-dev)
+test_pkgs=(libcriterion-dev python3 python3-pytest python3-websockets
+  redis-server openssl curl)
+
+pkgs=("${build_pkgs[@]}")
+[ "$what" = test ] && pkgs+=("${test_pkgs[@]}")
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "deps: installing ${missing[*]}" >&2
+  SUDO=; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -q
+  $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi

@@ -1,0 +1,79 @@
+/*
+ * Configuration: defaults, then the libconfig file, then HERALD_* environment
+ * variables, then the command line (each later source wins). Every problem
+ * is reported with its source (file and line, variable name or option) and
+ * the key, so an operator can fix it without reading code. The resulting
+ * struct is immutable after start-up and shared read-only by every thread.
+ */
+#ifndef HERALD_CONFIG_H
+#define HERALD_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define CONFIG_NS_NAME_MAX 64
+#define CONFIG_MAX_NAMESPACES 64
+
+/* Options of one channel namespace (the part of a channel name before the
+ * first ':'; channels without ':' use the namespace named "default"). */
+typedef struct config_ns {
+    char name[CONFIG_NS_NAME_MAX];  /* "" for the default namespace */
+    uint32_t history_size;          /* publications kept per channel; 0 = off */
+    uint32_t history_ttl;           /* seconds a publication is kept; 0 = forever */
+    int presence;                   /* presence op and presence tracking */
+    int join_leave;                 /* join/leave pushes */
+    int allow_publish;              /* clients may publish */
+    int allow_anonymous;            /* anonymous connections may subscribe */
+    uint32_t max_subscribers;       /* per channel on this node; 0 = unlimited */
+} config_ns;
+
+typedef struct config {
+    char listen_host[256];          /* "0.0.0.0" */
+    uint16_t listen_port;           /* 8080 */
+    uint32_t workers;               /* 0 in the file = number of cores */
+    int log_level;                  /* enum log_level */
+    char node_name[64];             /* "" = hostname-pid */
+
+    uint32_t max_connections;       /* per node; 0 = sized from RLIMIT_NOFILE */
+    uint32_t max_message_size;      /* bytes of one received message: 65536 */
+    uint32_t max_channels_per_conn; /* 128 */
+    uint32_t send_queue_max;        /* bytes queued per connection: 1 MiB */
+    uint32_t max_batch_bytes;       /* coalesced frame size cap: 65536 */
+    uint32_t history_max_limit;     /* cap on history limit: 1000 */
+    uint32_t ping_interval;         /* seconds: 25 */
+    uint32_t pong_timeout;          /* seconds: 10 */
+    uint32_t shutdown_timeout;      /* seconds: 5 */
+    uint32_t handshake_timeout;     /* seconds: 10 */
+    uint32_t rate_limit;            /* commands per second per conn; 0 = off */
+    uint32_t rate_burst;            /* bucket size: 100 */
+    uint32_t worker_queue_max;      /* inter-worker publications queued: 65536 */
+
+    char token_secret[256];         /* HS256 secret; "" = tokens not accepted */
+    int allow_anonymous;            /* connect without token: 1 */
+
+    char tls_cert[512];             /* PEM path; "" = plain ws:// */
+    char tls_key[512];
+
+    size_t n_namespaces;            /* namespaces[0] is "default" */
+    config_ns namespaces[CONFIG_MAX_NAMESPACES];
+} config;
+
+/* Fills *c with built-in defaults. */
+void config_defaults(config *c);
+
+/* Loads `path` (may be NULL: no file), then the environment (envp: NULL
+ * terminated "K=V" strings, normally `environ`). Returns 0, or -1 after
+ * writing one line per problem to errbuf (NUL-terminated, truncated to
+ * errlen) in the form "FILE:LINE: key 'K': problem". */
+int config_load(config *c, const char *path, char *const *envp,
+                char *errbuf, size_t errlen);
+
+/* Applies one "key=value" override from the command line (e.g. key
+ * "listen" value "127.0.0.1:9000"), with the same checks. */
+int config_set(config *c, const char *key, const char *value,
+               const char *source, char *errbuf, size_t errlen);
+
+/* Finds the options of a channel namespace; NULL if it is not configured. */
+const config_ns *config_ns_find(const config *c, const char *ns, size_t len);
+
+#endif
