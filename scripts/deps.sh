@@ -10,7 +10,7 @@ what=${1:-build}
 build_pkgs=(build-essential cmake ninja-build pkg-config
   libwebsockets-dev libuv1-dev libjansson-dev libmsgpack-dev libconfig-dev
   libssl-dev libhiredis-dev libmongoc-dev libbson-dev)
-test_pkgs=(libcriterion-dev python3 python3-pytest python3-websockets
+test_pkgs=(libcriterion-dev python3 python3-pytest python3-websockets python3-msgpack
   redis-server openssl curl)
 
 pkgs=("${build_pkgs[@]}")
