@@ -1,0 +1,98 @@
+"""pytest glue for the Herald integration tests.
+
+* async test functions run in a fresh event loop (asyncio.run) under an
+  overall timeout (@pytest.mark.timeout(seconds), default 30, scaled for
+  sanitizer builds); clients they opened are closed afterwards;
+* `server_factory` starts servers for one test and stops them afterwards;
+* after every test, each server it used is checked for sanitizer reports
+  and for dying without being told to; on failure, their stderr is added
+  to the report.
+"""
+
+import asyncio
+import inspect
+
+import pytest
+
+import herald_harness as hh
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "timeout(seconds): overall timeout of an async test")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem):
+    fn = pyfuncitem.obj
+    if not inspect.iscoroutinefunction(fn):
+        return None
+    marker = pyfuncitem.get_closest_marker("timeout")
+    timeout = hh.t(marker.args[0] if marker else 30)
+    args = {a: pyfuncitem.funcargs[a] for a in pyfuncitem._fixtureinfo.argnames}
+
+    async def run():
+        try:
+            await asyncio.wait_for(fn(**args), timeout)
+        except asyncio.TimeoutError:
+            raise AssertionError("test timed out after %.0fs" % timeout) from None
+        finally:
+            await hh.close_all_clients()
+
+    asyncio.run(run())
+    return True
+
+
+def _relevant_servers(item):
+    start = getattr(item, "_herald_first_server", 0)
+    return [s for i, s in enumerate(hh.ALL_SERVERS)
+            if i >= start or s.alive()]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.failed:
+        for s in _relevant_servers(item):
+            if s.proc is None:
+                continue
+            rep.sections.append((
+                "herald stderr (port %s, %s)" % (s.port, "running" if s.alive()
+                                                  else "exit %s" % s.proc.poll()),
+                s.stderr_tail(80)))
+
+
+@pytest.fixture(autouse=True)
+def _herald_watch(request):
+    request.node._herald_first_server = len(hh.ALL_SERVERS)
+    yield
+    problems = []
+    for s in _relevant_servers(request.node):
+        if s.proc is None:
+            continue
+        report = s.sanitizer_report()
+        if report:
+            problems.append("sanitizer report in herald stderr (port %s):\n%s" % (s.port, report))
+        elif not s.stopping and s.proc.poll() is not None:
+            problems.append("herald (port %s) died during the test with status %s:\n%s"
+                            % (s.port, s.proc.poll(), s.stderr_tail(40)))
+    if problems:
+        pytest.fail("\n\n".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def server_factory(tmp_path):
+    """server_factory(config=None, start=True, **HeraldServer kwargs)."""
+    made = []
+
+    def make(config=None, start=True, **kw):
+        s = hh.HeraldServer(config, tmpdir=str(tmp_path), **kw)
+        made.append(s)
+        if start:
+            s.start()
+        return s
+
+    yield make
+    for s in made:
+        if s.proc is not None:
+            s.stop()

@@ -1,0 +1,262 @@
+"""Connect, subscribe, publish, unsubscribe; pub pushes; ordering across
+workers; reply order; client- and server-side batching (JSON)."""
+
+import asyncio
+
+import pytest
+
+import herald_harness as hh
+from herald_harness import chan, t
+
+server = hh.server_fixture({
+    "node_name": "pubsub-node",
+    "namespace_defaults": {"history_size": 0},
+    "namespaces": [{"name": "chat", "history_size": 10}],
+})
+
+
+async def test_connect_reply(server):
+    c = await server.client()
+    ok = await c.ok("connect", name="it", version="0.0")
+    assert isinstance(ok["client"], str) and ok["client"]
+    assert ok["node"] == "pubsub-node"
+    assert ok["ping"] == 25
+    assert ok.get("expires") in (None, 0) or "expires" not in ok
+
+
+async def test_client_ids_are_unique(server):
+    ids = set()
+    for _ in range(5):
+        c = await server.client()
+        ids.add((await c.ok("connect"))["client"])
+    assert len(ids) == 5
+
+
+async def test_explicit_json_subprotocol(server):
+    c = await server.client(subprotocols=[hh.JSON_SUB])
+    assert c.ws.subprotocol == hh.JSON_SUB
+    await c.ok("ping")
+
+
+async def test_first_command_connects_anonymously(server):
+    c = await server.client()
+    ch = chan()
+    ok = await c.ok("subscribe", channel=ch)
+    assert isinstance(ok["epoch"], str) and ok["epoch"]
+    assert ok["offset"] == 0
+    assert "recovered" not in ok
+
+
+async def test_ping_op(server):
+    c = await server.client()
+    assert await c.ok("ping") == {}
+
+
+async def test_publish_reaches_subscribers_with_info(server):
+    ch = chan()
+    sub1, sub2, pub = [await server.client() for _ in range(3)]
+    await sub1.ok("connect")
+    s1 = await sub1.ok("subscribe", channel=ch)
+    s2 = await sub2.ok("subscribe", channel=ch)
+    assert s1["epoch"] == s2["epoch"]
+    pid = (await pub.ok("connect"))["client"]
+    r = await pub.ok("publish", channel=ch, data={"text": "hello"})
+    assert r["offset"] == 1
+    assert r["epoch"] == s1["epoch"]
+    for sub in (sub1, sub2):
+        p = await sub.push("pub")
+        assert p["channel"] == ch
+        assert p["offset"] == 1
+        assert p["epoch"] == s1["epoch"]
+        assert p["data"] == {"text": "hello"}
+        assert p["info"]["client"] == pid
+        assert p["info"].get("user", "") == ""
+
+
+async def test_publish_does_not_require_subscription_and_offsets_increase(server):
+    ch = chan()
+    sub, pub = await server.client(), await server.client()
+    await sub.ok("subscribe", channel=ch)
+    offsets = [(await pub.ok("publish", channel=ch, data=i))["offset"] for i in range(5)]
+    assert offsets == [1, 2, 3, 4, 5]
+    got = await sub.pubs(5)
+    assert [p["offset"] for p in got] == [1, 2, 3, 4, 5]
+    assert [p["data"] for p in got] == [0, 1, 2, 3, 4]
+    assert pub.pending_pushes() == []  # the publisher is not subscribed
+
+
+async def test_subscriber_receives_its_own_publication(server):
+    ch = chan()
+    c = await server.client()
+    await c.ok("subscribe", channel=ch)
+    await c.ok("publish", channel=ch, data="me")
+    p = await c.push("pub")
+    assert p["data"] == "me" and p["offset"] == 1
+
+
+@pytest.mark.parametrize("data", [
+    {"a": [1, 2, {"b": None}], "c": True, "d": 1.5},
+    [1, "two", 3.25, False, None],
+    "plain string with \"quotes\" and \\ and \n newline",
+    "unicode: héllo wörld ✓ 😀",
+    12345678901234,
+    -7,
+    0.5,
+    True,
+    None,
+    {},
+    [],
+    "",
+])
+async def test_data_round_trips_any_json_value(server, data):
+    ch = chan()
+    sub, pub = await server.client(), await server.client()
+    await sub.ok("subscribe", channel=ch)
+    await pub.ok("publish", channel=ch, data=data)
+    p = await sub.push("pub")
+    assert p["data"] == data
+    assert "binary" not in p or p["binary"] is False
+
+
+async def test_publish_without_data_is_bad_request(server):
+    c = await server.client()
+    e = await c.error("publish", channel=chan())
+    assert e["code"] == 107
+
+
+async def test_publish_into_namespace(server):
+    ch = chan("chat:")
+    sub, pub = await server.client(), await server.client()
+    ok = await sub.ok("subscribe", channel=ch)
+    assert ok["offset"] == 0
+    await pub.ok("publish", channel=ch, data={"n": 1})
+    assert (await sub.push("pub"))["channel"] == ch
+
+
+async def test_channels_are_independent(server):
+    a, b = chan(), chan()
+    sub, pub = await server.client(), await server.client()
+    await sub.ok("subscribe", channel=a)
+    await sub.ok("subscribe", channel=b)
+    assert (await pub.ok("publish", channel=a, data="a1"))["offset"] == 1
+    assert (await pub.ok("publish", channel=b, data="b1"))["offset"] == 1
+    assert (await pub.ok("publish", channel=a, data="a2"))["offset"] == 2
+    got = await sub.pubs(3)
+    by_chan = {}
+    for p in got:
+        by_chan.setdefault(p["channel"], []).append((p["offset"], p["data"]))
+    assert by_chan == {a: [(1, "a1"), (2, "a2")], b: [(1, "b1")]}
+
+
+async def test_unsubscribe_stops_delivery(server):
+    gone, marker = chan(), chan()
+    sub, pub = await server.client(), await server.client()
+    await sub.ok("subscribe", channel=gone)
+    await sub.ok("subscribe", channel=marker)
+    assert await sub.ok("unsubscribe", channel=gone) == {}
+    await pub.ok("publish", channel=gone, data="should not arrive")
+    await pub.ok("publish", channel=marker, data="marker")
+    p = await sub.push("pub")
+    assert p["channel"] == marker, "got a publication after unsubscribe: %r" % p
+    # subscribing again works
+    await sub.ok("subscribe", channel=gone)
+    await pub.ok("publish", channel=gone, data="again")
+    assert (await sub.push("pub"))["data"] == "again"
+
+
+async def test_disconnected_subscriber_does_not_break_fanout(server):
+    ch = chan()
+    gone, stay, pub = [await server.client() for _ in range(3)]
+    await gone.ok("subscribe", channel=ch)
+    await stay.ok("subscribe", channel=ch)
+    await gone.close()
+    for i in range(3):
+        await pub.ok("publish", channel=ch, data=i)
+    assert [p["data"] for p in await stay.pubs(3)] == [0, 1, 2]
+
+
+async def test_replies_come_in_command_order(server):
+    c = await server.client()
+    ch = chan()
+    cmds = [("subscribe", {"channel": ch})]
+    for i in range(40):
+        cmds.append(("publish", {"channel": chan(), "data": i}) if i % 3 else ("ping", {}))
+    replies = await c.batch(cmds)
+    assert all("ok" in r for r in replies), replies
+    sent_ids = [r["id"] for r in replies]
+    assert c.reply_order[:len(sent_ids)] == sent_ids
+
+
+async def test_client_batched_commands_in_one_json_frame(server):
+    c = await server.client()
+    ch = chan()
+    replies = await c.batch([("subscribe", {"channel": ch}), ("ping", {}),
+                             ("publish", {"channel": ch, "data": "x"})], one_frame=True)
+    assert [("ok" in r) for r in replies] == [True, True, True], replies
+    assert replies[2]["ok"]["offset"] == 1
+    assert (await c.push("pub"))["data"] == "x"
+
+
+async def test_large_ids_are_echoed(server):
+    c = await server.client()
+    r = await c.call("ping", id=2**32 - 1)
+    assert r == {"id": 2**32 - 1, "ok": {}}
+
+
+@pytest.mark.timeout(60)
+async def test_ordering_across_workers_concurrent_publishers(server):
+    """~10 subscribers (spread over both workers by SO_REUSEPORT) and 4
+    concurrent publishers: every subscriber sees offsets 1..N, no gap, no
+    duplicate, and the same data at the same offset."""
+    ch = chan()
+    n_subs, n_pubs, per_pub = 10, 4, 60
+    total = n_pubs * per_pub
+    subs = [await server.client() for _ in range(n_subs)]
+    for s in subs:
+        assert (await s.ok("subscribe", channel=ch))["offset"] == 0
+    pubs = [await server.client() for _ in range(n_pubs)]
+
+    async def publisher(k, c):
+        offsets = []
+        for start in range(0, per_pub, 10):
+            replies = await c.batch([("publish", {"channel": ch, "data": {"p": k, "i": i}})
+                                     for i in range(start, start + 10)])
+            offsets += [r["ok"]["offset"] for r in replies]
+        return offsets
+
+    results = await asyncio.gather(*(publisher(k, c) for k, c in enumerate(pubs)))
+    all_offsets = sorted(o for r in results for o in r)
+    assert all_offsets == list(range(1, total + 1))
+    for r in results:
+        assert r == sorted(r), "one publisher's offsets must increase"
+
+    received = await asyncio.gather(*(s.pubs(total, timeout=t(30)) for s in subs))
+    reference = [(p["offset"], p["data"]) for p in received[0]]
+    assert [o for o, _ in reference] == list(range(1, total + 1))
+    # each publisher's messages appear in the order it sent them
+    for k in range(n_pubs):
+        seq = [d["i"] for _, d in reference if d["p"] == k]
+        assert seq == list(range(per_pub))
+    for i, got in enumerate(received[1:], 1):
+        assert [(p["offset"], p["data"]) for p in got] == reference, "subscriber %d differs" % i
+        assert len({p["epoch"] for p in got}) == 1
+
+
+async def test_server_batching_is_split_by_the_client(server):
+    """Many quick publications to one subscriber: however the server frames
+    them (one per frame or '\\n'-batched), all arrive in order."""
+    ch = chan()
+    sub, pub = await server.client(), await server.client()
+    await sub.ok("subscribe", channel=ch)
+    n = 300
+    await pub.batch([("publish", {"channel": ch, "data": {"i": i, "pad": "x" * 100}})
+                     for i in range(n)])
+    got = await sub.pubs(n)
+    assert [p["data"]["i"] for p in got] == list(range(n))
+    assert [p["offset"] for p in got] == list(range(1, n + 1))
+    assert sub.frames <= n + 1
+
+
+async def test_healthz_still_ok_after_traffic(server):
+    status, body = server.healthz()
+    assert status == 200 and body["status"] == "ok"
