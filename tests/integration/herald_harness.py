@@ -349,7 +349,7 @@ class HeraldServer:
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
 
-    def signal(self, sig):
+    def send_signal(self, sig):
         self.stopping = True
         self.proc.send_signal(sig)
 

@@ -1,0 +1,126 @@
+"""Heartbeat (server pings, 4002 on silence) and graceful shutdown
+(SIGTERM/SIGINT: disconnect push 4000, close 4000, exit 0)."""
+
+import asyncio
+import json
+import signal
+import time
+
+import pytest
+
+import herald_harness as hh
+from herald_harness import chan, t
+
+HB = {"ping_interval": 1, "pong_timeout": 1}
+
+
+# -- heartbeat ---------------------------------------------------------------------
+
+async def test_connect_reports_ping_interval(server_factory):
+    s = server_factory(HB)
+    c = await s.client()
+    assert (await c.ok("connect"))["ping"] == 1
+
+
+@pytest.mark.timeout(30)
+async def test_client_answering_pings_stays_connected(server_factory):
+    s = server_factory(HB)
+    c = await s.client()            # websockets answers pings automatically
+    m = await s.client(enc="msgpack")
+    ch = chan()
+    await c.ok("subscribe", channel=ch)
+    await m.ok("subscribe", channel=ch)
+    assert await c.is_open_after(4.5), "closed with %s" % c.close_code
+    assert not m.closed.is_set(), "msgpack client closed with %s" % m.close_code
+    await c.ok("publish", channel=ch, data="alive")
+    assert (await m.push("pub"))["data"] == "alive"
+
+
+def test_server_sends_ping_frames(server_factory):
+    s = server_factory(HB)
+    raw = s.raw()
+    try:
+        deadline = time.monotonic() + t(3)
+        while True:
+            ev = raw.recv_event(timeout=max(0.01, deadline - time.monotonic()))
+            assert ev[0] != "eof", "closed before any ping"
+            if ev[0] == "ping":
+                raw.send_frame(hh.OP_PONG, ev[1])
+                break
+    finally:
+        raw.close()
+
+
+def test_silent_client_is_closed_4002(server_factory):
+    s = server_factory(HB)
+    raw = s.raw()
+    start = time.monotonic()
+    events = []
+    try:
+        while True:
+            ev = raw.recv_event(timeout=t(8))   # never answers pings
+            events.append(ev)
+            if ev[0] in ("close", "eof"):
+                break
+    finally:
+        raw.close()
+    elapsed = time.monotonic() - start
+    assert events[-1][0] == "close", events
+    assert events[-1][1] == 4002, events
+    texts = [json.loads(e[1]) for e in events if e[0] == "text"]
+    assert texts and texts[-1].get("push") == "disconnect", events
+    assert texts[-1]["code"] == 4002 and texts[-1]["reconnect"] is True, texts[-1]
+    assert any(e[0] == "ping" for e in events), events
+    assert elapsed < t(1 + 1 + 3), "4002 took %.1fs" % elapsed
+
+
+# -- shutdown ------------------------------------------------------------------------
+
+async def _shutdown(s, sig):
+    ch = chan()
+    clients = [await s.client() for _ in range(3)] + [await s.client(enc="msgpack")]
+    for c in clients:
+        await c.ok("subscribe", channel=ch)
+    start = time.monotonic()
+    s.send_signal(sig)
+    for c in clients:
+        p = await c.push("disconnect", timeout=t(5))
+        assert p["code"] == 4000 and p["reconnect"] is True, p
+        assert isinstance(p.get("reason"), str)
+        assert await c.wait_closed(t(5)) == 4000
+    rc = await asyncio.get_running_loop().run_in_executor(None, s.wait_exit, t(2 + 3))
+    assert rc == 0, "exit status %r after %s; stderr:\n%s" % (rc, sig, s.stderr_tail())
+    assert time.monotonic() - start < t(2 + 3)
+
+
+async def test_sigterm_disconnects_clients_and_exits_0(server_factory):
+    await _shutdown(server_factory({"shutdown_timeout": 2}), signal.SIGTERM)
+
+
+async def test_sigint_disconnects_clients_and_exits_0(server_factory):
+    await _shutdown(server_factory({"shutdown_timeout": 2}), signal.SIGINT)
+
+
+def test_sigterm_idle_server_exits_0_quickly(server_factory):
+    s = server_factory({"shutdown_timeout": 2})
+    start = time.monotonic()
+    s.send_signal(signal.SIGTERM)
+    assert s.wait_exit(t(5)) == 0, s.stderr_tail()
+    assert time.monotonic() - start < t(3)
+
+
+def test_sigterm_with_unresponsive_client_exits_0_within_timeout(server_factory):
+    """A client that never reads cannot hold the shutdown beyond
+    shutdown_timeout."""
+    s = server_factory({"shutdown_timeout": 2})
+    raw = s.raw(rcvbuf=4096)
+    try:
+        raw.send_json({"id": 1, "op": "subscribe", "channel": "stuck"})
+        start = time.monotonic()
+        s.send_signal(signal.SIGTERM)
+        rc = s.wait_exit(t(2 + 4))
+        assert rc == 0, "exit status %r; stderr:\n%s" % (rc, s.stderr_tail())
+        assert time.monotonic() - start < t(2 + 4)
+    finally:
+        raw.close()
+

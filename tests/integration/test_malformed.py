@@ -1,0 +1,235 @@
+"""Malformed input never crashes or stalls the server: random garbage,
+huge numbers, deep nesting, broken WebSocket framing; a parallel subscriber
+keeps receiving every publication meanwhile."""
+
+import asyncio
+import json
+import os
+import random
+import struct
+
+import pytest
+
+import herald_harness as hh
+from herald_harness import chan, t
+
+server = hh.server_fixture({"max_message_size": 65536,
+                            "namespaces": [{"name": "h", "history_size": 10}]})
+
+SEED = int(os.environ.get("HERALD_FUZZ_SEED", "1234"))
+
+
+def json_nasties():
+    deep_arr = "[" * 100000 + "]" * 100000
+    deep_obj = '{"a":' * 20000 + "1" + "}" * 20000
+    return [
+        '{"id": 1e400, "op": "ping"}',
+        '{"id": 18446744073709551616, "op": "ping"}',
+        '{"id": 99999999999999999999999999999999999999, "op": "ping"}',
+        '{"id": -0, "op": "ping"}',
+        '{"id": 1, "op": "history", "channel": "h:x", "limit": 1e300}',
+        '{"id": 2, "op": "history", "channel": "h:x", "limit": 18446744073709551617}',
+        '{"id": 3, "op": "subscribe", "channel": "h:x", "since": {"offset": 1e30, "epoch": "e"}}',
+        '{"id": 4, "op": "subscribe", "channel": "h:y", "since": {"offset": 18446744073709551615, "epoch": "e"}}',
+        '{"id": 5, "op": "subscribe", "channel": "h:z", "since": {"offset": 1, "epoch": ' + json.dumps("e" * 5000) + "}}",
+        '{"id": 6, "op": "publish", "channel": "x", "data": ' + deep_arr[:60000] + "}",
+        deep_arr[:60000],
+        deep_obj[:60000],
+        '{"id": 7, "op": "publish", "channel": "x", "data": "\\ud800"}',   # lone surrogate
+        '{"id": 8, "op": "publish", "channel": "x", "data": "\\u0000"}',
+        '{"id": 9, "op": "ping", "id": 10}',                               # duplicate key
+        '{"id": 11, "op": "connect", "token": ' + json.dumps("a." * 20000) + "}",
+        '{"id": 12, "op": "ping", "extra": {"nested": [1, 2, {"x": null}]}}',
+        '{"id": 13, "op": "ping"}\n\n\n{"id": 14, "op": "ping"}',
+        "\n",
+        "\n\n\n",
+        '{"id":15,"op":"publish","channel":"x","data":1}' + "\n" + "garbage",
+        "\x00\x01\x02",
+        "\ufeff{\"id\": 16, \"op\": \"ping\"}",
+        '{"id": 17, "op": "' + "o" * 10000 + '"}',
+        '{"id": 18, "op": "subscribe", "channel": "' + "c" * 60000 + '"}',
+    ]
+
+
+async def flush(c):
+    """Sends a ping on a fresh connection-level id and waits for it, so all
+    earlier frames were processed (replies are in order)."""
+    r = await c.call("ping", timeout=t(10))
+    return "ok" in r
+
+
+async def fresh(server, enc="json"):
+    return await server.client(enc=enc)
+
+
+@pytest.mark.timeout(120)
+async def test_garbage_never_crashes_and_others_keep_receiving(server):
+    ch = chan()
+    watcher = await server.client()
+    await watcher.ok("subscribe", channel=ch)
+    pub = await server.client()
+    published = 0
+
+    async def tick():
+        nonlocal published
+        await pub.ok("publish", channel=ch, data=published)
+        published += 1
+
+    rng = random.Random(SEED)
+    # 1. hand-made nasties on JSON connections
+    c = await fresh(server)
+    for i, frame in enumerate(json_nasties()):
+        if c.closed.is_set():
+            c = await fresh(server)
+        try:
+            await c.send_raw(frame)
+        except Exception:  # noqa: BLE001 - the server may close us; fine
+            c = await fresh(server)
+        if i % 3 == 0:
+            await tick()
+    if c.closed.is_set():
+        c = await fresh(server)
+    assert await flush(c)
+
+    # 2. random text and binary frames on both encodings
+    for enc in ("json", "msgpack"):
+        c = await fresh(server, enc)
+        for i in range(300):
+            n = rng.choice([0, 1, 2, 5, 17, 100, 1000, 5000])
+            blob = bytes(rng.getrandbits(8) for _ in range(n))
+            try:
+                if rng.random() < 0.5:
+                    await c.send_raw(blob)
+                else:
+                    await c.send_raw(blob.decode("latin-1"))
+            except Exception:  # noqa: BLE001
+                pass
+            if c.closed.is_set():
+                assert c.close_code in (4101, 1007, 1002, 1003, 1009), c.close_code
+                c = await fresh(server, enc)
+            if i % 25 == 0:
+                await tick()
+        if c.closed.is_set():
+            c = await fresh(server, enc)
+        assert await flush(c)
+
+    # 3. random msgpack structures (valid msgpack, random shapes)
+    c = await fresh(server, "msgpack")
+
+    def rand_obj(depth=0):
+        k = rng.randrange(9 if depth < 4 else 6)
+        if k == 0:
+            return rng.choice([0, -1, 2**31, 2**32, 2**63 - 1, -2**63, 2**64 - 1])
+        if k == 1:
+            return rng.random() * 1e300
+        if k == 2:
+            return "".join(rng.choice("abc:/@=-_. \x00é") for _ in range(rng.randrange(20)))
+        if k == 3:
+            return bytes(rng.getrandbits(8) for _ in range(rng.randrange(20)))
+        if k == 4:
+            return None
+        if k == 5:
+            return rng.choice([True, False])
+        if k == 6:
+            return [rand_obj(depth + 1) for _ in range(rng.randrange(5))]
+        if k == 7:
+            return {rng.choice(["id", "op", "channel", "data", "since", "limit", "x"]):
+                    rand_obj(depth + 1) for _ in range(rng.randrange(5))}
+        return {"id": rand_obj(depth + 1), "op": rng.choice(
+            ["ping", "subscribe", "publish", "history", "presence", "connect", "unsubscribe", 7]),
+            "channel": rand_obj(depth + 1), "data": rand_obj(depth + 1)}
+
+    for i in range(300):
+        frame = hh.mp_pack(rand_obj())
+        try:
+            await c.send_raw(frame)
+        except Exception:  # noqa: BLE001
+            pass
+        if c.closed.is_set():
+            c = await fresh(server, "msgpack")
+        if i % 25 == 0:
+            await tick()
+
+    # the watcher got every publication, in order, without a gap
+    got = await watcher.pubs(published, timeout=t(20))
+    assert [p["data"] for p in got] == list(range(published))
+    assert [p["offset"] for p in got] == list(range(1, published + 1))
+    status, body = server.healthz()
+    assert status == 200 and body["status"] == "ok"
+
+
+@pytest.mark.parametrize("depth", [1000, 100000])
+async def test_deep_nesting_in_data(server, depth):
+    c = await server.client()
+    ch = chan()
+    frame = '{"id":1,"op":"publish","channel":"%s","data":%s}' % (ch, "[" * depth + "]" * depth)
+    if len(frame) > 65536:
+        frame = frame[:65000]
+    await c.send_raw(frame)
+    r = await c.stray(timeout=t(10))
+    assert "error" in r or "ok" in r
+    assert await flush(c)
+
+
+async def test_huge_numbers_get_errors_not_crashes(server):
+    c = await server.client()
+    for frame in json_nasties()[:5]:
+        await c.send_raw(frame)
+    assert await flush(c)
+    assert server.alive()
+
+
+def test_broken_websocket_framing(server):
+    """Framing errors close that connection only."""
+    cases = [
+        lambda r: r.send_frame(hh.OP_TEXT, b'{"id":1,"op":"ping"}', mask=False),  # unmasked
+        lambda r: r.send_frame(0x3, b"reserved opcode"),
+        lambda r: r.send_frame(hh.OP_CONT, b"continuation without start"),
+        lambda r: r.send_frame(hh.OP_PING, b"x" * 200),                      # control > 125
+        lambda r: r.send_frame(hh.OP_TEXT, b"\xff\xfe invalid utf-8"),
+        lambda r: r.sock.sendall(b"\x81\xff" + struct.pack("!Q", 2**63) + b"mask"),  # huge length
+        lambda r: r.sock.sendall(b"\x81"),                                     # truncated header
+        lambda r: r.send_frame(hh.OP_TEXT, b'{"id":1,', fin=False),           # unfinished fragment
+    ]
+    for case in cases:
+        raw = server.raw()
+        try:
+            case(raw)
+        except OSError:
+            pass
+        raw.close()
+    # the server still serves normally
+    raw = server.raw()
+    reply, _ = raw.call({"id": 1, "op": "ping"})
+    assert reply == {"id": 1, "ok": {}}
+    raw.close()
+    assert server.healthz()[0] == 200
+
+
+def test_fragmented_command_is_reassembled(server):
+    raw = server.raw()
+    msg = json.dumps({"id": 3, "op": "publish", "channel": chan(), "data": "x" * 3000}).encode()
+    parts = [msg[i:i + 700] for i in range(0, len(msg), 700)]
+    for i, part in enumerate(parts):
+        raw.send_frame(hh.OP_TEXT if i == 0 else hh.OP_CONT, part, fin=(i == len(parts) - 1))
+    msgs = raw.recv_msgs()
+    assert msgs[0]["id"] == 3 and msgs[0]["ok"]["offset"] == 1, msgs
+    raw.close()
+
+
+def test_abrupt_disconnects(server):
+    """Clients vanishing mid-handshake or mid-frame do not hurt the server."""
+    import socket
+    for _ in range(20):
+        s = socket.create_connection(("127.0.0.1", server.port))
+        s.sendall(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n")
+        s.close()
+    for _ in range(20):
+        raw = server.raw()
+        raw.sock.sendall(b"\x81\xfe\x10\x00mask" + b"partial")
+        raw.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        raw.close()   # RST
+    hh.wait_for(lambda: server.healthz()[0] == 200, t(5), what="healthz")
+    raw = server.raw()
+    assert raw.call({"id": 1, "op": "ping"})[0] == {"id": 1, "ok": {}}
+    raw.close()
