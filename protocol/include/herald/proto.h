@@ -76,6 +76,13 @@ typedef struct proto_slice {
 
 #define PROTO_CHANNEL_MAX 255
 #define PROTO_EPOCH_MAX 64
+/* Added limits (protocol/README.md, "Limits"). Longer fields are error 107. */
+#define PROTO_TOKEN_MAX 8192      /* connect/subscribe `token`, bytes */
+#define PROTO_NAME_MAX 256        /* connect `name` and `version`, bytes */
+/* Publication data may nest at most this many arrays/maps (a scalar is 0,
+ * [1] is 1). Deeper data is error 107 in both encodings: a pub inside a
+ * history reply sits 4 levels down and msgpack-c parsers stop at 32. */
+#define PROTO_DATA_DEPTH_MAX 24
 
 /* Publication data in both encodings. `json` is JSON text (byte-exact as
  * the publisher sent it when it published in JSON); `mp` is one msgpack
@@ -88,11 +95,13 @@ typedef struct proto_data {
 } proto_data;
 
 /* Publisher info of a client publication (`info` in pub pushes) and of a
- * presence/join/leave entry. Empty slices are omitted. `conn_info` is an
- * optional JSON text (from the connection token), carried as `info.info`. */
+ * presence/join/leave entry. Empty slices are omitted. `conn_info` is the
+ * optional connection info (from the connection token) in both encodings
+ * (build it once with proto_data_from_json), carried as `info.info`. */
 typedef struct proto_client_info {
     proto_slice client;
     proto_slice user;
+    proto_data conn_info;        /* added: `info.info`; omitted when empty */
 } proto_client_info;
 
 /* A decoded command. Slices point into the input frame or into memory
@@ -188,10 +197,12 @@ typedef struct proto_pub {
     int64_t time_ms;                 /* 0: omitted */
 } proto_pub;
 
-/* Presence entry: client id, user, optional info JSON text. */
+/* Presence entry: client id, user, optional connection info (both
+ * encodings, as in proto_client_info.conn_info). */
 typedef struct proto_presence_entry {
     proto_slice client;
     proto_slice user;
+    proto_data info;             /* added: `info`; omitted when empty */
 } proto_presence_entry;
 
 /* Replies. Each appends exactly one message. */
