@@ -8,6 +8,7 @@
 #ifndef HERALD_LOG_H
 #define HERALD_LOG_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 enum log_level { LOG_DEBUG = 0, LOG_INFO = 1, LOG_WARN = 2, LOG_ERROR = 3 };
