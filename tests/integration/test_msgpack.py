@@ -105,14 +105,18 @@ async def test_msgpack_recovery(server):
     ch = chan("h:")
     mp = await server.client(enc="msgpack")
     s = await mp.ok("subscribe", channel=ch)
-    await mp.close()
     js = await server.client()
+    await js.ok("publish", channel=ch, data=[0])
+    assert (await mp.push("pub"))["data"] == [0]
+    await mp.close()
     await js.ok("publish", channel=ch, data=[1])
-    await js.ok("publish", channel=ch, data=[2])
+    mpub = await server.client(enc="msgpack")
+    await mpub.ok("publish", channel=ch, data=b"\x02")
     mp2 = await server.client(enc="msgpack")
-    ok = await mp2.ok("subscribe", channel=ch, since={"offset": 0, "epoch": s["epoch"]})
+    ok = await mp2.ok("subscribe", channel=ch, since={"offset": 1, "epoch": s["epoch"]})
     assert ok["recovered"] is True
-    assert [p["data"] for p in ok["publications"]] == [[1], [2]]
+    assert [p["data"] for p in ok["publications"]] == [[1], b"\x02"]
+    assert [p["offset"] for p in ok["publications"]] == [2, 3]
 
 
 async def test_client_batched_msgpack_commands(server):

@@ -7,7 +7,6 @@ import herald_harness as hh
 from herald_harness import chan, t
 
 CONFIG = {
-    "history_max_limit": 50,
     "namespace_defaults": {"history_size": 0},
     "namespaces": [
         {"name": "h", "history_size": 5},        # small ring
@@ -223,12 +222,26 @@ async def test_history_default_limit_is_100(server):
     assert h["offset"] == 120
 
 
-async def test_history_limit_over_max_is_106(server):
+async def test_history_limit_over_default_max_is_106(server):
     ch = chan("big:")
     c = await server.client()
     await c.ok("publish", channel=ch, data=1)
+    assert (await c.error("history", channel=ch, limit=1001))["code"] == 106
+    assert (await c.ok("history", channel=ch, limit=1000))["offset"] == 1
+
+
+async def test_history_max_limit_configured(server_factory):
+    s = server_factory({"history_max_limit": 50,
+                        "namespaces": [{"name": "big", "history_size": 200}]})
+    ch = chan("big:")
+    c = await s.client()
+    await publish_n(c, ch, 60)
     assert (await c.error("history", channel=ch, limit=51))["code"] == 106
-    assert (await c.ok("history", channel=ch, limit=50))["offset"] == 1
+    h = await c.ok("history", channel=ch, limit=50)
+    assert offsets(h["publications"]) == list(range(1, 51))
+    # no limit given: the default (100) is capped by the server's maximum
+    h = await c.ok("history", channel=ch)
+    assert offsets(h["publications"]) == list(range(1, 51))
 
 
 async def test_history_unrecoverable_since_is_111(server):
