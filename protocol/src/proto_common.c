@@ -229,15 +229,23 @@ static int reverse_field(const proto__map_ops *ops, const void *node,
 static int channel_field(const proto__map_ops *ops, const void *node,
                          proto_cmd *cmd, proto_error *err)
 {
-    /* Any length passes here so that a long name is 102, not 107. */
-    if (str_field(ops, node, "channel", 1, SIZE_MAX, &cmd->channel, cmd->id,
-                  err) < 0)
+    proto__val v;
+
+    ops->get(node, "channel", &v);
+    if (v.t != PROTO__V_STR) {
+        proto__err(err, cmd->id, PROTO_E_BAD_REQUEST,
+                   absent(&v) ? "missing channel"
+                              : "channel must be a string");
         return -1;
-    if (!proto_channel_valid(cmd->channel.ptr, cmd->channel.len)) {
+    }
+    /* Length, NUL and non-ASCII bytes are all a bad name (102), not 107. */
+    if (!proto_channel_valid(v.s, v.n)) {
         proto__err(err, cmd->id, PROTO_E_BAD_CHANNEL,
                    "invalid channel name");
         return -1;
     }
+    cmd->channel.ptr = v.s;
+    cmd->channel.len = v.n;
     return 0;
 }
 

@@ -73,7 +73,12 @@ static int skip_value(const char *s, size_t n, size_t *i)
     }
     while (k < n && s[k] != ',' && s[k] != '}' && s[k] != ']' && !is_ws(s[k]))
         k++;
-    if (k == *i)
+    /* Only something that can be a number or a literal counts as a scalar,
+     * so a damaged line is not read further than it makes sense. */
+    if (k == *i || !((s[*i] >= '0' && s[*i] <= '9') || s[*i] == '-' ||
+                     (k - *i == 4 && !memcmp(s + *i, "true", 4)) ||
+                     (k - *i == 5 && !memcmp(s + *i, "false", 5)) ||
+                     (k - *i == 4 && !memcmp(s + *i, "null", 4))))
         return -1;
     *i = k;
     return 0;
