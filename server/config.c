@@ -102,7 +102,6 @@ static const key_def ns_keys[] = {
 static const char *const env_ignored[] = { "HERALD_CONFIG", "HERALD_BIN",
                                            "HERALD_SANITIZE" };
 
-
 /* ---- error collection --------------------------------------------------- */
 
 /* Problems accumulate in the caller's buffer, one per line, each ending in
@@ -911,8 +910,8 @@ static void lower_copy(char *out, size_t cap, const char *s, size_t len)
 
 /* HERALD_NAMESPACES__<name>__<KEY>: the name is everything between the
  * prefix and the LAST "__", so names may contain '_' and even "__" (keys
- * never do); it is case-sensitive, unlike nothing else, because namespace
- * names are. */
+ * never do). The name is case-sensitive, as namespace names are; the KEY
+ * is upper case, as in every other variable. */
 static void load_env_named_ns(loader *L, const char *rest, size_t rlen,
                               const char *val, const char *where)
 {
