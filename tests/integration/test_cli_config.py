@@ -305,3 +305,48 @@ def test_unknown_path_is_404_with_json_error(server_factory):
         assert status == 404, (path, status, body)
         doc = json.loads(body)
         assert isinstance(doc.get("error"), str) and doc["error"], (path, doc)
+
+
+# -- namespace options -------------------------------------------------------------
+
+async def test_named_namespaces_inherit_namespace_defaults(server_factory):
+    s = server_factory({
+        "namespace_defaults": {"history_size": 3, "allow_publish": False},
+        "namespaces": [{"name": "inh", "presence": True},
+                       {"name": "own", "allow_publish": True, "history_size": 0}],
+    })
+    c = await s.client()
+    # default namespace: publishing is off
+    assert (await c.error("publish", channel=hh.chan(), data=1))["code"] == 103
+    # "inh" inherits allow_publish=false and history_size=3
+    assert (await c.error("publish", channel=hh.chan("inh:"), data=1))["code"] == 103
+    ch = hh.chan("inh:")
+    await c.ok("subscribe", channel=ch)
+    assert (await c.ok("history", channel=ch))["publications"] == []
+    # "own" overrides both
+    ch = hh.chan("own:")
+    await c.ok("publish", channel=ch, data=1)
+    assert (await c.error("history", channel=ch))["code"] == 108
+
+
+def test_handshake_timeout_closes_silent_tcp(server_factory):
+    """A TCP connection that never completes the HTTP/WebSocket handshake
+    is closed after handshake_timeout."""
+    import socket
+    import time
+    s = server_factory({"handshake_timeout": 1})
+    sock = socket.create_connection(("127.0.0.1", s.port))
+    sock.settimeout(t(6))
+    start = time.monotonic()
+    try:
+        data = sock.recv(4096)     # b"" (EOF) or an error response, then EOF
+        while data:
+            data = sock.recv(4096)
+    except ConnectionResetError:
+        pass
+    except socket.timeout:
+        raise AssertionError("silent TCP connection still open after %.0fs "
+                             "(handshake_timeout = 1)" % (time.monotonic() - start)) from None
+    finally:
+        sock.close()
+    assert time.monotonic() - start < t(1 + 3)
