@@ -478,6 +478,7 @@ class Client:
         self.bad_frames = []     # frames that did not decode
         self.reply_order = []    # ids of replies in arrival order
         self.frames = 0
+        self.frame_sizes = []    # bytes of every received frame
         self.closed = asyncio.Event()
         self.close_code = None
         self.close_reason = None
@@ -500,6 +501,7 @@ class Client:
         try:
             async for frame in self.ws:
                 self.frames += 1
+                self.frame_sizes.append(len(frame.encode()) if isinstance(frame, str) else len(frame))
                 try:
                     msgs = decode_frame(frame, self.enc)
                 except Exception as e:  # noqa: BLE001

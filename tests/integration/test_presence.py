@@ -150,3 +150,29 @@ async def test_presence_across_encodings(server):
     assert j["info"] == {"client": mid, "user": "mallory"} or \
         (j["info"]["client"] == mid and j["info"]["user"] == "mallory")
     assert users(await m.ok("presence", channel=ch)) == {aid: "alice", mid: "mallory"}
+
+
+async def test_presence_and_join_leave_across_workers(server):
+    """8 subscribers (spread over the 2 workers): presence lists all of
+    them, each one's join reaches every earlier subscriber, and a leave
+    reaches all the others."""
+    ch = chan("room:")
+    clients = []
+    for i in range(8):
+        c, cid = await user_client(server, "u%d" % i)
+        await c.ok("subscribe", channel=ch)
+        for prev, _ in clients:
+            j = await prev.push("join")
+            assert j["info"] == {"client": cid, "user": "u%d" % i} or \
+                (j["info"]["client"] == cid and j["info"]["user"] == "u%d" % i), j
+        clients.append((c, cid))
+    expect = {cid: "u%d" % i for i, (_, cid) in enumerate(clients)}
+    for c, _ in clients:
+        assert users(await c.ok("presence", channel=ch)) == expect
+    gone, gone_id = clients.pop(3)
+    await gone.close()
+    for c, _ in clients:
+        lv = await c.push("leave")
+        assert lv["info"]["client"] == gone_id
+    del expect[gone_id]
+    assert users(await clients[0][0].ok("presence", channel=ch)) == expect

@@ -260,3 +260,19 @@ async def test_server_batching_is_split_by_the_client(server):
 async def test_healthz_still_ok_after_traffic(server):
     status, body = server.healthz()
     assert status == 200 and body["status"] == "ok"
+
+
+async def test_batched_frames_respect_max_batch_bytes(server_factory):
+    s = server_factory({"max_batch_bytes": 4096})
+    ch = chan()
+    subs = [await s.client(), await s.client(enc="msgpack")]
+    for c in subs:
+        await c.ok("subscribe", channel=ch)
+    pub = await s.client()
+    n = 400
+    await pub.batch([("publish", {"channel": ch, "data": {"i": i, "pad": "z" * 200}})
+                     for i in range(n)])
+    for c in subs:
+        got = await c.pubs(n)
+        assert [p["data"]["i"] for p in got] == list(range(n))
+        assert max(c.frame_sizes) <= 4096, max(c.frame_sizes)
