@@ -10,9 +10,11 @@
  * depth, but proto_data.binary is set only when the top-level value is bin,
  * because that is all "binary":true beside "data" can describe. Ext types,
  * non-string map keys, duplicate keys, NaN/Infinity and invalid UTF-8 have no
- * faithful JSON form and are rejected with 107. JSON -> msgpack: integers
- * become ints, reals float64, strings str, and so on; jansson limits JSON
- * integers to int64. Both directions bound nesting by PROTO_DATA_DEPTH_MAX.
+ * faithful JSON form and are rejected with 107, as are NUL bytes in keys
+ * (jansson refuses them, so JSON publishers cannot send them either).
+ * JSON -> msgpack: integers become ints, reals float64, strings str, and so
+ * on; jansson limits JSON integers to int64. Both directions bound nesting
+ * by PROTO_DATA_DEPTH_MAX.
  *
  * The JSON text helpers used by the encoders (string escaping, doubles,
  * base64, UTF-8 validation) live here too.
@@ -381,6 +383,15 @@ static int mp_to_json(proto_buf *b, const msgpack_object *o, int depth,
         }
         if ((*why = proto__mp_keys_bad(&o->via.map)) != NULL)
             return -1;
+        /* jansson, and so a JSON publisher, cannot have NUL in a key;
+         * keep what msgpack publishers may send the same. */
+        for (uint32_t i = 0; i < o->via.map.size; i++) {
+            const msgpack_object_str *k = &o->via.map.ptr[i].key.via.str;
+            if (k->size && memchr(k->ptr, '\0', k->size)) {
+                *why = "map key contains NUL";
+                return -1;
+            }
+        }
         proto__buf_byte(b, '{');
         for (uint32_t i = 0; i < o->via.map.size; i++) {
             if (i)

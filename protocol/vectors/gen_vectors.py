@@ -517,6 +517,8 @@ dd_mp("ext", Ext(1, b"a"), error=107)
 dd_mp("int key", Pairs((1, 2)), error=107)
 dd_mp("duplicate key in a big map",
       Pairs(*([("k%02d" % i, i) for i in range(20)] + [("k07", 0)])), error=107)
+dd_mp("NUL in a key", {"a\x00b": 1}, error=107)
+dd_mp("NUL in a string value is fine", {"k": "a\x00b"}, '{"k":"a\\u0000b"}')
 dd_mp("overlong UTF-8", Raw(b"\xa2\xc0\xaf"), error=107)
 dd_mp("UTF-16 surrogate in UTF-8", Raw(b"\xa3\xed\xa0\x80"), error=107)
 dd_mp("code point above U+10FFFF", Raw(b"\xa4\xf4\x90\x80\x80"), error=107)
