@@ -78,7 +78,7 @@ static void mp_init(msgpack_packer *pk, proto_buf *b)
     msgpack_packer_init(pk, b, proto__mp_write);
 }
 
-/* --- Client info: {client, user, info}, empty members omitted ------------ */
+/* --- Client info: {client, user}, empty members omitted ------------------ */
 
 static void json_info(proto_buf *b, const proto_client_info *ci)
 {
@@ -95,25 +95,16 @@ static void json_info(proto_buf *b, const proto_client_info *ci)
             proto__buf_byte(b, ',');
         KEY(b, "\"user\":");
         jstr(b, ci->user);
-        first = 0;
-    }
-    if (ci && ci->conn_info.json.len) {
-        if (!first)
-            proto__buf_byte(b, ',');
-        KEY(b, "\"info\":");
-        jdata(b, &ci->conn_info);
     }
     proto__buf_byte(b, '}');
 }
 
-static void mp_info(proto_buf *b, msgpack_packer *pk,
-                    const proto_client_info *ci)
+static void mp_info(msgpack_packer *pk, const proto_client_info *ci)
 {
     size_t n = 0;
 
     if (ci)
-        n = (ci->client.len > 0) + (ci->user.len > 0) +
-            (ci->conn_info.mp.len > 0);
+        n = (ci->client.len > 0) + (ci->user.len > 0);
     msgpack_pack_map(pk, n);
     if (!ci)
         return;
@@ -124,10 +115,6 @@ static void mp_info(proto_buf *b, msgpack_packer *pk,
     if (ci->user.len) {
         MPKEY(pk, "user");
         mstr(pk, ci->user);
-    }
-    if (ci->conn_info.mp.len) {
-        MPKEY(pk, "info");
-        mdata(b, pk, &ci->conn_info);
     }
 }
 
@@ -140,8 +127,7 @@ static size_t pub_estimate(const proto_pub *p)
     size_t n = 128 + p->channel.len + p->epoch.len + p->data.json.len;
 
     if (p->info)
-        n += 64 + p->info->client.len + p->info->user.len +
-             p->info->conn_info.json.len;
+        n += 64 + p->info->client.len + p->info->user.len;
     return n;
 }
 
@@ -192,7 +178,7 @@ static void mp_pub(proto_buf *b, msgpack_packer *pk, const proto_pub *p,
     mdata(b, pk, &p->data);
     if (p->info) {
         MPKEY(pk, "info");
-        mp_info(b, pk, p->info);
+        mp_info(pk, p->info);
     }
     if (p->time_ms) {
         MPKEY(pk, "time");
@@ -436,18 +422,13 @@ void proto_enc_ok_presence(proto_buf *b, proto_enc enc, uint32_t id,
             if (i)
                 proto__buf_byte(b, ',');
             jstr(b, e[i].client);
-            KEY(b, ":{");
             if (e[i].user.len) {
-                KEY(b, "\"user\":");
+                KEY(b, ":{\"user\":");
                 jstr(b, e[i].user);
+                proto__buf_byte(b, '}');
+            } else {
+                KEY(b, ":{}");
             }
-            if (e[i].info.json.len) {
-                if (e[i].user.len)
-                    proto__buf_byte(b, ',');
-                KEY(b, "\"info\":");
-                jdata(b, &e[i].info);
-            }
-            proto__buf_byte(b, '}');
         }
         KEY(b, "}}}");
     } else {
@@ -458,15 +439,10 @@ void proto_enc_ok_presence(proto_buf *b, proto_enc enc, uint32_t id,
         msgpack_pack_map(&pk, n);
         for (size_t i = 0; i < n; i++) {
             mstr(&pk, e[i].client);
-            msgpack_pack_map(&pk, (e[i].user.len > 0) +
-                                  (e[i].info.mp.len > 0));
+            msgpack_pack_map(&pk, e[i].user.len > 0);
             if (e[i].user.len) {
                 MPKEY(&pk, "user");
                 mstr(&pk, e[i].user);
-            }
-            if (e[i].info.mp.len) {
-                MPKEY(&pk, "info");
-                mdata(b, &pk, &e[i].info);
             }
         }
     }
@@ -499,7 +475,7 @@ void proto_enc_push_join(proto_buf *b, proto_enc enc, int join,
         MPKEY(&pk, "channel");
         mstr(&pk, channel);
         MPKEY(&pk, "info");
-        mp_info(b, &pk, info);
+        mp_info(&pk, info);
     }
 }
 

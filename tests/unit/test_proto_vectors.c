@@ -275,11 +275,6 @@ static void pub_of(const json_t *o, proto_pub *p, proto_client_info *ci,
         memset(ci, 0, sizeof(*ci));
         ci->client = slice_of(info, "client");
         ci->user = slice_of(info, "user");
-        if (get_str(info, "info_json")) {
-            const char *t = get_str(info, "info_json");
-            proto_data_from_json(t, strlen(t), &ci->conn_info,
-                                 &ol->p[ol->n++], NULL);
-        }
         p->info = ci;
     }
     if (json_object_get(o, "time"))
@@ -337,10 +332,6 @@ static void encode_one(const char *kind, const json_t *a, proto_enc enc,
             cr_assert(n < 8);
             e[n].client = slice_of(x, "client");
             e[n].user = slice_of(x, "user");
-            if (get_str(x, "info_json")) {
-                const char *t = get_str(x, "info_json");
-                proto_data_from_json(t, strlen(t), &e[n].info, &ol.p[ol.n++], NULL);
-            }
             n++;
         }
         proto_enc_ok_presence(b, enc, id, n ? e : NULL, n);

@@ -95,13 +95,10 @@ typedef struct proto_data {
 } proto_data;
 
 /* Publisher info of a client publication (`info` in pub pushes) and of a
- * presence/join/leave entry. Empty slices are omitted. `conn_info` is the
- * optional connection info (from the connection token) in both encodings
- * (build it once with proto_data_from_json), carried as `info.info`. */
+ * presence/join/leave entry. Empty slices are omitted. */
 typedef struct proto_client_info {
     proto_slice client;
     proto_slice user;
-    proto_data conn_info;        /* added: `info.info`; omitted when empty */
 } proto_client_info;
 
 /* A decoded command. Slices point into the input frame or into memory
@@ -197,12 +194,10 @@ typedef struct proto_pub {
     int64_t time_ms;                 /* 0: omitted */
 } proto_pub;
 
-/* Presence entry: client id, user, optional connection info (both
- * encodings, as in proto_client_info.conn_info). */
+/* Presence entry: client id and user (an empty user is omitted). */
 typedef struct proto_presence_entry {
     proto_slice client;
     proto_slice user;
-    proto_data info;             /* added: `info`; omitted when empty */
 } proto_presence_entry;
 
 /* Replies. Each appends exactly one message. */
