@@ -102,7 +102,9 @@ typedef struct proto_client_info {
 } proto_client_info;
 
 /* A decoded command. Slices point into the input frame or into memory
- * owned by the command; both live until proto_cmd_free(). */
+ * owned by the command; both live until proto_cmd_free(). (Currently every
+ * slice is owned by the command and NUL-terminated, so the frame may be
+ * freed right after proto_next(); unset fields have ptr == NULL.) */
 typedef struct proto_cmd {
     uint32_t id;
     proto_op op;
@@ -230,7 +232,8 @@ void proto_enc_push_disconnect(proto_buf *b, proto_enc enc, int code,
 
 /* Client side (C client, bench, tests): build commands. Not needed by the
  * server. `data` is given in the command's encoding (JSON text for JSON,
- * one msgpack object for msgpack). */
+ * one msgpack object for msgpack). Slices with ptr == NULL are not written;
+ * since/limit only with has_since/has_limit, reverse only when true. */
 typedef struct proto_cmd_out {
     uint32_t id;
     proto_op op;
