@@ -38,6 +38,12 @@ void proto__err(proto_error *err, uint32_t id, int code, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(err->message, sizeof(err->message), fmt, ap);
     va_end(ap);
+    /* Messages quote client input (jansson's "near '...'") and may be cut
+     * mid-character; keep them printable ASCII so the error reply is always
+     * valid UTF-8 (browsers drop a connection over a bad text frame). */
+    for (char *p = err->message; *p; p++)
+        if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f)
+            *p = '?';
 }
 
 void proto_reader_init(proto_reader *r, proto_enc enc, const void *buf,

@@ -8,6 +8,7 @@
  * the same and in the order protocol-v1.md lists them. Publication data is
  * copied as ready bytes from proto_data, never re-encoded.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "proto_internal.h"
@@ -20,11 +21,25 @@ static void jstr(proto_buf *b, proto_slice s)
     proto__json_str(b, s.ptr ? s.ptr : "", s.len);
 }
 
+/* Error messages and disconnect reasons are free text from the caller and
+ * go out in text frames, so bytes that are not valid UTF-8 become '?'.
+ * Both are rare, so the check costs nothing that matters. */
 static void jcstr(proto_buf *b, const char *s)
 {
+    size_t n;
+
     if (!s)
         s = "";
-    proto__json_str(b, s, strlen(s));
+    n = strlen(s);
+    if (proto__utf8_valid(s, n)) {
+        proto__json_str(b, s, n);
+        return;
+    }
+    char *copy = proto__malloc(n);
+    for (size_t i = 0; i < n; i++)
+        copy[i] = (unsigned char)s[i] >= 0x80 ? '?' : s[i];
+    proto__json_str(b, copy, n);
+    free(copy);
 }
 
 static void mstr(msgpack_packer *pk, proto_slice s)
@@ -34,9 +49,20 @@ static void mstr(msgpack_packer *pk, proto_slice s)
 
 static void mcstr(msgpack_packer *pk, const char *s)
 {
+    size_t n;
+
     if (!s)
         s = "";
-    msgpack_pack_str_with_body(pk, s, strlen(s));
+    n = strlen(s);
+    if (proto__utf8_valid(s, n)) {
+        msgpack_pack_str_with_body(pk, s, n);
+        return;
+    }
+    char *copy = proto__malloc(n);
+    for (size_t i = 0; i < n; i++)
+        copy[i] = (unsigned char)s[i] >= 0x80 ? '?' : s[i];
+    msgpack_pack_str_with_body(pk, copy, n);
+    free(copy);
 }
 
 static void jbool(proto_buf *b, int v)

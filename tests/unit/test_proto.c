@@ -7,6 +7,7 @@
  * frames that must always yield a command or an error code, never a crash,
  * a hang or a leak (run under -DHERALD_SANITIZE=ON as well).
  */
+#define _GNU_SOURCE   /* memmem */
 #include <criterion/criterion.h>
 #include <jansson.h>
 #include <math.h>
@@ -513,6 +514,31 @@ Test(hostile, cmd_free_is_idempotent)
 }
 
 /* --- Encoders under odd input -------------------------------------------- */
+
+Test(encode, error_text_is_always_valid_utf8)
+{
+    proto_buf b;
+    proto_error e;
+    const char *line = "{\"id\":3,\"op\":\xff\xfe}";
+
+    /* jansson quotes the offending bytes; the message must not carry them. */
+    e = decode_err(PROTO_JSON, line, strlen(line));
+    cr_expect_eq(e.id, 3);
+    for (const char *p = e.message; *p; p++)
+        cr_expect((unsigned char)*p >= 0x20 && (unsigned char)*p < 0x7f,
+                  "byte 0x%02x in message", (unsigned char)*p);
+    /* A caller's message with bad UTF-8 is repaired on output. */
+    proto_buf_init(&b, 0);
+    proto_enc_error(&b, PROTO_JSON, 0, 100, "bad \xc3 byte \xe9");
+    cr_expect(b.len == strlen("{\"error\":{\"code\":100,\"message\":\"bad ? byte ?\"}}") &&
+              !memcmp(proto_buf_data(&b),
+                      "{\"error\":{\"code\":100,\"message\":\"bad ? byte ?\"}}", b.len),
+              "%.*s", (int)b.len, proto_buf_data(&b));
+    proto_buf_reset(&b);
+    proto_enc_push_disconnect(&b, PROTO_MSGPACK, 4101, "\xff", 0);
+    cr_expect(memmem(proto_buf_data(&b), b.len, "\xa1?", 2) != NULL);
+    proto_buf_free(&b);
+}
 
 Test(encode, strings_are_always_escaped)
 {
