@@ -315,7 +315,7 @@ int proto__cmd_from_map(const proto__map_ops *ops, void *ctx,
     ops->get(root, "op", &v);
     if (v.t != PROTO__V_STR) {
         proto__err(err, cmd->id, PROTO_E_BAD_REQUEST,
-                   v.t == PROTO__V_NONE ? "missing op" : "op must be a string");
+                   absent(&v) ? "missing op" : "op must be a string");
         goto fail;
     }
     if (parse_op(&v, &cmd->op) < 0) {
