@@ -350,3 +350,20 @@ def test_handshake_timeout_closes_silent_tcp(server_factory):
     finally:
         sock.close()
     assert time.monotonic() - start < t(1 + 3)
+
+
+async def test_log_level_filters_lines(server_factory):
+    s = server_factory(None, args=["--log-level", "warn"])
+    c = await s.client()
+    await c.ok("subscribe", channel=hh.chan())
+    await c.send_raw("garbage")                     # something worth logging
+    await c.noid()
+    await c.close()
+    levels = {l["level"] for l in s.log_lines()}
+    assert levels <= {"warn", "error"}, levels
+
+
+def test_log_level_from_config_and_env(server_factory):
+    s = server_factory({"log_level": "error"}, env={"HERALD_LOG_LEVEL": "debug"})
+    hh.wait_for(lambda: any(l.get("msg") == "listening" for l in s.log_lines()), t(5),
+                what='"listening" logged at debug level')
