@@ -1,0 +1,250 @@
+/*
+ * herald: command line, configuration, start-up and shutdown. The main
+ * thread only starts the workers and waits for signals on its own loop:
+ * SIGTERM/SIGINT drain every worker (disconnect push 4000, close 4000)
+ * within shutdown_timeout, then the workers stop and the process exits 0.
+ * A second signal stops at once.
+ */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <uv.h>
+
+#include "config.h"
+#include "log.h"
+#include "server.h"
+#include "worker.h"
+
+extern char **environ;
+
+/* Descriptors kept for everything that is not a client connection:
+ * listening sockets, spares, loops, logs, outgoing connections. */
+#define MAIN_FD_RESERVE 64
+
+typedef struct main_state {
+    server srv;
+    uv_loop_t loop;
+    uv_signal_t sigterm, sigint;
+    uv_async_t drained;
+    uv_timer_t deadline;
+    int stopping;
+    int stop_sent;
+} main_state;
+
+static void main_usage(FILE *f)
+{
+    fprintf(f,
+        "Usage: herald [options]\n"
+        "Real-time WebSocket messaging server (protocol herald.v1).\n\n"
+        "  -c, --config FILE     configuration file (libconfig syntax);\n"
+        "                        also HERALD_CONFIG\n"
+        "  -l, --listen H:P      listen address (default 0.0.0.0:8080)\n"
+        "  -w, --workers N       worker threads (default: number of cores)\n"
+        "      --log-level L     debug, info, warn or error\n"
+        "      --check-config    validate the configuration and exit\n"
+        "  -h, --help            this help\n"
+        "  -V, --version         print the version\n\n"
+        "Every configuration key can also be set with HERALD_<KEY>; the\n"
+        "command line wins over the environment, which wins over the file.\n"
+        "See conf/herald.conf and docs/configuration.md.\n");
+}
+
+static void main_send_stop(main_state *ms)
+{
+    if (ms->stop_sent)
+        return;
+    ms->stop_sent = 1;
+    for (uint32_t i = 0; i < ms->srv.n_workers; i++)
+        worker_post(&ms->srv, (uint16_t)i, msg_new(MSG_STOP, NULL, 0, NULL, 0));
+    uv_close((uv_handle_t *)&ms->sigterm, NULL);
+    uv_close((uv_handle_t *)&ms->sigint, NULL);
+    uv_close((uv_handle_t *)&ms->drained, NULL);
+    uv_timer_stop(&ms->deadline);
+    uv_close((uv_handle_t *)&ms->deadline, NULL);
+}
+
+static void main_on_drained(uv_async_t *a)
+{
+    main_state *ms = a->data;
+    for (uint32_t i = 0; i < ms->srv.n_workers; i++) {
+        if (ms->srv.workers[i]->startup_error) {
+            main_send_stop(ms);
+            return;
+        }
+    }
+    if (atomic_load(&ms->srv.draining) == 0)
+        main_send_stop(ms);
+}
+
+static void main_on_deadline(uv_timer_t *t)
+{
+    main_state *ms = t->data;
+    log_warn("workers did not drain in time: stopping");
+    main_send_stop(ms);
+}
+
+static void main_on_signal(uv_signal_t *s, int signum)
+{
+    main_state *ms = s->data;
+    if (ms->stopping) {
+        log_warn("second signal: stopping now", LOG_INT("signal", signum));
+        main_send_stop(ms);
+        return;
+    }
+    ms->stopping = 1;
+    log_info("shutting down", LOG_INT("signal", signum),
+             LOG_INT("connections", atomic_load(&ms->srv.connections)));
+    for (uint32_t i = 0; i < ms->srv.n_workers; i++)
+        worker_post(&ms->srv, (uint16_t)i,
+                    msg_new(MSG_SHUTDOWN, NULL, 0, NULL, 0));
+    /* The workers enforce shutdown_timeout themselves; this is the
+     * backstop if one of them is wedged. */
+    uv_timer_start(&ms->deadline, main_on_deadline,
+                   (uint64_t)(ms->srv.cfg->shutdown_timeout + 3) * 1000, 0);
+}
+
+static uint32_t main_max_connections(const config *cfg, uint32_t workers)
+{
+    struct rlimit rl;
+    uint64_t fds = 1024;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
+        fds = rl.rlim_cur == RLIM_INFINITY ? 1u << 20 : rl.rlim_cur;
+    uint64_t reserve = MAIN_FD_RESERVE + 8u * workers;
+    uint64_t usable = fds > reserve ? fds - reserve : 1;
+    if (cfg->max_connections == 0)
+        return (uint32_t)usable;
+    if (cfg->max_connections > usable)
+        log_warn("max_connections exceeds the open-file limit; the limit "
+                 "will refuse connections first",
+                 LOG_INT("max_connections", cfg->max_connections),
+                 LOG_INT("nofile", (int64_t)fds));
+    return cfg->max_connections;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        { "config", required_argument, NULL, 'c' },
+        { "listen", required_argument, NULL, 'l' },
+        { "workers", required_argument, NULL, 'w' },
+        { "log-level", required_argument, NULL, 'L' },
+        { "check-config", no_argument, NULL, 'C' },
+        { "help", no_argument, NULL, 'h' },
+        { "version", no_argument, NULL, 'V' },
+        { NULL, 0, NULL, 0 }
+    };
+    const char *path = getenv("HERALD_CONFIG");
+    const char *cli_keys[8], *cli_vals[8], *cli_src[8];
+    int n_cli = 0, check_only = 0, opt;
+    while ((opt = getopt_long(argc, argv, "c:l:w:hV", opts, NULL)) != -1) {
+        switch (opt) {
+        case 'c': path = optarg; break;
+        case 'l': cli_keys[n_cli] = "listen"; cli_src[n_cli] = "--listen";
+                  cli_vals[n_cli++] = optarg; break;
+        case 'w': cli_keys[n_cli] = "workers"; cli_src[n_cli] = "--workers";
+                  cli_vals[n_cli++] = optarg; break;
+        case 'L': cli_keys[n_cli] = "log_level"; cli_src[n_cli] = "--log-level";
+                  cli_vals[n_cli++] = optarg; break;
+        case 'C': check_only = 1; break;
+        case 'h': main_usage(stdout); return 0;
+        case 'V': printf("herald %s\n", HERALD_VERSION); return 0;
+        default: main_usage(stderr); return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "herald: unexpected argument '%s'\n", argv[optind]);
+        main_usage(stderr);
+        return 2;
+    }
+
+    static config cfg;
+    char err[4096];
+    config_defaults(&cfg);
+    int bad = config_load(&cfg, path, environ, err, sizeof(err)) < 0;
+    if (bad)
+        fputs(err, stderr);
+    for (int i = 0; i < n_cli; i++) {
+        if (config_set(&cfg, cli_keys[i], cli_vals[i], cli_src[i], err,
+                       sizeof(err)) < 0) {
+            fputs(err, stderr);
+            bad = 1;
+        }
+    }
+    if (bad) {
+        fprintf(stderr, "herald: invalid configuration\n");
+        return 2;
+    }
+    if (check_only) {
+        printf("configuration OK%s%s\n", path ? ": " : "", path ? path : "");
+        return 0;
+    }
+    log_set_level(cfg.log_level);
+    signal(SIGPIPE, SIG_IGN);
+
+    static main_state ms;
+    server *srv = &ms.srv;
+    srv->cfg = &cfg;
+    srv->n_workers = cfg.workers ? cfg.workers
+                                 : (uint32_t)sysconf(_SC_NPROCESSORS_ONLN);
+    if (srv->n_workers == 0)
+        srv->n_workers = 1;
+    if (cfg.node_name[0]) {
+        snprintf(srv->node, sizeof(srv->node), "%s", cfg.node_name);
+    } else {
+        char host[48] = "herald";
+        gethostname(host, sizeof(host) - 1);
+        snprintf(srv->node, sizeof(srv->node), "%s-%d", host, (int)getpid());
+    }
+    srv->max_connections = main_max_connections(&cfg, srv->n_workers);
+    atomic_init(&srv->connections, 0);
+    atomic_init(&srv->draining, srv->n_workers);
+
+    uv_loop_init(&ms.loop);
+    uv_async_init(&ms.loop, &ms.drained, main_on_drained);
+    ms.drained.data = &ms;
+    srv->drained = &ms.drained;
+    uv_signal_init(&ms.loop, &ms.sigterm);
+    uv_signal_init(&ms.loop, &ms.sigint);
+    ms.sigterm.data = ms.sigint.data = &ms;
+    uv_signal_start(&ms.sigterm, main_on_signal, SIGTERM);
+    uv_signal_start(&ms.sigint, main_on_signal, SIGINT);
+    uv_timer_init(&ms.loop, &ms.deadline);
+    ms.deadline.data = &ms;
+
+    srv->workers = calloc(srv->n_workers, sizeof(*srv->workers));
+    if (!srv->workers)
+        abort();
+    for (uint32_t i = 0; i < srv->n_workers; i++) {
+        srv->workers[i] = worker_new(srv, (uint16_t)i, err, sizeof(err));
+        if (!srv->workers[i]) {
+            log_error("cannot start", LOG_STR("error", err));
+            return 1;
+        }
+    }
+    for (uint32_t i = 0; i < srv->n_workers; i++)
+        worker_start(srv->workers[i]);
+    log_info("listening", LOG_STR("host", cfg.listen_host),
+             LOG_INT("port", srv->listen_port),
+             LOG_INT("workers", srv->n_workers), LOG_STR("node", srv->node),
+             LOG_INT("max_connections", srv->max_connections),
+             LOG_STR("version", HERALD_VERSION));
+
+    uv_run(&ms.loop, UV_RUN_DEFAULT);
+
+    int failed = 0;
+    for (uint32_t i = 0; i < srv->n_workers; i++) {
+        worker_join(srv->workers[i]);
+        failed |= srv->workers[i]->startup_error;
+    }
+    for (uint32_t i = 0; i < srv->n_workers; i++)
+        worker_free(srv->workers[i]);
+    free(srv->workers);
+    uv_loop_close(&ms.loop);
+    log_info("stopped");
+    return failed ? 1 : 0;
+}

@@ -1,0 +1,222 @@
+/*
+ * Channel-owner request handling. Requests are turned into replies in
+ * place where possible (the request message is re-addressed), so a
+ * subscribe or publish costs one message each way.
+ */
+#include "owner.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "channel.h"
+#include "log.h"
+#include "worker.h"
+
+int64_t owner_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static const config_ns *owner_ns(worker *w, const char *chan, size_t len)
+{
+    proto_slice ns = proto_channel_namespace((proto_slice){ chan, len });
+    return config_ns_find(w->srv->cfg, ns.ptr, ns.len);
+}
+
+static void owner_reply(worker *w, msg *m, uint8_t type, int code)
+{
+    m->type = type;
+    m->code = code;
+    worker_post(w->srv, m->route.worker, m);
+}
+
+/* Join or leave push to every worker with subscribers; the client itself
+ * is excluded by the receiving worker. */
+static void owner_broadcast_join(worker *w, chan_state *c, int join,
+                                 const char *client, const char *user)
+{
+    for (uint32_t i = 0; i < w->srv->n_workers; i++) {
+        if (!c->wcount[i])
+            continue;
+        msg *j = msg_new(MSG_JOIN, c->name, c->len, user, strlen(user));
+        j->flag = (uint8_t)join;
+        memcpy(j->client, client, IDS_LEN + 1);
+        worker_post(w->srv, (uint16_t)i, j);
+    }
+}
+
+static void owner_subscribe(worker *w, msg *m)
+{
+    const config_ns *ns = owner_ns(w, msg_chan(m), m->chan_len);
+    if (!ns) {
+        owner_reply(w, m, MSG_SUB_REP, PROTO_E_BAD_CHANNEL);
+        return;
+    }
+    chan_state *c = chanreg_get(&w->reg, msg_chan(m), m->chan_len, ns);
+    if (ns->max_subscribers && c->total >= ns->max_subscribers) {
+        chanreg_gc(&w->reg, c, owner_now_ms());
+        owner_reply(w, m, MSG_SUB_REP, PROTO_E_LIMIT);
+        return;
+    }
+    history_expire(&c->hist, owner_now_ms(), (int64_t)ns->history_ttl * 1000);
+    chan_sub_add(c, m->route.worker);
+    if (m->flag) {
+        m->recovered = (int8_t)chan_recover(c, m->epoch, m->epoch_len,
+                                            m->offset, UINT32_MAX,
+                                            &m->pubs, &m->n_pubs);
+    } else {
+        m->recovered = -1;
+    }
+    if (ns->presence &&
+        chan_presence_add(c, m->client, msg_user(m), m->route.worker) &&
+        ns->join_leave)
+        owner_broadcast_join(w, c, 1, m->client, msg_user(m));
+    memcpy(m->epoch, c->epoch, IDS_LEN + 1);
+    m->epoch_len = IDS_LEN;
+    m->offset = c->top;
+    owner_reply(w, m, MSG_SUB_REP, 0);
+}
+
+static void owner_unsubscribe(worker *w, msg *m)
+{
+    chan_state *c = chanreg_find(&w->reg, msg_chan(m), m->chan_len);
+    if (c) {
+        chan_sub_del(c, m->route.worker);
+        char *user = NULL;
+        if (c->ns->presence && chan_presence_del(c, m->client, &user) &&
+            c->ns->join_leave)
+            owner_broadcast_join(w, c, 0, m->client, user ? user : "");
+        free(user);
+        chanreg_gc(&w->reg, c, owner_now_ms());
+    }
+    msg_free(m);
+}
+
+static void owner_publish(worker *w, msg *m)
+{
+    const config_ns *ns = owner_ns(w, msg_chan(m), m->chan_len);
+    if (!ns) {
+        owner_reply(w, m, MSG_PUB_REP, PROTO_E_BAD_CHANNEL);
+        return;
+    }
+    chan_state *c = chanreg_find(&w->reg, msg_chan(m), m->chan_len);
+    if (c) {
+        /* Back-pressure: refuse rather than queue without bound. */
+        uint32_t max = w->srv->cfg->worker_queue_max;
+        for (uint32_t i = 0; i < w->srv->n_workers; i++) {
+            if (c->wcount[i] &&
+                atomic_load_explicit(&w->srv->workers[i]->mb.delivers,
+                                     memory_order_relaxed) >= max) {
+                owner_reply(w, m, MSG_PUB_REP, PROTO_E_RATE_LIMITED);
+                return;
+            }
+        }
+    } else {
+        c = chanreg_get(&w->reg, msg_chan(m), m->chan_len, ns);
+    }
+    int64_t now = owner_now_ms();
+    chan_publish(c, m->p, now);
+    for (uint32_t i = 0; i < w->srv->n_workers; i++) {
+        if (!c->wcount[i])
+            continue;
+        msg *d = msg_new(MSG_DELIVER, NULL, 0, NULL, 0);
+        d->p = pub_ref(m->p);
+        worker_post(w->srv, (uint16_t)i, d);
+    }
+    m->offset = c->top;
+    memcpy(m->epoch, c->epoch, IDS_LEN + 1);
+    m->epoch_len = IDS_LEN;
+    pub_unref(m->p);
+    m->p = NULL;
+    chanreg_gc(&w->reg, c, now);
+    owner_reply(w, m, MSG_PUB_REP, 0);
+}
+
+static void owner_history(worker *w, msg *m)
+{
+    const config_ns *ns = owner_ns(w, msg_chan(m), m->chan_len);
+    if (!ns) {
+        owner_reply(w, m, MSG_HIST_REP, PROTO_E_BAD_CHANNEL);
+        return;
+    }
+    int64_t now = owner_now_ms();
+    chan_state *c = chanreg_get(&w->reg, msg_chan(m), m->chan_len, ns);
+    history_expire(&c->hist, now, (int64_t)ns->history_ttl * 1000);
+    int has_since = m->flag & 1, reverse = (m->flag >> 1) & 1;
+    uint64_t after = 0;
+    int code = 0;
+    if (has_since) {
+        uint64_t first = history_first_offset(&c->hist);
+        int same = m->epoch_len == IDS_LEN &&
+                   memcmp(m->epoch, c->epoch, IDS_LEN) == 0;
+        if (!same || m->offset > c->top ||
+            (m->offset < c->top && (first == 0 || first > m->offset + 1)))
+            code = PROTO_E_UNRECOVERABLE;
+        after = m->offset;
+    }
+    if (!code && m->limit) {
+        m->pubs = malloc(sizeof(pub *) * m->limit);
+        if (!m->pubs)
+            abort();
+        m->n_pubs = history_select(&c->hist, after, m->limit, reverse,
+                                   m->pubs);
+    }
+    memcpy(m->epoch, c->epoch, IDS_LEN + 1);
+    m->epoch_len = IDS_LEN;
+    m->offset = c->top;
+    chanreg_gc(&w->reg, c, now);
+    owner_reply(w, m, MSG_HIST_REP, code);
+}
+
+static void owner_presence(worker *w, msg *m)
+{
+    chan_state *c = chanreg_find(&w->reg, msg_chan(m), m->chan_len);
+    if (c && c->n_presence) {
+        /* One block: the entry array, then the strings. */
+        size_t bytes = sizeof(proto_presence_entry) * c->n_presence;
+        presence_entry *e, *tmp;
+        HASH_ITER(hh, c->presence, e, tmp)
+            bytes += IDS_LEN + strlen(e->user);
+        proto_presence_entry *v = malloc(bytes);
+        if (!v)
+            abort();
+        char *s = (char *)(v + c->n_presence);
+        size_t i = 0;
+        HASH_ITER(hh, c->presence, e, tmp) {
+            size_t ul = strlen(e->user);
+            memcpy(s, e->client, IDS_LEN);
+            v[i].client = (proto_slice){ s, IDS_LEN };
+            s += IDS_LEN;
+            memcpy(s, e->user, ul);
+            v[i].user = (proto_slice){ s, ul };
+            s += ul;
+            i++;
+        }
+        m->extra = v;
+        m->n_extra = i;
+    }
+    owner_reply(w, m, MSG_PRES_REP, 0);
+}
+
+void owner_handle(worker *w, msg *m)
+{
+    switch (m->type) {
+    case MSG_SUB_REQ: owner_subscribe(w, m); break;
+    case MSG_UNSUB: owner_unsubscribe(w, m); break;
+    case MSG_PUB_REQ: owner_publish(w, m); break;
+    case MSG_HIST_REQ: owner_history(w, m); break;
+    case MSG_PRES_REQ: owner_presence(w, m); break;
+    default:
+        log_error("unexpected message for channel owner",
+                  LOG_INT("type", m->type));
+        msg_free(m);
+    }
+}
+
+void owner_expire(worker *w)
+{
+    chanreg_expire(&w->reg, owner_now_ms());
+}
