@@ -397,7 +397,9 @@ static void conn_do_history(conn *c, const proto_cmd *cmd)
     const config *cfg = c->w->srv->cfg;
     const config_ns *ns = conn_ns(c, cmd->channel);
     int code = 0;
-    uint32_t limit = cmd->has_limit ? cmd->limit : 100;
+    uint32_t limit = cmd->has_limit ? cmd->limit
+                     : (cfg->history_max_limit < 100 ? cfg->history_max_limit
+                                                     : 100);
     if (!ns)
         code = PROTO_E_BAD_CHANNEL;
     else if (!c->user && !ns->allow_anonymous)

@@ -70,7 +70,9 @@ static void owner_subscribe(worker *w, msg *m)
     } else {
         m->recovered = -1;
     }
-    if (ns->presence &&
+    /* Presence entries are kept for join/leave too: they tell a client's
+     * first subscription from a repeated one. */
+    if ((ns->presence || ns->join_leave) &&
         chan_presence_add(c, m->client, msg_user(m), m->route.worker) &&
         ns->join_leave)
         owner_broadcast_join(w, c, 1, m->client, msg_user(m));
@@ -86,7 +88,8 @@ static void owner_unsubscribe(worker *w, msg *m)
     if (c) {
         chan_sub_del(c, m->route.worker);
         char *user = NULL;
-        if (c->ns->presence && chan_presence_del(c, m->client, &user) &&
+        if ((c->ns->presence || c->ns->join_leave) &&
+            chan_presence_del(c, m->client, &user) &&
             c->ns->join_leave)
             owner_broadcast_join(w, c, 0, m->client, user ? user : "");
         free(user);

@@ -341,6 +341,8 @@ static int worker_create_lws(worker *w)
      * so each context must cover the whole descriptor range. */
     info.fd_limit_per_thread = fds;
     info.timeout_secs = cfg->handshake_timeout;
+    /* An adopted socket waits for its request headers under this one. */
+    info.timeout_secs_ah_idle = cfg->handshake_timeout;
     info.keepalive_timeout = 5;
     info.max_http_header_pool = 1024;
     info.pt_serv_buf_size = 4096;
@@ -354,6 +356,10 @@ static int worker_create_lws(worker *w)
     vi.port = CONTEXT_PORT_NO_LISTEN_SERVER;
     vi.protocols = conn_protocols;
     vi.vhost_name = "herald";
+    /* These two are per vhost in lws 4.1: how long an accepted socket may
+     * take to send its request headers, and HTTP keep-alive idle time. */
+    vi.timeout_secs_ah_idle = cfg->handshake_timeout;
+    vi.keepalive_timeout = 5;
     if (cfg->tls_cert[0]) {
         vi.ssl_cert_filepath = cfg->tls_cert;
         vi.ssl_private_key_filepath = cfg->tls_key;
