@@ -32,6 +32,7 @@
 #define ACCEPT_BATCH 128
 #define ACCEPT_PAUSE_MS 100
 #define EXPIRE_EVERY_S 5
+#define EMFILE_LOG_EVERY_S 10
 
 uint16_t server_owner(const server *s, const char *chan, size_t len)
 {
@@ -174,9 +175,16 @@ static void worker_on_accept(uv_poll_t *p, int status, int events)
                     if (drop >= 0)
                         close(drop);
                 }
-                log_warn("out of file descriptors: refusing connections",
-                         LOG_INT("worker", w->index),
-                         LOG_INT("connections", w->n_conns));
+                w->emfile_drops++;
+                if (!w->emfile_logged_s ||
+                    w->now_s >= w->emfile_logged_s + EMFILE_LOG_EVERY_S) {
+                    log_warn("out of file descriptors: refusing connections",
+                             LOG_INT("worker", w->index),
+                             LOG_INT("connections", w->n_conns),
+                             LOG_INT("refused", w->emfile_drops));
+                    w->emfile_logged_s = w->now_s ? w->now_s : 1;
+                    w->emfile_drops = 0;
+                }
                 worker_accept_pause(w);
             }
             return;

@@ -41,6 +41,8 @@ typedef struct worker {
     int listen_fd;
     int spare_fd;             /* reserve fd for EMFILE, -1 when spent */
     int accept_paused;
+    uint64_t emfile_logged_s;  /* last "out of descriptors" log line */
+    uint64_t emfile_drops;     /* connections refused since then */
     uv_timer_t accept_resume;
     struct lws_context *ctx;
     struct lws_vhost *vh;
