@@ -189,3 +189,12 @@ async def test_msgpack_errors_and_ids(server):
     assert r["error"]["code"] == 104 and r["id"] >= 1
     r = await c.call("ping", id=2**32 - 1)
     assert r == {"id": 2**32 - 1, "ok": {}}
+
+
+async def test_ten_malformed_msgpack_commands_disconnect_4101(server):
+    c = await server.client(enc="msgpack")
+    for _ in range(10):
+        await c.send_raw(b"\xc1")
+    p = await c.push("disconnect")
+    assert p["code"] == 4101 and p["reconnect"] is False, p
+    assert await c.wait_closed() == 4101

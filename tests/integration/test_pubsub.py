@@ -211,7 +211,8 @@ async def test_ordering_across_workers_concurrent_publishers(server):
     ch = chan()
     n_subs, n_pubs, per_pub = 10, 4, 60
     total = n_pubs * per_pub
-    subs = [await server.client() for _ in range(n_subs)]
+    subs = [await server.client(enc="msgpack" if i % 3 == 2 else "json")
+            for i in range(n_subs)]
     for s in subs:
         assert (await s.ok("subscribe", channel=ch))["offset"] == 0
     pubs = [await server.client() for _ in range(n_pubs)]
@@ -276,3 +277,35 @@ async def test_batched_frames_respect_max_batch_bytes(server_factory):
         got = await c.pubs(n)
         assert [p["data"]["i"] for p in got] == list(range(n))
         assert max(c.frame_sizes) <= 4096, max(c.frame_sizes)
+
+
+async def test_message_shapes(server):
+    """Replies and pushes carry the keys protocol-v1 lists, with the types
+    it gives."""
+    ch = chan("chat:")
+    c = await server.client()
+    r = await c.call("connect")
+    assert set(r) == {"id", "ok"}
+    assert set(r["ok"]) <= {"client", "node", "ping", "expires"}
+    assert isinstance(r["ok"]["ping"], int)
+    r = await c.call("subscribe", channel=ch)
+    assert set(r["ok"]) == {"epoch", "offset"}, r
+    r = await c.call("subscribe", channel=chan("chat:"),
+                     since={"offset": 0, "epoch": r["ok"]["epoch"]})
+    assert set(r["ok"]) == {"epoch", "offset", "recovered", "publications"}, r
+    r = await c.call("publish", channel=ch, data={"k": "v"})
+    assert set(r["ok"]) == {"offset", "epoch"}, r
+    assert isinstance(r["ok"]["offset"], int) and isinstance(r["ok"]["epoch"], str)
+    p = await c.push("pub")
+    assert {"push", "channel", "offset", "epoch", "data"} <= set(p) <= \
+        {"push", "channel", "offset", "epoch", "data", "info", "binary", "time"}, p
+    assert set(p["info"]) <= {"client", "user"}
+    r = await c.call("history", channel=ch)
+    assert set(r["ok"]) == {"publications", "epoch", "offset"}, r
+    h = r["ok"]["publications"][0]
+    assert {"offset", "data"} <= set(h), h
+    assert (h["offset"], h["data"]) == (p["offset"], p["data"])
+    r = await c.call("unsubscribe", channel=ch)
+    assert r["ok"] == {}
+    r = await c.call("nope")
+    assert set(r) == {"id", "error"} and set(r["error"]) == {"code", "message"}

@@ -1,6 +1,8 @@
 """Recovery (subscribe with since), history (since/limit/reverse), history
 TTL, epochs (stream dropped, server restart)."""
 
+import asyncio
+
 import pytest
 
 import herald_harness as hh
@@ -12,6 +14,7 @@ CONFIG = {
         {"name": "h", "history_size": 5},        # small ring
         {"name": "big", "history_size": 200},
         {"name": "ttl", "history_size": 100, "history_ttl": 1},
+        {"name": "huge", "history_size": 5000},
     ],
 }
 
@@ -159,6 +162,49 @@ async def test_history_keeps_stream_and_epoch_without_subscribers(server):
     ok = await b.ok("subscribe", channel=ch, since={"offset": 0, "epoch": s["epoch"]})
     assert ok["epoch"] == s["epoch"]
     assert ok["recovered"] is True and offsets(ok["publications"]) == [1, 2]
+
+
+@pytest.mark.timeout(60)
+async def test_reconnect_with_since_during_live_publishing_has_no_gap(server):
+    """Recovery while publications keep coming: recovered publications plus
+    the pushes after the subscribe reply continue exactly where the client
+    left off, without gap or duplicate, across several reconnects."""
+    ch = chan("huge:")
+    pub = await server.client()
+    await pub.ok("publish", channel=ch, data=0)
+    total = 600
+    done = asyncio.Event()
+
+    async def publisher():
+        for start in range(1, total, 20):
+            await pub.batch([("publish", {"channel": ch, "data": i})
+                             for i in range(start, min(start + 20, total))])
+            await asyncio.sleep(0.005)
+        done.set()
+
+    task = asyncio.get_running_loop().create_task(publisher())
+    seen = []
+    sub = await server.client()
+    ok = await sub.ok("subscribe", channel=ch, since={"offset": 0, "epoch": ""})
+    epoch = ok["epoch"]
+    seen += [p["offset"] for p in ok.get("publications", [])]
+    for _round in range(6):
+        for p in await sub.pubs(15, timeout=t(10)):
+            seen.append(p["offset"])
+        await sub.close()
+        sub = await server.client(enc="msgpack" if _round % 2 else "json")
+        ok = await sub.ok("subscribe", channel=ch, since={"offset": seen[-1], "epoch": epoch})
+        assert ok["recovered"] is True, ok
+        assert ok["epoch"] == epoch
+        seen += [p["offset"] for p in ok["publications"]]
+        assert seen[-1] == ok["offset"] or not ok["publications"], (seen[-3:], ok["offset"])
+    await task
+    top = (await pub.ok("history", channel=ch, limit=1, reverse=True))["offset"]
+    while seen[-1] < top:
+        seen.append((await sub.push("pub", timeout=t(10)))["offset"])
+    first = seen[0]
+    assert seen == list(range(first, top + 1)), "gap or duplicate in %r" % seen
+    assert top == total
 
 
 # -- history ---------------------------------------------------------------------
