@@ -74,12 +74,14 @@ def _herald_watch(request):
         if s.proc is None:
             continue
         report = s.sanitizer_report()
-        died = not s.stopping and s.proc.poll() is not None
+        died = (not s.stopping and s.proc.poll() is not None) or s.died is not None
         if report:
             problems.append("sanitizer report in herald stderr (port %s):\n%s" % (s.port, report))
         elif died:
             problems.append("herald (port %s) died during the test with status %s:\n%s"
-                            % (s.port, s.proc.poll(), s.stderr_tail(40)))
+                            % (s.port, s.proc.poll() if s.died is None else s.died,
+                               s.stderr_tail(40)))
+            s.died = None  # reported
         if (report or died) and s.shared:
             # a module-scoped server: give the next tests a fresh one so one
             # crash is reported once, not as every later test's failure

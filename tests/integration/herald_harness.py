@@ -270,6 +270,7 @@ class HeraldServer:
         self.config_path = None
         self.stopping = False   # set once the test stops/signals it
         self.shared = False     # module-scoped (see server_fixture)
+        self.died = None        # exit status if it died before being stopped
         ALL_SERVERS.append(self)
 
     # -- process ------------------------------------------------------------
@@ -332,6 +333,7 @@ class HeraldServer:
         """Kills the process if needed and starts a new one on a new port
         with a new stderr file."""
         self.kill()
+        self.died = None
         self.stderr_path = os.path.join(self.dir, "%s-%s.stderr" % (self.name, uuid.uuid4().hex[:6]))
         self.start()
 
@@ -374,6 +376,8 @@ class HeraldServer:
         (negative: killed by that signal)."""
         if self.proc is None:
             return None
+        if not self.stopping and self.proc.poll() is not None and self.died is None:
+            self.died = self.proc.poll()
         self.stopping = True
         if self.proc.poll() is None:
             try:
@@ -913,4 +917,7 @@ def server_fixture(config=None, scope="module", **kw):
         report = s.sanitizer_report()
         if report:
             pytest.fail("sanitizer report in herald stderr:\n" + report, pytrace=False)
+        if s.died is not None:
+            pytest.fail("herald died with status %s before the end of the module:\n%s"
+                        % (s.died, s.stderr_tail(40)), pytrace=False)
     return _fixture
