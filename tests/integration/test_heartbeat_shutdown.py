@@ -124,3 +124,33 @@ def test_sigterm_with_unresponsive_client_exits_0_within_timeout(server_factory)
     finally:
         raw.close()
 
+
+
+def test_stale_client_leave_reaches_other_subscribers(server_factory):
+    """A client closed by the server (4002) leaves its channels: the other
+    subscribers get its leave push and presence drops it."""
+    s = server_factory(dict(HB, namespaces=[{"name": "room", "presence": True,
+                                             "join_leave": True}]))
+    ch = chan("room:")
+    watcher = s.raw()
+    reply, _ = watcher.call({"id": 1, "op": "subscribe", "channel": ch})
+    assert "ok" in reply
+    stale = s.raw()
+    reply, _ = stale.call({"id": 1, "op": "connect"})
+    stale_id = reply["ok"]["client"]
+    reply, _ = stale.call({"id": 2, "op": "subscribe", "channel": ch})
+    assert "ok" in reply
+    # the watcher answers pings (auto_pong); the stale one never reads again
+    pushes = []
+    deadline = time.monotonic() + t(8)
+    while not any(p.get("push") == "leave" for p in pushes):
+        assert time.monotonic() < deadline, "no leave push; got %r" % pushes
+        pushes += watcher.recv_msgs(timeout=max(0.01, deadline - time.monotonic()))
+    join = [p for p in pushes if p.get("push") == "join"]
+    leave = [p for p in pushes if p.get("push") == "leave"]
+    assert join and join[0]["info"]["client"] == stale_id
+    assert leave[0]["info"]["client"] == stale_id and leave[0]["channel"] == ch
+    reply, _ = watcher.call({"id": 2, "op": "presence", "channel": ch})
+    assert stale_id not in reply["ok"]["clients"]
+    watcher.close()
+    stale.close()
