@@ -367,3 +367,37 @@ def test_log_level_from_config_and_env(server_factory):
     s = server_factory({"log_level": "error"}, env={"HERALD_LOG_LEVEL": "debug"})
     hh.wait_for(lambda: any(l.get("msg") == "listening" for l in s.log_lines()), t(5),
                 what='"listening" logged at debug level')
+
+
+@pytest.mark.parametrize("listen", ["nonsense", "127.0.0.1:99999", "127.0.0.1:", ":x"])
+def test_bad_listen_option_exits_2(listen):
+    r = run_cli(["--listen", listen, "--check-config"])
+    assert r.returncode == 2, (listen, r.returncode, r.stderr)
+    assert "listen" in r.stderr, r.stderr
+
+
+def test_port_in_use_exits_nonzero_with_message():
+    import socket
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        r = run_cli(["--listen", "127.0.0.1:%d" % port, "--workers", "2"], timeout=t(10))
+    assert r.returncode != 0, r.stderr
+    assert str(port) in r.stderr, r.stderr
+
+
+async def test_env_sets_limits_and_secret(server_factory):
+    secret = "env-secret"
+    s = server_factory(None, env={"HERALD_MAX_CONNECTIONS": "2",
+                                  "HERALD_TOKEN_SECRET": secret,
+                                  "HERALD_ALLOW_ANONYMOUS": "false"})
+    a = await s.client()
+    ok = await a.ok("connect", token=hh.make_jwt(secret, sub="env-user"))
+    assert ok["client"]
+    b = await s.client()
+    assert (await b.error("ping"))["code"] == 101      # anonymous not allowed
+    c = await s.client()
+    p = await c.push("disconnect")
+    assert p["code"] == 4103
+    assert await c.wait_closed() == 4103
