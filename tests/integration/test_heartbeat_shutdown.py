@@ -78,7 +78,9 @@ def test_silent_client_is_closed_4002(server_factory):
 
 async def _shutdown(s, sig):
     ch = chan()
-    clients = [await s.client() for _ in range(3)] + [await s.client(enc="msgpack")]
+    # enough clients to land on both workers
+    clients = [await s.client() for _ in range(8)] + \
+        [await s.client(enc="msgpack") for _ in range(4)]
     for c in clients:
         await c.ok("subscribe", channel=ch)
     start = time.monotonic()
@@ -154,3 +156,26 @@ def test_stale_client_leave_reaches_other_subscribers(server_factory):
     assert stale_id not in reply["ok"]["clients"]
     watcher.close()
     stale.close()
+
+
+def test_traffic_counts_as_liveness(server_factory):
+    """A client that never answers ping frames but keeps sending commands
+    is alive (protocol: closed when no pong/traffic arrives)."""
+    s = server_factory(HB)
+    raw = s.raw()
+    try:
+        end = time.monotonic() + 4
+        n = 0
+        while time.monotonic() < end:
+            n += 1
+            raw.send_json({"id": n, "op": "ping"})
+            deadline = time.monotonic() + t(2)
+            got = False
+            while not got:
+                ev = raw.recv_event(timeout=max(0.01, deadline - time.monotonic()))
+                assert ev[0] in ("text", "ping"), "closed while sending commands: %r" % (ev,)
+                if ev[0] == "text":
+                    got = any(m.get("id") == n for m in hh.decode_frame(ev[1], "json"))
+            time.sleep(0.3)
+    finally:
+        raw.close()
