@@ -335,3 +335,17 @@ async def test_known_subprotocol_chosen_among_others(server):
 async def test_websocket_only_at_ws(server):
     with pytest.raises((websockets.InvalidHandshake, websockets.InvalidStatusCode)):
         await hh.Client.open(server, path="/other")
+
+
+def test_subprotocol_header_in_handshake_response(server):
+    raw = server.raw()                      # none offered: JSON, no header back
+    assert raw.subprotocol is None, raw.headers
+    assert raw.call({"id": 1, "op": "ping"})[0] == {"id": 1, "ok": {}}
+    raw.close()
+    raw = server.raw(subprotocol=hh.MSGPACK_SUB)
+    assert raw.subprotocol == hh.MSGPACK_SUB
+    assert raw.call({"id": 1, "op": "ping"}, enc="msgpack")[0] == {"id": 1, "ok": {}}
+    raw.close()
+    raw = server.raw(subprotocol=hh.JSON_SUB)
+    assert raw.subprotocol == hh.JSON_SUB
+    raw.close()
