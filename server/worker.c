@@ -241,8 +241,9 @@ static void worker_stop(worker *w)
     uv_close((uv_handle_t *)&w->accept_resume, worker_close_cb);
     uv_close((uv_handle_t *)&w->wake, worker_close_cb);
     uv_close((uv_handle_t *)&w->listen_poll, worker_close_cb);
+    /* With a foreign loop lws finishes destroying the context from the
+     * loop (closing its handles) and clears w->ctx through pcontext. */
     lws_context_destroy(w->ctx);
-    w->ctx = NULL;
 }
 
 /* --- mailbox and tick ---------------------------------------------------- */
@@ -355,6 +356,7 @@ static int worker_create_lws(worker *w)
     info.max_http_header_pool = 1024;
     info.pt_serv_buf_size = 4096;
     info.user = w;
+    info.pcontext = &w->ctx;
     w->ctx = lws_create_context(&info);
     if (!w->ctx)
         return -1;
@@ -394,6 +396,12 @@ static void *worker_main(void *arg)
     uv_poll_start(&w->listen_poll, UV_READABLE, worker_on_accept);
     uv_timer_start(&w->tick, worker_on_tick, 1000, 1000);
     uv_run(&w->loop, UV_RUN_DEFAULT);
+    if (w->ctx) {
+        /* Second pass, as lws requires for foreign loops, once the loop
+         * has run out of other handles. */
+        lws_context_destroy(w->ctx);
+        uv_run(&w->loop, UV_RUN_DEFAULT);
+    }
     return NULL;
 }
 

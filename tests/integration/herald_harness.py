@@ -45,7 +45,7 @@ HERALD_BIN = os.environ.get("HERALD_BIN") or os.path.join(REPO, "build", "bin", 
 SANITIZE = os.environ.get("HERALD_SANITIZE", "0") not in ("", "0", "OFF", "off", "false")
 SCALE = 3.0 if SANITIZE else 1.0
 
-SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "runtime error:")
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
 
 JSON_SUB = "herald.v1.json"
 MSGPACK_SUB = "herald.v1.msgpack"
@@ -300,7 +300,7 @@ class HeraldServer:
             env["HERALD_LISTEN"] = "127.0.0.1:%d" % self.port
         env.update(self.env)
         if SANITIZE:
-            env.setdefault("ASAN_OPTIONS", "abort_on_error=0:detect_leaks=0")
+            env.setdefault("ASAN_OPTIONS", "abort_on_error=0:detect_leaks=1")
             env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
         return env
 
