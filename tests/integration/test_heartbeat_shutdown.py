@@ -117,7 +117,9 @@ def test_sigterm_with_unresponsive_client_exits_0_within_timeout(server_factory)
     s = server_factory({"shutdown_timeout": 2})
     raw = s.raw(rcvbuf=4096)
     try:
-        raw.send_json({"id": 1, "op": "subscribe", "channel": "stuck"})
+        reply, _ = raw.call({"id": 1, "op": "subscribe", "channel": "stuck"})
+        assert "ok" in reply, reply
+        # from now on the client reads nothing and never answers the close
         start = time.monotonic()
         s.send_signal(signal.SIGTERM)
         rc = s.wait_exit(t(2 + 4))
