@@ -140,8 +140,12 @@ static int conn_writeable(conn *c)
             c->close_sent = 1;
             if (lws_write(c->wsi, cl + LWS_PRE, 2, CONN_WRITE_CLOSE) < 0)
                 return -1;
-            lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_ACK,
-                            CONN_CLOSE_GRACE_S);
+            /* lws keeps timeouts in a sorted list (O(n) insert), so at
+             * shutdown, when every connection closes at once, the worker's
+             * drain deadline stands in for this timeout. */
+            if (!c->w->draining)
+                lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_ACK,
+                                CONN_CLOSE_GRACE_S);
         }
         return 0;
     }
