@@ -627,6 +627,23 @@ static size_t conn_pub_views(msg *m, proto_pub **out)
     return m->n_pubs;
 }
 
+/* Fills the subscribe command's reserved reply. */
+static void conn_answer_sub(conn *c, msg *m)
+{
+    if (m->code) {
+        conn_reply_error(c, m->route.cmd_id, m->code, NULL, m->route.seq);
+    } else {
+        proto_pub *v;
+        size_t n = conn_pub_views(m, &v);
+        proto_enc_ok_subscribe(conn_encbuf(c), c->enc, m->route.cmd_id,
+                               (proto_slice){ m->epoch, IDS_LEN }, m->offset,
+                               m->recovered, v, n);
+        free(v);
+        conn_send_encoded(c, m->route.seq);
+    }
+    conn_reply_done(c);
+}
+
 static void conn_on_sub_rep(worker *w, msg *m)
 {
     conn *c = worker_slot_get(w, m->route.slot, m->route.gen);
@@ -651,39 +668,17 @@ static void conn_on_sub_rep(worker *w, msg *m)
             }
             hub_sub_remove(&w->hub, NULL, o);
         }
-        if (c) {
-            /* Still answer the command (after an unsubscribe). */
-            if (m->code)
-                conn_reply_error(c, m->route.cmd_id, m->code, NULL,
-                                 m->route.seq);
-            else {
-                proto_pub *v;
-                size_t n = conn_pub_views(m, &v);
-                proto_enc_ok_subscribe(conn_encbuf(c), c->enc, m->route.cmd_id,
-                                       (proto_slice){ m->epoch, IDS_LEN },
-                                       m->offset, m->recovered, v, n);
-                free(v);
-                conn_send_encoded(c, m->route.seq);
-            }
-            conn_reply_done(c);
-        }
+        if (c)
+            conn_answer_sub(c, m);   /* unsubscribed meanwhile: still answer */
         return;
     }
     if (m->code) {
         hub_sub_remove(&w->hub, &c->subs, s);
         c->n_subs--;
-        conn_reply_error(c, m->route.cmd_id, m->code, NULL, m->route.seq);
     } else {
         s->active = 1;
-        proto_pub *v;
-        size_t n = conn_pub_views(m, &v);
-        proto_enc_ok_subscribe(conn_encbuf(c), c->enc, m->route.cmd_id,
-                               (proto_slice){ m->epoch, IDS_LEN }, m->offset,
-                               m->recovered, v, n);
-        free(v);
-        conn_send_encoded(c, m->route.seq);
     }
-    conn_reply_done(c);
+    conn_answer_sub(c, m);
 }
 
 static void conn_on_reply(worker *w, msg *m)
