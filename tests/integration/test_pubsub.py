@@ -333,3 +333,36 @@ async def test_fanout_to_200_connections(server):
     for g in got:
         assert [p["offset"] for p in g] == list(range(1, n_msgs + 1))
         assert [p["data"]["i"] for p in g] == list(range(n_msgs))
+
+
+@pytest.mark.timeout(60)
+async def test_subscribe_during_publishing_continues_from_reply_offset(server):
+    """Subscribing while publications flow: the pushes a subscriber gets
+    start right after the offset in its subscribe reply, with no gap and
+    nothing older (JSON and msgpack, on both workers)."""
+    ch = chan()
+    keep = await server.client()           # keeps the stream alive
+    await keep.ok("subscribe", channel=ch)
+    pub = await server.client()
+    total = 400
+
+    async def publisher():
+        for start in range(0, total, 10):
+            await pub.batch([("publish", {"channel": ch, "data": i})
+                             for i in range(start, start + 10)])
+            await asyncio.sleep(0.003)
+
+    task = asyncio.get_running_loop().create_task(publisher())
+    subs = []
+    for i in range(10):
+        c = await server.client(enc="msgpack" if i % 2 else "json")
+        ok = await c.ok("subscribe", channel=ch)
+        subs.append((c, ok["offset"]))
+        await asyncio.sleep(0.01)
+    await task
+    for c, start in subs:
+        got = await c.pubs(total - start, timeout=t(20))
+        assert [p["offset"] for p in got] == list(range(start + 1, total + 1)), \
+            "subscribed at %d, got %r..." % (start, [p["offset"] for p in got][:5])
+        assert [p["data"] for p in got] == list(range(start, total))
+    assert any(0 < start < total for _, start in subs), "no subscribe happened mid-stream"
