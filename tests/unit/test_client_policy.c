@@ -38,7 +38,7 @@ Test(backoff, full_jitter_spreads_uniformly)
     uint64_t st = 7, sum = 0;
     unsigned buckets[10] = { 0 };
     const unsigned n = 100000;
-    for (int i = 0; i < n; i++) {
+    for (unsigned i = 0; i < n; i++) {
         uint64_t d = hc__backoff_delay(1000, 1000, 3, hc__rand_next(&st));
         sum += d;
         buckets[d * 10 / 1001]++;
