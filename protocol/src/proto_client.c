@@ -46,18 +46,6 @@ static char *chunk_alloc(proto_sreader *r, size_t n)
 
 /* --- JSON scanning -------------------------------------------------------- */
 
-static int js_ws(char c)
-{
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
-}
-
-static size_t js_skip_ws(const char *s, size_t n, size_t i)
-{
-    while (i < n && js_ws(s[i]))
-        i++;
-    return i;
-}
-
 static int js_hex(char c)
 {
     if (c >= '0' && c <= '9')
@@ -164,7 +152,7 @@ static int js_value(const char *s, size_t n, size_t *i, int depth)
         int obj = s[k] == '{';
         if (depth >= JS_DEPTH_MAX)
             return -1;
-        k = js_skip_ws(s, n, k + 1);
+        k = proto__json_skip_ws(s, n, k + 1);
         if (k < n && s[k] == close) {
             *i = k + 1;
             return 0;
@@ -173,16 +161,16 @@ static int js_value(const char *s, size_t n, size_t *i, int depth)
             if (obj) {
                 if (k >= n || s[k] != '"' || js_string(s, n, &k, &esc) < 0)
                     return -1;
-                k = js_skip_ws(s, n, k);
+                k = proto__json_skip_ws(s, n, k);
                 if (k >= n || s[k] != ':')
                     return -1;
-                k = js_skip_ws(s, n, k + 1);
+                k = proto__json_skip_ws(s, n, k + 1);
             }
             if (js_value(s, n, &k, depth + 1) < 0)
                 return -1;
-            k = js_skip_ws(s, n, k);
+            k = proto__json_skip_ws(s, n, k);
             if (k < n && s[k] == ',') {
-                k = js_skip_ws(s, n, k + 1);
+                k = proto__json_skip_ws(s, n, k + 1);
                 continue;
             }
             if (k < n && s[k] == close) {
@@ -492,7 +480,7 @@ static long it_begin(proto_siter *it, proto_sreader *r, val v, int kind)
     /* Count the elements: the value was validated, so a shallow scan that
      * counts top-level commas is exact. */
     {
-        size_t k = js_skip_ws(v.p, v.n, 1);
+        size_t k = proto__json_skip_ws(v.p, v.n, 1);
         long count = 0;
         if (v.p[k] == (kind == IT_MAP ? '}' : ']'))
             return 0;
@@ -501,16 +489,16 @@ static long it_begin(proto_siter *it, proto_sreader *r, val v, int kind)
                 int esc;
                 if (js_string(v.p, v.n, &k, &esc) < 0)
                     return -1;
-                k = js_skip_ws(v.p, v.n, k) + 1;
-                k = js_skip_ws(v.p, v.n, k);
+                k = proto__json_skip_ws(v.p, v.n, k) + 1;
+                k = proto__json_skip_ws(v.p, v.n, k);
             }
             if (js_value(v.p, v.n, &k, 1) < 0)
                 return -1;
             count++;
-            k = js_skip_ws(v.p, v.n, k);
+            k = proto__json_skip_ws(v.p, v.n, k);
             if (k >= v.n || v.p[k] != ',')
                 break;
-            k = js_skip_ws(v.p, v.n, k + 1);
+            k = proto__json_skip_ws(v.p, v.n, k + 1);
         }
         return count;
     }
@@ -541,14 +529,14 @@ static int it_next(proto_siter *it, val *key, val *v)
         it->left--;
         return 1;
     }
-    size_t k = js_skip_ws(s, n, it->pos);
+    size_t k = proto__json_skip_ws(s, n, it->pos);
     char close = it->kind == IT_MAP ? '}' : ']';
     if (k >= n)
         return -1;
     if (s[k] == close)
         return 0;
     if (s[k] == ',')
-        k = js_skip_ws(s, n, k + 1);
+        k = proto__json_skip_ws(s, n, k + 1);
     if (it->kind == IT_MAP) {
         int esc;
         size_t ks = k;
@@ -556,10 +544,10 @@ static int it_next(proto_siter *it, val *key, val *v)
             return -1;
         key->p = s + ks;
         key->n = k - ks;
-        k = js_skip_ws(s, n, k);
+        k = proto__json_skip_ws(s, n, k);
         if (k >= n || s[k] != ':')
             return -1;
-        k = js_skip_ws(s, n, k + 1);
+        k = proto__json_skip_ws(s, n, k + 1);
     }
     size_t vs = k;
     if (js_value(s, n, &k, 1) < 0)
@@ -883,12 +871,12 @@ int proto_snext(proto_sreader *r, proto_smsg *m, proto_error *err)
         r->pos += nl ? n + 1 : n;
         if (n && line[n - 1] == '\r')
             n--;
-        k = js_skip_ws(line, n, 0);
+        k = proto__json_skip_ws(line, n, 0);
         v.p = line + k;
         if (js_value(line, n, &k, 0) < 0)
             return fail(err, "invalid JSON");
         v.n = (size_t)(line + k - v.p);
-        if (js_skip_ws(line, n, k) != n)
+        if (proto__json_skip_ws(line, n, k) != n)
             return fail(err, "trailing bytes after the JSON value");
     }
     m->raw.ptr = v.p;

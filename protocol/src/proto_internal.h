@@ -127,6 +127,20 @@ typedef struct proto__map_ops {
 int proto__cmd_from_map(const proto__map_ops *ops, void *ctx,
                         const void *root, proto_cmd *cmd, proto_error *err);
 
+/* JSON whitespace (RFC 8259: space, tab, LF, CR), shared by the command
+ * decoder and the client-side message decoder. */
+static inline int proto__json_ws(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+static inline size_t proto__json_skip_ws(const char *s, size_t n, size_t i)
+{
+    while (i < n && proto__json_ws(s[i]))
+        i++;
+    return i;
+}
+
 /* Per-encoding halves of proto_next(). */
 int proto__json_next(proto_reader *r, proto_cmd *cmd, proto_error *err);
 int proto__mp_next(proto_reader *r, proto_cmd *cmd, proto_error *err);

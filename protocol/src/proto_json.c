@@ -14,18 +14,6 @@
 
 #include "proto_internal.h"
 
-static int is_ws(char c)
-{
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
-}
-
-static size_t skip_ws(const char *s, size_t n, size_t i)
-{
-    while (i < n && is_ws(s[i]))
-        i++;
-    return i;
-}
-
 /* s[*i] is '"': moves *i past the closing quote. */
 static int skip_string(const char *s, size_t n, size_t *i)
 {
@@ -71,7 +59,7 @@ static int skip_value(const char *s, size_t n, size_t *i)
         }
         return -1;
     }
-    while (k < n && s[k] != ',' && s[k] != '}' && s[k] != ']' && !is_ws(s[k]))
+    while (k < n && s[k] != ',' && s[k] != '}' && s[k] != ']' && !proto__json_ws(s[k]))
         k++;
     /* Only something that can be a number or a literal counts as a scalar,
      * so a damaged line is not read further than it makes sense. */
@@ -148,7 +136,7 @@ static int key_is(const char *raw, size_t n, const char *want)
 static int find_member(const char *s, size_t n, const char *key, size_t *vs,
                        size_t *ve)
 {
-    size_t i = skip_ws(s, n, 0);
+    size_t i = proto__json_skip_ws(s, n, 0);
 
     if (i >= n || s[i] != '{')
         return -1;
@@ -157,17 +145,17 @@ static int find_member(const char *s, size_t n, const char *key, size_t *vs,
         size_t ks, v;
         int match;
 
-        i = skip_ws(s, n, i);
+        i = proto__json_skip_ws(s, n, i);
         if (i >= n || s[i] != '"')
             return -1;
         ks = i;
         if (skip_string(s, n, &i) < 0)
             return -1;
         match = key_is(s + ks + 1, i - ks - 2, key);
-        i = skip_ws(s, n, i);
+        i = proto__json_skip_ws(s, n, i);
         if (i >= n || s[i] != ':')
             return -1;
-        i = skip_ws(s, n, i + 1);
+        i = proto__json_skip_ws(s, n, i + 1);
         v = i;
         if (skip_value(s, n, &i) < 0)
             return -1;
@@ -176,7 +164,7 @@ static int find_member(const char *s, size_t n, const char *key, size_t *vs,
             *ve = i;
             return 0;
         }
-        i = skip_ws(s, n, i);
+        i = proto__json_skip_ws(s, n, i);
         if (i >= n || s[i] != ',')
             return -1;
         i++;
