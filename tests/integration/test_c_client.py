@@ -92,6 +92,13 @@ class Sub:
         return wait_for(lambda: sum(text in e for e in self.errs()) >= count, t(timeout),
                         what="%r x%d on herald-cli stderr (have %r)" % (text, count, self.errs()))
 
+    def wait_out(self, prefix, timeout=10):
+        """Waits for a stdout line starting with prefix (stdout and stderr
+        are read by separate threads, so a stderr line seen first says
+        nothing about stdout yet)."""
+        return wait_for(lambda: [l for l in self.lines() if l.startswith(prefix)], t(timeout),
+                        what="a stdout line %r (have %r)" % (prefix, self.lines()))
+
     def wait_pubs(self, ch, n, timeout=10):
         return wait_for(lambda: len(self.pubs(ch)) >= n and self.pubs(ch), t(timeout),
                         what="%d publications of %s (have %r)" % (n, ch, self.lines()))
@@ -207,6 +214,7 @@ def test_restart_reports_recovered_false(server_factory, subs, enc):
     s.wait_err("code 4000")
     srv.start(port=port)                         # new process: history and epoch are gone
     s.wait_err(ch + " resubscribed, NOT recovered")
+    s.wait_out("# %s recovered=false" % ch)
     marks = [l for l in s.lines() if l.startswith("# ")]
     assert len(marks) == 1 and marks[0].startswith("# %s recovered=false" % ch), s.lines()
     pub(url, enc, ch, '{"n":"new"}')
