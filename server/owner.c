@@ -160,12 +160,13 @@ static void owner_history(worker *w, msg *m)
             code = PROTO_E_UNRECOVERABLE;
         after = m->offset;
     }
-    if (!code && m->limit) {
-        m->pubs = malloc(sizeof(pub *) * m->limit);
+    uint32_t room = m->limit < history_count(&c->hist) ? m->limit
+                                                        : history_count(&c->hist);
+    if (!code && room) {
+        m->pubs = malloc(sizeof(pub *) * room);
         if (!m->pubs)
             abort();
-        m->n_pubs = history_select(&c->hist, after, m->limit, reverse,
-                                   m->pubs);
+        m->n_pubs = history_select(&c->hist, after, room, reverse, m->pubs);
     }
     memcpy(m->epoch, c->epoch, IDS_LEN + 1);
     m->epoch_len = IDS_LEN;
