@@ -224,13 +224,19 @@ void conn_heartbeat(conn *c, uint64_t now_s)
             return;
         }
         c->awaiting_pong = 0;
+        /* Alive: the next ping is due ping_interval after the last one. */
+        if (c->ping_sent_s + cfg->ping_interval > now_s) {
+            c->due_s = c->ping_sent_s + cfg->ping_interval;
+            conn_wheel_insert(c);
+            return;
+        }
     }
     c->ping_due = 1;
     c->awaiting_pong = 1;
+    c->ping_sent_s = now_s;
     conn_want_write(c);
-    c->due_s = now_s + cfg->pong_timeout;
-    if (cfg->pong_timeout >= cfg->ping_interval)
-        c->due_s = now_s + cfg->ping_interval;
+    c->due_s = now_s + (cfg->pong_timeout < cfg->ping_interval
+                            ? cfg->pong_timeout : cfg->ping_interval);
     conn_wheel_insert(c);
 }
 

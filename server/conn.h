@@ -56,6 +56,7 @@ typedef struct conn {
     struct conn *wprev, *wnext;/* heartbeat wheel slot list */
     uint64_t due_s;            /* next heartbeat check */
     uint64_t last_rx_s;
+    uint64_t ping_sent_s;      /* when the last ping was queued */
     double tokens;             /* rate limit bucket */
     uint64_t tokens_ms;
 } conn;

@@ -51,6 +51,28 @@ def test_server_sends_ping_frames(server_factory):
         raw.close()
 
 
+def test_pings_follow_ping_interval_not_pong_timeout(server_factory):
+    """A client that answers every ping is pinged every ping_interval
+    seconds, not every pong_timeout (the liveness check in between must not
+    trigger a ping of its own)."""
+    s = server_factory({"ping_interval": 3, "pong_timeout": 1})
+    raw = s.raw()
+    try:
+        times = []
+        deadline = time.monotonic() + 3 + 3 * 3 + t(2)
+        while len(times) < 4:
+            ev = raw.recv_event(timeout=max(0.01, deadline - time.monotonic()))
+            assert ev[0] not in ("eof", "close"), "closed: %r" % (ev,)
+            if ev[0] == "ping":
+                times.append(time.monotonic())
+                raw.send_frame(hh.OP_PONG, ev[1])
+        gaps = [b - a for a, b in zip(times, times[1:])]
+        # One-second timer granularity: each gap is 3 s give or take 1 s.
+        assert all(1.9 <= g <= 4.1 for g in gaps), gaps
+    finally:
+        raw.close()
+
+
 def test_silent_client_is_closed_4002(server_factory):
     s = server_factory(HB)
     raw = s.raw()
