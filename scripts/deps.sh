@@ -9,9 +9,9 @@ what=${1:-build}
 
 build_pkgs=(build-essential cmake ninja-build pkg-config
   libwebsockets-dev libuv1-dev libjansson-dev libmsgpack-dev libconfig-dev
-  libssl-dev libhiredis-dev libmongoc-dev libbson-dev)
+  libssl-dev libhiredis-dev libmongoc-dev libbson-dev uthash-dev)
 test_pkgs=(libcriterion-dev python3 python3-pytest python3-websockets python3-msgpack
-  redis-server openssl curl)
+  redis-server openssl curl util-linux)
 
 pkgs=("${build_pkgs[@]}")
 [ "$what" = test ] && pkgs+=("${test_pkgs[@]}")
