@@ -231,6 +231,7 @@ static int connect_attempt(hc_client *c)
     ci.protocol = c->enc == PROTO_MSGPACK ? PROTO_SUBPROTO_MSGPACK
                                           : PROTO_SUBPROTO_JSON;
     ci.local_protocol_name = "herald-client";
+    ci.iface = c->opt.local_addr;      /* source address (NULL: any) */
     ci.opaque_user_data = c;
     if (c->tls) {
         ci.ssl_connection = LCCSCF_USE_SSL;
@@ -1107,15 +1108,16 @@ static int parse_url(hc_client *c, const char *url, char *err, size_t errlen)
 /* Copies the options' strings into one block owned by the client. */
 static void own_strings(hc_client *c, const hc_options *o)
 {
-    const char *src[4] = { o->url, o->token, o->name, o->version };
-    const char **dst[4] = { &c->opt.url, &c->opt.token, &c->opt.name,
-                            &c->opt.version };
+    const char *src[5] = { o->url, o->token, o->name, o->version,
+                           o->local_addr };
+    const char **dst[5] = { &c->opt.url, &c->opt.token, &c->opt.name,
+                            &c->opt.version, &c->opt.local_addr };
     size_t total = 0, at = 0;
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < 5; i++)
         if (src[i])
             total += strlen(src[i]) + 1;
     c->strs = xmalloc(total);
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < 5; i++) {
         if (!src[i]) {
             *dst[i] = NULL;
             continue;
@@ -1197,6 +1199,18 @@ void hc_client_close(hc_client *c)
     c->state = HC_STATE_CLOSED;
     uv_timer_stop(&c->timer);
     uv_close((uv_handle_t *)&c->timer, timer_closed_cb);
+    leave(c);
+}
+
+void hc_client_drop(hc_client *c)
+{
+    if (!c || c->app_closed || !c->wsi)
+        return;
+    if (c->state != HC_STATE_CONNECTING && c->state != HC_STATE_HANDSHAKE &&
+        c->state != HC_STATE_CONNECTED)
+        return;
+    enter(c);
+    kill_conn(c, 1006, "dropped by the application");
     leave(c);
 }
 

@@ -199,6 +199,12 @@ typedef struct hc_options {
      * ms it drops the connection and reconnects. 0 disables. */
     unsigned pong_timeout_ms;    /* default 10000 */
     int tls_insecure;            /* wss: accept self-signed/mismatched */
+    /* Local (source) IP address to bind before connecting, e.g.
+     * "127.0.0.7", or NULL for the kernel's choice. A load generator
+     * spreads many connections over 127.0.0.0/8 this way, past the 64k
+     * ephemeral ports of one source address. Passed to lws as `iface`
+     * (an interface name works too). */
+    const char *local_addr;
 } hc_options;
 
 void hc_options_init(hc_options *o);
@@ -213,6 +219,14 @@ hc_client *hc_client_new(hc_ctx *ctx, const hc_options *o, char *err,
  * is done with the connection; `c` must not be used after this call. Safe
  * to call from inside any of the client's callbacks. */
 void hc_client_close(hc_client *c);
+
+/* Drops the current connection abruptly, without a close frame (the server
+ * sees the TCP connection end), and reconnects as after a network failure:
+ * the disconnected callback gets 1006, then the usual backoff, connect and
+ * resubscribe with `since` follow. Does nothing unless a connection is
+ * open or being opened. For tests and load generators (herald-bench's
+ * reconnect scenario). */
+void hc_client_drop(hc_client *c);
 
 hc_state hc_client_state(const hc_client *c);
 void *hc_client_user(const hc_client *c);
