@@ -1,0 +1,1527 @@
+/*
+ * herald-bench: Herald's load generator. Scenarios (subcommands):
+ *
+ *   fanout       C channels x S subscribers, P publishers at a fixed rate or
+ *                as fast as acknowledged (bounded window); publish-to-delivery
+ *                latency from a timestamp inside every payload
+ *   connections  ramp N idle connections over 127.0.0.0/8 source addresses,
+ *                hold them, report connect rate and server memory; --procs K
+ *                forks K processes (the per-process fd limit)
+ *   reconnect    N subscribers drop at once while a publisher continues;
+ *                time until all resubscribed, gaps (must be 0), recovered
+ *   request      publish-acknowledgement round trips
+ *
+ * Threads: each bench thread owns one uv loop and one hc_ctx with its share
+ * of the clients (clients/c: everything of a client runs on its loop). The
+ * main thread only coordinates: it moves the global phase forward, reads
+ * the threads' counters (each written only by its own thread, read with
+ * relaxed atomics) once a second for the progress line, and merges the
+ * threads' histograms after they have stopped. See bench/README.md.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <herald/client.h>
+
+#include "hist.h"
+#include "procstat.h"
+#include "report.h"
+#include "stamp.h"
+#include "track.h"
+
+#define MAX_SERVERS 16
+#define LD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
+#define ST(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELAXED)
+/* Increment of a counter written by one thread only and read by main. */
+#define INC(x, n) ST(x, (x) + (n))
+
+enum scenario { SC_FANOUT, SC_CONNECTIONS, SC_RECONNECT, SC_REQUEST };
+static const char *scenario_names[] = { "fanout", "connections",
+                                        "reconnect", "request" };
+
+enum phase { PH_SETUP, PH_WARMUP, PH_MEASURE, PH_DRAIN, PH_STOP };
+
+typedef struct config {
+    enum scenario sc;
+    const char *url;
+    hc_encoding enc;
+    double duration, warmup;
+    const char *json;
+    int threads;
+    pid_t servers[MAX_SERVERS];
+    int n_servers;
+    unsigned channels, subs, pubs;
+    double rate;                 /* pubs/s per publisher; connections: conn/s */
+    unsigned size;
+    unsigned window;
+    unsigned count;              /* connections / reconnect / request clients */
+    unsigned procs;
+    double connect_rate;         /* ramp of fanout/reconnect/request clients */
+    unsigned conns_per_addr;     /* 0: no source address spreading */
+    const char *channel_prefix;
+    double drop_after;           /* reconnect: seconds into the measurement */
+    unsigned backoff_ms;
+    double setup_timeout;
+    int quiet;
+} config;
+
+static config cfg;
+static int g_phase;              /* enum phase, written by main */
+static unsigned g_drop_gen;      /* reconnect: bumped by main */
+static char g_cmdline[4096];
+
+typedef struct chan_state {
+    char name[128];
+    uint64_t sent;               /* atomic: publications not failed */
+    uint64_t seen;               /* atomic: seen by the channel's sentinel */
+    unsigned n_pubs;
+    int has_sentinel;
+} chan_state;
+static chan_state *g_chans;
+
+struct bthread;
+
+/* Per-subscriber state: a few integers (bounded memory at 100k). */
+typedef struct bsub {
+    hc_client *c;
+    struct bthread *th;
+    uint32_t chan;
+    uint8_t sentinel, subscribed, awaiting;
+    track tr;
+} bsub;
+
+typedef struct bpub {
+    hc_client *c;
+    struct bthread *th;
+    uint32_t id, chan;
+    uint64_t seq, inflight, sent;
+    uint64_t start_ns;
+    int connected, started;
+} bpub;
+
+typedef struct bthread {
+    int idx;
+    pthread_t tid;
+    uv_loop_t loop;
+    hc_ctx *ctx;
+    uv_timer_t tick;
+    uint64_t ramp_start_ns;
+    double ramp_rate;            /* clients/s created by this thread */
+    bsub *subs;
+    size_t n_subs, created_subs;
+    bpub *pubs;
+    size_t n_pubs, created_pubs;
+    hc_client **conns;           /* connections scenario */
+    uint64_t *conn_t0;
+    size_t n_conns, created_conns, conn_base;
+    unsigned drop_gen;
+    int stopping;
+    uint64_t last_p99_ns;
+    hist lat;                    /* delivery latency, or ack latency */
+    hist ack;                    /* publish ack latency (fanout) */
+    /* Counters: written by this thread, read by main (relaxed). */
+    uint64_t deliveries, deliveries_total;
+    uint64_t acked, acked_total, failed_pubs, uncertain;
+    uint64_t errors, disconnects, connected, connect_failures;
+    uint64_t subscribed, sub_failed;
+    uint64_t gaps, dups, lost;
+    uint64_t resubscribed, recovered_true, recovered_false, last_recover_ns;
+    uint64_t p99_ns;
+    track_counts tc;
+    char payload[70000];
+} bthread;
+
+static bthread *g_th;
+
+/* ---------------------------------------------------------------------- */
+
+static double now_s(void)
+{
+    return (double)stamp_now_ns() / 1e9;
+}
+
+static void sleep_s(double s)
+{
+    struct timespec ts;
+    if (s <= 0)
+        return;
+    ts.tv_sec = (time_t)s;
+    ts.tv_nsec = (long)((s - (double)ts.tv_sec) * 1e9);
+    while (nanosleep(&ts, &ts) && errno == EINTR)
+        ;
+}
+
+/* Source address number a (0, 1, ...) as 127.x.y.z with z in 1..254. */
+static void source_addr(size_t a, char *out, size_t n)
+{
+    size_t hi = a / 254;
+    snprintf(out, n, "127.%zu.%zu.%zu", (hi / 256) % 256, hi % 256,
+             a % 254 + 1);
+}
+
+static void base_options(hc_options *o, bthread *th, void *user)
+{
+    hc_options_init(o);
+    o->url = cfg.url;
+    o->encoding = cfg.enc;
+    o->user = user;
+    o->name = "herald-bench";
+    o->backoff_base_ms = cfg.backoff_ms;
+    if (o->backoff_max_ms < o->backoff_base_ms)
+        o->backoff_max_ms = o->backoff_base_ms;
+    /* A closed-loop publisher keeps at most `window` in flight, but a
+     * fixed-rate one may queue more. */
+    o->max_pending = 1u << 16;
+    o->max_queue_bytes = 64u << 20;
+    (void)th;
+}
+
+/* --- Subscribers ------------------------------------------------------- */
+
+static void sub_on_pub(hc_client *c, const hc_pub *p, void *user)
+{
+    bsub *s = user;
+    bthread *th = s->th;
+    stamp st;
+    int measuring = LD(g_phase) == PH_MEASURE;
+    uint64_t gaps0 = th->tc.gaps, dups0 = th->tc.duplicates;
+
+    track_pub(&s->tr, p->offset, &th->tc);
+    if (th->tc.gaps != gaps0)
+        ST(th->gaps, th->tc.gaps);
+    if (th->tc.duplicates != dups0)
+        ST(th->dups, th->tc.duplicates);
+    INC(th->deliveries_total, 1);
+    if (s->sentinel)
+        __atomic_fetch_add(&g_chans[s->chan].seen, 1, __ATOMIC_RELAXED);
+    if (!measuring)
+        return;
+    INC(th->deliveries, 1);
+    if (stamp_decode(cfg.enc == HC_MSGPACK, p->data, p->data_len, &st) == 0) {
+        uint64_t now = stamp_now_ns();
+        hist_record(&th->lat, now > st.t_ns ? now - st.t_ns : 0);
+    } else {
+        INC(th->errors, 1);
+    }
+    (void)c;
+}
+
+static void sub_on_event(hc_client *c, const hc_sub_event *ev, void *user)
+{
+    bsub *s = user;
+    bthread *th = s->th;
+    switch (ev->kind) {
+    case HC_SUB_SUBSCRIBED:
+        track_start(&s->tr, ev->offset);
+        break;
+    case HC_SUB_RESUBSCRIBED:
+        track_resubscribed(&s->tr, ev->recovered, ev->offset, &th->tc);
+        ST(th->lost, th->tc.lost);
+        INC(th->resubscribed, 1);
+        if (ev->recovered == 1)
+            INC(th->recovered_true, 1);
+        else
+            INC(th->recovered_false, 1);
+        if (s->awaiting) {
+            s->awaiting = 0;
+            ST(th->last_recover_ns, stamp_now_ns());
+        }
+        break;
+    case HC_SUB_GAP:
+        track_gap_event(&s->tr, &th->tc);
+        ST(th->gaps, th->tc.gaps);
+        break;
+    case HC_SUB_FAILED:
+        INC(th->sub_failed, 1);
+        INC(th->errors, 1);
+        break;
+    }
+    (void)c;
+}
+
+static void sub_on_reply(hc_client *c, const hc_reply *r, void *arg)
+{
+    bsub *s = arg;
+    if (r->code == 0) {
+        s->subscribed = 1;
+        INC(s->th->subscribed, 1);
+    } else {
+        INC(s->th->sub_failed, 1);
+        INC(s->th->errors, 1);
+        if (!cfg.quiet)
+            fprintf(stderr, "subscribe %s: %d %.*s\n",
+                    g_chans[s->chan].name, r->code, (int)r->message.len,
+                    r->message.ptr);
+    }
+    (void)c;
+}
+
+static void on_connected(hc_client *c, const hc_connected *ev, void *user)
+{
+    (void)c;
+    (void)ev;
+    (void)user;
+}
+
+static void sub_on_disconnected(hc_client *c, const hc_disconnected *ev,
+                                void *user)
+{
+    bsub *s = user;
+    if (LD(g_phase) < PH_DRAIN)
+        INC(s->th->disconnects, 1);
+    (void)c;
+    (void)ev;
+}
+
+/* The thread running this loop (callbacks of every kind of client). */
+static __thread bthread *tl_th;
+
+static void on_error(hc_client *c, int code, hc_str msg, void *user)
+{
+    INC(tl_th->errors, 1);
+    if (!cfg.quiet && tl_th->errors <= 3)
+        fprintf(stderr, "error %d: %.*s\n", code, (int)msg.len, msg.ptr);
+    (void)c;
+    (void)user;
+}
+
+/* --- Publishers -------------------------------------------------------- */
+
+static void pub_pump(bpub *p);
+
+static void pub_on_ack(hc_client *c, const hc_reply *r, void *arg)
+{
+    bpub *p = hc_client_user(c);
+    bthread *th = p->th;
+    uint64_t t0 = (uint64_t)(uintptr_t)arg;
+    int measuring = LD(g_phase) == PH_MEASURE;
+
+    p->inflight--;
+    if (r->code == 0) {
+        INC(th->acked_total, 1);
+        if (measuring) {
+            uint64_t now = stamp_now_ns();
+            uint64_t d = now > t0 ? now - t0 : 0;
+            INC(th->acked, 1);
+            if (cfg.sc == SC_REQUEST)
+                hist_record(&th->lat, d);
+            else
+                hist_record(&th->ack, d);
+        }
+    } else {
+        /* Not published (server error), or unknown (connection lost). */
+        __atomic_fetch_sub(&g_chans[p->chan].sent, 1, __ATOMIC_RELAXED);
+        INC(th->failed_pubs, 1);
+        if (r->code == HC_ERR_CONNECTION_LOST)
+            INC(th->uncertain, 1);
+        else if (r->code != HC_ERR_CLOSED)
+            INC(th->errors, 1);
+    }
+    if (cfg.rate == 0 && r->code != HC_ERR_CLOSED)
+        pub_pump(p);
+}
+
+static int pub_one(bpub *p)
+{
+    bthread *th = p->th;
+    stamp st;
+    size_t n;
+    uint64_t now = stamp_now_ns();
+    int rc;
+
+    st.t_ns = now;
+    st.seq = p->seq + 1;
+    st.pub = p->id;
+    n = stamp_encode(cfg.enc == HC_MSGPACK, &st, cfg.size, th->payload,
+                     sizeof(th->payload));
+    rc = hc_publish(p->c, g_chans[p->chan].name, th->payload, n, pub_on_ack,
+                    (void *)(uintptr_t)now);
+    if (rc != HC_OK) {
+        INC(th->errors, 1);
+        return -1;
+    }
+    p->seq++;
+    p->sent++;
+    p->inflight++;
+    __atomic_fetch_add(&g_chans[p->chan].sent, 1, __ATOMIC_RELAXED);
+    return 0;
+}
+
+/* Sends what the publisher may send now. Closed loop (rate 0): at most
+ * `window` unacknowledged, and at most window x publishers of the channel
+ * ahead of the channel's sentinel subscriber, so that deliveries cannot pile
+ * up in the server's send queues beyond a bound. */
+static void pub_pump(bpub *p)
+{
+    int ph = LD(g_phase);
+    if (!p->connected || (ph != PH_WARMUP && ph != PH_MEASURE))
+        return;
+    if (!p->started) {
+        p->started = 1;
+        p->start_ns = stamp_now_ns();
+        p->sent = 0;
+    }
+    if (cfg.rate > 0) {
+        uint64_t el = stamp_now_ns() - p->start_ns;
+        uint64_t due = (uint64_t)((double)el * cfg.rate / 1e9) + 1;
+        unsigned max_inflight = 1u << 15;
+        /* Far behind (the server or the bench cannot keep up): do not
+         * burst to catch up more than one second's worth. */
+        if (due > p->sent + (uint64_t)cfg.rate + 1)
+            p->sent = due - (uint64_t)cfg.rate - 1;
+        while (p->sent < due && p->inflight < max_inflight)
+            if (pub_one(p))
+                break;
+        return;
+    }
+    chan_state *ch = &g_chans[p->chan];
+    uint64_t lim = (uint64_t)cfg.window * ch->n_pubs;
+    while (p->inflight < cfg.window) {
+        if (ch->has_sentinel &&
+            LD(ch->sent) - LD(ch->seen) >= lim)
+            break;
+        if (pub_one(p))
+            break;
+    }
+}
+
+static void pub_on_connected(hc_client *c, const hc_connected *ev, void *user)
+{
+    bpub *p = user;
+    if (!p->connected) {
+        p->connected = 1;
+        INC(p->th->connected, 1);
+    }
+    pub_pump(p);
+    (void)c;
+    (void)ev;
+}
+
+static void pub_on_disconnected(hc_client *c, const hc_disconnected *ev,
+                                void *user)
+{
+    bpub *p = user;
+    if (LD(g_phase) < PH_DRAIN)
+        INC(p->th->disconnects, 1);
+    (void)c;
+    (void)ev;
+}
+
+/* --- Idle connections -------------------------------------------------- */
+
+static void conn_on_connected(hc_client *c, const hc_connected *ev,
+                              void *user)
+{
+    bthread *th = g_th + ((uintptr_t)user >> 32);
+    size_t i = (size_t)((uintptr_t)user & 0xffffffffu);
+    if (th->conn_t0[i]) {
+        hist_record(&th->lat, stamp_now_ns() - th->conn_t0[i]);
+        th->conn_t0[i] = 0;
+        INC(th->connected, 1);
+    }
+    (void)c;
+    (void)ev;
+}
+
+static void conn_on_disconnected(hc_client *c, const hc_disconnected *ev,
+                                 void *user)
+{
+    bthread *th = g_th + ((uintptr_t)user >> 32);
+    size_t i = (size_t)((uintptr_t)user & 0xffffffffu);
+    if (LD(g_phase) >= PH_DRAIN)
+        return;
+    if (th->conn_t0[i]) {
+        th->conn_t0[i] = 0;
+        INC(th->connect_failures, 1);
+        if (!cfg.quiet && th->connect_failures <= 3)
+            fprintf(stderr, "connect failed: close %d %.*s\n", ev->code,
+                    (int)ev->reason.len, ev->reason.ptr);
+    } else {
+        INC(th->disconnects, 1);
+    }
+    (void)c;
+}
+
+/* --- Thread ------------------------------------------------------------ */
+
+static void create_clients(bthread *th)
+{
+    size_t total = th->n_subs + th->n_pubs + th->n_conns;
+    size_t made = th->created_subs + th->created_pubs + th->created_conns;
+    double el = (double)(stamp_now_ns() - th->ramp_start_ns) / 1e9;
+    size_t due = th->ramp_rate > 0 ? (size_t)(el * th->ramp_rate) + 1 : total;
+    char err[256], addr[32];
+    hc_options o;
+
+    if (due > total)
+        due = total;
+    while (made < due) {
+        if (th->created_subs < th->n_subs) {
+            bsub *s = &th->subs[th->created_subs];
+            size_t g = th->conn_base + th->created_subs;
+            base_options(&o, th, s);
+            if (cfg.conns_per_addr) {
+                source_addr(g / cfg.conns_per_addr, addr, sizeof(addr));
+                o.local_addr = addr;
+            }
+            o.cb.connected = on_connected;
+            o.cb.disconnected = sub_on_disconnected;
+            o.cb.pub = sub_on_pub;
+            o.cb.subscription = sub_on_event;
+            o.cb.error = on_error;
+            s->c = hc_client_new(th->ctx, &o, err, sizeof(err));
+            if (!s->c) {
+                fprintf(stderr, "herald-bench: %s\n", err);
+                exit(2);
+            }
+            if (hc_subscribe(s->c, g_chans[s->chan].name, NULL, sub_on_reply,
+                             s) != HC_OK)
+                INC(th->errors, 1);
+            th->created_subs++;
+        } else if (th->created_pubs < th->n_pubs) {
+            bpub *p = &th->pubs[th->created_pubs];
+            base_options(&o, th, p);
+            o.cb.connected = pub_on_connected;
+            o.cb.disconnected = pub_on_disconnected;
+            o.cb.error = on_error;
+            p->c = hc_client_new(th->ctx, &o, err, sizeof(err));
+            if (!p->c) {
+                fprintf(stderr, "herald-bench: %s\n", err);
+                exit(2);
+            }
+            th->created_pubs++;
+        } else {
+            size_t i = th->created_conns;
+            size_t g = th->conn_base + i;
+            base_options(&o, th,
+                         (void *)(((uintptr_t)th->idx << 32) | (uintptr_t)i));
+            o.reconnect = 0;
+            if (cfg.conns_per_addr) {
+                source_addr(g / cfg.conns_per_addr, addr, sizeof(addr));
+                o.local_addr = addr;
+            }
+            o.cb.connected = conn_on_connected;
+            o.cb.disconnected = conn_on_disconnected;
+            o.cb.error = on_error;
+            th->conn_t0[i] = stamp_now_ns();
+            if (!th->conn_t0[i])
+                th->conn_t0[i] = 1;
+            th->conns[i] = hc_client_new(th->ctx, &o, err, sizeof(err));
+            if (!th->conns[i]) {
+                fprintf(stderr, "herald-bench: %s\n", err);
+                exit(2);
+            }
+            th->created_conns++;
+        }
+        made++;
+    }
+}
+
+static void tick_cb(uv_timer_t *t)
+{
+    bthread *th = t->data;
+    int ph = LD(g_phase);
+    uint64_t now;
+
+    if (ph == PH_STOP) {
+        if (!th->stopping) {
+            th->stopping = 1;
+            uv_timer_stop(&th->tick);
+            uv_close((uv_handle_t *)&th->tick, NULL);
+            hc_ctx_close(th->ctx);
+        }
+        return;
+    }
+    create_clients(th);
+    if (LD(g_drop_gen) != th->drop_gen) {
+        th->drop_gen = LD(g_drop_gen);
+        for (size_t i = 0; i < th->created_subs; i++) {
+            th->subs[i].awaiting = 1;
+            hc_client_drop(th->subs[i].c);
+        }
+    }
+    for (size_t i = 0; i < th->created_pubs; i++)
+        pub_pump(&th->pubs[i]);
+    now = stamp_now_ns();
+    if (now - th->last_p99_ns >= 1000000000u) {
+        th->last_p99_ns = now;
+        ST(th->p99_ns, hist_percentile(&th->lat, 99));
+    }
+}
+
+static void *thread_main(void *arg)
+{
+    bthread *th = arg;
+    tl_th = th;
+    uv_loop_init(&th->loop);
+    th->ctx = hc_ctx_new(&th->loop, NULL);
+    if (!th->ctx) {
+        fprintf(stderr, "herald-bench: cannot create a client context\n");
+        exit(2);
+    }
+    uv_timer_init(&th->loop, &th->tick);
+    th->tick.data = th;
+    th->ramp_start_ns = stamp_now_ns();
+    th->last_p99_ns = th->ramp_start_ns;
+    uv_timer_start(&th->tick, tick_cb, 0, 1);
+    uv_run(&th->loop, UV_RUN_DEFAULT);
+    hc_ctx_free(th->ctx);
+    uv_loop_close(&th->loop);
+    return NULL;
+}
+
+/* --- Sums -------------------------------------------------------------- */
+
+typedef struct sums {
+    uint64_t deliveries, deliveries_total, acked, acked_total, failed_pubs,
+        uncertain, errors, disconnects, connected, connect_failures,
+        subscribed, sub_failed, gaps, dups, lost, resubscribed,
+        recovered_true, recovered_false, last_recover_ns, p99_ns;
+} sums;
+
+static void sum_threads(sums *s)
+{
+    memset(s, 0, sizeof(*s));
+    for (int i = 0; i < cfg.threads; i++) {
+        bthread *th = &g_th[i];
+#define S_(f) s->f += LD(th->f)
+        S_(deliveries); S_(deliveries_total); S_(acked); S_(acked_total);
+        S_(failed_pubs); S_(uncertain); S_(errors); S_(disconnects);
+        S_(connected); S_(connect_failures); S_(subscribed); S_(sub_failed);
+        S_(gaps); S_(dups); S_(lost); S_(resubscribed); S_(recovered_true);
+        S_(recovered_false);
+#undef S_
+        if (LD(th->last_recover_ns) > s->last_recover_ns)
+            s->last_recover_ns = LD(th->last_recover_ns);
+        if (LD(th->p99_ns) > s->p99_ns)
+            s->p99_ns = LD(th->p99_ns);
+    }
+}
+
+static void progress(double t0, uint64_t *prev, double *prev_t,
+                     const char *what)
+{
+    sums s;
+    double now = now_s();
+    uint64_t cur;
+    sum_threads(&s);
+    cur = cfg.sc == SC_CONNECTIONS ? s.connected
+          : cfg.sc == SC_REQUEST   ? s.acked_total
+                                   : s.deliveries_total;
+    if (!cfg.quiet)
+        fprintf(stderr,
+                "[%6.1fs] %-8s %s/s=%-10.0f conns=%" PRIu64
+                " p99=%.0fus errors=%" PRIu64 " gaps=%" PRIu64
+                " dups=%" PRIu64 " disconnects=%" PRIu64 "\n",
+                now - t0, what,
+                cfg.sc == SC_CONNECTIONS ? "connects"
+                : cfg.sc == SC_REQUEST   ? "acks"
+                                         : "deliveries",
+                (double)(cur - *prev) / (now - *prev_t),
+                s.connected + s.subscribed, (double)s.p99_ns / 1e3, s.errors,
+                s.gaps, s.dups, s.disconnects);
+    *prev = cur;
+    *prev_t = now;
+}
+
+/* Sleeps `secs`, printing progress every second; stops early when done()
+ * returns true. */
+static int run_for(double secs, double t0, uint64_t *prev, double *prev_t,
+                   const char *what, int (*done)(void))
+{
+    double end = now_s() + secs, next = *prev_t + 1.0;
+    for (;;) {
+        double n = now_s();
+        if (done && done())
+            return 1;
+        if (n >= end)
+            return 0;
+        if (n >= next) {
+            progress(t0, prev, prev_t, what);
+            next = *prev_t + 1.0;
+        }
+        sleep_s(0.01);
+    }
+}
+
+static int setup_done(void)
+{
+    sums s;
+    unsigned want_subs = 0, want_pubs = 0;
+    sum_threads(&s);
+    for (int i = 0; i < cfg.threads; i++) {
+        want_subs += (unsigned)g_th[i].n_subs;
+        want_pubs += (unsigned)g_th[i].n_pubs;
+    }
+    return s.subscribed + s.sub_failed >= want_subs &&
+           s.connected >= want_pubs;
+}
+
+static uint64_t g_expected;
+static int drained(void)
+{
+    sums s;
+    sum_threads(&s);
+    g_expected = s.acked_total * cfg.subs;
+    return s.deliveries_total + s.lost >= g_expected;
+}
+
+static unsigned g_awaiting;
+static int all_recovered(void)
+{
+    sums s;
+    sum_threads(&s);
+    return s.resubscribed >= g_awaiting;
+}
+
+/* --- Reports ----------------------------------------------------------- */
+
+typedef struct srv_sample {
+    procstat a, b;
+    int ok_a, ok_b;
+} srv_sample;
+
+static void lat_table(const char *name, const hist *h)
+{
+    printf("  %-22s p50 %.0f  p90 %.0f  p99 %.0f  p99.9 %.0f  max %.0f us"
+           " (n=%" PRIu64 ")\n",
+           name, hist_percentile(h, 50) / 1e3, hist_percentile(h, 90) / 1e3,
+           hist_percentile(h, 99) / 1e3, hist_percentile(h, 99.9) / 1e3,
+           (double)h->max / 1e3, h->count);
+}
+
+static void lat_json(jw *w, const char *key, const hist *h)
+{
+    jw_key(w, key);
+    jw_obj_begin(w);
+    jw_ku64(w, "count", h->count);
+    jw_kdbl(w, "p50_us", hist_percentile(h, 50) / 1e3);
+    jw_kdbl(w, "p90_us", hist_percentile(h, 90) / 1e3);
+    jw_kdbl(w, "p99_us", hist_percentile(h, 99) / 1e3);
+    jw_kdbl(w, "p999_us", hist_percentile(h, 99.9) / 1e3);
+    jw_kdbl(w, "max_us", (double)h->max / 1e3);
+    jw_kdbl(w, "min_us", h->count ? (double)h->min / 1e3 : 0);
+    jw_kdbl(w, "mean_us", hist_mean(h) / 1e3);
+    jw_obj_end(w);
+}
+
+static void params_json(jw *w)
+{
+    jw_key(w, "parameters");
+    jw_obj_begin(w);
+    jw_kstr(w, "url", cfg.url);
+    jw_kstr(w, "encoding", cfg.enc == HC_MSGPACK ? "msgpack" : "json");
+    jw_kdbl(w, "duration_s", cfg.duration);
+    jw_kdbl(w, "warmup_s", cfg.warmup);
+    jw_ku64(w, "threads", (uint64_t)cfg.threads);
+    switch (cfg.sc) {
+    case SC_FANOUT:
+        jw_ku64(w, "channels", cfg.channels);
+        jw_ku64(w, "subs_per_channel", cfg.subs);
+        jw_ku64(w, "publishers", cfg.pubs);
+        jw_kdbl(w, "rate", cfg.rate);
+        jw_ku64(w, "size", cfg.size);
+        jw_ku64(w, "window", cfg.window);
+        break;
+    case SC_CONNECTIONS:
+        jw_ku64(w, "count", cfg.count);
+        jw_kdbl(w, "rate", cfg.rate);
+        jw_ku64(w, "procs", cfg.procs);
+        jw_ku64(w, "conns_per_addr", cfg.conns_per_addr);
+        break;
+    case SC_RECONNECT:
+        jw_ku64(w, "count", cfg.count);
+        jw_ku64(w, "channels", cfg.channels);
+        jw_kdbl(w, "rate", cfg.rate);
+        jw_ku64(w, "size", cfg.size);
+        jw_kdbl(w, "drop_after_s", cfg.drop_after);
+        jw_ku64(w, "backoff_ms", cfg.backoff_ms);
+        break;
+    case SC_REQUEST:
+        jw_ku64(w, "clients", cfg.pubs);
+        jw_kdbl(w, "rate", cfg.rate);
+        jw_ku64(w, "size", cfg.size);
+        jw_ku64(w, "window", cfg.window);
+        break;
+    }
+    jw_kstr(w, "channel_prefix", cfg.channel_prefix);
+    jw_obj_end(w);
+}
+
+/* Bench's own CPU and per-server figures. `per` is the count the server
+ * CPU is divided by (deliveries, requests or connections). */
+static void resources(jw *w, const procstat *self_a, const procstat *self_b,
+                      uint64_t self_cpu_extra, double wall,
+                      const srv_sample *srv, uint64_t per,
+                      const char *per_name, uint64_t conns,
+                      const procstat *srv_base)
+{
+    uint64_t cpu = self_b->cpu_ns - self_a->cpu_ns + self_cpu_extra;
+    printf("  bench cpu              %.2f s (%.0f%% of one core)\n",
+           (double)cpu / 1e9, wall > 0 ? 100.0 * (double)cpu / 1e9 / wall : 0);
+    jw_key(w, "bench");
+    jw_obj_begin(w);
+    jw_kdbl(w, "cpu_s", (double)cpu / 1e9);
+    jw_kdbl(w, "cpu_util", wall > 0 ? (double)cpu / 1e9 / wall : 0);
+    jw_ku64(w, "rss_bytes", self_b->rss_bytes);
+    jw_obj_end(w);
+    jw_key(w, "servers");
+    jw_arr_begin(w);
+    for (int i = 0; i < cfg.n_servers; i++) {
+        const srv_sample *s = &srv[i];
+        jw_obj_begin(w);
+        jw_ki64(w, "pid", (int64_t)cfg.servers[i]);
+        if (!s->ok_a || !s->ok_b) {
+            jw_kbool(w, "ok", 0);
+            jw_obj_end(w);
+            printf("  server %-6d          (could not be sampled)\n",
+                   (int)cfg.servers[i]);
+            continue;
+        }
+        uint64_t scpu = s->b.cpu_ns - s->a.cpu_ns;
+        jw_kbool(w, "ok", 1);
+        jw_kdbl(w, "cpu_s", (double)scpu / 1e9);
+        jw_kdbl(w, "cpu_util", wall > 0 ? (double)scpu / 1e9 / wall : 0);
+        jw_key(w, per_name);
+        if (per)
+            jw_dbl(w, (double)scpu / (double)per);
+        else
+            jw_null(w);
+        jw_ku64(w, "rss_bytes", s->b.rss_bytes);
+        jw_ku64(w, "pss_bytes", s->b.pss_bytes);
+        jw_ku64(w, "threads", s->b.threads);
+        printf("  server %-6d          cpu %.2f s (%.0f%%), %s %.0f, rss %.1f MiB,"
+               " pss %.1f MiB\n",
+               (int)cfg.servers[i], (double)scpu / 1e9,
+               wall > 0 ? 100.0 * (double)scpu / 1e9 / wall : 0, per_name,
+               per ? (double)scpu / (double)per : 0.0,
+               (double)s->b.rss_bytes / 1048576.0,
+               (double)s->b.pss_bytes / 1048576.0);
+        if (srv_base) {
+            jw_ku64(w, "rss_before_bytes", srv_base[i].rss_bytes);
+            jw_ku64(w, "pss_before_bytes", srv_base[i].pss_bytes);
+        }
+        jw_obj_end(w);
+    }
+    jw_arr_end(w);
+    if (srv_base && conns) {
+        uint64_t rss = 0, pss = 0, rss0 = 0, pss0 = 0;
+        for (int i = 0; i < cfg.n_servers; i++) {
+            rss += srv[i].b.rss_bytes;
+            pss += srv[i].b.pss_bytes;
+            rss0 += srv_base[i].rss_bytes;
+            pss0 += srv_base[i].pss_bytes;
+        }
+        if (cfg.n_servers) {
+            double rpc = rss > rss0 ? (double)(rss - rss0) / (double)conns : 0;
+            double ppc = pss > pss0 ? (double)(pss - pss0) / (double)conns : 0;
+            jw_kdbl(w, "server_rss_per_conn_bytes", rpc);
+            jw_kdbl(w, "server_pss_per_conn_bytes", ppc);
+            jw_kdbl(w, "server_rss_total_per_conn_bytes",
+                    (double)rss / (double)conns);
+            printf("  server memory / conn   rss %.0f B, pss %.0f B"
+                   " (growth over the idle server)\n", rpc, ppc);
+        }
+    }
+}
+
+static void header_json(jw *w, double wall)
+{
+    jw_obj_begin(w);
+    jw_kstr(w, "scenario", scenario_names[cfg.sc]);
+    jw_kstr(w, "command", g_cmdline);
+    jw_ki64(w, "time", (int64_t)time(NULL));
+    params_json(w);
+    jw_kdbl(w, "duration_s", wall);
+}
+
+static void sample_servers(srv_sample *srv, int second)
+{
+    for (int i = 0; i < cfg.n_servers; i++) {
+        if (second)
+            srv[i].ok_b = procstat_read(cfg.servers[i], &srv[i].b) == 0;
+        else
+            srv[i].ok_a = procstat_read(cfg.servers[i], &srv[i].a) == 0;
+    }
+}
+
+/* --- fanout / reconnect / request --------------------------------------- */
+
+static int run_streams(void)
+{
+    unsigned n_subs, n_pubs, chans = cfg.channels;
+    unsigned run_id = (unsigned)(getpid() ^ (unsigned)time(NULL)) & 0xffffff;
+    double t0 = now_s(), prev_t = t0, t_meas, wall, recovery_s = -1;
+    uint64_t prev = 0, drop_ns = 0;
+    procstat self_a, self_b;
+    srv_sample srv[MAX_SERVERS];
+    hist lat, ack;
+    sums s;
+    int rc = 0;
+
+    memset(srv, 0, sizeof(srv));
+    if (cfg.sc == SC_REQUEST) {
+        chans = cfg.pubs;            /* one channel per client */
+        cfg.subs = 0;
+    }
+    n_subs = chans * cfg.subs;
+    n_pubs = cfg.pubs;
+    g_chans = calloc(chans, sizeof(*g_chans));
+    for (unsigned i = 0; i < chans; i++) {
+        snprintf(g_chans[i].name, sizeof(g_chans[i].name), "%s%06x.%u",
+                 cfg.channel_prefix, run_id, i);
+        g_chans[i].has_sentinel = cfg.subs > 0;
+    }
+    g_th = calloc((size_t)cfg.threads, sizeof(*g_th));
+    for (int i = 0; i < cfg.threads; i++) {
+        bthread *th = &g_th[i];
+        th->idx = i;
+        th->subs = calloc(n_subs / (unsigned)cfg.threads + 1, sizeof(bsub));
+        th->pubs = calloc(n_pubs / (unsigned)cfg.threads + 1, sizeof(bpub));
+        th->ramp_rate = cfg.connect_rate / cfg.threads;
+        th->conn_base = (size_t)i * (n_subs / (unsigned)cfg.threads + 1);
+        hist_reset(&th->lat);
+        hist_reset(&th->ack);
+    }
+    /* Subscriber k of channel c goes to thread (c * subs + k) % threads; the
+     * last subscriber created for a channel is its sentinel. */
+    for (unsigned k = 0; k < n_subs; k++) {
+        bthread *th = &g_th[k % (unsigned)cfg.threads];
+        bsub *sb = &th->subs[th->n_subs++];
+        sb->th = th;
+        sb->chan = k % chans;
+        sb->sentinel = k + chans >= n_subs;
+    }
+    for (unsigned p = 0; p < n_pubs; p++) {
+        bthread *th = &g_th[p % (unsigned)cfg.threads];
+        bpub *pb = &th->pubs[th->n_pubs++];
+        pb->th = th;
+        pb->id = p;
+        pb->chan = p % chans;
+        g_chans[pb->chan].n_pubs++;
+    }
+
+    ST(g_phase, PH_SETUP);
+    for (int i = 0; i < cfg.threads; i++)
+        pthread_create(&g_th[i].tid, NULL, thread_main, &g_th[i]);
+
+    if (!run_for(cfg.setup_timeout, t0, &prev, &prev_t, "setup",
+                 setup_done)) {
+        fprintf(stderr, "herald-bench: setup did not complete in %.0f s\n",
+                cfg.setup_timeout);
+        rc = 2;
+    }
+    sum_threads(&s);
+    if (s.sub_failed) {
+        fprintf(stderr, "herald-bench: %" PRIu64 " subscribes failed\n",
+                s.sub_failed);
+        rc = 2;
+    }
+    if (rc == 0) {
+        ST(g_phase, PH_WARMUP);
+        run_for(cfg.warmup, t0, &prev, &prev_t, "warmup", NULL);
+        procstat_read(0, &self_a);
+        sample_servers(srv, 0);
+        t_meas = now_s();
+        ST(g_phase, PH_MEASURE);
+        if (cfg.sc == SC_RECONNECT) {
+            run_for(cfg.drop_after, t0, &prev, &prev_t, "measure", NULL);
+            sum_threads(&s);
+            g_awaiting = (unsigned)(s.resubscribed + n_subs);
+            drop_ns = stamp_now_ns();
+            ST(g_drop_gen, 1);
+            if (run_for(cfg.duration - cfg.drop_after, t0, &prev, &prev_t,
+                        "recover", all_recovered)) {
+                sum_threads(&s);
+                recovery_s = (double)(s.last_recover_ns - drop_ns) / 1e9;
+                if (!cfg.quiet)
+                    fprintf(stderr, "all %u recovered in %.3f s\n", n_subs,
+                            recovery_s);
+            }
+            double left = cfg.duration - (now_s() - t_meas);
+            run_for(left, t0, &prev, &prev_t, "measure", NULL);
+        } else {
+            run_for(cfg.duration, t0, &prev, &prev_t, "measure", NULL);
+        }
+        ST(g_phase, PH_DRAIN);
+        wall = now_s() - t_meas;
+        procstat_read(0, &self_b);
+        sample_servers(srv, 1);
+        if (cfg.subs)
+            run_for(5.0, t0, &prev, &prev_t, "drain", drained);
+        drained();
+    } else {
+        wall = 0;
+        procstat_read(0, &self_a);
+        self_b = self_a;
+    }
+    ST(g_phase, PH_STOP);
+    for (int i = 0; i < cfg.threads; i++)
+        pthread_join(g_th[i].tid, NULL);
+
+    sum_threads(&s);
+    hist_reset(&lat);
+    hist_reset(&ack);
+    for (int i = 0; i < cfg.threads; i++) {
+        hist_merge(&lat, &g_th[i].lat);
+        hist_merge(&ack, &g_th[i].ack);
+    }
+
+    /* Human table. */
+    double dps = wall > 0 ? (double)s.deliveries / wall : 0;
+    double aps = wall > 0 ? (double)s.acked / wall : 0;
+    printf("herald-bench %s: %s\n", scenario_names[cfg.sc], g_cmdline);
+    printf("  measured               %.2f s\n", wall);
+    if (cfg.sc != SC_REQUEST) {
+        printf("  subscribers            %u (%u channels x %u)\n", n_subs,
+               chans, cfg.subs);
+        printf("  publications/s         %.0f (acked %" PRIu64 " in window,"
+               " %" PRIu64 " in all)\n", aps, s.acked, s.acked_total);
+        printf("  deliveries/s           %.0f (%" PRIu64 " in window, %" PRIu64
+               " in all, expected %" PRIu64 ")\n",
+               dps, s.deliveries, s.deliveries_total, g_expected);
+        lat_table("publish-to-delivery", &lat);
+        lat_table("publish ack", &ack);
+    } else {
+        printf("  requests/s             %.0f (%" PRIu64 ")\n", aps, s.acked);
+        lat_table("publish round trip", &lat);
+    }
+    printf("  gaps %" PRIu64 ", duplicates %" PRIu64 ", lost (recovered:false) %"
+           PRIu64 ", errors %" PRIu64 ", failed publishes %" PRIu64
+           ", disconnects %" PRIu64 "\n",
+           s.gaps, s.dups, s.lost, s.errors, s.failed_pubs, s.disconnects);
+    if (cfg.sc == SC_RECONNECT)
+        printf("  reconnect              %u dropped, %" PRIu64 " resubscribed"
+               " (recovered true %" PRIu64 ", false %" PRIu64 "), all in %s%.3f s\n",
+               n_subs, s.resubscribed, s.recovered_true, s.recovered_false,
+               recovery_s < 0 ? "(not all) " : "",
+               recovery_s < 0 ? cfg.duration - cfg.drop_after : recovery_s);
+
+    jw w;
+    jw_init(&w);
+    header_json(&w, wall);
+    if (cfg.sc != SC_REQUEST) {
+        jw_ku64(&w, "subscribers", n_subs);
+        jw_ku64(&w, "publications", s.acked);
+        jw_ku64(&w, "publications_total", s.acked_total);
+        jw_kdbl(&w, "publications_per_s", aps);
+        jw_ku64(&w, "deliveries", s.deliveries);
+        jw_ku64(&w, "deliveries_total", s.deliveries_total);
+        jw_ku64(&w, "expected_deliveries", g_expected);
+        jw_kdbl(&w, "deliveries_per_s", dps);
+        lat_json(&w, "latency", &lat);
+        lat_json(&w, "ack_latency", &ack);
+    } else {
+        jw_ku64(&w, "requests", s.acked);
+        jw_ku64(&w, "requests_total", s.acked_total);
+        jw_kdbl(&w, "requests_per_s", aps);
+        lat_json(&w, "latency", &lat);
+    }
+    jw_ku64(&w, "gaps", s.gaps);
+    jw_ku64(&w, "duplicates", s.dups);
+    jw_ku64(&w, "lost", s.lost);
+    jw_ku64(&w, "errors", s.errors);
+    jw_ku64(&w, "failed_publishes", s.failed_pubs);
+    jw_ku64(&w, "uncertain_publishes", s.uncertain);
+    jw_ku64(&w, "disconnects", s.disconnects);
+    if (cfg.sc == SC_RECONNECT) {
+        jw_key(&w, "reconnect");
+        jw_obj_begin(&w);
+        jw_ku64(&w, "dropped", n_subs);
+        jw_ku64(&w, "resubscribed", s.resubscribed);
+        jw_ku64(&w, "recovered_true", s.recovered_true);
+        jw_ku64(&w, "recovered_false", s.recovered_false);
+        jw_kbool(&w, "all_recovered", recovery_s >= 0);
+        jw_key(&w, "recovery_s");
+        if (recovery_s >= 0)
+            jw_dbl(&w, recovery_s);
+        else
+            jw_null(&w);
+        jw_obj_end(&w);
+    }
+    resources(&w, &self_a, &self_b, 0, wall, srv,
+              cfg.sc == SC_REQUEST ? s.acked : s.deliveries,
+              cfg.sc == SC_REQUEST ? "ns_per_request" : "ns_per_delivery", 0,
+              NULL);
+    jw_obj_end(&w);
+    if (cfg.json && jw_save(&w, cfg.json) < 0) {
+        fprintf(stderr, "herald-bench: cannot write %s\n", cfg.json);
+        rc = 2;
+    }
+    jw_free(&w);
+
+    if (rc == 0 && (s.gaps || s.dups)) {
+        fprintf(stderr, "herald-bench: FAILED: %" PRIu64 " gaps, %" PRIu64
+                " duplicates\n", s.gaps, s.dups);
+        rc = 1;
+    }
+    if (rc == 0 && cfg.subs && s.deliveries == 0) {
+        fprintf(stderr, "herald-bench: FAILED: no deliveries\n");
+        rc = 1;
+    }
+    if (rc == 0 && cfg.sc == SC_REQUEST && s.acked == 0) {
+        fprintf(stderr, "herald-bench: FAILED: no acknowledged requests\n");
+        rc = 1;
+    }
+    if (rc == 0 && cfg.sc == SC_RECONNECT && recovery_s < 0) {
+        fprintf(stderr, "herald-bench: FAILED: not every client resubscribed\n");
+        rc = 1;
+    }
+    for (int i = 0; i < cfg.threads; i++) {
+        free(g_th[i].subs);
+        free(g_th[i].pubs);
+    }
+    free(g_th);
+    free(g_chans);
+    return rc;
+}
+
+/* --- connections --------------------------------------------------------- */
+
+/* What a child process sends to the parent through its pipe: once when its
+ * ramp is over (final = 0), once at the end (final = 1). */
+typedef struct conn_msg {
+    int final;
+    uint64_t connected, failures, disconnects, errors;
+    double ramp_s;
+    uint64_t cpu_ns;
+    hist lat;
+} conn_msg;
+
+static int write_all(int fd, const void *p, size_t n)
+{
+    const char *c = p;
+    while (n) {
+        ssize_t k = write(fd, c, n);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            return -1;
+        c += k;
+        n -= (size_t)k;
+    }
+    return 0;
+}
+
+static int read_all(int fd, void *p, size_t n)
+{
+    char *c = p;
+    while (n) {
+        ssize_t k = read(fd, c, n);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            return -1;
+        c += k;
+        n -= (size_t)k;
+    }
+    return 0;
+}
+
+static unsigned g_conn_want;
+static int conns_done(void)
+{
+    sums s;
+    sum_threads(&s);
+    return s.connected + s.connect_failures >= g_conn_want;
+}
+
+/* One process's share: n connections starting at global index base. */
+static int conn_child(int proc, unsigned n, size_t base, int fd)
+{
+    double t0 = now_s(), prev_t = t0, ramp_s;
+    uint64_t prev = 0;
+    procstat a, b;
+    sums s;
+    char what[16];
+    conn_msg *m = calloc(1, sizeof(*m));
+
+    procstat_read(0, &a);
+    snprintf(what, sizeof(what), "p%d ramp", proc);
+    g_th = calloc((size_t)cfg.threads, sizeof(*g_th));
+    g_conn_want = n;
+    size_t at = base;
+    for (int i = 0; i < cfg.threads; i++) {
+        bthread *th = &g_th[i];
+        size_t k = n / (unsigned)cfg.threads +
+                   ((unsigned)i < n % (unsigned)cfg.threads);
+        th->idx = i;
+        th->n_conns = k;
+        th->conns = calloc(k + 1, sizeof(*th->conns));
+        th->conn_t0 = calloc(k + 1, sizeof(*th->conn_t0));
+        th->conn_base = at;
+        at += k;
+        th->ramp_rate = cfg.rate / cfg.procs / cfg.threads;
+        hist_reset(&th->lat);
+    }
+    ST(g_phase, PH_MEASURE);
+    for (int i = 0; i < cfg.threads; i++)
+        pthread_create(&g_th[i].tid, NULL, thread_main, &g_th[i]);
+    run_for(cfg.setup_timeout, t0, &prev, &prev_t, what, conns_done);
+    ramp_s = now_s() - t0;
+    sum_threads(&s);
+    m->final = 0;
+    m->connected = s.connected;
+    m->failures = s.connect_failures;
+    m->ramp_s = ramp_s;
+    write_all(fd, m, sizeof(*m));
+    snprintf(what, sizeof(what), "p%d hold", proc);
+    run_for(cfg.duration, t0, &prev, &prev_t, what, NULL);
+    ST(g_phase, PH_DRAIN);
+    sum_threads(&s);
+    procstat_read(0, &b);
+    ST(g_phase, PH_STOP);
+    for (int i = 0; i < cfg.threads; i++)
+        pthread_join(g_th[i].tid, NULL);
+    m->final = 1;
+    m->connected = s.connected;
+    m->failures = s.connect_failures;
+    m->disconnects = s.disconnects;
+    m->errors = s.errors;
+    m->ramp_s = ramp_s;
+    m->cpu_ns = b.cpu_ns - a.cpu_ns;
+    hist_reset(&m->lat);
+    for (int i = 0; i < cfg.threads; i++) {
+        hist_merge(&m->lat, &g_th[i].lat);
+        free(g_th[i].conns);
+        free(g_th[i].conn_t0);
+    }
+    write_all(fd, m, sizeof(*m));
+    free(g_th);
+    free(m);
+    return 0;
+}
+
+static int run_connections(void)
+{
+    int fds[64];
+    pid_t pids[64];
+    unsigned K = cfg.procs;
+    procstat base[MAX_SERVERS], self_a, self_b;
+    srv_sample srv[MAX_SERVERS];
+    conn_msg *m = calloc(1, sizeof(*m));
+    uint64_t connected = 0, failures = 0, disconnects = 0, errors = 0,
+             child_cpu = 0;
+    double ramp_s = 0, t0 = now_s(), wall;
+    hist lat;
+    int rc = 0;
+
+    memset(srv, 0, sizeof(srv));
+    memset(base, 0, sizeof(base));
+    for (int i = 0; i < cfg.n_servers; i++)
+        procstat_read(cfg.servers[i], &base[i]);
+    procstat_read(0, &self_a);
+    fflush(stdout);
+    fflush(stderr);
+    size_t at = 0;
+    for (unsigned k = 0; k < K; k++) {
+        int p[2];
+        unsigned n = cfg.count / K + (k < cfg.count % K);
+        if (pipe(p) < 0) {
+            perror("pipe");
+            return 2;
+        }
+        pids[k] = fork();
+        if (pids[k] < 0) {
+            perror("fork");
+            return 2;
+        }
+        if (pids[k] == 0) {
+            close(p[0]);
+            for (unsigned j = 0; j < k; j++)
+                close(fds[j]);
+            int r = conn_child((int)k, n, at, p[1]);
+            close(p[1]);
+            fflush(stderr);
+            _exit(r);
+        }
+        close(p[1]);
+        fds[k] = p[0];
+        at += n;
+    }
+    /* Ramp results: every child reports when its ramp is over. */
+    for (unsigned k = 0; k < K; k++) {
+        if (read_all(fds[k], m, sizeof(*m)) < 0) {
+            fprintf(stderr, "herald-bench: process %u died during the ramp\n",
+                    k);
+            rc = 2;
+            continue;
+        }
+        if (m->ramp_s > ramp_s)
+            ramp_s = m->ramp_s;
+    }
+    /* Every connection is up: sample the servers half-way into the hold. */
+    sleep_s(cfg.duration / 2);
+    sample_servers(srv, 1);
+    for (int i = 0; i < cfg.n_servers; i++) {
+        srv[i].a = base[i];
+        srv[i].ok_a = 1;
+    }
+    hist_reset(&lat);
+    for (unsigned k = 0; k < K; k++) {
+        int st;
+        if (read_all(fds[k], m, sizeof(*m)) == 0 && m->final) {
+            connected += m->connected;
+            failures += m->failures;
+            disconnects += m->disconnects;
+            errors += m->errors;
+            child_cpu += m->cpu_ns;
+            hist_merge(&lat, &m->lat);
+        } else {
+            rc = 2;
+        }
+        close(fds[k]);
+        waitpid(pids[k], &st, 0);
+        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+            rc = 2;
+    }
+    procstat_read(0, &self_b);
+    wall = now_s() - t0;
+
+    double cps = ramp_s > 0 ? (double)connected / ramp_s : 0;
+    printf("herald-bench connections: %s\n", g_cmdline);
+    printf("  connections            %" PRIu64 " of %u (failures %" PRIu64
+           ", dropped while held %" PRIu64 ") in %u process(es)\n",
+           connected, cfg.count, failures, disconnects, K);
+    printf("  ramp                   %.2f s, %.0f connects/s\n", ramp_s, cps);
+    lat_table("connect (ws + connect)", &lat);
+
+    jw w;
+    jw_init(&w);
+    header_json(&w, wall);
+    jw_ku64(&w, "connections", connected);
+    jw_ku64(&w, "failures", failures);
+    jw_ku64(&w, "disconnects", disconnects);
+    jw_ku64(&w, "errors", errors);
+    jw_kdbl(&w, "ramp_s", ramp_s);
+    jw_kdbl(&w, "connects_per_s", cps);
+    jw_ku64(&w, "procs", K);
+    jw_ku64(&w, "gaps", 0);
+    jw_ku64(&w, "duplicates", 0);
+    lat_json(&w, "connect_latency", &lat);
+    resources(&w, &self_a, &self_b, child_cpu, wall, srv, connected,
+              "ns_per_connection", connected, base);
+    jw_obj_end(&w);
+    if (cfg.json && jw_save(&w, cfg.json) < 0) {
+        fprintf(stderr, "herald-bench: cannot write %s\n", cfg.json);
+        rc = 2;
+    }
+    jw_free(&w);
+    free(m);
+    if (rc == 0 && connected == 0) {
+        fprintf(stderr, "herald-bench: FAILED: no connection\n");
+        rc = 1;
+    }
+    return rc;
+}
+
+/* --- Command line -------------------------------------------------------- */
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+"usage: herald-bench SCENARIO [options]\n"
+"scenarios: fanout | connections | reconnect | request (see bench/README.md)\n"
+"common:\n"
+"  --url URL            ws://127.0.0.1:8080/ws\n"
+"  --encoding E         json | msgpack (json)\n"
+"  --duration S         measured seconds (10)\n"
+"  --warmup S           seconds before measuring (1)\n"
+"  --json FILE          write the JSON report (- for stdout)\n"
+"  --threads N          client threads, one uv loop each (1)\n"
+"  --server-pid PID     sample a server's CPU and memory (repeatable)\n"
+"  --connect-rate R     client connects per second during setup (5000)\n"
+"  --conns-per-addr N   spread source addresses over 127.0.0.0/8, N per\n"
+"                       address (connections: 1000; others: 0 = off)\n"
+"  --channel-prefix P   channel names P<run>.<i> (bench.)\n"
+"  --setup-timeout S    give up setting up after S seconds (60)\n"
+"  --quiet              no progress line\n"
+"fanout:      --channels C (1) --subs S (100) --pubs P (1) --rate R (0 = as\n"
+"             fast as acknowledged) --size B (100) --window W (16)\n"
+"connections: --count N (1000) --rate R connects/s (5000) --procs K (1)\n"
+"reconnect:   --count N (1000) --channels C (1) --rate R (1000)\n"
+"             --size B (100) --drop-after S (duration/4) --backoff-ms MS (250)\n"
+"request:     --clients N (1) --rate R per client (0 = closed loop)\n"
+"             --window W (1) --size B (100)\n"
+"exit status: 0 ok, 1 gaps/duplicates or nothing measured, 2 usage/setup\n");
+}
+
+static int parse_args(int argc, char **argv)
+{
+    enum {
+        O_URL = 256, O_ENC, O_DUR, O_WARM, O_JSON, O_THREADS, O_PID, O_CH,
+        O_SUBS, O_PUBS, O_RATE, O_SIZE, O_WIN, O_COUNT, O_PROCS, O_CRATE,
+        O_CPA, O_PREFIX, O_DROP, O_BACKOFF, O_SETUP, O_QUIET, O_HELP
+    };
+    static const struct option opts[] = {
+        { "url", 1, 0, O_URL }, { "encoding", 1, 0, O_ENC },
+        { "duration", 1, 0, O_DUR }, { "warmup", 1, 0, O_WARM },
+        { "json", 1, 0, O_JSON }, { "threads", 1, 0, O_THREADS },
+        { "server-pid", 1, 0, O_PID }, { "channels", 1, 0, O_CH },
+        { "subs", 1, 0, O_SUBS }, { "pubs", 1, 0, O_PUBS },
+        { "rate", 1, 0, O_RATE }, { "size", 1, 0, O_SIZE },
+        { "window", 1, 0, O_WIN }, { "count", 1, 0, O_COUNT },
+        { "clients", 1, 0, O_COUNT }, { "procs", 1, 0, O_PROCS },
+        { "connect-rate", 1, 0, O_CRATE }, { "conns-per-addr", 1, 0, O_CPA },
+        { "channel-prefix", 1, 0, O_PREFIX }, { "drop-after", 1, 0, O_DROP },
+        { "backoff-ms", 1, 0, O_BACKOFF }, { "setup-timeout", 1, 0, O_SETUP },
+        { "quiet", 0, 0, O_QUIET }, { "help", 0, 0, O_HELP }, { 0, 0, 0, 0 }
+    };
+    int c, have_rate = 0, have_cpa = 0, have_count = 0, have_win = 0;
+    double drop = -1;
+    char *end;
+
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : -1;
+    }
+    for (c = 0; c < 4; c++)
+        if (!strcmp(argv[1], scenario_names[c]))
+            break;
+    if (c == 4) {
+        fprintf(stderr, "herald-bench: unknown scenario '%s'\n", argv[1]);
+        usage(stderr);
+        return 2;
+    }
+    cfg.sc = (enum scenario)c;
+    cfg.url = "ws://127.0.0.1:8080/ws";
+    cfg.enc = HC_JSON;
+    cfg.duration = 10;
+    cfg.warmup = 1;
+    cfg.threads = 1;
+    cfg.channels = 1;
+    cfg.subs = 100;
+    cfg.pubs = 1;
+    cfg.size = 100;
+    cfg.window = 16;
+    cfg.count = 1000;
+    cfg.procs = 1;
+    cfg.connect_rate = 5000;
+    cfg.channel_prefix = "bench.";
+    cfg.backoff_ms = 250;
+    cfg.setup_timeout = 60;
+
+    optind = 2;
+    while ((c = getopt_long(argc, argv, "n:", opts, NULL)) != -1) {
+        end = NULL;
+        switch (c) {
+        case O_URL: cfg.url = optarg; break;
+        case O_ENC:
+            if (!strcmp(optarg, "json"))
+                cfg.enc = HC_JSON;
+            else if (!strcmp(optarg, "msgpack"))
+                cfg.enc = HC_MSGPACK;
+            else
+                goto bad;
+            break;
+        case O_DUR: cfg.duration = strtod(optarg, &end); break;
+        case O_WARM: cfg.warmup = strtod(optarg, &end); break;
+        case O_JSON: cfg.json = optarg; break;
+        case O_THREADS: cfg.threads = (int)strtol(optarg, &end, 10); break;
+        case O_PID:
+            if (cfg.n_servers == MAX_SERVERS)
+                goto bad;
+            cfg.servers[cfg.n_servers++] = (pid_t)strtol(optarg, &end, 10);
+            break;
+        case O_CH: cfg.channels = (unsigned)strtoul(optarg, &end, 10); break;
+        case O_SUBS: cfg.subs = (unsigned)strtoul(optarg, &end, 10); break;
+        case O_PUBS: cfg.pubs = (unsigned)strtoul(optarg, &end, 10); break;
+        case O_RATE: cfg.rate = strtod(optarg, &end); have_rate = 1; break;
+        case O_SIZE: cfg.size = (unsigned)strtoul(optarg, &end, 10); break;
+        case O_WIN:
+            cfg.window = (unsigned)strtoul(optarg, &end, 10);
+            have_win = 1;
+            break;
+        case 'n':
+        case O_COUNT:
+            cfg.count = (unsigned)strtoul(optarg, &end, 10);
+            have_count = 1;
+            break;
+        case O_PROCS: cfg.procs = (unsigned)strtoul(optarg, &end, 10); break;
+        case O_CRATE: cfg.connect_rate = strtod(optarg, &end); break;
+        case O_CPA:
+            cfg.conns_per_addr = (unsigned)strtoul(optarg, &end, 10);
+            have_cpa = 1;
+            break;
+        case O_PREFIX: cfg.channel_prefix = optarg; break;
+        case O_DROP: drop = strtod(optarg, &end); break;
+        case O_BACKOFF:
+            cfg.backoff_ms = (unsigned)strtoul(optarg, &end, 10);
+            break;
+        case O_SETUP: cfg.setup_timeout = strtod(optarg, &end); break;
+        case O_QUIET: cfg.quiet = 1; break;
+        case O_HELP: usage(stdout); return -1;
+        default: usage(stderr); return 2;
+        }
+        if (end && *end)
+            goto bad;
+    }
+    if (optind != argc) {
+        fprintf(stderr, "herald-bench: unexpected argument '%s'\n",
+                argv[optind]);
+        return 2;
+    }
+    if (cfg.sc == SC_CONNECTIONS) {
+        if (!have_rate)
+            cfg.rate = 5000;
+        if (!have_cpa)
+            cfg.conns_per_addr = 1000;
+    }
+    if (cfg.sc == SC_RECONNECT) {
+        cfg.subs = cfg.count;
+        cfg.pubs = 1;
+        if (!have_rate)
+            cfg.rate = 1000;
+        cfg.drop_after = drop >= 0 ? drop : cfg.duration / 4;
+        if (cfg.drop_after >= cfg.duration)
+            cfg.drop_after = cfg.duration / 4;
+        cfg.subs = (cfg.count + cfg.channels - 1) / (cfg.channels ? cfg.channels : 1);
+    }
+    if (cfg.sc == SC_REQUEST) {
+        cfg.pubs = have_count ? cfg.count : 1;
+        if (!have_win)
+            cfg.window = 1;
+    }
+    if (cfg.threads < 1 || cfg.threads > 64 || cfg.duration <= 0 ||
+        cfg.warmup < 0 || cfg.channels < 1 || cfg.window < 1 ||
+        cfg.procs < 1 || cfg.procs > 64 || cfg.rate < 0 ||
+        cfg.size > 65536 || cfg.connect_rate < 0 ||
+        (cfg.sc != SC_CONNECTIONS && cfg.pubs < 1) || cfg.count < 1) {
+        fprintf(stderr, "herald-bench: option out of range\n");
+        return 2;
+    }
+    return 0;
+bad:
+    fprintf(stderr, "herald-bench: bad value '%s'\n", optarg);
+    return 2;
+}
+
+int main(int argc, char **argv)
+{
+    size_t at = 0;
+    int rc;
+
+    for (int i = 0; i < argc && at + 2 < sizeof(g_cmdline); i++)
+        at += (size_t)snprintf(g_cmdline + at, sizeof(g_cmdline) - at,
+                               "%s%s", i ? " " : "", argv[i]);
+    if (at >= sizeof(g_cmdline))
+        g_cmdline[sizeof(g_cmdline) - 1] = '\0';
+    rc = parse_args(argc, argv);
+    if (rc)
+        return rc < 0 ? 0 : rc;
+    signal(SIGPIPE, SIG_IGN);
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    if (cfg.sc == SC_CONNECTIONS)
+        return run_connections();
+    return run_streams();
+}

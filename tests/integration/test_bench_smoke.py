@@ -1,0 +1,137 @@
+"""herald-bench smoke run: every scenario for about two seconds with small
+N against a real herald, in both builds. Checks that each run exits 0, that
+its JSON report is well-formed with the documented fields, that the counts
+are positive and consistent (deliveries = publications x subscribers), that
+gaps and duplicates are 0, and that --server-pid produced server figures.
+The big runs belong to `make bench`, not here."""
+
+import json
+import os
+import subprocess
+
+import pytest
+
+import herald_harness as hh
+from herald_harness import t
+
+BENCH = os.path.join(os.path.dirname(os.path.abspath(hh.HERALD_BIN)), "herald-bench")
+
+# History in every namespace, so that the reconnect scenario can recover.
+CONFIG = {"namespace_defaults": {"history_size": 2000, "history_ttl": 300}}
+
+server = hh.server_fixture(CONFIG)
+
+LAT_KEYS = {"count", "p50_us", "p90_us", "p99_us", "p999_us", "max_us"}
+
+
+def bench_env():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
+    if hh.SANITIZE:
+        env["ASAN_OPTIONS"] = "detect_leaks=1:abort_on_error=0"
+    return env
+
+
+def run_bench(server, tmp_path, scenario, *args, duration=2.0):
+    report = str(tmp_path / ("%s.json" % scenario))
+    cmd = [BENCH, scenario, "--url", server.url(), "--duration", str(duration),
+           "--warmup", "0.5", "--json", report,
+           "--server-pid", str(server.proc.pid)] + [str(a) for a in args]
+    p = subprocess.run(cmd, capture_output=True, text=True, env=bench_env(),
+                       timeout=t(40))
+    out = "command: %s\nexit %d\nstdout:\n%s\nstderr:\n%s" % (
+        " ".join(cmd), p.returncode, p.stdout, p.stderr[-4000:])
+    assert p.returncode == 0, out
+    for marker in hh.SANITIZER_MARKERS:
+        assert marker not in p.stderr, out
+    with open(report) as f:
+        r = json.load(f)
+    assert r["scenario"] == scenario, out
+    assert r["command"].startswith(BENCH), out
+    assert isinstance(r["parameters"], dict)
+    assert r["duration_s"] > 0
+    assert r["gaps"] == 0 and r["duplicates"] == 0, out
+    assert r["bench"]["cpu_s"] >= 0 and r["bench"]["cpu_util"] >= 0
+    assert len(r["servers"]) == 1, out
+    s = r["servers"][0]
+    assert s["pid"] == server.proc.pid and s["ok"] is True, out
+    assert s["rss_bytes"] > 0 and s["cpu_s"] >= 0, out
+    assert "pss_bytes" in s
+    return r, out
+
+
+def check_latency(lat, out):
+    assert LAT_KEYS <= set(lat), out
+    assert lat["count"] > 0, out
+    assert 0 < lat["p50_us"] <= lat["p90_us"] <= lat["p99_us"] <= lat["p999_us"], out
+    assert lat["p999_us"] <= lat["max_us"] * 1.01, out
+
+
+@pytest.mark.parametrize("enc", ["json", "msgpack"])
+def test_fanout(server, tmp_path, enc):
+    r, out = run_bench(server, tmp_path, "fanout", "--channels", 2, "--subs", 20,
+                       "--encoding", enc, "--size", 100)
+    assert r["subscribers"] == 40
+    assert r["publications"] > 0 and r["deliveries"] > 0, out
+    assert r["errors"] == 0 and r["disconnects"] == 0, out
+    # Every publication of the whole run reached every subscriber of its
+    # channel, once (after the drain).
+    assert r["expected_deliveries"] == r["publications_total"] * 20, out
+    assert r["deliveries_total"] == r["expected_deliveries"], out
+    # In the measured window, within the publications in flight at its edges.
+    ratio = r["deliveries"] / (r["publications"] * 20)
+    assert 0.8 < ratio < 1.2, out
+    check_latency(r["latency"], out)
+    check_latency(r["ack_latency"], out)
+    assert r["deliveries_per_s"] > 0
+    assert r["servers"][0]["ns_per_delivery"] > 0, out
+
+
+def test_fanout_fixed_rate(server, tmp_path):
+    r, out = run_bench(server, tmp_path, "fanout", "--channels", 2, "--subs", 5,
+                       "--pubs", 2, "--rate", 200)
+    # 2 publishers x 200/s for 2 s, give or take the edges of the window.
+    assert 500 < r["publications"] < 1000, out
+    assert r["deliveries_total"] == r["publications_total"] * 5, out
+
+
+def test_connections(server, tmp_path):
+    r, out = run_bench(server, tmp_path, "connections", "--count", 200,
+                       "--procs", 2, "--rate", 2000, "--conns-per-addr", 20)
+    assert r["connections"] == 200 and r["failures"] == 0, out
+    assert r["procs"] == 2
+    assert r["connects_per_s"] > 0 and r["ramp_s"] > 0, out
+    check_latency(r["connect_latency"], out)
+    assert r["connect_latency"]["count"] == 200
+    assert "server_rss_per_conn_bytes" in r and "server_pss_per_conn_bytes" in r, out
+    assert r["servers"][0]["rss_before_bytes"] > 0
+
+
+def test_reconnect(server, tmp_path):
+    r, out = run_bench(server, tmp_path, "reconnect", "--count", 50,
+                       "--rate", 200, "--drop-after", 0.5)
+    rc = r["reconnect"]
+    assert rc["dropped"] == 50 and rc["resubscribed"] == 50, out
+    assert rc["all_recovered"] is True and rc["recovery_s"] is not None, out
+    assert rc["recovered_true"] == 50 and rc["recovered_false"] == 0, out
+    assert r["disconnects"] >= 50, out
+    assert r["lost"] == 0, out
+    assert r["deliveries_total"] == r["publications_total"] * 50, out
+
+
+def test_request(server, tmp_path):
+    r, out = run_bench(server, tmp_path, "request", "--clients", 2)
+    assert r["requests"] > 0 and r["requests_per_s"] > 0, out
+    check_latency(r["latency"], out)
+    assert r["servers"][0]["ns_per_request"] > 0, out
+    assert r["errors"] == 0, out
+
+
+def test_bad_usage_exits_2():
+    for args in (["nosuch"], ["fanout", "--encoding", "xml"],
+                 ["fanout", "--subs", "x"], ["fanout", "extra"]):
+        p = subprocess.run([BENCH] + args, capture_output=True, text=True,
+                           env=bench_env(), timeout=t(10))
+        assert p.returncode == 2, (args, p.stderr)
+    p = subprocess.run([BENCH, "--help"], capture_output=True, text=True,
+                       env=bench_env(), timeout=t(10))
+    assert p.returncode == 0 and "fanout" in p.stdout
