@@ -131,7 +131,7 @@ typedef struct bthread {
     hist ack;                    /* publish ack latency (fanout) */
     /* Counters: written by this thread, read by main (relaxed). */
     uint64_t deliveries, deliveries_total;
-    uint64_t acked, acked_total, failed_pubs, uncertain;
+    uint64_t acked, acked_total, failed_pubs, uncertain, inflight;
     uint64_t errors, disconnects, connected, connect_failures;
     uint64_t subscribed, sub_failed;
     uint64_t gaps, dups, lost;
@@ -307,6 +307,7 @@ static void pub_on_ack(hc_client *c, const hc_reply *r, void *arg)
     int measuring = LD(g_phase) == PH_MEASURE;
 
     p->inflight--;
+    INC(th->inflight, -1);
     if (r->code == 0) {
         INC(th->acked_total, 1);
         if (measuring) {
@@ -353,6 +354,7 @@ static int pub_one(bpub *p)
     p->seq++;
     p->sent++;
     p->inflight++;
+    INC(th->inflight, 1);
     __atomic_fetch_add(&g_chans[p->chan].sent, 1, __ATOMIC_RELAXED);
     return 0;
 }
@@ -584,7 +586,7 @@ static void *thread_main(void *arg)
 
 typedef struct sums {
     uint64_t deliveries, deliveries_total, acked, acked_total, failed_pubs,
-        uncertain, errors, disconnects, connected, connect_failures,
+        uncertain, inflight, errors, disconnects, connected, connect_failures,
         subscribed, sub_failed, gaps, dups, lost, resubscribed,
         recovered_true, recovered_false, last_recover_ns, p99_ns;
 } sums;
@@ -596,7 +598,7 @@ static void sum_threads(sums *s)
         bthread *th = &g_th[i];
 #define S_(f) s->f += LD(th->f)
         S_(deliveries); S_(deliveries_total); S_(acked); S_(acked_total);
-        S_(failed_pubs); S_(uncertain); S_(errors); S_(disconnects);
+        S_(failed_pubs); S_(uncertain); S_(inflight); S_(errors); S_(disconnects);
         S_(connected); S_(connect_failures); S_(subscribed); S_(sub_failed);
         S_(gaps); S_(dups); S_(lost); S_(resubscribed); S_(recovered_true);
         S_(recovered_false);
@@ -667,13 +669,15 @@ static int setup_done(void)
            s.connected >= want_pubs;
 }
 
+/* Publishing has stopped: every publication is answered and every
+ * acknowledged one has reached all subscribers of its channel. */
 static uint64_t g_expected;
 static int drained(void)
 {
     sums s;
     sum_threads(&s);
-    g_expected = s.acked_total * cfg.subs;
-    return s.deliveries_total + s.lost >= g_expected;
+    return s.inflight == 0 &&
+           s.deliveries_total + s.lost >= s.acked_total * cfg.subs;
 }
 
 static unsigned g_awaiting;
@@ -959,7 +963,6 @@ static int run_streams(void)
         sample_servers(srv, 1);
         if (cfg.subs)
             run_for(5.0, t0, &prev, &prev_t, "drain", drained);
-        drained();
     } else {
         wall = 0;
         procstat_read(0, &self_a);
@@ -970,6 +973,7 @@ static int run_streams(void)
         pthread_join(g_th[i].tid, NULL);
 
     sum_threads(&s);
+    g_expected = s.acked_total * cfg.subs;
     hist_reset(&lat);
     hist_reset(&ack);
     for (int i = 0; i < cfg.threads; i++) {
