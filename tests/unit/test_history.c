@@ -1,5 +1,13 @@
-/* Unit tests of server/history.c and server/pub.c. */
+/*
+ * Unit tests of server/history.c and server/pub.c: a capacity of 0 keeps
+ * nothing, the ring grows from a few slots by doubling up to its capacity,
+ * the oldest is evicted at capacity, history_select windows (after, limit,
+ * reverse), expiry by age, and that every reference the ring holds is
+ * released on eviction, expiry and history_free (checked by holding a
+ * reference of our own and reading the count).
+ */
 #include <criterion/criterion.h>
+#include <pthread.h>
 #include <string.h>
 
 #include "history.h"
@@ -132,5 +140,277 @@ Test(pub, one_allocation_holds_every_field)
     pub_ref(p);
     pub_unref(p);
     cr_assert_eq(atomic_load(&p->refs), 1);
+    pub_unref(p);
+}
+
+static unsigned refs(pub *p)
+{
+    return atomic_load(&p->refs);
+}
+
+Test(history, empty_history)
+{
+    history h;
+    history_init(&h, 10);
+    pub *v[4];
+    cr_assert_eq(history_count(&h), 0);
+    cr_assert_eq(history_first_offset(&h), 0);
+    cr_assert_null(history_at(&h, 0));
+    cr_assert_eq(history_select(&h, 0, 4, 0, v), 0);
+    cr_assert_eq(history_select(&h, 0, 4, 1, v), 0);
+    history_expire(&h, 1000000, 1);
+    cr_assert_null(h.ring, "no memory before the first publication");
+    history_free(&h);
+    history_free(&h);   /* twice is harmless */
+}
+
+Test(history, off_retains_no_reference_and_no_memory)
+{
+    history h;
+    history_init(&h, 0);
+    pub *p = mkpub(1, 0);
+    for (int i = 0; i < 100; i++)
+        history_push(&h, p);
+    cr_assert_eq(refs(p), 1);
+    cr_assert_null(h.ring);
+    cr_assert_eq(history_first_offset(&h), 0);
+    pub *v[2];
+    cr_assert_eq(history_select(&h, 0, 2, 0, v), 0);
+    pub_unref(p);
+    history_free(&h);
+}
+
+Test(history, grows_from_few_slots_up_to_capacity)
+{
+    history h;
+    history_init(&h, 1000);
+    cr_assert_eq(h.slots, 0);
+    fill(&h, 1, 1, 0);
+    cr_assert_eq(h.slots, 4, "first push: 4 slots");
+    fill(&h, 2, 3, 0);
+    cr_assert_eq(h.slots, 4, "3 publications fit in 4 slots");
+    fill(&h, 4, 5, 0);
+    cr_assert_eq(h.slots, 8);
+    fill(&h, 6, 1000, 0);
+    cr_assert_eq(h.slots, 1024);
+    cr_assert_eq(history_count(&h), 1000);
+    for (uint32_t i = 0; i < 1000; i++)
+        cr_assert_eq(history_at(&h, i)->offset, i + 1);
+    fill(&h, 1001, 1500, 0);
+    cr_assert_eq(h.slots, 1024, "never more slots than the capacity needs");
+    cr_assert_eq(history_count(&h), 1000);
+    cr_assert_eq(history_first_offset(&h), 501);
+    history_free(&h);
+    cr_assert_null(h.ring);
+}
+
+/* A capacity that is not a power of two: the ring has spare slots and
+ * eviction walks the head around them. Checked after every push. */
+Test(history, eviction_across_the_ring_keeps_offsets_contiguous)
+{
+    static const uint32_t caps[] = { 1, 2, 3, 5, 6, 8, 9 };
+    for (size_t c = 0; c < sizeof(caps) / sizeof(caps[0]); c++) {
+        uint32_t cap = caps[c];
+        history h;
+        history_init(&h, cap);
+        for (uint64_t n = 1; n <= 60; n++) {
+            fill(&h, n, n, 0);
+            uint32_t want = n < cap ? (uint32_t)n : cap;
+            uint64_t first = n - want + 1;
+            cr_assert_eq(history_count(&h), want, "cap %u after %llu", cap,
+                         (unsigned long long)n);
+            cr_assert_eq(history_first_offset(&h), first);
+            for (uint32_t i = 0; i < want; i++)
+                cr_assert_eq(history_at(&h, i)->offset, first + i,
+                             "cap %u after %llu: [%u]", cap,
+                             (unsigned long long)n, i);
+            cr_assert_null(history_at(&h, want));
+        }
+        cr_assert_leq(h.slots, 16);
+        history_free(&h);
+    }
+}
+
+Test(history, select_more_windows)
+{
+    history h;
+    history_init(&h, 6);
+    fill(&h, 1, 20, 0);   /* keeps 15..20 */
+    pub *v[16];
+    uint64_t all[] = { 15, 16, 17, 18, 19, 20 };
+    expect_offsets(v, history_select(&h, 0, 6, 0, v), all, 6);
+    expect_offsets(v, history_select(&h, 14, 100, 0, v), all, 6);
+    uint64_t mid[] = { 17, 18, 19 };
+    expect_offsets(v, history_select(&h, 16, 3, 0, v), mid, 3);
+    uint64_t last[] = { 20 };
+    expect_offsets(v, history_select(&h, 19, 1, 0, v), last, 1);
+    expect_offsets(v, history_select(&h, 19, 100, 1, v), last, 1);
+    cr_assert_eq(history_select(&h, 20, 100, 1, v), 0, "at top, reverse");
+    cr_assert_eq(history_select(&h, 21, 100, 1, v), 0, "beyond, reverse");
+    cr_assert_eq(history_select(&h, UINT64_MAX, 100, 0, v), 0);
+    uint64_t rall[] = { 20, 19, 18, 17, 16, 15 };
+    expect_offsets(v, history_select(&h, 0, 100, 1, v), rall, 6);
+    expect_offsets(v, history_select(&h, 3, 100, 1, v), rall, 6);
+    uint64_t rtwo[] = { 20, 19 };
+    expect_offsets(v, history_select(&h, 0, 2, 1, v), rtwo, 2);
+    expect_offsets(v, history_select(&h, 18, 5, 1, v), rtwo, 2);
+    cr_assert_eq(history_select(&h, 0, 0, 1, v), 0, "limit 0, reverse");
+    history_free(&h);
+}
+
+Test(history, select_takes_references)
+{
+    history h;
+    history_init(&h, 4);
+    pub *p[4];
+    for (int i = 0; i < 4; i++) {
+        p[i] = mkpub((uint64_t)i + 1, 0);
+        history_push(&h, p[i]);
+        cr_assert_eq(history_at(&h, (uint32_t)i), p[i], "the same object");
+    }
+    pub *v[4];
+    cr_assert_eq(history_select(&h, 1, 4, 0, v), 3);
+    cr_assert_eq(refs(p[0]), 2, "not selected");
+    for (int i = 1; i < 4; i++) {
+        cr_assert_eq(v[i - 1], p[i]);
+        cr_assert_eq(refs(p[i]), 3, "test + history + selection");
+    }
+    /* The selection outlives the history. */
+    history_free(&h);
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(refs(p[i]), i == 0 ? 1 : 2);
+    for (int i = 0; i < 3; i++)
+        pub_unref(v[i]);
+    for (int i = 0; i < 4; i++) {
+        cr_assert_eq(refs(p[i]), 1);
+        pub_unref(p[i]);
+    }
+}
+
+Test(history, eviction_and_free_release_every_reference)
+{
+    enum { N = 50, CAP = 7 };
+    pub *p[N];
+    history h;
+    history_init(&h, CAP);
+    for (int i = 0; i < N; i++) {
+        p[i] = mkpub((uint64_t)i + 1, 0);
+        history_push(&h, p[i]);
+        for (int j = 0; j <= i; j++)
+            cr_assert_eq(refs(p[j]), j > i - CAP ? 2u : 1u,
+                         "after push %d: pub %d has %u refs", i, j,
+                         refs(p[j]));
+    }
+    history_free(&h);
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(refs(p[i]), 1, "pub %d", i);
+        pub_unref(p[i]);
+    }
+    cr_assert_eq(history_count(&h), 0);
+    cr_assert_null(h.ring);
+}
+
+Test(history, ttl_boundary_and_release)
+{
+    history h;
+    history_init(&h, 10);
+    pub *p[3];
+    for (int i = 0; i < 3; i++) {
+        p[i] = mkpub((uint64_t)i + 1, 5000 + 100 * i);   /* 5000, 5100, 5200 */
+        history_push(&h, p[i]);
+    }
+    history_expire(&h, 999999, -5);
+    cr_assert_eq(history_count(&h), 3, "a negative ttl is no limit");
+    history_expire(&h, 5099, 100);   /* older than 4999: none */
+    cr_assert_eq(history_count(&h), 3);
+    history_expire(&h, 5100, 100);   /* exactly ttl old: expired */
+    cr_assert_eq(history_count(&h), 2);
+    cr_assert_eq(refs(p[0]), 1, "expired reference released");
+    cr_assert_eq(history_first_offset(&h), 2);
+    history_expire(&h, 5299, 100);
+    cr_assert_eq(history_count(&h), 1);
+    cr_assert_eq(history_first_offset(&h), 3);
+    cr_assert_eq(refs(p[1]), 1);
+    cr_assert_eq(refs(p[2]), 2);
+    /* Publishing after expiry continues the ring. */
+    pub *q = mkpub(4, 6000);
+    history_push(&h, q);
+    pub_unref(q);
+    pub *v[4];
+    uint64_t want[] = { 3, 4 };
+    expect_offsets(v, history_select(&h, 0, 4, 0, v), want, 2);
+    history_free(&h);
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(refs(p[i]), 1);
+        pub_unref(p[i]);
+    }
+}
+
+Test(pub, without_info_and_with_empty_fields)
+{
+    proto_data d = { { NULL, 0 }, { "\xc4\x01\x07", 3 }, 1 };
+    pub *p = pub_new((proto_slice){ "c", 1 }, 9, (proto_slice){ NULL, 0 },
+                     &d, NULL, -1);
+    cr_assert_null(p->view.info);
+    cr_assert_eq(p->info.client.len, 0);
+    cr_assert_eq(p->info.user.len, 0);
+    cr_assert_eq(p->offset, 9);
+    cr_assert_eq(p->time_ms, -1);
+    cr_assert_eq(p->view.epoch.len, 0);
+    cr_assert_eq(p->view.data.json.len, 0);
+    cr_assert_eq(p->view.data.binary, 1);
+    cr_assert_eq(p->view.data.mp.len, 3);
+    cr_assert_eq(memcmp(p->view.data.mp.ptr, "\xc4\x01\x07", 3), 0);
+    cr_assert_eq(refs(p), 1);
+    pub_unref(p);
+    pub_unref(NULL);   /* allowed */
+}
+
+Test(pub, copies_its_inputs)
+{
+    char chan[] = "room:1", ep[] = "0123456789abcdef", js[] = "\"hi\"";
+    char cl[] = "aaaaaaaaaaaaaaaa", us[] = "bob";
+    proto_data d = { { js, 4 }, { "\xa2hi", 3 }, 0 };
+    proto_client_info info = { { cl, 16 }, { us, 3 } };
+    pub *p = pub_new((proto_slice){ chan, 6 }, 1, (proto_slice){ ep, 16 },
+                     &d, &info, 0);
+    memset(chan, 'x', 6);
+    memset(ep, 'x', 16);
+    memset(js, 'x', 4);
+    memset(cl, 'x', 16);
+    memset(us, 'x', 3);
+    cr_assert_eq(memcmp(p->view.channel.ptr, "room:1", 6), 0);
+    cr_assert_eq(memcmp(p->view.epoch.ptr, "0123456789abcdef", 16), 0);
+    cr_assert_eq(memcmp(p->view.data.json.ptr, "\"hi\"", 4), 0);
+    cr_assert_eq(memcmp(p->view.info->client.ptr, "aaaaaaaaaaaaaaaa", 16), 0);
+    cr_assert_eq(memcmp(p->view.info->user.ptr, "bob", 3), 0);
+    pub_unref(p);
+}
+
+/* Publications cross worker threads: references taken and dropped
+ * concurrently must balance. */
+enum { REF_THREADS = 4, REF_ROUNDS = 100000 };
+
+static void *ref_churn(void *arg)
+{
+    pub *p = arg;
+    for (int i = 0; i < REF_ROUNDS; i++) {
+        pub_ref(p);
+        pub_ref(p);
+        pub_unref(p);
+        pub_unref(p);
+    }
+    return NULL;
+}
+
+Test(pub, references_balance_across_threads)
+{
+    pub *p = mkpub(1, 0);
+    pthread_t t[REF_THREADS];
+    for (int i = 0; i < REF_THREADS; i++)
+        cr_assert_eq(pthread_create(&t[i], NULL, ref_churn, p), 0);
+    for (int i = 0; i < REF_THREADS; i++)
+        pthread_join(t[i], NULL);
+    cr_assert_eq(refs(p), 1);
     pub_unref(p);
 }
