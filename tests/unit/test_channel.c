@@ -1,5 +1,13 @@
-/* Unit tests of server/channel.c: streams, offsets, recovery, presence. */
+/*
+ * Unit tests of server/channel.c, the channel streams of an owner worker:
+ * epochs (16 hex digits, distinct per stream, new after the stream was
+ * collected), offsets sealed into draft publications, the recovery rules of
+ * chan_recover, chanreg_gc/chanreg_expire, presence reference counting and
+ * join semantics, and per-worker subscriber counts. Namespaces are built
+ * here, by hand or from config_defaults().
+ */
 #include <criterion/criterion.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -166,5 +174,316 @@ Test(channel, presence_and_per_worker_counts)
     chan_sub_del(c, 2);
     cr_assert_eq(c->wcount[2], 1);
     cr_assert_eq(c->total, 2);
+    chanreg_free(&r);
+}
+
+static int cmp_epoch(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+Test(channel, every_stream_gets_its_own_epoch)
+{
+    enum { N = 2000 };
+    static const char *epochs[N];
+    chanreg r;
+    chanreg_init(&r, 4);
+    char name[32];
+    for (int i = 0; i < N; i++) {
+        snprintf(name, sizeof(name), "room:%d", i);
+        chan_state *c = chanreg_get(&r, name, strlen(name), &ns_hist);
+        cr_assert(is_hex16(c->epoch), "epoch '%s'", c->epoch);
+        cr_assert_str_eq(c->name, name);
+        cr_assert_eq(c->len, strlen(name));
+        cr_assert_eq(c->ns, &ns_hist);
+        cr_assert_eq(c->top, 0);
+        cr_assert_eq(c->total, 0);
+        for (int w = 0; w < 4; w++)
+            cr_assert_eq(c->wcount[w], 0);
+        cr_assert_eq(c->hist.capacity, ns_hist.history_size);
+        epochs[i] = c->epoch;
+    }
+    cr_assert_eq(r.n, N);
+    qsort(epochs, N, sizeof(epochs[0]), cmp_epoch);
+    for (int i = 1; i < N; i++)
+        cr_assert_str_neq(epochs[i - 1], epochs[i]);
+    cr_assert_not_null(chanreg_find(&r, "room:7", 6));
+    cr_assert_null(chanreg_find(&r, "room:", 5));
+    cr_assert_null(chanreg_find(&r, "room:77777", 10));
+    chanreg_free(&r);
+    cr_assert_eq(r.n, 0);
+}
+
+Test(channel, two_registries_give_different_epochs)
+{
+    /* Two owners (or a restarted node) seed their own generators. */
+    chanreg r1, r2;
+    chanreg_init(&r1, 1);
+    chanreg_init(&r2, 1);
+    chan_state *a = chanreg_get(&r1, "same", 4, &ns_hist);
+    chan_state *b = chanreg_get(&r2, "same", 4, &ns_hist);
+    cr_assert_str_neq(a->epoch, b->epoch);
+    chanreg_free(&r1);
+    chanreg_free(&r2);
+}
+
+Test(channel, publish_seals_the_draft_and_retains_it)
+{
+    chanreg r;
+    chanreg_init(&r, 1);
+    chan_state *c = chanreg_get(&r, "c", 1, &ns_hist);
+    pub *p = draft();
+    const char *epoch_ptr = p->view.epoch.ptr;
+    chan_publish(c, p, 123456);
+    cr_assert_eq(p->offset, 1);
+    cr_assert_eq(p->view.offset, 1);
+    cr_assert_eq(p->time_ms, 123456);
+    cr_assert_eq(p->view.epoch.ptr, epoch_ptr, "sealed in place");
+    cr_assert_eq(p->view.epoch.len, 16);
+    cr_assert_eq(memcmp(p->view.epoch.ptr, c->epoch, 16), 0);
+    cr_assert_eq(history_at(&c->hist, 0), p, "the history holds the draft");
+    cr_assert_eq(atomic_load(&p->refs), 2);
+    pub_unref(p);
+    chanreg_free(&r);
+}
+
+Test(channel, default_namespace_has_no_history)
+{
+    config cfg;
+    config_defaults(&cfg);
+    const config_ns *def = &cfg.namespaces[0];
+    cr_assert_eq(def->history_size, 0);
+    chanreg r;
+    chanreg_init(&r, 2);
+    chan_state *c = chanreg_get(&r, "chat", 4, def);
+    pub *p = draft();
+    for (uint64_t want = 1; want <= 3; want++) {
+        chan_publish(c, p, 1000);
+        cr_assert_eq(p->offset, want, "offsets count without history too");
+    }
+    cr_assert_eq(atomic_load(&p->refs), 1, "nothing retained");
+    cr_assert_eq(history_count(&c->hist), 0);
+    pub_unref(p);
+
+    pub **v;
+    size_t n;
+    cr_assert_eq(chan_recover(c, c->epoch, 16, 3, UINT32_MAX, &v, &n), 1);
+    cr_assert_eq(n, 0);
+    cr_assert_null(v);
+    cr_assert_eq(chan_recover(c, c->epoch, 16, 2, UINT32_MAX, &v, &n), 0);
+    cr_assert_eq(chan_recover(c, c->epoch, 16, 0, UINT32_MAX, &v, &n), 0);
+
+    cr_assert_eq(chanreg_gc(&r, c, 2000), 1, "no subscribers, no history");
+    cr_assert_eq(r.n, 0);
+    chanreg_free(&r);
+}
+
+/* Asserts a successful recovery of exactly offsets first..last and
+ * releases what it returned. */
+static void expect_recovered(chan_state *c, uint64_t since, uint32_t max,
+                             uint64_t first, uint64_t last)
+{
+    pub **v = (pub **)1;
+    size_t n = 99;
+    cr_assert_eq(chan_recover(c, c->epoch, 16, since, max, &v, &n), 1,
+                 "since %llu", (unsigned long long)since);
+    cr_assert_eq(n, last - first + 1, "since %llu: %zu publications",
+                 (unsigned long long)since, n);
+    for (size_t i = 0; i < n; i++) {
+        cr_assert_eq(v[i]->offset, first + i);
+        cr_assert_eq(v[i], history_at(&c->hist,
+                                      (uint32_t)(first + i -
+                                                 history_first_offset(&c->hist))),
+                     "the retained publication itself");
+        cr_assert_eq(memcmp(v[i]->view.epoch.ptr, c->epoch, 16), 0);
+        cr_assert_eq(atomic_load(&v[i]->refs), 2, "history + recovery");
+        pub_unref(v[i]);
+    }
+    free(v);
+}
+
+static void expect_refused(chan_state *c, const char *epoch, size_t elen,
+                           uint64_t since, uint32_t max, const char *why)
+{
+    pub **v = (pub **)1;
+    size_t n = 99;
+    cr_assert_eq(chan_recover(c, epoch, elen, since, max, &v, &n), 0, "%s",
+                 why);
+    cr_assert_null(v, "%s: nothing handed out", why);
+    cr_assert_eq(n, 0, "%s", why);
+}
+
+Test(channel, recovery_in_detail)
+{
+    chanreg r;
+    chanreg_init(&r, 1);
+    chan_state *c = chanreg_get(&r, "c", 1, &ns_hist);   /* keeps 5 */
+
+    /* A fresh stream: position 0 of this epoch is current. */
+    pub **v;
+    size_t n;
+    cr_assert_eq(chan_recover(c, c->epoch, 16, 0, UINT32_MAX, &v, &n), 1);
+    cr_assert_eq(n, 0);
+    free(v);
+    expect_refused(c, c->epoch, 16, 1, UINT32_MAX, "since beyond a fresh top");
+
+    publish(c, 3, 1000);
+    expect_recovered(c, 0, UINT32_MAX, 1, 3);
+    expect_recovered(c, 1, UINT32_MAX, 2, 3);
+    expect_recovered(c, 2, 1, 3, 3);
+    expect_recovered(c, 0, 3, 1, 3);
+    expect_refused(c, c->epoch, 16, 0, 2, "3 missed, max 2");
+
+    publish(c, 4, 1000);   /* top 7, retained 3..7 */
+    expect_recovered(c, 2, UINT32_MAX, 3, 7);
+    expect_recovered(c, 6, UINT32_MAX, 7, 7);
+    expect_refused(c, c->epoch, 16, 1, UINT32_MAX, "2 was evicted");
+    expect_refused(c, c->epoch, 16, 0, UINT32_MAX, "1 was evicted");
+    expect_refused(c, c->epoch, 16, 8, UINT32_MAX, "since > top");
+    expect_refused(c, c->epoch, 16, UINT64_MAX, UINT32_MAX, "far future");
+
+    char other[17];
+    memcpy(other, c->epoch, 17);
+    other[15] = other[15] == '0' ? '1' : '0';
+    expect_refused(c, other, 16, 7, UINT32_MAX, "one digit differs");
+    expect_refused(c, other, 16, 5, UINT32_MAX, "one digit differs, missed");
+    char longer[18];
+    memcpy(longer, c->epoch, 16);
+    memcpy(longer + 16, "0", 2);
+    expect_refused(c, longer, 17, 7, UINT32_MAX, "17-byte epoch");
+    expect_refused(c, c->epoch, 8, 7, UINT32_MAX, "8-byte epoch");
+    expect_refused(c, "", 0, 0, UINT32_MAX, "empty epoch");
+
+    /* The history ages out: the missed publications are gone. */
+    config_ns ttl = ns_hist;
+    ttl.history_ttl = 2;
+    chan_state *t = chanreg_get(&r, "t", 1, &ttl);
+    publish(t, 3, 10000);
+    expect_recovered(t, 0, UINT32_MAX, 1, 3);
+    publish(t, 1, 11000);
+    chanreg_gc(&r, t, 12500);   /* expires the three of time 10000 */
+    cr_assert_eq(history_count(&t->hist), 1);
+    expect_refused(t, t->epoch, 16, 2, UINT32_MAX, "expired by age");
+    expect_recovered(t, 3, UINT32_MAX, 4, 4);
+    chanreg_free(&r);
+}
+
+Test(channel, gc_keeps_streams_in_use_and_new_streams_get_new_epochs)
+{
+    chanreg r;
+    chanreg_init(&r, 2);
+    chan_state *c = chanreg_get(&r, "s", 1, &ns_nohist);
+    chan_sub_add(c, 0);
+    chan_sub_add(c, 1);
+    publish(c, 5, 1000);
+    cr_assert_eq(chanreg_gc(&r, c, 1000), 0);
+    chanreg_expire(&r, 1000000);
+    cr_assert_eq(chanreg_find(&r, "s", 1), c, "subscribers keep it");
+    chan_sub_del(c, 0);
+    chanreg_expire(&r, 1000000);
+    cr_assert_eq(chanreg_find(&r, "s", 1), c, "one subscriber left");
+    char old[17];
+    memcpy(old, c->epoch, 17);
+    chan_sub_del(c, 1);
+    chanreg_expire(&r, 1000000);
+    cr_assert_null(chanreg_find(&r, "s", 1));
+    cr_assert_eq(r.n, 0);
+
+    c = chanreg_get(&r, "s", 1, &ns_nohist);
+    cr_assert_str_neq(c->epoch, old, "a new stream, a new epoch");
+    cr_assert_eq(c->top, 0);
+    cr_assert_eq(c->total, 0);
+    expect_refused(c, old, 16, 5, UINT32_MAX, "position in the old epoch");
+    expect_refused(c, old, 16, 0, UINT32_MAX, "old epoch, since 0");
+
+    /* A stream whose history has no age limit is never collected while it
+     * retains a publication, however late the expiry runs; the streams
+     * without history or subscribers go. */
+    chan_state *h = chanreg_get(&r, "h", 1, &ns_hist);
+    publish(h, 1, 1000);
+    chanreg_expire(&r, INT64_MAX / 2);
+    cr_assert_eq(chanreg_find(&r, "h", 1), h);
+    cr_assert_null(chanreg_find(&r, "s", 1));
+    cr_assert_eq(r.n, 1);
+    chanreg_free(&r);
+}
+
+Test(channel, presence_joins_only_new_clients)
+{
+    chanreg r;
+    chanreg_init(&r, 4);
+    chan_state *c = chanreg_get(&r, "p", 1, &ns_hist);
+    const char *A = "aaaaaaaaaaaaaaaa", *B = "bbbbbbbbbbbbbbbb",
+               *C = "cccccccccccccccc";
+    cr_assert_eq(chan_presence_add(c, A, "alice", 3), 1);
+    cr_assert_eq(chan_presence_add(c, B, NULL, 1), 1, "anonymous");
+    cr_assert_eq(chan_presence_add(c, A, "alice", 3), 0);
+    cr_assert_eq(chan_presence_add(c, A, "alice", 3), 0);
+    cr_assert_eq(c->n_presence, 2);
+
+    presence_entry *e = NULL;
+    HASH_FIND_STR(c->presence, A, e);
+    cr_assert_not_null(e);
+    cr_assert_eq(e->refs, 3);
+    cr_assert_eq(e->worker, 3);
+    cr_assert_str_eq(e->user, "alice");
+    HASH_FIND_STR(c->presence, B, e);
+    cr_assert_not_null(e);
+    cr_assert_str_eq(e->user, "", "anonymous is the empty user");
+    cr_assert_eq(e->worker, 1);
+
+    char *user = (char *)"untouched";
+    cr_assert_eq(chan_presence_del(c, C, &user), 0, "never joined");
+    cr_assert_str_eq(user, "untouched");
+    cr_assert_eq(chan_presence_del(c, A, &user), 0);
+    cr_assert_eq(chan_presence_del(c, A, &user), 0);
+    cr_assert_eq(c->n_presence, 2, "still present with one subscription");
+    cr_assert_eq(chan_presence_del(c, A, &user), 1, "the leave");
+    cr_assert_str_eq(user, "alice");
+    free(user);
+    cr_assert_eq(c->n_presence, 1);
+    cr_assert_eq(chan_presence_del(c, A, NULL), 0, "already left");
+
+    /* A client that comes back is a new join. */
+    cr_assert_eq(chan_presence_add(c, A, "alice", 0), 1);
+    cr_assert_eq(c->n_presence, 2);
+    cr_assert_eq(chan_presence_del(c, B, NULL), 1);
+    cr_assert_eq(c->n_presence, 1);
+    /* chanreg_free releases the remaining entry (and its user). */
+    chanreg_free(&r);
+}
+
+Test(channel, subscriber_counts_per_worker)
+{
+    enum { W = 4 };
+    chanreg r;
+    chanreg_init(&r, W);
+    chan_state *c = chanreg_get(&r, "w", 1, &ns_nohist);
+    uint32_t want[W] = { 0 };
+    uint32_t total = 0;
+    srand(7);
+    for (int i = 0; i < 5000; i++) {
+        uint16_t w = (uint16_t)(rand() % W);
+        if (rand() % 3) {
+            chan_sub_add(c, w);
+            want[w]++;
+            total++;
+        } else {
+            chan_sub_del(c, w);
+            if (want[w]) {
+                want[w]--;
+                total--;
+            }
+        }
+        cr_assert_eq(c->wcount[w], want[w]);
+        cr_assert_eq(c->total, total);
+    }
+    for (uint16_t w = 0; w < W; w++)
+        while (want[w]--)
+            chan_sub_del(c, w);
+    cr_assert_eq(c->total, 0);
+    for (int w = 0; w < W; w++)
+        cr_assert_eq(c->wcount[w], 0);
+    cr_assert_eq(chanreg_gc(&r, c, 0), 1);
     chanreg_free(&r);
 }
