@@ -1,7 +1,7 @@
 /*
  * Connection tokens: JWT signed with HMAC-SHA256 (alg HS256) under the
- * configured secret. Claims used: sub (user id, string), exp (unix
- * seconds, optional). The signature is compared in constant time, and
+ * configured secret. Claims used: sub (user id, string of at most 255
+ * bytes; absent = ""), exp (unix seconds, optional). The signature is compared in constant time, and
  * nothing of a token is ever logged.
  */
 #ifndef HERALD_AUTH_H
