@@ -961,6 +961,14 @@ static int run_streams(void)
         wall = now_s() - t_meas;
         procstat_read(0, &self_b);
         sample_servers(srv, 1);
+        /* Recovery slower than the run: keep waiting (publishing has
+         * stopped), so that the report still says how long it took. */
+        if (cfg.sc == SC_RECONNECT && recovery_s < 0 &&
+            run_for(cfg.setup_timeout, t0, &prev, &prev_t, "recover",
+                    all_recovered)) {
+            sum_threads(&s);
+            recovery_s = (double)(s.last_recover_ns - drop_ns) / 1e9;
+        }
         if (cfg.subs)
             run_for(5.0, t0, &prev, &prev_t, "drain", drained);
     } else {
