@@ -139,17 +139,20 @@ int main(int argc, char **argv)
         { NULL, 0, NULL, 0 }
     };
     const char *path = getenv("HERALD_CONFIG");
-    const char *cli_keys[8], *cli_vals[8], *cli_src[8];
-    int n_cli = 0, check_only = 0, opt;
+    /* One slot per option; a repeated option keeps its last value. */
+    enum { CLI_LISTEN, CLI_WORKERS, CLI_LOG_LEVEL, CLI_N };
+    static const char *const cli_keys[CLI_N] = { "listen", "workers",
+                                                 "log_level" };
+    static const char *const cli_src[CLI_N] = { "--listen", "--workers",
+                                                "--log-level" };
+    const char *cli_vals[CLI_N] = { NULL, NULL, NULL };
+    int check_only = 0, opt;
     while ((opt = getopt_long(argc, argv, "c:l:w:hV", opts, NULL)) != -1) {
         switch (opt) {
         case 'c': path = optarg; break;
-        case 'l': cli_keys[n_cli] = "listen"; cli_src[n_cli] = "--listen";
-                  cli_vals[n_cli++] = optarg; break;
-        case 'w': cli_keys[n_cli] = "workers"; cli_src[n_cli] = "--workers";
-                  cli_vals[n_cli++] = optarg; break;
-        case 'L': cli_keys[n_cli] = "log_level"; cli_src[n_cli] = "--log-level";
-                  cli_vals[n_cli++] = optarg; break;
+        case 'l': cli_vals[CLI_LISTEN] = optarg; break;
+        case 'w': cli_vals[CLI_WORKERS] = optarg; break;
+        case 'L': cli_vals[CLI_LOG_LEVEL] = optarg; break;
         case 'C': check_only = 1; break;
         case 'h': main_usage(stdout); return 0;
         case 'V': printf("herald %s\n", HERALD_VERSION); return 0;
@@ -168,8 +171,9 @@ int main(int argc, char **argv)
     int bad = config_load(&cfg, path, environ, err, sizeof(err)) < 0;
     if (bad)
         fputs(err, stderr);
-    for (int i = 0; i < n_cli; i++) {
-        if (config_set(&cfg, cli_keys[i], cli_vals[i], cli_src[i], err,
+    for (int i = 0; i < CLI_N; i++) {
+        if (cli_vals[i] &&
+            config_set(&cfg, cli_keys[i], cli_vals[i], cli_src[i], err,
                        sizeof(err)) < 0) {
             fputs(err, stderr);
             bad = 1;

@@ -401,3 +401,14 @@ async def test_env_sets_limits_and_secret(server_factory):
     p = await c.push("disconnect")
     assert p["code"] == 4103
     assert await c.wait_closed() == 4103
+
+
+def test_repeated_option_last_one_wins(server_factory):
+    """An option given many times (more than any fixed table would hold)
+    neither overflows nor errs: the last value wins."""
+    s = server_factory(args=["--log-level", "debug"] * 12 + ["--log-level", "warn"])
+    assert s.healthz()[0] == 200
+    levels = {l.get("level") for l in s.log_lines()}
+    assert "info" not in levels and "debug" not in levels, levels
+    assert s.stop() == 0
+    assert s.sanitizer_report() is None
