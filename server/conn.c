@@ -275,7 +275,6 @@ static msg *conn_request(conn *c, uint8_t type, const proto_cmd *cmd)
     m->route.gen = c->gen;
     m->route.cmd_id = cmd->id;
     m->route.seq = sendq_reserve(&c->q);
-    m->enc = c->enc;
     memcpy(m->client, c->id, IDS_LEN + 1);
     if (cmd->has_since) {
         m->offset = cmd->since_offset;

@@ -55,7 +55,6 @@ typedef struct msg {
     uint8_t type;
     uint8_t flag;            /* join(1)/leave(0); has_since; reverse */
     int8_t recovered;        /* SUB_REP: -1 no since, 0, 1 */
-    uint8_t enc;             /* requester's encoding */
     msg_route route;
     int code;                /* replies: 0 or an error code */
     uint64_t token;          /* subscription token */

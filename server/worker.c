@@ -141,7 +141,6 @@ static void worker_on_accept(uv_poll_t *p, int status, int events);
 static void worker_accept_resume(uv_timer_t *t)
 {
     worker *w = t->data;
-    w->accept_paused = 0;
     if (w->spare_fd < 0)
         w->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     if (!w->draining)
@@ -150,7 +149,6 @@ static void worker_accept_resume(uv_timer_t *t)
 
 static void worker_accept_pause(worker *w)
 {
-    w->accept_paused = 1;
     uv_poll_stop(&w->listen_poll);
     uv_timer_start(&w->accept_resume, worker_accept_resume, ACCEPT_PAUSE_MS, 0);
 }

@@ -40,7 +40,6 @@ typedef struct worker {
     uv_poll_t listen_poll;
     int listen_fd;
     int spare_fd;             /* reserve fd for EMFILE, -1 when spent */
-    int accept_paused;
     uint64_t emfile_logged_s;  /* last "out of descriptors" log line */
     uint64_t emfile_drops;     /* connections refused since then */
     uv_timer_t accept_resume;
