@@ -123,12 +123,12 @@ static int conn_writeable(conn *c)
         c->ping_due = 0;
         if (lws_write(c->wsi, ping + LWS_PRE, 1, LWS_WRITE_PING) < 0)
             return -1;
-        if (sendq_ready(&c->q) || (c->closing && !sendq_count(&c->q)))
+        if (sendq_peek(&c->q, 0) || (c->closing && !sendq_count(&c->q)))
             conn_want_write(c);
         return 0;
     }
-    uint32_t ready = sendq_ready(&c->q);
-    if (ready == 0) {
+    frame *f = sendq_peek(&c->q, 0);
+    if (!f) {
         if (c->closing && sendq_count(&c->q) == 0 && !c->close_sent) {
             /* The close frame is written here: lws_close_reason() plus
              * returning -1 (or a timeout) makes lws 4.1 drop the socket
@@ -151,10 +151,10 @@ static int conn_writeable(conn *c)
     }
     enum lws_write_protocol wp =
         c->enc == PROTO_MSGPACK ? LWS_WRITE_BINARY : LWS_WRITE_TEXT;
-    frame *f = sendq_peek(&c->q, 0);
     size_t maxb = w->srv->cfg->max_batch_bytes;
     uint32_t used = 1;
-    if (ready == 1 || f->len >= maxb) {
+    frame *g = sendq_peek(&c->q, 1);   /* NULL: none, or not filled yet */
+    if (!g || f->len >= maxb) {
         if (lws_write(c->wsi, (unsigned char *)frame_payload(f), f->len, wp) <
             (int)f->len)
             return -1;
@@ -162,10 +162,9 @@ static int conn_writeable(conn *c)
         proto_buf *b = &w->scratch;
         proto_buf_reset(b);
         proto_buf_append(b, frame_payload(f), f->len);
-        for (; used < ready; used++) {
-            frame *g = sendq_peek(&c->q, used);
-            if (b->len + 1 + g->len > maxb)
-                break;
+        /* Only ready frames, in order, up to max_batch_bytes. */
+        for (; g && b->len + 1 + g->len <= maxb;
+             g = sendq_peek(&c->q, ++used)) {
             proto_buf_sep(b, c->enc);
             proto_buf_append(b, frame_payload(g), g->len);
         }
@@ -174,7 +173,7 @@ static int conn_writeable(conn *c)
             return -1;
     }
     sendq_drop(&c->q, used);
-    if (sendq_ready(&c->q) || (c->closing && sendq_count(&c->q) == 0))
+    if (sendq_peek(&c->q, 0) || (c->closing && sendq_count(&c->q) == 0))
         conn_want_write(c);
     return 0;
 }
