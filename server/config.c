@@ -19,6 +19,8 @@
 #include "config.h"
 #include "log.h"
 
+#include <herald/proto.h>
+
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
@@ -1155,4 +1157,11 @@ const config_ns *config_ns_find(const config *c, const char *ns, size_t len)
             memcmp(c->namespaces[j].name, ns, len) == 0)
             return &c->namespaces[j];
     return NULL;
+}
+
+const config_ns *config_ns_of_channel(const config *c, const char *chan,
+                                      size_t len)
+{
+    proto_slice ns = proto_channel_namespace((proto_slice){ chan, len });
+    return config_ns_find(c, ns.ptr, ns.len);
 }

@@ -76,4 +76,9 @@ int config_set(config *c, const char *key, const char *value,
 /* Finds the options of a channel namespace; NULL if it is not configured. */
 const config_ns *config_ns_find(const config *c, const char *ns, size_t len);
 
+/* The options of the namespace of a channel name (the part before the
+ * first ':'); NULL when that namespace is not configured. */
+const config_ns *config_ns_of_channel(const config *c, const char *chan,
+                                      size_t len);
+
 #endif

@@ -294,12 +294,6 @@ static void conn_send_request(conn *c, msg *m)
                 m);
 }
 
-static const config_ns *conn_ns(conn *c, proto_slice channel)
-{
-    proto_slice ns = proto_channel_namespace(channel);
-    return config_ns_find(c->w->srv->cfg, ns.ptr, ns.len);
-}
-
 static int conn_do_connect(conn *c, const proto_cmd *cmd)
 {
     const config *cfg = c->w->srv->cfg;
@@ -343,7 +337,9 @@ static int conn_do_connect(conn *c, const proto_cmd *cmd)
 static void conn_do_subscribe(conn *c, const proto_cmd *cmd)
 {
     const config *cfg = c->w->srv->cfg;
-    const config_ns *ns = conn_ns(c, cmd->channel);
+    const config_ns *ns = config_ns_of_channel(c->w->srv->cfg,
+                                               cmd->channel.ptr,
+                                               cmd->channel.len);
     int code = 0;
     if (!ns)
         code = PROTO_E_BAD_CHANNEL;
@@ -377,7 +373,9 @@ static void conn_do_unsubscribe(conn *c, const proto_cmd *cmd)
 
 static void conn_do_publish(conn *c, const proto_cmd *cmd)
 {
-    const config_ns *ns = conn_ns(c, cmd->channel);
+    const config_ns *ns = config_ns_of_channel(c->w->srv->cfg,
+                                               cmd->channel.ptr,
+                                               cmd->channel.len);
     int code = 0;
     if (!ns)
         code = PROTO_E_BAD_CHANNEL;
@@ -403,7 +401,9 @@ static void conn_do_publish(conn *c, const proto_cmd *cmd)
 static void conn_do_history(conn *c, const proto_cmd *cmd)
 {
     const config *cfg = c->w->srv->cfg;
-    const config_ns *ns = conn_ns(c, cmd->channel);
+    const config_ns *ns = config_ns_of_channel(c->w->srv->cfg,
+                                               cmd->channel.ptr,
+                                               cmd->channel.len);
     int code = 0;
     uint32_t limit = cmd->has_limit ? cmd->limit
                      : (cfg->history_max_limit < 100 ? cfg->history_max_limit
@@ -428,7 +428,9 @@ static void conn_do_history(conn *c, const proto_cmd *cmd)
 
 static void conn_do_presence(conn *c, const proto_cmd *cmd)
 {
-    const config_ns *ns = conn_ns(c, cmd->channel);
+    const config_ns *ns = config_ns_of_channel(c->w->srv->cfg,
+                                               cmd->channel.ptr,
+                                               cmd->channel.len);
     int code = 0;
     if (!ns)
         code = PROTO_E_BAD_CHANNEL;

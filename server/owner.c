@@ -20,12 +20,6 @@ int64_t owner_now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static const config_ns *owner_ns(worker *w, const char *chan, size_t len)
-{
-    proto_slice ns = proto_channel_namespace((proto_slice){ chan, len });
-    return config_ns_find(w->srv->cfg, ns.ptr, ns.len);
-}
-
 static void owner_reply(worker *w, msg *m, uint8_t type, int code)
 {
     m->type = type;
@@ -50,7 +44,8 @@ static void owner_broadcast_join(worker *w, chan_state *c, int join,
 
 static void owner_subscribe(worker *w, msg *m)
 {
-    const config_ns *ns = owner_ns(w, msg_chan(m), m->chan_len);
+    const config_ns *ns =
+        config_ns_of_channel(w->srv->cfg, msg_chan(m), m->chan_len);
     if (!ns) {
         owner_reply(w, m, MSG_SUB_REP, PROTO_E_BAD_CHANNEL);
         return;
@@ -100,7 +95,8 @@ static void owner_unsubscribe(worker *w, msg *m)
 
 static void owner_publish(worker *w, msg *m)
 {
-    const config_ns *ns = owner_ns(w, msg_chan(m), m->chan_len);
+    const config_ns *ns =
+        config_ns_of_channel(w->srv->cfg, msg_chan(m), m->chan_len);
     if (!ns) {
         owner_reply(w, m, MSG_PUB_REP, PROTO_E_BAD_CHANNEL);
         return;
@@ -140,7 +136,8 @@ static void owner_publish(worker *w, msg *m)
 
 static void owner_history(worker *w, msg *m)
 {
-    const config_ns *ns = owner_ns(w, msg_chan(m), m->chan_len);
+    const config_ns *ns =
+        config_ns_of_channel(w->srv->cfg, msg_chan(m), m->chan_len);
     if (!ns) {
         owner_reply(w, m, MSG_HIST_REP, PROTO_E_BAD_CHANNEL);
         return;

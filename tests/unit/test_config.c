@@ -376,6 +376,23 @@ Test(config, precedence_file_env_cli)
 
 /* An environment override of a default must reach every namespace that
  * did not set that key itself, and only those. */
+Test(config, ns_of_channel)
+{
+    config c;
+    char err[ERRLEN];
+    const char *text = "namespaces = ( { name = \"chat\"; history_size = 9; } );\n";
+    cr_assert_eq(load_text(text, no_env, &c, err, NULL), 0, "%s", err);
+    cr_assert_eq(config_ns_of_channel(&c, "lobby", 5), &c.namespaces[0],
+                 "no ':' -> default namespace");
+    cr_assert_eq(config_ns_of_channel(&c, ":x", 2), &c.namespaces[0],
+                 "empty namespace -> default");
+    cr_assert_eq(config_ns_of_channel(&c, "chat:a:b", 8)->history_size, 9,
+                 "namespace ends at the first ':'");
+    cr_assert_null(config_ns_of_channel(&c, "news:x", 6), "not configured");
+    cr_assert_eq(config_ns_of_channel(&c, "chat:room1XXX", 10)->history_size, 9,
+                 "reads only len bytes");
+}
+
 Test(config, env_default_override_reaches_inheriting_namespaces)
 {
     config c;
