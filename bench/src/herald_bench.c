@@ -610,6 +610,18 @@ static void sum_threads(sums *s)
     }
 }
 
+/* One progress line, kept for the report's "timeline" (throughput over
+ * time): bounded, a run longer than TIMELINE_MAX seconds keeps its first
+ * TIMELINE_MAX samples. */
+#define TIMELINE_MAX 3600
+typedef struct tl_sample {
+    double t, rate, p99_us;
+    uint64_t conns, errors;
+    const char *phase;
+} tl_sample;
+static tl_sample g_timeline[TIMELINE_MAX];
+static size_t g_n_timeline;
+
 static void progress(double t0, uint64_t *prev, double *prev_t,
                      const char *what)
 {
@@ -620,6 +632,15 @@ static void progress(double t0, uint64_t *prev, double *prev_t,
     cur = cfg.sc == SC_CONNECTIONS ? s.connected
           : cfg.sc == SC_REQUEST   ? s.acked_total
                                    : s.deliveries_total;
+    if (g_n_timeline < TIMELINE_MAX)
+        g_timeline[g_n_timeline++] = (tl_sample){
+            .t = now - t0,
+            .rate = (double)(cur - *prev) / (now - *prev_t),
+            .p99_us = (double)s.p99_ns / 1e3,
+            .conns = s.connected + s.subscribed,
+            .errors = s.errors,
+            .phase = what,
+        };
     if (!cfg.quiet)
         fprintf(stderr,
                 "[%6.1fs] %-8s %s/s=%-10.0f conns=%" PRIu64
@@ -716,7 +737,39 @@ static void lat_json(jw *w, const char *key, const hist *h)
     jw_kdbl(w, "max_us", (double)h->max / 1e3);
     jw_kdbl(w, "min_us", h->count ? (double)h->min / 1e3 : 0);
     jw_kdbl(w, "mean_us", hist_mean(h) / 1e3);
+    /* The distribution: [upper bound in us, count] of every non-empty
+     * bucket, in increasing order (plots of the latency distribution). */
+    jw_key(w, "buckets");
+    jw_arr_begin(w);
+    for (uint32_t i = 0; i < HIST_BUCKETS && h->count; i++) {
+        if (!h->b[i])
+            continue;
+        jw_arr_begin(w);
+        jw_dbl(w, (double)hist_bucket_high(i) / 1e3);
+        jw_u64(w, h->b[i]);
+        jw_arr_end(w);
+    }
+    jw_arr_end(w);
     jw_obj_end(w);
+}
+
+/* The progress lines of the run: throughput over time. */
+static void timeline_json(jw *w)
+{
+    jw_key(w, "timeline");
+    jw_arr_begin(w);
+    for (size_t i = 0; i < g_n_timeline; i++) {
+        const tl_sample *t = &g_timeline[i];
+        jw_obj_begin(w);
+        jw_kdbl(w, "t_s", t->t);
+        jw_kstr(w, "phase", t->phase);
+        jw_kdbl(w, "rate", t->rate);
+        jw_kdbl(w, "p99_us", t->p99_us);
+        jw_ku64(w, "conns", t->conns);
+        jw_ku64(w, "errors", t->errors);
+        jw_obj_end(w);
+    }
+    jw_arr_end(w);
 }
 
 static void params_json(jw *w)
@@ -847,6 +900,7 @@ static void header_json(jw *w, double wall)
     jw_ki64(w, "time", (int64_t)time(NULL));
     params_json(w);
     jw_kdbl(w, "duration_s", wall);
+    timeline_json(w);
 }
 
 static void sample_servers(srv_sample *srv, int second)
