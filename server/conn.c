@@ -32,12 +32,23 @@
 
 enum { PROTO_ID_JSON = 0, PROTO_ID_MSGPACK = 1 };
 
+/* Output is written directly from the worker's flush point (conn_flush,
+ * once per loop iteration) rather than by asking lws for a WRITEABLE
+ * callback: with the libuv event lib every change of a socket's POLLOUT
+ * interest is a uv_poll_start, which libuv turns into epoll_ctl DEL + ADD,
+ * so asking for writability costs four epoll_ctl calls per write; a loopback
+ * or LAN socket almost always has room. lws 4.1 accepts lws_write outside
+ * the WRITEABLE callback: what the kernel does not take is kept on the
+ * wsi's buflist_out and lws asks for POLLOUT itself; while anything is
+ * buffered there, the connection waits for WRITEABLE as before
+ * (writable_req). Batching is unchanged: everything queued during one loop
+ * iteration goes out as one frame. */
 static void conn_want_write(conn *c)
 {
-    if (!c->writable_req) {
-        c->writable_req = 1;
-        lws_callback_on_writable(c->wsi);
-    }
+    if (c->writable_req || c->flush_queued)
+        return;
+    c->flush_queued = 1;
+    DL_APPEND2(c->w->flush, c, fprev, fnext);
 }
 
 /* --- output ------------------------------------------------------------ */
@@ -176,6 +187,29 @@ static int conn_writeable(conn *c)
     if (sendq_peek(&c->q, 0) || (c->closing && sendq_count(&c->q) == 0))
         conn_want_write(c);
     return 0;
+}
+
+void conn_flush(worker *w)
+{
+    conn *list = w->flush, *c;
+    /* Detached first: a connection with more to write than one frame
+     * queues itself again, for the next iteration. Nothing here frees a
+     * connection (a failed write closes it asynchronously). */
+    w->flush = NULL;
+    while ((c = list)) {
+        DL_DELETE2(list, c, fprev, fnext);
+        c->flush_queued = 0;
+        if (!c->live || c->writable_req)
+            continue;
+        if (lws_partial_buffered(c->wsi)) {
+            c->writable_req = 1;
+            lws_callback_on_writable(c->wsi);
+            continue;
+        }
+        if (conn_writeable(c) < 0)
+            lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK,
+                            LWS_TO_KILL_ASYNC);
+    }
 }
 
 /* --- heartbeat wheel --------------------------------------------------- */
@@ -819,6 +853,10 @@ static void conn_closed(conn *c)
     if (!c->live)
         return;
     c->live = 0;
+    if (c->flush_queued) {
+        DL_DELETE2(w->flush, c, fprev, fnext);
+        c->flush_queued = 0;
+    }
     while (c->subs)
         conn_sub_end(c, c->subs);
     conn_wheel_remove(c);

@@ -43,6 +43,7 @@ typedef struct conn {
     uint8_t flow_off;          /* rx paused for CONN_MAX_INFLIGHT */
     uint8_t malformed;         /* consecutive malformed commands */
     uint8_t close_sent;        /* close frame handed to lws */
+    uint8_t flush_queued;      /* on the worker's flush list */
     uint16_t close_code;
     uint16_t inflight;
     uint16_t n_subs;
@@ -54,6 +55,7 @@ typedef struct conn {
     uint32_t rx_len, rx_cap;
     hub_sub *subs;             /* this connection's subscriptions */
     struct conn *wprev, *wnext;/* heartbeat wheel slot list */
+    struct conn *fprev, *fnext;/* worker flush list */
     uint64_t due_s;            /* next heartbeat check */
     uint64_t last_rx_s;
     uint64_t ping_sent_s;      /* when the last ping was queued */
@@ -70,6 +72,10 @@ void conn_on_msg(struct worker *w, msg *m);
  * (after what is queued, except for 4001/4002 which drop the queue) and in
  * the close frame. */
 void conn_close(conn *c, int code, const char *reason, int reconnect);
+
+/* Writes what the connections on the worker's flush list have ready:
+ * called once per loop iteration, before the loop waits (uv_prepare). */
+void conn_flush(struct worker *w);
 
 /* Heartbeat check from the worker tick. */
 void conn_heartbeat(conn *c, uint64_t now_s);

@@ -236,6 +236,8 @@ static void worker_stop(worker *w)
     uv_timer_stop(&w->tick);
     uv_timer_stop(&w->accept_resume);
     uv_close((uv_handle_t *)&w->tick, worker_close_cb);
+    uv_prepare_stop(&w->flush_prep);
+    uv_close((uv_handle_t *)&w->flush_prep, worker_close_cb);
     uv_close((uv_handle_t *)&w->accept_resume, worker_close_cb);
     uv_close((uv_handle_t *)&w->wake, worker_close_cb);
     uv_close((uv_handle_t *)&w->listen_poll, worker_close_cb);
@@ -285,6 +287,15 @@ static void worker_on_wake(uv_async_t *a)
         }
         m = next;
     }
+}
+
+/* Before the loop waits for events: write the output that this iteration
+ * queued (see conn_flush). */
+static void worker_on_prepare(uv_prepare_t *p)
+{
+    worker *w = p->data;
+    if (w->flush)
+        conn_flush(w);
 }
 
 static void worker_on_tick(uv_timer_t *t)
@@ -393,6 +404,7 @@ static void *worker_main(void *arg)
     }
     uv_poll_start(&w->listen_poll, UV_READABLE, worker_on_accept);
     uv_timer_start(&w->tick, worker_on_tick, 1000, 1000);
+    uv_prepare_start(&w->flush_prep, worker_on_prepare);
     uv_run(&w->loop, UV_RUN_DEFAULT);
     if (w->ctx) {
         /* Second pass, as lws requires for foreign loops, once the loop
@@ -421,6 +433,8 @@ worker *worker_new(server *srv, uint16_t index, char *err, size_t errlen)
     w->wake.data = w;
     uv_timer_init(&w->loop, &w->tick);
     w->tick.data = w;
+    uv_prepare_init(&w->loop, &w->flush_prep);
+    w->flush_prep.data = w;
     uv_timer_init(&w->loop, &w->accept_resume);
     w->accept_resume.data = w;
     uv_poll_init(&w->loop, &w->listen_poll, w->listen_fd);

@@ -37,6 +37,8 @@ typedef struct worker {
     uv_loop_t loop;
     uv_async_t wake;
     uv_timer_t tick;
+    uv_prepare_t flush_prep;  /* conn_flush before the loop waits */
+    struct conn *flush;       /* connections with output to write */
     uv_poll_t listen_poll;
     int listen_fd;
     int spare_fd;             /* reserve fd for EMFILE, -1 when spent */
