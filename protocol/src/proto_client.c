@@ -8,6 +8,7 @@
  * msgpack objects are framed with proto__mp_scan() before any byte of them
  * is trusted. Nothing is copied except JSON strings that contain escapes.
  */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -57,6 +58,22 @@ static int js_hex(char c)
     return -1;
 }
 
+/* Whether none of the 8 bytes at p is '"', '\\' or a control character
+ * (below 0x20): the bytes a string scan can step over. Word-at-a-time
+ * test of "some byte is zero / below a bound" (valid for bounds <= 0x80;
+ * bytes >= 0x80 never match). */
+static int js_plain8(const char *p)
+{
+    const uint64_t ones = 0x0101010101010101ull;
+    const uint64_t high = 0x8080808080808080ull;
+    uint64_t x, q, b, t;
+    memcpy(&x, p, 8);
+    q = x ^ (ones * '"');
+    b = x ^ (ones * '\\');
+    t = ((x - ones * 0x20) & ~x) | ((q - ones) & ~q) | ((b - ones) & ~b);
+    return (t & high) == 0;
+}
+
 /* s[*i] is '"'. Validates the string and moves past it; *esc tells whether
  * it contains escapes. */
 static int js_string(const char *s, size_t n, size_t *i, int *esc)
@@ -64,6 +81,10 @@ static int js_string(const char *s, size_t n, size_t *i, int *esc)
     size_t k = *i + 1;
     *esc = 0;
     while (k < n) {
+        while (n - k >= 8 && js_plain8(s + k))
+            k += 8;
+        if (k >= n)
+            break;
         unsigned char c = (unsigned char)s[k];
         if (c == '"') {
             *i = k + 1;

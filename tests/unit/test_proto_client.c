@@ -418,3 +418,40 @@ Test(proto_client, data_to_json)
     cr_expect(b.len == 3);
     proto_buf_free(&b);
 }
+
+/* The string scan steps over 8 plain bytes at a time: a quote, an escape or
+ * a control byte at any position of a long string must still be seen, and
+ * bytes >= 0x80 (UTF-8) are plain. The data slice is the JSON value as
+ * sent (quotes included). */
+Test(proto_client, string_scan_every_position)
+{
+    static const char *const inserts[] = { "\\\"", "\x01", "\xc3\xa9",
+                                           "\\\\", "\\u00e9" };
+    char data[96], frame[256];
+    for (size_t pos = 0; pos < 40; pos++) {
+        for (size_t kind = 0; kind < 5; kind++) {
+            proto_sreader r;
+            proto_smsg m;
+            proto_error err;
+            snprintf(data, sizeof(data), "%.*s%s%.*s", (int)pos,
+                     "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", inserts[kind],
+                     (int)(40 - pos), "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb");
+            snprintf(frame, sizeof(frame),
+                     "{\"push\":\"pub\",\"channel\":\"c\",\"offset\":1,"
+                     "\"epoch\":\"e\",\"data\":\"%s\"}", data);
+            proto_sreader_init(&r, PROTO_JSON);
+            proto_sreader_frame(&r, frame, strlen(frame));
+            int rc = proto_snext(&r, &m, &err);
+            if (kind == 1) {
+                cr_expect_eq(rc, -1, "control byte at %zu accepted", pos);
+            } else {
+                cr_expect_eq(rc, 1, "pos %zu kind %zu: %s", pos, kind,
+                             err.message);
+                if (rc == 1)
+                    cr_expect_eq(m.pub.data.len, strlen(data) + 2,
+                                 "pos %zu kind %zu", pos, kind);
+            }
+            proto_sreader_free(&r);
+        }
+    }
+}
