@@ -1,0 +1,750 @@
+/*
+ * The Socket.IO 4 peer driver (peer.h, `--target socketio`): speaks
+ * Engine.IO v4 / Socket.IO v5 over a plain WebSocket (wsconn.h), the way a
+ * Socket.IO client does with transports: ["websocket"] (no long-polling,
+ * no upgrade). The server side is bench/peers/socketio/server.js.
+ *
+ * One connection goes: WebSocket open; the server's Engine.IO open packet
+ * `0{"sid":..,"pingInterval":..}`; we connect to the main namespace (`40`)
+ * and the server answers `40{"sid":..}`. An idle connection or a publisher
+ * is ready then; a subscriber emits `420["sub","<channel>"]` (ack id 0) and
+ * is ready when `430[...]` answers it. Publications arrive as events
+ * `42["m","<payload>"]`; a publish is `42<id>["pub","<channel>","<data>"]`
+ * (ids from 1) answered by `43<id>[{"ok":true}]`. The server pings (`2`),
+ * we answer `3`.
+ *
+ * Payloads are opaque bytes both ways: escaped as a JSON string when sent,
+ * unescaped when received, so the bench gets back exactly what it
+ * published (they must be valid UTF-8: Socket.IO sends text frames).
+ *
+ * Memory: a client is one struct plus, for a subscriber, its channel name
+ * and, for a publisher, a ring of unanswered publishes (grown by doubling,
+ * never shrunk). Sending and unescaping use two scratch buffers of the
+ * context, so the steady state allocates nothing per message.
+ *
+ * Threading: everything happens on the context's loop thread (peer.h).
+ * Lifetime: a client is freed after its closed callback, or by ctx_free
+ * when ctx_close ended it; code that calls back into the bench checks
+ * ctx->closing afterwards and touches nothing more if it is set.
+ */
+#define _GNU_SOURCE   /* memmem */
+#include "peer.h"
+#include "wsconn.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SIO_DEFAULT_URL "ws://127.0.0.1:8092"
+#define SIO_QUERY "EIO=4&transport=websocket"
+
+enum sio_kind { SIO_SUB, SIO_PUB, SIO_IDLE };
+
+enum sio_state {
+    SIO_WS_OPENING,   /* WebSocket handshake under way */
+    SIO_EIO_OPENING,  /* waiting for the Engine.IO open packet */
+    SIO_NS_OPENING,   /* `40` sent, waiting for the namespace answer */
+    SIO_SUBSCRIBING,  /* subscriber: "sub" emitted, waiting for its ack */
+    SIO_READY,
+};
+
+typedef struct sio_pending {
+    uint64_t id;
+    peer_ack_cb cb;   /* NULL once answered (out-of-order answers) */
+    void *arg;
+} sio_pending;
+
+struct peer_client {
+    peer_ctx *ctx;
+    peer_client *prev, *next;  /* ctx->clients */
+    wsconn *ws;                /* NULL once closed */
+    const peer_callbacks *cb;
+    void *user;
+    char *channel;             /* subscriber only */
+    /* Unanswered publishes, oldest first: a ring of _cap (a power of 2)
+     * slots, _n used from _head. Ids increase by one per publish. */
+    sio_pending *_ring;
+    uint32_t _cap, _head, _n;
+    uint64_t next_id;
+    unsigned char kind, state, ready;
+};
+
+struct peer_ctx {
+    uv_loop_t *loop;
+    wsconn_ctx *ws;
+    peer_client *clients;
+    int closing;
+    /* Scratch buffers: `out` builds messages to send (wsconn_send copies),
+     * `in` holds an unescaped payload while the message callback runs. */
+    char *out, *in;
+    size_t out_cap, in_cap;
+    /* The last base URL and its Engine.IO URL, to build it once. */
+    char *base_url, *eio_url;
+};
+
+static void *sio__xrealloc(void *p, size_t n)
+{
+    p = realloc(p, n ? n : 1);
+    if (!p)
+        abort();   /* out of memory: the project's one policy */
+    return p;
+}
+
+static char *sio__xstrdup(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    return memcpy(sio__xrealloc(NULL, n), s, n);
+}
+
+static void sio__reserve(char **buf, size_t *cap, size_t need)
+{
+    if (need <= *cap)
+        return;
+    size_t n = *cap ? *cap : 256;
+    while (n < need)
+        n *= 2;
+    *buf = sio__xrealloc(*buf, n);
+    *cap = n;
+}
+
+/* ------------------------------------------------------------------ */
+/* JSON strings */
+
+/* Upper bound of a JSON-escaped string of n bytes, with its quotes. */
+static size_t sio__escaped_max(size_t n)
+{
+    return 6 * n + 2;
+}
+
+/* Writes `s` as a JSON string (with quotes) at p; returns the end. */
+static char *sio__escape(char *p, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    *p++ = '"';
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch == '"' || ch == '\\') {
+            *p++ = '\\';
+            *p++ = (char)ch;
+        } else if (ch < 0x20) {
+            *p++ = '\\';
+            switch (ch) {
+            case '\n': *p++ = 'n'; break;
+            case '\r': *p++ = 'r'; break;
+            case '\t': *p++ = 't'; break;
+            case '\b': *p++ = 'b'; break;
+            case '\f': *p++ = 'f'; break;
+            default:
+                *p++ = 'u'; *p++ = '0'; *p++ = '0';
+                *p++ = hex[ch >> 4]; *p++ = hex[ch & 15];
+            }
+        } else {
+            *p++ = (char)ch;
+        }
+    }
+    *p++ = '"';
+    return p;
+}
+
+static int sio__hex4(const char *p, uint32_t *out)
+{
+    uint32_t v = 0;
+    for (int i = 0; i < 4; i++) {
+        char ch = p[i];
+        v <<= 4;
+        if (ch >= '0' && ch <= '9') v |= (uint32_t)(ch - '0');
+        else if (ch >= 'a' && ch <= 'f') v |= (uint32_t)(ch - 'a' + 10);
+        else if (ch >= 'A' && ch <= 'F') v |= (uint32_t)(ch - 'A' + 10);
+        else return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static char *sio__utf8(char *o, uint32_t cp)
+{
+    if (cp < 0x80) {
+        *o++ = (char)cp;
+    } else if (cp < 0x800) {
+        *o++ = (char)(0xc0 | (cp >> 6));
+        *o++ = (char)(0x80 | (cp & 0x3f));
+    } else if (cp < 0x10000) {
+        *o++ = (char)(0xe0 | (cp >> 12));
+        *o++ = (char)(0x80 | ((cp >> 6) & 0x3f));
+        *o++ = (char)(0x80 | (cp & 0x3f));
+    } else {
+        *o++ = (char)(0xf0 | (cp >> 18));
+        *o++ = (char)(0x80 | ((cp >> 12) & 0x3f));
+        *o++ = (char)(0x80 | ((cp >> 6) & 0x3f));
+        *o++ = (char)(0x80 | (cp & 0x3f));
+    }
+    return o;
+}
+
+/* Unescapes the body of a JSON string (between the quotes, n bytes) into
+ * out, which has room for n bytes (unescaping never grows). Returns the
+ * length, or -1 on a bad escape. A lone surrogate becomes U+FFFD. */
+static long sio__unescape(const char *s, size_t n, char *out)
+{
+    char *o = out;
+    const char *end = s + n;
+    while (s < end) {
+        if (*s != '\\') {
+            *o++ = *s++;
+            continue;
+        }
+        if (++s >= end)
+            return -1;
+        char e = *s++;
+        switch (e) {
+        case '"': *o++ = '"'; break;
+        case '\\': *o++ = '\\'; break;
+        case '/': *o++ = '/'; break;
+        case 'b': *o++ = '\b'; break;
+        case 'f': *o++ = '\f'; break;
+        case 'n': *o++ = '\n'; break;
+        case 'r': *o++ = '\r'; break;
+        case 't': *o++ = '\t'; break;
+        case 'u': {
+            uint32_t cp, lo;
+            if (end - s < 4 || sio__hex4(s, &cp))
+                return -1;
+            s += 4;
+            if (cp >= 0xd800 && cp < 0xdc00 && end - s >= 6 && s[0] == '\\' &&
+                s[1] == 'u' && !sio__hex4(s + 2, &lo) && lo >= 0xdc00 &&
+                lo < 0xe000) {
+                cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+                s += 6;
+            } else if (cp >= 0xd800 && cp < 0xe000) {
+                cp = 0xfffd;
+            }
+            o = sio__utf8(o, cp);  /* at most 4 bytes for 6 or 12 read */
+            break;
+        }
+        default:
+            return -1;
+        }
+    }
+    return o - out;
+}
+
+/* Scans a JSON string starting at its opening quote p (< end). Sets
+ * *body, *blen to what lies between the quotes and *esc when it contains
+ * escapes; returns the position after the closing quote, or NULL. */
+static const char *sio__scan_string(const char *p, const char *end,
+                                    const char **body, size_t *blen, int *esc)
+{
+    const char *s = ++p;
+    *esc = 0;
+    while (p < end) {
+        if (*p == '\\') {
+            *esc = 1;
+            p += 2;
+        } else if (*p == '"') {
+            *body = s;
+            *blen = (size_t)(p - s);
+            return p + 1;
+        } else {
+            p++;
+        }
+    }
+    return NULL;
+}
+
+static const char *sio__ws(const char *p, const char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+        p++;
+    return p;
+}
+
+/* Skips one JSON value of any kind (for a non-string event argument);
+ * returns its end, or NULL. Strings inside are honoured. */
+static const char *sio__skip_value(const char *p, const char *end)
+{
+    int depth = 0;
+    while (p < end) {
+        char ch = *p;
+        if (ch == '"') {
+            const char *b;
+            size_t bl;
+            int esc;
+            p = sio__scan_string(p, end, &b, &bl, &esc);
+            if (!p)
+                return NULL;
+            if (depth == 0)
+                return p;
+            continue;
+        }
+        if (ch == '[' || ch == '{') {
+            depth++;
+        } else if (ch == ']' || ch == '}') {
+            if (depth == 0)
+                return p;
+            if (--depth == 0)
+                return p + 1;
+        } else if (ch == ',' && depth == 0) {
+            return p;
+        }
+        p++;
+    }
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* Clients */
+
+static void sio__link(peer_ctx *ctx, peer_client *c)
+{
+    c->prev = NULL;
+    c->next = ctx->clients;
+    if (ctx->clients)
+        ctx->clients->prev = c;
+    ctx->clients = c;
+}
+
+static void sio__unlink(peer_client *c)
+{
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        c->ctx->clients = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->prev = c->next = NULL;
+}
+
+static void sio__client_free(peer_client *c)
+{
+    free(c->channel);
+    free(c->_ring);
+    free(c);
+}
+
+/* Fails every unanswered publish (exactly one answer each). Returns -1 if
+ * a callback closed the context. */
+static int sio__fail_pending(peer_client *c, const char *why)
+{
+    while (c->_n) {
+        sio_pending *p = &c->_ring[c->_head];
+        peer_ack_cb cb = p->cb;
+        void *arg = p->arg;
+        c->_head = (c->_head + 1) & (c->_cap - 1);
+        c->_n--;
+        if (cb) {
+            cb(c, 0, why, arg);
+            if (c->ctx->closing)
+                return -1;
+        }
+    }
+    return 0;
+}
+
+/* The client is dead (its wsconn closed or being closed by us): answer
+ * what is pending, tell the bench, free it. */
+static void sio__die(peer_client *c, const char *why)
+{
+    peer_ctx *ctx = c->ctx;
+    c->ws = NULL;
+    if (sio__fail_pending(c, why))
+        return;                 /* ctx_close: ctx_free frees it */
+    c->cb->closed(c, c->ready, why, c->user);
+    if (ctx->closing)
+        return;
+    sio__unlink(c);
+    sio__client_free(c);
+}
+
+/* A protocol error of ours: close the socket (no wsconn callback follows)
+ * and die. */
+static void sio__fail(peer_client *c, const char *why)
+{
+    if (c->ws)
+        wsconn_close(c->ws);
+    sio__die(c, why);
+}
+
+static int sio__send(peer_client *c, const char *data, size_t len)
+{
+    if (!c->ws)
+        return -1;
+    return wsconn_send(c->ws, 0, data, len);
+}
+
+static void sio__set_ready(peer_client *c)
+{
+    c->state = SIO_READY;
+    c->ready = 1;
+    c->cb->ready(c, c->user);
+}
+
+/* `40{...}`: the namespace is connected. */
+static void sio__on_ns_connected(peer_client *c)
+{
+    if (c->kind != SIO_SUB) {
+        sio__set_ready(c);
+        return;
+    }
+    peer_ctx *ctx = c->ctx;
+    size_t n = strlen(c->channel);
+    sio__reserve(&ctx->out, &ctx->out_cap, 16 + sio__escaped_max(n));
+    char *p = ctx->out;
+    memcpy(p, "420[\"sub\",", 10);
+    p = sio__escape(p + 10, c->channel, n);
+    *p++ = ']';
+    if (sio__send(c, ctx->out, (size_t)(p - ctx->out))) {
+        sio__fail(c, "socketio: cannot send sub");
+        return;
+    }
+    c->state = SIO_SUBSCRIBING;
+}
+
+/* `43<id>[...]`: an acknowledgement. */
+static void sio__on_ack(peer_client *c, const char *p, const char *end)
+{
+    uint64_t id = 0;
+    const char *d = p;
+    while (p < end && *p >= '0' && *p <= '9')
+        id = id * 10 + (uint64_t)(*p++ - '0');
+    if (p == d) {
+        sio__fail(c, "socketio: ack without an id");
+        return;
+    }
+    /* server.js answers {"ok":true} or {"error":"..."}. */
+    static const char ok_text[] = "\"ok\":true";
+    int ok = (size_t)(end - p) >= sizeof ok_text - 1 &&
+             memmem(p, (size_t)(end - p), ok_text, sizeof ok_text - 1);
+    if (c->state == SIO_SUBSCRIBING && id == 0) {
+        if (!ok) {
+            sio__fail(c, "socketio: sub refused");
+            return;
+        }
+        sio__set_ready(c);
+        return;
+    }
+    /* Publishes are answered in order by Socket.IO; an answer out of order
+     * is still matched by id. */
+    for (uint32_t i = 0; i < c->_n; i++) {
+        sio_pending *q = &c->_ring[(c->_head + i) & (c->_cap - 1)];
+        if (q->id != id || !q->cb)
+            continue;
+        peer_ack_cb cb = q->cb;
+        void *arg = q->arg;
+        q->cb = NULL;
+        while (c->_n && !c->_ring[c->_head].cb) {
+            c->_head = (c->_head + 1) & (c->_cap - 1);
+            c->_n--;
+        }
+        cb(c, ok, ok ? NULL : "socketio: publish refused", arg);
+        return;
+    }
+    /* An answer to nothing we asked: ignore it. */
+}
+
+/* `42...["m",<data>]`: an event. */
+static void sio__on_event(peer_client *c, const char *p, const char *end)
+{
+    peer_ctx *ctx = c->ctx;
+    while (p < end && *p >= '0' && *p <= '9')
+        p++;                    /* an ack id the server asks for: none here */
+    p = sio__ws(p, end);
+    if (p >= end || *p != '[')
+        goto bad;
+    p = sio__ws(p + 1, end);
+    if (end - p < 3 || memcmp(p, "\"m\"", 3))
+        return;                 /* another event: not ours */
+    p = sio__ws(p + 3, end);
+    if (p >= end || *p != ',')
+        goto bad;
+    p = sio__ws(p + 1, end);
+    if (p >= end)
+        goto bad;
+    const char *data;
+    size_t len;
+    if (*p == '"') {
+        const char *body;
+        int esc;
+        const char *q = sio__scan_string(p, end, &body, &len, &esc);
+        if (!q)
+            goto bad;
+        if (esc) {
+            sio__reserve(&ctx->in, &ctx->in_cap, len + 1);
+            long n = sio__unescape(body, len, ctx->in);
+            if (n < 0)
+                goto bad;
+            data = ctx->in;
+            len = (size_t)n;
+        } else {
+            data = body;
+        }
+    } else {
+        /* Not a string: hand the bench the JSON text (it will not decode
+         * as a stamp and is counted as an error). */
+        const char *q = sio__skip_value(p, end);
+        if (!q)
+            goto bad;
+        data = p;
+        len = (size_t)(q - p);
+    }
+    c->cb->message(c, data, len, c->user);
+    return;
+bad:
+    sio__fail(c, "socketio: malformed event");
+}
+
+static void sio__ws_message(wsconn *ws, int binary, const char *data,
+                            size_t len, void *user)
+{
+    peer_client *c = user;
+    const char *end = data + len;
+    (void)ws;
+    if (binary || len == 0) {
+        sio__fail(c, "socketio: unexpected binary or empty message");
+        return;
+    }
+    switch (data[0]) {
+    case '0':                   /* Engine.IO open */
+        if (c->state != SIO_EIO_OPENING) {
+            sio__fail(c, "socketio: unexpected open packet");
+            return;
+        }
+        if (sio__send(c, "40", 2)) {
+            sio__fail(c, "socketio: cannot send namespace connect");
+            return;
+        }
+        c->state = SIO_NS_OPENING;
+        return;
+    case '1':                   /* Engine.IO close */
+        sio__fail(c, "socketio: closed by the server");
+        return;
+    case '2':                   /* ping: answer with the same payload */
+        if (len <= 64) {
+            char pong[64];
+            memcpy(pong, data, len);
+            pong[0] = '3';
+            sio__send(c, pong, len);
+        }
+        return;
+    case '3':                   /* pong, noop */
+    case '6':
+        return;
+    case '4':                   /* message: a Socket.IO packet follows */
+        break;
+    default:
+        sio__fail(c, "socketio: unknown Engine.IO packet");
+        return;
+    }
+    if (len < 2) {
+        sio__fail(c, "socketio: empty Socket.IO packet");
+        return;
+    }
+    switch (data[1]) {
+    case '0':                   /* CONNECT answered */
+        if (c->state != SIO_NS_OPENING) {
+            sio__fail(c, "socketio: unexpected namespace connect");
+            return;
+        }
+        sio__on_ns_connected(c);
+        return;
+    case '1':                   /* DISCONNECT */
+        sio__fail(c, "socketio: disconnected by the server");
+        return;
+    case '2':
+        if (c->state != SIO_READY)
+            return;             /* nothing can be for us before sub's ack */
+        sio__on_event(c, data + 2, end);
+        return;
+    case '3':
+        sio__on_ack(c, data + 2, end);
+        return;
+    case '4':                   /* CONNECT_ERROR */
+        sio__fail(c, "socketio: namespace connect refused");
+        return;
+    default:
+        return;                 /* binary events: not used here */
+    }
+}
+
+static void sio__ws_open(wsconn *ws, void *user)
+{
+    peer_client *c = user;
+    (void)ws;
+    c->state = SIO_EIO_OPENING;
+}
+
+static void sio__ws_closed(wsconn *ws, int was_open, const char *why,
+                           void *user)
+{
+    peer_client *c = user;
+    (void)ws;
+    (void)was_open;
+    sio__die(c, why ? why : "socketio: connection closed");
+}
+
+static const wsconn_cb sio__wscb = {
+    .open = sio__ws_open,
+    .message = sio__ws_message,
+    .closed = sio__ws_closed,
+};
+
+/* The Engine.IO URL for a base URL: ws://host:port gets
+ * /socket.io/?EIO=4&transport=websocket; a base with a path keeps it (a
+ * server mounted elsewhere) and gets the query appended. */
+static const char *sio__url(peer_ctx *ctx, const char *base)
+{
+    if (ctx->base_url && !strcmp(ctx->base_url, base))
+        return ctx->eio_url;
+    free(ctx->base_url);
+    free(ctx->eio_url);
+    ctx->base_url = sio__xstrdup(base);
+    size_t n = strlen(base);
+    ctx->eio_url = sio__xrealloc(NULL, n + sizeof "/socket.io/?" SIO_QUERY);
+    const char *host = strstr(base, "://");
+    host = host ? host + 3 : base;
+    const char *path = strchr(host, '/');
+    if (strchr(base, '?'))
+        sprintf(ctx->eio_url, "%s&%s", base, SIO_QUERY);
+    else if (path && path[1])
+        sprintf(ctx->eio_url, "%s?%s", base, SIO_QUERY);
+    else
+        sprintf(ctx->eio_url, "%.*s/socket.io/?%s",
+                (int)(path ? (size_t)(path - base) : n), base, SIO_QUERY);
+    return ctx->eio_url;
+}
+
+static peer_client *sio__open(peer_ctx *ctx, const peer_options *o, int kind,
+                              const char *channel)
+{
+    if (ctx->closing)
+        return NULL;
+    peer_client *c = sio__xrealloc(NULL, sizeof *c);
+    memset(c, 0, sizeof *c);
+    c->ctx = ctx;
+    c->cb = o->cb;
+    c->user = o->user;
+    c->kind = (unsigned char)kind;
+    c->state = SIO_WS_OPENING;
+    c->next_id = 1;
+    if (channel)
+        c->channel = sio__xstrdup(channel);
+    char err[256];
+    c->ws = wsconn_open(ctx->ws, sio__url(ctx, o->url ? o->url : SIO_DEFAULT_URL),
+                        o->local_addr, &sio__wscb, c, err, sizeof err);
+    if (!c->ws) {
+        fprintf(stderr, "socketio: %s\n", err);
+        sio__client_free(c);
+        return NULL;
+    }
+    sio__link(ctx, c);
+    return c;
+}
+
+/* ------------------------------------------------------------------ */
+/* The driver */
+
+static peer_ctx *sio_ctx_new(uv_loop_t *loop, char *err, size_t errlen)
+{
+    peer_ctx *ctx = sio__xrealloc(NULL, sizeof *ctx);
+    memset(ctx, 0, sizeof *ctx);
+    ctx->loop = loop;
+    ctx->ws = wsconn_ctx_new(loop, err, errlen);
+    if (!ctx->ws) {
+        free(ctx);
+        return NULL;
+    }
+    return ctx;
+}
+
+static void sio_ctx_close(peer_ctx *ctx)
+{
+    if (ctx->closing)
+        return;
+    ctx->closing = 1;
+    for (peer_client *c = ctx->clients; c; c = c->next)
+        c->ws = NULL;
+    wsconn_ctx_close(ctx->ws);
+}
+
+static void sio_ctx_free(peer_ctx *ctx)
+{
+    if (!ctx)
+        return;
+    wsconn_ctx_free(ctx->ws);
+    while (ctx->clients) {
+        peer_client *c = ctx->clients;
+        ctx->clients = c->next;
+        sio__client_free(c);
+    }
+    free(ctx->out);
+    free(ctx->in);
+    free(ctx->base_url);
+    free(ctx->eio_url);
+    free(ctx);
+}
+
+static peer_client *sio_subscriber(peer_ctx *ctx, const peer_options *o,
+                                   const char *channel)
+{
+    return sio__open(ctx, o, SIO_SUB, channel);
+}
+
+static peer_client *sio_publisher(peer_ctx *ctx, const peer_options *o)
+{
+    return sio__open(ctx, o, SIO_PUB, NULL);
+}
+
+static peer_client *sio_idle(peer_ctx *ctx, const peer_options *o)
+{
+    return sio__open(ctx, o, SIO_IDLE, NULL);
+}
+
+static int sio_publish(peer_client *c, const char *channel, const char *data,
+                       size_t len, peer_ack_cb cb, void *arg)
+{
+    peer_ctx *ctx = c->ctx;
+    if (!c->ws || c->state != SIO_READY || ctx->closing)
+        return -1;
+    size_t cn = strlen(channel);
+    sio__reserve(&ctx->out, &ctx->out_cap,
+                 32 + sio__escaped_max(cn) + sio__escaped_max(len));
+    uint64_t id = c->next_id;
+    char *p = ctx->out;
+    p += sprintf(p, "42%llu[\"pub\",", (unsigned long long)id);
+    p = sio__escape(p, channel, cn);
+    *p++ = ',';
+    p = sio__escape(p, data, len);
+    *p++ = ']';
+    if (c->_n == c->_cap) {
+        /* Grow the ring, unwrapping it. */
+        uint32_t cap = c->_cap ? c->_cap * 2 : 16;
+        sio_pending *r = sio__xrealloc(NULL, cap * sizeof *r);
+        for (uint32_t i = 0; i < c->_n; i++)
+            r[i] = c->_ring[(c->_head + i) & (c->_cap - 1)];
+        free(c->_ring);
+        c->_ring = r;
+        c->_cap = cap;
+        c->_head = 0;
+    }
+    if (sio__send(c, ctx->out, (size_t)(p - ctx->out)))
+        return -1;
+    sio_pending *q = &c->_ring[(c->_head + c->_n) & (c->_cap - 1)];
+    q->id = id;
+    q->cb = cb;
+    q->arg = arg;
+    c->_n++;
+    c->next_id++;
+    return 0;
+}
+
+const peer_driver peer_socketio = {
+    .name = "socketio",
+    .default_url = SIO_DEFAULT_URL,
+    .ctx_new = sio_ctx_new,
+    .ctx_close = sio_ctx_close,
+    .ctx_free = sio_ctx_free,
+    .subscriber = sio_subscriber,
+    .publisher = sio_publisher,
+    .idle = sio_idle,
+    .publish = sio_publish,
+};
