@@ -2,6 +2,8 @@
 # Installs what Herald needs to build, run and test, idempotently.
 #   scripts/deps.sh build   packages to build and run the server
 #   scripts/deps.sh test    plus what the test suite needs
+#   scripts/deps.sh bench   build packages plus what `make bench` needs
+#                           (matplotlib for bench/report.py)
 # Debian packages are installed with apt-get (as root, or through sudo);
 # nothing is done when everything is already present.
 set -euo pipefail
@@ -10,11 +12,15 @@ what=${1:-build}
 build_pkgs=(build-essential cmake ninja-build pkg-config
   libwebsockets-dev libuv1-dev libjansson-dev libmsgpack-dev libconfig-dev
   libssl-dev libhiredis-dev libmongoc-dev libbson-dev uthash-dev)
-test_pkgs=(libcriterion-dev python3 python3-pytest python3-websockets python3-msgpack
+test_pkgs=(libcriterion-dev python3 python3-matplotlib python3-pytest python3-websockets python3-msgpack
   redis-server openssl curl util-linux)
+
+# The bench profile: /usr/bin/python3 renders bench/report.py's plots.
+bench_pkgs=(python3 python3-matplotlib)
 
 pkgs=("${build_pkgs[@]}")
 [ "$what" = test ] && pkgs+=("${test_pkgs[@]}")
+[ "$what" = bench ] && pkgs+=("${bench_pkgs[@]}")
 
 missing=()
 for p in "${pkgs[@]}"; do
