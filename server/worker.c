@@ -339,6 +339,18 @@ static void worker_lws_log(int level, const char *line)
            LOG_STRN("detail", line, n));
 }
 
+/* No lws "validity" timers on server connections: liveness is Herald's
+ * own heartbeat wheel (conn_heartbeat), O(1) per connection. lws 4.1 keeps
+ * every timer of a context in one list sorted by deadline and inserts by
+ * walking it from the head, so a validity timer per connection, pushed to
+ * the end of the list on every message received, made each received
+ * message and each new connection cost O(connections): a reconnect storm
+ * of 10,000 clients stalled the worker for seconds. */
+static const lws_retry_bo_t worker_no_validity = {
+    .secs_since_valid_ping = 0,
+    .secs_since_valid_hangup = 0,
+};
+
 static int worker_create_lws(worker *w)
 {
     const config *cfg = w->srv->cfg;
@@ -375,6 +387,7 @@ static int worker_create_lws(worker *w)
     vi.port = CONTEXT_PORT_NO_LISTEN_SERVER;
     vi.protocols = conn_protocols;
     vi.vhost_name = "herald";
+    vi.retry_and_idle_policy = &worker_no_validity;
     /* These two are per vhost in lws 4.1: how long an accepted socket may
      * take to send its request headers, and HTTP keep-alive idle time. */
     vi.timeout_secs_ah_idle = cfg->handshake_timeout;
