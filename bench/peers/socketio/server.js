@@ -9,7 +9,8 @@
  * a Socket.IO server with the Redis adapter: a broadcast to a room is
  * delivered to the worker's own sockets and published once to Redis, from
  * where the other workers deliver it to theirs. WebSocket transport only
- * (no long-polling, so no sticky sessions are needed), no compression.
+ * (no long-polling, so no sticky sessions are needed), no compression, and
+ * ws's native frame masking (bufferutil), as Socket.IO's tuning guide advises.
  *
  * Protocol (the bench's driver, bench/src/peer_socketio.c):
  *   emit "sub" (channel) with ack -> socket.join(channel), ack()
