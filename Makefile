@@ -7,6 +7,7 @@ JOBS       ?= $(shell nproc)
 ARGS       ?=
 
 .PHONY: all deps deps-test build build-asan run test test-unit test-asan clean
+.PHONY: deps-bench bench bench-report
 
 all: build
 
@@ -38,6 +39,20 @@ test: deps-test build build-asan
 
 test-unit: deps-test build
 	cd $(BUILD) && ctest --output-on-failure -L unit
+
+# The standard benchmark suite against fresh herald processes (bench/run.sh,
+# about 3 minutes; BENCH_QUICK=1: about 40 s into bench/results/quick;
+# BENCH_STEPS="fanout-1k request": some steps), then its HTML report.
+# Results: bench/results/*.json and bench/results/report.html.
+deps-bench:
+	scripts/deps.sh bench
+
+bench: deps-bench build
+	BUILD=$(BUILD) bench/run.sh
+
+# Only renders bench/results/report.html (BENCH_RESULTS=dir for another).
+bench-report: deps-bench
+	/usr/bin/python3 bench/report.py --results $(or $(BENCH_RESULTS),bench/results)
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)
