@@ -223,6 +223,27 @@ static void timer_cb(uv_timer_t *t);
 static const lws_retry_bo_t hc__no_validity = { .secs_since_valid_ping = 0,
                                                 .secs_since_valid_hangup = 0 };
 
+/* The lws context for the next connection attempt (see HC_LWS_SHARDS). */
+static struct lws_context *ctx_shard(hc_ctx *ctx)
+{
+    unsigned want = 1 + ctx->n_wsi / HC_LWS_SHARD_WSI;
+    if (want > HC_LWS_SHARDS)
+        want = HC_LWS_SHARDS;
+    while (ctx->n_shards < want && !ctx->closing) {
+        ctx->info.pcontext = &ctx->lws[ctx->n_shards];
+        ctx->lws[ctx->n_shards] = lws_create_context(&ctx->info);
+        if (!ctx->lws[ctx->n_shards])
+            break;
+        ctx->n_shards++;
+    }
+    for (unsigned i = 0; i < ctx->n_shards; i++) {
+        unsigned k = ctx->next_shard++ % ctx->n_shards;
+        if (ctx->lws[k])
+            return ctx->lws[k];
+    }
+    return NULL;
+}
+
 static int connect_attempt(hc_client *c)
 {
     struct lws_client_connect_info ci;
@@ -230,7 +251,9 @@ static int connect_attempt(hc_client *c)
     unsigned before;
 
     memset(&ci, 0, sizeof(ci));
-    ci.context = c->ctx->lws;
+    ci.context = ctx_shard(c->ctx);
+    if (!ci.context)
+        return -1;
     ci.address = c->host;
     ci.port = c->port;
     ci.path = c->path;
@@ -941,10 +964,11 @@ static void ctx_destroy_cb(uv_timer_t *t)
     if (ctx->destroy_started)
         return;
     ctx->destroy_started = 1;
-    /* First pass: lws closes its handles on the loop and clears ctx->lws
+    /* First pass: lws closes its handles on the loop and clears ctx->lws[]
      * through pcontext when it is done. */
-    if (ctx->lws)
-        lws_context_destroy(ctx->lws);
+    for (unsigned i = 0; i < ctx->n_shards; i++)
+        if (ctx->lws[i])
+            lws_context_destroy(ctx->lws[i]);
 }
 
 static void ctx_destroy_soon(hc_ctx *ctx, uint64_t delay_ms)
@@ -961,9 +985,8 @@ static void ctx_timer_closed(uv_handle_t *h)
 
 hc_ctx *hc_ctx_new(uv_loop_t *loop, const hc_ctx_options *opt)
 {
-    struct lws_context_creation_info info;
+    struct lws_context_creation_info *info;
     struct rlimit rl;
-    void *loops[1] = { loop };
     hc_ctx *ctx = xcalloc(sizeof(*ctx));
 
     /* lws logs notices to stderr by default; a library keeps quiet. */
@@ -971,26 +994,34 @@ hc_ctx *hc_ctx_new(uv_loop_t *loop, const hc_ctx_options *opt)
                       NULL);
     ctx->loop = loop;
     ctx->rng = uv_hrtime() ^ ((uint64_t)getpid() << 32) ^ (uintptr_t)ctx;
-    memset(&info, 0, sizeof(info));
-    info.port = CONTEXT_PORT_NO_LISTEN;
-    info.protocols = hc_protocols;
-    info.options = LWS_SERVER_OPTION_LIBUV |
-                   LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
-    info.foreign_loops = loops;
-    info.count_threads = 1;
+    info = &ctx->info;
+    ctx->loops[0] = loop;
+    info->port = CONTEXT_PORT_NO_LISTEN;
+    info->protocols = hc_protocols;
+    info->options = LWS_SERVER_OPTION_LIBUV |
+                    LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+    info->foreign_loops = ctx->loops;
+    info->count_threads = 1;
     /* lws indexes connections by descriptor, process-wide. */
-    info.fd_limit_per_thread = 20000;
+    info->fd_limit_per_thread = 20000;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
-        info.fd_limit_per_thread = (unsigned)rl.rlim_cur;
-    if (opt && opt->ca_file)
-        info.client_ssl_ca_filepath = opt->ca_file;
-    info.timeout_secs = 10;            /* connect + handshake */
-    info.pcontext = &ctx->lws;
-    ctx->lws = lws_create_context(&info);
-    if (!ctx->lws) {
+        info->fd_limit_per_thread = (unsigned)rl.rlim_cur;
+    if (opt && opt->ca_file) {
+        ctx->ca_file = strdup(opt->ca_file);
+        if (!ctx->ca_file)
+            abort();
+        info->client_ssl_ca_filepath = ctx->ca_file;
+    }
+    info->timeout_secs = 10;            /* connect + handshake */
+    /* The first shard now: a bad CA file or TLS setup fails here. */
+    info->pcontext = &ctx->lws[0];
+    ctx->lws[0] = lws_create_context(info);
+    if (!ctx->lws[0]) {
+        free(ctx->ca_file);
         free(ctx);
         return NULL;
     }
+    ctx->n_shards = 1;
     uv_timer_init(loop, &ctx->destroy_timer);
     ctx->destroy_timer.data = ctx;
     return ctx;
@@ -1025,15 +1056,18 @@ void hc_ctx_free(hc_ctx *ctx)
         uv_close((uv_handle_t *)&ctx->destroy_timer, ctx_timer_closed);
     }
     uv_run(ctx->loop, UV_RUN_DEFAULT);
-    if (ctx->lws) {
-        /* Second pass, as lws requires on a foreign loop. */
-        lws_context_destroy(ctx->lws);
-        uv_run(ctx->loop, UV_RUN_DEFAULT);
+    for (unsigned i = 0; i < ctx->n_shards; i++) {
+        if (ctx->lws[i]) {
+            /* Second pass, as lws requires on a foreign loop. */
+            lws_context_destroy(ctx->lws[i]);
+            uv_run(ctx->loop, UV_RUN_DEFAULT);
+        }
     }
     /* Clients whose wsi lws dropped without telling us. */
     DL_FOREACH_SAFE(ctx->clients, c, tmp) {
         client_free(c);
     }
+    free(ctx->ca_file);
     free(ctx);
 }
 

@@ -23,9 +23,24 @@
  * the lws context anyway. */
 #define HC_CLOSE_GRACE_MS 2000
 
+/* Connections of a context are spread over up to HC_LWS_SHARDS lws
+ * contexts on the same loop, one more per HC_LWS_SHARD_WSI live
+ * connections: lws 4.1 keeps each context's timers (connect and handshake
+ * timeouts) in one list sorted by deadline, inserted by walking from the
+ * head, so k connections connecting at once cost O(k^2) in one context; a
+ * reconnect storm of 10,000 clients spent seconds there. */
+#define HC_LWS_SHARDS 32
+#define HC_LWS_SHARD_WSI 256
+
 struct hc_ctx {
     uv_loop_t *loop;
-    struct lws_context *lws;      /* cleared by lws (pcontext) when gone */
+    /* Each cleared by lws (pcontext) when gone. */
+    struct lws_context *lws[HC_LWS_SHARDS];
+    unsigned n_shards;            /* created so far */
+    unsigned next_shard;          /* round robin of connection attempts */
+    struct lws_context_creation_info info;  /* to create more shards */
+    void *loops[1];
+    char *ca_file;                /* owned copy for info */
     uv_timer_t destroy_timer;     /* runs lws_context_destroy off-callback */
     int closing;
     int destroy_started;
