@@ -97,6 +97,8 @@ def num(v, digits=0):
         return "–"
     if isinstance(v, bool):
         return "yes" if v else "no"
+    if isinstance(v, int) and not digits:
+        return "{:,}".format(v)
     if isinstance(v, (int, float)):
         if digits == 0 and abs(v) >= 100:
             return "{:,.0f}".format(v)
@@ -336,7 +338,7 @@ def summary_rows(runs):
         tput, unit, lat, ns, ns_key = headline(r)
         rows.append((r["_name"], r["scenario"], target(r), "%s %s" % (num(tput), unit),
                      us(lat.get("p50_us")), us(lat.get("p99_us")), us(lat.get("p999_us")),
-                     "%s /%s" % (num(ns), ns_key[len("ns_per_"):]),
+                     "%s per %s" % (num(ns), ns_key[len("ns_per_"):]),
                      num(servers_sum(r, "cpu_util"), 2), num((r.get("bench") or {}).get("cpu_util"), 2),
                      "%s / %s" % (num(r.get("gaps")), num(r.get("duplicates"))), status_of(r)))
     return rows

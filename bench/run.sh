@@ -13,7 +13,8 @@
 #
 # Environment: BUILD (build directory, default build), BENCH_RESULTS (output
 # directory instead of bench/results), BENCH_PORT (first port, default 18100;
-# step i listens on BENCH_PORT+i), BENCH_NO_REPORT=1 (skip the rendering).
+# step i listens on BENCH_PORT+i), BENCH_NO_REPORT=1 (skip the rendering),
+# BENCH_GIT_REV (the revision recorded, when not run from a git checkout).
 # Exit status: 0 when every step exited 0, 1 otherwise (the report is
 # rendered either way, with each step's exit status).
 set -uo pipefail
@@ -44,7 +45,7 @@ if [ "$QUICK" != 0 ]; then
 else
   DUR=10; WARM=2; N_CONNS=15000; N_RECONNECT=10000; N_BIG=10000
 fi
-SETUP_TIMEOUT=30
+SETUP_TIMEOUT=60
 
 # The server sees only the settings given here, not HERALD_* variables of
 # the caller's environment. History in the default namespace lets the
@@ -124,7 +125,7 @@ step_args() {
     fanout-10k)      echo "fanout --channels 1 --subs $N_BIG --size 100 --threads 2" ;;
     fanout-1k-rate)  echo "fanout --channels 1 --subs 1000 --size 100 --rate $(rate_from "$OUT/fanout-1k.json" 0.5 150)" ;;
     fanout-10k-rate) echo "fanout --channels 1 --subs $N_BIG --size 100 --threads 2 --rate $(rate_from "$OUT/fanout-10k.json" 0.5 15)" ;;
-    connections-15k) echo "connections --count $N_CONNS --procs 2 --rate 20000" ;;
+    connections-15k) echo "connections --count $N_CONNS --procs 2 --rate 5000" ;;
     reconnect-10k)   echo "reconnect --count $N_RECONNECT --rate 1000 --threads 2" ;;
     request)         echo "request --clients 4" ;;
     *) return 1 ;;
@@ -151,8 +152,12 @@ os.replace(path + ".tmp", path)
 EOF
 }
 
-REV=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-[ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] && REV="$REV+dirty"
+# The revision measured (BENCH_GIT_REV names it when running from an export).
+if [ -n "${BENCH_GIT_REV:-}" ]; then REV=$BENCH_GIT_REV
+else
+  REV=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+  [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] && REV="$REV+dirty"
+fi
 failed=0; i=0; t_suite=$(date +%s.%N)
 echo "bench: steps: $STEPS (quick=$QUICK, build=$BUILD, results in $OUT)" >&2
 for step in $STEPS; do
