@@ -553,8 +553,10 @@ wsconn_ctx *wsconn_ctx_new(uv_loop_t *loop, char *err, size_t errlen)
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
         info.fd_limit_per_thread = (unsigned)rl.rlim_cur;
     info.timeout_secs = 10;             /* connect + handshake */
+    /* lws clears ctx->lws through pcontext when the context is gone. */
     info.pcontext = &ctx->lws;
-    if (!lws_create_context(&info)) {
+    ctx->lws = lws_create_context(&info);
+    if (!ctx->lws) {
         snprintf(err, errlen, "wsconn: lws_create_context failed");
         free(ctx);
         return NULL;
