@@ -11,7 +11,15 @@
  *                time until all resubscribed, gaps (must be 0), recovered
  *   request      publish-acknowledgement round trips
  *
- * Threads: each bench thread owns one uv loop and one hc_ctx with its share
+ * Targets: Herald (the default) is driven through the C client library;
+ * `--target NAME` drives a peer server (Nchan, Socket.IO, Centrifugo)
+ * through its own protocol with a peer driver (peer.h, peers.c) instead,
+ * with the same scenarios (not reconnect: recovery is Herald's) and the
+ * same accounting, except that gaps and duplicates come from the stamps'
+ * per-publisher sequence numbers, not from offsets.
+ *
+ * Threads: each bench thread owns one uv loop and one hc_ctx (or peer
+ * context) with its share
  * of the clients (clients/c: everything of a client runs on its loop). The
  * main thread only coordinates: it moves the global phase forward, reads
  * the threads' counters (each written only by its own thread, read with
@@ -34,6 +42,7 @@
 #include <herald/client.h>
 
 #include "hist.h"
+#include "peers.h"
 #include "procstat.h"
 #include "report.h"
 #include "stamp.h"
@@ -53,6 +62,8 @@ enum phase { PH_SETUP, PH_WARMUP, PH_MEASURE, PH_DRAIN, PH_STOP };
 
 typedef struct config {
     enum scenario sc;
+    const char *target;          /* "herald" or a peer driver's name */
+    const peer_driver *drv;      /* NULL for herald */
     const char *url;
     hc_encoding enc;
     double duration, warmup;
@@ -93,15 +104,25 @@ struct bthread;
 
 /* Per-subscriber state: a few integers (bounded memory at 100k). */
 typedef struct bsub {
-    hc_client *c;
+    union {
+        hc_client *c;            /* herald */
+        peer_client *pc;         /* a peer target; NULL once closed */
+    };
     struct bthread *th;
     uint32_t chan;
     uint8_t sentinel, subscribed, awaiting;
     track tr;
+    /* Peer targets with several publishers on the channel: one track per
+     * publisher of the channel (index = publisher / channels), else NULL
+     * and `tr` tracks the one publisher's sequence numbers. */
+    track *trs;
 } bsub;
 
 typedef struct bpub {
-    hc_client *c;
+    union {
+        hc_client *c;            /* herald */
+        peer_client *pc;         /* a peer target; NULL once closed */
+    };
     struct bthread *th;
     uint32_t id, chan;
     uint64_t seq, inflight, sent;
@@ -113,7 +134,8 @@ typedef struct bthread {
     int idx;
     pthread_t tid;
     uv_loop_t loop;
-    hc_ctx *ctx;
+    hc_ctx *ctx;                 /* herald */
+    peer_ctx *pctx;              /* a peer target */
     uv_timer_t tick;
     uint64_t ramp_start_ns;
     double ramp_rate;            /* clients/s created by this thread */
@@ -332,6 +354,8 @@ static void pub_on_ack(hc_client *c, const hc_reply *r, void *arg)
         pub_pump(p);
 }
 
+static int peer_publish_one(bpub *p, size_t n, uint64_t now);
+
 static int pub_one(bpub *p)
 {
     bthread *th = p->th;
@@ -345,8 +369,11 @@ static int pub_one(bpub *p)
     st.pub = p->id;
     n = stamp_encode(cfg.enc == HC_MSGPACK, &st, cfg.size, th->payload,
                      sizeof(th->payload));
-    rc = hc_publish(p->c, g_chans[p->chan].name, th->payload, n, pub_on_ack,
-                    (void *)(uintptr_t)now);
+    if (cfg.drv)
+        rc = peer_publish_one(p, n, now);
+    else
+        rc = hc_publish(p->c, g_chans[p->chan].name, th->payload, n,
+                        pub_on_ack, (void *)(uintptr_t)now);
     if (rc != HC_OK) {
         INC(th->errors, 1);
         return -1;
@@ -454,6 +481,266 @@ static void conn_on_disconnected(hc_client *c, const hc_disconnected *ev,
     (void)c;
 }
 
+/* --- Peer targets ------------------------------------------------------ */
+
+/* The same accounting as the Herald callbacks above, through a peer driver
+ * (peer.h). Gaps and duplicates: every stamp carries its publisher's number
+ * and sequence number (1, 2, ... per publisher); a subscriber tracks each
+ * publisher of its channel on those (track.h), so a skipped sequence number
+ * is a gap and a repeated or older one a duplicate. Subscribers are all
+ * ready before the first publication, so every stream starts at 1. A
+ * publish that failed leaves its number unused: it counts as a failed
+ * publish and shows as a gap too (both are 0 in a clean run). */
+
+/* Publish acknowledgement argument: the publisher's index in its thread
+ * (16 bits) and the send time relative to the thread's start (48 bits,
+ * 78 hours), since peer_ack_cb has no client user pointer. */
+#define PEER_ARG_SHIFT 48
+#define PEER_ARG_TMASK ((UINT64_C(1) << PEER_ARG_SHIFT) - 1)
+#define PEER_MAX_PUBS_PER_THREAD 65535u
+
+static void psub_ready(peer_client *c, void *user)
+{
+    bsub *s = user;
+    track_start(&s->tr, 0);
+    for (unsigned i = 0; s->trs && i < g_chans[s->chan].n_pubs; i++)
+        track_start(&s->trs[i], 0);
+    s->subscribed = 1;
+    INC(s->th->subscribed, 1);
+    (void)c;
+}
+
+static void psub_message(peer_client *c, const char *data, size_t len,
+                         void *user)
+{
+    bsub *s = user;
+    bthread *th = s->th;
+    stamp st;
+    track *t = &s->tr;
+    uint64_t gaps0 = th->tc.gaps, dups0 = th->tc.duplicates;
+
+    if (stamp_decode(STAMP_JSON, data, len, &st) != 0 ||
+        st.pub % cfg.channels != s->chan) {
+        INC(th->errors, 1);
+        return;
+    }
+    if (s->trs) {
+        uint32_t k = st.pub / cfg.channels;
+        if (k >= g_chans[s->chan].n_pubs) {
+            INC(th->errors, 1);
+            return;
+        }
+        t = &s->trs[k];
+    }
+    track_pub(t, st.seq, &th->tc);
+    if (th->tc.gaps != gaps0)
+        ST(th->gaps, th->tc.gaps);
+    if (th->tc.duplicates != dups0)
+        ST(th->dups, th->tc.duplicates);
+    INC(th->deliveries_total, 1);
+    if (s->sentinel)
+        __atomic_fetch_add(&g_chans[s->chan].seen, 1, __ATOMIC_RELAXED);
+    if (LD(g_phase) != PH_MEASURE)
+        return;
+    INC(th->deliveries, 1);
+    uint64_t now = stamp_now_ns();
+    hist_record(&th->lat, now > st.t_ns ? now - st.t_ns : 0);
+    (void)c;
+}
+
+/* A subscriber's or publisher's connection failed before it was ready
+ * (a setup failure: no reconnects for peers) or was lost afterwards. */
+static void peer_lost(bthread *th, int ready_before, const char *what,
+                      const char *why)
+{
+    if (!ready_before) {
+        INC(th->sub_failed, 1);
+        INC(th->errors, 1);
+        if (!cfg.quiet && th->sub_failed <= 3)
+            fprintf(stderr, "%s %s failed: %s\n", cfg.target, what,
+                    why ? why : "?");
+    } else if (LD(g_phase) < PH_DRAIN) {
+        INC(th->disconnects, 1);
+        if (!cfg.quiet && th->disconnects <= 3)
+            fprintf(stderr, "%s %s lost: %s\n", cfg.target, what,
+                    why ? why : "?");
+    }
+}
+
+static void psub_closed(peer_client *c, int ready_before, const char *why,
+                        void *user)
+{
+    bsub *s = user;
+    s->pc = NULL;
+    peer_lost(s->th, ready_before, "subscriber", why);
+    (void)c;
+}
+
+static void ppub_ready(peer_client *c, void *user)
+{
+    bpub *p = user;
+    if (!p->connected) {
+        p->connected = 1;
+        INC(p->th->connected, 1);
+    }
+    pub_pump(p);
+    (void)c;
+}
+
+static void ppub_closed(peer_client *c, int ready_before, const char *why,
+                        void *user)
+{
+    bpub *p = user;
+    p->pc = NULL;
+    p->connected = 0;
+    peer_lost(p->th, ready_before, "publisher", why);
+    (void)c;
+}
+
+static void ppub_ack(peer_client *c, int ok, const char *why, void *arg)
+{
+    bthread *th = tl_th;
+    uint64_t a = (uint64_t)(uintptr_t)arg;
+    bpub *p = &th->pubs[a >> PEER_ARG_SHIFT];
+    uint64_t t0 = th->ramp_start_ns + (a & PEER_ARG_TMASK);
+
+    p->inflight--;
+    INC(th->inflight, -1);
+    if (ok) {
+        INC(th->acked_total, 1);
+        if (LD(g_phase) == PH_MEASURE) {
+            uint64_t now = stamp_now_ns();
+            uint64_t d = now > t0 ? now - t0 : 0;
+            INC(th->acked, 1);
+            if (cfg.sc == SC_REQUEST)
+                hist_record(&th->lat, d);
+            else
+                hist_record(&th->ack, d);
+        }
+    } else {
+        /* Refused, or the connection was lost before the answer. */
+        __atomic_fetch_sub(&g_chans[p->chan].sent, 1, __ATOMIC_RELAXED);
+        INC(th->failed_pubs, 1);
+        INC(th->errors, 1);
+        if (!cfg.quiet && th->failed_pubs <= 3)
+            fprintf(stderr, "%s publish failed: %s\n", cfg.target,
+                    why ? why : "?");
+    }
+    if (cfg.rate == 0 && p->pc)
+        pub_pump(p);
+    (void)c;
+}
+
+static int peer_publish_one(bpub *p, size_t n, uint64_t now)
+{
+    bthread *th = p->th;
+    uint64_t a = (uint64_t)(p - th->pubs) << PEER_ARG_SHIFT |
+                 ((now - th->ramp_start_ns) & PEER_ARG_TMASK);
+    if (!p->pc)
+        return -1;
+    return cfg.drv->publish(p->pc, g_chans[p->chan].name, th->payload, n,
+                            ppub_ack, (void *)(uintptr_t)a) == 0
+               ? HC_OK
+               : -1;
+}
+
+static void pconn_ready(peer_client *c, void *user)
+{
+    bthread *th = g_th + ((uintptr_t)user >> 32);
+    size_t i = (size_t)((uintptr_t)user & 0xffffffffu);
+    if (th->conn_t0[i]) {
+        hist_record(&th->lat, stamp_now_ns() - th->conn_t0[i]);
+        th->conn_t0[i] = 0;
+        INC(th->connected, 1);
+    }
+    (void)c;
+}
+
+static void pconn_closed(peer_client *c, int ready_before, const char *why,
+                         void *user)
+{
+    bthread *th = g_th + ((uintptr_t)user >> 32);
+    size_t i = (size_t)((uintptr_t)user & 0xffffffffu);
+    if (LD(g_phase) >= PH_DRAIN)
+        return;
+    if (th->conn_t0[i]) {
+        th->conn_t0[i] = 0;
+        INC(th->connect_failures, 1);
+        if (!cfg.quiet && th->connect_failures <= 3)
+            fprintf(stderr, "connect failed: %s\n", why ? why : "?");
+    } else {
+        INC(th->disconnects, 1);
+    }
+    (void)c;
+    (void)ready_before;
+}
+
+static const peer_callbacks psub_cb = { psub_ready, psub_message,
+                                        psub_closed };
+static const peer_callbacks ppub_cb = { ppub_ready, NULL, ppub_closed };
+static const peer_callbacks pconn_cb = { pconn_ready, NULL, pconn_closed };
+
+/* Creates the thread's next client on a peer target (create_clients). */
+static void create_peer_client(bthread *th)
+{
+    peer_options o;
+    char addr[32];
+    memset(&o, 0, sizeof(o));
+    o.url = cfg.url;
+    if (th->created_subs < th->n_subs) {
+        bsub *s = &th->subs[th->created_subs];
+        size_t g = th->conn_base + th->created_subs;
+        unsigned np = g_chans[s->chan].n_pubs;
+        if (cfg.conns_per_addr) {
+            source_addr(g / cfg.conns_per_addr, addr, sizeof(addr));
+            o.local_addr = addr;
+        }
+        if (np > 1) {
+            s->trs = calloc(np, sizeof(*s->trs));
+            if (!s->trs)
+                abort();
+        }
+        o.cb = &psub_cb;
+        o.user = s;
+        s->pc = cfg.drv->subscriber(th->pctx, &o, g_chans[s->chan].name);
+        if (!s->pc) {
+            fprintf(stderr, "herald-bench: %s: cannot create a subscriber\n",
+                    cfg.target);
+            exit(2);
+        }
+        th->created_subs++;
+    } else if (th->created_pubs < th->n_pubs) {
+        bpub *p = &th->pubs[th->created_pubs];
+        o.cb = &ppub_cb;
+        o.user = p;
+        p->pc = cfg.drv->publisher(th->pctx, &o);
+        if (!p->pc) {
+            fprintf(stderr, "herald-bench: %s: cannot create a publisher\n",
+                    cfg.target);
+            exit(2);
+        }
+        th->created_pubs++;
+    } else {
+        size_t i = th->created_conns;
+        size_t g = th->conn_base + i;
+        if (cfg.conns_per_addr) {
+            source_addr(g / cfg.conns_per_addr, addr, sizeof(addr));
+            o.local_addr = addr;
+        }
+        o.cb = &pconn_cb;
+        o.user = (void *)(((uintptr_t)th->idx << 32) | (uintptr_t)i);
+        th->conn_t0[i] = stamp_now_ns();
+        if (!th->conn_t0[i])
+            th->conn_t0[i] = 1;
+        if (!cfg.drv->idle(th->pctx, &o)) {
+            fprintf(stderr, "herald-bench: %s: cannot create a connection\n",
+                    cfg.target);
+            exit(2);
+        }
+        th->created_conns++;
+    }
+}
+
 /* --- Thread ------------------------------------------------------------ */
 
 static void create_clients(bthread *th)
@@ -468,7 +755,9 @@ static void create_clients(bthread *th)
     if (due > total)
         due = total;
     while (made < due) {
-        if (th->created_subs < th->n_subs) {
+        if (cfg.drv) {
+            create_peer_client(th);
+        } else if (th->created_subs < th->n_subs) {
             bsub *s = &th->subs[th->created_subs];
             size_t g = th->conn_base + th->created_subs;
             base_options(&o, th, s);
@@ -540,7 +829,10 @@ static void tick_cb(uv_timer_t *t)
             th->stopping = 1;
             uv_timer_stop(&th->tick);
             uv_close((uv_handle_t *)&th->tick, NULL);
-            hc_ctx_close(th->ctx);
+            if (cfg.drv)
+                cfg.drv->ctx_close(th->pctx);
+            else
+                hc_ctx_close(th->ctx);
         }
         return;
     }
@@ -566,10 +858,20 @@ static void *thread_main(void *arg)
     bthread *th = arg;
     tl_th = th;
     uv_loop_init(&th->loop);
-    th->ctx = hc_ctx_new(&th->loop, NULL);
-    if (!th->ctx) {
-        fprintf(stderr, "herald-bench: cannot create a client context\n");
-        exit(2);
+    if (cfg.drv) {
+        char err[256] = "";
+        th->pctx = cfg.drv->ctx_new(&th->loop, err, sizeof(err));
+        if (!th->pctx) {
+            fprintf(stderr, "herald-bench: %s: cannot create a context: %s\n",
+                    cfg.target, err);
+            exit(2);
+        }
+    } else {
+        th->ctx = hc_ctx_new(&th->loop, NULL);
+        if (!th->ctx) {
+            fprintf(stderr, "herald-bench: cannot create a client context\n");
+            exit(2);
+        }
     }
     uv_timer_init(&th->loop, &th->tick);
     th->tick.data = th;
@@ -577,7 +879,10 @@ static void *thread_main(void *arg)
     th->last_p99_ns = th->ramp_start_ns;
     uv_timer_start(&th->tick, tick_cb, 0, 1);
     uv_run(&th->loop, UV_RUN_DEFAULT);
-    hc_ctx_free(th->ctx);
+    if (cfg.drv)
+        cfg.drv->ctx_free(th->pctx);
+    else
+        hc_ctx_free(th->ctx);
     uv_loop_close(&th->loop);
     return NULL;
 }
@@ -776,6 +1081,7 @@ static void params_json(jw *w)
 {
     jw_key(w, "parameters");
     jw_obj_begin(w);
+    jw_kstr(w, "target", cfg.target);
     jw_kstr(w, "url", cfg.url);
     jw_kstr(w, "encoding", cfg.enc == HC_MSGPACK ? "msgpack" : "json");
     jw_kdbl(w, "duration_s", cfg.duration);
@@ -896,6 +1202,7 @@ static void header_json(jw *w, double wall)
 {
     jw_obj_begin(w);
     jw_kstr(w, "scenario", scenario_names[cfg.sc]);
+    jw_kstr(w, "target", cfg.target);
     jw_kstr(w, "command", g_cmdline);
     jw_ki64(w, "time", (int64_t)time(NULL));
     params_json(w);
@@ -1047,6 +1354,7 @@ static int run_streams(void)
     double dps = wall > 0 ? (double)s.deliveries / wall : 0;
     double aps = wall > 0 ? (double)s.acked / wall : 0;
     printf("herald-bench %s: %s\n", scenario_names[cfg.sc], g_cmdline);
+    printf("  target                 %s\n", cfg.target);
     printf("  measured               %.2f s\n", wall);
     if (cfg.sc != SC_REQUEST) {
         printf("  subscribers            %u (%u channels x %u)\n", n_subs,
@@ -1144,6 +1452,8 @@ static int run_streams(void)
         rc = 1;
     }
     for (int i = 0; i < cfg.threads; i++) {
+        for (size_t k = 0; k < g_th[i].n_subs; k++)
+            free(g_th[i].subs[k].trs);
         free(g_th[i].subs);
         free(g_th[i].pubs);
     }
@@ -1356,6 +1666,7 @@ static int run_connections(void)
 
     double cps = ramp_s > 0 ? (double)connected / ramp_s : 0;
     printf("herald-bench connections: %s\n", g_cmdline);
+    printf("  target                 %s\n", cfg.target);
     printf("  connections            %" PRIu64 " of %u (failures %" PRIu64
            ", dropped while held %" PRIu64 ") in %u process(es)\n",
            connected, cfg.count, failures, disconnects, K);
@@ -1393,13 +1704,25 @@ static int run_connections(void)
 
 /* --- Command line -------------------------------------------------------- */
 
+/* "nchan | socketio | " for the usage text. */
+static const char *peer_names(void)
+{
+    static char names[256];
+    size_t at = 0;
+    for (size_t i = 0; peer_drivers[i] && at < sizeof(names); i++)
+        at += (size_t)snprintf(names + at, sizeof(names) - at, "%s | ",
+                               peer_drivers[i]->name);
+    return names;
+}
+
 static void usage(FILE *f)
 {
     fprintf(f,
 "usage: herald-bench SCENARIO [options]\n"
 "scenarios: fanout | connections | reconnect | request (see bench/README.md)\n"
 "common:\n"
-"  --url URL            ws://127.0.0.1:8080/ws\n"
+"  --target T           herald | a peer: %s(herald)\n"
+"  --url URL            ws://127.0.0.1:8080/ws (peers: the driver's)\n"
 "  --encoding E         json | msgpack (json)\n"
 "  --duration S         measured seconds (10)\n"
 "  --warmup S           seconds before measuring (1)\n"
@@ -1419,7 +1742,8 @@ static void usage(FILE *f)
 "             --size B (100) --drop-after S (duration/4) --backoff-ms MS (250)\n"
 "request:     --clients N (1) --rate R per client (0 = closed loop)\n"
 "             --window W (1) --size B (100)\n"
-"exit status: 0 ok, 1 gaps/duplicates or nothing measured, 2 usage/setup\n");
+"exit status: 0 ok, 1 gaps/duplicates or nothing measured, 2 usage/setup\n",
+        peer_names());
 }
 
 static int parse_args(int argc, char **argv)
@@ -1427,7 +1751,8 @@ static int parse_args(int argc, char **argv)
     enum {
         O_URL = 256, O_ENC, O_DUR, O_WARM, O_JSON, O_THREADS, O_PID, O_CH,
         O_SUBS, O_PUBS, O_RATE, O_SIZE, O_WIN, O_COUNT, O_PROCS, O_CRATE,
-        O_CPA, O_PREFIX, O_DROP, O_BACKOFF, O_SETUP, O_QUIET, O_HELP
+        O_CPA, O_PREFIX, O_DROP, O_BACKOFF, O_SETUP, O_QUIET, O_HELP,
+        O_TARGET
     };
     static const struct option opts[] = {
         { "url", 1, 0, O_URL }, { "encoding", 1, 0, O_ENC },
@@ -1441,9 +1766,11 @@ static int parse_args(int argc, char **argv)
         { "connect-rate", 1, 0, O_CRATE }, { "conns-per-addr", 1, 0, O_CPA },
         { "channel-prefix", 1, 0, O_PREFIX }, { "drop-after", 1, 0, O_DROP },
         { "backoff-ms", 1, 0, O_BACKOFF }, { "setup-timeout", 1, 0, O_SETUP },
-        { "quiet", 0, 0, O_QUIET }, { "help", 0, 0, O_HELP }, { 0, 0, 0, 0 }
+        { "quiet", 0, 0, O_QUIET }, { "help", 0, 0, O_HELP },
+        { "target", 1, 0, O_TARGET }, { 0, 0, 0, 0 }
     };
     int c, have_rate = 0, have_cpa = 0, have_count = 0, have_win = 0;
+    int have_url = 0;
     double drop = -1;
     char *end;
 
@@ -1460,6 +1787,7 @@ static int parse_args(int argc, char **argv)
         return 2;
     }
     cfg.sc = (enum scenario)c;
+    cfg.target = "herald";
     cfg.url = "ws://127.0.0.1:8080/ws";
     cfg.enc = HC_JSON;
     cfg.duration = 10;
@@ -1481,7 +1809,8 @@ static int parse_args(int argc, char **argv)
     while ((c = getopt_long(argc, argv, "n:", opts, NULL)) != -1) {
         end = NULL;
         switch (c) {
-        case O_URL: cfg.url = optarg; break;
+        case O_URL: cfg.url = optarg; have_url = 1; break;
+        case O_TARGET: cfg.target = optarg; break;
         case O_ENC:
             if (!strcmp(optarg, "json"))
                 cfg.enc = HC_JSON;
@@ -1537,6 +1866,28 @@ static int parse_args(int argc, char **argv)
                 argv[optind]);
         return 2;
     }
+    if (strcmp(cfg.target, "herald")) {
+        cfg.drv = peer_find(cfg.target);
+        if (!cfg.drv) {
+            fprintf(stderr, "herald-bench: unknown --target '%s' (herald | "
+                    "%sbuilt in)\n", cfg.target, peer_names());
+            return 2;
+        }
+        cfg.target = cfg.drv->name;
+        if (cfg.enc != HC_JSON) {
+            fprintf(stderr, "herald-bench: --encoding msgpack is Herald's;"
+                    " peer targets carry JSON-string stamps (--encoding json)\n");
+            return 2;
+        }
+        if (cfg.sc == SC_RECONNECT) {
+            fprintf(stderr, "herald-bench: the reconnect scenario measures "
+                    "Herald's recovery (resubscribe with since); it has no "
+                    "equivalent on --target %s\n", cfg.target);
+            return 2;
+        }
+        if (!have_url)
+            cfg.url = cfg.drv->default_url;
+    }
     if (cfg.sc == SC_CONNECTIONS) {
         if (!have_rate)
             cfg.rate = 5000;
@@ -1562,7 +1913,9 @@ static int parse_args(int argc, char **argv)
         cfg.warmup < 0 || cfg.channels < 1 || cfg.window < 1 ||
         cfg.procs < 1 || cfg.procs > 64 || cfg.rate < 0 ||
         cfg.size > 65536 || cfg.connect_rate < 0 ||
-        (cfg.sc != SC_CONNECTIONS && cfg.pubs < 1) || cfg.count < 1) {
+        (cfg.sc != SC_CONNECTIONS && cfg.pubs < 1) || cfg.count < 1 ||
+        (cfg.drv && cfg.pubs / (unsigned)cfg.threads + 1 >
+                        PEER_MAX_PUBS_PER_THREAD)) {
         fprintf(stderr, "herald-bench: option out of range\n");
         return 2;
     }
