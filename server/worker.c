@@ -104,11 +104,23 @@ static int worker_listen(worker *w, char *err, size_t errlen)
                  gai_strerror(rc));
         return -1;
     }
-    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                    0);
+    int one = 1, fd;
+    if (w->index == 0 && strcmp(port, "0") != 0) {
+        /* SO_REUSEPORT would let this process share the port with another
+         * herald (or anything else) of the same user, each getting part of
+         * the connections. A first bind without it fails when the port is
+         * taken at all: then refuse to start. */
+        fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+            goto fail;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        if (bind(fd, res->ai_addr, res->ai_addrlen) < 0)
+            goto fail;
+        close(fd);
+    }
+    fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         goto fail;
-    int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0)
         goto fail;

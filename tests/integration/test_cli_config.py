@@ -210,6 +210,20 @@ def test_starting_with_bad_log_level_option_exits_2():
     assert r.returncode == 2, (r.returncode, r.stderr)
 
 
+def test_port_taken_by_another_herald_refuses_to_start(server_factory):
+    """Workers listen with SO_REUSEPORT; a second herald on the same port
+    would silently take part of the connections. It must refuse instead,
+    and the first one keeps serving."""
+    first = server_factory({})
+    port = first.port
+    r = run_cli(["--listen", "127.0.0.1:%d" % port, "--workers", "2"],
+                timeout=t(10))
+    assert r.returncode == 1, (r.returncode, r.stderr)
+    assert "Address already in use" in r.stderr
+    assert "127.0.0.1:%d" % port in r.stderr
+    assert first.healthz()[0] == 200
+
+
 # -- precedence: file < env < CLI ------------------------------------------------
 
 def test_env_overrides_file(server_factory):
