@@ -8,6 +8,7 @@
 
 const peer_driver *const peer_drivers[] = {
     &peer_nchan,
+    &peer_centrifugo,
     NULL
 };
 
