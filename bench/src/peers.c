@@ -9,6 +9,7 @@
 const peer_driver *const peer_drivers[] = {
     &peer_nchan,
     &peer_centrifugo,
+    &peer_socketio,
     NULL
 };
 
