@@ -13,14 +13,20 @@
  * (ids from 1) answered by `43<id>[{"ok":true}]`. The server pings (`2`),
  * we answer `3`.
  *
- * Payloads are opaque bytes both ways: escaped as a JSON string when sent,
- * unescaped when received, so the bench gets back exactly what it
- * published (they must be valid UTF-8: Socket.IO sends text frames).
+ * Payloads are JSON text, as on the other JSON peers: the bench's stamp is
+ * a JSON string (stamp.h), sent verbatim as the event's argument, so the
+ * server handles the stamp string itself ("HB1:..."), as an application
+ * emitting a string would. A payload that is not a well-formed JSON string
+ * is sent as a JSON string of its bytes instead (escaped), so the packet
+ * stays valid. A received `m` argument is handed back as its JSON text,
+ * quotes and any escapes included (the scan honours escapes to find the
+ * string's end): for the bench's stamps that is exactly what was published.
  *
  * Memory: a client is one struct plus, for a subscriber, its channel name
  * and, for a publisher, a ring of unanswered publishes (grown by doubling,
- * never shrunk). Sending and unescaping use two scratch buffers of the
- * context, so the steady state allocates nothing per message.
+ * never shrunk). Messages are built in one scratch buffer of the context
+ * and received payloads are passed on in place, so the steady state
+ * allocates nothing per message.
  *
  * Threading: everything happens on the context's loop thread (peer.h).
  * Lifetime: a client is freed after its closed callback, or by ctx_free
@@ -75,10 +81,9 @@ struct peer_ctx {
     wsconn_ctx *ws;
     peer_client *clients;
     int closing;
-    /* Scratch buffers: `out` builds messages to send (wsconn_send copies),
-     * `in` holds an unescaped payload while the message callback runs. */
-    char *out, *in;
-    size_t out_cap, in_cap;
+    /* Scratch buffer to build messages in (wsconn_send copies them). */
+    char *out;
+    size_t out_cap;
     /* The last base URL and its Engine.IO URL, to build it once. */
     char *base_url, *eio_url;
 };
@@ -147,107 +152,53 @@ static char *sio__escape(char *p, const char *s, size_t n)
     return p;
 }
 
-static int sio__hex4(const char *p, uint32_t *out)
+static int sio__is_hex(char ch)
 {
-    uint32_t v = 0;
-    for (int i = 0; i < 4; i++) {
-        char ch = p[i];
-        v <<= 4;
-        if (ch >= '0' && ch <= '9') v |= (uint32_t)(ch - '0');
-        else if (ch >= 'a' && ch <= 'f') v |= (uint32_t)(ch - 'a' + 10);
-        else if (ch >= 'A' && ch <= 'F') v |= (uint32_t)(ch - 'A' + 10);
-        else return -1;
-    }
-    *out = v;
-    return 0;
+    return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') ||
+           (ch >= 'A' && ch <= 'F');
 }
 
-static char *sio__utf8(char *o, uint32_t cp)
+/* Whether s is exactly one well-formed JSON string (quotes, escapes, no
+ * raw control characters); bytes >= 0x80 are taken as UTF-8. */
+static int sio__is_json_string(const char *s, size_t n)
 {
-    if (cp < 0x80) {
-        *o++ = (char)cp;
-    } else if (cp < 0x800) {
-        *o++ = (char)(0xc0 | (cp >> 6));
-        *o++ = (char)(0x80 | (cp & 0x3f));
-    } else if (cp < 0x10000) {
-        *o++ = (char)(0xe0 | (cp >> 12));
-        *o++ = (char)(0x80 | ((cp >> 6) & 0x3f));
-        *o++ = (char)(0x80 | (cp & 0x3f));
-    } else {
-        *o++ = (char)(0xf0 | (cp >> 18));
-        *o++ = (char)(0x80 | ((cp >> 12) & 0x3f));
-        *o++ = (char)(0x80 | ((cp >> 6) & 0x3f));
-        *o++ = (char)(0x80 | (cp & 0x3f));
-    }
-    return o;
-}
-
-/* Unescapes the body of a JSON string (between the quotes, n bytes) into
- * out, which has room for n bytes (unescaping never grows). Returns the
- * length, or -1 on a bad escape. A lone surrogate becomes U+FFFD. */
-static long sio__unescape(const char *s, size_t n, char *out)
-{
-    char *o = out;
-    const char *end = s + n;
-    while (s < end) {
-        if (*s != '\\') {
-            *o++ = *s++;
+    if (n < 2 || s[0] != '"' || s[n - 1] != '"')
+        return 0;
+    for (size_t i = 1; i < n - 1; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch == '"' || ch < 0x20)
+            return 0;
+        if (ch != '\\')
             continue;
-        }
-        if (++s >= end)
-            return -1;
-        char e = *s++;
-        switch (e) {
-        case '"': *o++ = '"'; break;
-        case '\\': *o++ = '\\'; break;
-        case '/': *o++ = '/'; break;
-        case 'b': *o++ = '\b'; break;
-        case 'f': *o++ = '\f'; break;
-        case 'n': *o++ = '\n'; break;
-        case 'r': *o++ = '\r'; break;
-        case 't': *o++ = '\t'; break;
-        case 'u': {
-            uint32_t cp, lo;
-            if (end - s < 4 || sio__hex4(s, &cp))
-                return -1;
-            s += 4;
-            if (cp >= 0xd800 && cp < 0xdc00 && end - s >= 6 && s[0] == '\\' &&
-                s[1] == 'u' && !sio__hex4(s + 2, &lo) && lo >= 0xdc00 &&
-                lo < 0xe000) {
-                cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
-                s += 6;
-            } else if (cp >= 0xd800 && cp < 0xe000) {
-                cp = 0xfffd;
-            }
-            o = sio__utf8(o, cp);  /* at most 4 bytes for 6 or 12 read */
+        if (++i >= n - 1)
+            return 0;
+        switch (s[i]) {
+        case '"': case '\\': case '/': case 'b': case 'f': case 'n':
+        case 'r': case 't':
             break;
-        }
+        case 'u':
+            if (i + 4 >= n - 1 || !sio__is_hex(s[i + 1]) ||
+                !sio__is_hex(s[i + 2]) || !sio__is_hex(s[i + 3]) ||
+                !sio__is_hex(s[i + 4]))
+                return 0;
+            i += 4;
+            break;
         default:
-            return -1;
+            return 0;
         }
     }
-    return o - out;
+    return 1;
 }
 
-/* Scans a JSON string starting at its opening quote p (< end). Sets
- * *body, *blen to what lies between the quotes and *esc when it contains
- * escapes; returns the position after the closing quote, or NULL. */
-static const char *sio__scan_string(const char *p, const char *end,
-                                    const char **body, size_t *blen, int *esc)
+/* Scans a JSON string starting at its opening quote p (< end), honouring
+ * escapes; returns the position after its closing quote, or NULL. */
+static const char *sio__scan_string(const char *p, const char *end)
 {
-    const char *s = ++p;
-    *esc = 0;
-    while (p < end) {
-        if (*p == '\\') {
-            *esc = 1;
-            p += 2;
-        } else if (*p == '"') {
-            *body = s;
-            *blen = (size_t)(p - s);
-            return p + 1;
-        } else {
+    for (p++; p < end; p++) {
+        if (*p == '\\')
             p++;
-        }
+        else if (*p == '"')
+            return p + 1;
     }
     return NULL;
 }
@@ -267,10 +218,7 @@ static const char *sio__skip_value(const char *p, const char *end)
     while (p < end) {
         char ch = *p;
         if (ch == '"') {
-            const char *b;
-            size_t bl;
-            int esc;
-            p = sio__scan_string(p, end, &b, &bl, &esc);
+            p = sio__scan_string(p, end);
             if (!p)
                 return NULL;
             if (depth == 0)
@@ -445,7 +393,6 @@ static void sio__on_ack(peer_client *c, const char *p, const char *end)
 /* `42...["m",<data>]`: an event. */
 static void sio__on_event(peer_client *c, const char *p, const char *end)
 {
-    peer_ctx *ctx = c->ctx;
     while (p < end && *p >= '0' && *p <= '9')
         p++;                    /* an ack id the server asks for: none here */
     p = sio__ws(p, end);
@@ -460,34 +407,15 @@ static void sio__on_event(peer_client *c, const char *p, const char *end)
     p = sio__ws(p + 1, end);
     if (p >= end)
         goto bad;
-    const char *data;
-    size_t len;
-    if (*p == '"') {
-        const char *body;
-        int esc;
-        const char *q = sio__scan_string(p, end, &body, &len, &esc);
-        if (!q)
-            goto bad;
-        if (esc) {
-            sio__reserve(&ctx->in, &ctx->in_cap, len + 1);
-            long n = sio__unescape(body, len, ctx->in);
-            if (n < 0)
-                goto bad;
-            data = ctx->in;
-            len = (size_t)n;
-        } else {
-            data = body;
-        }
-    } else {
-        /* Not a string: hand the bench the JSON text (it will not decode
-         * as a stamp and is counted as an error). */
-        const char *q = sio__skip_value(p, end);
-        if (!q)
-            goto bad;
-        data = p;
-        len = (size_t)(q - p);
-    }
-    c->cb->message(c, data, len, c->user);
+    /* The argument's JSON text: a string with its quotes (the bench's
+     * stamps), or any other value (it will not decode as a stamp and is
+     * counted as an error by the bench). */
+    const char *q = *p == '"' ? sio__scan_string(p, end)
+                              : sio__skip_value(p, end);
+    const char *after = q ? sio__ws(q, end) : end;
+    if (after >= end || (*after != ']' && *after != ','))
+        goto bad;
+    c->cb->message(c, p, (size_t)(q - p), c->user);
     return;
 bad:
     sio__fail(c, "socketio: malformed event");
@@ -677,7 +605,6 @@ static void sio_ctx_free(peer_ctx *ctx)
         sio__client_free(c);
     }
     free(ctx->out);
-    free(ctx->in);
     free(ctx->base_url);
     free(ctx->eio_url);
     free(ctx);
@@ -713,7 +640,12 @@ static int sio_publish(peer_client *c, const char *channel, const char *data,
     p += sprintf(p, "42%llu[\"pub\",", (unsigned long long)id);
     p = sio__escape(p, channel, cn);
     *p++ = ',';
-    p = sio__escape(p, data, len);
+    if (sio__is_json_string(data, len)) {
+        memcpy(p, data, len);
+        p += len;
+    } else {
+        p = sio__escape(p, data, len);
+    }
     *p++ = ']';
     if (c->_n == c->_cap) {
         /* Grow the ring, unwrapping it. */

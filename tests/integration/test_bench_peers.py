@@ -12,6 +12,7 @@ Adding a peer: one entry in PEERS (how to start it and which pids to
 sample), then parametrized tests pick it up through the `peer` fixture;
 tests of one peer only use PEERS[...] directly."""
 
+import copy
 import json
 import os
 import re
@@ -64,6 +65,10 @@ class Peer:
                        capture_output=True, text=True, timeout=t(30))
 
 
+def _sio_port(port):
+    return int(os.environ.get("HERALD_TEST_SIO_PORT") or port)
+
+
 PEERS = {
     # nginx + nchan (bench/peers/nchan): the workers serve, the master
     # only supervises, so the workers are the sampled server pids.
@@ -72,6 +77,19 @@ PEERS = {
         lambda port, run_dir: ["--listen", "127.0.0.1:%d" % port,
                                "--run-dir", run_dir],
         lambda port: "ws://127.0.0.1:%d" % port,
+        ["worker_pids"]),
+    # Socket.IO 4 (bench/peers/socketio): a node cluster of 2 workers with
+    # the Redis adapter and its own redis-server. The primary only accepts
+    # and hands connections over, so the workers are the sampled pids.
+    # HERALD_TEST_SIO_PORT / HERALD_TEST_SIO_REDIS_PORT pin the ports.
+    "socketio": Peer(
+        "socketio",
+        lambda port, run_dir: [
+            "--port", str(_sio_port(port)),
+            "--redis-port",
+            os.environ.get("HERALD_TEST_SIO_REDIS_PORT") or str(hh.free_port()),
+            "--run-dir", run_dir],
+        lambda port: "ws://127.0.0.1:%d" % _sio_port(port),
         ["worker_pids"]),
 }
 
@@ -176,3 +194,26 @@ def test_peer_usage_errors():
                            env=bench_env(), timeout=t(10))
         assert p.returncode == 2, (args, p.stderr)
         assert p.stderr.strip(), args
+
+
+@pytest.mark.parametrize("peer", ["socketio"], indirect=True)
+def test_socketio_redis_adapter(peer, tmp_path):
+    # The publisher sits on one node worker and the subscribers on both
+    # (the primary hands connections out round-robin), so half of them can
+    # only be reached through the Redis adapter: every delivery arriving,
+    # with both workers busy, shows the adapter at work. redis-server is
+    # sampled too (one more --server-pid).
+    assert len(peer.pids) == 2, peer.pids
+    with open(os.path.join(peer.run_dir, "redis.pid")) as f:
+        redis_pid = int(f.read())
+    pe = copy.copy(peer)
+    pe.pids = peer.pids + [redis_pid]
+    r, out = run_bench(pe, tmp_path, "fanout", "--subs", 50, "--size", 100)
+    assert r["target"] == "socketio", out
+    assert r["subscribers"] == 50 and r["publications"] > 0, out
+    assert r["errors"] == 0 and r["failed_publishes"] == 0, out
+    assert r["disconnects"] == 0, out
+    assert r["deliveries_total"] == r["publications_total"] * 50, out
+    workers, redis = r["servers"][:2], r["servers"][2]
+    assert all(s["cpu_s"] > 0 and s["ns_per_delivery"] > 0 for s in workers), out
+    assert redis["pid"] == redis_pid and redis["ok"] is True, out

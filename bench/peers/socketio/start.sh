@@ -8,7 +8,9 @@
 # Defaults: port 8092, redis port 16392, 2 workers, run dir
 # ${TMPDIR:-/tmp}/herald-socketio-<port>. The run dir receives redis.pid,
 # node.pids (primary first, then the workers), redis.log and node.log.
-# Prints one line: "socketio ready port=P redis=R redis_pid=X node_pids=A,B,C".
+# Prints one line: "socketio ready port=P redis=R redis_pid=X primary_pid=A
+# worker_pids=B,C" (the primary accepts connections and hands them over;
+# the workers do the Socket.IO work).
 # stop.sh with the same --port (or --run-dir) stops everything.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -70,4 +72,5 @@ for _ in $(seq 300); do
 done
 [ -s "$run_dir/node.pids.tmp" ] || fail "server.js not ready after 15 s (see $run_dir/node.log)"
 mv "$run_dir/node.pids.tmp" "$run_dir/node.pids"
-echo "socketio ready port=$port redis=$redis_port redis_pid=$(cat "$run_dir/redis.pid") node_pids=$(paste -sd, "$run_dir/node.pids")"
+echo "socketio ready port=$port redis=$redis_port redis_pid=$(cat "$run_dir/redis.pid")" \
+  "primary_pid=$(head -n 1 "$run_dir/node.pids") worker_pids=$(tail -n +2 "$run_dir/node.pids" | paste -sd,)"
