@@ -9,7 +9,7 @@
  * and the server answers `40{"sid":..}`. An idle connection or a publisher
  * is ready then; a subscriber emits `420["sub","<channel>"]` (ack id 0) and
  * is ready when `430[...]` answers it. Publications arrive as events
- * `42["m","<payload>"]`; a publish is `42<id>["pub","<channel>","<data>"]`
+ * `42["m",<payload>]`; a publish is `42<id>["pub","<channel>",<payload>]`
  * (ids from 1) answered by `43<id>[{"ok":true}]`. The server pings (`2`),
  * we answer `3`.
  *
