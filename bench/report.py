@@ -56,8 +56,11 @@ LATENCY_LABELS = {"latency": "publish to delivery", "ack_latency": "publish ackn
 # request's latency is a round trip, not a delivery.
 REQUEST_LATENCY_LABEL = "publish round trip"
 
-# Parameters that may differ between reports that are still comparable.
-NOT_COMPARED = {"url", "target", "channel_prefix", "conns_per_addr"}
+# Parameters that may differ between reports that are still comparable:
+# where the server is, how the bench names channels, spreads source
+# addresses and reads subscriptions (sub_transport: the peer's driver, or
+# Herald's fast or client path).
+NOT_COMPARED = {"url", "target", "channel_prefix", "conns_per_addr", "sub_transport"}
 
 
 # --------------------------------------------------------------------------
@@ -431,8 +434,8 @@ pre { background: #f6f6f6; padding: .5em; white-space: pre-wrap; word-break: bre
 """
 
 
-def run_html(r):
-    anchor = html.escape(r["_name"] + "-" + target(r))
+def run_html(r, index):
+    anchor = html.escape("run%d-%s-%s" % (index, r["_name"], target(r)))
     suite = r.get("suite") or {}
     parts = ['<h2 id="%s">%s <span class=small>(%s, %s, %s)</span></h2>' % (
         anchor, html.escape(r["_name"]), html.escape(r["scenario"]), html.escape(target(r)),
@@ -480,7 +483,7 @@ def render(runs):
         body.append("<p class=small>Same scenario and parameters, the latest report of "
                     "each target; ratio = target / herald.</p>")
         body += [comparison_html(*c) for c in cmps]
-    body += [run_html(r) for r in runs]
+    body += [run_html(r, i) for i, r in enumerate(runs, 1)]
     return "\n".join(head + body + ["</body></html>\n"])
 
 
