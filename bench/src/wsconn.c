@@ -1,12 +1,14 @@
 /*
  * wsconn: the WebSocket transport of the peer drivers (wsconn.h), on
  * libwebsockets 4.1's client role with the bench thread's libuv loop as a
- * foreign loop, one lws context per wsconn_ctx. It is built for 10,000+
+ * foreign loop. It is built for 10,000+
  * connections per process: a connection is one small struct; received
  * messages reach the driver straight from lws's buffer unless they come
  * in pieces (then one reassembly buffer, released when large); queued
  * sends live in one growable buffer per connection, written as several
- * frames per WRITEABLE while the socket takes them.
+ * frames per WRITEABLE while the socket takes them. A wsconn_ctx spreads
+ * its connections over several lws contexts on the same loop (see
+ * WSCONN_SHARDS), as the Herald C client does.
  *
  * Lifetimes: a wsconn is freed only when lws no longer points at it
  * (WSI_DESTROY, or the connection never started), it is dead (closed by
@@ -37,6 +39,15 @@
 /* How long wsconn_ctx_close() waits for close handshakes before it
  * destroys the lws context anyway. */
 #define WSCONN_CLOSE_GRACE_MS 2000
+/* Connections are spread over up to WSCONN_SHARDS lws contexts on the
+ * loop, one more per WSCONN_SHARD_WSI live connections: lws 4.1 keeps a
+ * context's pending timeouts (connect, handshake) in one list sorted by
+ * deadline and inserts by walking it, so k connections opening at once
+ * cost O(k^2) in one context. Measured against Nchan: 15,000 connections
+ * offered at 30,000/s took 20 s of bench CPU and half of them timed out
+ * with one context. */
+#define WSCONN_SHARDS 32
+#define WSCONN_SHARD_WSI 256
 
 /* One queued outgoing message in wsconn.tx: this header, LWS_PRE bytes
  * for lws to build the frame header in, the payload, padding to 8. lws
@@ -68,7 +79,11 @@ struct wsconn {
 
 struct wsconn_ctx {
     uv_loop_t *loop;
-    struct lws_context *lws;    /* cleared by lws (pcontext) when gone */
+    /* Each cleared by lws (pcontext) when it is gone. */
+    struct lws_context *lws[WSCONN_SHARDS];
+    unsigned n_shards;          /* created so far */
+    unsigned next_shard;        /* round robin of new connections */
+    struct lws_context_creation_info info;  /* to create more shards */
     void *loops[1];
     uv_timer_t destroy_timer;   /* runs lws_context_destroy off-callback */
     wsconn *conns;              /* every wsconn not yet freed */
@@ -403,6 +418,35 @@ static int wsconn__parse_url(const char *url, int *tls, char *host,
     return 0;
 }
 
+/* The lws context for the next connection, creating shards as the
+ * number of live connections grows; NULL if none can be had. wss://
+ * connections all use the first context, the only one with TLS: a TLS
+ * client context loads the system CA store (about 1 MB), and OpenSSL's
+ * global state is set up (and torn down) by one context only. */
+static struct lws_context *wsconn__shard(wsconn_ctx *ctx, int tls)
+{
+    unsigned want = 1 + ctx->n_wsi / WSCONN_SHARD_WSI;
+    if (tls)
+        return ctx->lws[0];
+    if (want > WSCONN_SHARDS)
+        want = WSCONN_SHARDS;
+    while (ctx->n_shards < want && !ctx->closing) {
+        struct lws_context_creation_info info = ctx->info;
+        info.options &= ~(uint64_t)LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+        info.pcontext = &ctx->lws[ctx->n_shards];
+        ctx->lws[ctx->n_shards] = lws_create_context(&info);
+        if (!ctx->lws[ctx->n_shards])
+            break;
+        ctx->n_shards++;
+    }
+    for (unsigned i = 0; i < ctx->n_shards; i++) {
+        unsigned k = ctx->next_shard++ % ctx->n_shards;
+        if (ctx->lws[k])
+            return ctx->lws[k];
+    }
+    return NULL;
+}
+
 wsconn *wsconn_open(wsconn_ctx *ctx, const char *url, const char *local_addr,
                     const wsconn_cb *cb, void *user, char *err,
                     size_t errlen)
@@ -417,7 +461,7 @@ wsconn *wsconn_open(wsconn_ctx *ctx, const char *url, const char *local_addr,
         err = dummy;
         errlen = sizeof(dummy);
     }
-    if (!ctx || ctx->closing || !ctx->lws || !url || !cb) {
+    if (!ctx || ctx->closing || !url || !cb) {
         snprintf(err, errlen, "wsconn: no context, URL or callbacks");
         return NULL;
     }
@@ -438,7 +482,13 @@ wsconn *wsconn_open(wsconn_ctx *ctx, const char *url, const char *local_addr,
     /* lws copies these strings (its connect stash). No Origin header:
      * some peers check it, and a bench client has no page origin. */
     memset(&ci, 0, sizeof(ci));
-    ci.context = ctx->lws;
+    ci.context = wsconn__shard(ctx, tls);
+    if (!ci.context) {
+        snprintf(err, errlen, "wsconn: no lws context");
+        wsconn__unlink(c);
+        free(c);
+        return NULL;
+    }
     ci.address = host;
     ci.port = port;
     ci.path = path;
@@ -519,10 +569,11 @@ static void wsconn__destroy_cb(uv_timer_t *t)
     if (ctx->destroy_started)
         return;
     ctx->destroy_started = 1;
-    /* First pass: lws closes its handles on the loop and clears ctx->lws
+    /* First pass: lws closes its handles on the loop and clears ctx->lws[]
      * through pcontext when it is done. */
-    if (ctx->lws)
-        lws_context_destroy(ctx->lws);
+    for (unsigned i = 0; i < ctx->n_shards; i++)
+        if (ctx->lws[i])
+            lws_context_destroy(ctx->lws[i]);
 }
 
 static void wsconn__destroy_soon(wsconn_ctx *ctx, uint64_t delay_ms)
@@ -533,7 +584,7 @@ static void wsconn__destroy_soon(wsconn_ctx *ctx, uint64_t delay_ms)
 
 wsconn_ctx *wsconn_ctx_new(uv_loop_t *loop, char *err, size_t errlen)
 {
-    struct lws_context_creation_info info;
+    struct lws_context_creation_info *info;
     struct rlimit rl;
     wsconn_ctx *ctx = wsconn__xrealloc(NULL, sizeof(*ctx));
 
@@ -541,26 +592,29 @@ wsconn_ctx *wsconn_ctx_new(uv_loop_t *loop, char *err, size_t errlen)
     lws_set_log_level(LLL_ERR, NULL);
     ctx->loop = loop;
     ctx->loops[0] = loop;
-    memset(&info, 0, sizeof(info));
-    info.port = CONTEXT_PORT_NO_LISTEN;
-    info.protocols = wsconn__protocols;
-    info.options = LWS_SERVER_OPTION_LIBUV |
-                   LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
-    info.foreign_loops = ctx->loops;
-    info.count_threads = 1;
+    info = &ctx->info;
+    info->port = CONTEXT_PORT_NO_LISTEN;
+    info->protocols = wsconn__protocols;
+    info->options = LWS_SERVER_OPTION_LIBUV |
+                    LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+    info->foreign_loops = ctx->loops;
+    info->count_threads = 1;
     /* lws indexes connections by descriptor, process-wide. */
-    info.fd_limit_per_thread = 20000;
+    info->fd_limit_per_thread = 20000;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
-        info.fd_limit_per_thread = (unsigned)rl.rlim_cur;
-    info.timeout_secs = 10;             /* connect + handshake */
-    /* lws clears ctx->lws through pcontext when the context is gone. */
-    info.pcontext = &ctx->lws;
-    ctx->lws = lws_create_context(&info);
-    if (!ctx->lws) {
+        info->fd_limit_per_thread = (unsigned)rl.rlim_cur;
+    info->timeout_secs = 10;            /* connect + handshake */
+    /* The first shard now, so that a setup failure shows here. lws clears
+     * ctx->lws[0] through pcontext when the context is gone (it does not
+     * write it at creation in 4.1). */
+    info->pcontext = &ctx->lws[0];
+    ctx->lws[0] = lws_create_context(info);
+    if (!ctx->lws[0]) {
         snprintf(err, errlen, "wsconn: lws_create_context failed");
         free(ctx);
         return NULL;
     }
+    ctx->n_shards = 1;
     uv_timer_init(loop, &ctx->destroy_timer);
     ctx->destroy_timer.data = ctx;
     return ctx;
@@ -599,10 +653,12 @@ void wsconn_ctx_free(wsconn_ctx *ctx)
         uv_close((uv_handle_t *)&ctx->destroy_timer, wsconn__timer_closed);
     }
     uv_run(ctx->loop, UV_RUN_DEFAULT);
-    if (ctx->lws) {
-        /* Second pass, as lws requires on a foreign loop. */
-        lws_context_destroy(ctx->lws);
-        uv_run(ctx->loop, UV_RUN_DEFAULT);
+    for (unsigned i = 0; i < ctx->n_shards; i++) {
+        if (ctx->lws[i]) {
+            /* Second pass, as lws requires on a foreign loop. */
+            lws_context_destroy(ctx->lws[i]);
+            uv_run(ctx->loop, UV_RUN_DEFAULT);
+        }
     }
     /* Connections whose wsi lws dropped without telling us. */
     while (ctx->conns)
