@@ -42,6 +42,7 @@
 #include <herald/client.h>
 
 #include "hist.h"
+#include "fastsub.h"
 #include "peers.h"
 #include "procstat.h"
 #include "report.h"
@@ -63,6 +64,7 @@ enum phase { PH_SETUP, PH_WARMUP, PH_MEASURE, PH_DRAIN, PH_STOP };
 typedef struct config {
     enum scenario sc;
     const char *target;          /* "herald" or a peer driver's name */
+    int sub_fast;                /* fanout subscribers on fastsub.h */
     const peer_driver *drv;      /* NULL for herald */
     const char *url;
     hc_encoding enc;
@@ -107,6 +109,7 @@ typedef struct bsub {
     union {
         hc_client *c;            /* herald */
         peer_client *pc;         /* a peer target; NULL once closed */
+        fastsub *fs;             /* herald, --sub-transport fast */
     };
     struct bthread *th;
     uint32_t chan;
@@ -210,15 +213,16 @@ static void base_options(hc_options *o, bthread *th, void *user)
 
 /* --- Subscribers ------------------------------------------------------- */
 
-static void sub_on_pub(hc_client *c, const hc_pub *p, void *user)
+/* One publication received by a Herald subscriber (either transport). */
+static void sub_deliver(bsub *s, uint64_t offset, const char *data,
+                        size_t len)
 {
-    bsub *s = user;
     bthread *th = s->th;
     stamp st;
     int measuring = LD(g_phase) == PH_MEASURE;
     uint64_t gaps0 = th->tc.gaps, dups0 = th->tc.duplicates;
 
-    track_pub(&s->tr, p->offset, &th->tc);
+    track_pub(&s->tr, offset, &th->tc);
     if (th->tc.gaps != gaps0)
         ST(th->gaps, th->tc.gaps);
     if (th->tc.duplicates != dups0)
@@ -229,14 +233,57 @@ static void sub_on_pub(hc_client *c, const hc_pub *p, void *user)
     if (!measuring)
         return;
     INC(th->deliveries, 1);
-    if (stamp_decode(cfg.enc == HC_MSGPACK, p->data, p->data_len, &st) == 0) {
+    if (stamp_decode(cfg.enc == HC_MSGPACK, data, len, &st) == 0) {
         uint64_t now = stamp_now_ns();
         hist_record(&th->lat, now > st.t_ns ? now - st.t_ns : 0);
     } else {
         INC(th->errors, 1);
     }
+}
+
+static void sub_on_pub(hc_client *c, const hc_pub *p, void *user)
+{
+    sub_deliver(user, p->offset, p->data, p->data_len);
     (void)c;
 }
+
+/* --- Subscribers on fastsub (fanout, --sub-transport fast) -------------- */
+
+static void fsub_subscribed(fastsub *f, uint64_t offset, void *user)
+{
+    bsub *s = user;
+    track_start(&s->tr, offset);
+    s->subscribed = 1;
+    INC(s->th->subscribed, 1);
+    (void)f;
+}
+
+static void fsub_pub(fastsub *f, uint64_t offset, const char *data,
+                     size_t len, void *user)
+{
+    sub_deliver(user, offset, data, len);
+    (void)f;
+}
+
+static void fsub_closed(fastsub *f, const char *why, void *user)
+{
+    bsub *s = user;
+    bthread *th = s->th;
+    s->fs = NULL;
+    if (!s->subscribed) {
+        INC(th->sub_failed, 1);
+        INC(th->errors, 1);
+        if (!cfg.quiet && th->sub_failed <= 3)
+            fprintf(stderr, "subscriber failed: %s\n", why);
+    } else if (LD(g_phase) < PH_DRAIN) {
+        INC(th->disconnects, 1);
+        if (!cfg.quiet && th->disconnects <= 3)
+            fprintf(stderr, "subscriber lost: %s\n", why);
+    }
+    (void)f;
+}
+
+static const fastsub_cb fsub_cb = { fsub_subscribed, fsub_pub, fsub_closed };
 
 static void sub_on_event(hc_client *c, const hc_sub_event *ev, void *user)
 {
@@ -759,6 +806,21 @@ static void create_clients(bthread *th)
     while (made < due) {
         if (cfg.drv) {
             create_peer_client(th);
+        } else if (th->created_subs < th->n_subs && cfg.sub_fast) {
+            bsub *s = &th->subs[th->created_subs];
+            size_t g = th->conn_base + th->created_subs;
+            if (cfg.conns_per_addr)
+                source_addr(g / cfg.conns_per_addr, addr, sizeof(addr));
+            s->fs = fastsub_open(&th->loop, cfg.url,
+                                 cfg.conns_per_addr ? addr : NULL,
+                                 cfg.enc == HC_MSGPACK, g_chans[s->chan].name,
+                                 &fsub_cb, s);
+            if (!s->fs) {
+                fprintf(stderr, "herald-bench: cannot open a subscriber to %s\n",
+                        cfg.url);
+                exit(2);
+            }
+            th->created_subs++;
         } else if (th->created_subs < th->n_subs) {
             bsub *s = &th->subs[th->created_subs];
             size_t g = th->conn_base + th->created_subs;
@@ -831,6 +893,12 @@ static void tick_cb(uv_timer_t *t)
             th->stopping = 1;
             uv_timer_stop(&th->tick);
             uv_close((uv_handle_t *)&th->tick, NULL);
+            if (cfg.sub_fast)
+                for (size_t i = 0; i < th->created_subs; i++)
+                    if (th->subs[i].fs) {
+                        fastsub_close(th->subs[i].fs);
+                        th->subs[i].fs = NULL;
+                    }
             if (cfg.drv)
                 cfg.drv->ctx_close(th->pctx);
             else
@@ -1091,6 +1159,8 @@ static void params_json(jw *w)
     jw_ku64(w, "threads", (uint64_t)cfg.threads);
     switch (cfg.sc) {
     case SC_FANOUT:
+        jw_kstr(w, "sub_transport", cfg.drv ? cfg.drv->name
+                                    : cfg.sub_fast ? "fast" : "client");
         jw_ku64(w, "channels", cfg.channels);
         jw_ku64(w, "subs_per_channel", cfg.subs);
         jw_ku64(w, "publishers", cfg.pubs);
@@ -1754,7 +1824,7 @@ static int parse_args(int argc, char **argv)
         O_URL = 256, O_ENC, O_DUR, O_WARM, O_JSON, O_THREADS, O_PID, O_CH,
         O_SUBS, O_PUBS, O_RATE, O_SIZE, O_WIN, O_COUNT, O_PROCS, O_CRATE,
         O_CPA, O_PREFIX, O_DROP, O_BACKOFF, O_SETUP, O_QUIET, O_HELP,
-        O_TARGET
+        O_TARGET, O_SUBT
     };
     static const struct option opts[] = {
         { "url", 1, 0, O_URL }, { "encoding", 1, 0, O_ENC },
@@ -1769,10 +1839,12 @@ static int parse_args(int argc, char **argv)
         { "channel-prefix", 1, 0, O_PREFIX }, { "drop-after", 1, 0, O_DROP },
         { "backoff-ms", 1, 0, O_BACKOFF }, { "setup-timeout", 1, 0, O_SETUP },
         { "quiet", 0, 0, O_QUIET }, { "help", 0, 0, O_HELP },
-        { "target", 1, 0, O_TARGET }, { 0, 0, 0, 0 }
+        { "target", 1, 0, O_TARGET }, { "sub-transport", 1, 0, O_SUBT },
+        { 0, 0, 0, 0 }
     };
     int c, have_rate = 0, have_cpa = 0, have_count = 0, have_win = 0;
     int have_url = 0;
+    const char *subt = NULL;
     double drop = -1;
     char *end;
 
@@ -1813,6 +1885,7 @@ static int parse_args(int argc, char **argv)
         switch (c) {
         case O_URL: cfg.url = optarg; have_url = 1; break;
         case O_TARGET: cfg.target = optarg; break;
+        case O_SUBT: subt = optarg; break;
         case O_ENC:
             if (!strcmp(optarg, "json"))
                 cfg.enc = HC_JSON;
@@ -1889,6 +1962,20 @@ static int parse_args(int argc, char **argv)
         }
         if (!have_url)
             cfg.url = cfg.drv->default_url;
+    }
+    /* Fanout subscribers on Herald read through fastsub.h unless told
+     * otherwise or the URL needs the library (wss://, a host name). */
+    if (subt && strcmp(subt, "fast") && strcmp(subt, "client")) {
+        fprintf(stderr, "herald-bench: --sub-transport is fast or client\n");
+        return 2;
+    }
+    cfg.sub_fast = cfg.sc == SC_FANOUT && !cfg.drv &&
+                   fastsub_url_ok(cfg.url) == 0 &&
+                   !(subt && !strcmp(subt, "client"));
+    if (subt && !strcmp(subt, "fast") && !cfg.sub_fast) {
+        fprintf(stderr, "herald-bench: --sub-transport fast: fanout on Herald"
+                " with a ws://IPv4:port URL only\n");
+        return 2;
     }
     if (cfg.sc == SC_CONNECTIONS) {
         if (!have_rate)

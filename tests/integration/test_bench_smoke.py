@@ -66,10 +66,15 @@ def check_latency(lat, out):
     assert lat["p999_us"] <= lat["max_us"] * 1.01, out
 
 
+@pytest.mark.parametrize("transport", ["fast", "client"])
 @pytest.mark.parametrize("enc", ["json", "msgpack"])
-def test_fanout(server, tmp_path, enc):
+def test_fanout(server, tmp_path, enc, transport):
+    # Subscribers read through the bench's lean reader (fastsub.c) or the
+    # C client library; both must count the same way.
     r, out = run_bench(server, tmp_path, "fanout", "--channels", 2, "--subs", 20,
-                       "--encoding", enc, "--size", 100)
+                       "--encoding", enc, "--size", 100,
+                       "--sub-transport", transport)
+    assert r["parameters"]["sub_transport"] == transport, out
     assert r["subscribers"] == 40
     assert r["publications"] > 0 and r["deliveries"] > 0, out
     assert r["errors"] == 0 and r["disconnects"] == 0, out
@@ -84,6 +89,20 @@ def test_fanout(server, tmp_path, enc):
     check_latency(r["ack_latency"], out)
     assert r["deliveries_per_s"] > 0
     assert r["servers"][0]["ns_per_delivery"] > 0, out
+
+
+def test_fanout_refused_handshake_is_a_setup_error(server, tmp_path):
+    """A URL that is not Herald's WebSocket endpoint: the lean subscribers'
+    handshake is refused (the server closes the socket), the run stops with
+    exit 2 and says why."""
+    url = server.url("/nope")
+    cmd = [BENCH, "fanout", "--url", url, "--subs", 3, "--duration", 1,
+           "--warmup", 0, "--setup-timeout", 5]
+    p = subprocess.run([str(a) for a in cmd], capture_output=True, text=True,
+                       env=bench_env(), timeout=t(30))
+    assert p.returncode == 2, (p.returncode, p.stderr)
+    assert "WebSocket handshake" in p.stderr, p.stderr
+    assert "3 subscribes failed" in p.stderr, p.stderr
 
 
 def test_fanout_fixed_rate(server, tmp_path):

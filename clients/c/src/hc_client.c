@@ -223,15 +223,22 @@ static void timer_cb(uv_timer_t *t);
 static const lws_retry_bo_t hc__no_validity = { .secs_since_valid_ping = 0,
                                                 .secs_since_valid_hangup = 0 };
 
-/* The lws context for the next connection attempt (see HC_LWS_SHARDS). */
-static struct lws_context *ctx_shard(hc_ctx *ctx)
+/* The lws context for the next connection attempt (see HC_LWS_SHARDS).
+ * wss:// connections all use the first context, the only one with TLS:
+ * a TLS client context loads the system CA store (about 1 MB). */
+static struct lws_context *ctx_shard(hc_ctx *ctx, int tls)
 {
     unsigned want = 1 + ctx->n_wsi / HC_LWS_SHARD_WSI;
+    if (tls)
+        return ctx->lws[0];
     if (want > HC_LWS_SHARDS)
         want = HC_LWS_SHARDS;
     while (ctx->n_shards < want && !ctx->closing) {
-        ctx->info.pcontext = &ctx->lws[ctx->n_shards];
-        ctx->lws[ctx->n_shards] = lws_create_context(&ctx->info);
+        struct lws_context_creation_info info = ctx->info;
+        info.options &= ~(uint64_t)LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+        info.client_ssl_ca_filepath = NULL;
+        info.pcontext = &ctx->lws[ctx->n_shards];
+        ctx->lws[ctx->n_shards] = lws_create_context(&info);
         if (!ctx->lws[ctx->n_shards])
             break;
         ctx->n_shards++;
@@ -251,7 +258,7 @@ static int connect_attempt(hc_client *c)
     unsigned before;
 
     memset(&ci, 0, sizeof(ci));
-    ci.context = ctx_shard(c->ctx);
+    ci.context = ctx_shard(c->ctx, c->tls);
     if (!ci.context)
         return -1;
     ci.address = c->host;
