@@ -126,7 +126,7 @@ step_args() {
     fanout-1k-rate)  echo "fanout --channels 1 --subs 1000 --size 100 --rate $(rate_from "$OUT/fanout-1k.json" 0.5 150)" ;;
     fanout-10k-rate) echo "fanout --channels 1 --subs $N_BIG --size 100 --threads 2 --rate $(rate_from "$OUT/fanout-10k.json" 0.5 15)" ;;
     connections-15k) echo "connections --count $N_CONNS --procs 2 --rate 5000" ;;
-    reconnect-10k)   echo "reconnect --count $N_RECONNECT --rate 1000 --threads 2" ;;
+    reconnect-10k)   echo "reconnect --count $N_RECONNECT --rate 20 --threads 2" ;;
     request)         echo "request --clients 4" ;;
     *) return 1 ;;
   esac
