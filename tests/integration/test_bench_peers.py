@@ -178,6 +178,17 @@ def test_connections(peer, tmp_path):
     assert r["connect_latency"]["count"] == 200
 
 
+def test_connections_many_lws_contexts(peer, tmp_path):
+    # 600 connections on one bench thread: wsconn spreads them over three
+    # lws contexts (one more per 256 live), so setup and teardown cross
+    # context boundaries (the sanitizer build checks for leaks and errors).
+    r, out = run_bench(peer, tmp_path, "connections", "--count", 600,
+                       "--rate", 3000, "--threads", 1, "--conns-per-addr", 100,
+                       duration=1.0)
+    assert r["connections"] == 600 and r["failures"] == 0, out
+    assert r["disconnects"] == 0, out
+
+
 def test_request(peer, tmp_path):
     r, out = run_bench(peer, tmp_path, "request", "--clients", 2,
                        "--window", 4)
