@@ -22,8 +22,8 @@
  * Payloads: D is a JSON value embedded raw, both ways. The bench's JSON
  * stamp is a JSON string, published as is and handed back as the same raw
  * bytes (quotes included), which is what stamp_decode(STAMP_JSON) reads.
- * A payload that is not valid JSON is refused by the driver's caller's
- * contract: only the bench's JSON encoding works with this peer.
+ * The payload must therefore be valid JSON (the bench refuses
+ * --encoding msgpack for peer targets).
  *
  * Memory: a client is one struct plus its channel name (subscriber) and a
  * ring of unanswered publishes (publisher; grown by doubling, never
@@ -529,6 +529,7 @@ static int cf_handle_line(peer_client *c, const char *p, const char *end)
 
 static void cf_on_open(wsconn *ws, void *user)
 {
+    (void)ws;                       /* the same as c->ws */
     peer_client *c = user;
     cf_send_connect(c);
 }
@@ -536,6 +537,7 @@ static void cf_on_open(wsconn *ws, void *user)
 static void cf_on_message(wsconn *ws, int binary, const char *data,
                           size_t len, void *user)
 {
+    (void)ws;                       /* the same as c->ws */
     peer_client *c = user;
     const char *p = data, *end = data + len;
     if (binary) {
@@ -554,6 +556,7 @@ static void cf_on_message(wsconn *ws, int binary, const char *data,
 static void cf_on_closed(wsconn *ws, int was_open, const char *why,
                          void *user)
 {
+    (void)ws;                       /* the same as c->ws */
     peer_client *c = user;
     char buf[256];
     snprintf(buf, sizeof buf, "%s%s",
