@@ -36,6 +36,12 @@ if [ -s "$pidf" ] && kill -0 "$(cat "$pidf")" 2>/dev/null; then
   exit 2
 fi
 
+# Someone else on the port would make the readiness check below lie.
+if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+  echo "start.sh: 127.0.0.1:$port is already in use" >&2
+  exit 2
+fi
+
 # The port comes from the environment (it overrides config.json); the
 # server runs in the foreground under our own background job, so $! is its
 # pid.
