@@ -41,6 +41,14 @@ if [ -s "$run_dir/master.pid" ] && kill -0 "$(cat "$run_dir/master.pid")" 2>/dev
   exit 2
 fi
 rm -f "$run_dir/nginx.pid" "$run_dir/master.pid"
+host=${listen%:*}
+host=${host#[}; host=${host%]}
+# nginx listens with reuseport: a second server on a port already taken
+# would start and share the connections silently.
+if (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null; then
+  echo "start.sh: $listen already accepts connections (another server?)" >&2
+  exit 2
+fi
 
 # Workers of a root master run as root here: the run dir is ours.
 user=
@@ -63,14 +71,15 @@ fail() {
 master=$!
 echo "$master" >"$run_dir/master.pid"
 
-# Ready when the workers exist and the port answers.
+# Ready when the workers exist and the port accepts (no curl or procps
+# needed: the master's children from /proc, a bash /dev/tcp connect).
 workers_list=
 for _ in $(seq 200); do
   kill -0 "$master" 2>/dev/null || fail "nginx exited (see $run_dir/error.log)"
-  workers_list=$(pgrep -P "$master" | paste -sd, || true)
+  workers_list=$(cat /proc/"$master"/task/*/children 2>/dev/null | tr ' ' '\n' \
+                 | grep . | paste -sd, || true)
   n=$(echo "$workers_list" | tr ',' '\n' | grep -c . || true)
-  if [ "$n" -ge "$workers" ] && \
-     curl -s -o /dev/null -m 1 "http://$listen/nchan-ready" 2>/dev/null; then
+  if [ "$n" -ge "$workers" ] && (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null; then
     break
   fi
   sleep 0.05

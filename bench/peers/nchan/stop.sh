@@ -26,7 +26,9 @@ if kill -0 "$master" 2>/dev/null; then
     sleep 0.1
   done
   if kill -0 "$master" 2>/dev/null; then
-    pkill -KILL -P "$master" 2>/dev/null
+    for w in $(cat /proc/"$master"/task/*/children 2>/dev/null); do
+      kill -KILL "$w" 2>/dev/null
+    done
     kill -KILL "$master" 2>/dev/null
   fi
 fi
