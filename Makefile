@@ -41,7 +41,7 @@ test-unit: deps-test build
 	cd $(BUILD) && ctest --output-on-failure -L unit
 
 # The standard benchmark suite against fresh herald processes (bench/run.sh,
-# about 2 minutes; BENCH_QUICK=1: about 35 s into bench/results/quick;
+# about 2 minutes; BENCH_QUICK=1: about 30 s into bench/results/quick;
 # BENCH_STEPS="fanout-1k request": some steps), then its HTML report.
 # Results: bench/results/*.json and bench/results/report.html.
 deps-bench:

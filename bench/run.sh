@@ -7,7 +7,7 @@
 # TIME_WAIT sockets on its port) cannot colour the next one's figures.
 #
 #   bench/run.sh                 the whole suite (about 2 minutes)
-#   BENCH_QUICK=1 bench/run.sh   shorter runs, smaller counts (about 35 s),
+#   BENCH_QUICK=1 bench/run.sh   shorter runs, smaller counts (about 30 s),
 #                                into bench/results/quick/
 #   BENCH_STEPS="fanout-1k request" bench/run.sh   only those steps
 #
