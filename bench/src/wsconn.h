@@ -1,7 +1,10 @@
 /*
  * wsconn: a minimal WebSocket client connection for the peer drivers
- * (peer.h), on libwebsockets' client role with a libuv foreign loop (one
- * lws context per wsconn_ctx, i.e. per bench thread). It moves whole
+ * (peer.h), on libwebsockets' client role with a libuv foreign loop (a
+ * wsconn_ctx per bench thread, spreading its connections over up to 32 lws
+ * contexts: lws 4.1 inserts timers into one sorted list per context, so
+ * thousands of connections opening at once in one context cost O(n^2);
+ * only the first context does TLS). It moves whole
  * messages: the driver sees each received text or binary message once,
  * reassembled, and sends whole messages (queued in order, written when the
  * socket is writable). Ping/pong is answered by lws.
