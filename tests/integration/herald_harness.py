@@ -194,8 +194,15 @@ def healthz(port):
     return status, (json.loads(body) if status == 200 else body)
 
 
+def _what(what):
+    """A wait's description: a string, or a function called at the timeout
+    (so that it shows the state at the failure, not at the start)."""
+    return what() if callable(what) else what
+
+
 def wait_for(pred, timeout, interval=0.02, what="condition"):
-    """Polls pred() until it returns a true value; returns that value."""
+    """Polls pred() until it returns a true value; returns that value.
+    `what` may be a function, evaluated only when the wait times out."""
     deadline = time.monotonic() + timeout
     last_exc = None
     while True:
@@ -207,7 +214,8 @@ def wait_for(pred, timeout, interval=0.02, what="condition"):
             last_exc = e
         if time.monotonic() > deadline:
             raise AssertionError("timed out after %.1fs waiting for %s%s" % (
-                timeout, what, (" (last error: %r)" % last_exc) if last_exc else ""))
+                timeout, _what(what),
+                (" (last error: %r)" % last_exc) if last_exc else ""))
         time.sleep(interval)
 
 
@@ -226,7 +234,8 @@ async def async_wait_for(pred, timeout, interval=0.02, what="condition"):
             last_exc = e
         if time.monotonic() > deadline:
             raise AssertionError("timed out after %.1fs waiting for %s%s" % (
-                timeout, what, (" (last error: %r)" % last_exc) if last_exc else ""))
+                timeout, _what(what),
+                (" (last error: %r)" % last_exc) if last_exc else ""))
         await asyncio.sleep(interval)
 
 

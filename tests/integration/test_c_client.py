@@ -90,18 +90,19 @@ class Sub:
 
     def wait_err(self, text, count=1, timeout=10):
         return wait_for(lambda: sum(text in e for e in self.errs()) >= count, t(timeout),
-                        what="%r x%d on herald-cli stderr (have %r)" % (text, count, self.errs()))
+                        what=lambda: "%r x%d on herald-cli stderr (have %r)" % (
+                            text, count, self.errs()))
 
     def wait_out(self, prefix, timeout=10):
         """Waits for a stdout line starting with prefix (stdout and stderr
         are read by separate threads, so a stderr line seen first says
         nothing about stdout yet)."""
         return wait_for(lambda: [l for l in self.lines() if l.startswith(prefix)], t(timeout),
-                        what="a stdout line %r (have %r)" % (prefix, self.lines()))
+                        what=lambda: "a stdout line %r (have %r)" % (prefix, self.lines()))
 
     def wait_pubs(self, ch, n, timeout=10):
         return wait_for(lambda: len(self.pubs(ch)) >= n and self.pubs(ch), t(timeout),
-                        what="%d publications of %s (have %r)" % (n, ch, self.lines()))
+                        what=lambda: "%d publications of %s (have %r)" % (n, ch, self.lines()))
 
     def stop(self):
         if self.proc.poll() is None:
