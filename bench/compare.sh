@@ -59,9 +59,11 @@ start_target() {
       STOP="$root/bench/peers/nchan/stop.sh --run-dir $run/nchan" ;;
     socketio)
       line=$("$root/bench/peers/socketio/start.sh" --run-dir "$run/socketio") || return 1
-      # The node workers (the primary only hands out connections), then
-      # redis, which carries every publication through the adapter.
-      PIDS="$(sed -n 's/.*node_pids=\([0-9,]*\).*/\1/p' <<<"$line" | cut -d, -f2- | tr , ' ')"
+      # Every process of the peer: the primary (hands out connections),
+      # the node workers, and redis, which carries every publication
+      # through the adapter.
+      PIDS="$(sed -n 's/.*primary_pid=\([0-9]*\).*/\1/p' <<<"$line")"
+      PIDS="$PIDS $(sed -n 's/.*worker_pids=\([0-9,]*\).*/\1/p' <<<"$line" | tr , ' ')"
       PIDS="$PIDS $(sed -n 's/.*redis_pid=\([0-9]*\).*/\1/p' <<<"$line")"
       STOP="$root/bench/peers/socketio/stop.sh --run-dir $run/socketio" ;;
     centrifugo)
