@@ -59,5 +59,7 @@ for i in $(seq 1 "$procs"); do
 done
 status=0
 for b in "${benches[@]}"; do wait "$b" || status=1; done
-/usr/bin/python3 "$root/bench/sum_connections.py" "$out"/conns.*.json || status=1
+/usr/bin/python3 "$root/bench/sum_connections.py" "$out"/conns.*.json \
+  >"$out/summary.json" || status=1
+cat "$out/summary.json"
 exit $status
