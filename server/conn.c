@@ -201,7 +201,15 @@ void conn_flush(worker *w)
         c->flush_queued = 0;
         if (!c->live || c->writable_req)
             continue;
-        if (lws_partial_buffered(c->wsi)) {
+        /* Control frames (a ping; the close frame once the queue is empty)
+         * go out from the WRITEABLE callback, as before the flush point:
+         * the close frame arms lws's close timeout, and armed from here
+         * (outside any lws callback) that timeout did not fire, so a
+         * client that stopped reading was never dropped and its channels
+         * never saw its leave (seen with lws 4.1 on libuv). Rare: one ping
+         * per interval, one close per connection. */
+        if (lws_partial_buffered(c->wsi) || c->ping_due ||
+            (c->closing && !sendq_count(&c->q))) {
             c->writable_req = 1;
             lws_callback_on_writable(c->wsi);
             continue;
