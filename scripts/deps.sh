@@ -35,3 +35,4 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 if [ "$what" = test ]; then "$(dirname "$0")/../bench/peers/socketio/setup.sh"; fi  # herald-bench Socket.IO peer
 if [ "$what" = test ]; then "$(dirname "$0")/../bench/peers/nchan/setup.sh"; fi  # herald-bench Nchan peer (nginx + nchan)
+if [ "$what" = test ]; then "$(dirname "$0")/../bench/peers/centrifugo/setup.sh"; fi  # herald-bench Centrifugo peer (go build, ~2.5 min cold)

@@ -91,6 +91,13 @@ PEERS = {
             "--run-dir", run_dir],
         lambda port: "ws://127.0.0.1:%d" % _sio_port(port),
         ["worker_pids"]),
+    # Centrifugo v6 (bench/peers/centrifugo): one process, memory engine,
+    # anonymous connect and client publish.
+    "centrifugo": Peer(
+        "centrifugo",
+        lambda port, run_dir: ["--port", str(port), "--run-dir", run_dir],
+        lambda port: "ws://127.0.0.1:%d" % port,
+        ["pid"]),
 }
 
 
