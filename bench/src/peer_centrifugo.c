@@ -37,6 +37,7 @@
  * more when either is set.
  */
 #include "peer.h"
+#include "peer_acks.h"
 #include "wsconn.h"
 
 #include <stdint.h>
@@ -59,12 +60,6 @@ enum cf_state {
 /* Command ids: connect and subscribe are fixed, publishes count from 3. */
 enum { CF_ID_CONNECT = 1, CF_ID_SUBSCRIBE = 2, CF_ID_FIRST_PUB = 3 };
 
-typedef struct cf_pending {
-    uint32_t id;
-    peer_ack_cb cb;   /* NULL once answered (out-of-order answers) */
-    void *arg;
-} cf_pending;
-
 struct peer_client {
     peer_ctx *ctx;
     peer_client *prev, *next;  /* ctx->clients */
@@ -72,10 +67,7 @@ struct peer_client {
     const peer_callbacks *cb;
     void *user;
     char *channel;             /* subscriber only */
-    /* Unanswered publishes, oldest first: a ring of _cap (a power of 2)
-     * slots, _n used from _head. Ids increase by one per publish. */
-    cf_pending *_ring;
-    uint32_t _cap, _head, _n;
+    peer_acks acks;            /* unanswered publishes; ids +1 each */
     uint32_t next_id;
     unsigned char kind, state, ready, pong, dead;
 };
@@ -318,7 +310,7 @@ static const char *cf_error_text(const char *e, const char *ee, char *buf,
 static void cf_client_free(peer_client *c)
 {
     free(c->channel);
-    free(c->_ring);
+    peer_acks_free(&c->acks);
     free(c);
 }
 
@@ -337,15 +329,10 @@ static void cf_unlink(peer_client *c)
 /* Answers every unanswered publish with a failure. */
 static void cf_fail_pending(peer_client *c, const char *why)
 {
-    while (c->_n > 0 && !c->ctx->closing) {
-        cf_pending *p = &c->_ring[c->_head];
-        peer_ack_cb cb = p->cb;
-        void *arg = p->arg;
-        c->_head = (c->_head + 1) & (c->_cap - 1);
-        c->_n--;
-        if (cb)
-            cb(c, 0, why, arg);
-    }
+    peer_ack_cb cb;
+    void *arg;
+    while (!c->ctx->closing && peer_acks_take_oldest(&c->acks, &cb, &arg))
+        cb(c, 0, why, arg);
 }
 
 /* The connection is over (ws already closed or freed by wsconn): answer
@@ -406,20 +393,10 @@ static void cf_became_ready(peer_client *c)
 static void cf_publish_reply(peer_client *c, uint32_t id, int ok,
                              const char *why)
 {
-    for (uint32_t i = 0; i < c->_n; i++) {
-        cf_pending *p = &c->_ring[(c->_head + i) & (c->_cap - 1)];
-        if (p->id != id || !p->cb)
-            continue;
-        peer_ack_cb cb = p->cb;
-        void *arg = p->arg;
-        p->cb = NULL;
-        while (c->_n > 0 && !c->_ring[c->_head].cb) {
-            c->_head = (c->_head + 1) & (c->_cap - 1);
-            c->_n--;
-        }
+    peer_ack_cb cb;
+    void *arg;
+    if (peer_acks_take(&c->acks, id, &cb, &arg))
         cb(c, ok, why, arg);
-        return;
-    }
 }
 
 /* One reply or push (one line). Returns 0, or -1 when the client ended. */
@@ -516,7 +493,7 @@ static int cf_handle_line(peer_client *c, const char *p, const char *end)
         return c->dead || c->ctx->closing ? -1 : 0;
     }
 
-    if (c->_n > 0) {
+    if (c->acks.n > 0) {
         cf_publish_reply(c, id, err == NULL,
                          err ? cf_error_text(err, erre, why, sizeof why)
                              : NULL);
@@ -677,17 +654,6 @@ static int cf_publish(peer_client *c, const char *channel, const char *data,
     peer_ctx *ctx = c->ctx;
     if (c->dead || !c->ws || c->state != CF_READY || len == 0)
         return -1;
-    if (c->_n == c->_cap) {
-        /* Grow the ring, unrolling it so that it starts at 0. */
-        uint32_t cap = c->_cap ? c->_cap * 2 : 16;
-        cf_pending *r = cf_xrealloc(NULL, cap * sizeof *r);
-        for (uint32_t i = 0; i < c->_n; i++)
-            r[i] = c->_ring[(c->_head + i) & (c->_cap - 1)];
-        free(c->_ring);
-        c->_ring = r;
-        c->_cap = cap;
-        c->_head = 0;
-    }
     uint32_t id = c->next_id++;
     if (c->next_id == 0)
         c->next_id = CF_ID_FIRST_PUB;   /* after 4 billion publishes */
@@ -700,11 +666,7 @@ static int cf_publish(peer_client *c, const char *channel, const char *data,
     cf_out_str(ctx, "}}");
     if (cf_out_send(c) < 0)
         return -1;
-    cf_pending *p = &c->_ring[(c->_head + c->_n) & (c->_cap - 1)];
-    p->id = id;
-    p->cb = cb;
-    p->arg = arg;
-    c->_n++;
+    peer_acks_add(&c->acks, id, cb, arg);
     return 0;
 }
 

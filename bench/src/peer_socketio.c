@@ -35,6 +35,7 @@
  */
 #define _GNU_SOURCE   /* memmem */
 #include "peer.h"
+#include "peer_acks.h"
 #include "wsconn.h"
 
 #include <stdint.h>
@@ -55,12 +56,6 @@ enum sio_state {
     SIO_READY,
 };
 
-typedef struct sio_pending {
-    uint64_t id;
-    peer_ack_cb cb;   /* NULL once answered (out-of-order answers) */
-    void *arg;
-} sio_pending;
-
 struct peer_client {
     peer_ctx *ctx;
     peer_client *prev, *next;  /* ctx->clients */
@@ -68,10 +63,7 @@ struct peer_client {
     const peer_callbacks *cb;
     void *user;
     char *channel;             /* subscriber only */
-    /* Unanswered publishes, oldest first: a ring of _cap (a power of 2)
-     * slots, _n used from _head. Ids increase by one per publish. */
-    sio_pending *_ring;
-    uint32_t _cap, _head, _n;
+    peer_acks acks;            /* unanswered publishes; ids +1 each */
     uint64_t next_id;
     unsigned char kind, state, ready;
 };
@@ -266,7 +258,7 @@ static void sio__unlink(peer_client *c)
 static void sio__client_free(peer_client *c)
 {
     free(c->channel);
-    free(c->_ring);
+    peer_acks_free(&c->acks);
     free(c);
 }
 
@@ -274,17 +266,12 @@ static void sio__client_free(peer_client *c)
  * a callback closed the context. */
 static int sio__fail_pending(peer_client *c, const char *why)
 {
-    while (c->_n) {
-        sio_pending *p = &c->_ring[c->_head];
-        peer_ack_cb cb = p->cb;
-        void *arg = p->arg;
-        c->_head = (c->_head + 1) & (c->_cap - 1);
-        c->_n--;
-        if (cb) {
-            cb(c, 0, why, arg);
-            if (c->ctx->closing)
-                return -1;
-        }
+    peer_ack_cb cb;
+    void *arg;
+    while (peer_acks_take_oldest(&c->acks, &cb, &arg)) {
+        cb(c, 0, why, arg);
+        if (c->ctx->closing)
+            return -1;
     }
     return 0;
 }
@@ -373,21 +360,11 @@ static void sio__on_ack(peer_client *c, const char *p, const char *end)
     }
     /* Publishes are answered in order by Socket.IO; an answer out of order
      * is still matched by id. */
-    for (uint32_t i = 0; i < c->_n; i++) {
-        sio_pending *q = &c->_ring[(c->_head + i) & (c->_cap - 1)];
-        if (q->id != id || !q->cb)
-            continue;
-        peer_ack_cb cb = q->cb;
-        void *arg = q->arg;
-        q->cb = NULL;
-        while (c->_n && !c->_ring[c->_head].cb) {
-            c->_head = (c->_head + 1) & (c->_cap - 1);
-            c->_n--;
-        }
+    peer_ack_cb cb;
+    void *arg;
+    if (peer_acks_take(&c->acks, id, &cb, &arg))
         cb(c, ok, ok ? NULL : "socketio: publish refused", arg);
-        return;
-    }
-    /* An answer to nothing we asked: ignore it. */
+    /* else an answer to nothing we asked: ignore it. */
 }
 
 /* `42...["m",<data>]`: an event. */
@@ -647,24 +624,9 @@ static int sio_publish(peer_client *c, const char *channel, const char *data,
         p = sio__escape(p, data, len);
     }
     *p++ = ']';
-    if (c->_n == c->_cap) {
-        /* Grow the ring, unwrapping it. */
-        uint32_t cap = c->_cap ? c->_cap * 2 : 16;
-        sio_pending *r = sio__xrealloc(NULL, cap * sizeof *r);
-        for (uint32_t i = 0; i < c->_n; i++)
-            r[i] = c->_ring[(c->_head + i) & (c->_cap - 1)];
-        free(c->_ring);
-        c->_ring = r;
-        c->_cap = cap;
-        c->_head = 0;
-    }
     if (sio__send(c, ctx->out, (size_t)(p - ctx->out)))
         return -1;
-    sio_pending *q = &c->_ring[(c->_head + c->_n) & (c->_cap - 1)];
-    q->id = id;
-    q->cb = cb;
-    q->arg = arg;
-    c->_n++;
+    peer_acks_add(&c->acks, id, cb, arg);
     c->next_id++;
     return 0;
 }
