@@ -15,6 +15,7 @@
 
 #include <openssl/evp.h>
 
+#include <herald/client.h>     /* hc_url_parse */
 #include <herald/proto.h>
 #include <herald/proto_client.h>
 
@@ -58,26 +59,20 @@ static void *xrealloc(void *p, size_t n)
 static int parse_url(const char *url, char *host, size_t hn, int *port,
                      char *path, size_t pn)
 {
-    const char *p, *colon, *slash;
-    size_t n;
-    if (strncmp(url, "ws://", 5) != 0)
-        return -1;
-    p = url + 5;
-    slash = strchr(p, '/');
-    colon = memchr(p, ':', slash ? (size_t)(slash - p) : strlen(p));
-    if (!colon)
-        return -1;
-    n = (size_t)(colon - p);
-    if (n == 0 || n >= hn)
-        return -1;
-    memcpy(host, p, n);
-    host[n] = '\0';
-    *port = atoi(colon + 1);
-    if (*port <= 0 || *port > 65535)
-        return -1;
-    snprintf(path, pn, "%s", slash ? slash : "/");
+    hc_url u;
+    char err[8];
     struct sockaddr_in sa;
-    return uv_ip4_addr(host, *port, &sa) == 0 ? 0 : -1;
+    if (hc_url_parse(url, &u, err, sizeof(err)) < 0 || u.tls ||
+        strlen(u.host) >= hn || uv_ip4_addr(u.host, u.port, &sa) != 0)
+        return -1;
+    snprintf(host, hn, "%s", u.host);
+    *port = u.port;
+    size_t slash = u.path[0] == '/' ? 0 : 1, n = strlen(u.path);
+    if (slash + n >= pn)
+        return -1;
+    path[0] = '/';
+    memcpy(path + slash, u.path, n + 1);
+    return 0;
 }
 
 int fastsub_url_ok(const char *url)

@@ -26,6 +26,8 @@
 
 #include <libwebsockets.h>
 
+#include <herald/client.h>     /* hc_url_parse */
+
 /* lws 4.1 keeps LWS_WRITE_CLOSE (4) out of its public header but maps it to
  * the close opcode; returning -1 from a callback drops the socket without a
  * close frame, so close frames are written by hand (as hc_client does). */
@@ -357,67 +359,6 @@ static const lws_retry_bo_t wsconn__no_validity = {
 
 /* --- Connections -------------------------------------------------------- */
 
-/* Splits ws[s]://host[:port][/path][?query] into its parts (host and path
- * written into the caller's buffers). Returns 0 or -1 with err. */
-static int wsconn__parse_url(const char *url, int *tls, char *host,
-                             size_t hostlen, int *port, char *path,
-                             size_t pathlen, char *err, size_t errlen)
-{
-    const char *p, *hs_end, *host_end, *port_at = NULL;
-    size_t hl;
-    if (!strncmp(url, "ws://", 5)) {
-        *tls = 0;
-        p = url + 5;
-    } else if (!strncmp(url, "wss://", 6)) {
-        *tls = 1;
-        p = url + 6;
-    } else {
-        snprintf(err, errlen, "URL must start with ws:// or wss://: %s", url);
-        return -1;
-    }
-    hs_end = p + strcspn(p, "/?#");
-    if (*p == '[') {
-        host_end = memchr(p, ']', (size_t)(hs_end - p));
-        if (!host_end) {
-            snprintf(err, errlen, "bad IPv6 address in %s", url);
-            return -1;
-        }
-        p++;
-        if (host_end + 1 < hs_end && host_end[1] == ':')
-            port_at = host_end + 2;
-    } else {
-        host_end = memchr(p, ':', (size_t)(hs_end - p));
-        if (host_end)
-            port_at = host_end + 1;
-        else
-            host_end = hs_end;
-    }
-    hl = (size_t)(host_end - p);
-    if (hl == 0 || hl >= hostlen) {
-        snprintf(err, errlen, "bad host in %s", url);
-        return -1;
-    }
-    memcpy(host, p, hl);
-    host[hl] = '\0';
-    *port = *tls ? 443 : 80;
-    if (port_at) {
-        char *end;
-        long v = strtol(port_at, &end, 10);
-        if (end != hs_end || v < 1 || v > 65535) {
-            snprintf(err, errlen, "bad port in %s", url);
-            return -1;
-        }
-        *port = (int)v;
-    }
-    if (*hs_end == '#' || strlen(hs_end) + 2 > pathlen) {
-        snprintf(err, errlen, "bad path in %s", url);
-        return -1;
-    }
-    /* "?q" without a path becomes "/?q". */
-    snprintf(path, pathlen, "%s%s", *hs_end == '/' ? "" : "/", hs_end);
-    return 0;
-}
-
 /* The lws context for the next connection, creating shards as the
  * number of live connections grows; NULL if none can be had. wss://
  * connections all use the first context, the only one with TLS: a TLS
@@ -452,7 +393,8 @@ wsconn *wsconn_open(wsconn_ctx *ctx, const char *url, const char *local_addr,
                     size_t errlen)
 {
     struct lws_client_connect_info ci;
-    char host[256], path[2048], hosthdr[300], dummy[8];
+    char host[256], path[1040], hosthdr[300], dummy[8];
+    hc_url u;
     int tls, port;
     struct lws *wsi;
     wsconn *c;
@@ -465,9 +407,13 @@ wsconn *wsconn_open(wsconn_ctx *ctx, const char *url, const char *local_addr,
         snprintf(err, errlen, "wsconn: no context, URL or callbacks");
         return NULL;
     }
-    if (wsconn__parse_url(url, &tls, host, sizeof(host), &port, path,
-                          sizeof(path), err, errlen) < 0)
+    if (hc_url_parse(url, &u, err, errlen) < 0)
         return NULL;
+    tls = u.tls;
+    port = u.port;
+    snprintf(host, sizeof(host), "%s", u.host);
+    /* "?q" without a path becomes "/?q". */
+    snprintf(path, sizeof(path), "%s%s", u.path[0] == '/' ? "" : "/", u.path);
     snprintf(hosthdr, sizeof(hosthdr), "%s:%d", host, port);
     c = wsconn__xrealloc(NULL, sizeof(*c));
     memset(c, 0, sizeof(*c));

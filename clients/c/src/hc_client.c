@@ -1094,16 +1094,16 @@ void hc_options_init(hc_options *o)
     o->pong_timeout_ms = 10000;
 }
 
-static int parse_url(hc_client *c, const char *url, char *err, size_t errlen)
+int hc_url_parse(const char *url, hc_url *u, char *err, size_t errlen)
 {
     const char *p, *hs_end, *host_end, *port_at = NULL;
     size_t hl;
 
+    memset(u, 0, sizeof(*u));
     if (!strncmp(url, "ws://", 5)) {
-        c->tls = 0;
         p = url + 5;
     } else if (!strncmp(url, "wss://", 6)) {
-        c->tls = 1;
+        u->tls = 1;
         p = url + 6;
     } else {
         snprintf(err, errlen, "URL must start with ws:// or wss://: %s", url);
@@ -1127,13 +1127,13 @@ static int parse_url(hc_client *c, const char *url, char *err, size_t errlen)
             host_end = hs_end;
     }
     hl = (size_t)(host_end - p);
-    if (hl == 0 || hl >= sizeof(c->host)) {
+    if (hl == 0 || hl >= sizeof(u->host)) {
         snprintf(err, errlen, "bad host in %s", url);
         return -1;
     }
-    memcpy(c->host, p, hl);
-    c->host[hl] = '\0';
-    c->port = c->tls ? 443 : 80;
+    memcpy(u->host, p, hl);
+    u->host[hl] = '\0';
+    u->port = u->tls ? 443 : 80;
     if (port_at) {
         char *end;
         long port = strtol(port_at, &end, 10);
@@ -1141,16 +1141,31 @@ static int parse_url(hc_client *c, const char *url, char *err, size_t errlen)
             snprintf(err, errlen, "bad port in %s", url);
             return -1;
         }
-        c->port = (int)port;
+        u->port = (int)port;
     }
-    if (*hs_end == '/' && strlen(hs_end) < sizeof(c->path))
-        snprintf(c->path, sizeof(c->path), "%s", hs_end);
-    else if (*hs_end == '\0')
-        snprintf(c->path, sizeof(c->path), "/ws");   /* Herald's path */
-    else {
+    /* RFC 6455 3: no fragment in a WebSocket URI. */
+    if (strchr(hs_end, '#') || strlen(hs_end) >= sizeof(u->path)) {
         snprintf(err, errlen, "bad path in %s", url);
         return -1;
     }
+    snprintf(u->path, sizeof(u->path), "%s", hs_end);
+    return 0;
+}
+
+static int parse_url(hc_client *c, const char *url, char *err, size_t errlen)
+{
+    hc_url u;
+    if (hc_url_parse(url, &u, err, errlen) < 0)
+        return -1;
+    if (u.path[0] != '/' && u.path[0] != '\0') {
+        snprintf(err, errlen, "bad path in %s", url);  /* "?q" without a path */
+        return -1;
+    }
+    c->tls = u.tls;
+    c->port = u.port;
+    snprintf(c->host, sizeof(c->host), "%s", u.host);
+    /* Herald's path when the URL names none. */
+    snprintf(c->path, sizeof(c->path), "%s", u.path[0] ? u.path : "/ws");
     snprintf(c->hosthdr, sizeof(c->hosthdr), "%s:%d", c->host, c->port);
     return 0;
 }

@@ -284,6 +284,19 @@ int hc_ping(hc_client *c, hc_reply_cb cb, void *arg);
  * NULL if the data is not representable in JSON. free() the result. */
 char *hc_data_to_json(hc_encoding enc, const void *data, size_t len);
 
+/* A ws:// or wss:// URL taken apart (also used by herald-bench's other
+ * WebSocket clients). */
+typedef struct hc_url {
+    int tls;              /* wss:// */
+    int port;             /* 80 or 443 when the URL names none */
+    char host[256];       /* an IPv6 address without its brackets */
+    char path[1024];      /* from the first '/' or '?'; "" when none */
+} hc_url;
+
+/* 0, or -1 with a message in err (scheme, host, port or path invalid or
+ * too long; a fragment is refused). */
+int hc_url_parse(const char *url, hc_url *u, char *err, size_t errlen);
+
 #ifdef __cplusplus
 }
 #endif
