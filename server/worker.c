@@ -30,6 +30,9 @@
 #include "owner.h"
 
 #define ACCEPT_BATCH 128
+/* Flush passes per loop iteration before the rest waits for the next
+ * iteration (worker_on_prepare). */
+#define WORKER_FLUSH_ROUNDS 8
 #define ACCEPT_PAUSE_MS 100
 #define EXPIRE_EVERY_S 5
 #define EMFILE_LOG_EVERY_S 10
@@ -250,6 +253,8 @@ static void worker_stop(worker *w)
     uv_close((uv_handle_t *)&w->tick, worker_close_cb);
     uv_prepare_stop(&w->flush_prep);
     uv_close((uv_handle_t *)&w->flush_prep, worker_close_cb);
+    uv_idle_stop(&w->flush_idle);
+    uv_close((uv_handle_t *)&w->flush_idle, worker_close_cb);
     uv_close((uv_handle_t *)&w->accept_resume, worker_close_cb);
     uv_close((uv_handle_t *)&w->wake, worker_close_cb);
     uv_close((uv_handle_t *)&w->listen_poll, worker_close_cb);
@@ -303,11 +308,25 @@ static void worker_on_wake(uv_async_t *a)
 
 /* Before the loop waits for events: write the output that this iteration
  * queued (see conn_flush). */
+static void worker_flush_idle(uv_idle_t *i)
+{
+    (void)i;   /* its being active is what counts (see below) */
+}
+
 static void worker_on_prepare(uv_prepare_t *p)
 {
     worker *w = p->data;
-    if (w->flush)
+    /* A connection with more ready than one frame queues itself again.
+     * A few rounds here; if some still have more, the idle handle keeps
+     * the loop from waiting (libuv polls with a zero timeout while an idle
+     * handle is active), so the rest goes out on the next iterations
+     * instead of whenever the next event happens to wake the loop. */
+    for (int round = 0; w->flush && round < WORKER_FLUSH_ROUNDS; round++)
         conn_flush(w);
+    if (w->flush)
+        uv_idle_start(&w->flush_idle, worker_flush_idle);
+    else
+        uv_idle_stop(&w->flush_idle);
 }
 
 static void worker_on_tick(uv_timer_t *t)
@@ -460,6 +479,8 @@ worker *worker_new(server *srv, uint16_t index, char *err, size_t errlen)
     w->tick.data = w;
     uv_prepare_init(&w->loop, &w->flush_prep);
     w->flush_prep.data = w;
+    uv_idle_init(&w->loop, &w->flush_idle);
+    w->flush_idle.data = w;
     uv_timer_init(&w->loop, &w->accept_resume);
     w->accept_resume.data = w;
     uv_poll_init(&w->loop, &w->listen_poll, w->listen_fd);

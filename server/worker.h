@@ -38,6 +38,7 @@ typedef struct worker {
     uv_async_t wake;
     uv_timer_t tick;
     uv_prepare_t flush_prep;  /* conn_flush before the loop waits */
+    uv_idle_t flush_idle;     /* active while output is left to flush */
     struct conn *flush;       /* connections with output to write */
     uv_poll_t listen_poll;
     int listen_fd;

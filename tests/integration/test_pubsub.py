@@ -2,6 +2,7 @@
 workers; reply order; client- and server-side batching (JSON)."""
 
 import asyncio
+import time
 
 import pytest
 
@@ -275,7 +276,10 @@ async def test_batched_frames_respect_max_batch_bytes(server_factory):
     await pub.batch([("publish", {"channel": ch, "data": {
         "i": i, "pad": "z" * (big if i % 50 == 7 else 200)}}) for i in range(n)])
     for c in subs:
-        got = await c.pubs(n)
+        # The backlog is dozens of frames: they must leave without waiting
+        # for unrelated events to wake the worker (they once went out one
+        # frame per loop wake-up, the last ones seconds later).
+        got = await c.pubs(n, timeout=t(3))
         assert [p["data"]["i"] for p in got] == list(range(n))
         assert all(len(p["data"]["pad"]) in (200, big) for p in got)
         # a frame holds several messages only while it stays within the cap;
@@ -284,6 +288,27 @@ async def test_batched_frames_respect_max_batch_bytes(server_factory):
         assert max(c.frame_sizes) < big + 500, max(c.frame_sizes)
         small = [sz for sz in c.frame_sizes if sz <= 4096]
         assert len(c.frame_sizes) - len(small) <= n // 50 + 1, sorted(c.frame_sizes)[-12:]
+
+
+async def test_backlog_of_many_frames_leaves_without_other_events(server_factory):
+    """A backlog bigger than one frame (max_batch_bytes) is written frame
+    after frame at once, with nothing else happening on the server: every
+    round must arrive within a fraction of the 1 s tick that would
+    otherwise be the next wake-up."""
+    s = server_factory({"max_batch_bytes": 1024})
+    ch = chan()
+    sub = await s.client()
+    await sub.ok("subscribe", channel=ch)
+    pub = await s.client()
+    for r in range(5):
+        await pub.batch([("publish", {"channel": ch, "data": {"r": r, "i": i,
+                                                            "pad": "y" * 300}})
+                         for i in range(60)])
+        t0 = time.monotonic()
+        got = await sub.pubs(60, timeout=t(5))
+        assert [p["data"]["i"] for p in got] == list(range(60))
+        assert time.monotonic() - t0 < t(0.5), \
+            "round %d took %.2fs" % (r, time.monotonic() - t0)
 
 
 async def test_message_shapes(server):
