@@ -32,17 +32,18 @@
 
 enum { PROTO_ID_JSON = 0, PROTO_ID_MSGPACK = 1 };
 
-/* Output is written directly from the worker's flush point (conn_flush,
- * once per loop iteration) rather than by asking lws for a WRITEABLE
- * callback: with the libuv event lib every change of a socket's POLLOUT
+/* Data frames are written directly from the worker's flush point
+ * (conn_flush, before the loop waits) rather than by asking lws for a
+ * WRITEABLE callback: with the libuv event lib every change of a POLLOUT
  * interest is a uv_poll_start, which libuv turns into epoll_ctl DEL + ADD,
- * so asking for writability costs four epoll_ctl calls per write; a loopback
- * or LAN socket almost always has room. lws 4.1 accepts lws_write outside
- * the WRITEABLE callback: what the kernel does not take is kept on the
- * wsi's buflist_out and lws asks for POLLOUT itself; while anything is
+ * so asking for writability costs four epoll_ctl calls per write, and a
+ * loopback or LAN socket almost always has room. lws 4.1 accepts lws_write
+ * outside the WRITEABLE callback: what the kernel does not take is kept on
+ * the wsi's buflist_out and lws asks for POLLOUT itself; while anything is
  * buffered there, the connection waits for WRITEABLE as before
- * (writable_req). Batching is unchanged: everything queued during one loop
- * iteration goes out as one frame. */
+ * (writable_req), and so do control frames (see conn_flush). Batching is
+ * unchanged: everything queued during one loop iteration goes out as one
+ * frame. */
 static void conn_want_write(conn *c)
 {
     if (c->writable_req || c->flush_queued)
@@ -193,8 +194,8 @@ void conn_flush(worker *w)
 {
     conn *list = w->flush, *c;
     /* Detached first: a connection with more to write than one frame
-     * queues itself again, for the next iteration. Nothing here frees a
-     * connection (a failed write closes it asynchronously). */
+     * queues itself again, for the next pass (worker_on_prepare). Nothing
+     * here frees a connection (a failed write closes it asynchronously). */
     w->flush = NULL;
     while ((c = list)) {
         DL_DELETE2(list, c, fprev, fnext);
