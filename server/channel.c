@@ -2,6 +2,7 @@
  * Channel stream bookkeeping on the owner thread.
  */
 #include "channel.h"
+#include "mailbox.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,14 @@ void chanreg_init(chanreg *r, uint32_t n_workers)
 
 static void chan_free(chan_state *c)
 {
+    while (c->cl_wait) {
+        msg *m = c->cl_wait;
+        c->cl_wait = m->next;
+        msg_free(m);
+    }
+    for (uint32_t i = 0; i < c->cl_n_hold; i++)
+        pub_unref(c->cl_hold[i]);
+    free(c->cl_hold);
     presence_entry *e, *tmp;
     HASH_ITER(hh, c->presence, e, tmp) {
         HASH_DEL(c->presence, e);
@@ -60,7 +69,8 @@ chan_state *chanreg_get(chanreg *r, const char *name, size_t len,
         abort();
     c->ns = ns;
     ids_hex(ids_next(&r->rng), c->epoch);
-    history_init(&c->hist, ns->history_size);
+    history_init(&c->hist, ns->history_size > r->min_ring ? ns->history_size
+                                                          : r->min_ring);
     memcpy(c->name, name, len);
     c->len = (uint16_t)len;
     HASH_ADD(hh, r->chans, name[0], len, c);
@@ -77,6 +87,13 @@ int chanreg_gc(chanreg *r, chan_state *c, int64_t now_ms)
     r->n--;
     chan_free(c);
     return 1;
+}
+
+void chanreg_drop(chanreg *r, chan_state *c)
+{
+    HASH_DEL(r->chans, c);
+    r->n--;
+    chan_free(c);
 }
 
 void chanreg_expire(chanreg *r, int64_t now_ms)

@@ -38,6 +38,16 @@ typedef struct chan_state {
     uint32_t *wcount;        /* subscribers per worker */
     presence_entry *presence;
     uint32_t n_presence;
+    /* Cluster mode only (server/cluster.c): the stream lives in Redis;
+     * epoch and top are what this node has delivered, hist a cache. */
+    uint8_t cl_state;        /* enum cl_state */
+    uint8_t cl_filling;      /* a read of missed records is in flight */
+    uint8_t cl_has_epoch;    /* epoch/top came from Redis */
+    uint8_t cl_shard;        /* which Redis server */
+    uint32_t cl_busy;        /* recovery reads in flight */
+    struct msg *cl_wait;     /* subscribe requests waiting for the stream */
+    pub **cl_hold;           /* records ahead of a gap, by offset */
+    uint32_t cl_n_hold, cl_cap_hold;
     uint16_t len;
     char name[];             /* NUL-terminated */
 } chan_state;
@@ -46,6 +56,7 @@ typedef struct chanreg {
     chan_state *chans;
     size_t n;
     uint32_t n_workers;
+    uint32_t min_ring;       /* history ring at least this big (cluster) */
     ids_rng rng;
 } chanreg;
 
@@ -59,6 +70,8 @@ chan_state *chanreg_get(chanreg *r, const char *name, size_t len,
 /* Drops the stream when it has no subscribers and no retained history.
  * Returns 1 when it was freed. */
 int chanreg_gc(chanreg *r, chan_state *c, int64_t now_ms);
+/* Drops the stream whatever it holds (cluster mode decides when). */
+void chanreg_drop(chanreg *r, chan_state *c);
 /* Expires history by age everywhere and drops unused streams. */
 void chanreg_expire(chanreg *r, int64_t now_ms);
 

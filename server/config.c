@@ -40,6 +40,7 @@ enum key_type {
     KT_STR,     /* char[size], NUL-terminated, optional charset check */
     KT_LEVEL,   /* int, a log level name in the file/env/CLI */
     KT_LISTEN,  /* "HOST:PORT" into listen_host and listen_port */
+    KT_REDIS,   /* redis:// URIs (comma-separated, or a list in the file) */
 };
 
 typedef struct key_def {
@@ -58,6 +59,7 @@ typedef struct key_def {
 #define BOOL_KEY(T, f) { #f, KT_BOOL, FIELD(T, f), 0, 1, NULL }
 
 static const char *check_node_name(const char *s);
+static const char *check_prefix(const char *s);
 
 /* Ranges: wide enough for any real deployment, narrow enough to catch unit
  * mistakes (milliseconds where seconds are expected, bytes where KiB were
@@ -85,6 +87,12 @@ static const key_def top_keys[] = {
     BOOL_KEY(config, allow_anonymous),
     { "tls_cert", KT_STR, FIELD(config, tls_cert), 0, 0, NULL },
     { "tls_key", KT_STR, FIELD(config, tls_key), 0, 0, NULL },
+    { "redis", KT_REDIS, FIELD(config, redis), 0, 0, NULL },
+    { "redis_prefix", KT_STR, FIELD(config, redis_prefix), 0, 0,
+      check_prefix },
+    UINT_KEY(config, redis_timeout_ms, 50, 600000),
+    UINT_KEY(config, presence_ttl, 2, 86400),
+    UINT_KEY(config, stream_ttl, 60, 315360000),
 };
 #define N_TOP_KEYS (sizeof top_keys / sizeof top_keys[0])
 
@@ -499,6 +507,129 @@ static int parse_listen(const char *v, char *host, size_t hostcap,
     return 0;
 }
 
+static const char *check_prefix(const char *s)
+{
+    if (*s == '\0')
+        return "must not be empty";
+    for (; *s; s++)
+        if (!isalnum((unsigned char)*s) && !strchr("_-.:", *s))
+            return "only letters, digits and _ - . : are allowed";
+    return NULL;
+}
+
+/* One redis://[:password@]host[:port][/db] (len bytes of v). The password
+ * is never quoted back in messages. */
+static int parse_redis_uri(const char *v, size_t len, config_redis *out,
+                           char *prob, size_t cap)
+{
+    static const char scheme[] = "redis://";
+    const char *p = v, *end = v + len, *at, *hs, *he, *colon, *slash;
+    memset(out, 0, sizeof(*out));
+    out->port = 6379;
+    if (len < sizeof(scheme) - 1 || memcmp(v, scheme, sizeof(scheme) - 1)) {
+        snprintf(prob, cap, "expected redis://[:password@]host[:port][/db]");
+        return -1;
+    }
+    p += sizeof(scheme) - 1;
+    at = memchr(p, '@', (size_t)(end - p));
+    if (at) {
+        /* [user]:password@ ; only the password is used (AUTH). */
+        const char *pc = memchr(p, ':', (size_t)(at - p));
+        const char *pw = pc ? pc + 1 : p;
+        if ((size_t)(at - pw) >= sizeof(out->password) || at == pw) {
+            snprintf(prob, cap, "password empty or too long");
+            return -1;
+        }
+        memcpy(out->password, pw, (size_t)(at - pw));
+        p = at + 1;
+    }
+    slash = memchr(p, '/', (size_t)(end - p));
+    he = slash ? slash : end;
+    colon = memchr(p, ':', (size_t)(he - p));
+    hs = p;
+    if (colon) {
+        uint64_t port = 0;
+        char num[8];
+        size_t n = (size_t)(he - colon - 1);
+        if (n == 0 || n >= sizeof(num)) {
+            snprintf(prob, cap, "port must be a number 1..65535");
+            return -1;
+        }
+        memcpy(num, colon + 1, n);
+        num[n] = '\0';
+        if (parse_uint(num, &port) != 0 || port == 0 || port > 65535) {
+            snprintf(prob, cap, "port must be a number 1..65535");
+            return -1;
+        }
+        out->port = (uint16_t)port;
+        he = colon;
+    }
+    if (he == hs || (size_t)(he - hs) >= sizeof(out->host)) {
+        snprintf(prob, cap, "missing or too long host");
+        return -1;
+    }
+    for (const char *q = hs; q < he; q++)
+        if (!isalnum((unsigned char)*q) && *q != '.' && *q != '-' &&
+            *q != '_') {
+            snprintf(prob, cap, "invalid character in host name");
+            return -1;
+        }
+    memcpy(out->host, hs, (size_t)(he - hs));
+    if (slash && slash + 1 < end) {
+        uint64_t db;
+        char num[12];
+        size_t n = (size_t)(end - slash - 1);
+        if (n >= sizeof(num)) {
+            snprintf(prob, cap, "database must be a number 0..1000");
+            return -1;
+        }
+        memcpy(num, slash + 1, n);
+        num[n] = '\0';
+        if (parse_uint(num, &db) != 0 || db > 1000) {
+            snprintf(prob, cap, "database must be a number 0..1000");
+            return -1;
+        }
+        out->db = (uint32_t)db;
+    }
+    return 0;
+}
+
+/* A comma-separated list of URIs; replaces the configured list. */
+static int parse_redis_list(const char *v, config *c, char *prob, size_t cap)
+{
+    config_redis list[CONFIG_REDIS_MAX];
+    uint32_t n = 0;
+    const char *p = v;
+    while (*p) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        while (len && (*p == ' ')) {
+            p++;
+            len--;
+        }
+        while (len && p[len - 1] == ' ')
+            len--;
+        if (n == CONFIG_REDIS_MAX) {
+            snprintf(prob, cap, "at most %d Redis servers", CONFIG_REDIS_MAX);
+            return -1;
+        }
+        if (len == 0 || parse_redis_uri(p, len, &list[n], prob, cap) < 0) {
+            if (len == 0)
+                snprintf(prob, cap, "empty URI in the list");
+            return -1;
+        }
+        n++;
+        p = comma ? comma + 1 : p + len;
+        if (comma && !*p) {
+            snprintf(prob, cap, "empty URI in the list");
+            return -1;
+        }
+    }
+    memcpy(c->redis, list, sizeof(list[0]) * n);
+    c->n_redis = n;
+    return 0;
+}
+
 /* ---- storing values ----------------------------------------------------- */
 
 /* Every store_* checks first and writes only a valid value, so a failed
@@ -554,6 +685,13 @@ static int store_string(const key_def *k, void *base, const char *s,
         c->listen_port = port;
         return 0;
     }
+    case KT_REDIS:
+        if (parse_redis_list(s, base, prob, sizeof prob) < 0) {
+            /* The value may hold a password: only the problem is shown. */
+            err_key(e, where, label, "invalid Redis URI: %s", prob);
+            return -1;
+        }
+        return 0;
     default: {
         const char *problem;
         if (len >= k->size) {
@@ -598,6 +736,42 @@ static int apply_setting(const key_def *k, void *base,
         }
         err_key(e, where, label, "expected true or false, got %s",
                 setting_type_name(type));
+        return -1;
+    case KT_REDIS:
+        if (type == CONFIG_TYPE_LIST || type == CONFIG_TYPE_ARRAY) {
+            /* ["redis://a", "redis://b"]: joined, then parsed as one. */
+            char joined[CONFIG_REDIS_MAX * 600];
+            size_t used = 0;
+            int n = config_setting_length(s);
+            joined[0] = '\0';
+            for (int i = 0; i < n; i++) {
+                const config_setting_t *el =
+                    config_setting_get_elem(s, (unsigned)i);
+                const char *v = config_setting_get_string(el);
+                if (v == NULL || strchr(v, ',')) {
+                    err_key(e, where, label, "expected a list of strings "
+                            "\"redis://host:port\"");
+                    return -1;
+                }
+                int w = snprintf(joined + used, sizeof joined - used, "%s%s",
+                                 i ? "," : "", v);
+                if (w < 0 || (size_t)w >= sizeof joined - used) {
+                    err_key(e, where, label, "list too long");
+                    return -1;
+                }
+                used += (size_t)w;
+            }
+            if (n == 0) {
+                ((config *)base)->n_redis = 0;
+                return 0;
+            }
+            return store_string(k, base, joined, where, label, e);
+        }
+        if (type == CONFIG_TYPE_STRING)
+            return store_string(k, base, config_setting_get_string(s), where,
+                                label, e);
+        err_key(e, where, label, "expected a string or a list of strings, "
+                "got %s", setting_type_name(type));
         return -1;
     default:
         if (type == CONFIG_TYPE_STRING)
@@ -1070,6 +1244,10 @@ void config_defaults(config *c)
     c->rate_burst = 100;
     c->worker_queue_max = 65536;
     c->allow_anonymous = 1;
+    snprintf(c->redis_prefix, sizeof c->redis_prefix, "herald");
+    c->redis_timeout_ms = 2000;
+    c->presence_ttl = 10;
+    c->stream_ttl = 86400;
 
     c->n_namespaces = 1;
     def = &c->namespaces[0];

@@ -13,6 +13,15 @@
 
 #define CONFIG_NS_NAME_MAX 64
 #define CONFIG_MAX_NAMESPACES 64
+#define CONFIG_REDIS_MAX 16
+
+/* One Redis server of cluster mode, from redis://[:password@]host[:port][/db]. */
+typedef struct config_redis {
+    char host[256];
+    uint16_t port;                  /* 6379 */
+    uint32_t db;                    /* SELECT db when not 0 */
+    char password[256];             /* AUTH when set; never logged */
+} config_redis;
 
 /* Options of one channel namespace (the part of a channel name before the
  * first ':'; channels without ':' use the namespace named "default"). */
@@ -50,6 +59,15 @@ typedef struct config {
 
     char token_secret[256];         /* HS256 secret; "" = tokens not accepted */
     int allow_anonymous;            /* connect without token: 1 */
+
+    /* Cluster mode (docs/cluster.md): channels are sharded over the Redis
+     * servers by a stable hash of the name; none = single node. */
+    uint32_t n_redis;
+    config_redis redis[CONFIG_REDIS_MAX];
+    char redis_prefix[64];          /* key and pub/sub prefix: "herald" */
+    uint32_t redis_timeout_ms;      /* no answer this long: link down: 2000 */
+    uint32_t presence_ttl;          /* seconds a node's entries outlive it: 10 */
+    uint32_t stream_ttl;            /* seconds a quiet stream stays in Redis */
 
     char tls_cert[512];             /* PEM path; "" = plain ws:// */
     char tls_key[512];

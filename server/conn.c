@@ -680,7 +680,8 @@ static size_t conn_pub_views(msg *m, proto_pub **out)
 static void conn_answer_sub(conn *c, msg *m)
 {
     if (m->code) {
-        conn_reply_error(c, m->route.cmd_id, m->code, NULL, m->route.seq);
+        conn_reply_error(c, m->route.cmd_id, m->code, m->errmsg,
+                         m->route.seq);
     } else {
         proto_pub *v;
         size_t n = conn_pub_views(m, &v);
@@ -737,7 +738,7 @@ static void conn_on_reply(worker *w, msg *m)
         return;
     uint32_t id = m->route.cmd_id;
     if (m->code) {
-        conn_reply_error(c, id, m->code, NULL, m->route.seq);
+        conn_reply_error(c, id, m->code, m->errmsg, m->route.seq);
     } else if (m->type == MSG_PUB_REP) {
         proto_enc_ok_publish(conn_encbuf(c), c->enc, id, m->offset,
                              (proto_slice){ m->epoch, IDS_LEN });
@@ -810,6 +811,22 @@ static void conn_on_join(worker *w, msg *m)
     frame_unref(fr[1]);
 }
 
+/* Cluster: the channel's stream has a gap this node could not fill (or
+ * Redis lost it): its subscribers here reconnect and recover with since,
+ * which tells them honestly what is still there. */
+static void conn_on_reset(worker *w, msg *m)
+{
+    hub_chan *ch = hub_chan_find(&w->hub, msg_chan(m), m->chan_len);
+    if (!ch)
+        return;
+    /* conn_close only queues the disconnect push and the close frame; the
+     * subscriptions end when the socket closes, so the list stays put. */
+    for (hub_sub *s = ch->subs; s; s = s->next)
+        if (s->conn)   /* NULL: an orphan, its connection is gone */
+            conn_close(s->conn, PROTO_CLOSE_NODE_FAULT,
+                       "broker gap: resubscribe with since", 1);
+}
+
 void conn_on_msg(worker *w, msg *m)
 {
     switch (m->type) {
@@ -819,6 +836,7 @@ void conn_on_msg(worker *w, msg *m)
     case MSG_PRES_REP: conn_on_reply(w, m); break;
     case MSG_DELIVER: conn_on_deliver(w, m); break;
     case MSG_JOIN: conn_on_join(w, m); break;
+    case MSG_CL_RESET: conn_on_reset(w, m); break;
     default:
         log_error("unexpected message for a worker", LOG_INT("type", m->type));
     }
@@ -909,12 +927,22 @@ static int conn_http(struct lws *wsi, const char *uri)
         return conn_http_reply(wsi, HTTP_STATUS_METHOD_NOT_ALLOWED,
                                "{\"error\":\"method not allowed\"}");
     if (strcmp(uri, "/healthz") == 0) {
+        /* Cluster: "down" while any worker's link to any Redis server is
+         * (503, so a balancer sends new clients elsewhere; connected
+         * clients stay). */
+        int cluster = w->srv->cfg->n_redis > 0;
+        int down = cluster && atomic_load(&w->srv->broker_down) > 0;
+        const char *status = w->draining ? "draining"
+                             : down      ? "degraded" : "ok";
         snprintf(body, sizeof(body),
                  "{\"status\":\"%s\",\"node\":\"%s\",\"connections\":%u,"
-                 "\"workers\":%u}",
-                 w->draining ? "draining" : "ok", w->srv->node,
-                 atomic_load(&w->srv->connections), w->srv->n_workers);
-        return conn_http_reply(wsi, w->draining ? 503 : HTTP_STATUS_OK, body);
+                 "\"workers\":%u,\"broker\":\"%s\"}",
+                 status, w->srv->node, atomic_load(&w->srv->connections),
+                 w->srv->n_workers,
+                 !cluster ? "memory" : down ? "down" : "up");
+        return conn_http_reply(wsi, w->draining || down ? 503
+                                                        : HTTP_STATUS_OK,
+                               body);
     }
     if (strcmp(uri, "/ws") == 0)
         return conn_http_reply(wsi, 426,

@@ -36,6 +36,8 @@ enum msg_type {
     MSG_HIST_REP,
     MSG_PRES_REQ,
     MSG_PRES_REP,
+    MSG_CL_RESET,      /* owner -> worker: close the channel's subscribers
+                          with 4003 (cluster: a gap that cannot be filled) */
     MSG_SHUTDOWN,      /* main -> worker: drain connections (4000) */
     MSG_STOP,          /* main -> worker: every worker drained; exit */
 };
@@ -57,6 +59,7 @@ typedef struct msg {
     int8_t recovered;        /* SUB_REP: -1 no since, 0, 1 */
     msg_route route;
     int code;                /* replies: 0 or an error code */
+    const char *errmsg;      /* replies: static message for code, or NULL */
     uint64_t token;          /* subscription token */
     uint64_t offset;         /* since offset / top offset */
     uint32_t limit;          /* history limit */

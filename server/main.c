@@ -46,6 +46,9 @@ static void main_usage(FILE *f)
         "  -l, --listen H:P      listen address (default 0.0.0.0:8080)\n"
         "  -w, --workers N       worker threads (default: number of cores)\n"
         "      --log-level L     debug, info, warn or error\n"
+        "      --redis URI       cluster mode through Redis\n"
+        "                        (redis://[:password@]host[:port][/db]);\n"
+        "                        repeat to shard channels over servers\n"
         "      --check-config    validate the configuration and exit\n"
         "  -h, --help            this help\n"
         "  -V, --version         print the version\n\n"
@@ -134,18 +137,22 @@ int main(int argc, char **argv)
         { "workers", required_argument, NULL, 'w' },
         { "log-level", required_argument, NULL, 'L' },
         { "check-config", no_argument, NULL, 'C' },
+        { "redis", required_argument, NULL, 'R' },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
         { NULL, 0, NULL, 0 }
     };
     const char *path = getenv("HERALD_CONFIG");
     /* One slot per option; a repeated option keeps its last value. */
-    enum { CLI_LISTEN, CLI_WORKERS, CLI_LOG_LEVEL, CLI_N };
+    enum { CLI_LISTEN, CLI_WORKERS, CLI_LOG_LEVEL, CLI_REDIS, CLI_N };
     static const char *const cli_keys[CLI_N] = { "listen", "workers",
-                                                 "log_level" };
+                                                 "log_level", "redis" };
     static const char *const cli_src[CLI_N] = { "--listen", "--workers",
-                                                "--log-level" };
-    const char *cli_vals[CLI_N] = { NULL, NULL, NULL };
+                                                "--log-level", "--redis" };
+    const char *cli_vals[CLI_N] = { NULL, NULL, NULL, NULL };
+    /* --redis may be repeated: the URIs add up to one list. */
+    static char redis_list[CONFIG_REDIS_MAX * 600];
+    size_t redis_used = 0;
     int check_only = 0, opt;
     while ((opt = getopt_long(argc, argv, "c:l:w:hV", opts, NULL)) != -1) {
         switch (opt) {
@@ -154,6 +161,18 @@ int main(int argc, char **argv)
         case 'w': cli_vals[CLI_WORKERS] = optarg; break;
         case 'L': cli_vals[CLI_LOG_LEVEL] = optarg; break;
         case 'C': check_only = 1; break;
+        case 'R': {
+            int n = snprintf(redis_list + redis_used,
+                             sizeof(redis_list) - redis_used, "%s%s",
+                             redis_used ? "," : "", optarg);
+            if (n < 0 || (size_t)n >= sizeof(redis_list) - redis_used) {
+                fprintf(stderr, "herald: --redis: too many URIs\n");
+                return 2;
+            }
+            redis_used += (size_t)n;
+            cli_vals[CLI_REDIS] = redis_list;
+            break;
+        }
         case 'h': main_usage(stdout); return 0;
         case 'V': printf("herald %s\n", HERALD_VERSION); return 0;
         default: main_usage(stderr); return 2;
@@ -207,6 +226,8 @@ int main(int argc, char **argv)
     srv->max_connections = main_max_connections(&cfg, srv->n_workers);
     atomic_init(&srv->connections, 0);
     atomic_init(&srv->draining, srv->n_workers);
+    /* Every worker's link to every Redis server starts down. */
+    atomic_init(&srv->broker_down, srv->n_workers * cfg.n_redis);
 
     uv_loop_init(&ms.loop);
     uv_async_init(&ms.loop, &ms.drained, main_on_drained);

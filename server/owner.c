@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "channel.h"
+#include "cluster.h"
 #include "log.h"
 #include "worker.h"
 
@@ -204,6 +205,10 @@ static void owner_presence(worker *w, msg *m)
 
 void owner_handle(worker *w, msg *m)
 {
+    if (w->cl) {
+        cluster_handle(w, m);
+        return;
+    }
     switch (m->type) {
     case MSG_SUB_REQ: owner_subscribe(w, m); break;
     case MSG_UNSUB: owner_unsubscribe(w, m); break;
@@ -219,5 +224,9 @@ void owner_handle(worker *w, msg *m)
 
 void owner_expire(worker *w)
 {
+    if (w->cl) {
+        cluster_expire(w);
+        return;
+    }
     chanreg_expire(&w->reg, owner_now_ms());
 }

@@ -24,6 +24,7 @@ typedef struct server {
     uint32_t max_connections;     /* resolved from config or RLIMIT_NOFILE */
     atomic_uint connections;      /* WebSocket connections, all workers */
     atomic_uint draining;         /* workers still draining at shutdown */
+    atomic_uint broker_down;      /* cluster: worker-Redis links not up */
     uv_async_t *drained;          /* main loop: a worker finished draining */
 } server;
 

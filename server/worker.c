@@ -25,6 +25,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "cluster.h"
 #include "conn.h"
 #include "log.h"
 #include "owner.h"
@@ -258,6 +259,7 @@ static void worker_stop(worker *w)
     uv_close((uv_handle_t *)&w->accept_resume, worker_close_cb);
     uv_close((uv_handle_t *)&w->wake, worker_close_cb);
     uv_close((uv_handle_t *)&w->listen_poll, worker_close_cb);
+    cluster_stop(w);
     /* With a foreign loop lws finishes destroying the context from the
      * loop (closing its handles) and clears w->ctx through pcontext. */
     lws_context_destroy(w->ctx);
@@ -446,6 +448,8 @@ static void *worker_main(void *arg)
         worker_report_drained(w);
         return NULL;
     }
+    if (w->srv->cfg->n_redis)
+        cluster_start(w);
     uv_poll_start(&w->listen_poll, UV_READABLE, worker_on_accept);
     uv_timer_start(&w->tick, worker_on_tick, 1000, 1000);
     uv_prepare_start(&w->flush_prep, worker_on_prepare);
@@ -513,6 +517,7 @@ void worker_free(worker *w)
         lws_context_destroy(w->ctx);
     }
     uv_loop_close(&w->loop);
+    cluster_free(w);
     mailbox_destroy(&w->mb);
     hub_free(&w->hub);
     chanreg_free(&w->reg);

@@ -51,6 +51,7 @@ typedef struct worker {
     mailbox mb;
     hub hub;
     chanreg reg;              /* streams of the channels this worker owns */
+    struct cluster *cl;       /* cluster mode: links to Redis, else NULL */
     ids_rng rng;
 
     conn_slot *slots;         /* connection table; index = conn slot */

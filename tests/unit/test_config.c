@@ -26,7 +26,8 @@ static const char *const top_key_names[] = {
     "max_batch_bytes", "history_max_limit", "ping_interval", "pong_timeout",
     "shutdown_timeout", "handshake_timeout", "rate_limit", "rate_burst",
     "worker_queue_max", "token_secret", "allow_anonymous", "tls_cert",
-    "tls_key",
+    "tls_key", "redis", "redis_prefix", "redis_timeout_ms", "presence_ttl",
+    "stream_ttl",
 };
 static const char *const ns_key_names[] = {
     "history_size", "history_ttl", "presence", "join_leave", "allow_publish",
@@ -116,6 +117,15 @@ static void assert_top_equal(const config *a, const config *b)
     cr_assert_eq(a->allow_anonymous, b->allow_anonymous);
     cr_assert_str_eq(a->tls_cert, b->tls_cert);
     cr_assert_str_eq(a->tls_key, b->tls_key);
+    cr_assert_eq(a->n_redis, b->n_redis);
+    for (uint32_t i = 0; i < a->n_redis; i++) {
+        cr_assert_str_eq(a->redis[i].host, b->redis[i].host);
+        cr_assert_eq(a->redis[i].port, b->redis[i].port);
+    }
+    cr_assert_str_eq(a->redis_prefix, b->redis_prefix);
+    cr_assert_eq(a->redis_timeout_ms, b->redis_timeout_ms);
+    cr_assert_eq(a->presence_ttl, b->presence_ttl);
+    cr_assert_eq(a->stream_ttl, b->stream_ttl);
 }
 
 static void assert_ns(const config_ns *ns, uint32_t hsize, uint32_t httl,
@@ -1101,4 +1111,79 @@ Test(config, every_key_is_documented)
     }
     free(conf);
     free(doc);
+}
+
+/* ---- cluster keys --------------------------------------------------------- */
+
+Test(config, redis_list_from_file_env_and_cli)
+{
+    config c;
+    char err[ERRLEN];
+
+    cr_assert_eq(load_text("redis = [ \"redis://10.0.0.1\", "
+                           "\"redis://:s3cret@db.example:6380/2\" ];\n"
+                           "redis_timeout_ms = 500;\npresence_ttl = 3;\n",
+                           no_env, &c, err, NULL), 0, "%s", err);
+    cr_assert_eq(c.n_redis, 2);
+    cr_assert_str_eq(c.redis[0].host, "10.0.0.1");
+    cr_assert_eq(c.redis[0].port, 6379);
+    cr_assert_eq(c.redis[0].db, 0);
+    cr_assert_str_eq(c.redis[0].password, "");
+    cr_assert_str_eq(c.redis[1].host, "db.example");
+    cr_assert_eq(c.redis[1].port, 6380);
+    cr_assert_eq(c.redis[1].db, 2);
+    cr_assert_str_eq(c.redis[1].password, "s3cret");
+    cr_assert_eq(c.redis_timeout_ms, 500);
+    cr_assert_eq(c.presence_ttl, 3);
+
+    /* The environment replaces the file's list; the command line wins. */
+    char *env[] = { "HERALD_REDIS=redis://a:1, redis://b:2,redis://c", NULL };
+    cr_assert_eq(load_text("redis = \"redis://x\";\n", env, &c, err, NULL),
+                 0, "%s", err);
+    cr_assert_eq(c.n_redis, 3);
+    cr_assert_str_eq(c.redis[1].host, "b");
+    cr_assert_eq(c.redis[1].port, 2);
+    cr_assert_eq(config_set(&c, "redis", "redis://127.0.0.1:7000", "--redis",
+                            err, ERRLEN), 0, "%s", err);
+    cr_assert_eq(c.n_redis, 1);
+    cr_assert_eq(c.redis[0].port, 7000);
+
+    /* An empty list is single-node mode. */
+    cr_assert_eq(load_text("redis = [];\n", no_env, &c, err, NULL), 0);
+    cr_assert_eq(c.n_redis, 0);
+}
+
+Test(config, redis_bad_uris_name_key_and_line_without_the_password)
+{
+    static const struct { const char *text, *problem; } bad[] = {
+        { "redis = \"10.0.0.1:6379\";", "expected redis://" },
+        { "redis = \"redis://h:0\";", "port must be a number 1..65535" },
+        { "redis = \"redis://h:99999\";", "port must be a number 1..65535" },
+        { "redis = \"redis://h/x\";", "database must be a number" },
+        { "redis = \"redis://h,\";", "empty URI in the list" },
+        { "redis = \"redis://:hunter2@\";", "missing or too long host" },
+        { "redis = \"redis://a b\";", "invalid character in host name" },
+        { "redis = 5;", "expected a string or a list of strings" },
+        { "redis = ( \"redis://a\", 5 );", "expected a list of strings" },
+        { "redis_prefix = \"a{b\";", "only letters, digits" },
+        { "redis_timeout_ms = 10;", "out of range" },
+    };
+    config c;
+    char err[ERRLEN], *path;
+
+    for (size_t i = 0; i < COUNT(bad); i++) {
+        char text[256];
+        snprintf(text, sizeof text, "\n%s\n", bad[i].text);
+        cr_assert_eq(load_text(text, no_env, &c, err, &path), -1,
+                     "accepted: %s", bad[i].text);
+        assert_has(err, "%s:2: key '", path);
+        assert_has(err, "%s", bad[i].problem);
+        cr_assert(strstr(err, "hunter2") == NULL, "password shown: %s", err);
+        free(path);
+    }
+    char big[CONFIG_REDIS_MAX * 16 + 64] = "";
+    for (int i = 0; i <= CONFIG_REDIS_MAX; i++)
+        strcat(big, i ? ",redis://h" : "redis://h");
+    cr_assert_eq(config_set(&c, "redis", big, "--redis", err, ERRLEN), -1);
+    assert_has(err, "at most 16 Redis servers");
 }
