@@ -460,8 +460,9 @@ static void cl_hold_add(chan_state *c, pub *p)
         if (!c->cl_hold)
             abort();
     }
-    memmove(c->cl_hold + i + 1, c->cl_hold + i,
-            sizeof(pub *) * (c->cl_n_hold - i));
+    if (i < c->cl_n_hold)
+        memmove(c->cl_hold + i + 1, c->cl_hold + i,
+                sizeof(pub *) * (c->cl_n_hold - i));
     c->cl_hold[i] = p;
     c->cl_n_hold++;
 }
@@ -490,8 +491,11 @@ static void cl_drain_hold(worker *w, chan_state *c, int final)
         cl_fanout(w, c, p);
         pub_unref(p);
     }
-    memmove(c->cl_hold, c->cl_hold + i, sizeof(pub *) * (c->cl_n_hold - i));
-    c->cl_n_hold -= i;
+    if (i) {
+        memmove(c->cl_hold, c->cl_hold + i,
+                sizeof(pub *) * (c->cl_n_hold - i));
+        c->cl_n_hold -= i;
+    }
     if (c->cl_n_hold && !c->cl_filling)
         cl_fill(w, c);
 }
