@@ -37,6 +37,9 @@
 #define CL_WINDOW_MIN 64       /* hot window and local ring, at least */
 #define CL_HOLD_MAX 65536      /* records held ahead of a gap */
 #define CL_RECOVER_TRIES 3
+/* Commands awaiting Redis per link: beyond this, client requests are
+ * refused (110) instead of growing hiredis's output buffer without bound. */
+#define CL_PENDING_MAX 65536
 #define CL_KEY_MAX 340
 
 static const char *const BROKER_DOWN = "broker unavailable";
@@ -735,6 +738,11 @@ static void cluster_unsubscribe(worker *w, msg *m)
 static void cluster_publish(worker *w, msg *m)
 {
     const config *cfg = w->srv->cfg;
+    if (cl_link_of(w->cl, msg_chan(m), m->chan_len)->pending >=
+        CL_PENDING_MAX) {
+        cl_reply(w, m, MSG_PUB_REP, PROTO_E_RATE_LIMITED);
+        return;
+    }
     const config_ns *ns = config_ns_of_channel(cfg, msg_chan(m), m->chan_len);
     if (!ns) {
         cl_reply(w, m, MSG_PUB_REP, PROTO_E_BAD_CHANNEL);
