@@ -204,10 +204,11 @@ class Redis:
         self.port = None
         self.proc = None
 
-    def start(self):
+    def start(self, port=None):
+        """On a free port, or on `port` (a restart keeps the nodes' URI)."""
         assert os.access(REDIS, os.X_OK), (
             "redis-server not found (%s): scripts/deps.sh test installs it" % REDIS)
-        self.port = hh.free_port()
+        self.port = port or hh.free_port()
         self._out = open(os.path.join(self.dir, "redis.log"), "ab")
         self.proc = subprocess.Popen(
             [REDIS, "--port", str(self.port), "--bind", "127.0.0.1",
@@ -586,6 +587,51 @@ async def test_cluster_subscriber_behind_nginx_gets_both_nodes(proxied, redis_se
     assert [p["offset"] for p in got] == list(range(1, 11))
     assert [p["data"]["i"] for p in got] == list(range(10))
     assert {p["epoch"] for p in got} == epochs and len(epochs) == 1
+    status, body = await to_thread(hh.healthz, ngx.port)
+    assert status == 200 and body["broker"] == "up", (status, body)
+
+
+@needs_cluster
+@pytest.mark.timeout(60)
+async def test_cluster_redis_lost_through_nginx(proxied, redis_server):
+    """Redis stops: /healthz through nginx passes the node's 503 "degraded"
+    on (nginx does not fail over on it), the client behind nginx stays
+    connected and its publish gets 108. Redis comes back without its data:
+    the subscriber gets the 4003 disconnect and close through nginx, and
+    `subscribe` with `since` through nginx says recovered:false."""
+    nodes, ngx = proxied(args=["--redis", redis_server.url()])
+    c = await through(ngx)
+    await connect_node(c)
+    ch = chan()
+    await c.ok("subscribe", channel=ch)
+    first = await c.ok("publish", channel=ch, data="before")
+    assert (await c.push("pub"))["offset"] == 1
+
+    await to_thread(redis_server.stop)
+
+    def degraded():
+        status, body = hh.http_get(ngx.port, "/healthz")
+        return status == 503 and b'"degraded"' in body and b'"down"' in body
+    await to_thread(hh.wait_for, degraded, t(10), 0.05,
+                    "/healthz through nginx to answer 503 degraded")
+    err = await c.error("publish", channel=ch, data="during")
+    assert err["code"] == 108 and err["message"] == "broker unavailable", err
+    assert not c.closed.is_set(), "closed with %s" % c.close_code
+
+    await to_thread(redis_server.start, redis_server.port)
+    d = await c.push("disconnect", timeout=t(15))
+    assert d["code"] == 4003 and d["reconnect"] is True, d
+    assert await c.wait_closed(t(5)) == 4003
+
+    async def healthy():
+        status, body = await to_thread(hh.healthz, ngx.port)
+        return status == 200 and body["broker"] == "up"
+    await hh.async_wait_for(healthy, t(15), interval=0.1,
+                            what="/healthz through nginx to answer 200 again")
+    again = await through(ngx)
+    r = await again.ok("subscribe", channel=ch,
+                       since={"offset": 1, "epoch": first["epoch"]})
+    assert r["recovered"] is False and r["epoch"] != first["epoch"], r
 
 
 @needs_cluster
