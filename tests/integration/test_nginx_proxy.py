@@ -11,10 +11,11 @@ Without Redis the nodes are independent single nodes, which is enough for
 the proxy itself: the handshake and subprotocol, pub/sub, heartbeats and
 close codes through nginx, /healthz and other HTTP, the headers nginx sends
 to the nodes, least_conn spreading, and failover when a node stops. When
-the binary has cluster mode (`--redis` in `herald --help`), two more tests
+the binary has cluster mode (`--redis` in `herald --help`), three more tests
 start a redis-server and check that a subscriber behind nginx gets what is
-published on either node, and recovers on the other node when its own
-dies.
+published on either node, recovers on the other node when its own dies,
+and sees a Redis outage through nginx as the contract says (503 degraded
+/healthz, 108, then 4003 and recovered:false when Redis lost its data).
 """
 
 import asyncio
