@@ -125,14 +125,19 @@ static const char SCRIPT_LEAVE[] =
     "return 1\n";
 
 /* ARGV: ttl ms, pub/sub channel, announce, then client, user pairs of
- * this node. Renews them, then removes (and announces) expired entries,
- * which are those of nodes that stopped refreshing. */
+ * this node. Renews them (an entry that had gone, after a partition or a
+ * Redis restart without data, is announced as joining again), then
+ * removes (and announces) expired entries, which are those of nodes that
+ * stopped refreshing. */
 static const char SCRIPT_REFRESH[] =
     LUA_NOW
     "local ttl = tonumber(ARGV[1])\n"
     "for i = 4, #ARGV, 2 do\n"
-    "  redis.call('ZADD', KEYS[1], now + ttl, ARGV[i])\n"
+    "  local new = redis.call('ZADD', KEYS[1], now + ttl, ARGV[i])\n"
     "  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])\n"
+    "  if new == 1 and ARGV[3] == '1' then\n"
+    "    redis.call('PUBLISH', ARGV[2], 'J:' .. ARGV[i] .. ':' .. ARGV[i + 1])\n"
+    "  end\n"
     "end\n"
     "local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)\n"
     "for _, c in ipairs(dead) do\n"
