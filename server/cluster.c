@@ -273,7 +273,8 @@ static void cl_link_down(cl_link *l, const char *why);
 static int cl_send(cl_link *l, cl_req *rq, int argc, const char **argv,
                    const size_t *lens)
 {
-    if (!l->cmd || (!l->up && rq->kind != RQ_SCRIPT && rq->kind != RQ_IGNORE))
+    /* Before the scripts are loaded only the loading itself may go. */
+    if (!l->cmd || (!l->up && rq->kind != RQ_SCRIPT))
         return -1;
     if (redisAsyncCommandArgv(l->cmd, cl_on_reply, rq, argc, argv, lens) !=
         REDIS_OK)
