@@ -509,21 +509,36 @@ static void cl_drain_hold(worker *w, chan_state *c, int final)
         cl_fill(w, c);
 }
 
+/* Sends the RANGE script for chan: epoch, top, first offset of the
+ * window, and up to `limit` records from offset `lo` (newest first when
+ * reverse) among the newest `keep` (-1: the whole window). Creates the
+ * stream when missing. */
+static int cl_read_range(worker *w, cl_link *l, cl_req *rq, const char *chan,
+                    size_t len, uint64_t lo, uint32_t limit, int reverse,
+                    int64_t keep)
+{
+    cluster *cl = w->cl;
+    char ks[CL_KEY_MAX], kw[CL_KEY_MAX], ttl[16], slo[24], lim[16], kp[24],
+        cand[IDS_LEN + 1];
+    ids_hex(ids_next(&w->rng), cand);
+    snprintf(ttl, sizeof(ttl), "%u", w->srv->cfg->stream_ttl);
+    snprintf(slo, sizeof(slo), "%llu", (unsigned long long)lo);
+    snprintf(lim, sizeof(lim), "%u", limit);
+    snprintf(kp, sizeof(kp), "%lld", (long long)keep);
+    const char *kv[] = { ks, kw, cand, ttl, slo, lim, reverse ? "1" : "0",
+                         kp };
+    size_t kl[] = { cl_key(cl, ks, chan, len, ":s"),
+                    cl_key(cl, kw, chan, len, ":w"), IDS_LEN, strlen(ttl),
+                    strlen(slo), strlen(lim), 1, strlen(kp) };
+    return cl_eval(l, rq, SC_RANGE, 2, kv, kl, 8);
+}
+
 /* Reads what follows c->top from the hot window. */
 static void cl_fill(worker *w, chan_state *c)
 {
-    cluster *cl = w->cl;
-    cl_link *l = &cl->links[c->cl_shard];
-    char ks[CL_KEY_MAX], kw[CL_KEY_MAX], lo[24], ttl[16], cand[IDS_LEN + 1];
-    ids_hex(ids_next(&w->rng), cand);
-    snprintf(lo, sizeof(lo), "%llu", (unsigned long long)c->top + 1);
-    snprintf(ttl, sizeof(ttl), "%u", w->srv->cfg->stream_ttl);
-    const char *kv[] = { ks, kw, cand, ttl, lo, "1000000", "0", "-1" };
-    size_t kl[] = { cl_key(cl, ks, c->name, c->len, ":s"),
-                    cl_key(cl, kw, c->name, c->len, ":w"), IDS_LEN,
-                    strlen(ttl), strlen(lo), 7, 1, 2 };
+    cl_link *l = &w->cl->links[c->cl_shard];
     cl_req *rq = cl_req_new(l, RQ_FILL, NULL, c->name, c->len);
-    if (cl_eval(l, rq, SC_RANGE, 2, kv, kl, 8) < 0) {
+    if (cl_read_range(w, l, rq, c->name, c->len, c->top + 1, 1000000, 0, -1) < 0) {
         free(rq);   /* the link is going down; repaired when it is back */
         return;
     }
@@ -610,24 +625,28 @@ static void cl_answer_sub(worker *w, chan_state *c, msg *m)
     cl_recover_read(w, c, m, 0);
 }
 
-static void cl_answer_waiting(worker *w, chan_state *c)
+static msg *cl_pop_waiting(chan_state *c)
 {
-    while (c->cl_wait) {
-        msg *m = c->cl_wait;
+    msg *m = c->cl_wait;
+    if (m) {
         c->cl_wait = m->next;
         m->next = NULL;
-        cl_answer_sub(w, c, m);
     }
+    return m;
+}
+
+static void cl_answer_waiting(worker *w, chan_state *c)
+{
+    msg *m;
+    while ((m = cl_pop_waiting(c)))
+        cl_answer_sub(w, c, m);
 }
 
 static void cl_fail_waiting(worker *w, chan_state *c)
 {
-    while (c->cl_wait) {
-        msg *m = c->cl_wait;
-        c->cl_wait = m->next;
-        m->next = NULL;
+    msg *m;
+    while ((m = cl_pop_waiting(c)))
         cl_fail(w, m, MSG_SUB_REP);
-    }
 }
 
 static int cl_sub_cmd(cl_link *l, const char *verb, const char *key,
@@ -650,17 +669,9 @@ static void cl_redis_subscribe(worker *w, chan_state *c)
  * arrive meanwhile are held). */
 static void cl_ensure(worker *w, chan_state *c)
 {
-    cluster *cl = w->cl;
-    cl_link *l = &cl->links[c->cl_shard];
-    char ks[CL_KEY_MAX], kw[CL_KEY_MAX], ttl[16], cand[IDS_LEN + 1];
-    ids_hex(ids_next(&w->rng), cand);
-    snprintf(ttl, sizeof(ttl), "%u", w->srv->cfg->stream_ttl);
-    const char *kv[] = { ks, kw, cand, ttl, "1", "0", "0", "0" };
-    size_t kl[] = { cl_key(cl, ks, c->name, c->len, ":s"),
-                    cl_key(cl, kw, c->name, c->len, ":w"), IDS_LEN,
-                    strlen(ttl), 1, 1, 1, 1 };
+    cl_link *l = &w->cl->links[c->cl_shard];
     cl_req *rq = cl_req_new(l, RQ_ENSURE, NULL, c->name, c->len);
-    if (cl_eval(l, rq, SC_RANGE, 2, kv, kl, 8) < 0) {
+    if (cl_read_range(w, l, rq, c->name, c->len, 1, 0, 0, 0) < 0) {
         free(rq);
         return;   /* the link is going down */
     }
@@ -907,22 +918,12 @@ static void cl_on_fill(worker *w, cl_req *rq, redisReply *r)
 
 static void cl_recover_read(worker *w, chan_state *c, msg *m, int tries)
 {
-    cluster *cl = w->cl;
-    cl_link *l = &cl->links[c->cl_shard];
-    char ks[CL_KEY_MAX], kw[CL_KEY_MAX], ttl[16], lo[24], lim[16], keep[16],
-        cand[IDS_LEN + 1];
-    ids_hex(ids_next(&w->rng), cand);
-    snprintf(ttl, sizeof(ttl), "%u", w->srv->cfg->stream_ttl);
-    snprintf(lo, sizeof(lo), "%llu", (unsigned long long)m->offset + 1);
-    snprintf(keep, sizeof(keep), "%u", c->ns->history_size);
-    snprintf(lim, sizeof(lim), "%u", c->ns->history_size + CL_WINDOW_MIN);
-    const char *kv[] = { ks, kw, cand, ttl, lo, lim, "0", keep };
-    size_t kl[] = { cl_key(cl, ks, c->name, c->len, ":s"),
-                    cl_key(cl, kw, c->name, c->len, ":w"), IDS_LEN,
-                    strlen(ttl), strlen(lo), strlen(lim), 1, strlen(keep) };
+    cl_link *l = &w->cl->links[c->cl_shard];
     cl_req *rq = cl_req_new(l, RQ_RECOVER, m, c->name, c->len);
     rq->tries = (uint8_t)tries;
-    if (cl_eval(l, rq, SC_RANGE, 2, kv, kl, 8) < 0) {
+    if (cl_read_range(w, l, rq, c->name, c->len, m->offset + 1,
+                 c->ns->history_size + CL_WINDOW_MIN, 0,
+                 c->ns->history_size) < 0) {
         free(rq);
         cl_fail(w, m, MSG_SUB_REP);
         return;
@@ -1004,24 +1005,12 @@ static void cluster_history(worker *w, msg *m)
         cl_reply(w, m, MSG_HIST_REP, PROTO_E_BAD_CHANNEL);
         return;
     }
-    cluster *cl = w->cl;
-    cl_link *l = cl_link_of(cl, msg_chan(m), m->chan_len);
+    cl_link *l = cl_link_of(w->cl, msg_chan(m), m->chan_len);
     int has_since = m->flag & 1, reverse = (m->flag >> 1) & 1;
-    char ks[CL_KEY_MAX], kw[CL_KEY_MAX], ttl[16], lo[24], lim[16], keep[16],
-        cand[IDS_LEN + 1];
-    ids_hex(ids_next(&w->rng), cand);
-    snprintf(ttl, sizeof(ttl), "%u", w->srv->cfg->stream_ttl);
-    snprintf(lo, sizeof(lo), "%llu",
-             has_since ? (unsigned long long)m->offset + 1 : 1ULL);
-    snprintf(keep, sizeof(keep), "%u", ns->history_size);
-    snprintf(lim, sizeof(lim), "%u", m->limit);
-    const char *kv[] = { ks, kw, cand, ttl, lo, lim, reverse ? "1" : "0",
-                         keep };
-    size_t kl[] = { cl_key(cl, ks, msg_chan(m), m->chan_len, ":s"),
-                    cl_key(cl, kw, msg_chan(m), m->chan_len, ":w"), IDS_LEN,
-                    strlen(ttl), strlen(lo), strlen(lim), 1, strlen(keep) };
     cl_req *rq = cl_req_new(l, RQ_HIST, m, msg_chan(m), m->chan_len);
-    if (cl_eval(l, rq, SC_RANGE, 2, kv, kl, 8) < 0) {
+    if (cl_read_range(w, l, rq, msg_chan(m), m->chan_len,
+                 has_since ? m->offset + 1 : 1, m->limit, reverse,
+                 ns->history_size) < 0) {
         free(rq);
         cl_fail(w, m, MSG_HIST_REP);
     }
