@@ -231,6 +231,14 @@ static void worker_begin_drain(worker *w)
     w->draining = 1;
     w->drain_deadline_s = w->now_s + w->srv->cfg->shutdown_timeout;
     uv_poll_stop(&w->listen_poll);
+    /* Closed, not just ignored: new connections are refused at once (a
+     * load balancer fails over to another node) instead of waiting in the
+     * backlog until the process exits. The poll handle is stopped and
+     * only closed later, without touching the descriptor again. */
+    if (w->listen_fd >= 0) {
+        close(w->listen_fd);
+        w->listen_fd = -1;
+    }
     uv_timer_stop(&w->accept_resume);
     for (uint32_t i = 0; i < w->n_slots; i++) {
         conn *c = w->slots[i].c;

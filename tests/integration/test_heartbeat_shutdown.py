@@ -4,12 +4,13 @@
 import asyncio
 import json
 import signal
+import socket
 import time
 
 import pytest
 
 import herald_harness as hh
-from herald_harness import chan, t
+from herald_harness import chan, t, wait_for
 
 HB = {"ping_interval": 1, "pong_timeout": 1}
 
@@ -152,6 +153,30 @@ def test_sigterm_with_unresponsive_client_exits_0_within_timeout(server_factory)
     finally:
         raw.close()
 
+
+def test_draining_server_refuses_new_connections_at_once(server_factory):
+    """From SIGTERM on, new connections are refused (a load balancer fails
+    over at once) while the clients already connected drain."""
+    s = server_factory({"shutdown_timeout": 3})
+    raw = s.raw(rcvbuf=4096)
+    try:
+        reply, _ = raw.call({"id": 1, "op": "subscribe", "channel": "stuck"})
+        assert "ok" in reply, reply
+        # this client never answers the close: the server drains for 3 s
+        s.send_signal(signal.SIGTERM)
+
+        def refused():
+            try:
+                socket.create_connection(("127.0.0.1", s.port), timeout=1).close()
+                return False
+            except ConnectionRefusedError:
+                return True
+
+        wait_for(refused, t(2), what="connections refused while draining")
+        assert s.alive(), "exited before the drain deadline"
+        assert s.wait_exit(t(3 + 4)) == 0, s.stderr_tail()
+    finally:
+        raw.close()
 
 
 def test_stale_client_leave_reaches_other_subscribers(server_factory):
