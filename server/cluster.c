@@ -686,7 +686,7 @@ static void cl_release(worker *w, chan_state *c)
     cl_link *l = &w->cl->links[c->cl_shard];
     cl_hold_clear(c);
     c->cl_filling = 0;
-    if (c->cl_state == CL_IDLE || c->cl_state == CL_DOWN || !l->sub) {
+    if (c->cl_state == CL_IDLE || !l->up) {
         chanreg_drop(&w->reg, c);
         return;
     }
@@ -860,9 +860,18 @@ static void cl_on_ensure(worker *w, cl_req *rq, redisReply *r)
     if (!c || c->cl_state != CL_SYNC)
         return;
     if (cl_range_parse(r, &g) < 0) {
-        if (r && r->type == REDIS_REPLY_ERROR)
-            log_warn("stream read failed", LOG_STRN("error", r->str, r->len));
-        return;   /* the link goes down and repairs later */
+        if (!r)
+            return;   /* the link went down: repaired when it is back */
+        /* Redis answered with an error (out of memory, a key of another
+         * type): the waiting subscribers are told, a later subscribe
+         * tries again. */
+        log_warn("stream read failed", LOG_STRN("error", r->type ==
+                 REDIS_REPLY_ERROR ? r->str : "", r->type ==
+                 REDIS_REPLY_ERROR ? r->len : 0));
+        c->cl_state = CL_DOWN;
+        cl_fail_waiting(w, c);
+        cl_release(w, c);
+        return;
     }
     c->cl_state = CL_LIVE;
     if (!c->cl_has_epoch) {
@@ -890,8 +899,16 @@ static void cl_on_fill(worker *w, cl_req *rq, redisReply *r)
     c->cl_filling = 0;
     if (c->cl_state != CL_LIVE)
         return;
-    if (cl_range_parse(r, &g) < 0)
-        return;   /* the link goes down; repaired when it is back */
+    if (cl_range_parse(r, &g) < 0) {
+        /* NULL: the link went down, repaired when it is back. An error
+         * reply: the held records wait for the next record to retry. */
+        if (r) {
+            log_warn("window read failed", LOG_STRN("channel", c->name,
+                                                    c->len));
+            cl_answer_waiting(w, c);
+        }
+        return;
+    }
     if (memcmp(g.epoch, c->epoch, IDS_LEN) != 0) {
         cl_hold_clear(c);
         cl_reset(w, c, g.epoch, g.top, "Redis lost the stream");
@@ -1305,6 +1322,12 @@ static void cl_on_reply(redisAsyncContext *ac, void *r, void *priv)
             log_warn("Redis command failed",
                      LOG_STRN("error", rep->str, rep->len));
         break;
+    }
+    if (rep && rep->type == REDIS_REPLY_ERROR && l->up &&
+        strncmp(rep->str, "NOSCRIPT", 8) == 0) {
+        /* SCRIPT FLUSH, or a failover to a replica without them: the
+         * reconnect loads them again. */
+        cl_link_down(l, "scripts missing in Redis");
     }
     free(rq);
 }
