@@ -224,17 +224,24 @@ static void worker_report_drained(worker *w)
     uv_async_send(w->srv->drained);
 }
 
+static void worker_close_cb(uv_handle_t *h)
+{
+    (void)h;
+}
+
 static void worker_begin_drain(worker *w)
 {
     if (w->draining)
         return;
     w->draining = 1;
     w->drain_deadline_s = w->now_s + w->srv->cfg->shutdown_timeout;
-    uv_poll_stop(&w->listen_poll);
     /* Closed, not just ignored: new connections are refused at once (a
      * load balancer fails over to another node) instead of waiting in the
-     * backlog until the process exits. The poll handle is stopped and
-     * only closed later, without touching the descriptor again. */
+     * backlog until the process exits. The poll handle goes first, while
+     * the descriptor is still ours (libuv removes it from epoll by
+     * number). */
+    uv_poll_stop(&w->listen_poll);
+    uv_close((uv_handle_t *)&w->listen_poll, worker_close_cb);
     if (w->listen_fd >= 0) {
         close(w->listen_fd);
         w->listen_fd = -1;
@@ -249,11 +256,6 @@ static void worker_begin_drain(worker *w)
         worker_report_drained(w);
 }
 
-static void worker_close_cb(uv_handle_t *h)
-{
-    (void)h;
-}
-
 static void worker_stop(worker *w)
 {
     mailbox_close(&w->mb);
@@ -266,7 +268,8 @@ static void worker_stop(worker *w)
     uv_close((uv_handle_t *)&w->flush_idle, worker_close_cb);
     uv_close((uv_handle_t *)&w->accept_resume, worker_close_cb);
     uv_close((uv_handle_t *)&w->wake, worker_close_cb);
-    uv_close((uv_handle_t *)&w->listen_poll, worker_close_cb);
+    if (!uv_is_closing((uv_handle_t *)&w->listen_poll))
+        uv_close((uv_handle_t *)&w->listen_poll, worker_close_cb);
     cluster_stop(w);
     /* With a foreign loop lws finishes destroying the context from the
      * loop (closing its handles) and clears w->ctx through pcontext. */
