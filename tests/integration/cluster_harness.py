@@ -1,0 +1,460 @@
+"""Cluster-mode harness: a real Redis and several Herald nodes.
+
+* ``RedisServer`` runs Debian's ``redis-server`` on a free loopback port
+  with its own directory and append-only file (``--appendonly yes
+  --appendfsync always --save ''``), so what it acknowledged survives a
+  stop, a SIGKILL and a restart on the same port and directory. It can be
+  stopped (SIGTERM), killed (SIGKILL), paused (SIGSTOP) and resumed
+  (SIGCONT); ``command()`` talks RESP to it over a plain socket.
+* ``Cluster`` starts N ``HeraldServer`` nodes (herald_harness) on the same
+  Redis server(s) with one config and stops them all at the end.
+* Helpers every cluster test needs: the channel -> shard hash of the
+  contract (FNV-1a 32), ``/healthz`` with its 503 body parsed, a stream
+  checker (offset order, no gap, no duplicate, every acknowledged
+  publication present) and pytest fixture factories.
+
+Timeouts go through ``t()`` like the rest of the harness.
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+import herald_harness as hh
+from herald_harness import t
+
+REDIS_BIN = os.environ.get("REDIS_SERVER_BIN") or shutil.which("redis-server") \
+    or "/usr/bin/redis-server"
+
+
+class RedisError(Exception):
+    """An error reply (-ERR ...) from Redis."""
+
+
+# --------------------------------------------------------------------------
+# A tiny RESP2 client (one connection per call: tests issue few commands)
+
+def _resp_encode(args):
+    out = [b"*%d\r\n" % len(args)]
+    for a in args:
+        if isinstance(a, str):
+            a = a.encode()
+        elif isinstance(a, int):
+            a = str(a).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(a), a))
+    return b"".join(out)
+
+
+class _Reader:
+    def __init__(self, sock):
+        self.sock = sock
+        self.buf = b""
+
+    def _fill(self):
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("redis closed the connection")
+        self.buf += chunk
+
+    def line(self):
+        while b"\r\n" not in self.buf:
+            self._fill()
+        ln, self.buf = self.buf.split(b"\r\n", 1)
+        return ln
+
+    def exact(self, n):
+        while len(self.buf) < n + 2:
+            self._fill()
+        data, self.buf = self.buf[:n], self.buf[n + 2:]
+        return data
+
+    def reply(self):
+        ln = self.line()
+        kind, rest = ln[:1], ln[1:]
+        if kind == b"+":
+            return rest.decode()
+        if kind == b"-":
+            return RedisError(rest.decode())
+        if kind == b":":
+            return int(rest)
+        if kind == b"$":
+            n = int(rest)
+            return None if n < 0 else self.exact(n)
+        if kind == b"*":
+            n = int(rest)
+            return None if n < 0 else [self.reply() for _ in range(n)]
+        raise ConnectionError("unexpected RESP reply %r" % ln)
+
+
+def redis_command(port, *args, timeout=None, host="127.0.0.1", password=None):
+    """Sends one command, returns the decoded reply (bulk strings as bytes,
+    errors raised as RedisError)."""
+    with socket.create_connection((host, port), timeout=timeout or t(5)) as s:
+        r = _Reader(s)
+        if password:
+            s.sendall(_resp_encode(["AUTH", password]))
+            v = r.reply()
+            if isinstance(v, RedisError):
+                raise v
+        s.sendall(_resp_encode(list(args)))
+        v = r.reply()
+    if isinstance(v, RedisError):
+        raise v
+    return v
+
+
+# --------------------------------------------------------------------------
+# redis-server
+
+class RedisServer:
+    """One redis-server process; start() again reuses port and directory."""
+
+    def __init__(self, tmpdir=None, name="redis", extra_args=()):
+        self.dir = tmpdir or tempfile.mkdtemp(prefix="herald-redis-")
+        os.makedirs(self.dir, exist_ok=True)
+        self.name = name
+        self.extra_args = list(extra_args)
+        self.port = None
+        self.proc = None
+        self.paused = False
+        self.log_path = os.path.join(self.dir, "%s.log" % name)
+        self.data_dir = os.path.join(self.dir, "%s-data" % name)
+        os.makedirs(self.data_dir, exist_ok=True)
+
+    @property
+    def url(self):
+        return "redis://127.0.0.1:%d" % self.port
+
+    def command_line(self):
+        return [REDIS_BIN,
+                "--port", str(self.port), "--bind", "127.0.0.1",
+                "--dir", self.data_dir,
+                "--appendonly", "yes", "--appendfsync", "always", "--save", "",
+                "--daemonize", "no", "--protected-mode", "no",
+                "--logfile", self.log_path] + self.extra_args
+
+    def start(self, timeout=None):
+        """Starts redis (on the port it had before, if any) and waits until
+        it answers PING with PONG (not -LOADING)."""
+        assert not self.alive(), "redis already running"
+        if self.port is None:
+            self.port = hh.free_port()
+        self.paused = False
+        self.proc = subprocess.Popen(self.command_line(), stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + (timeout or t(10))
+        last = None
+        while True:
+            rc = self.proc.poll()
+            if rc is not None:
+                raise AssertionError("redis-server exited with %s at start; log:\n%s"
+                                     % (rc, self.log_tail()))
+            try:
+                if self.command("PING", timeout=1) == "PONG":
+                    return self
+            except (OSError, RedisError) as e:
+                last = e
+            if time.monotonic() > deadline:
+                self.kill()
+                raise AssertionError("redis-server on port %d not answering PING after "
+                                     "%.1fs (last: %r); log:\n%s"
+                                     % (self.port, timeout or t(10), last, self.log_tail()))
+            time.sleep(0.02)
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout=None):
+        """SIGTERM (redis flushes its append-only file and exits), then waits;
+        SIGKILL if it does not exit in time. Returns the exit status."""
+        if not self.alive():
+            return None if self.proc is None else self.proc.returncode
+        self.proc.send_signal(signal.SIGTERM)
+        if self.paused:
+            self.resume()  # a stopped process acts on SIGTERM only once continued
+        try:
+            return self.proc.wait(timeout=timeout or t(10))
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return self.proc.returncode
+
+    def kill(self):
+        if self.alive():
+            self.proc.kill()
+            self.proc.wait()
+        self.paused = False
+
+    def pause(self):
+        """SIGSTOP: the port still accepts TCP connections (kernel backlog)
+        but nothing answers."""
+        self.proc.send_signal(signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self):
+        self.proc.send_signal(signal.SIGCONT)
+        self.paused = False
+
+    def wipe(self):
+        """Deletes the data directory (redis must not be running): the next
+        start() begins empty, as if Redis had lost its data."""
+        assert not self.alive()
+        shutil.rmtree(self.data_dir)
+        os.makedirs(self.data_dir)
+
+    def command(self, *args, timeout=None):
+        return redis_command(self.port, *args, timeout=timeout)
+
+    def keys(self, pattern="*"):
+        return sorted(k.decode() for k in self.command("KEYS", pattern))
+
+    def log_tail(self, n=30):
+        try:
+            with open(self.log_path, "rb") as f:
+                lines = f.read().decode("utf-8", "replace").splitlines()
+        except FileNotFoundError:
+            return "(no log)"
+        return "\n".join(lines[-n:])
+
+
+# --------------------------------------------------------------------------
+# Sharding (contract: FNV-1a 32 of the channel name mod the number of URIs)
+
+def fnv1a32(data):
+    if isinstance(data, str):
+        data = data.encode()
+    h = 0x811C9DC5
+    for b in data:
+        h ^= b
+        h = (h * 0x01000193) & 0xFFFFFFFF
+    return h
+
+
+def shard_of(channel, n):
+    return fnv1a32(channel) % n
+
+
+def chan_on_shard(prefix, shard, n):
+    """A fresh channel name (hh.chan) that the contract places on `shard`."""
+    while True:
+        c = hh.chan(prefix)
+        if shard_of(c, n) == shard:
+            return c
+
+
+def stream_key(channel, prefix="herald", part="s"):
+    return "%s:{%s}:%s" % (prefix, channel, part)
+
+
+# --------------------------------------------------------------------------
+# /healthz with the 503 body too
+
+def health(node, timeout=None):
+    """(status, parsed JSON body or None)."""
+    import json
+    status, body = hh.http_get(node.port, "/healthz", timeout=timeout or t(2))
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        doc = None
+    return status, doc
+
+
+def health_is(node, status, broker):
+    try:
+        st, doc = health(node, timeout=1)
+    except OSError:
+        return False
+    return st == status and isinstance(doc, dict) and doc.get("broker") == broker
+
+
+def broker_up(node):
+    return health_is(node, 200, "up")
+
+
+def broker_down(node):
+    try:
+        st, doc = health(node, timeout=1)
+    except OSError:
+        return False
+    return (st == 503 and isinstance(doc, dict) and doc.get("broker") == "down"
+            and doc.get("status") == "degraded")
+
+
+def log_msgs(node):
+    """The "msg" fields of the node's JSON log lines, in order."""
+    return [str(l.get("msg", "")) for l in node.log_lines()]
+
+
+# --------------------------------------------------------------------------
+# Herald nodes on Redis
+
+class Cluster:
+    """N herald nodes sharing `redis` (a RedisServer or a list of them: the
+    channels are then sharded over them in that order).
+
+    config: dict for every node (node_name is set per node).
+    forms: how each node is given the Redis addresses, one per node (the
+    default is "args" for all): "args" repeats --redis, "comma" passes one
+    --redis with a comma-separated list, "config" uses the `redis` key
+    (string or list), "env" sets HERALD_REDIS."""
+
+    NAMES = "abcdefgh"
+
+    def __init__(self, redis, n=3, config=None, tmpdir=None, workers=2, forms=None):
+        self.redis = list(redis) if isinstance(redis, (list, tuple)) else [redis]
+        self.n = n
+        self.config = dict(config or {})
+        self.dir = tmpdir or tempfile.mkdtemp(prefix="herald-cluster-")
+        self.workers = workers
+        self.forms = list(forms or ["args"] * n)
+        self.nodes = []
+
+    def urls(self):
+        return [r.url for r in self.redis]
+
+    def make_node(self, i):
+        urls = self.urls()
+        cfg = dict(self.config)
+        cfg["node_name"] = "node-" + self.NAMES[i]
+        args, env = [], {}
+        form = self.forms[i]
+        if form == "args":
+            for u in urls:
+                args += ["--redis", u]
+        elif form == "comma":
+            args += ["--redis", ",".join(urls)]
+        elif form == "config":
+            cfg["redis"] = urls[0] if len(urls) == 1 else urls
+        elif form == "env":
+            env["HERALD_REDIS"] = ",".join(urls)
+        else:
+            raise ValueError(form)
+        return hh.HeraldServer(cfg, args=args, env=env, tmpdir=self.dir,
+                               workers=self.workers, name="node-" + self.NAMES[i])
+
+    def start(self):
+        for i in range(self.n):
+            node = self.make_node(i)
+            self.nodes.append(node)
+            node.start()
+        for node in self.nodes:
+            st, doc = health(node)
+            assert st == 200 and doc.get("broker") == "up", \
+                "%s (redis given as %s) does not report broker up: %s %r" % (
+                    node.name, self.forms[self.nodes.index(node)], st, doc)
+        return self
+
+    def __getitem__(self, i):
+        return self.nodes[i]
+
+    def __iter__(self):
+        return iter(self.nodes)
+
+    def stop(self):
+        for node in self.nodes:
+            if node.proc is not None:
+                node.stop()
+
+
+def _fail_on_node_problems(nodes):
+    import pytest
+    for s in nodes:
+        report = s.sanitizer_report()
+        if report:
+            pytest.fail("sanitizer report in %s stderr:\n%s" % (s.name, report), pytrace=False)
+        if s.died is not None:
+            pytest.fail("%s died with status %s before the end of the module:\n%s"
+                        % (s.name, s.died, s.stderr_tail(40)), pytrace=False)
+
+
+def redis_fixture(scope="module", name="redis"):
+    """A fixture yielding a started RedisServer, stopped afterwards."""
+    import pytest
+
+    @pytest.fixture(scope=scope)
+    def _fixture(tmp_path_factory):
+        r = RedisServer(str(tmp_path_factory.mktemp(name)), name=name)
+        r.start()
+        yield r
+        r.stop()
+    return _fixture
+
+
+def cluster_fixture(config, redis_names=("redis",), n=3, scope="module", forms=None):
+    """A fixture starting `len(redis_names)` Redis servers and an n-node
+    Cluster on them; nodes are shared by the module's tests (unique channel
+    names), checked for sanitizer reports and crashes at the end."""
+    import pytest
+
+    @pytest.fixture(scope=scope)
+    def _fixture(tmp_path_factory):
+        redises = []
+        cl = None
+        try:
+            for nm in redis_names:
+                r = RedisServer(str(tmp_path_factory.mktemp(nm)), name=nm)
+                redises.append(r.start())
+            cl = Cluster(redises, n=n, config=config,
+                         tmpdir=str(tmp_path_factory.mktemp("cluster")), forms=forms)
+            cl.start()
+            for node in cl:
+                node.shared = True
+            yield cl
+        finally:
+            if cl is not None:
+                cl.stop()
+            for r in redises:
+                r.stop()
+        _fail_on_node_problems(cl.nodes)
+    return _fixture
+
+
+# --------------------------------------------------------------------------
+# Checking what subscribers received
+
+def check_stream(label, received, acked, ambiguous=(), start=None, epoch=None):
+    """received: [(offset, epoch, key)] in arrival order (live pushes and
+    recovered publications of every connection of one logical subscriber).
+    acked: {offset: key} of every publish answered ok.
+    ambiguous: keys whose publish got an error or no reply: they may or may
+    not exist; anything else received is a phantom.
+    start: the offset the subscriber started after (its first subscribe
+    reply), default: the first offset received - 1.
+
+    Asserts offsets start+1, start+2, ... without gap or duplicate, one
+    epoch, each offset carrying the key acknowledged for it, and every
+    acknowledged offset after `start` received."""
+    offsets = [o for o, _, _ in received]
+    if start is None:
+        start = offsets[0] - 1 if offsets else 0
+    expect = start + 1
+    for i, o in enumerate(offsets):
+        if o != expect:
+            kind = "duplicate/out of order" if o < expect else "gap"
+            raise AssertionError(
+                "%s: %s at position %d: got offset %s, expected %d (around: %r)"
+                % (label, kind, i, o, expect, offsets[max(0, i - 5): i + 5]))
+        expect += 1
+    epochs = {e for _, e, _ in received}
+    if epoch is not None:
+        epochs.add(epoch)
+    assert len(epochs) <= 1, "%s: several epochs %r" % (label, epochs)
+    amb = set(ambiguous)
+    seen_keys = set()
+    for o, _, k in received:
+        if o in acked:
+            assert acked[o] == k, "%s: offset %d carries %r but %r was acknowledged " \
+                "with it" % (label, o, k, acked[o])
+        else:
+            assert k in amb, "%s: offset %d carries %r, which no publish made " \
+                "(neither acknowledged nor failed)" % (label, o, k)
+        assert k not in seen_keys, "%s: publication %r delivered twice" % (label, k)
+        seen_keys.add(k)
+    got = set(offsets)
+    missing = sorted(o for o in acked if o > start and o not in got)
+    assert not missing, "%s: acknowledged publications never received: offsets %r" \
+        % (label, missing[:20])
