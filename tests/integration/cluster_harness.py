@@ -90,20 +90,21 @@ class _Reader:
         raise ConnectionError("unexpected RESP reply %r" % ln)
 
 
-def redis_command(port, *args, timeout=None, host="127.0.0.1", password=None):
-    """Sends one command, returns the decoded reply (bulk strings as bytes,
-    errors raised as RedisError)."""
+def redis_command(port, *args, timeout=None, host="127.0.0.1", password=None, db=None):
+    """Sends one command (after AUTH and SELECT when given), returns the
+    decoded reply (bulk strings as bytes, errors raised as RedisError)."""
     with socket.create_connection((host, port), timeout=timeout or t(5)) as s:
         r = _Reader(s)
+        pre = []
         if password:
-            s.sendall(_resp_encode(["AUTH", password]))
+            pre.append(["AUTH", password])
+        if db:
+            pre.append(["SELECT", db])
+        for cmd in pre + [list(args)]:
+            s.sendall(_resp_encode(cmd))
             v = r.reply()
             if isinstance(v, RedisError):
                 raise v
-        s.sendall(_resp_encode(list(args)))
-        v = r.reply()
-    if isinstance(v, RedisError):
-        raise v
     return v
 
 
@@ -113,7 +114,8 @@ def redis_command(port, *args, timeout=None, host="127.0.0.1", password=None):
 class RedisServer:
     """One redis-server process; start() again reuses port and directory."""
 
-    def __init__(self, tmpdir=None, name="redis", extra_args=()):
+    def __init__(self, tmpdir=None, name="redis", extra_args=(), password=None):
+        self.password = password
         self.dir = tmpdir or tempfile.mkdtemp(prefix="herald-redis-")
         os.makedirs(self.dir, exist_ok=True)
         self.name = name
@@ -127,7 +129,8 @@ class RedisServer:
 
     @property
     def url(self):
-        return "redis://127.0.0.1:%d" % self.port
+        auth = ":%s@" % self.password if self.password else ""
+        return "redis://%s127.0.0.1:%d" % (auth, self.port)
 
     def command_line(self):
         return [REDIS_BIN,
@@ -135,7 +138,8 @@ class RedisServer:
                 "--dir", self.data_dir,
                 "--appendonly", "yes", "--appendfsync", "always", "--save", "",
                 "--daemonize", "no", "--protected-mode", "no",
-                "--logfile", self.log_path] + self.extra_args
+                "--logfile", self.log_path] + \
+            (["--requirepass", self.password] if self.password else []) + self.extra_args
 
     def start(self, timeout=None):
         """Starts redis (on the port it had before, if any) and waits until
@@ -205,11 +209,11 @@ class RedisServer:
         shutil.rmtree(self.data_dir)
         os.makedirs(self.data_dir)
 
-    def command(self, *args, timeout=None):
-        return redis_command(self.port, *args, timeout=timeout)
+    def command(self, *args, timeout=None, db=None):
+        return redis_command(self.port, *args, timeout=timeout, password=self.password, db=db)
 
-    def keys(self, pattern="*"):
-        return sorted(k.decode() for k in self.command("KEYS", pattern))
+    def keys(self, pattern="*", db=None):
+        return sorted(k.decode() for k in self.command("KEYS", pattern, db=db))
 
     def log_tail(self, n=30):
         try:
@@ -316,6 +320,22 @@ class Cluster:
     def urls(self):
         return [r.url for r in self.redis]
 
+    @property
+    def prefix(self):
+        return self.config.get("redis_prefix", "herald")
+
+    @property
+    def nshards(self):
+        return len(self.redis)
+
+    def redis_of(self, channel):
+        """The Redis server the contract puts `channel` on."""
+        return self.redis[shard_of(channel, self.nshards)]
+
+    def chan(self, prefix, shard=0):
+        """A fresh channel on shard `shard` (mod the number of shards)."""
+        return chan_on_shard(prefix, shard % self.nshards, self.nshards)
+
     def make_node(self, i):
         urls = self.urls()
         cfg = dict(self.config)
@@ -384,32 +404,38 @@ def redis_fixture(scope="module", name="redis"):
     return _fixture
 
 
+def cluster_session(tmp_path_factory, config, redis_names=("redis",), n=3, forms=None):
+    """Generator for a fixture: starts one RedisServer per name and an
+    n-node Cluster on them, yields the Cluster, stops everything and checks
+    the nodes for sanitizer reports and crashes. The nodes are marked shared
+    (tests use unique channel names; conftest restarts a node that died)."""
+    redises = []
+    cl = None
+    try:
+        for nm in redis_names:
+            r = RedisServer(str(tmp_path_factory.mktemp(nm)), name=nm)
+            redises.append(r.start())
+        cl = Cluster(redises, n=n, config=config,
+                     tmpdir=str(tmp_path_factory.mktemp("cluster")), forms=forms)
+        cl.start()
+        for node in cl:
+            node.shared = True
+        yield cl
+    finally:
+        if cl is not None:
+            cl.stop()
+        for r in redises:
+            r.stop()
+    _fail_on_node_problems(cl.nodes)
+
+
 def cluster_fixture(config, redis_names=("redis",), n=3, scope="module", forms=None):
-    """A fixture starting `len(redis_names)` Redis servers and an n-node
-    Cluster on them; nodes are shared by the module's tests (unique channel
-    names), checked for sanitizer reports and crashes at the end."""
+    """A fixture running cluster_session for the scope."""
     import pytest
 
     @pytest.fixture(scope=scope)
     def _fixture(tmp_path_factory):
-        redises = []
-        cl = None
-        try:
-            for nm in redis_names:
-                r = RedisServer(str(tmp_path_factory.mktemp(nm)), name=nm)
-                redises.append(r.start())
-            cl = Cluster(redises, n=n, config=config,
-                         tmpdir=str(tmp_path_factory.mktemp("cluster")), forms=forms)
-            cl.start()
-            for node in cl:
-                node.shared = True
-            yield cl
-        finally:
-            if cl is not None:
-                cl.stop()
-            for r in redises:
-                r.stop()
-        _fail_on_node_problems(cl.nodes)
+        yield from cluster_session(tmp_path_factory, config, redis_names, n, forms)
     return _fixture
 
 

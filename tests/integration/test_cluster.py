@@ -1,0 +1,346 @@
+"""Cluster mode: three herald nodes fanning out through Redis.
+
+Every test runs twice, on three nodes sharing one Redis ("one-redis") and
+on three nodes sharding their channels over two Redis servers
+("two-redis", with a non-default redis_prefix). Tests that care which shard
+a channel is on pick it with cl.chan(prefix, shard) (the contract's FNV-1a
+hash), so both shards are exercised. Nodes are cl[0], cl[1], cl[2] (A, B, C).
+"""
+
+import asyncio
+import base64
+
+import pytest
+
+import cluster_harness as ch
+import herald_harness as hh
+from herald_harness import t
+
+SECRET = "cluster-secret"
+
+CONFIG = {
+    "token_secret": SECRET,
+    "allow_anonymous": True,
+    "presence_ttl": 3,
+    "namespace_defaults": {"history_size": 0},
+    "namespaces": [
+        {"name": "h", "history_size": 200},
+        {"name": "room", "history_size": 50, "presence": True, "join_leave": True},
+    ],
+}
+
+SPECS = {
+    "one-redis": (CONFIG, ("redis",)),
+    "two-redis": (dict(CONFIG, redis_prefix="hx"), ("redis0", "redis1")),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(SPECS))
+def cl(request, tmp_path_factory):
+    config, names = SPECS[request.param]
+    yield from ch.cluster_session(tmp_path_factory, config, names, n=3)
+
+
+async def connect(node, enc="json", user=None):
+    c = await node.client(enc)
+    if user is None:
+        await c.ok("connect")
+    else:
+        await c.ok("connect", token=hh.make_jwt(SECRET, sub=user))
+    return c
+
+
+def users(presence_ok):
+    return {cid: v.get("user", "") for cid, v in presence_ok["clients"].items()}
+
+
+# -- publications ---------------------------------------------------------------
+
+async def check_fanout(cl, chname, n_each):
+    """Subscribers on every node (both encodings), concurrent publishers on
+    every node: one epoch, offsets 1..N handed out once each, every
+    subscriber gets all N in offset order with the acknowledged data."""
+    subs = [("A/json", await connect(cl[0], "json")),
+            ("A/msgpack", await connect(cl[0], "msgpack")),
+            ("B/msgpack", await connect(cl[1], "msgpack")),
+            ("C/json", await connect(cl[2], "json"))]
+    replies = await asyncio.gather(*(c.ok("subscribe", channel=chname) for _, c in subs))
+    epochs = {r["epoch"] for r in replies}
+    assert len(epochs) == 1, "subscribers on different nodes got different epochs " \
+        "for the new channel %s: %r" % (chname, [r["epoch"] for r in replies])
+    epoch = epochs.pop()
+    assert [r["offset"] for r in replies] == [0] * len(subs), replies
+
+    pubs = [("A", await connect(cl[0], "msgpack")), ("B", await connect(cl[1], "json")),
+            ("C", await connect(cl[2], "json"))]
+
+    async def publish_all(tag, c):
+        return await c.batch([("publish", {"channel": chname, "data": {"k": "%s-%d" % (tag, i)}})
+                              for i in range(n_each)])
+
+    results = await asyncio.gather(*(publish_all(tag, c) for tag, c in pubs))
+    acked, publisher_of = {}, {}
+    for (tag, c), replies in zip(pubs, results):
+        for i, r in enumerate(replies):
+            assert "ok" in r, "publish through node %s failed: %r" % (tag, r)
+            off = r["ok"]["offset"]
+            assert r["ok"]["epoch"] == epoch, (tag, r, epoch)
+            assert off not in acked, "offset %d handed out twice (%s and %s-%d)" % (
+                off, acked.get(off), tag, i)
+            acked[off] = "%s-%d" % (tag, i)
+            publisher_of[off] = c.client_id
+    total = n_each * len(pubs)
+    assert sorted(acked) == list(range(1, total + 1)), \
+        "publish offsets are not 1..%d: %r" % (total, sorted(acked))
+
+    for label, c in subs:
+        got = await c.pubs(total, timeout=t(10))
+        for p in got:
+            assert p["channel"] == chname
+            assert p.get("info", {}).get("client") == publisher_of[p["offset"]], \
+                "%s: pub %d carries info %r, publisher was %s" % (
+                    label, p["offset"], p.get("info"), publisher_of[p["offset"]])
+        ch.check_stream("%s on %s" % (label, chname),
+                        [(p["offset"], p["epoch"], p["data"]["k"]) for p in got],
+                        acked, start=0, epoch=epoch)
+
+
+async def test_publications_from_every_node_reach_every_node_in_offset_order(cl):
+    # two channels at once; with two Redis servers one on each shard
+    await asyncio.gather(check_fanout(cl, cl.chan("h:", 0), 25),
+                         check_fanout(cl, cl.chan("h:", 1), 25))
+
+
+async def test_data_of_both_encodings_crosses_nodes(cl):
+    ch_ = cl.chan("h:", 1)
+    a = await connect(cl[0], "msgpack")
+    b = await connect(cl[1])
+    await a.ok("subscribe", channel=ch_)
+    await b.ok("subscribe", channel=ch_)
+    blob = b"\x00\x01\xfe\xffbin\n"
+    ok = await a.ok("publish", channel=ch_, data=blob)
+    pa, pb = await a.push("pub"), await b.push("pub")
+    for p in (pa, pb):
+        assert p["offset"] == ok["offset"] and p["epoch"] == ok["epoch"], (p, ok)
+        assert p["info"]["client"] == a.client_id, p
+    assert pa["data"] == blob, pa          # msgpack bin, through Redis, to its own node
+    assert pb.get("binary") is True and base64.b64decode(pb["data"]) == blob, pb
+    ok2 = await b.ok("publish", channel=ch_, data={"x": [1, "two", None, 2.5]})
+    pa, pb = await a.push("pub"), await b.push("pub")
+    for p in (pa, pb):
+        assert p["offset"] == ok2["offset"] == ok["offset"] + 1, (p, ok2)
+        assert p["data"] == {"x": [1, "two", None, 2.5]} and not p.get("binary"), p
+        assert p["info"]["client"] == b.client_id, p
+    # history from a third node, in both encodings
+    hj = await (await connect(cl[2])).ok("history", channel=ch_)
+    assert hj["publications"][0]["binary"] is True
+    assert base64.b64decode(hj["publications"][0]["data"]) == blob
+    hm = await (await connect(cl[2], "msgpack")).ok("history", channel=ch_)
+    assert [p["data"] for p in hm["publications"]] == [blob, {"x": [1, "two", None, 2.5]}]
+
+
+# -- keys and shards --------------------------------------------------------------
+
+@pytest.mark.parametrize("shard", [0, 1])
+async def test_stream_keys_live_in_the_channels_redis(cl, shard):
+    chname = cl.chan("h:", shard)
+    c = await connect(cl[shard % 3])
+    for i in range(5):
+        last = await c.ok("publish", channel=chname, data={"i": i})
+    home = cl.redis_of(chname)
+    key = ch.stream_key(chname, cl.prefix, "s")
+    state = home.command("HGETALL", key)
+    state = {state[i].decode(): state[i + 1].decode() for i in range(0, len(state), 2)}
+    assert state.get("e") == last["epoch"] and state.get("t") == str(last["offset"]), \
+        "%s in redis %s: %r, last publish %r" % (key, home.name, state, last)
+    wkey = ch.stream_key(chname, cl.prefix, "w")
+    assert home.command("ZCARD", wkey) == 5, home.keys()
+    top = home.command("ZRANGE", wkey, -1, -1, "WITHSCORES")
+    assert int(float(top[1])) == last["offset"], top
+    assert top[0].decode().startswith("%d:%s:" % (last["offset"], last["epoch"])), top
+    for other in cl.redis:
+        if other is not home:
+            found = [k for k in other.keys("*") if chname in k]
+            assert not found, "channel %s (shard %d) has keys %r in %s too" % (
+                chname, ch.shard_of(chname, cl.nshards), found, other.name)
+
+
+async def test_channels_spread_over_both_redis_servers(cl):
+    if cl.nshards < 2:
+        pytest.skip("one Redis server")
+    a = await connect(cl[0])
+    names = [hh.chan("h:") for _ in range(16)]
+    for n in names:
+        await a.ok("publish", channel=n, data=1)
+    for i, r in enumerate(cl.redis):
+        mine = {n for n in names if ch.shard_of(n, 2) == i}
+        have = {n for n in names if ch.stream_key(n, cl.prefix, "s") in r.keys(cl.prefix + ":*")}
+        assert have == mine, "redis %d holds %r, the hash puts %r there" % (i, have, mine)
+    assert all(any(ch.shard_of(n, 2) == i for n in names) for i in (0, 1)), \
+        "16 random names all on one shard: the FNV-1a helper is broken"
+
+
+# -- history and recovery -----------------------------------------------------------
+
+@pytest.mark.parametrize("shard", [0, 1])
+async def test_history_is_the_same_from_every_node(cl, shard):
+    chname = cl.chan("h:", shard)
+    clients = [await connect(cl[i], enc) for i, enc in ((0, "json"), (1, "msgpack"), (2, "json"))]
+    sent = []
+    for i in range(12):
+        ok = await clients[i % 3].ok("publish", channel=chname, data={"n": i})
+        sent.append((ok["offset"], {"n": i}))
+    epoch = ok["epoch"]
+    assert [o for o, _ in sent] == list(range(1, 13))
+
+    def view(h):
+        return [(p["offset"], p["data"]) for p in h["publications"]]
+
+    for c in clients:
+        h = await c.ok("history", channel=chname)
+        assert h["epoch"] == epoch and h["offset"] == 12, h
+        assert view(h) == sent
+        h = await c.ok("history", channel=chname, limit=4, reverse=True)
+        assert view(h) == sent[::-1][:4]
+        h = await c.ok("history", channel=chname, since={"offset": 9, "epoch": epoch})
+        assert view(h) == sent[9:]
+
+
+@pytest.mark.parametrize("shard", [0, 1])
+async def test_client_recovers_on_another_node(cl, shard):
+    chname = cl.chan("h:", shard)
+    pa = await connect(cl[0])
+    pc = await connect(cl[2], "msgpack")
+    sub = await connect(cl[0])
+    s = await sub.ok("subscribe", channel=chname)
+    for i in range(3):
+        await pc.ok("publish", channel=chname, data={"n": i})
+    seen = await sub.pubs(3)
+    assert [p["offset"] for p in seen] == [1, 2, 3]
+    await sub.close()
+    missed = []
+    for i in range(3, 8):
+        ok = await (pa if i % 2 else pc).ok("publish", channel=chname, data={"n": i})
+        missed.append((ok["offset"], {"n": i}))
+
+    sub2 = await connect(cl[1], "msgpack")
+    ok = await sub2.ok("subscribe", channel=chname, since={"offset": 3, "epoch": s["epoch"]})
+    assert ok["recovered"] is True, ok
+    assert ok["epoch"] == s["epoch"] and ok["offset"] == 8, ok
+    assert [(p["offset"], p["data"]) for p in ok["publications"]] == missed
+    # live publications continue right after the recovered ones
+    await pa.ok("publish", channel=chname, data="live")
+    p = await sub2.push("pub")
+    assert p["offset"] == 9 and p["data"] == "live"
+
+    # nothing missed, from the third node
+    sub3 = await connect(cl[2])
+    ok = await sub3.ok("subscribe", channel=chname, since={"offset": 9, "epoch": s["epoch"]})
+    assert ok["recovered"] is True and ok["publications"] == [], ok
+    # a wrong epoch is not recovered, on any node
+    sub4 = await connect(cl[1])
+    ok = await sub4.ok("subscribe", channel=chname, since={"offset": 2, "epoch": "not-" + s["epoch"]})
+    assert ok["recovered"] is False and ok["epoch"] == s["epoch"] and ok["offset"] == 9, ok
+
+
+# -- presence and join/leave ----------------------------------------------------------
+
+@pytest.mark.parametrize("shard", [0, 1])
+async def test_presence_is_the_same_from_every_node(cl, shard):
+    chname = cl.chan("room:", shard)
+    members = []
+    for i, user in enumerate(("alice", "bob", "carol")):
+        c = await connect(cl[i], "msgpack" if i == 1 else "json", user=user)
+        await c.ok("subscribe", channel=chname)
+        members.append((c, user))
+    outsider = await connect(cl[2])
+    want = {c.client_id: user for c, user in members}
+    assert len(want) == 3, "client ids are not unique across nodes: %r" % want
+
+    async def every_node_sees(expected):
+        for c in [m for m, _ in members] + [outsider]:
+            if c.closed.is_set():
+                continue
+            if users(await c.ok("presence", channel=chname)) != expected:
+                return False
+        return True
+
+    await hh.async_wait_for(lambda: every_node_sees(want), t(5), interval=0.05,
+                            what=lambda: "presence %r on every node" % want)
+    bob = members[1][0]
+    await bob.ok("unsubscribe", channel=chname)
+    del want[bob.client_id]
+    await hh.async_wait_for(lambda: every_node_sees(want), t(5), interval=0.05,
+                            what="bob gone from presence on every node")
+    carol = members[2][0]
+    await carol.close()
+    del want[carol.client_id]
+    await hh.async_wait_for(lambda: every_node_sees(want), t(5), interval=0.05,
+                            what="carol (disconnected) gone from presence on every node")
+
+
+@pytest.mark.parametrize("shard", [0, 1])
+async def test_join_and_leave_cross_nodes(cl, shard):
+    chname = cl.chan("room:", shard)
+    a = await connect(cl[0], user="alice")
+    b = await connect(cl[1], "msgpack", user="bob")
+    c = await connect(cl[2], user="carol")
+    pub = await connect(cl[1])
+
+    def info(p):
+        return p["info"]["client"], p["info"].get("user")
+
+    await a.ok("subscribe", channel=chname)
+    await b.ok("subscribe", channel=chname)
+    j = await a.push("join")
+    assert j["channel"] == chname and info(j) == (b.client_id, "bob"), j
+    await c.ok("subscribe", channel=chname)
+    j = await a.push("join")
+    assert info(j) == (c.client_id, "carol"), j
+    j = await b.push("join")       # b's first push: no join about itself
+    assert info(j) == (c.client_id, "carol"), j
+    await pub.ok("publish", channel=chname, data="m1")
+    p = await c.push()             # c got nothing about itself either
+    assert p["push"] == "pub" and p["data"] == "m1", p
+
+    await c.ok("unsubscribe", channel=chname)
+    for x in (a, b):
+        lv = await x.push("pub")   # m1 first (a and b have it queued)
+        assert lv["data"] == "m1"
+        lv = await x.push("leave")
+        assert lv["channel"] == chname and info(lv) == (c.client_id, "carol"), lv
+    await b.close()
+    lv = await a.push("leave")
+    assert info(lv) == (b.client_id, "bob"), lv
+
+    # nothing else: no duplicate join/leave from other nodes
+    await pub.ok("publish", channel=chname, data="m2")
+    p = await a.push()
+    assert p["push"] == "pub" and p["data"] == "m2", "expected only m2, got %r" % p
+
+
+# -- a node without --redis ---------------------------------------------------------
+
+async def test_node_without_redis_is_a_single_node(server_factory, cl):
+    s = server_factory({"namespaces": [{"name": "h", "history_size": 10}]})
+    status, doc = ch.health(s)
+    assert status == 200 and doc.get("broker") == "memory", (status, doc)
+    chname = hh.chan("h:")
+    sub = await s.client()
+    first = await sub.ok("subscribe", channel=chname)
+    pub = await s.client("msgpack")
+    for i in range(3):
+        await pub.ok("publish", channel=chname, data=i)
+    assert [p["data"] for p in await sub.pubs(3)] == [0, 1, 2]
+    await sub.close()
+    await pub.ok("publish", channel=chname, data=3)
+    again = await s.client()
+    ok = await again.ok("subscribe", channel=chname, since={"offset": 3, "epoch": first["epoch"]})
+    assert ok["recovered"] is True and [p["data"] for p in ok["publications"]] == [3]
+    # and it is not part of the cluster running next to it: nothing of its
+    # channel reached Redis, nothing of the cluster's reaches it
+    for r in cl.redis:
+        assert not [k for k in r.keys("*") if chname in k]
+    other = await connect(cl[0])
+    ok = await other.ok("history", channel=chname)
+    assert ok["publications"] == [], ok
