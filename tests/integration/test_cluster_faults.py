@@ -1,0 +1,614 @@
+"""Cluster mode under faults: Redis stopped (SIGTERM), paused (SIGSTOP),
+losing its data (SIGKILL + empty directory), and a herald node killed
+(SIGKILL), each during a steady stream of publications.
+
+The subscribers here behave like a client SDK (ResilientSub): when their
+connection ends they reconnect (to the next node if theirs is gone) and
+subscribe again with `since` = their last offset and epoch, retrying while
+the node answers 108. What every logical subscriber received over all its
+connections is then checked against the publishers' records: offsets in
+order without gap or duplicate, one epoch, every publication acknowledged
+ok present with the acknowledged data. A publication whose publish failed
+(108) or got no reply may appear or not (it may have reached Redis just
+before the link was declared down), but nothing else may.
+"""
+
+import asyncio
+import time
+
+import pytest
+import websockets
+
+import cluster_harness as ch
+import herald_harness as hh
+from herald_harness import t
+
+SECRET = "faults-secret"
+PRESENCE_TTL = 3
+OUTAGE = 3.0   # seconds Redis stays stopped/paused (the deliberate wait)
+
+
+def config(redis_timeout_ms):
+    return {
+        "token_secret": SECRET,
+        "allow_anonymous": True,
+        "redis_timeout_ms": redis_timeout_ms,
+        "presence_ttl": PRESENCE_TTL,
+        "namespace_defaults": {"history_size": 0},
+        "namespaces": [
+            {"name": "h", "history_size": 2000},
+            {"name": "room", "history_size": 2000, "presence": True, "join_leave": True},
+        ],
+    }
+
+
+@pytest.fixture
+def make_cluster(tmp_path):
+    made = []
+
+    def make(cfg, n=3):
+        r = ch.RedisServer(str(tmp_path / "redis"), name="redis")
+        cl = ch.Cluster([r], n=n, config=cfg, tmpdir=str(tmp_path))
+        made.append(cl)
+        r.start()
+        return cl.start()
+
+    yield make
+    for cl in made:
+        cl.stop()
+        for r in cl.redis:
+            r.stop()
+
+
+async def connect(node, enc="json", user=None):
+    c = await node.client(enc)
+    if user is None:
+        await c.ok("connect")
+    else:
+        await c.ok("connect", token=hh.make_jwt(SECRET, sub=user))
+    return c
+
+
+def now():
+    return time.monotonic()
+
+
+# --------------------------------------------------------------------------
+# A publisher that keeps a steady rate and records every reply
+
+class Publisher:
+    """Publishes {"k": "<tag>-<i>"} at `rate` per second through `node`
+    without waiting for the replies (a publish in flight never delays the
+    next), and records send time, reply time and reply of each."""
+
+    def __init__(self, node, chname, tag, rate, enc="json"):
+        self.node, self.chname, self.tag, self.rate, self.enc = node, chname, tag, rate, enc
+        self.records = []      # {"key", "sent", "replied", "reply" (None: no reply)}
+        self.closes = []       # close codes of its own connection (should stay empty)
+        self.stopping = False
+
+    async def start(self):
+        self.c = await connect(self.node, self.enc)
+        self.task = asyncio.get_running_loop().create_task(self._run())
+        return self
+
+    async def _run(self):
+        waiters = []
+        t0, i = now(), 0
+        while not self.stopping:
+            if self.c.closed.is_set():
+                self.closes.append(self.c.close_code)
+                self.c = await connect(self.node, self.enc)
+            i += 1
+            rec = {"key": "%s-%d" % (self.tag, i), "sent": now(), "replied": None, "reply": None}
+            self.records.append(rec)
+            _, cmd, fut = self.c.start("publish", channel=self.chname, data={"k": rec["key"]})
+            try:
+                await self.c.send(cmd)
+            except websockets.ConnectionClosed:
+                rec["replied"] = now()
+                continue
+            waiters.append(asyncio.get_running_loop().create_task(self._reply(rec, fut)))
+            await asyncio.sleep(max(0.0, t0 + i / self.rate - now()))
+        await asyncio.gather(*waiters)
+
+    @staticmethod
+    async def _reply(rec, fut):
+        try:
+            rec["reply"] = await asyncio.wait_for(fut, t(8))
+        except (asyncio.TimeoutError, hh.CommandError):
+            rec["reply"] = None
+        rec["replied"] = now()
+
+    async def stop(self):
+        self.stopping = True
+        await self.task
+
+    def oks(self):
+        return [r for r in self.records if r["reply"] is not None and "ok" in r["reply"]]
+
+    def acked(self):
+        return {r["reply"]["ok"]["offset"]: r["key"] for r in self.oks()}
+
+    def ambiguous(self):
+        return {r["key"] for r in self.records if r["reply"] is None or "ok" not in r["reply"]}
+
+    def oks_sent_after(self, t0):
+        return sum(1 for r in self.oks() if r["sent"] > t0)
+
+
+def merge_acked(pubs):
+    acked = {}
+    for p in pubs:
+        for off, key in p.acked().items():
+            assert off not in acked, "offset %d acknowledged twice: %s and %s" % (
+                off, acked[off], key)
+            acked[off] = key
+    return acked
+
+
+async def final_publication(node, chname):
+    """Publishes a last marker (retrying while the node says 108); returns
+    (offset, key)."""
+    c = await connect(node)
+    deadline = now() + t(10)
+    while True:
+        r = await c.call("publish", channel=chname, data={"k": "final"})
+        if "ok" in r:
+            return r["ok"]["offset"], "final"
+        assert r["error"]["code"] == 108 and now() < deadline, r
+        await asyncio.sleep(0.1)
+
+
+# --------------------------------------------------------------------------
+# A subscriber that reconnects and recovers like a client SDK
+
+NO_RECONNECT = (1000, 4100, 4101, 4102)
+
+
+class ResilientSub:
+    def __init__(self, nodes, chname, enc="json", label="sub", user=None):
+        self.nodes = list(nodes)
+        self.at = 0                # index of the node in use
+        self.chname, self.enc, self.label, self.user = chname, enc, label, user
+        self.received = []         # (offset, epoch, key) of the current epoch
+        self.segments = [self.received]   # a new one after recovered:false
+        self.starts = []           # offset each segment starts after
+        self.epoch = self.offset = None
+        self.closes = []           # (close code, time)
+        self.disconnects = []      # disconnect pushes
+        self.recovered = []        # `recovered` of every subscribe with since
+        self.sub_errors = []       # error codes of failed (re)subscribes
+        self.joins, self.leaves, self.other = [], [], []
+        self.client_ids = []
+        self.client = None
+        self.stopping = False
+
+    @property
+    def client_id(self):
+        return self.client.client_id
+
+    async def start(self):
+        await self._open()
+        self.task = asyncio.get_running_loop().create_task(self._run())
+        return self
+
+    async def _open(self):
+        deadline, delay = now() + t(15), 0.05
+        while True:
+            node = self.nodes[self.at % len(self.nodes)]
+            c, why = None, None
+            try:
+                c = await node.client(self.enc)
+                await c.ok("connect", **({"token": hh.make_jwt(SECRET, sub=self.user)}
+                                         if self.user else {}))
+                fields = {"channel": self.chname}
+                if self.offset is not None:
+                    fields["since"] = {"offset": self.offset, "epoch": self.epoch}
+                r = await c.call("subscribe", **fields)
+            except (OSError, asyncio.TimeoutError, websockets.WebSocketException,
+                    hh.CommandError) as e:
+                why = repr(e)
+                self.at += 1       # that node is gone or broken: try the next
+            else:
+                if "ok" in r:
+                    self._subscribed(r["ok"], "since" in fields)
+                    self.client = c
+                    self.client_ids.append(c.client_id)
+                    return
+                code = r["error"]["code"]
+                self.sub_errors.append(code)
+                assert code == 108, "%s: subscribe failed with %r" % (self.label, r)
+                why = "108"
+            if c is not None:
+                await c.close()
+            if now() > deadline:
+                raise AssertionError("%s could not subscribe again within %.0fs (last: %s)"
+                                     % (self.label, t(15), why))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+    def _subscribed(self, ok, with_since):
+        if not with_since:
+            self.starts.append(ok["offset"])
+            self.epoch, self.offset = ok["epoch"], ok["offset"]
+            return
+        self.recovered.append(ok["recovered"])
+        if ok["recovered"]:
+            assert ok["epoch"] == self.epoch, (self.label, ok, self.epoch)
+            for p in ok["publications"]:
+                self._add(p["offset"], ok["epoch"], p["data"])
+            assert ok["offset"] == self.offset, \
+                "%s: recovered up to %s but the reply says top %s" % (
+                    self.label, self.offset, ok["offset"])
+        else:                      # the data is gone: a new segment
+            self.received = []
+            self.segments.append(self.received)
+            self.starts.append(ok["offset"])
+            self.epoch, self.offset = ok["epoch"], ok["offset"]
+
+    def _add(self, offset, epoch, data):
+        key = data.get("k") if isinstance(data, dict) else repr(data)
+        self.received.append((offset, epoch, key))
+        self.offset = max(self.offset, offset)
+
+    async def _run(self):
+        while True:
+            c = self.client
+            try:
+                p = await asyncio.wait_for(c.pushes.get(), 0.05)
+            except asyncio.TimeoutError:
+                if self.stopping:
+                    return
+                if c.closed.is_set() and c.pushes.empty():
+                    self.closes.append((c.close_code, now()))
+                    assert c.close_code not in NO_RECONNECT, \
+                        "%s closed with %s" % (self.label, c.close_code)
+                    await self._open()
+                continue
+            kind = p.get("push")
+            if kind == "pub" and p.get("channel") == self.chname:
+                self._add(p["offset"], p["epoch"], p["data"])
+            elif kind in ("join", "leave"):
+                (self.joins if kind == "join" else self.leaves).append(
+                    (p["info"]["client"], now()))
+            elif kind == "disconnect":
+                self.disconnects.append(p)
+            else:
+                self.other.append(p)
+
+    def check_alive(self):
+        if self.task.done() and self.task.exception():
+            raise self.task.exception()
+
+    async def wait_offset(self, target, timeout=None):
+        def reached():
+            self.check_alive()
+            return self.offset is not None and self.offset >= target
+        await hh.async_wait_for(reached, timeout or t(10), interval=0.02,
+                                what=lambda: "%s to reach offset %d (at %s, closes %r)" % (
+                                    self.label, target, self.offset, self.closes))
+
+    async def stop(self):
+        self.stopping = True
+        await self.task
+
+    def check(self, acked, ambiguous):
+        assert len(self.segments) == 1, "%s: recovered:false after %r" % (
+            self.label, self.recovered)
+        assert all(self.recovered), "%s: a resubscribe was not recovered: %r" % (
+            self.label, self.recovered)
+        ch.check_stream(self.label, self.received, acked, ambiguous,
+                        start=self.starts[0], epoch=self.epoch)
+
+
+# --------------------------------------------------------------------------
+# Shared checks
+
+async def wait_all(nodes, pred, timeout, what):
+    async def every():
+        return all(await asyncio.gather(*(asyncio.to_thread(pred, n) for n in nodes)))
+    await hh.async_wait_for(every, timeout, interval=0.05, what=what)
+
+
+async def health_states(nodes):
+    async def one(n):
+        try:
+            return await asyncio.to_thread(ch.health, n)
+        except OSError as e:
+            return repr(e)
+    return await asyncio.gather(*(one(n) for n in nodes))
+
+
+def check_publishes_during_outage(pubs, down_from, down_to):
+    """down_from..down_to: Redis certainly unreachable and the nodes know it.
+    Every publish sent in that window got error 108 "broker unavailable";
+    no publish at all was acknowledged ok while Redis could not answer;
+    every publish got a reply; every error anywhere is 108."""
+    all_recs = [r for p in pubs for r in p.records]
+    noreply = [r["key"] for r in all_recs if r["reply"] is None]
+    assert not noreply, "publishes without a reply: %r" % noreply[:10]
+    inside = [r for r in all_recs if down_from <= r["sent"] <= down_to]
+    assert inside, "no publish was made during the outage (publisher stalled?)"
+    not108 = [(r["key"], r["reply"]) for r in inside
+              if "error" not in r["reply"] or r["reply"]["error"]["code"] != 108]
+    assert not not108, "publishes during the outage not answered 108: %r" % not108[:5]
+    badmsg = [r["reply"] for r in inside if r["reply"]["error"].get("message") != "broker unavailable"]
+    assert not badmsg, "108 without the message 'broker unavailable': %r" % badmsg[:3]
+    other = [(r["key"], r["reply"]) for r in all_recs
+             if "error" in r["reply"] and r["reply"]["error"]["code"] != 108]
+    assert not other, "publish errors other than 108: %r" % other[:5]
+
+
+def check_no_ok_while_redis_silent(pubs, silent_from, silent_to):
+    """A publish sent after Redis stopped answering and acknowledged before
+    it answered again cannot have reached Redis: an ok would be a lie."""
+    lies = [(r["key"], r["reply"]) for p in pubs for r in p.oks()
+            if r["sent"] > silent_from and r["replied"] < silent_to]
+    assert not lies, "publishes acknowledged ok while Redis was not answering: %r" % lies[:5]
+
+
+def check_logs(node):
+    msgs = ch.log_msgs(node)
+    downs = [i for i, m in enumerate(msgs) if "broker down" in m]
+    ups = [i for i, m in enumerate(msgs) if "broker up" in m]
+    assert downs, "%s logged no 'broker down'; msgs: %r" % (node.name, msgs[-15:])
+    assert ups and ups[-1] > downs[0], "%s logged no 'broker up' after 'broker down'; " \
+        "msgs: %r" % (node.name, msgs[-15:])
+
+
+async def finish(cl, subs, pubs, extra_ambiguous=()):
+    """Stops the publishers, publishes a final marker, waits until every
+    subscriber has it, stops them and checks every stream."""
+    for p in pubs:
+        await p.stop()
+    final = await final_publication(cl[0], subs[0].chname)
+    acked = merge_acked(pubs)
+    acked[final[0]] = final[1]
+    ambiguous = set(extra_ambiguous)
+    for p in pubs:
+        ambiguous |= p.ambiguous()
+    for s in subs:
+        await s.wait_offset(final[0])
+    for s in subs:
+        await s.stop()
+    for s in subs:
+        s.check(acked, ambiguous)
+    for p in pubs:
+        assert not p.closes, "publisher %s was disconnected: %r" % (p.tag, p.closes)
+    summary = {s.label: {"closes": [c for c, _ in s.closes], "recovered": s.recovered,
+                         "pubs": len(s.received)} for s in subs}
+    summary["acked"] = len(acked)
+    summary["failed"] = sum(len(p.records) - len(p.oks()) for p in pubs)
+    late = ambiguous & {k for s in subs for _, _, k in s.received}
+    summary["failed-but-delivered"] = sorted(late)
+    print("summary:", summary)
+    return acked, summary
+
+
+# --------------------------------------------------------------------------
+# (a) Redis stopped with SIGTERM for 3 s
+
+@pytest.mark.timeout(60)
+async def test_redis_stopped_for_3s_during_publishing(make_cluster):
+    cl = make_cluster(config(2000))
+    redis = cl.redis[0]
+    chname = hh.chan("h:")
+    subs = [await ResilientSub([cl[0]], chname, "json", "sub-A").start(),
+            await ResilientSub([cl[1]], chname, "msgpack", "sub-B").start(),
+            await ResilientSub([cl[2]], chname, "json", "sub-C").start()]
+    probe = await connect(cl[0], "msgpack")
+    pubs = [await Publisher(cl[1], chname, "B", 100).start(),
+            await Publisher(cl[2], chname, "C", 25, "msgpack").start()]
+    await hh.async_wait_for(lambda: len(pubs[0].oks()) >= 50, t(5), what="50 publishes ok")
+
+    assert await asyncio.to_thread(redis.stop) == 0
+    stopped = now()
+    # every node notices (its connections were closed) before Redis is back
+    await wait_all(cl.nodes, ch.broker_down, max(0.5, stopped + OUTAGE - 0.3 - now()),
+                   what="every node's /healthz to answer 503 broker down")
+    noticed = now()
+    # clients stay connected; commands that need Redis get 108, others work
+    assert await probe.ok("ping") == {}
+    for op, fields in (("subscribe", {"channel": hh.chan("h:")}),
+                       ("history", {"channel": chname}),
+                       ("presence", {"channel": hh.chan("room:")})):
+        e = await probe.error(op, **fields)
+        assert e["code"] == 108, (op, e)
+    await asyncio.sleep(max(0.0, stopped + OUTAGE - now()))   # the outage
+    for s in subs:
+        assert not s.closes, "%s was disconnected while Redis was down: %r" % (s.label, s.closes)
+    assert not probe.closed.is_set()
+    back = now()
+    await asyncio.to_thread(redis.start)
+    await wait_all(cl.nodes, ch.broker_up, t(12), what="every node's /healthz 200 broker up")
+    up = now()
+    await hh.async_wait_for(lambda: pubs[0].oks_sent_after(up) >= 30, t(5),
+                            what="30 publishes ok after the restart")
+
+    await finish(cl, subs, pubs)
+    # (a publish sent just before the restart may be held while the node
+    # connects: only those sent 0.2 s before it must have failed)
+    check_publishes_during_outage(pubs, noticed, back - 0.2)
+    check_no_ok_while_redis_silent(pubs, stopped, back)
+    for node in cl:
+        check_logs(node)
+
+
+# --------------------------------------------------------------------------
+# (b) Redis paused with SIGSTOP for 3 s
+
+@pytest.mark.timeout(60)
+async def test_redis_paused_for_3s_during_publishing(make_cluster):
+    cl = make_cluster(config(500))
+    redis = cl.redis[0]
+    chname = hh.chan("h:")
+    subs = [await ResilientSub([cl[0]], chname, "msgpack", "sub-A").start(),
+            await ResilientSub([cl[1]], chname, "json", "sub-B").start(),
+            await ResilientSub([cl[2]], chname, "msgpack", "sub-C").start()]
+    pubs = [await Publisher(cl[1], chname, "B", 100).start(),
+            await Publisher(cl[2], chname, "C", 25, "msgpack").start()]
+    await hh.async_wait_for(lambda: len(pubs[0].oks()) >= 50, t(5), what="50 publishes ok")
+
+    redis.pause()
+    paused = now()
+    try:
+        # the publishing nodes notice by their own timeout (500 ms)
+        await wait_all([cl[1], cl[2]], ch.broker_down, max(0.5, paused + OUTAGE - 0.3 - now()),
+                       what="B and C /healthz 503 broker down while Redis is paused")
+        noticed = now()
+        probe = await connect(cl[1])
+        assert await probe.ok("ping") == {}
+        e = await probe.error("subscribe", channel=hh.chan("h:"))
+        assert e["code"] == 108, e
+        await asyncio.sleep(max(0.0, paused + OUTAGE - now()))
+        states = await health_states(cl.nodes)
+    finally:
+        redis.resume()
+    resumed = now()
+    print("healthz at the end of the pause:", states)
+    for s in subs:
+        assert not s.closes, "%s was disconnected while Redis was paused: %r" % (s.label, s.closes)
+    await wait_all(cl.nodes, ch.broker_up, t(12), what="every node's /healthz 200 broker up")
+    up = now()
+    await hh.async_wait_for(lambda: pubs[0].oks_sent_after(up) >= 30, t(5),
+                            what="30 publishes ok after the pause")
+
+    await finish(cl, subs, pubs)
+    # a publish sent less than redis_timeout_ms before SIGCONT may still be
+    # answered by Redis once it runs again (an honest ok)
+    check_publishes_during_outage(pubs, noticed, resumed - 0.5 - 0.2)
+    check_no_ok_while_redis_silent(pubs, paused, resumed)
+    for node in (cl[1], cl[2]):
+        check_logs(node)
+
+
+# --------------------------------------------------------------------------
+# (c) a node killed with SIGKILL
+
+def users_of(presence_ok):
+    return {cid: v.get("user", "") for cid, v in presence_ok["clients"].items()}
+
+
+@pytest.mark.timeout(60)
+async def test_killed_node_clients_recover_elsewhere_and_leave_presence(make_cluster):
+    cl = make_cluster(config(2000))
+    a, b, c = cl
+    chname = hh.chan("room:")
+    observers = [await ResilientSub([a], chname, "json", "obs-A", user="obs-a").start(),
+                 await ResilientSub([b], chname, "msgpack", "obs-B", user="obs-b").start()]
+    victims = [await ResilientSub([c, a, b], chname, "json", "victim-1", user="v1").start(),
+               await ResilientSub([c, b, a], chname, "msgpack", "victim-2", user="v2").start()]
+    subs = observers + victims
+    dead_ids = {v.client_id for v in victims}
+    qa, qb = await connect(a), await connect(b)
+
+    async def presence_everywhere():
+        pa = users_of(await qa.ok("presence", channel=chname))
+        pb = users_of(await qb.ok("presence", channel=chname))
+        return pa, pb
+
+    everyone = {s.client_id: s.user for s in subs}
+    async def all_present():
+        pa, pb = await presence_everywhere()
+        return pa == everyone and pb == everyone
+    await hh.async_wait_for(all_present, t(5), interval=0.05,
+                            what="presence of the 4 subscribers on nodes A and B")
+    for o in observers:   # cross-node joins arrived
+        await hh.async_wait_for(lambda: dead_ids <= {cid for cid, _ in o.joins}, t(5),
+                                what="%s to get the joins of node C's clients" % o.label)
+
+    pubs = [await Publisher(a, chname, "A", 50).start()]
+    await hh.async_wait_for(lambda: len(pubs[0].oks()) >= 25, t(5), what="25 publishes ok")
+    c.kill()
+    killed = now()
+
+    # the victims reconnect elsewhere with since and recover
+    for v in victims:
+        await hh.async_wait_for(lambda: len(v.client_ids) >= 2, t(10),
+                                what="%s to reconnect to another node" % v.label)
+    # node C's entries expire from presence within presence_ttl + one refresh
+    limit = PRESENCE_TTL + PRESENCE_TTL / 3.0 + 1.5
+    async def dead_gone():
+        pa, pb = await presence_everywhere()
+        return not (dead_ids & set(pa)) and not (dead_ids & set(pb))
+    await hh.async_wait_for(dead_gone, t(limit + 3), interval=0.1,
+                            what="node C's clients to leave presence on A and B")
+    gone_after = now() - killed
+    assert gone_after <= t(limit), "presence entries of the killed node lasted %.1fs " \
+        "(presence_ttl %d s + refresh + slack = %.1fs)" % (gone_after, PRESENCE_TTL, limit)
+    for o in observers:
+        await hh.async_wait_for(lambda: dead_ids <= {cid for cid, _ in o.leaves}, t(5),
+                                what=lambda: "%s to get leave pushes for %r (got %r)" % (
+                                    o.label, dead_ids, o.leaves))
+    # the reconnected victims are present, from either node
+    now_ids = {o.client_id: o.user for o in observers}
+    now_ids.update({v.client_id: v.user for v in victims})
+    async def present_again():
+        pa, pb = await presence_everywhere()
+        return pa == now_ids and pb == now_ids
+    await hh.async_wait_for(present_again, t(5), interval=0.05,
+                            what=lambda: "presence == %r on A and B" % now_ids)
+
+    await hh.async_wait_for(lambda: pubs[0].oks_sent_after(killed + gone_after) >= 10, t(5),
+                            what="publishing to go on")
+    await finish(cl, subs, pubs)
+    for v in victims:
+        assert v.recovered == [True], "%s: %r" % (v.label, v.recovered)
+        assert v.closes and v.closes[0][0] == 1006, "%s: %r" % (v.label, v.closes)
+    for o in observers:
+        assert not o.closes, (o.label, o.closes)
+        leaves = [cid for cid, _ in o.leaves]
+        for d in dead_ids:
+            assert leaves.count(d) == 1, "%s got %d leave pushes for %s" % (
+                o.label, leaves.count(d), d)
+        own = o.client_ids[0]
+        assert own not in leaves and own not in [cid for cid, _ in o.joins], \
+            "%s got its own join/leave" % o.label
+
+
+# --------------------------------------------------------------------------
+# (d) Redis loses its data: subscribers are closed with 4003 and recover
+#     with recovered:false in the new epoch
+
+@pytest.mark.timeout(60)
+async def test_redis_losing_its_data_closes_subscribers_with_4003(make_cluster):
+    cl = make_cluster(config(2000))
+    redis = cl.redis[0]
+    chname = hh.chan("h:")
+    subs = [await ResilientSub([cl[0]], chname, "json", "sub-A").start(),
+            await ResilientSub([cl[1]], chname, "msgpack", "sub-B").start()]
+    pub = await connect(cl[2])
+    for i in range(5):
+        ok = await pub.ok("publish", channel=chname, data={"k": "old-%d" % i})
+    old_epoch = ok["epoch"]
+    for s in subs:
+        await s.wait_offset(5)
+
+    redis.kill()
+    redis.wipe()
+    await wait_all(cl.nodes, ch.broker_down, t(5), what="every node /healthz broker down")
+    await asyncio.to_thread(redis.start)
+    await wait_all(cl.nodes, ch.broker_up, t(12), what="every node /healthz broker up")
+    for s in subs:
+        await hh.async_wait_for(lambda: s.recovered, t(10),
+                                what=lambda: "%s to be closed with 4003 and to resubscribe "
+                                "(closes %r, pubs %r)" % (s.label, s.closes, s.received[-3:]))
+        assert [c for c, _ in s.closes] == [4003], (s.label, s.closes)
+        assert s.disconnects and s.disconnects[0]["code"] == 4003 and \
+            s.disconnects[0]["reconnect"] is True, (s.label, s.disconnects)
+        assert s.recovered == [False], (s.label, s.recovered)
+        assert s.epoch != old_epoch, "%s: the epoch did not change" % s.label
+        assert [o for o, _, _ in s.segments[0]] == [1, 2, 3, 4, 5], s.segments[0]
+
+    acked = {}
+    for i in range(5):
+        ok = await pub.ok("publish", channel=chname, data={"k": "new-%d" % i})
+        assert ok["epoch"] != old_epoch
+        acked[ok["offset"]] = "new-%d" % i
+    for s in subs:
+        await s.wait_offset(max(acked))
+        await s.stop()
+        assert s.epoch == ok["epoch"]
+        ch.check_stream(s.label + " (new epoch)", s.segments[1], acked,
+                        start=s.starts[1], epoch=ok["epoch"])
