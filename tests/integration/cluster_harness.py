@@ -439,6 +439,51 @@ def cluster_fixture(config, redis_names=("redis",), n=3, scope="module", forms=N
     return _fixture
 
 
+def redis_factory_fixture():
+    """A function-scoped fixture: make(name="redis", **RedisServer kwargs)
+    starts a RedisServer in the test's tmp dir; all are stopped afterwards.
+    Request it before server_factory so the nodes stop first."""
+    import pytest
+
+    @pytest.fixture
+    def _fixture(tmp_path):
+        made = []
+
+        def make(name="redis", **kw):
+            r = RedisServer(str(tmp_path / name), name=name, **kw)
+            made.append(r)
+            return r.start()
+        yield make
+        for r in made:
+            r.stop()
+    return _fixture
+
+
+def cluster_factory_fixture():
+    """A function-scoped fixture: make(config, n=3, redis_names=("redis",),
+    forms=None) starts fresh Redis servers and a Cluster on them for one
+    test (for tests that break things); everything is stopped afterwards."""
+    import pytest
+
+    @pytest.fixture
+    def _fixture(tmp_path):
+        made = []
+
+        def make(config, n=3, redis_names=("redis",), forms=None):
+            redises = [RedisServer(str(tmp_path / nm), name=nm) for nm in redis_names]
+            cl = Cluster(redises, n=n, config=config, tmpdir=str(tmp_path), forms=forms)
+            made.append(cl)
+            for r in redises:
+                r.start()
+            return cl.start()
+        yield make
+        for cl in made:
+            cl.stop()
+            for r in cl.redis:
+                r.stop()
+    return _fixture
+
+
 # --------------------------------------------------------------------------
 # Checking what subscribers received
 

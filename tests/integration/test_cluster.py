@@ -50,6 +50,13 @@ async def connect(node, enc="json", user=None):
     return c
 
 
+def shard_chan(cl, prefix, shard):
+    """A fresh channel on `shard`; with one Redis, shard 1 is a duplicate."""
+    if shard >= cl.nshards:
+        pytest.skip("one Redis server: shard %d is shard 0" % shard)
+    return cl.chan(prefix, shard)
+
+
 def users(presence_ok):
     return {cid: v.get("user", "") for cid, v in presence_ok["clients"].items()}
 
@@ -143,7 +150,7 @@ async def test_data_of_both_encodings_crosses_nodes(cl):
 
 @pytest.mark.parametrize("shard", [0, 1])
 async def test_stream_keys_live_in_the_channels_redis(cl, shard):
-    chname = cl.chan("h:", shard)
+    chname = shard_chan(cl, "h:", shard)
     c = await connect(cl[shard % 3])
     for i in range(5):
         last = await c.ok("publish", channel=chname, data={"i": i})
@@ -184,7 +191,7 @@ async def test_channels_spread_over_both_redis_servers(cl):
 
 @pytest.mark.parametrize("shard", [0, 1])
 async def test_history_is_the_same_from_every_node(cl, shard):
-    chname = cl.chan("h:", shard)
+    chname = shard_chan(cl, "h:", shard)
     clients = [await connect(cl[i], enc) for i, enc in ((0, "json"), (1, "msgpack"), (2, "json"))]
     sent = []
     for i in range(12):
@@ -208,7 +215,7 @@ async def test_history_is_the_same_from_every_node(cl, shard):
 
 @pytest.mark.parametrize("shard", [0, 1])
 async def test_client_recovers_on_another_node(cl, shard):
-    chname = cl.chan("h:", shard)
+    chname = shard_chan(cl, "h:", shard)
     pa = await connect(cl[0])
     pc = await connect(cl[2], "msgpack")
     sub = await connect(cl[0])
@@ -247,7 +254,7 @@ async def test_client_recovers_on_another_node(cl, shard):
 
 @pytest.mark.parametrize("shard", [0, 1])
 async def test_presence_is_the_same_from_every_node(cl, shard):
-    chname = cl.chan("room:", shard)
+    chname = shard_chan(cl, "room:", shard)
     members = []
     for i, user in enumerate(("alice", "bob", "carol")):
         c = await connect(cl[i], "msgpack" if i == 1 else "json", user=user)
@@ -281,7 +288,7 @@ async def test_presence_is_the_same_from_every_node(cl, shard):
 
 @pytest.mark.parametrize("shard", [0, 1])
 async def test_join_and_leave_cross_nodes(cl, shard):
-    chname = cl.chan("room:", shard)
+    chname = shard_chan(cl, "room:", shard)
     a = await connect(cl[0], user="alice")
     b = await connect(cl[1], "msgpack", user="bob")
     c = await connect(cl[2], user="carol")
@@ -344,3 +351,51 @@ async def test_node_without_redis_is_a_single_node(server_factory, cl):
     other = await connect(cl[0])
     ok = await other.ok("history", channel=chname)
     assert ok["publications"] == [], ok
+
+
+# -- how a node is given its Redis servers --------------------------------------------
+
+make_cluster = ch.cluster_factory_fixture()
+make_redis = ch.redis_factory_fixture()
+
+
+@pytest.mark.parametrize("nredis", [1, 2])
+async def test_every_way_of_giving_the_redis_addresses_joins_one_cluster(make_cluster, nredis):
+    """--redis repeated, --redis with a comma-separated list, the `redis`
+    config key (a string for one server, a list for two) and HERALD_REDIS:
+    four nodes given the same servers in these four ways form one cluster
+    that agrees on the shard of every channel."""
+    cl = make_cluster(CONFIG, n=4, redis_names=["r%d" % i for i in range(nredis)],
+                      forms=["args", "comma", "config", "env"])
+    for shard in range(nredis):
+        chname = shard_chan(cl, "h:", shard)
+        subs = [await connect(node) for node in cl]
+        for s in subs:
+            await s.ok("subscribe", channel=chname)
+        for i, node in enumerate(cl):
+            ok = await subs[i].ok("publish", channel=chname, data=i)
+            assert ok["offset"] == i + 1, (cl.forms[i], ok)
+        for i, s in enumerate(subs):
+            got = await s.pubs(4)
+            assert [(p["offset"], p["data"]) for p in got] == [(1, 0), (2, 1), (3, 2), (4, 3)], \
+                "subscriber on the node given Redis as %s: %r" % (cl.forms[i], got)
+        assert ch.stream_key(chname, cl.prefix) in cl.redis_of(chname).keys()
+
+
+async def test_redis_uri_with_password_and_db(make_redis, server_factory):
+    r = make_redis("pw", password="s3cret")
+    url = "redis://:s3cret@127.0.0.1:%d/3" % r.port
+    nodes = [server_factory(dict(CONFIG, node_name="pw-%d" % i), args=["--redis", url])
+             for i in range(2)]
+    for n in nodes:
+        status, doc = ch.health(n)
+        assert status == 200 and doc.get("broker") == "up", (status, doc)
+    chname = hh.chan("h:")
+    sub = await connect(nodes[0])
+    await sub.ok("subscribe", channel=chname)
+    pub = await connect(nodes[1], "msgpack")
+    ok = await pub.ok("publish", channel=chname, data="through db 3")
+    p = await sub.push("pub")
+    assert p["offset"] == ok["offset"] == 1 and p["data"] == "through db 3", p
+    assert ch.stream_key(chname) in r.keys(db=3)
+    assert not [k for k in r.keys(db=0) if chname in k]

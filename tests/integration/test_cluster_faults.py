@@ -42,22 +42,7 @@ def config(redis_timeout_ms):
     }
 
 
-@pytest.fixture
-def make_cluster(tmp_path):
-    made = []
-
-    def make(cfg, n=3):
-        r = ch.RedisServer(str(tmp_path / "redis"), name="redis")
-        cl = ch.Cluster([r], n=n, config=cfg, tmpdir=str(tmp_path))
-        made.append(cl)
-        r.start()
-        return cl.start()
-
-    yield make
-    for cl in made:
-        cl.stop()
-        for r in cl.redis:
-            r.stop()
+make_cluster = ch.cluster_factory_fixture()
 
 
 async def connect(node, enc="json", user=None):
