@@ -225,6 +225,112 @@ class RedisServer:
 
 
 # --------------------------------------------------------------------------
+# A TCP proxy between one node and Redis (a network partition of one node)
+
+class TcpProxy:
+    """Forwards 127.0.0.1:self.port to 127.0.0.1:target, one thread per
+    connection. cut(): closes every connection and closes new ones at once
+    (the node sees the link drop). stall(): forwards nothing and accepts new
+    connections without forwarding either (the node must notice by its own
+    timeout). heal(): forwards again; connections from before a stall are
+    closed (as after a long partition) rather than delivering stale bytes."""
+
+    def __init__(self, target_port):
+        import threading
+        self.target = target_port
+        self.ls = socket.socket()
+        self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.ls.bind(("127.0.0.1", 0))
+        self.ls.listen(64)
+        self.port = self.ls.getsockname()[1]
+        self.lock = threading.Lock()
+        self.conns = []          # (client side, upstream side)
+        self.mode = "open"       # "open", "cut" or "stall"
+        self.running = True
+        self._threading = threading
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self):
+        return "redis://127.0.0.1:%d" % self.port
+
+    def _accept(self):
+        while self.running:
+            try:
+                c, _ = self.ls.accept()
+            except OSError:
+                return
+            if self.mode == "cut":
+                c.close()
+                continue
+            try:
+                u = socket.create_connection(("127.0.0.1", self.target), timeout=2)
+            except OSError:
+                c.close()
+                continue
+            with self.lock:
+                self.conns.append((c, u))
+            self._threading.Thread(target=self._pump, args=(c, u), daemon=True).start()
+
+    def _pump(self, a, b):
+        import select
+        try:
+            while self.running:
+                if self.mode == "stall":
+                    time.sleep(0.02)
+                    continue
+                r, _, _ = select.select([a, b], [], [], 0.1)
+                for x in r:
+                    d = x.recv(65536)
+                    if not d:
+                        raise OSError("closed")
+                    (b if x is a else a).sendall(d)
+        except (OSError, ValueError):
+            pass
+        finally:
+            self._close_pair(a, b)
+
+    @staticmethod
+    def _close_pair(a, b):
+        for x in (a, b):
+            try:
+                x.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            try:
+                x.close()
+            except OSError:
+                pass
+
+    def _drop_all(self):
+        with self.lock:
+            conns, self.conns = self.conns, []
+        for a, b in conns:
+            self._close_pair(a, b)
+
+    def cut(self):
+        self.mode = "cut"
+        self._drop_all()
+
+    def stall(self):
+        with self.lock:
+            self.mode = "stall"
+
+    def heal(self):
+        if self.mode == "stall":
+            self._drop_all()
+        self.mode = "open"
+
+    def close(self):
+        self.running = False
+        try:
+            self.ls.close()
+        except OSError:
+            pass
+        self._drop_all()
+
+
+# --------------------------------------------------------------------------
 # Sharding (contract: FNV-1a 32 of the channel name mod the number of URIs)
 
 def fnv1a32(data):
@@ -308,7 +414,9 @@ class Cluster:
 
     NAMES = "abcdefgh"
 
-    def __init__(self, redis, n=3, config=None, tmpdir=None, workers=2, forms=None):
+    def __init__(self, redis, n=3, config=None, tmpdir=None, workers=2, forms=None,
+                 node_urls=None):
+        self.node_urls = dict(node_urls or {})   # node index -> its own URL list
         self.redis = list(redis) if isinstance(redis, (list, tuple)) else [redis]
         self.n = n
         self.config = dict(config or {})
@@ -337,7 +445,7 @@ class Cluster:
         return chan_on_shard(prefix, shard % self.nshards, self.nshards)
 
     def make_node(self, i):
-        urls = self.urls()
+        urls = self.node_urls.get(i) or self.urls()
         cfg = dict(self.config)
         cfg["node_name"] = "node-" + self.NAMES[i]
         args, env = [], {}
@@ -469,12 +577,17 @@ def cluster_factory_fixture():
     def _fixture(tmp_path):
         made = []
 
-        def make(config, n=3, redis_names=("redis",), forms=None):
+        def make(config, n=3, redis_names=("redis",), forms=None, node_urls=None):
+            """node_urls: called with the started RedisServers, returns
+            {node index: [URL, ...]} for nodes that reach Redis another way
+            (through a TcpProxy)."""
             redises = [RedisServer(str(tmp_path / nm), name=nm) for nm in redis_names]
             cl = Cluster(redises, n=n, config=config, tmpdir=str(tmp_path), forms=forms)
             made.append(cl)
             for r in redises:
                 r.start()
+            if node_urls:
+                cl.node_urls = node_urls(redises)
             return cl.start()
         yield make
         for cl in made:
@@ -487,7 +600,7 @@ def cluster_factory_fixture():
 # --------------------------------------------------------------------------
 # Checking what subscribers received
 
-def check_stream(label, received, acked, ambiguous=(), start=None, epoch=None):
+def check_stream(label, received, acked, ambiguous=(), start=None, epoch=None, upto=None):
     """received: [(offset, epoch, key)] in arrival order (live pushes and
     recovered publications of every connection of one logical subscriber).
     acked: {offset: key} of every publish answered ok.
@@ -498,7 +611,8 @@ def check_stream(label, received, acked, ambiguous=(), start=None, epoch=None):
 
     Asserts offsets start+1, start+2, ... without gap or duplicate, one
     epoch, each offset carrying the key acknowledged for it, and every
-    acknowledged offset after `start` received."""
+    acknowledged offset after `start` (and up to `upto`, when the stream
+    was cut short on purpose) received."""
     offsets = [o for o, _, _ in received]
     if start is None:
         start = offsets[0] - 1 if offsets else 0
@@ -526,6 +640,7 @@ def check_stream(label, received, acked, ambiguous=(), start=None, epoch=None):
         assert k not in seen_keys, "%s: publication %r delivered twice" % (label, k)
         seen_keys.add(k)
     got = set(offsets)
-    missing = sorted(o for o in acked if o > start and o not in got)
+    missing = sorted(o for o in acked if o > start and o not in got
+                     and (upto is None or o <= upto))
     assert not missing, "%s: acknowledged publications never received: offsets %r" \
         % (label, missing[:20])

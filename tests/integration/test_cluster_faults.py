@@ -38,11 +38,20 @@ def config(redis_timeout_ms):
         "namespaces": [
             {"name": "h", "history_size": 2000},
             {"name": "room", "history_size": 2000, "presence": True, "join_leave": True},
+            {"name": "w", "history_size": 10},    # hot window max(10, 64) = 64
         ],
     }
 
 
 make_cluster = ch.cluster_factory_fixture()
+
+
+@pytest.fixture
+def proxies():
+    made = []
+    yield made
+    for p in made:
+        p.close()
 
 
 async def connect(node, enc="json", user=None):
@@ -599,3 +608,94 @@ async def test_redis_losing_its_data_closes_subscribers_with_4003(make_cluster):
         assert s.epoch == ok["epoch"]
         ch.check_stream(s.label + " (new epoch)", s.segments[1], acked,
                         start=s.starts[1], epoch=ok["epoch"])
+
+
+# --------------------------------------------------------------------------
+# (e) one node cut off from Redis while the others keep publishing
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("how", ["cut", "stall"])
+async def test_one_node_cut_off_from_redis_while_the_others_publish(make_cluster, proxies, how):
+    """Node B reaches Redis through a proxy that drops its connections
+    ("cut") or stops forwarding so that only B's own timeout tells ("stall"),
+    for 3 s, while A and C keep publishing. Back, B fills its subscriber's
+    gap from the hot window of a channel whose namespace keeps 2000 (no
+    disconnect); on a channel whose window (64) is shorter than the gap,
+    B's subscriber gets disconnect 4003 and then recovered:false. Nodes A and
+    C stay up and keep acknowledging throughout."""
+    def via_proxy(redises):
+        proxies.append(ch.TcpProxy(redises[0].port))
+        return {1: [proxies[0].url]}
+    cl = make_cluster(config(500), node_urls=via_proxy)
+    proxy = proxies[0]
+    a, b, c = cl
+    hch, wch = hh.chan("h:"), hh.chan("w:")
+    subs = [await ResilientSub([a], hch, "json", "h-sub-A").start(),
+            await ResilientSub([b], hch, "msgpack", "h-sub-B").start(),
+            await ResilientSub([c], hch, "json", "h-sub-C").start()]
+    wsubs = [await ResilientSub([a], wch, "msgpack", "w-sub-A").start(),
+             await ResilientSub([b], wch, "json", "w-sub-B").start()]
+    pubs = [await Publisher(a, hch, "A", 100).start(),
+            await Publisher(b, hch, "B", 30, "msgpack").start(),
+            await Publisher(c, hch, "C", 30).start()]
+    wpub = await Publisher(c, wch, "W", 60).start()
+    await hh.async_wait_for(lambda: len(pubs[0].oks()) >= 30, t(5), what="30 publishes ok")
+
+    getattr(proxy, how)()
+    parted = now()
+    try:
+        await wait_all([b], ch.broker_down, max(0.5, parted + OUTAGE - 0.3 - now()),
+                       what="node B /healthz 503 broker down")
+        noticed = now()
+        await asyncio.sleep(max(0.0, parted + OUTAGE - now()))
+        states = await health_states([a, c])
+    finally:
+        proxy.heal()
+    healed = now()
+    for node, st in zip((a, c), states):
+        assert st[0] == 200 and st[1].get("broker") == "up", \
+            "%s (not cut off) was not up during B's partition: %r" % (node.name, st)
+    for s in subs + wsubs:
+        assert not s.closes, "%s disconnected during B's partition: %r" % (s.label, s.closes)
+    await wait_all([b], ch.broker_up, t(12), what="node B /healthz 200 broker up")
+    up = now()
+    await hh.async_wait_for(lambda: pubs[1].oks_sent_after(up) >= 10, t(5),
+                            what="publishes through B ok again")
+    wb = wsubs[1]
+    await hh.async_wait_for(lambda: wb.recovered, t(10),
+                            what=lambda: "w-sub-B (gap longer than the window) to be closed "
+                            "and to resubscribe (closes %r, at offset %s, wpub at %s)" % (
+                                wb.closes, wb.offset, max(wpub.acked() or [0])))
+
+    await finish(cl, subs, pubs)
+    for s in subs:
+        assert not s.closes, "%s was disconnected although the window (2000) covered " \
+            "the gap: %r" % (s.label, s.closes)
+    check_publishes_during_outage([pubs[1]], noticed, healed - 0.5 - 0.2)
+    for p in (pubs[0], pubs[2]):
+        failed = [r["reply"] for r in p.records if "ok" not in r["reply"]]
+        assert not failed, "publishes through %s failed while only B was cut off: %r" % (
+            p.tag, failed[:3])
+
+    await wpub.stop()
+    final = await final_publication(a, wch)
+    wacked = wpub.acked()
+    wacked[final[0]] = final[1]
+    for s in wsubs:
+        await s.wait_offset(final[0])
+        await s.stop()
+    wsubs[0].check(wacked, wpub.ambiguous())
+    assert [code for code, _ in wb.closes] == [4003], wb.closes
+    assert wb.disconnects and wb.disconnects[0].get("code") == 4003 and \
+        wb.disconnects[0].get("reconnect") is True, wb.disconnects
+    assert wb.recovered == [False] and len(wb.segments) == 2, wb.recovered
+    before, after = wb.segments
+    last_before = before[-1][0] if before else wb.starts[0]
+    assert wb.starts[1] - last_before > 10, \
+        "recovered:false although only %d publications were missed (history_size 10)" % (
+            wb.starts[1] - last_before)
+    assert wb.epoch == wsubs[0].epoch, "the stream was not lost, its epoch must stay"
+    ch.check_stream("w-sub-B before 4003", before, wacked, wpub.ambiguous(),
+                    start=wb.starts[0], epoch=wb.epoch, upto=last_before)
+    ch.check_stream("w-sub-B after 4003", after, wacked, wpub.ambiguous(),
+                    start=wb.starts[1], epoch=wb.epoch)
