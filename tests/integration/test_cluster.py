@@ -26,6 +26,8 @@ CONFIG = {
     "namespaces": [
         {"name": "h", "history_size": 200},
         {"name": "room", "history_size": 50, "presence": True, "join_leave": True},
+        {"name": "small", "history_size": 5},
+        {"name": "ttl", "history_size": 100, "history_ttl": 1},
     ],
 }
 
@@ -166,6 +168,10 @@ async def test_stream_keys_live_in_the_channels_redis(cl, shard):
     assert int(float(top[1])) == last["offset"], top
     # record <offset>:<epoch>:<body>; the body encoding is the server's own
     assert top[0].startswith(("%d:%s:" % (last["offset"], last["epoch"])).encode()), top
+    # a quiet channel's state expires after stream_ttl (default 86400 s)
+    for k in (key, wkey):
+        ttl = home.command("PTTL", k)
+        assert 0 < ttl <= 86400 * 1000, "PTTL %s = %s" % (k, ttl)
     for other in cl.redis:
         if other is not home:
             found = [k for k in other.keys("*") if chname in k]
@@ -249,6 +255,124 @@ async def test_client_recovers_on_another_node(cl, shard):
     sub4 = await connect(cl[1])
     ok = await sub4.ok("subscribe", channel=chname, since={"offset": 2, "epoch": "not-" + s["epoch"]})
     assert ok["recovered"] is False and ok["epoch"] == s["epoch"] and ok["offset"] == 9, ok
+
+
+@pytest.mark.timeout(60)
+async def test_subscribing_mid_stream_on_other_nodes_continues_exactly(cl):
+    """While node A publishes as fast as it can, subscribers join on B and C
+    (the first one makes the node subscribe in Redis) and others come back
+    with since on alternating nodes: each continues exactly after its
+    subscribe reply, without gap or duplicate, to the end."""
+    chname = cl.chan("h:", 1)
+    pub = await connect(cl[0], "msgpack")
+    acked = {}
+    done = asyncio.Event()
+
+    async def publisher():
+        n = 0
+        while not done.is_set() and n < 1800:
+            replies = await pub.batch([("publish", {"channel": chname, "data": {"k": "p%d" % i}})
+                                       for i in range(n, n + 10)])
+            for i, r in enumerate(replies):
+                acked[r["ok"]["offset"]] = "p%d" % (n + i)
+            n += 10
+            await asyncio.sleep(0.005)
+
+    task = asyncio.get_running_loop().create_task(publisher())
+    await hh.async_wait_for(lambda: len(acked) >= 50, t(5), what="50 publications")
+    joined = []        # (label, client, reply offset, epoch)
+    for i in range(8):
+        node = cl[1 + i % 2]
+        c = await connect(node, "json" if i % 3 else "msgpack")
+        ok = await c.ok("subscribe", channel=chname)
+        joined.append(("joined %d on %s" % (i, node.name), c, ok["offset"], ok["epoch"]))
+        await asyncio.sleep(0.03)
+    # one subscriber hopping between nodes with since
+    hop = await connect(cl[2])
+    ok = await hop.ok("subscribe", channel=chname)
+    hop_start, epoch, hop_seen = ok["offset"], ok["epoch"], []
+    for i in range(6):
+        got = await hop.pubs(10, timeout=t(10))
+        hop_seen += [(p["offset"], p["epoch"], p["data"]["k"]) for p in got]
+        await hop.close()
+        hop = await connect(cl[i % 3], "msgpack" if i % 2 else "json")
+        ok = await hop.ok("subscribe", channel=chname,
+                          since={"offset": hop_seen[-1][0], "epoch": epoch})
+        assert ok["recovered"] is True, ok
+        hop_seen += [(p["offset"], ok["epoch"], p["data"]["k"]) for p in ok["publications"]]
+    done.set()
+    await task
+    top = max(acked)
+    print("mid-stream: top %d, joined at %r, hopping from %d" % (
+        top, [j[2] for j in joined], hop_start))
+    assert len({j[2] for j in joined}) > 1, "the publisher was not running while they joined"
+    for label, c, start, ep in joined + [("hopping", hop, None, epoch)]:
+        got = []
+        if label == "hopping":
+            got, start = hop_seen, hop_start
+        need = top - (got[-1][0] if got else start)
+        got += [(p["offset"], p["epoch"], p["data"]["k"]) for p in await c.pubs(need, timeout=t(10))]
+        ch.check_stream(label, got, acked, start=start, epoch=epoch)
+
+
+async def test_presence_outlives_presence_ttl_while_connected(cl):
+    """Entries are refreshed (every presence_ttl/3): clients that stay
+    connected longer than presence_ttl (3 s) stay present on every node and
+    no leave push is sent for them. (A fixed wait: it checks that nothing
+    happens.)"""
+    chname = cl.chan("room:", 1)
+    a = await connect(cl[0], user="ann")
+    b = await connect(cl[1], "msgpack", user="ben")
+    await a.ok("subscribe", channel=chname)
+    await b.ok("subscribe", channel=chname)
+    assert (await a.push("join"))["info"]["client"] == b.client_id
+    want = {a.client_id: "ann", b.client_id: "ben"}
+    await asyncio.sleep(CONFIG["presence_ttl"] + 1.5)
+    for c in (a, b, await connect(cl[2])):
+        assert users(await c.ok("presence", channel=chname)) == want
+    assert a.pending_pushes() == [] and b.pending_pushes() == [], "leave/join pushes while " \
+        "both stayed connected: %r" % (a.pending_pushes() + b.pending_pushes())
+    # presence entries live in the channel's Redis (contract: P:{C}:pt, P:{C}:pu)
+    home = cl.redis_of(chname)
+    members = {m.decode() for m in home.command("ZRANGE", ch.stream_key(chname, cl.prefix, "pt"), 0, -1)}
+    assert members == set(want), members
+
+
+async def test_window_holds_64_history_returns_history_size(cl):
+    """Namespace `small` keeps history_size 5: the hot window in Redis holds
+    max(5, 64) publications, history and recovery from another node give
+    the last 5 only."""
+    chname = cl.chan("small:", 0)
+    a = await connect(cl[0])
+    for i in range(70):
+        last = await a.ok("publish", channel=chname, data=i)
+    assert last["offset"] == 70
+    home = cl.redis_of(chname)
+    assert home.command("ZCARD", ch.stream_key(chname, cl.prefix, "w")) == 64
+    b = await connect(cl[1], "msgpack")
+    h = await b.ok("history", channel=chname)
+    assert [(p["offset"], p["data"]) for p in h["publications"]] == [(o, o - 1) for o in range(66, 71)]
+    ok = await b.ok("subscribe", channel=chname, since={"offset": 65, "epoch": last["epoch"]})
+    assert ok["recovered"] is True and [p["offset"] for p in ok["publications"]] == [66, 67, 68, 69, 70]
+    c = await connect(cl[2])
+    ok = await c.ok("subscribe", channel=chname, since={"offset": 60, "epoch": last["epoch"]})
+    assert ok["recovered"] is False and ok["offset"] == 70 and ok["epoch"] == last["epoch"], ok
+
+
+async def test_history_ttl_applies_on_every_node(cl):
+    chname = cl.chan("ttl:", 1)
+    a = await connect(cl[0])
+    ok = await a.ok("publish", channel=chname, data="old")
+    b = await connect(cl[1])
+    h = await b.ok("history", channel=chname)
+    assert [p["data"] for p in h["publications"]] == ["old"]
+
+    async def expired():
+        return (await b.ok("history", channel=chname))["publications"] == []
+    await hh.async_wait_for(expired, t(4), interval=0.1, what="history_ttl (1 s) to drop it")
+    c = await connect(cl[2])
+    ok2 = await c.ok("subscribe", channel=chname, since={"offset": 0, "epoch": ok["epoch"]})
+    assert ok2["recovered"] is False and ok2["offset"] == 1, ok2
 
 
 # -- presence and join/leave ----------------------------------------------------------
