@@ -384,19 +384,31 @@ async def finish(cl, subs, pubs, extra_ambiguous=()):
 # (a) Redis stopped with SIGTERM for 3 s
 
 @pytest.mark.timeout(60)
-async def test_redis_stopped_for_3s_during_publishing(make_cluster):
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+async def test_redis_stopped_for_3s_during_publishing(make_cluster, how):
+    """Redis stopped (SIGTERM: it exits cleanly) or killed (SIGKILL: the
+    append-only file, fsynced at every write, still has every acknowledged
+    write) for 3 s while two channels are published to through all three
+    nodes; then started again on the same port and directory."""
     cl = make_cluster(config(2000))
     redis = cl.redis[0]
-    chname = hh.chan("h:")
+    chname, ch2 = hh.chan("h:"), hh.chan("h:")
     subs = [await ResilientSub([cl[0]], chname, "json", "sub-A").start(),
             await ResilientSub([cl[1]], chname, "msgpack", "sub-B").start(),
             await ResilientSub([cl[2]], chname, "json", "sub-C").start()]
+    subs2 = [await ResilientSub([cl[1]], ch2, "json", "ch2-sub-B").start(),
+             await ResilientSub([cl[2]], ch2, "msgpack", "ch2-sub-C").start()]
     probe = await connect(cl[0], "msgpack")
     pubs = [await Publisher(cl[1], chname, "B", 100).start(),
             await Publisher(cl[2], chname, "C", 25, "msgpack").start()]
+    pubs2 = [await Publisher(cl[0], ch2, "A", 50).start()]
     await hh.async_wait_for(lambda: len(pubs[0].oks()) >= 50, t(5), what="50 publishes ok")
 
-    assert await asyncio.to_thread(redis.stop) == 0
+    if how == "SIGTERM":
+        assert await asyncio.to_thread(redis.stop) == 0
+    else:
+        redis.kill()
+        assert redis.proc.returncode == -9
     stopped = now()
     # every node notices (its connections were closed) before Redis is back
     await wait_all(cl.nodes, ch.broker_down, max(0.5, stopped + OUTAGE - 0.3 - now()),
@@ -410,7 +422,7 @@ async def test_redis_stopped_for_3s_during_publishing(make_cluster):
         e = await probe.error(op, **fields)
         assert e["code"] == 108, (op, e)
     await asyncio.sleep(max(0.0, stopped + OUTAGE - now()))   # the outage
-    for s in subs:
+    for s in subs + subs2:
         assert not s.closes, "%s was disconnected while Redis was down: %r" % (s.label, s.closes)
     assert not probe.closed.is_set()
     back = now()
@@ -421,10 +433,11 @@ async def test_redis_stopped_for_3s_during_publishing(make_cluster):
                             what="30 publishes ok after the restart")
 
     await finish(cl, subs, pubs)
+    await finish(cl, subs2, pubs2)
     # (a publish sent just before the restart may be held while the node
     # connects: only those sent 0.2 s before it must have failed)
-    check_publishes_during_outage(pubs, noticed, back - 0.2)
-    check_no_ok_while_redis_silent(pubs, stopped, back)
+    check_publishes_during_outage(pubs + pubs2, noticed, back - 0.2)
+    check_no_ok_while_redis_silent(pubs + pubs2, stopped, back)
     for node in cl:
         check_logs(node)
 
@@ -699,3 +712,46 @@ async def test_one_node_cut_off_from_redis_while_the_others_publish(make_cluster
                     start=wb.starts[0], epoch=wb.epoch, upto=last_before)
     ch.check_stream("w-sub-B after 4003", after, wacked, wpub.ambiguous(),
                     start=wb.starts[1], epoch=wb.epoch)
+
+
+# --------------------------------------------------------------------------
+# (f) two Redis servers, one of them stopped
+
+@pytest.mark.timeout(60)
+async def test_one_of_two_redis_servers_stopped(make_cluster):
+    """Channels on the Redis that stays up are not affected at all; those on
+    the stopped one get 108 and recover their streams when it is back."""
+    cl = make_cluster(config(2000), redis_names=("r0", "r1"))
+    up_ch, down_ch = cl.chan("h:", 0), cl.chan("h:", 1)
+    subs_up = [await ResilientSub([cl[i]], up_ch, enc, "up-sub-%d" % i).start()
+               for i, enc in ((0, "json"), (1, "msgpack"), (2, "json"))]
+    subs_down = [await ResilientSub([cl[i]], down_ch, enc, "down-sub-%d" % i).start()
+                 for i, enc in ((0, "msgpack"), (1, "json"), (2, "msgpack"))]
+    pubs_up = [await Publisher(cl[1], up_ch, "U", 60).start()]
+    pubs_down = [await Publisher(cl[2], down_ch, "D", 60).start()]
+    await hh.async_wait_for(lambda: len(pubs_down[0].oks()) >= 30, t(5), what="30 publishes ok")
+
+    assert await asyncio.to_thread(cl.redis[1].stop) == 0
+    stopped = now()
+    await hh.async_wait_for(lambda: sum(1 for r in pubs_down[0].records
+                                        if r["reply"] and "error" in r["reply"]) >= 5,
+                            max(0.5, stopped + OUTAGE - 0.3 - now()),
+                            what="publishes to the stopped shard to fail")
+    noticed = now()
+    await asyncio.sleep(max(0.0, stopped + OUTAGE - now()))
+    states = await health_states(cl.nodes)
+    print("healthz with one of two Redis servers down:", states)
+    back = now()
+    await asyncio.to_thread(cl.redis[1].start)
+    await hh.async_wait_for(lambda: pubs_down[0].oks_sent_after(back) >= 20, t(12),
+                            what="publishes to the restarted shard ok again")
+    await wait_all(cl.nodes, ch.broker_up, t(12), what="every node /healthz broker up")
+
+    await finish(cl, subs_up, pubs_up)
+    await finish(cl, subs_down, pubs_down)
+    failed_up = [r["reply"] for r in pubs_up[0].records if "ok" not in r["reply"]]
+    assert not failed_up, "publishes to the shard that stayed up failed: %r" % failed_up[:3]
+    for s in subs_up:
+        assert not s.closes, (s.label, s.closes)
+    check_publishes_during_outage(pubs_down, noticed, back - 0.2)
+    check_no_ok_while_redis_silent(pubs_down, stopped, back)
