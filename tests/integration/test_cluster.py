@@ -524,3 +524,34 @@ async def test_redis_uri_with_password_and_db(make_redis, server_factory):
     assert p["offset"] == ok["offset"] == 1 and p["data"] == "through db 3", p
     assert ch.stream_key(chname) in r.keys(db=3)
     assert not [k for k in r.keys(db=0) if chname in k]
+
+
+async def test_node_started_before_redis_becomes_ready_when_redis_comes(make_redis, tmp_path):
+    """A node starts whether or not Redis answers: /healthz 503 broker down
+    (subscribe 108) until Redis is there, then 200 up and working."""
+    r = ch.RedisServer(str(tmp_path / "late"), name="late")
+    r.port = hh.free_port()
+
+    class EarlyNode(hh.HeraldServer):
+        def wait_ready(self, timeout):   # ready = answering /healthz at all
+            hh.wait_for(lambda: self.alive() and ch.health(self, timeout=1)[0] in (200, 503),
+                        timeout, what=lambda: "herald answering /healthz:\n" + self.stderr_tail())
+
+    node = EarlyNode(CONFIG, args=["--redis", r.url], tmpdir=str(tmp_path), name="early")
+    try:
+        node.start()
+        assert ch.broker_down(node), ch.health(node)
+        c = await connect(node)
+        assert (await c.error("subscribe", channel=hh.chan("h:")))["code"] == 108
+        await asyncio.to_thread(r.start)
+        await hh.async_wait_for(lambda: asyncio.to_thread(ch.broker_up, node), t(12),
+                                interval=0.1, what="broker up once Redis runs")
+        chname = hh.chan("h:")
+        await c.ok("subscribe", channel=chname)
+        ok = await c.ok("publish", channel=chname, data="late")
+        p = await c.push("pub")
+        assert p["offset"] == ok["offset"] == 1 and p["data"] == "late"
+        await c.close()
+    finally:
+        await asyncio.to_thread(node.stop)
+        r.stop()

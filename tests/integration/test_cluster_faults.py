@@ -14,6 +14,7 @@ before the link was declared down), but nothing else may.
 """
 
 import asyncio
+import signal
 import time
 
 import pytest
@@ -499,8 +500,14 @@ def users_of(presence_ok):
 
 
 @pytest.mark.timeout(60)
-async def test_killed_node_clients_recover_elsewhere_and_leave_presence(make_cluster):
-    cl = make_cluster(config(2000))
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
+async def test_lost_node_clients_recover_elsewhere_and_leave_presence(make_cluster, how):
+    """Node C killed (SIGKILL) or stopped (SIGTERM, clients closed with 4000)
+    during publishing: its clients reconnect to another node and recover
+    everything; the other nodes' presence loses C's clients within
+    presence_ttl + one refresh, and their subscribers get one leave push
+    for each."""
+    cl = make_cluster(dict(config(2000), shutdown_timeout=1))
     a, b, c = cl
     chname = hh.chan("room:")
     observers = [await ResilientSub([a], chname, "json", "obs-A", user="obs-a").start(),
@@ -528,7 +535,10 @@ async def test_killed_node_clients_recover_elsewhere_and_leave_presence(make_clu
 
     pubs = [await Publisher(a, chname, "A", 50).start()]
     await hh.async_wait_for(lambda: len(pubs[0].oks()) >= 25, t(5), what="25 publishes ok")
-    c.kill()
+    if how == "SIGKILL":
+        c.kill()
+    else:
+        c.send_signal(signal.SIGTERM)
     killed = now()
 
     # the victims reconnect elsewhere with since and recover
@@ -561,9 +571,17 @@ async def test_killed_node_clients_recover_elsewhere_and_leave_presence(make_clu
     await hh.async_wait_for(lambda: pubs[0].oks_sent_after(killed + gone_after) >= 10, t(5),
                             what="publishing to go on")
     await finish(cl, subs, pubs)
+    if how == "SIGTERM":
+        rc = await asyncio.to_thread(c.wait_exit, t(10))
+        assert rc == 0, "node C exit status %r after SIGTERM" % rc
     for v in victims:
         assert v.recovered == [True], "%s: %r" % (v.label, v.recovered)
-        assert v.closes and v.closes[0][0] == 1006, "%s: %r" % (v.label, v.closes)
+        if how == "SIGKILL":
+            assert v.closes and v.closes[0][0] == 1006, "%s: %r" % (v.label, v.closes)
+        else:
+            assert v.closes and v.closes[0][0] == 4000, "%s: %r" % (v.label, v.closes)
+            assert v.disconnects and v.disconnects[0].get("code") == 4000 and \
+                v.disconnects[0].get("reconnect") is True, (v.label, v.disconnects)
     print("presence entries of the killed node gone after %.2fs" % gone_after)
     for o in observers:
         assert not o.closes, (o.label, o.closes)
@@ -738,9 +756,18 @@ async def test_one_of_two_redis_servers_stopped(make_cluster):
                             max(0.5, stopped + OUTAGE - 0.3 - now()),
                             what="publishes to the stopped shard to fail")
     noticed = now()
+    # a node is degraded as soon as one of its links is down (docs/cluster.md)
+    await wait_all(cl.nodes, ch.broker_down, max(0.5, stopped + OUTAGE - 0.3 - now()),
+                   what="every node /healthz 503 broker down (one of its servers is)")
+    # the other server's channels keep working, on every node
+    for node in cl:
+        q = await connect(node)
+        assert (await q.ok("history", channel=up_ch, limit=1, reverse=True))["offset"] > 0
+        await q.ok("subscribe", channel=up_ch)
+        e = await q.error("subscribe", channel=down_ch)
+        assert e["code"] == 108, e
+        await q.close()
     await asyncio.sleep(max(0.0, stopped + OUTAGE - now()))
-    states = await health_states(cl.nodes)
-    print("healthz with one of two Redis servers down:", states)
     back = now()
     await asyncio.to_thread(cl.redis[1].start)
     await hh.async_wait_for(lambda: pubs_down[0].oks_sent_after(back) >= 20, t(12),
@@ -755,3 +782,99 @@ async def test_one_of_two_redis_servers_stopped(make_cluster):
         assert not s.closes, (s.label, s.closes)
     check_publishes_during_outage(pubs_down, noticed, back - 0.2)
     check_no_ok_while_redis_silent(pubs_down, stopped, back)
+
+
+# --------------------------------------------------------------------------
+# (g) a channel's stream deleted from Redis (as evicted, or expired)
+
+@pytest.mark.timeout(30)
+async def test_stream_deleted_from_redis_closes_subscribers_with_4003(make_cluster):
+    """The keys of a channel vanish from Redis while nodes have subscribers
+    (evicted, FLUSHALL, expired): the next publication starts a new epoch,
+    and every node closes its subscribers with 4003 instead of passing the
+    new epoch's offsets on as if they continued the old stream."""
+    cl = make_cluster(config(2000))
+    chname = hh.chan("h:")
+    subs = [await ResilientSub([cl[0]], chname, "json", "sub-A").start(),
+            await ResilientSub([cl[1]], chname, "msgpack", "sub-B").start()]
+    pub = await connect(cl[2])
+    for i in range(5):
+        ok = await pub.ok("publish", channel=chname, data={"k": "old-%d" % i})
+    old_epoch = ok["epoch"]
+    for s in subs:
+        await s.wait_offset(5)
+    redis = cl.redis[0]
+    assert redis.command("DEL", ch.stream_key(chname, "herald", "s"),
+                         ch.stream_key(chname, "herald", "w")) == 2
+    ok = await pub.ok("publish", channel=chname, data={"k": "new-0"})
+    assert ok["epoch"] != old_epoch and ok["offset"] == 1, ok
+    acked = {1: "new-0"}
+    for s in subs:
+        await hh.async_wait_for(lambda: s.recovered, t(10),
+                                what=lambda: "%s to be closed with 4003 and to resubscribe "
+                                "(closes %r, received %r)" % (s.label, s.closes, s.received[-3:]))
+    for i in range(1, 4):
+        ok2 = await pub.ok("publish", channel=chname, data={"k": "new-%d" % i})
+        acked[ok2["offset"]] = "new-%d" % i
+    for s in subs:
+        await s.wait_offset(max(acked))
+        await s.stop()
+        assert [c for c, _ in s.closes] == [4003], (s.label, s.closes)
+        assert s.recovered == [False] and s.epoch == ok["epoch"], (s.label, s.recovered)
+        assert [o for o, _, _ in s.segments[0]] == [1, 2, 3, 4, 5], \
+            "%s passed on the new epoch's offsets as if they continued: %r" % (
+                s.label, s.segments[0])
+        ch.check_stream(s.label + " (new epoch)", s.segments[1], acked,
+                        start=s.starts[1], epoch=ok["epoch"])
+
+
+# --------------------------------------------------------------------------
+# (h) presence across a partition longer than presence_ttl
+
+@pytest.mark.timeout(60)
+async def test_partitioned_node_clients_leave_and_join_again(make_cluster, proxies):
+    """Node B cut off from Redis for longer than presence_ttl + a refresh:
+    the other nodes drop B's client from presence and send a leave push,
+    although it is still connected to B; when the partition heals B's
+    refresh re-adds it and a join push announces it again."""
+    def via_proxy(redises):
+        proxies.append(ch.TcpProxy(redises[0].port))
+        return {1: [proxies[0].url]}
+    cl = make_cluster(config(2000), node_urls=via_proxy)
+    proxy = proxies[0]
+    a, b, c = cl
+    chname = hh.chan("room:")
+    obs = await ResilientSub([a], chname, "json", "obs-A", user="obs").start()
+    cut_off = await ResilientSub([b], chname, "msgpack", "sub-B", user="bee").start()
+    q = await connect(c)
+
+    async def present():
+        return users_of(await q.ok("presence", channel=chname))
+    want = {obs.client_id: "obs", cut_off.client_id: "bee"}
+    await hh.async_wait_for(lambda: present_is(present, want), t(5), interval=0.05,
+                            what="both present")
+    proxy.cut()
+    cut = now()
+    try:
+        limit = PRESENCE_TTL + PRESENCE_TTL / 3.0 + 1.5
+        await hh.async_wait_for(lambda: cut_off.client_id in {x for x, _ in obs.leaves},
+                                t(limit + 1), interval=0.05,
+                                what="a leave push for B's client on A")
+        assert now() - cut <= t(limit), "leave after %.1fs" % (now() - cut)
+        assert await present() == {obs.client_id: "obs"}
+        assert not cut_off.closes, "B's client was disconnected: %r" % cut_off.closes
+    finally:
+        proxy.heal()
+    await wait_all([b], ch.broker_up, t(12), what="node B up again")
+    await hh.async_wait_for(lambda: [x for x, _ in obs.joins].count(cut_off.client_id) >= 2,
+                            t(limit), interval=0.05,
+                            what=lambda: "a second join push for B's client (joins %r)" % obs.joins)
+    await hh.async_wait_for(lambda: present_is(present, want), t(5), interval=0.05,
+                            what="B's client present again")
+    await obs.stop()
+    await cut_off.stop()
+    assert not cut_off.closes and not obs.closes
+
+
+async def present_is(present, want):
+    return await present() == want
