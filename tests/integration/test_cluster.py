@@ -357,12 +357,28 @@ async def test_window_holds_64_history_returns_history_size(cl):
     c = await connect(cl[2])
     ok = await c.ok("subscribe", channel=chname, since={"offset": 60, "epoch": last["epoch"]})
     assert ok["recovered"] is False and ok["offset"] == 70 and ok["epoch"] == last["epoch"], ok
+    # the same on a node where the channel is live (recovery may come from
+    # the node's own ring of delivered publications): still history_size
+    live = await connect(cl[1])
+    await live.ok("subscribe", channel=chname)
+    for i in range(70, 80):
+        last = await a.ok("publish", channel=chname, data=i)
+    assert len(await live.pubs(10)) == 10
+    d = await connect(cl[1], "msgpack")
+    ok = await d.ok("subscribe", channel=chname, since={"offset": 70, "epoch": last["epoch"]})
+    assert ok["recovered"] is False and ok["offset"] == 80, ok
+    e = await connect(cl[1])
+    ok = await e.ok("subscribe", channel=chname, since={"offset": 75, "epoch": last["epoch"]})
+    assert ok["recovered"] is True and [p["offset"] for p in ok["publications"]] == [76, 77, 78, 79, 80]
 
 
 async def test_history_ttl_applies_on_every_node(cl):
     chname = cl.chan("ttl:", 1)
+    live = await connect(cl[2])            # the channel is live on C
+    await live.ok("subscribe", channel=chname)
     a = await connect(cl[0])
     ok = await a.ok("publish", channel=chname, data="old")
+    assert (await live.push("pub"))["data"] == "old"
     b = await connect(cl[1])
     h = await b.ok("history", channel=chname)
     assert [p["data"] for p in h["publications"]] == ["old"]
@@ -370,9 +386,101 @@ async def test_history_ttl_applies_on_every_node(cl):
     async def expired():
         return (await b.ok("history", channel=chname))["publications"] == []
     await hh.async_wait_for(expired, t(4), interval=0.1, what="history_ttl (1 s) to drop it")
-    c = await connect(cl[2])
-    ok2 = await c.ok("subscribe", channel=chname, since={"offset": 0, "epoch": ok["epoch"]})
-    assert ok2["recovered"] is False and ok2["offset"] == 1, ok2
+    for node in (cl[1], cl[2]):           # from the window, and where it is live
+        c = await connect(node)
+        ok2 = await c.ok("subscribe", channel=chname, since={"offset": 0, "epoch": ok["epoch"]})
+        assert ok2["recovered"] is False and ok2["offset"] == 1, (node.name, ok2)
+
+
+async def test_big_publication_and_odd_channel_names_cross_nodes(cl):
+    """A publication near max_message_size (64 KiB: the record in Redis holds
+    it twice) and names using the whole charset, with ':' inside, up to 255
+    bytes, go through Redis intact."""
+    names = [cl.chan("h:", 0) + ":x@y/z=w-v.u_t", cl.chan("h:", 1) + "::a:b",
+             "h:" + "z" * 240 + hh.chan()[:13]]
+    assert len(names[2]) == 255
+    for chname in names:
+        sub_j, sub_m = await connect(cl[0]), await connect(cl[1], "msgpack")
+        for c in (sub_j, sub_m):
+            await c.ok("subscribe", channel=chname)
+        pub = await connect(cl[2], "msgpack")
+        big = {"s": "\u00e9\u6f22\U0001f600" * 5000, "n": list(range(300))}
+        blob = bytes(range(256)) * 100
+        ok1 = await pub.ok("publish", channel=chname, data=big)
+        ok2 = await pub.ok("publish", channel=chname, data=blob)
+        for c in (sub_j, sub_m):
+            p1, p2 = await c.pubs(2)
+            assert p1["channel"] == chname and p1["offset"] == ok1["offset"], p1["offset"]
+            assert p1["data"] == big
+            assert p2["offset"] == ok2["offset"]
+            if c is sub_m:
+                assert p2["data"] == blob
+            else:
+                assert p2["binary"] is True and base64.b64decode(p2["data"]) == blob
+        h = await (await connect(cl[1])).ok("history", channel=chname)
+        assert [p["offset"] for p in h["publications"]] == [1, 2] and h["publications"][0]["data"] == big
+
+
+@pytest.mark.timeout(60)
+async def test_subscribe_unsubscribe_churn_on_a_node_during_publishing(cl):
+    """A node subscribes to a channel in Redis with its first local
+    subscriber and unsubscribes with its last one. Clients on B flip
+    subscribe/unsubscribe (also both in one frame) while A publishes: every
+    subscription delivers exactly the publications after its reply, and
+    the subscriber that stays till the end misses nothing."""
+    chname = cl.chan("h:", 0)
+    pub = await connect(cl[0])
+    done = asyncio.Event()
+    acked_keys = {}
+
+    async def publisher():
+        n = 0
+        while not done.is_set():
+            replies = await pub.batch([("publish", {"channel": chname, "data": {"k": "p%d" % i}})
+                                       for i in range(n, n + 5)])
+            for i, r in enumerate(replies):
+                acked_keys[r["ok"]["offset"]] = "p%d" % (n + i)
+            n += 5
+            await asyncio.sleep(0.003)
+
+    task = asyncio.get_running_loop().create_task(publisher())
+    await hh.async_wait_for(lambda: len(acked_keys) >= 20, t(5), what="publishing")
+    churn = [await connect(cl[1], "json" if i % 2 else "msgpack") for i in range(3)]
+    for rnd in range(12):
+        c = churn[rnd % 3]
+        if rnd % 4 == 3:      # subscribe + unsubscribe + subscribe in one frame
+            r = await c.batch([("subscribe", {"channel": chname}),
+                               ("unsubscribe", {"channel": chname}),
+                               ("subscribe", {"channel": chname})], one_frame=True)
+            assert all("ok" in x for x in r), r
+            start = r[2]["ok"]["offset"]
+        else:
+            start = (await c.ok("subscribe", channel=chname))["offset"]
+        got = await c.pubs(8, timeout=t(10))
+        offs = [p["offset"] for p in got]
+        if rnd % 4 == 3:
+            # pubs of the first (cancelled) subscription may come first;
+            # those of the last one continue exactly after its reply
+            offs = [o for o in offs if o > start]
+            while len(offs) < 8:
+                offs.append((await c.push("pub", timeout=t(10)))["offset"])
+                offs = [o for o in offs if o > start]
+        assert offs[:8] == list(range(start + 1, start + 9)), (rnd, start, offs)
+        await c.ok("unsubscribe", channel=chname)
+        # nothing of this channel after the unsubscribe reply
+        await c.ok("ping")
+        c.pending_pushes()
+    stayer = await connect(cl[1])
+    start = (await stayer.ok("subscribe", channel=chname))["offset"]
+    await hh.async_wait_for(lambda: len(acked_keys) >= start + 40, t(10), what="40 more")
+    done.set()
+    await task
+    top = max(acked_keys)
+    got = await stayer.pubs(top - start, timeout=t(10))
+    ch.check_stream("stayer", [(p["offset"], p["epoch"], p["data"]["k"]) for p in got],
+                    acked_keys, start=start)
+    for c in churn:           # unsubscribed: nothing arrived after the last reply
+        assert [p for p in c.pending_pushes() if p.get("channel") == chname] == [], c
 
 
 # -- presence and join/leave ----------------------------------------------------------
