@@ -9,6 +9,8 @@ hash), so both shards are exercised. Nodes are cl[0], cl[1], cl[2] (A, B, C).
 
 import asyncio
 import base64
+import os
+import subprocess
 
 import pytest
 
@@ -663,3 +665,45 @@ async def test_node_started_before_redis_becomes_ready_when_redis_comes(make_red
     finally:
         await asyncio.to_thread(node.stop)
         r.stop()
+
+
+def test_bad_redis_uris_exit_2_without_echoing_the_password(tmp_path):
+    for uri in ("http://127.0.0.1:6379", "redis://127.0.0.1:99999", "redis://127.0.0.1:6379/1001",
+                "redis://:Pw-s3cret@", "redis://:Pw-s3cret@127.0.0.1:port"):
+        r = subprocess.run([hh.HERALD_BIN, "--redis", uri, "--check-config"],
+                           capture_output=True, text=True, timeout=t(10),
+                           env={k: v for k, v in os.environ.items() if not k.startswith("HERALD_")})
+        assert r.returncode == 2, (uri, r.returncode, r.stderr)
+        assert "redis" in r.stderr.lower(), (uri, r.stderr)
+        assert "Pw-s3cret" not in r.stderr + r.stdout, (uri, r.stderr)
+    conf = tmp_path / "bad.conf"
+    conf.write_text('redis = ["redis://127.0.0.1:1", "redis://:Pw-s3cret@127.0.0.1:x"];\n')
+    r = subprocess.run([hh.HERALD_BIN, "--config", str(conf), "--check-config"],
+                       capture_output=True, text=True, timeout=t(10))
+    assert r.returncode == 2 and "bad.conf:1" in r.stderr, r.stderr
+    assert "Pw-s3cret" not in r.stderr, r.stderr
+
+
+async def test_wrong_redis_password_keeps_the_node_degraded_and_secret(make_redis, tmp_path):
+    r = make_redis("auth", password="right-s3cret")
+    url = "redis://:Wrong-s3cret@127.0.0.1:%d" % r.port
+
+    class EarlyNode(hh.HeraldServer):
+        def wait_ready(self, timeout):
+            hh.wait_for(lambda: self.alive() and ch.health(self, timeout=1)[0] in (200, 503),
+                        timeout, what=lambda: "herald answering /healthz:\n" + self.stderr_tail())
+
+    node = EarlyNode(CONFIG, args=["--redis", url], tmpdir=str(tmp_path), name="wrongpw")
+    try:
+        node.start()
+        # the refusal is logged (the contract only names "broker down" for a
+        # link going down; this one never came up)
+        await hh.async_wait_for(lambda: "WRONGPASS" in node.stderr() or "NOAUTH" in node.stderr(),
+                                t(5), what=lambda: "Redis' refusal in the log:\n" + node.stderr_tail())
+        assert ch.broker_down(node), ch.health(node)
+        c = await connect(node)
+        assert (await c.error("subscribe", channel=hh.chan("h:")))["code"] == 108
+        await c.close()
+    finally:
+        await asyncio.to_thread(node.stop)
+    assert "Wrong-s3cret" not in node.stderr(), "the password is in the log:\n" + node.stderr_tail()
