@@ -418,6 +418,14 @@ async def test_redis_stopped_for_3s_during_publishing(make_cluster, how):
     pubs = [await Publisher(cl[1], chname, "B", 100).start(),
             await Publisher(cl[2], chname, "C", 25, "msgpack").start()]
     pubs2 = [await Publisher(cl[0], ch2, "A", 50).start()]
+    # and 16 more channels, each with a subscriber on A or C and a slow
+    # publisher on B: every subscribed channel's gap must be filled
+    many = []
+    for i in range(16):
+        chn = hh.chan("h:")
+        sub = await ResilientSub([cl[0] if i % 2 else cl[2]], chn, "msgpack" if i % 3 else "json",
+                                 "many-%d" % i).start()
+        many.append(([sub], [await Publisher(cl[1], chn, "M%d" % i, 4).start()]))
     await hh.async_wait_for(lambda: len(pubs[0].oks()) >= 50, t(5), what="50 publishes ok")
 
     if how == "SIGTERM":
@@ -438,7 +446,7 @@ async def test_redis_stopped_for_3s_during_publishing(make_cluster, how):
         e = await probe.error(op, **fields)
         assert e["code"] == 108, (op, e)
     await asyncio.sleep(max(0.0, stopped + OUTAGE - now()))   # the outage
-    for s in subs + subs2:
+    for s in subs + subs2 + [x for group, _ in many for x in group]:
         assert not s.closes, "%s was disconnected while Redis was down: %r" % (s.label, s.closes)
     assert not probe.closed.is_set()
     back = now()
@@ -448,12 +456,16 @@ async def test_redis_stopped_for_3s_during_publishing(make_cluster, how):
     await hh.async_wait_for(lambda: pubs[0].oks_sent_after(up) >= 30, t(5),
                             what="30 publishes ok after the restart")
 
+    allpubs = pubs + pubs2 + [p for _, gp in many for p in gp]
+    await asyncio.gather(*(p.stop() for p in allpubs))
     await finish(cl, subs, pubs, window_covers=True)
     await finish(cl, subs2, pubs2, window_covers=True)
+    for group, gpubs in many:
+        await finish(cl, group, gpubs, window_covers=True)
     # (a publish sent just before the restart may reach the node once it is
     # up again: only those sent IN_FLIGHT before it must have failed)
-    check_publishes_during_outage(pubs + pubs2, noticed, back - IN_FLIGHT)
-    check_no_ok_while_redis_silent(pubs + pubs2, stopped, back)
+    check_publishes_during_outage(allpubs, noticed, back - IN_FLIGHT)
+    check_no_ok_while_redis_silent(allpubs, stopped, back)
     for node in cl:
         check_logs(node)
 
