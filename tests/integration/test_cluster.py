@@ -707,3 +707,53 @@ async def test_wrong_redis_password_keeps_the_node_degraded_and_secret(make_redi
     finally:
         await asyncio.to_thread(node.stop)
     assert "Wrong-s3cret" not in node.stderr(), "the password is in the log:\n" + node.stderr_tail()
+
+
+async def test_replies_and_pushes_have_the_single_node_shapes(cl, server_factory):
+    """The same session on a single node and across cluster nodes gives
+    messages with the same keys and value types (clients cannot tell)."""
+    single = server_factory(CONFIG)
+
+    def shape(v):
+        if isinstance(v, dict):
+            return {k: shape(x) for k, x in v.items()
+                    if k not in ("clients",)} if "clients" not in v else \
+                {"clients": sorted({tuple(sorted(e)) for e in v["clients"].values()})}
+        if isinstance(v, list):
+            return [shape(v[0])] if v else []
+        return type(v).__name__
+
+    async def session(n1, n2, enc):
+        out = {}
+        a = await n1.client(enc)
+        out["connect"] = shape(await a.ok("connect", token=hh.make_jwt(SECRET, sub="u1")))
+        b = await n2.client(enc)
+        await b.ok("connect", token=hh.make_jwt(SECRET, sub="u2"))
+        chname = hh.chan("room:")
+        out["subscribe"] = shape(await b.ok("subscribe", channel=chname))
+        await a.ok("subscribe", channel=chname)
+        out["join"] = shape(await b.push("join"))
+        out["publish"] = shape(await a.ok("publish", channel=chname, data={"x": 1}))
+        out["pub"] = shape(await b.push("pub"))
+        out["history"] = shape(await b.ok("history", channel=chname))
+        out["presence"] = shape(await b.ok("presence", channel=chname))
+        first = (await a.push("pub"))
+        out["recover"] = shape(await (await n2.client(enc)).ok(
+            "subscribe", channel=chname, since={"offset": 0, "epoch": first["epoch"]}))
+        out["join-anonymous"] = shape(await b.push("join"))
+        await a.ok("unsubscribe", channel=chname)
+        out["leave"] = shape(await b.push("leave"))
+        out["error"] = shape(await b.error("subscribe", channel=chname))
+        for c in (a, b):
+            await c.close()
+        return out
+
+    for enc in ("json", "msgpack"):
+        alone = await session(single, single, enc)
+        spread = await session(cl[0], cl[1], enc)
+        for k in alone:
+            if k == "connect":
+                continue      # node names differ, keys must not
+            assert spread[k] == alone[k], "%s (%s): cluster %r, single node %r" % (
+                k, enc, spread[k], alone[k])
+        assert sorted(spread["connect"]) == sorted(alone["connect"])
