@@ -1,10 +1,15 @@
-"""Cluster mode: three herald nodes fanning out through Redis.
+"""Cluster mode: three herald nodes fanning out through Redis
+(/work/cluster-contract.md, docs/cluster.md). Faults are in
+test_cluster_faults.py.
 
-Every test runs twice, on three nodes sharing one Redis ("one-redis") and
-on three nodes sharding their channels over two Redis servers
-("two-redis", with a non-default redis_prefix). Tests that care which shard
-a channel is on pick it with cl.chan(prefix, shard) (the contract's FNV-1a
-hash), so both shards are exercised. Nodes are cl[0], cl[1], cl[2] (A, B, C).
+Tests taking the `cl` fixture run twice, on three nodes sharing one Redis
+("one-redis") and on three nodes sharding their channels over two Redis
+servers ("two-redis", with a non-default redis_prefix); they share the
+nodes of the module and use fresh channel names. Tests that care which
+shard a channel is on pick it with cl.chan(prefix, shard) (the contract's
+FNV-1a hash), so both shards are exercised. Nodes are cl[0], cl[1], cl[2]
+(A, B, C). The last tests start nodes of their own (how a node is given
+its Redis servers, URIs, start-up order).
 """
 
 import asyncio
