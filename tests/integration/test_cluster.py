@@ -1,5 +1,5 @@
 """Cluster mode: three herald nodes fanning out through Redis
-(/work/cluster-contract.md, docs/cluster.md). Faults are in
+(docs/cluster.md). Faults are in
 test_cluster_faults.py.
 
 Tests taking the `cl` fixture run twice, on three nodes sharing one Redis
