@@ -12,7 +12,7 @@ what=${1:-build}
 build_pkgs=(build-essential cmake ninja-build pkg-config
   libwebsockets-dev libuv1-dev libjansson-dev libmsgpack-dev libconfig-dev
   libssl-dev libhiredis-dev libmongoc-dev libbson-dev uthash-dev)
-test_pkgs=(libcriterion-dev python3 python3-matplotlib python3-pytest python3-websockets python3-msgpack
+test_pkgs=(libcriterion-dev python3 python3-matplotlib python3-pytest python3-websockets python3-msgpack python3-pymongo
   redis-server openssl curl util-linux)
 
 # The bench profile: /usr/bin/python3 renders bench/report.py's plots.
@@ -36,3 +36,4 @@ fi
 if [ "$what" = test ]; then "$(dirname "$0")/../bench/peers/socketio/setup.sh"; fi  # herald-bench Socket.IO peer
 if [ "$what" = test ]; then "$(dirname "$0")/../bench/peers/nchan/setup.sh"; fi  # herald-bench Nchan peer (nginx + nchan)
 if [ "$what" = test ]; then "$(dirname "$0")/../bench/peers/centrifugo/setup.sh"; fi  # herald-bench Centrifugo peer (go build, ~2.5 min cold)
+if [ "$what" = test ]; then "$(dirname "$0")/ferretdb/setup.sh"; fi  # FerretDB, the MongoDB stand-in for durable history tests (go build, ~2 min cold)
