@@ -21,6 +21,7 @@ import time
 import pytest
 # Debian's python3-pymongo (scripts/deps.sh test); missing, this module
 # fails to import, which pytest reports as an error, not a skip.
+import pymongo
 from bson.binary import Binary
 from bson.int64 import Int64
 from pymongo.errors import BulkWriteError, ConnectionFailure, DuplicateKeyError
@@ -200,6 +201,26 @@ def test_delete_many_for_retention(ferretdb):
     # Nothing else was touched; deleting nothing is not an error.
     assert col.count_documents({"channel": "keep"}) == 10
     assert col.delete_many({"channel": "nope"}).deleted_count == 0
+
+
+def test_write_concern_in_the_uri_is_accepted(ferretdb):
+    """Herald's ack=durable waits for the URI's write concern. FerretDB
+    (one node) accepts w=majority/j=true and never reports a
+    writeConcernError; the write is committed to SQLite when acknowledged.
+    (w=0 is not usable with FerretDB: it answers unacknowledged OP_MSG
+    writes anyway, which desynchronises the connection.)"""
+    c = pymongo.MongoClient(ferretdb.uri(DB, w="majority", journal=True, wtimeoutMS=2000,
+                                         serverSelectionTimeoutMS=int(hh.t(3000))))
+    try:
+        col = c[DB][COLL]
+        r = col.insert_many([pub("ch", o, "d") for o in range(1, 4)])
+        assert r.acknowledged and len(r.inserted_ids) == 3
+        raw = c[DB].command({"insert": COLL, "documents": [pub("ch", 4, "d")],
+                             "writeConcern": {"w": "majority", "j": True, "wtimeout": 1000}})
+        assert raw["ok"] == 1 and raw["n"] == 1 and "writeConcernError" not in raw
+        assert col.count_documents({"channel": "ch"}) == 4
+    finally:
+        c.close()
 
 
 @pytest.mark.parametrize("how", ["sigterm", "sigkill"])
