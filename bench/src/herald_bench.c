@@ -18,6 +18,15 @@
  * same accounting, except that gaps and duplicates come from the stamps'
  * per-publisher sequence numbers, not from offsets.
  *
+ * Several servers: `--url` may be given several times (a cluster of Herald
+ * nodes). Subscriber j of channel c uses URL (c + j) mod n, publisher p URL
+ * p mod n, idle connection g URL g mod n, so that every channel has
+ * subscribers on every node and, with one publisher, most deliveries cross
+ * the broker between the nodes. Offsets are the same on every node of a
+ * cluster, so gaps and duplicates are counted as on one node. The report
+ * adds `parameters.urls` and `per_url` (subscribers, deliveries, latency of
+ * each URL's clients) when there is more than one.
+ *
  * Threads: each bench thread owns one uv loop and one hc_ctx (or peer
  * context) with its share
  * of the clients (clients/c: everything of a client runs on its loop). The
@@ -50,6 +59,7 @@
 #include "track.h"
 
 #define MAX_SERVERS 16
+#define MAX_URLS 16
 #define LD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
 #define ST(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELAXED)
 /* Increment of a counter written by one thread only and read by main. */
@@ -66,7 +76,9 @@ typedef struct config {
     const char *target;          /* "herald" or a peer driver's name */
     int sub_fast;                /* fanout subscribers on fastsub.h */
     const peer_driver *drv;      /* NULL for herald */
-    const char *url;
+    const char *url;             /* urls[0] */
+    const char *urls[MAX_URLS];  /* every --url, in the order given */
+    int n_urls;
     hc_encoding enc;
     double duration, warmup;
     const char *json;
@@ -96,9 +108,11 @@ static char g_cmdline[4096];
 typedef struct chan_state {
     char name[128];
     uint64_t sent;               /* atomic: publications not failed */
-    uint64_t seen;               /* atomic: seen by the channel's sentinel */
+    /* atomic: seen by the channel's sentinel on URL u (the last subscriber
+     * of the channel on each URL; one URL: the channel's last subscriber) */
+    uint64_t seen[MAX_URLS];
     unsigned n_pubs;
-    int has_sentinel;
+    uint32_t sentinel_urls;      /* bit u: the channel has a sentinel on u */
 } chan_state;
 static chan_state *g_chans;
 
@@ -114,6 +128,7 @@ typedef struct bsub {
     struct bthread *th;
     uint32_t chan;
     uint8_t sentinel, subscribed, awaiting;
+    uint8_t url;                 /* index in cfg.urls */
     track tr;
     /* Peer targets with several publishers on the channel: one track per
      * publisher of the channel (index = publisher / channels), else NULL
@@ -128,6 +143,7 @@ typedef struct bpub {
     };
     struct bthread *th;
     uint32_t id, chan;
+    uint32_t url;                /* index in cfg.urls */
     uint64_t seq, inflight, sent;
     uint64_t start_ns;
     int connected, started;
@@ -163,6 +179,12 @@ typedef struct bthread {
     uint64_t resubscribed, recovered_true, recovered_false, last_recover_ns;
     uint64_t p99_ns;
     track_counts tc;
+    /* Several URLs only (else NULL): per URL, the deliveries to its
+     * subscribers in the window and in all, and their latency (request:
+     * its publishers' round trips). Written by this thread, read by main
+     * after the thread has stopped. */
+    uint64_t *url_deliveries, *url_deliveries_total;
+    hist *url_lat;
     char payload[70000];
 } bthread;
 
@@ -194,10 +216,11 @@ static void source_addr(size_t a, char *out, size_t n)
              a % 254 + 1);
 }
 
-static void base_options(hc_options *o, bthread *th, void *user)
+static void base_options(hc_options *o, bthread *th, const char *url,
+                         void *user)
 {
     hc_options_init(o);
-    o->url = cfg.url;
+    o->url = url;
     o->encoding = cfg.enc;
     o->user = user;
     o->name = "herald-bench";
@@ -229,13 +252,20 @@ static void sub_deliver(bsub *s, uint64_t offset, const char *data,
         ST(th->dups, th->tc.duplicates);
     INC(th->deliveries_total, 1);
     if (s->sentinel)
-        __atomic_fetch_add(&g_chans[s->chan].seen, 1, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&g_chans[s->chan].seen[s->url], 1,
+                           __ATOMIC_RELAXED);
+    if (th->url_lat)
+        th->url_deliveries_total[s->url]++;
     if (!measuring)
         return;
     INC(th->deliveries, 1);
     if (stamp_decode(cfg.enc == HC_MSGPACK, data, len, &st) == 0) {
         uint64_t now = stamp_now_ns();
         hist_record(&th->lat, now > st.t_ns ? now - st.t_ns : 0);
+        if (th->url_lat) {
+            th->url_deliveries[s->url]++;
+            hist_record(&th->url_lat[s->url], now > st.t_ns ? now - st.t_ns : 0);
+        }
     } else {
         INC(th->errors, 1);
     }
@@ -368,6 +398,21 @@ static void on_error(hc_client *c, int code, hc_str msg, void *user)
 
 static void pub_pump(bpub *p);
 
+/* How far the channel's slowest sentinel is behind its publishers (0 when
+ * it has no subscriber). With several URLs each has its own sentinel, so
+ * that the subscribers of one node cannot fall behind without bound while
+ * those of another keep up. */
+static uint64_t chan_lag(const chan_state *ch)
+{
+    uint64_t sent = LD(ch->sent), lag = 0;
+    for (int u = 0; u < cfg.n_urls; u++) {
+        uint64_t seen = LD(ch->seen[u]);
+        if ((ch->sentinel_urls >> u & 1u) && sent > seen && sent - seen > lag)
+            lag = sent - seen;
+    }
+    return lag;
+}
+
 static void pub_on_ack(hc_client *c, const hc_reply *r, void *arg)
 {
     bpub *p = hc_client_user(c);
@@ -383,10 +428,13 @@ static void pub_on_ack(hc_client *c, const hc_reply *r, void *arg)
             uint64_t now = stamp_now_ns();
             uint64_t d = now > t0 ? now - t0 : 0;
             INC(th->acked, 1);
-            if (cfg.sc == SC_REQUEST)
+            if (cfg.sc == SC_REQUEST) {
                 hist_record(&th->lat, d);
-            else
+                if (th->url_lat)
+                    hist_record(&th->url_lat[p->url], d);
+            } else {
                 hist_record(&th->ack, d);
+            }
         }
     } else {
         /* Not published (server error), or unknown (connection lost). */
@@ -463,8 +511,7 @@ static void pub_pump(bpub *p)
     chan_state *ch = &g_chans[p->chan];
     uint64_t lim = (uint64_t)cfg.window * ch->n_pubs;
     while (p->inflight < cfg.window) {
-        if (ch->has_sentinel &&
-            LD(ch->sent) - LD(ch->seen) >= lim)
+        if (chan_lag(ch) >= lim)
             break;
         if (pub_one(p))
             break;
@@ -586,12 +633,19 @@ static void psub_message(peer_client *c, const char *data, size_t len,
         ST(th->dups, th->tc.duplicates);
     INC(th->deliveries_total, 1);
     if (s->sentinel)
-        __atomic_fetch_add(&g_chans[s->chan].seen, 1, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&g_chans[s->chan].seen[s->url], 1,
+                           __ATOMIC_RELAXED);
+    if (th->url_lat)
+        th->url_deliveries_total[s->url]++;
     if (LD(g_phase) != PH_MEASURE)
         return;
     INC(th->deliveries, 1);
     uint64_t now = stamp_now_ns();
     hist_record(&th->lat, now > st.t_ns ? now - st.t_ns : 0);
+    if (th->url_lat) {
+        th->url_deliveries[s->url]++;
+        hist_record(&th->url_lat[s->url], now > st.t_ns ? now - st.t_ns : 0);
+    }
     (void)c;
 }
 
@@ -659,10 +713,13 @@ static void ppub_ack(peer_client *c, int ok, const char *why, void *arg)
             uint64_t now = stamp_now_ns();
             uint64_t d = now > t0 ? now - t0 : 0;
             INC(th->acked, 1);
-            if (cfg.sc == SC_REQUEST)
+            if (cfg.sc == SC_REQUEST) {
                 hist_record(&th->lat, d);
-            else
+                if (th->url_lat)
+                    hist_record(&th->url_lat[p->url], d);
+            } else {
                 hist_record(&th->ack, d);
+            }
         }
     } else {
         /* Refused, or the connection was lost before the answer. */
@@ -735,11 +792,11 @@ static void create_peer_client(bthread *th)
     peer_options o;
     char addr[32];
     memset(&o, 0, sizeof(o));
-    o.url = cfg.url;
     if (th->created_subs < th->n_subs) {
         bsub *s = &th->subs[th->created_subs];
         size_t g = th->conn_base + th->created_subs;
         unsigned np = g_chans[s->chan].n_pubs;
+        o.url = cfg.urls[s->url];
         if (cfg.conns_per_addr) {
             source_addr(g / cfg.conns_per_addr, addr, sizeof(addr));
             o.local_addr = addr;
@@ -760,6 +817,7 @@ static void create_peer_client(bthread *th)
         th->created_subs++;
     } else if (th->created_pubs < th->n_pubs) {
         bpub *p = &th->pubs[th->created_pubs];
+        o.url = cfg.urls[p->url];
         o.cb = &ppub_cb;
         o.user = p;
         p->pc = cfg.drv->publisher(th->pctx, &o);
@@ -772,6 +830,7 @@ static void create_peer_client(bthread *th)
     } else {
         size_t i = th->created_conns;
         size_t g = th->conn_base + i;
+        o.url = cfg.urls[g % (size_t)cfg.n_urls];
         if (cfg.conns_per_addr) {
             source_addr(g / cfg.conns_per_addr, addr, sizeof(addr));
             o.local_addr = addr;
@@ -811,20 +870,20 @@ static void create_clients(bthread *th)
             size_t g = th->conn_base + th->created_subs;
             if (cfg.conns_per_addr)
                 source_addr(g / cfg.conns_per_addr, addr, sizeof(addr));
-            s->fs = fastsub_open(&th->loop, cfg.url,
+            s->fs = fastsub_open(&th->loop, cfg.urls[s->url],
                                  cfg.conns_per_addr ? addr : NULL,
                                  cfg.enc == HC_MSGPACK, g_chans[s->chan].name,
                                  &fsub_cb, s);
             if (!s->fs) {
                 fprintf(stderr, "herald-bench: cannot open a subscriber to %s\n",
-                        cfg.url);
+                        cfg.urls[s->url]);
                 exit(2);
             }
             th->created_subs++;
         } else if (th->created_subs < th->n_subs) {
             bsub *s = &th->subs[th->created_subs];
             size_t g = th->conn_base + th->created_subs;
-            base_options(&o, th, s);
+            base_options(&o, th, cfg.urls[s->url], s);
             if (cfg.conns_per_addr) {
                 source_addr(g / cfg.conns_per_addr, addr, sizeof(addr));
                 o.local_addr = addr;
@@ -845,7 +904,7 @@ static void create_clients(bthread *th)
             th->created_subs++;
         } else if (th->created_pubs < th->n_pubs) {
             bpub *p = &th->pubs[th->created_pubs];
-            base_options(&o, th, p);
+            base_options(&o, th, cfg.urls[p->url], p);
             o.cb.connected = pub_on_connected;
             o.cb.disconnected = pub_on_disconnected;
             o.cb.error = on_error;
@@ -858,7 +917,7 @@ static void create_clients(bthread *th)
         } else {
             size_t i = th->created_conns;
             size_t g = th->conn_base + i;
-            base_options(&o, th,
+            base_options(&o, th, cfg.urls[g % (size_t)cfg.n_urls],
                          (void *)(((uintptr_t)th->idx << 32) | (uintptr_t)i));
             o.reconnect = 0;
             if (cfg.conns_per_addr) {
@@ -1153,6 +1212,13 @@ static void params_json(jw *w)
     jw_obj_begin(w);
     jw_kstr(w, "target", cfg.target);
     jw_kstr(w, "url", cfg.url);
+    if (cfg.n_urls > 1) {
+        jw_key(w, "urls");
+        jw_arr_begin(w);
+        for (int u = 0; u < cfg.n_urls; u++)
+            jw_str(w, cfg.urls[u]);
+        jw_arr_end(w);
+    }
     jw_kstr(w, "encoding", cfg.enc == HC_MSGPACK ? "msgpack" : "json");
     jw_kdbl(w, "duration_s", cfg.duration);
     jw_kdbl(w, "warmup_s", cfg.warmup);
@@ -1292,6 +1358,48 @@ static void sample_servers(srv_sample *srv, int second)
     }
 }
 
+/* Several URLs: each URL's share (its clients, their deliveries and
+ * latency), on the human table and as the report's `per_url`. Called after
+ * the threads have stopped. */
+static void per_url_report(jw *w, double wall)
+{
+    jw_key(w, "per_url");
+    jw_arr_begin(w);
+    for (int u = 0; u < cfg.n_urls; u++) {
+        uint64_t subs = 0, pubs = 0, d = 0, dt = 0;
+        hist *h = malloc(sizeof(*h));
+        if (!h)
+            abort();
+        hist_reset(h);
+        for (int i = 0; i < cfg.threads; i++) {
+            bthread *th = &g_th[i];
+            for (size_t k = 0; k < th->n_subs; k++)
+                subs += th->subs[k].url == u;
+            for (size_t k = 0; k < th->n_pubs; k++)
+                pubs += th->pubs[k].url == (uint32_t)u;
+            d += th->url_deliveries[u];
+            dt += th->url_deliveries_total[u];
+            hist_merge(h, &th->url_lat[u]);
+        }
+        printf("  url %-2d %s: %" PRIu64 " subscribers, %" PRIu64
+               " publishers, %.0f deliveries/s\n",
+               u, cfg.urls[u], subs, pubs, wall > 0 ? (double)d / wall : 0);
+        lat_table(cfg.sc == SC_REQUEST ? "  publish round trip"
+                                       : "  publish-to-delivery", h);
+        jw_obj_begin(w);
+        jw_kstr(w, "url", cfg.urls[u]);
+        jw_ku64(w, "subscribers", subs);
+        jw_ku64(w, "publishers", pubs);
+        jw_ku64(w, "deliveries", d);
+        jw_ku64(w, "deliveries_total", dt);
+        jw_kdbl(w, "deliveries_per_s", wall > 0 ? (double)d / wall : 0);
+        lat_json(w, "latency", h);
+        jw_obj_end(w);
+        free(h);
+    }
+    jw_arr_end(w);
+}
+
 /* --- fanout / reconnect / request --------------------------------------- */
 
 static int run_streams(void)
@@ -1314,11 +1422,9 @@ static int run_streams(void)
     n_subs = chans * cfg.subs;
     n_pubs = cfg.pubs;
     g_chans = calloc(chans, sizeof(*g_chans));
-    for (unsigned i = 0; i < chans; i++) {
+    for (unsigned i = 0; i < chans; i++)
         snprintf(g_chans[i].name, sizeof(g_chans[i].name), "%s%06x.%u",
                  cfg.channel_prefix, run_id, i);
-        g_chans[i].has_sentinel = cfg.subs > 0;
-    }
     g_th = calloc((size_t)cfg.threads, sizeof(*g_th));
     for (int i = 0; i < cfg.threads; i++) {
         bthread *th = &g_th[i];
@@ -1329,15 +1435,33 @@ static int run_streams(void)
         th->conn_base = (size_t)i * (n_subs / (unsigned)cfg.threads + 1);
         hist_reset(&th->lat);
         hist_reset(&th->ack);
+        if (cfg.n_urls > 1) {
+            size_t n = (size_t)cfg.n_urls;
+            th->url_deliveries = calloc(n, sizeof(uint64_t));
+            th->url_deliveries_total = calloc(n, sizeof(uint64_t));
+            th->url_lat = calloc(n, sizeof(hist));
+            if (!th->url_deliveries || !th->url_deliveries_total ||
+                !th->url_lat)
+                abort();
+            for (size_t u = 0; u < n; u++)
+                hist_reset(&th->url_lat[u]);
+        }
     }
-    /* Subscriber k of channel c goes to thread (c * subs + k) % threads; the
-     * last subscriber created for a channel is its sentinel. */
+    /* Subscriber k is subscriber j = k / C of channel c = k % C and goes to
+     * thread k % threads and to URL (c + j) % urls: every channel has
+     * subscribers on every URL (round-robin), whatever C. The last
+     * subscriber of a channel on each URL (the last `urls` of the channel)
+     * is a sentinel: a closed-loop publisher waits for the slowest. */
     for (unsigned k = 0; k < n_subs; k++) {
         bthread *th = &g_th[k % (unsigned)cfg.threads];
         bsub *sb = &th->subs[th->n_subs++];
+        unsigned j = k / chans;
         sb->th = th;
         sb->chan = k % chans;
-        sb->sentinel = k + chans >= n_subs;
+        sb->url = (uint8_t)((sb->chan + j) % (unsigned)cfg.n_urls);
+        sb->sentinel = j + (unsigned)cfg.n_urls >= cfg.subs;
+        if (sb->sentinel)
+            g_chans[sb->chan].sentinel_urls |= 1u << sb->url;
     }
     for (unsigned p = 0; p < n_pubs; p++) {
         bthread *th = &g_th[p % (unsigned)cfg.threads];
@@ -1345,6 +1469,7 @@ static int run_streams(void)
         pb->th = th;
         pb->id = p;
         pb->chan = p % chans;
+        pb->url = p % (unsigned)cfg.n_urls;
         g_chans[pb->chan].n_pubs++;
     }
 
@@ -1480,6 +1605,8 @@ static int run_streams(void)
     jw_ku64(&w, "failed_publishes", s.failed_pubs);
     jw_ku64(&w, "uncertain_publishes", s.uncertain);
     jw_ku64(&w, "disconnects", s.disconnects);
+    if (cfg.n_urls > 1)
+        per_url_report(&w, wall);
     if (cfg.sc == SC_RECONNECT) {
         jw_key(&w, "reconnect");
         jw_obj_begin(&w);
@@ -1528,6 +1655,9 @@ static int run_streams(void)
             free(g_th[i].subs[k].trs);
         free(g_th[i].subs);
         free(g_th[i].pubs);
+        free(g_th[i].url_deliveries);
+        free(g_th[i].url_deliveries_total);
+        free(g_th[i].url_lat);
     }
     free(g_th);
     free(g_chans);
@@ -1794,7 +1924,9 @@ static void usage(FILE *f)
 "scenarios: fanout | connections | reconnect | request (see bench/README.md)\n"
 "common:\n"
 "  --target T           herald | a peer: %s(herald)\n"
-"  --url URL            ws://127.0.0.1:8080/ws (peers: the driver's)\n"
+"  --url URL            ws://127.0.0.1:8080/ws (peers: the driver's); repeat\n"
+"                       it for several servers (a cluster): clients are\n"
+"                       spread over them round-robin\n"
 "  --encoding E         json | msgpack (json)\n"
 "  --duration S         measured seconds (10)\n"
 "  --warmup S           seconds before measuring (1)\n"
@@ -1883,7 +2015,12 @@ static int parse_args(int argc, char **argv)
     while ((c = getopt_long(argc, argv, "n:", opts, NULL)) != -1) {
         end = NULL;
         switch (c) {
-        case O_URL: cfg.url = optarg; have_url = 1; break;
+        case O_URL:
+            if (cfg.n_urls == MAX_URLS)
+                goto bad;
+            cfg.urls[cfg.n_urls++] = optarg;
+            have_url = 1;
+            break;
         case O_TARGET: cfg.target = optarg; break;
         case O_SUBT: subt = optarg; break;
         case O_ENC:
@@ -1963,18 +2100,24 @@ static int parse_args(int argc, char **argv)
         if (!have_url)
             cfg.url = cfg.drv->default_url;
     }
+    if (have_url)
+        cfg.url = cfg.urls[0];
+    else
+        cfg.urls[cfg.n_urls++] = cfg.url;
     /* Fanout subscribers on Herald read through fastsub.h unless told
      * otherwise or the URL needs the library (wss://, a host name). */
     if (subt && strcmp(subt, "fast") && strcmp(subt, "client")) {
         fprintf(stderr, "herald-bench: --sub-transport is fast or client\n");
         return 2;
     }
-    cfg.sub_fast = cfg.sc == SC_FANOUT && !cfg.drv &&
-                   fastsub_url_ok(cfg.url) == 0 &&
+    int urls_fast = 1;
+    for (int u = 0; u < cfg.n_urls; u++)
+        urls_fast &= fastsub_url_ok(cfg.urls[u]) == 0;
+    cfg.sub_fast = cfg.sc == SC_FANOUT && !cfg.drv && urls_fast &&
                    !(subt && !strcmp(subt, "client"));
     if (subt && !strcmp(subt, "fast") && !cfg.sub_fast) {
         fprintf(stderr, "herald-bench: --sub-transport fast: fanout on Herald"
-                " with a ws://IPv4:port URL only\n");
+                " with ws://IPv4:port URLs only\n");
         return 2;
     }
     if (cfg.sc == SC_CONNECTIONS) {

@@ -7,7 +7,11 @@ The big runs belong to `make bench`, not here."""
 
 import json
 import os
+import shutil
+import socket
 import subprocess
+import tempfile
+import time
 
 import pytest
 
@@ -20,6 +24,8 @@ BENCH = os.path.join(os.path.dirname(os.path.abspath(hh.HERALD_BIN)), "herald-be
 CONFIG = {"namespace_defaults": {"history_size": 2000, "history_ttl": 300}}
 
 server = hh.server_fixture(CONFIG)
+# A second, independent server: several --url without a cluster (plumbing).
+server2 = hh.server_fixture(CONFIG)
 
 LAT_KEYS = {"count", "p50_us", "p90_us", "p99_us", "p999_us", "max_us"}
 
@@ -32,10 +38,15 @@ def bench_env():
 
 
 def run_bench(server, tmp_path, scenario, *args, duration=2.0):
+    """server: one HeraldServer, or a list of them (one --url and
+    --server-pid each, in that order)."""
+    servers = server if isinstance(server, list) else [server]
     report = str(tmp_path / ("%s.json" % scenario))
-    cmd = [BENCH, scenario, "--url", server.url(), "--duration", str(duration),
-           "--warmup", "0.5", "--json", report,
-           "--server-pid", str(server.proc.pid)] + [str(a) for a in args]
+    cmd = [BENCH, scenario, "--duration", str(duration), "--warmup", "0.5",
+           "--json", report]
+    for s in servers:
+        cmd += ["--url", s.url(), "--server-pid", str(s.proc.pid)]
+    cmd += [str(a) for a in args]
     p = subprocess.run(cmd, capture_output=True, text=True, env=bench_env(),
                        timeout=t(40))
     out = "command: %s\nexit %d\nstdout:\n%s\nstderr:\n%s" % (
@@ -51,11 +62,16 @@ def run_bench(server, tmp_path, scenario, *args, duration=2.0):
     assert r["duration_s"] > 0
     assert r["gaps"] == 0 and r["duplicates"] == 0, out
     assert r["bench"]["cpu_s"] >= 0 and r["bench"]["cpu_util"] >= 0
-    assert len(r["servers"]) == 1, out
-    s = r["servers"][0]
-    assert s["pid"] == server.proc.pid and s["ok"] is True, out
-    assert s["rss_bytes"] > 0 and s["cpu_s"] >= 0, out
-    assert "pss_bytes" in s
+    assert len(r["servers"]) == len(servers), out
+    for s, srv in zip(r["servers"], servers):
+        assert s["pid"] == srv.proc.pid and s["ok"] is True, out
+        assert s["rss_bytes"] > 0 and s["cpu_s"] >= 0, out
+        assert "pss_bytes" in s
+    if len(servers) == 1:
+        assert "urls" not in r["parameters"] and "per_url" not in r, out
+    else:
+        assert r["parameters"]["urls"] == [s.url() for s in servers], out
+        assert r["parameters"]["url"] == servers[0].url(), out
     return r, out
 
 
@@ -158,3 +174,110 @@ def test_bad_usage_exits_2():
     p = subprocess.run([BENCH, "--help"], capture_output=True, text=True,
                        env=bench_env(), timeout=t(10))
     assert p.returncode == 0 and "fanout" in p.stdout
+
+
+# --- several --url ----------------------------------------------------------
+
+@pytest.mark.parametrize("transport", ["fast", "client"])
+def test_fanout_two_urls(server, server2, tmp_path, transport):
+    """Two independent nodes: subscriber j of channel c goes to URL
+    (c + j) mod 2 and publisher p to URL p mod 2, so with one subscriber per
+    channel each channel's subscriber is on its publisher's node and every
+    publication is delivered without a cluster."""
+    r, out = run_bench([server, server2], tmp_path, "fanout", "--channels", 2,
+                       "--subs", 1, "--pubs", 2, "--sub-transport", transport)
+    assert r["subscribers"] == 2
+    assert r["errors"] == 0 and r["disconnects"] == 0, out
+    assert r["deliveries_total"] == r["publications_total"], out
+    pu = r["per_url"]
+    assert [u["url"] for u in pu] == [server.url(), server2.url()], out
+    for u in pu:
+        assert u["subscribers"] == 1 and u["publishers"] == 1, out
+        assert u["deliveries"] > 0, out
+        check_latency(u["latency"], out)
+    assert sum(u["deliveries"] for u in pu) == r["deliveries"], out
+    assert sum(u["deliveries_total"] for u in pu) == r["deliveries_total"], out
+    for s in r["servers"]:
+        assert s["ns_per_delivery"] > 0, out
+
+
+def test_request_two_urls(server, server2, tmp_path):
+    r, out = run_bench([server, server2], tmp_path, "request", "--clients", 4)
+    assert r["errors"] == 0, out
+    for u in r["per_url"]:
+        assert u["publishers"] == 2 and u["subscribers"] == 0, out
+        check_latency(u["latency"], out)
+    assert sum(u["latency"]["count"] for u in r["per_url"]) == r["requests"], out
+
+
+def test_connections_two_urls(server, server2, tmp_path):
+    r, out = run_bench([server, server2], tmp_path, "connections", "--count", 100,
+                       "--rate", 2000)
+    assert r["connections"] == 100 and r["failures"] == 0, out
+
+
+# --- a cluster: two nodes through Redis --------------------------------------
+
+REDIS_SERVER = "/usr/bin/redis-server"
+
+
+def herald_has_cluster():
+    try:
+        p = subprocess.run([hh.HERALD_BIN, "--help"], capture_output=True, text=True,
+                           timeout=t(10))
+    except OSError:
+        return False
+    return "--redis" in p.stdout + p.stderr
+
+
+@pytest.fixture
+def redis_url():
+    if not os.access(REDIS_SERVER, os.X_OK):
+        pytest.skip("no %s" % REDIS_SERVER)
+    if not herald_has_cluster():
+        pytest.skip("herald has no --redis (cluster mode)")
+    port = hh.free_port()
+    d = tempfile.mkdtemp(prefix="herald-redis-")
+    proc = subprocess.Popen([REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1",
+                             "--save", "", "--appendonly", "no", "--dir", d],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + t(10)
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), 1) as c:
+                    c.sendall(b"PING\r\n")
+                    if c.recv(64).startswith(b"+PONG"):
+                        break
+            except OSError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, "redis did not start"
+            time.sleep(0.05)
+        yield "redis://127.0.0.1:%d" % port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=t(10))
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_fanout_across_cluster(redis_url, tmp_path):
+    """Two cluster nodes: the publisher on the first, half the subscribers
+    on the second, so their deliveries cross Redis; every publication
+    reaches every subscriber of both nodes, with no gap and no duplicate,
+    and Redis is sampled as a server too."""
+    nodes = [hh.HeraldServer(CONFIG, tmpdir=str(tmp_path), name="node%d" % i, workers=1,
+                             args=["--redis", redis_url]) for i in (1, 2)]
+    try:
+        for n in nodes:
+            n.start()
+        r, out = run_bench(nodes, tmp_path, "fanout", "--channels", 1, "--subs", 20)
+        assert r["errors"] == 0 and r["disconnects"] == 0, out
+        assert r["deliveries_total"] == r["publications_total"] * 20, out
+        pu = r["per_url"]
+        assert [(u["subscribers"], u["publishers"]) for u in pu] == [(10, 1), (10, 0)], out
+        for u in pu:
+            assert u["deliveries_total"] == r["publications_total"] * 10, out
+            check_latency(u["latency"], out)
+    finally:
+        for n in nodes:
+            n.stop()
