@@ -1,0 +1,296 @@
+#!/usr/bin/env bash
+# Fan-out across a Herald cluster, and the single node beside it in the same
+# run. The cluster is a redis-server (its own temporary directory, no
+# persistence) and two herald nodes (--workers 1 each, --redis); herald-bench
+# gets both nodes' URLs and spreads the subscribers over them round-robin,
+# with the publisher on the first node, so half the deliveries cross Redis.
+# The single node is one herald --workers 2 without Redis (the same two
+# cores' worth of workers). Each step gets fresh servers, and every server
+# process (both nodes and redis) is sampled with --server-pid.
+#
+#   bench/cluster.sh                       # the four steps, about 2 minutes
+#   STEPS="cluster-fanout single-fanout" DUR=5 bench/cluster.sh
+#
+# Steps: cluster-fanout, single-fanout: `herald-bench fanout --channels 1
+# --subs SUBS --size 100 --threads 2` as fast as acknowledged (window 16);
+# cluster-rate, single-rate: the same at --rate RATE publications/s (latency
+# below saturation). Reports: OUT/<step>.json (herald-bench's report plus a
+# `suite` object: step, server commands, exit status, load, git revision),
+# the bench's output in OUT/logs/; a summary table at the end (also in
+# OUT/summary.txt).
+#
+# Environment: BUILD (build directory, default build), HERALD (the server
+# binary, default BUILD/bin/herald), BENCH (default BUILD/bin/herald-bench),
+# OUT (default bench/results/cluster), STEPS, DUR (measured seconds, 10),
+# WARMUP (2), SUBS (10000), RATE (20: 200,000 deliveries/s at 10,000
+# subscribers, as in bench/compare.sh), THREADS (bench threads, 2),
+# PORT (first port, 18300: redis PORT, nodes PORT+1 and PORT+2, the single
+# node PORT+3), REDIS_SERVER (default /usr/bin/redis-server).
+# Exit status: 0 when every step exited 0 and every report is complete (no
+# gap, no duplicate, every publication delivered to every subscriber), 1
+# otherwise, 2 set-up errors.
+set -uo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+build=${BUILD:-$root/build}
+herald=${HERALD:-$build/bin/herald}
+bench=${BENCH:-$build/bin/herald-bench}
+out=${OUT:-$root/bench/results/cluster}
+steps=${STEPS:-cluster-fanout cluster-rate single-fanout single-rate}
+steps=${steps//,/ }
+dur=${DUR:-10}
+warm=${WARMUP:-2}
+subs=${SUBS:-10000}
+rate=${RATE:-20}
+threads=${THREADS:-2}
+port0=${PORT:-18300}
+redis_server=${REDIS_SERVER:-/usr/bin/redis-server}
+py=/usr/bin/python3
+setup_timeout=60
+
+for b in "$herald" "$bench" "$redis_server"; do
+  [ -x "$b" ] || { echo "cluster: $b not found (BUILD=dir, HERALD=path)" >&2; exit 2; }
+done
+help=$("$herald" --help 2>&1)
+if ! grep -q -- --redis <<<"$help"; then
+  case " $steps " in
+    *" cluster-"*) echo "cluster: $herald has no --redis (cluster mode)" >&2; exit 2 ;;
+  esac
+fi
+mkdir -p "$out/logs"
+run=$(mktemp -d "${TMPDIR:-/tmp}/herald-cluster.XXXXXX")
+# One connection per descriptor: ask for the hard limit.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+# The servers see only the settings given here, not HERALD_* variables of
+# the caller's environment.
+for v in $(compgen -v HERALD_ || true); do unset "$v"; done
+server_env=(HERALD_LOG_LEVEL=warn HERALD_SHUTDOWN_TIMEOUT=2)
+
+# Process ids of what this script started: herald nodes, redis, the bench.
+HERALDS=(); REDIS=; BENCH_PID=
+
+stop_pid() {
+  local p=$1
+  kill -0 "$p" 2>/dev/null || { wait "$p" 2>/dev/null; return 0; }
+  kill -TERM "$p" 2>/dev/null
+  for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$p" 2>/dev/null
+  wait "$p" 2>/dev/null
+}
+
+# Stops the nodes first, then Redis (the nodes would only log "broker
+# down" the other way round).
+stop_servers() {
+  local p
+  for p in "${HERALDS[@]}"; do stop_pid "$p"; done
+  HERALDS=()
+  [ -n "$REDIS" ] && stop_pid "$REDIS"
+  REDIS=
+}
+
+cleanup() {
+  if [ -n "$BENCH_PID" ]; then
+    kill -TERM "$BENCH_PID" 2>/dev/null
+    wait "$BENCH_PID" 2>/dev/null
+    BENCH_PID=
+  fi
+  stop_servers
+  rm -rf "$run"
+}
+trap cleanup EXIT
+trap 'echo "cluster: interrupted" >&2; exit 130' INT TERM
+
+# port_free PORT: nothing answers on 127.0.0.1:PORT (herald listens with
+# SO_REUSEPORT: a leftover server would silently take part of the clients).
+port_free() {
+  if "$py" -c 'import socket,sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1)' "$1" 2>/dev/null; then
+    echo "cluster: something already listens on 127.0.0.1:$1 (PORT=...)" >&2
+    return 1
+  fi
+}
+
+# wait_healthy PORT: /healthz answers 200 (in cluster mode: broker up).
+wait_healthy() {
+  "$py" - "$1" <<'EOF'
+import sys, time, urllib.request
+deadline = time.monotonic() + 10
+while time.monotonic() < deadline:
+    try:
+        if urllib.request.urlopen("http://127.0.0.1:%s/healthz" % sys.argv[1], timeout=1).status == 200:
+            sys.exit(0)
+    except OSError:
+        pass
+    time.sleep(0.05)
+sys.exit(1)
+EOF
+}
+
+# start_redis PORT LOG: a redis-server without persistence in its own
+# directory, ready when it answers PING.
+start_redis() {
+  local port=$1 log=$2
+  port_free "$port" || return 1
+  mkdir -p "$run/redis"
+  "$redis_server" --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
+    --dir "$run/redis" --logfile "" >"$log" 2>&1 &
+  REDIS=$!
+  REDIS_CMD="$redis_server --port $port --bind 127.0.0.1 --save '' --appendonly no"
+  for _ in $(seq 100); do
+    [ "$(redis-cli -p "$port" ping 2>/dev/null)" = PONG ] && return 0
+    kill -0 "$REDIS" 2>/dev/null || break
+    sleep 0.05
+  done
+  echo "cluster: redis-server on port $port did not start; log: $log" >&2
+  return 1
+}
+
+# start_herald PORT LOG ARGS...: a herald node, ready when /healthz says 200.
+start_herald() {
+  local port=$1 log=$2
+  shift 2
+  port_free "$port" || return 1
+  env "${server_env[@]}" "$herald" --listen "127.0.0.1:$port" "$@" 2>"$log" &
+  HERALDS+=($!)
+  SERVER_CMDS+=("${server_env[*]} $herald --listen 127.0.0.1:$port $*")
+  wait_healthy "$port" || {
+    echo "cluster: herald on port $port not healthy; log: $log" >&2
+    tail -n 5 "$log" >&2
+    return 1
+  }
+}
+
+# start_mode MODE STEP: the servers of MODE (cluster | single); sets URLS
+# (--url arguments), PIDS (--server-pid arguments), ROLES (what each of
+# those pids is) and SERVER_CMDS.
+start_mode() {
+  local mode=$1 step=$2 redis_url
+  URLS=(); PIDS=(); ROLES=(); SERVER_CMDS=()
+  case $mode in
+    cluster)
+      start_redis "$port0" "$out/logs/$step.redis.log" || return 1
+      redis_url="redis://127.0.0.1:$port0"
+      SERVER_CMDS+=("$REDIS_CMD")
+      for n in 1 2; do
+        start_herald $((port0 + n)) "$out/logs/$step.herald$n.log" \
+          --workers 1 --redis "$redis_url" || return 1
+        URLS+=(--url "ws://127.0.0.1:$((port0 + n))/ws")
+      done
+      for p in "${HERALDS[@]}" "$REDIS"; do PIDS+=(--server-pid "$p"); done
+      ROLES=("node 1" "node 2" redis) ;;
+    single)
+      start_herald $((port0 + 3)) "$out/logs/$step.herald.log" --workers 2 || return 1
+      URLS=(--url "ws://127.0.0.1:$((port0 + 3))/ws")
+      PIDS=(--server-pid "${HERALDS[0]}")
+      ROLES=(herald) ;;
+  esac
+}
+
+# Adds what the bench cannot know to its report (as bench/run.sh does).
+annotate() {
+  "$py" - "$@" <<'EOF'
+import json, os, sys
+path, step, wall, status, load, rev, roles = sys.argv[1:8]
+cmds = sys.argv[8:]
+try:
+    with open(path) as f:
+        r = json.load(f)
+except (OSError, ValueError):
+    sys.exit(0)
+r["suite"] = {"step": step, "server_command": " ; ".join(cmds), "server_commands": cmds,
+              "server_roles": roles.split(","),
+              "wall_s": round(float(wall), 2), "exit_status": int(status),
+              "loadavg_before": load, "git": rev, "quick": False,
+              "nproc": os.cpu_count()}
+with open(path + ".tmp", "w") as f:
+    json.dump(r, f, indent=1)
+os.replace(path + ".tmp", path)
+EOF
+}
+
+rev=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
+[ -n "$(git -C "$root" status --porcelain --untracked-files=no 2>/dev/null)" ] && rev="$rev+dirty"
+failed=0
+echo "cluster: steps: $steps (herald $herald, results in $out)" >&2
+for step in $steps; do
+  case $step in
+    cluster-fanout|single-fanout) extra=() ;;
+    cluster-rate|single-rate) extra=(--rate "$rate") ;;
+    *) echo "cluster: unknown step $step" >&2; failed=1; continue ;;
+  esac
+  mode=${step%%-*}
+  json="$out/$step.json"; log="$out/logs/$step"
+  rm -f "$json"
+  load=$(cut -d' ' -f1-3 /proc/loadavg)
+  t0=$(date +%s.%N)
+  if ! start_mode "$mode" "$step"; then
+    failed=1; stop_servers; continue
+  fi
+  cmd=("$bench" fanout --channels 1 --subs "$subs" --size 100 --threads "$threads"
+       "${extra[@]}" "${URLS[@]}" --duration "$dur" --warmup "$warm"
+       --setup-timeout "$setup_timeout" "${PIDS[@]}" --json "$json")
+  echo "cluster: [$step] ${cmd[*]}" >&2
+  limit=$((2 * setup_timeout + ${warm%.*} + ${dur%.*} + 40))
+  timeout --kill-after=10 "$limit" "${cmd[@]}" >"$log.out" 2>"$log.err" &
+  BENCH_PID=$!
+  wait "$BENCH_PID"; status=$?
+  BENCH_PID=
+  stop_servers
+  wall=$("$py" -c "import sys; print(float(sys.argv[2]) - float(sys.argv[1]))" "$t0" "$(date +%s.%N)")
+  roles=$(IFS=,; echo "${ROLES[*]}")
+  annotate "$json" "$step" "$wall" "$status" "$load" "$rev" "$roles" "${SERVER_CMDS[@]}"
+  if [ "$status" -ne 0 ]; then
+    failed=1
+    echo "cluster: [$step] exit $status; tail of $log.err:" >&2
+    tail -n 5 "$log.err" >&2
+  fi
+  printf 'cluster: [%s] exit %d in %.0f s\n' "$step" "$status" "$wall" >&2
+  sleep 1
+done
+
+# The summary: per step, throughput, latency, server CPU per delivery summed
+# over every server process (nodes and redis), and for the cluster the
+# latency of each node's subscribers (node 1 has the publisher; node 2's
+# deliveries crossed Redis). Exit 1 when a report is missing, or has gaps,
+# duplicates or publications that did not reach every subscriber.
+"$py" - "$out" $steps <<'EOF' | tee "$out/summary.txt"
+import json, os, sys
+out, steps = sys.argv[1], sys.argv[2:]
+bad = 0
+def ms(us):
+    return "%.1f ms" % (us / 1000) if us >= 1000 else "%.0f us" % us
+print("%-15s %12s %9s %9s %13s %10s %6s %10s %s" % (
+    "step", "deliveries/s", "p50", "p99", "srv ns/deliv", "srv cores", "bench",
+    "gaps/dups", "all delivered"))
+for step in steps:
+    try:
+        r = json.load(open(os.path.join(out, step + ".json")))
+    except (OSError, ValueError):
+        print("%-15s (no report)" % step)
+        bad = 1
+        continue
+    srv = [s for s in r.get("servers", []) if s.get("ok")]
+    ns = sum(s.get("ns_per_delivery") or 0 for s in srv)
+    cores = sum(s.get("cpu_util", 0) for s in srv)
+    lat = r["latency"]
+    missing = r["expected_deliveries"] - r["deliveries_total"]
+    bad |= bool(missing or r["gaps"] or r["duplicates"])
+    print("%-15s %12.0f %9s %9s %13.0f %10.2f %6.2f %10s %s%s" % (
+        step, r["deliveries_per_s"], ms(lat["p50_us"]), ms(lat["p99_us"]), ns, cores,
+        r["bench"]["cpu_util"], "%d/%d" % (r["gaps"], r["duplicates"]),
+        "yes" if missing == 0 else "NO (%d missing)" % missing,
+        "" if r.get("suite", {}).get("exit_status", 0) == 0 else
+        "  (exit %d)" % r["suite"]["exit_status"]))
+    roles = r.get("suite", {}).get("server_roles", [])
+    if len(r.get("servers", [])) > 1:
+        print("%-15s   server ns/delivery (cores): %s" % ("", ", ".join(
+            "%s %.0f (%.2f)" % (roles[i] if i < len(roles) else s["pid"],
+                                s.get("ns_per_delivery") or 0, s.get("cpu_util", 0))
+            for i, s in enumerate(r["servers"]) if s.get("ok"))))
+    for i, u in enumerate(r.get("per_url", [])):
+        print("%-15s   node %d (%s, %d subs, %d pubs): %.0f deliveries/s, p50 %s, p99 %s" % (
+            "", i + 1, u["url"], u["subscribers"], u["publishers"], u["deliveries_per_s"],
+            ms(u["latency"]["p50_us"]), ms(u["latency"]["p99_us"])))
+sys.exit(bad)
+EOF
+[ "${PIPESTATUS[0]}" = 0 ] || failed=1
+exit "$failed"
