@@ -35,7 +35,9 @@ build=${BUILD:-$root/build}
 herald=${HERALD:-$build/bin/herald}
 bench=${BENCH:-$build/bin/herald-bench}
 out=${OUT:-$root/bench/results/cluster}
-steps=${STEPS:-cluster-fanout cluster-rate single-fanout single-rate}
+# Cluster and single node alternate, so that both see the machine in about
+# the same state.
+steps=${STEPS:-cluster-fanout single-fanout cluster-rate single-rate}
 steps=${steps//,/ }
 dur=${DUR:-10}
 warm=${WARMUP:-2}
