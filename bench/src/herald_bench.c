@@ -1869,6 +1869,10 @@ static int run_connections(void)
     double cps = ramp_s > 0 ? (double)connected / ramp_s : 0;
     printf("herald-bench connections: %s\n", g_cmdline);
     printf("  target                 %s\n", cfg.target);
+    for (int u = 0; cfg.n_urls > 1 && u < cfg.n_urls; u++)
+        printf("  url %-2d %s: %u clients\n", u, cfg.urls[u],
+               cfg.count / (unsigned)cfg.n_urls +
+                   ((unsigned)u < cfg.count % (unsigned)cfg.n_urls));
     printf("  connections            %" PRIu64 " of %u (failures %" PRIu64
            ", dropped while held %" PRIu64 ") in %u process(es)\n",
            connected, cfg.count, failures, disconnects, K);
