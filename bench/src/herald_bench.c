@@ -1425,14 +1425,18 @@ static int run_streams(void)
     for (unsigned i = 0; i < chans; i++)
         snprintf(g_chans[i].name, sizeof(g_chans[i].name), "%s%06x.%u",
                  cfg.channel_prefix, run_id, i);
+    /* Per thread at most n / threads + 1 from each URL (see below). */
+    size_t cap_subs = n_subs / (unsigned)cfg.threads + (unsigned)cfg.n_urls;
+    size_t cap_pubs = n_pubs / (unsigned)cfg.threads + (unsigned)cfg.n_urls;
+    unsigned url_subs[MAX_URLS] = { 0 }, url_pubs[MAX_URLS] = { 0 };
     g_th = calloc((size_t)cfg.threads, sizeof(*g_th));
     for (int i = 0; i < cfg.threads; i++) {
         bthread *th = &g_th[i];
         th->idx = i;
-        th->subs = calloc(n_subs / (unsigned)cfg.threads + 1, sizeof(bsub));
-        th->pubs = calloc(n_pubs / (unsigned)cfg.threads + 1, sizeof(bpub));
+        th->subs = calloc(cap_subs, sizeof(bsub));
+        th->pubs = calloc(cap_pubs, sizeof(bpub));
         th->ramp_rate = cfg.connect_rate / cfg.threads;
-        th->conn_base = (size_t)i * (n_subs / (unsigned)cfg.threads + 1);
+        th->conn_base = (size_t)i * cap_subs;
         hist_reset(&th->lat);
         hist_reset(&th->ack);
         if (cfg.n_urls > 1) {
@@ -1448,28 +1452,34 @@ static int run_streams(void)
         }
     }
     /* Subscriber k is subscriber j = k / C of channel c = k % C and goes to
-     * thread k % threads and to URL (c + j) % urls: every channel has
-     * subscribers on every URL (round-robin), whatever C. The last
-     * subscriber of a channel on each URL (the last `urls` of the channel)
-     * is a sentinel: a closed-loop publisher waits for the slowest. */
+     * URL u = (c + j) % urls: every channel has subscribers on every URL
+     * (round-robin), whatever C. The i-th subscriber of URL u goes to thread
+     * (i + u) % threads, so that each URL's subscribers are spread over
+     * every thread and the per-URL figures are not one thread's (one URL:
+     * thread k % threads). The last subscriber of a channel on each URL
+     * (the last `urls` of the channel) is a sentinel: a closed-loop
+     * publisher waits for the slowest. Publisher p: URL p % urls, thread
+     * likewise round-robin per URL. */
     for (unsigned k = 0; k < n_subs; k++) {
-        bthread *th = &g_th[k % (unsigned)cfg.threads];
+        unsigned j = k / chans, c = k % chans;
+        unsigned u = (c + j) % (unsigned)cfg.n_urls;
+        bthread *th = &g_th[(url_subs[u]++ + u) % (unsigned)cfg.threads];
         bsub *sb = &th->subs[th->n_subs++];
-        unsigned j = k / chans;
         sb->th = th;
-        sb->chan = k % chans;
-        sb->url = (uint8_t)((sb->chan + j) % (unsigned)cfg.n_urls);
+        sb->chan = c;
+        sb->url = (uint8_t)u;
         sb->sentinel = j + (unsigned)cfg.n_urls >= cfg.subs;
         if (sb->sentinel)
             g_chans[sb->chan].sentinel_urls |= 1u << sb->url;
     }
     for (unsigned p = 0; p < n_pubs; p++) {
-        bthread *th = &g_th[p % (unsigned)cfg.threads];
+        unsigned u = p % (unsigned)cfg.n_urls;
+        bthread *th = &g_th[(url_pubs[u]++ + u) % (unsigned)cfg.threads];
         bpub *pb = &th->pubs[th->n_pubs++];
         pb->th = th;
         pb->id = p;
         pb->chan = p % chans;
-        pb->url = p % (unsigned)cfg.n_urls;
+        pb->url = u;
         g_chans[pb->chan].n_pubs++;
     }
 
@@ -2150,7 +2160,7 @@ static int parse_args(int argc, char **argv)
         cfg.procs < 1 || cfg.procs > 64 || cfg.rate < 0 ||
         cfg.size > 65536 || cfg.connect_rate < 0 ||
         (cfg.sc != SC_CONNECTIONS && cfg.pubs < 1) || cfg.count < 1 ||
-        (cfg.drv && cfg.pubs / (unsigned)cfg.threads + 1 >
+        (cfg.drv && cfg.pubs / (unsigned)cfg.threads + (unsigned)cfg.n_urls >
                         PEER_MAX_PUBS_PER_THREAD)) {
         fprintf(stderr, "herald-bench: option out of range\n");
         return 2;
