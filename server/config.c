@@ -60,6 +60,8 @@ typedef struct key_def {
 
 static const char *check_node_name(const char *s);
 static const char *check_prefix(const char *s);
+static const char *check_mongo_name(const char *s);
+static const char *check_mongo_uri(const char *s);
 
 /* Ranges: wide enough for any real deployment, narrow enough to catch unit
  * mistakes (milliseconds where seconds are expected, bytes where KiB were
@@ -93,6 +95,14 @@ static const key_def top_keys[] = {
     UINT_KEY(config, redis_timeout_ms, 50, 600000),
     UINT_KEY(config, presence_ttl, 2, 86400),
     UINT_KEY(config, stream_ttl, 60, 315360000),
+    { "mongodb", KT_STR, FIELD(config, mongodb), 0, 0, check_mongo_uri },
+    { "mongodb_database", KT_STR, FIELD(config, mongodb_database), 0, 0,
+      check_mongo_name },
+    { "mongodb_collection", KT_STR, FIELD(config, mongodb_collection), 0, 0,
+      check_mongo_name },
+    UINT_KEY(config, mongodb_writers, 1, 64),
+    UINT_KEY(config, mongodb_queue_max, 64, 16777216),
+    UINT_KEY(config, mongodb_batch, 1, 10000),
 };
 #define N_TOP_KEYS (sizeof top_keys / sizeof top_keys[0])
 
@@ -105,6 +115,7 @@ static const key_def ns_keys[] = {
     BOOL_KEY(config_ns, allow_publish),
     BOOL_KEY(config_ns, allow_anonymous),
     UINT_KEY(config_ns, max_subscribers, 0, 10000000),
+    BOOL_KEY(config_ns, durable),
 };
 #define N_NS_KEYS (sizeof ns_keys / sizeof ns_keys[0])
 
@@ -514,6 +525,28 @@ static const char *check_prefix(const char *s)
     for (; *s; s++)
         if (!isalnum((unsigned char)*s) && !strchr("_-.:", *s))
             return "only letters, digits and _ - . : are allowed";
+    return NULL;
+}
+
+static const char *check_mongo_name(const char *s)
+{
+    if (*s == '\0')
+        return "must not be empty";
+    for (; *s; s++)
+        if (!isalnum((unsigned char)*s) && *s != '_' && *s != '-')
+            return "only letters, digits, _ and - are allowed";
+    return NULL;
+}
+
+/* The driver parses the URI itself at start-up; this catches the obvious
+ * slips early, without quoting the value (it may hold a password). */
+static const char *check_mongo_uri(const char *s)
+{
+    if (*s == '\0')
+        return NULL;
+    if (strncmp(s, "mongodb://", 10) != 0 &&
+        strncmp(s, "mongodb+srv://", 14) != 0)
+        return "expected mongodb://[user:password@]host[:port][/?options]";
     return NULL;
 }
 
@@ -1248,6 +1281,12 @@ void config_defaults(config *c)
     c->redis_timeout_ms = 2000;
     c->presence_ttl = 10;
     c->stream_ttl = 86400;
+    snprintf(c->mongodb_database, sizeof c->mongodb_database, "herald");
+    snprintf(c->mongodb_collection, sizeof c->mongodb_collection,
+             "publications");
+    c->mongodb_writers = 2;
+    c->mongodb_queue_max = 65536;
+    c->mongodb_batch = 256;
 
     c->n_namespaces = 1;
     def = &c->namespaces[0];

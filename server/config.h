@@ -34,6 +34,7 @@ typedef struct config_ns {
     int allow_publish;              /* clients may publish */
     int allow_anonymous;            /* anonymous connections may subscribe */
     uint32_t max_subscribers;       /* per channel on this node; 0 = unlimited */
+    int durable;                    /* publications also go to MongoDB */
 } config_ns;
 
 typedef struct config {
@@ -68,6 +69,14 @@ typedef struct config {
     uint32_t redis_timeout_ms;      /* no answer this long: link down: 2000 */
     uint32_t presence_ttl;          /* seconds a node's entries outlive it: 10 */
     uint32_t stream_ttl;            /* seconds a quiet stream stays in Redis */
+
+    /* Durable history (server/store.c): "" = in memory only. */
+    char mongodb[1024];             /* mongodb:// URI with its options */
+    char mongodb_database[64];      /* "herald" */
+    char mongodb_collection[64];    /* "publications" */
+    uint32_t mongodb_writers;       /* writer threads: 2 */
+    uint32_t mongodb_queue_max;     /* publications waiting to be written */
+    uint32_t mongodb_batch;         /* documents per insert: 256 */
 
     char tls_cert[512];             /* PEM path; "" = plain ws:// */
     char tls_key[512];

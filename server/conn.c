@@ -11,6 +11,7 @@
  * connection ever blocking.
  */
 #include "conn.h"
+#include "store.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -934,12 +935,22 @@ static int conn_http(struct lws *wsi, const char *uri)
         int down = cluster && atomic_load(&w->srv->broker_down) > 0;
         const char *status = w->draining ? "draining"
                              : down      ? "degraded" : "ok";
-        snprintf(body, sizeof(body),
+        int n = snprintf(body, sizeof(body),
                  "{\"status\":\"%s\",\"node\":\"%s\",\"connections\":%u,"
-                 "\"workers\":%u,\"broker\":\"%s\"}",
+                 "\"workers\":%u,\"broker\":\"%s\"",
                  status, w->srv->node, atomic_load(&w->srv->connections),
                  w->srv->n_workers,
                  !cluster ? "memory" : down ? "down" : "up");
+        const store *st = w->srv->store;
+        if (st && n > 0 && (size_t)n < sizeof(body))
+            n += snprintf(body + n, sizeof(body) - (size_t)n,
+                          ",\"store\":{\"status\":\"%s\",\"backlog\":%llu,"
+                          "\"written\":%llu}",
+                          store_failing(st) ? "failing" : "ok",
+                          (unsigned long long)store_backlog(st),
+                          (unsigned long long)store_written(st));
+        if (n > 0 && (size_t)n < sizeof(body) - 1)
+            snprintf(body + n, sizeof(body) - (size_t)n, "}");
         return conn_http_reply(wsi, w->draining || down ? 503
                                                         : HTTP_STATUS_OK,
                                body);

@@ -18,7 +18,10 @@
 #include "config.h"
 #include "log.h"
 #include "server.h"
+#include "store.h"
 #include "worker.h"
+
+#include <mongoc/mongoc.h>
 
 extern char **environ;
 
@@ -198,6 +201,11 @@ int main(int argc, char **argv)
             bad = 1;
         }
     }
+    if (cfg.mongodb[0] && cfg.n_redis) {
+        fprintf(stderr, "herald: mongodb: durable history is not available "
+                        "in cluster mode yet (give mongodb or redis)\n");
+        bad = 1;
+    }
     if (bad) {
         fprintf(stderr, "herald: invalid configuration\n");
         return 2;
@@ -241,6 +249,16 @@ int main(int argc, char **argv)
     uv_timer_init(&ms.loop, &ms.deadline);
     ms.deadline.data = &ms;
 
+    if (cfg.mongodb[0]) {
+        mongoc_init();
+        srv->store = store_start(&cfg, err, sizeof(err));
+        if (!srv->store) {
+            log_error("cannot start", LOG_STR("error", err));
+            mongoc_cleanup();
+            return 2;
+        }
+    }
+
     srv->workers = calloc(srv->n_workers, sizeof(*srv->workers));
     if (!srv->workers)
         abort();
@@ -269,6 +287,12 @@ int main(int argc, char **argv)
     for (uint32_t i = 0; i < srv->n_workers; i++)
         worker_free(srv->workers[i]);
     free(srv->workers);
+    if (srv->store) {
+        /* What the workers queued is written now, within the shutdown
+         * budget; the rest is reported (the spill file is issue 5). */
+        store_stop(srv->store, (cfg.shutdown_timeout + 1) * 1000);
+        mongoc_cleanup();
+    }
     uv_loop_close(&ms.loop);
     log_info("stopped");
     return failed ? 1 : 0;

@@ -12,6 +12,7 @@
 #include "channel.h"
 #include "cluster.h"
 #include "log.h"
+#include "store.h"
 #include "worker.h"
 
 int64_t owner_now_ms(void)
@@ -117,8 +118,18 @@ static void owner_publish(worker *w, msg *m)
     } else {
         c = chanreg_get(&w->reg, msg_chan(m), m->chan_len, ns);
     }
+    /* Durable namespaces: room in the writer queue first, so a publish is
+     * refused rather than acknowledged and then dropped. */
+    store *st = ns->durable ? w->srv->store : NULL;
+    if (st && !store_reserve(st)) {
+        m->errmsg = "durable store backlog full";
+        owner_reply(w, m, MSG_PUB_REP, PROTO_E_NOT_AVAILABLE);
+        return;
+    }
     int64_t now = owner_now_ms();
     chan_publish(c, m->p, now);
+    if (st)
+        store_push(st, m->p);
     for (uint32_t i = 0; i < w->srv->n_workers; i++) {
         if (!c->wcount[i])
             continue;

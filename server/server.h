@@ -14,6 +14,7 @@
 #include "config.h"
 
 struct worker;
+struct store;
 
 typedef struct server {
     const config *cfg;
@@ -25,6 +26,7 @@ typedef struct server {
     atomic_uint connections;      /* WebSocket connections, all workers */
     atomic_uint draining;         /* workers still draining at shutdown */
     atomic_uint broker_down;      /* cluster: worker-Redis links not up */
+    struct store *store;          /* durable history writer, or NULL */
     uv_async_t *drained;          /* main loop: a worker finished draining */
 } server;
 

@@ -27,11 +27,12 @@ static const char *const top_key_names[] = {
     "shutdown_timeout", "handshake_timeout", "rate_limit", "rate_burst",
     "worker_queue_max", "token_secret", "allow_anonymous", "tls_cert",
     "tls_key", "redis", "redis_prefix", "redis_timeout_ms", "presence_ttl",
-    "stream_ttl",
+    "stream_ttl", "mongodb", "mongodb_database", "mongodb_collection",
+    "mongodb_writers", "mongodb_queue_max", "mongodb_batch",
 };
 static const char *const ns_key_names[] = {
     "history_size", "history_ttl", "presence", "join_leave", "allow_publish",
-    "allow_anonymous", "max_subscribers",
+    "allow_anonymous", "max_subscribers", "durable",
 };
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 

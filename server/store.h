@@ -1,0 +1,51 @@
+/*
+ * Durable history, write side: publications of `durable` namespaces are
+ * written to MongoDB (one document each) by a pool of writer threads, never
+ * on a loop thread. The channel owner reserves room before it sequences a
+ * publication, so a full queue refuses the publish (error 108) instead of
+ * dropping a publication that was acknowledged; writes are batched
+ * (insert_many, unordered) and retried until they succeed, and a retry
+ * that meets its own earlier write (duplicate key on channel, epoch,
+ * offset) counts as written.
+ *
+ * Document: { channel, epoch, offset (int64), time (date), json (the data
+ * as JSON text), mp (the data as msgpack, binary), binary (bool: msgpack
+ * bin data), client, user (publisher, when a client published) }.
+ * Indexes (createIndexes at start): unique (channel, epoch, offset).
+ *
+ * Not yet (issue 5): reads (history and recovery from MongoDB), streams
+ * continuing across restarts, the spill file, retention, ack=durable,
+ * cluster mode (docs/durable-history.md).
+ */
+#ifndef HERALD_STORE_H
+#define HERALD_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "pub.h"
+
+typedef struct store store;
+
+/* Starts the writer threads (the index is created by the first writer, and
+ * again until it succeeds); NULL with a message in err when the URI is
+ * invalid. MongoDB need not be up. */
+store *store_start(const config *cfg, char *err, size_t errlen);
+/* Writes what is queued (for up to timeout_ms), stops the threads, frees. */
+void store_stop(store *s, uint32_t timeout_ms);
+
+/* Reserves room for one publication (any thread); 0 when the queue is
+ * full. A reservation must be followed by store_push or store_unreserve. */
+int store_reserve(store *s);
+void store_unreserve(store *s);
+/* Queues a sequenced publication (takes a reference of its own). */
+void store_push(store *s, pub *p);
+
+/* Publications queued or being written; total written. */
+uint64_t store_backlog(const store *s);
+uint64_t store_written(const store *s);
+/* 1 while the last write attempt failed (MongoDB unreachable). */
+int store_failing(const store *s);
+
+#endif
