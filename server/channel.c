@@ -24,6 +24,11 @@ static void chan_free(chan_state *c)
         c->cl_wait = m->next;
         msg_free(m);
     }
+    while (c->st_wait) {
+        msg *m = c->st_wait;
+        c->st_wait = m->next;
+        msg_free(m);
+    }
     for (uint32_t i = 0; i < c->cl_n_hold; i++)
         pub_unref(c->cl_hold[i]);
     free(c->cl_hold);
@@ -81,7 +86,7 @@ chan_state *chanreg_get(chanreg *r, const char *name, size_t len,
 int chanreg_gc(chanreg *r, chan_state *c, int64_t now_ms)
 {
     history_expire(&c->hist, now_ms, (int64_t)c->ns->history_ttl * 1000);
-    if (c->total > 0 || history_count(&c->hist) > 0)
+    if (c->total > 0 || history_count(&c->hist) > 0 || c->st_loading)
         return 0;
     HASH_DEL(r->chans, c);
     r->n--;

@@ -48,6 +48,10 @@ typedef struct chan_state {
     struct msg *cl_wait;     /* subscribe requests waiting for the stream */
     pub **cl_hold;           /* records ahead of a gap, by offset */
     uint32_t cl_n_hold, cl_cap_hold;
+    /* Durable namespaces (server/store.c): the stream's last epoch and
+     * offset are being read from the store; requests wait in st_wait. */
+    uint8_t st_loading;
+    struct msg *st_wait;
     uint16_t len;
     char name[];             /* NUL-terminated */
 } chan_state;

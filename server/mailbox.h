@@ -38,6 +38,8 @@ enum msg_type {
     MSG_PRES_REP,
     MSG_CL_RESET,      /* owner -> worker: close the channel's subscribers
                           with 4003 (cluster: a gap that cannot be filled) */
+    MSG_STORE_LAST,    /* store reader -> owner: a durable stream's last
+                          epoch and offset (flag: 1 found, 2 failed) */
     MSG_SHUTDOWN,      /* main -> worker: drain connections (4000) */
     MSG_STOP,          /* main -> worker: every worker drained; exit */
 };

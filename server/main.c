@@ -251,7 +251,7 @@ int main(int argc, char **argv)
 
     if (cfg.mongodb[0]) {
         mongoc_init();
-        srv->store = store_start(&cfg, err, sizeof(err));
+        srv->store = store_start(&cfg, srv, err, sizeof(err));
         if (!srv->store) {
             log_error("cannot start", LOG_STR("error", err));
             mongoc_cleanup();
@@ -284,15 +284,17 @@ int main(int argc, char **argv)
         worker_join(srv->workers[i]);
         failed |= srv->workers[i]->startup_error;
     }
-    for (uint32_t i = 0; i < srv->n_workers; i++)
-        worker_free(srv->workers[i]);
-    free(srv->workers);
     if (srv->store) {
         /* What the workers queued is written now, within the shutdown
-         * budget; the rest is reported (the spill file is issue 5). */
+         * budget; the rest is reported (the spill file is issue 5). Before
+         * the workers are freed: the reader may still post to a mailbox
+         * (which only queues now, and is emptied by worker_free). */
         store_stop(srv->store, (cfg.shutdown_timeout + 1) * 1000);
         mongoc_cleanup();
     }
+    for (uint32_t i = 0; i < srv->n_workers; i++)
+        worker_free(srv->workers[i]);
+    free(srv->workers);
     uv_loop_close(&ms.loop);
     log_info("stopped");
     return failed ? 1 : 0;

@@ -214,12 +214,85 @@ static void owner_presence(worker *w, msg *m)
     owner_reply(w, m, MSG_PRES_REP, 0);
 }
 
+/* A durable channel's stream continues where the store left it: the first
+ * request for it (after a start, or after the stream was dropped from
+ * memory) asks the store for its last epoch and offset, and requests wait
+ * until the answer is there. Returns 1 when m waits. */
+static int owner_wait_for_store(worker *w, msg *m)
+{
+    store *st = w->srv->store;
+    if (!st || (m->type != MSG_SUB_REQ && m->type != MSG_PUB_REQ &&
+                m->type != MSG_HIST_REQ))
+        return 0;
+    const config_ns *ns =
+        config_ns_of_channel(w->srv->cfg, msg_chan(m), m->chan_len);
+    if (!ns || !ns->durable)
+        return 0;
+    chan_state *c = chanreg_find(&w->reg, msg_chan(m), m->chan_len);
+    if (c && !c->st_loading)
+        return 0;
+    if (!c) {
+        c = chanreg_get(&w->reg, msg_chan(m), m->chan_len, ns);
+        c->st_loading = 1;
+        store_load_last(st, w->index, msg_chan(m), m->chan_len);
+    }
+    m->next = NULL;
+    msg **tail = &c->st_wait;
+    while (*tail)
+        tail = &(*tail)->next;
+    *tail = m;
+    return 1;
+}
+
+static void owner_store_last(worker *w, msg *m)
+{
+    chan_state *c = chanreg_find(&w->reg, msg_chan(m), m->chan_len);
+    if (!c || !c->st_loading) {
+        msg_free(m);
+        return;
+    }
+    c->st_loading = 0;
+    msg *list = c->st_wait;
+    c->st_wait = NULL;
+    if (m->flag == 1) {
+        memcpy(c->epoch, m->epoch, IDS_LEN + 1);
+        c->top = m->offset;
+    } else if (m->flag == 2) {
+        /* Not knowing where the stream stopped, starting it again would
+         * hand out offsets twice: refuse until the store answers. */
+        while (list) {
+            msg *r = list;
+            list = r->next;
+            r->next = NULL;
+            r->errmsg = "durable store unavailable";
+            owner_reply(w, r, r->type == MSG_SUB_REQ   ? MSG_SUB_REP
+                              : r->type == MSG_PUB_REQ ? MSG_PUB_REP
+                                                       : MSG_HIST_REP,
+                        PROTO_E_NOT_AVAILABLE);
+        }
+        chanreg_gc(&w->reg, c, owner_now_ms());
+    }
+    msg_free(m);
+    while (list) {
+        msg *r = list;
+        list = r->next;
+        r->next = NULL;
+        owner_handle(w, r);
+    }
+}
+
 void owner_handle(worker *w, msg *m)
 {
     if (w->cl) {
         cluster_handle(w, m);
         return;
     }
+    if (m->type == MSG_STORE_LAST) {
+        owner_store_last(w, m);
+        return;
+    }
+    if (owner_wait_for_store(w, m))
+        return;
     switch (m->type) {
     case MSG_SUB_REQ: owner_subscribe(w, m); break;
     case MSG_UNSUB: owner_unsubscribe(w, m); break;

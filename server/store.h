@@ -13,9 +13,12 @@
  * bin data), client, user (publisher, when a client published) }.
  * Indexes (createIndexes at start): unique (channel, epoch, offset).
  *
- * Not yet (issue 5): reads (history and recovery from MongoDB), streams
- * continuing across restarts, the spill file, retention, ack=durable,
- * cluster mode (docs/durable-history.md).
+ * Streams continue across restarts: a durable channel's stream, when
+ * first used, takes its epoch and top offset from the store (a reader
+ * thread), requests waiting meanwhile.
+ *
+ * Not yet (issue 5): history and recovery read from MongoDB, the spill
+ * file, retention, ack=durable, cluster mode (docs/durable-history.md).
  */
 #ifndef HERALD_STORE_H
 #define HERALD_STORE_H
@@ -31,7 +34,9 @@ typedef struct store store;
 /* Starts the writer threads (the index is created by the first writer, and
  * again until it succeeds); NULL with a message in err when the URI is
  * invalid. MongoDB need not be up. */
-store *store_start(const config *cfg, char *err, size_t errlen);
+struct server;
+store *store_start(const config *cfg, struct server *srv, char *err,
+                   size_t errlen);
 /* Writes what is queued (for up to timeout_ms), stops the threads, frees. */
 void store_stop(store *s, uint32_t timeout_ms);
 
@@ -41,6 +46,11 @@ int store_reserve(store *s);
 void store_unreserve(store *s);
 /* Queues a sequenced publication (takes a reference of its own). */
 void store_push(store *s, pub *p);
+
+/* Asks for the last epoch and offset stored for a channel; the answer
+ * comes to worker `owner` as MSG_STORE_LAST (flag 1: found, 0: none, 2:
+ * the store did not answer in time). */
+void store_load_last(store *s, uint16_t owner, const char *chan, size_t len);
 
 /* Publications queued or being written; total written. */
 uint64_t store_backlog(const store *s);

@@ -290,6 +290,7 @@ static void worker_on_wake(uv_async_t *a)
         case MSG_PUB_REQ:
         case MSG_HIST_REQ:
         case MSG_PRES_REQ:
+        case MSG_STORE_LAST:
             owner_handle(w, m);
             break;
         case MSG_SHUTDOWN:

@@ -148,6 +148,8 @@ async def test_shutdown_writes_what_is_queued(server_factory, ferretdb):
     s = server_factory(config(ferretdb, shutdown_timeout=5))
     ch = hh.chan("d:")
     pub = await s.client()
+    # the stream's first use asks the store where it stopped (answered)
+    assert "ok" in await pub.call("publish", channel=ch, data=-1)
     ferretdb.pause()
     try:
         replies = await publish_all(pub, ch, list(range(30)))
@@ -158,4 +160,51 @@ async def test_shutdown_writes_what_is_queued(server_factory, ferretdb):
         ferretdb.resume()
     assert s.wait_exit(t(15)) == 0, s.stderr_tail()
     got = docs(ferretdb, ch)
-    assert [d["offset"] for d in got] == list(range(1, 31))
+    assert [d["offset"] for d in got] == list(range(1, 32))
+
+
+async def test_stream_continues_after_restart(server_factory, ferretdb):
+    """After a restart a durable channel keeps its epoch and goes on from
+    its last offset (from the store); a position at the top recovers."""
+    cfg = config(ferretdb)
+    s = server_factory(cfg)
+    ch = hh.chan("d:")
+    pub = await s.client()
+    replies = await publish_all(pub, ch, list(range(5)))
+    epoch = replies[0]["ok"]["epoch"]
+    wait_docs(ferretdb, ch, 5, t(10))
+    await pub.close()
+    s.stop()
+
+    s2 = server_factory(cfg)
+    sub = await s2.client()
+    ok = await sub.ok("subscribe", channel=ch, since={"offset": 5, "epoch": epoch})
+    assert ok["epoch"] == epoch and ok["offset"] == 5 and ok["recovered"] is True, ok
+    pub2 = await s2.client(enc="msgpack")
+    r = await pub2.call("publish", channel=ch, data="after")
+    assert r["ok"]["offset"] == 6 and r["ok"]["epoch"] == epoch, r
+    assert (await sub.pubs(1))[0]["offset"] == 6
+    got = wait_docs(ferretdb, ch, 6, t(10))
+    assert [(d["epoch"], d["offset"]) for d in got] == [(epoch, i) for i in range(1, 7)]
+    # a durable channel that never had a publication starts fresh
+    fresh = await pub2.ok("subscribe", channel=hh.chan("d:"))
+    assert fresh["offset"] == 0 and fresh["epoch"] != epoch
+
+
+async def test_store_unreachable_at_first_use_refuses_instead_of_forking(server_factory, ferretdb):
+    """Without the store's answer the node cannot know where a durable
+    stream stopped: publishing would hand out offsets twice, so the first
+    use is refused (108) until the store answers; other namespaces work."""
+    s = server_factory(config(ferretdb))
+    ch = hh.chan("d:")
+    c = await s.client()
+    ferretdb.pause()
+    try:
+        e = await c.call("publish", channel=ch, data=1, timeout=t(15))
+        assert e["error"]["code"] == 108, e
+        assert e["error"]["message"] == "durable store unavailable", e
+        assert "ok" in await c.call("publish", channel=hh.chan("m:"), data=1)
+    finally:
+        ferretdb.resume()
+    r = await c.call("publish", channel=ch, data=2, timeout=t(15))
+    assert r["ok"]["offset"] == 1, r
