@@ -40,7 +40,7 @@ CONFIG = {
 
 SPECS = {
     "one-redis": (CONFIG, ("redis",)),
-    "two-redis": (dict(CONFIG, redis_prefix="hx"), ("redis0", "redis1")),
+    "two-redis": (dict(CONFIG, redis_prefix="hx", stream_ttl=120), ("redis0", "redis1")),
 }
 
 
@@ -175,10 +175,12 @@ async def test_stream_keys_live_in_the_channels_redis(cl, shard):
     assert int(float(top[1])) == last["offset"], top
     # record <offset>:<epoch>:<body>; the body encoding is the server's own
     assert top[0].startswith(("%d:%s:" % (last["offset"], last["epoch"])).encode()), top
-    # a quiet channel's state expires after stream_ttl (default 86400 s)
+    # a quiet channel's state expires stream_ttl after its last publication
+    stream_ttl = cl.config.get("stream_ttl", 86400)
     for k in (key, wkey):
         ttl = home.command("PTTL", k)
-        assert 0 < ttl <= 86400 * 1000, "PTTL %s = %s" % (k, ttl)
+        assert (stream_ttl - 30) * 1000 < ttl <= stream_ttl * 1000, \
+            "PTTL %s = %s, stream_ttl %d s" % (k, ttl, stream_ttl)
     for other in cl.redis:
         if other is not home:
             found = [k for k in other.keys("*") if chname in k]
@@ -341,8 +343,11 @@ async def test_presence_outlives_presence_ttl_while_connected(cl):
         "both stayed connected: %r" % (a.pending_pushes() + b.pending_pushes())
     # presence entries live in the channel's Redis (contract: P:{C}:pt, P:{C}:pu)
     home = cl.redis_of(chname)
-    members = {m.decode() for m in home.command("ZRANGE", ch.stream_key(chname, cl.prefix, "pt"), 0, -1)}
+    ptkey = ch.stream_key(chname, cl.prefix, "pt")
+    members = {m.decode() for m in home.command("ZRANGE", ptkey, 0, -1)}
     assert members == set(want), members
+    # the keys expire 2 x presence_ttl after the last refresh (docs/cluster.md)
+    assert 0 < home.command("PTTL", ptkey) <= 2 * CONFIG["presence_ttl"] * 1000
 
 
 async def test_window_holds_64_history_returns_history_size(cl):
