@@ -767,3 +767,85 @@ async def test_replies_and_pushes_have_the_single_node_shapes(cl, server_factory
             assert spread[k] == alone[k], "%s (%s): cluster %r, single node %r" % (
                 k, enc, spread[k], alone[k])
         assert sorted(spread["connect"]) == sorted(alone["connect"])
+
+
+# -- gaps in pub/sub (injected through the documented keys) ---------------------------
+
+async def test_record_missing_from_pubsub_is_filled_from_the_window(cl):
+    """A record that is in the window but never came through pub/sub (as if
+    its PUBLISH was lost) is read from the window by every node when the
+    next record shows the gap, and delivered in order, while publications
+    keep coming from other nodes."""
+    chname = cl.chan("h:", 1)
+    subs = [await connect(cl[0]), await connect(cl[1], "msgpack"), await connect(cl[2])]
+    for s in subs:
+        await s.ok("subscribe", channel=chname)
+    pa, pc = await connect(cl[0]), await connect(cl[2], "msgpack")
+    acked = {}
+    for i in range(3):
+        ok = await pa.ok("publish", channel=chname, data={"k": "p%d" % i})
+        acked[ok["offset"]] = "p%d" % i
+    epoch = ok["epoch"]
+    for s in subs:
+        assert [p["offset"] for p in await s.pubs(3)] == [1, 2, 3]
+    # offset 4 goes into the window and the top, but not to pub/sub
+    home = cl.redis_of(chname)
+    wkey, skey = ch.stream_key(chname, cl.prefix, "w"), ch.stream_key(chname, cl.prefix, "s")
+    last = home.command("ZRANGE", wkey, -1, -1)[0]
+    assert last.startswith(b"3:" + epoch.encode() + b":"), last
+    home.command("ZADD", wkey, 4, b"4:" + last[2:])
+    assert home.command("HINCRBY", skey, "t", 1) == 4
+    acked[4] = "p2"            # the injected record repeats offset 3's body
+    # the next publications show the gap; more race with the fill
+    replies = await asyncio.gather(
+        pc.batch([("publish", {"channel": chname, "data": {"k": "c%d" % i}}) for i in range(20)]),
+        pa.batch([("publish", {"channel": chname, "data": {"k": "a%d" % i}}) for i in range(20)]))
+    for tag, rs in zip("ca", replies):
+        for i, r in enumerate(rs):
+            acked[r["ok"]["offset"]] = "%s%d" % (tag, i)
+    assert sorted(acked) == list(range(1, 45))
+    for i, s in enumerate(subs):
+        got = await s.pubs(41, timeout=t(10))
+        ch.check_stream("subscriber on %s" % cl[i].name,
+                        [(p["offset"], p["epoch"], p["data"]["k"]) for p in got],
+                        acked, start=3, epoch=epoch)
+    # records coming through pub/sub again, late (4 after it was filled, 3
+    # long after): already delivered, so dropped
+    pubsub = "%s:{%s}" % (cl.prefix, chname)
+    for rec in (b"4:" + last[2:], last):
+        assert home.command("PUBLISH", pubsub, rec) >= 1, "no node subscribed to %s" % pubsub
+    ok = await pa.ok("publish", channel=chname, data={"k": "end"})
+    assert ok["offset"] == 45
+    for i, s in enumerate(subs):
+        p = await s.push("pub")
+        assert p["offset"] == 45, "subscriber on %s got offset %s again" % (cl[i].name, p["offset"])
+
+
+async def test_record_missing_everywhere_closes_subscribers_with_4003(cl):
+    """An offset that exists nowhere (the top moved past it, as after a
+    lost write): the nodes cannot fill the gap, so they close their
+    subscribers with 4003 instead of skipping it, and recovery across it
+    is not claimed."""
+    chname = cl.chan("h:", 0)
+    subs = [await connect(cl[0]), await connect(cl[1], "msgpack")]
+    for s in subs:
+        await s.ok("subscribe", channel=chname)
+    pub = await connect(cl[2])
+    for i in range(3):
+        ok = await pub.ok("publish", channel=chname, data=i)
+    epoch = ok["epoch"]
+    for s in subs:
+        assert [p["offset"] for p in await s.pubs(3)] == [1, 2, 3]
+    home = cl.redis_of(chname)
+    assert home.command("HINCRBY", ch.stream_key(chname, cl.prefix, "s"), "t", 1) == 4
+    ok = await pub.ok("publish", channel=chname, data=5)
+    assert ok["offset"] == 5 and ok["epoch"] == epoch
+    for s in subs:
+        p = await s.push(timeout=t(5))
+        assert p.get("push") == "disconnect" and p.get("code") == 4003 and \
+            p.get("reconnect") is True, "expected disconnect 4003 for the lost offset 4, got %r" % p
+        assert await s.wait_closed(t(5)) == 4003
+    again = await connect(cl[0])
+    r = await again.ok("subscribe", channel=chname, since={"offset": 3, "epoch": epoch})
+    assert r["recovered"] is False or [p["offset"] for p in r["publications"]] == [4, 5], \
+        "recovery across the lost offset 4 claimed: %r" % r

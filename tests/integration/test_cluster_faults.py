@@ -909,3 +909,58 @@ async def test_partitioned_node_clients_leave_and_join_again(proxies, make_clust
 
 async def present_is(present, want):
     return await present() == want
+
+
+# --------------------------------------------------------------------------
+# (i) Redis comes back with its last writes lost under the same epoch
+
+@pytest.mark.timeout(30)
+async def test_redis_rolled_back_under_the_same_epoch_closes_subscribers_with_4003(make_cluster):
+    """As after a crash with appendfsync everysec: Redis returns with the
+    same epoch but an older top (offsets 4 and 5 lost). The nodes notice
+    when they reconnect (their links are cut here with CLIENT KILL) that
+    the top is below what they delivered and close their subscribers with
+    4003, instead of delivering new publications under offsets 4 and 5
+    again."""
+    cl = make_cluster(config(2000))
+    redis = cl.redis[0]
+    chname = hh.chan("h:")
+    subs = [await ResilientSub([cl[0]], chname, "json", "sub-A").start(),
+            await ResilientSub([cl[1]], chname, "msgpack", "sub-B").start()]
+    pub = await connect(cl[2])
+    for i in range(5):
+        ok = await pub.ok("publish", channel=chname, data={"k": "old-%d" % i})
+    epoch = ok["epoch"]
+    for s in subs:
+        await s.wait_offset(5)
+    redis.command("ZREMRANGEBYSCORE", ch.stream_key(chname, "herald", "w"), 4, 5)
+    redis.command("HSET", ch.stream_key(chname, "herald", "s"), "t", 3)
+    killed = redis.command("CLIENT", "KILL", "TYPE", "normal") + \
+        redis.command("CLIENT", "KILL", "TYPE", "pubsub")
+    # (a node drops its pub/sub connection with its command connection)
+    assert killed >= 3 * 2, "expected every worker's links to be cut, killed %d" % killed
+    for s in subs:
+        await hh.async_wait_for(lambda: s.recovered, t(12),
+                                what=lambda: "%s to be closed with 4003 and to resubscribe "
+                                "(closes %r, received %r)" % (s.label, s.closes, s.received[-3:]))
+    acked = {}
+    deadline = now() + t(10)
+    while len(acked) < 3:
+        r = await pub.call("publish", channel=chname, data={"k": "new-%d" % len(acked)})
+        if "error" in r:       # node C may still be reconnecting
+            assert r["error"]["code"] == 108 and now() < deadline, r
+            await asyncio.sleep(0.1)
+            continue
+        assert r["ok"]["epoch"] == epoch
+        acked[r["ok"]["offset"]] = "new-%d" % len(acked)
+    assert sorted(acked) == [4, 5, 6], acked
+    for s in subs:
+        await s.wait_offset(6)
+        await s.stop()
+        assert [c for c, _ in s.closes] == [4003], (s.label, s.closes)
+        assert s.recovered == [False], (s.label, s.recovered)
+        assert [(o, k) for o, _, k in s.segments[0]] == [(i + 1, "old-%d" % i) for i in range(5)], \
+            "%s: %r" % (s.label, s.segments[0])
+        assert s.starts[1] == 3, s.starts
+        ch.check_stream(s.label + " after the roll-back", s.segments[1], acked, start=3,
+                        epoch=epoch)
