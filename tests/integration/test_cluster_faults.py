@@ -169,6 +169,10 @@ async def final_publication(node, chname):
 NO_RECONNECT = (1000, 4100, 4101, 4102)
 
 
+def _what_text(what):
+    return what() if callable(what) else what
+
+
 class ResilientSub:
     def __init__(self, nodes, chname, enc="json", label="sub", user=None):
         self.nodes = list(nodes)
@@ -281,20 +285,28 @@ class ResilientSub:
                 self.other.append(p)
 
     def check_alive(self):
-        if self.task.done() and self.task.exception():
-            raise self.task.exception()
+        """Fails (once, with a fresh exception) if the reconnect loop died."""
+        if self.task.done() and not self.task.cancelled() and self.task.exception():
+            exc = self.task.exception()
+            raise AssertionError("%s stopped: %s" % (self.label, exc)) from exc
+
+    async def until(self, pred, timeout, what):
+        """Waits for pred(); gives up at once if the reconnect loop died."""
+        await hh.async_wait_for(lambda: self.task.done() or pred(), timeout,
+                                interval=0.02, what=what)
+        self.check_alive()
+        assert pred(), _what_text(what)
 
     async def wait_offset(self, target, timeout=None):
-        def reached():
-            self.check_alive()
-            return self.offset is not None and self.offset >= target
-        await hh.async_wait_for(reached, timeout or t(10), interval=0.02,
-                                what=lambda: "%s to reach offset %d (at %s, closes %r)" % (
-                                    self.label, target, self.offset, self.closes))
+        await self.until(lambda: self.offset is not None and self.offset >= target,
+                         timeout or t(10),
+                         what=lambda: "%s to reach offset %d (at %s, closes %r)" % (
+                             self.label, target, self.offset, self.closes))
 
     async def stop(self):
         self.stopping = True
         await self.task
+
 
     def check(self, acked, ambiguous):
         assert len(self.segments) == 1, "%s: recovered:false after %r" % (
@@ -570,8 +582,8 @@ async def test_lost_node_clients_recover_elsewhere_and_leave_presence(make_clust
 
     # the victims reconnect elsewhere with since and recover
     for v in victims:
-        await hh.async_wait_for(lambda: len(v.client_ids) >= 2, t(10),
-                                what="%s to reconnect to another node" % v.label)
+        await v.until(lambda: len(v.client_ids) >= 2, t(10),
+                      what="%s to reconnect to another node" % v.label)
     # node C's entries expire from presence within presence_ttl + one refresh
     limit = PRESENCE_TTL + PRESENCE_TTL / 3.0 + 1.5
     async def dead_gone():
@@ -649,9 +661,9 @@ async def test_redis_losing_its_data_closes_subscribers_with_4003(make_cluster):
     await asyncio.to_thread(redis.start)
     await wait_all(cl.nodes, ch.broker_up, t(12), what="every node /healthz broker up")
     for s in subs:
-        await hh.async_wait_for(lambda: s.recovered, t(10),
-                                what=lambda: "%s to be closed with 4003 and to resubscribe "
-                                "(closes %r, pubs %r)" % (s.label, s.closes, s.received[-3:]))
+        await s.until(lambda: s.recovered, t(10),
+                      what=lambda: "%s to be closed with 4003 and to resubscribe "
+                      "(closes %r, pubs %r)" % (s.label, s.closes, s.received[-3:]))
         assert [c for c, _ in s.closes] == [4003], (s.label, s.closes)
         assert s.disconnects and s.disconnects[0]["code"] == 4003 and \
             s.disconnects[0]["reconnect"] is True, (s.label, s.disconnects)
@@ -724,10 +736,10 @@ async def test_one_node_cut_off_from_redis_while_the_others_publish(proxies, mak
     await hh.async_wait_for(lambda: pubs[1].oks_sent_after(up) >= 10, t(5),
                             what="publishes through B ok again")
     wb = wsubs[1]
-    await hh.async_wait_for(lambda: wb.recovered, t(10),
-                            what=lambda: "w-sub-B (gap longer than the window) to be closed "
-                            "and to resubscribe (closes %r, at offset %s, wpub at %s)" % (
-                                wb.closes, wb.offset, max(wpub.acked() or [0])))
+    await wb.until(lambda: wb.recovered, t(10),
+                   what=lambda: "w-sub-B (gap longer than the window) to be closed "
+                   "and to resubscribe (closes %r, at offset %s, wpub at %s)" % (
+                       wb.closes, wb.offset, max(wpub.acked() or [0])))
 
     await finish(cl, subs, pubs)
     for s in subs:
@@ -841,9 +853,9 @@ async def test_stream_deleted_from_redis_closes_subscribers_with_4003(make_clust
     assert ok["epoch"] != old_epoch and ok["offset"] == 1, ok
     acked = {1: "new-0"}
     for s in subs:
-        await hh.async_wait_for(lambda: s.recovered, t(10),
-                                what=lambda: "%s to be closed with 4003 and to resubscribe "
-                                "(closes %r, received %r)" % (s.label, s.closes, s.received[-3:]))
+        await s.until(lambda: s.recovered, t(10),
+                      what=lambda: "%s to be closed with 4003 and to resubscribe "
+                      "(closes %r, received %r)" % (s.label, s.closes, s.received[-3:]))
     for i in range(1, 4):
         ok2 = await pub.ok("publish", channel=chname, data={"k": "new-%d" % i})
         acked[ok2["offset"]] = "new-%d" % i
@@ -940,9 +952,9 @@ async def test_redis_rolled_back_under_the_same_epoch_closes_subscribers_with_40
     # (a node drops its pub/sub connection with its command connection)
     assert killed >= 3 * 2, "expected every worker's links to be cut, killed %d" % killed
     for s in subs:
-        await hh.async_wait_for(lambda: s.recovered, t(12),
-                                what=lambda: "%s to be closed with 4003 and to resubscribe "
-                                "(closes %r, received %r)" % (s.label, s.closes, s.received[-3:]))
+        await s.until(lambda: s.recovered, t(12),
+                      what=lambda: "%s to be closed with 4003 and to resubscribe "
+                      "(closes %r, received %r)" % (s.label, s.closes, s.received[-3:]))
     acked = {}
     deadline = now() + t(10)
     while len(acked) < 3:
