@@ -597,6 +597,24 @@ def cluster_factory_fixture():
     return _fixture
 
 
+def native_tracebacks_fixture():
+    """An autouse fixture switching the default traceback style to
+    "native". Debian 12's Python 3.11.2 can fail in ast.parse with
+    "SystemError: AST constructor recursion depth mismatch" (CPython
+    gh-106905, fixed in 3.11.8) when pytest renders its long tracebacks after
+    a few failures in one session, which turns the failures into an
+    INTERNALERROR; native tracebacks do not parse source. An explicit --tb
+    is left alone."""
+    import pytest
+
+    @pytest.fixture(autouse=True, scope="session")
+    def _fixture(request):
+        if request.config.option.tbstyle == "auto":
+            request.config.option.tbstyle = "native"
+        yield
+    return _fixture
+
+
 # --------------------------------------------------------------------------
 # Checking what subscribers received
 

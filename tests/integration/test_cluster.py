@@ -38,6 +38,8 @@ CONFIG = {
     ],
 }
 
+_native_tracebacks = ch.native_tracebacks_fixture()
+
 SPECS = {
     "one-redis": (CONFIG, ("redis",)),
     "two-redis": (dict(CONFIG, redis_prefix="hx", stream_ttl=120), ("redis0", "redis1")),
