@@ -86,7 +86,8 @@ chan_state *chanreg_get(chanreg *r, const char *name, size_t len,
 int chanreg_gc(chanreg *r, chan_state *c, int64_t now_ms)
 {
     history_expire(&c->hist, now_ms, (int64_t)c->ns->history_ttl * 1000);
-    if (c->total > 0 || history_count(&c->hist) > 0 || c->st_loading)
+    if (c->total > 0 || history_count(&c->hist) > 0 || c->st_loading ||
+        (r->hold && r->hold(r->hold_arg, c)))
         return 0;
     HASH_DEL(r->chans, c);
     r->n--;

@@ -61,6 +61,10 @@ typedef struct chanreg {
     size_t n;
     uint32_t n_workers;
     uint32_t min_ring;       /* history ring at least this big (cluster) */
+    /* When set and true for a stream, chanreg_gc keeps it (durable streams
+     * while their publications may still be on their way to the store). */
+    int (*hold)(void *arg, const chan_state *c);
+    void *hold_arg;
     ids_rng rng;
 } chanreg;
 

@@ -214,6 +214,23 @@ static void owner_presence(worker *w, msg *m)
     owner_reply(w, m, MSG_PRES_REP, 0);
 }
 
+/* A durable stream stays in memory while any publication may still be on
+ * its way to the store: reloaded from the store meanwhile, it would take
+ * an older top and hand out an offset a second time. */
+static int owner_hold_durable(void *arg, const chan_state *c)
+{
+    store *st = arg;
+    return c->ns->durable && store_backlog(st) > 0;
+}
+
+void owner_init(worker *w)
+{
+    if (w->srv->store) {
+        w->reg.hold = owner_hold_durable;
+        w->reg.hold_arg = w->srv->store;
+    }
+}
+
 /* A durable channel's stream continues where the store left it: the first
  * request for it (after a start, or after the stream was dropped from
  * memory) asks the store for its last epoch and offset, and requests wait

@@ -12,6 +12,9 @@
 
 struct worker;
 
+/* Sets up the owner side of worker w (after its channel registry). */
+void owner_init(struct worker *w);
+
 /* Handles MSG_SUB_REQ, MSG_UNSUB, MSG_PUB_REQ, MSG_HIST_REQ, MSG_PRES_REQ;
  * takes ownership of m. */
 void owner_handle(struct worker *w, msg *m);

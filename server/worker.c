@@ -504,6 +504,7 @@ worker *worker_new(server *srv, uint16_t index, char *err, size_t errlen)
     mailbox_init(&w->mb, &w->wake);
     hub_init(&w->hub);
     chanreg_init(&w->reg, srv->n_workers);
+    owner_init(w);
     ids_rng_seed(&w->rng);
     proto_buf_init(&w->scratch, LWS_PRE);
     return w;

@@ -22,6 +22,7 @@ def config(fd, **extra):
         "mongodb": fd.uri("", serverSelectionTimeoutMS=1000,
                           connectTimeoutMS=1000, socketTimeoutMS=2000),
         "namespaces": [{"name": "d", "history_size": 100, "durable": True},
+                       {"name": "z", "history_size": 0, "durable": True},
                        {"name": "m", "history_size": 100}],
     }
     cfg.update(extra)
@@ -208,3 +209,26 @@ async def test_store_unreachable_at_first_use_refuses_instead_of_forking(server_
         ferretdb.resume()
     r = await c.call("publish", channel=ch, data=2, timeout=t(15))
     assert r["ok"]["offset"] == 1, r
+
+
+async def test_stream_kept_in_memory_while_writes_are_pending(server_factory, ferretdb):
+    """A durable channel without subscribers or memory history would be
+    dropped from memory after each publish; while its publications are not
+    all in the store yet it must stay (reloaded from a store that lags, it
+    would reuse an offset). With the store stalled, publishing goes on with
+    the next offsets."""
+    s = server_factory(config(ferretdb))
+    ch = hh.chan("z:")
+    c = await s.client()
+    assert (await c.call("publish", channel=ch, data=0))["ok"]["offset"] == 1
+    wait_docs(ferretdb, ch, 1, t(10))
+    ferretdb.pause()
+    try:
+        for i in (2, 3, 4):
+            r = await c.call("publish", channel=ch, data=i, timeout=t(2))
+            assert "ok" in r and r["ok"]["offset"] == i, r
+    finally:
+        ferretdb.resume()
+    got = wait_docs(ferretdb, ch, 4, t(20))
+    assert [d["offset"] for d in got] == [1, 2, 3, 4]
+    assert len({d["epoch"] for d in got}) == 1
