@@ -8,6 +8,8 @@
   (SIGCONT); ``command()`` talks RESP to it over a plain socket.
 * ``Cluster`` starts N ``HeraldServer`` nodes (herald_harness) on the same
   Redis server(s) with one config and stops them all at the end.
+* ``TcpProxy`` sits between one node and Redis to cut or stall that node's
+  links alone (a network partition).
 * Helpers every cluster test needs: the channel -> shard hash of the
   contract (FNV-1a 32), ``/healthz`` with its 503 body parsed, a stream
   checker (offset order, no gap, no duplicate, every acknowledged
@@ -16,6 +18,7 @@
 Timeouts go through ``t()`` like the rest of the harness.
 """
 
+import json
 import os
 import shutil
 import signal
@@ -364,7 +367,6 @@ def stream_key(channel, prefix="herald", part="s"):
 
 def health(node, timeout=None):
     """(status, parsed JSON body or None)."""
-    import json
     status, body = hh.http_get(node.port, "/healthz", timeout=timeout or t(2))
     try:
         doc = json.loads(body)
