@@ -38,6 +38,10 @@ class RedisError(Exception):
     """An error reply (-ERR ...) from Redis."""
 
 
+class _PortTaken(Exception):
+    pass
+
+
 # --------------------------------------------------------------------------
 # A tiny RESP2 client (one connection per call: tests issue few commands)
 
@@ -146,10 +150,22 @@ class RedisServer:
 
     def start(self, timeout=None):
         """Starts redis (on the port it had before, if any) and waits until
-        it answers PING with PONG (not -LOADING)."""
+        it answers PING with PONG (not -LOADING) with its own process id
+        (not another server that holds the port). A first start on a port
+        picked here tries other ports if that one was taken meanwhile."""
         assert not self.alive(), "redis already running"
-        if self.port is None:
-            self.port = hh.free_port()
+        attempts = 3 if self.port is None else 1
+        for attempt in range(attempts):
+            if attempts > 1:
+                self.port = hh.free_port()
+            try:
+                return self._start_once(timeout)
+            except _PortTaken:
+                if attempt + 1 == attempts:
+                    raise AssertionError("redis-server: port %d in use; log:\n%s"
+                                         % (self.port, self.log_tail()))
+
+    def _start_once(self, timeout):
         self.paused = False
         self.proc = subprocess.Popen(self.command_line(), stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -158,11 +174,16 @@ class RedisServer:
         while True:
             rc = self.proc.poll()
             if rc is not None:
+                if "already in use" in self.log_tail(5):
+                    raise _PortTaken()
                 raise AssertionError("redis-server exited with %s at start; log:\n%s"
                                      % (rc, self.log_tail()))
             try:
                 if self.command("PING", timeout=1) == "PONG":
-                    return self
+                    info = self.command("INFO", "server", timeout=1).decode()
+                    if "process_id:%d\r\n" % self.proc.pid in info:
+                        return self
+                    last = "another server answers on port %d" % self.port
             except (OSError, RedisError) as e:
                 last = e
             if time.monotonic() > deadline:
