@@ -627,14 +627,16 @@ def native_tracebacks_fixture():
     gh-106905, fixed in 3.11.8) when pytest renders its long tracebacks after
     a few failures in one session, which turns the failures into an
     INTERNALERROR; native tracebacks do not parse source. An explicit --tb
-    is left alone."""
+    is left alone, and the style is restored after the module."""
     import pytest
 
-    @pytest.fixture(autouse=True, scope="session")
+    @pytest.fixture(autouse=True, scope="module")
     def _fixture(request):
-        if request.config.option.tbstyle == "auto":
+        before = request.config.option.tbstyle
+        if before == "auto":
             request.config.option.tbstyle = "native"
         yield
+        request.config.option.tbstyle = before
     return _fixture
 
 
