@@ -625,10 +625,15 @@ async def test_cluster_redis_lost_through_nginx(proxied, redis_server):
     assert await c.wait_closed(t(5)) == 4003
 
     async def healthy():
-        status, body = await to_thread(hh.healthz, ngx.port)
-        return status == 200 and body["broker"] == "up"
+        # every node, not just the one nginx asks: the next connection may
+        # land on either, and each reconnects after its own random backoff
+        for port in [n.port for n in nodes] + [ngx.port]:
+            status, body = await to_thread(hh.healthz, port)
+            if status != 200 or body["broker"] != "up":
+                return False
+        return True
     await hh.async_wait_for(healthy, t(15), interval=0.1,
-                            what="/healthz through nginx to answer 200 again")
+                            what="/healthz of both nodes and through nginx 200 again")
     again = await through(ngx)
     r = await again.ok("subscribe", channel=ch,
                        since={"offset": 1, "epoch": first["epoch"]})
