@@ -1304,11 +1304,10 @@ static void cl_on_reply(redisAsyncContext *ac, void *r, void *priv)
             if (--l->scripts_left == 0)
                 cl_link_check_up(l);
         } else if (rep) {
-            log_error("Redis refused a script",
-                      LOG_STRN("error", rep->type == REDIS_REPLY_ERROR
-                                            ? rep->str : "", rep->type ==
-                               REDIS_REPLY_ERROR ? rep->len : 0));
-            cl_link_down(l, "script load failed");
+            /* Wrong password, a read-only replica, ...: the reason goes
+             * into the one "broker down" line of this outage. */
+            cl_link_down(l, rep->type == REDIS_REPLY_ERROR
+                                ? rep->str : "script load failed");
         }
         break;
     case RQ_PUB: cl_on_pub(w, rq, rep); break;
@@ -1318,7 +1317,10 @@ static void cl_on_reply(redisAsyncContext *ac, void *r, void *priv)
     case RQ_HIST: cl_on_hist(w, rq, rep); break;
     case RQ_PRES: cl_on_pres(w, rq, rep); break;
     default:
-        if (rep && rep->type == REDIS_REPLY_ERROR)
+        /* Once per outage: a link that keeps failing its AUTH would
+         * otherwise log the same line at every reconnect. */
+        if (rep && rep->type == REDIS_REPLY_ERROR &&
+            (l->up || !l->down_logged))
             log_warn("Redis command failed",
                      LOG_STRN("error", rep->str, rep->len));
         break;
@@ -1416,9 +1418,8 @@ static void cl_link_check_up(cl_link *l)
     l->connecting = 0;
     l->attempt = 0;
     atomic_fetch_sub(&w->srv->broker_down, 1);
-    if (l->down_logged)
-        log_info("broker up", LOG_INT("worker", w->index),
-                 LOG_STR("redis", l->rc->host), LOG_INT("port", l->rc->port));
+    log_info("broker up", LOG_INT("worker", w->index),
+             LOG_STR("redis", l->rc->host), LOG_INT("port", l->rc->port));
     l->down_logged = 0;
     /* Resubscribe and repair every channel that has subscribers here. */
     chan_state *c, *tmp;
@@ -1647,7 +1648,8 @@ int cluster_start(worker *w)
         l->cl = cl;
         l->idx = i;
         l->rc = &cfg->redis[i];
-        l->down_logged = 1;   /* the first "broker up" is worth a line */
+        /* down_logged = 0: a first connect that fails says "broker
+         * down" once, with the reason, then stays quiet while retrying. */
         cl_link_connect(l);
     }
     return 0;
