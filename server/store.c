@@ -458,11 +458,6 @@ int store_reserve(store *s)
     return 1;
 }
 
-void store_unreserve(store *s)
-{
-    atomic_fetch_sub(&s->reserved, 1);
-}
-
 void store_push(store *s, pub *p)
 {
     pthread_mutex_lock(&s->lock);

@@ -41,9 +41,8 @@ store *store_start(const config *cfg, struct server *srv, char *err,
 void store_stop(store *s, uint32_t timeout_ms);
 
 /* Reserves room for one publication (any thread); 0 when the queue is
- * full. A reservation must be followed by store_push or store_unreserve. */
+ * full. A reservation must be followed by store_push. */
 int store_reserve(store *s);
-void store_unreserve(store *s);
 /* Queues a sequenced publication (takes a reference of its own). */
 void store_push(store *s, pub *p);
 
