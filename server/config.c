@@ -39,6 +39,7 @@ enum key_type {
     KT_BOOL,    /* int, 0 or 1 */
     KT_STR,     /* char[size], NUL-terminated, optional charset check */
     KT_LEVEL,   /* int, a log level name in the file/env/CLI */
+    KT_ACK,     /* int, "broker" (0) or "durable" (1) */
     KT_LISTEN,  /* "HOST:PORT" into listen_host and listen_port */
     KT_REDIS,   /* redis:// URIs (comma-separated, or a list in the file) */
 };
@@ -103,6 +104,11 @@ static const key_def top_keys[] = {
     UINT_KEY(config, mongodb_writers, 1, 64),
     UINT_KEY(config, mongodb_queue_max, 64, 16777216),
     UINT_KEY(config, mongodb_batch, 1, 10000),
+    UINT_KEY(config, mongodb_readers, 1, 64),
+    { "mongodb_spill_path", KT_STR, FIELD(config, mongodb_spill_path), 0, 0,
+      NULL },
+    UINT_KEY(config, mongodb_spill_mb, 0, 1048576),
+    UINT_KEY(config, retention_interval, 1, 86400),
 };
 #define N_TOP_KEYS (sizeof top_keys / sizeof top_keys[0])
 
@@ -116,6 +122,9 @@ static const key_def ns_keys[] = {
     BOOL_KEY(config_ns, allow_anonymous),
     UINT_KEY(config_ns, max_subscribers, 0, 10000000),
     BOOL_KEY(config_ns, durable),
+    { "ack", KT_ACK, FIELD(config_ns, ack_durable), 0, 0, NULL },
+    UINT_KEY(config_ns, retention_age, 0, 315360000),
+    UINT_KEY(config_ns, retention_count, 0, 1000000000),
 };
 #define N_NS_KEYS (sizeof ns_keys / sizeof ns_keys[0])
 
@@ -705,6 +714,14 @@ static int store_string(const key_def *k, void *base, const char *s,
         *(int *)((char *)base + k->off) = lvl;
         return 0;
     }
+    case KT_ACK:
+        if (strcmp(s, "broker") != 0 && strcmp(s, "durable") != 0) {
+            err_key(e, where, label, "unknown ack mode '%s' (expected "
+                    "broker or durable)", show_value(s, shown, sizeof shown));
+            return -1;
+        }
+        *(int *)((char *)base + k->off) = s[0] == 'd';
+        return 0;
     case KT_LISTEN: {
         config *c = base;
         char host[sizeof c->listen_host];
@@ -1250,6 +1267,17 @@ static void check_combined(loader *L)
     if (c->tls_key[0] != '\0' && c->tls_cert[0] == '\0')
         err_key(L->e, L->tls_where[1], "tls_key",
                 "set without tls_cert (give both or neither)");
+    /* ack = durable waits for the store: without durable it would wait for
+     * nothing. */
+    for (size_t j = 0; j < c->n_namespaces; j++) {
+        const config_ns *ns = &c->namespaces[j];
+        if (ns->ack_durable && !ns->durable) {
+            char label[CONFIG_NS_NAME_MAX + 32];
+            snprintf(label, sizeof label, "namespace '%s': ack",
+                     j ? ns->name : "default");
+            err_key(L->e, "config", label, "durable needs durable = true");
+        }
+    }
 }
 
 /* ---- public API --------------------------------------------------------- */
@@ -1287,6 +1315,11 @@ void config_defaults(config *c)
     c->mongodb_writers = 2;
     c->mongodb_queue_max = 65536;
     c->mongodb_batch = 256;
+    c->mongodb_readers = 2;
+    snprintf(c->mongodb_spill_path, sizeof c->mongodb_spill_path,
+             "herald.spill");
+    c->mongodb_spill_mb = 1024;
+    c->retention_interval = 60;
 
     c->n_namespaces = 1;
     def = &c->namespaces[0];

@@ -35,6 +35,10 @@ typedef struct config_ns {
     int allow_anonymous;            /* anonymous connections may subscribe */
     uint32_t max_subscribers;       /* per channel on this node; 0 = unlimited */
     int durable;                    /* publications also go to MongoDB */
+    int ack_durable;                /* ack: 0 "broker" (after fan-out),
+                                       1 "durable" (after the store write) */
+    uint32_t retention_age;         /* seconds kept in MongoDB; 0 = forever */
+    uint32_t retention_count;       /* newest kept per channel; 0 = all */
 } config_ns;
 
 typedef struct config {
@@ -77,6 +81,10 @@ typedef struct config {
     uint32_t mongodb_writers;       /* writer threads: 2 */
     uint32_t mongodb_queue_max;     /* publications waiting to be written */
     uint32_t mongodb_batch;         /* documents per insert: 256 */
+    uint32_t mongodb_readers;       /* history/recovery reader threads: 2 */
+    char mongodb_spill_path[512];   /* append-only spill file: "herald.spill" */
+    uint32_t mongodb_spill_mb;      /* spill file bound, MiB; 0 = no spill */
+    uint32_t retention_interval;    /* seconds between retention passes: 60 */
 
     char tls_cert[512];             /* PEM path; "" = plain ws:// */
     char tls_key[512];

@@ -3,7 +3,7 @@
  * mutex; `reserved` counts slots promised to owners, so a push never finds
  * the ring full. Writers take up to mongodb_batch publications at a time.
  */
-#include "store.h"
+#include "store_priv.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -23,43 +23,7 @@
 #define STORE_RETRY_MAX_MS 2000
 #define STORE_DUP_KEY 11000
 
-typedef struct load_job {
-    struct load_job *next;
-    uint16_t owner;
-    uint16_t len;
-    char chan[];
-} load_job;
-
-struct store {
-    server *srv;
-    mongoc_client_pool_t *pool;
-    mongoc_uri_t *uri;
-    char db[64], coll[64];
-    uint32_t batch;
-
-    pthread_mutex_t lock;
-    pthread_cond_t more;       /* writers wait for publications */
-    pthread_cond_t idle;       /* store_stop waits for an empty queue */
-    pub **ring;
-    uint32_t cap, head, count;
-    uint32_t busy;             /* publications taken by writers, unwritten */
-    int stopping;
-    int abandon;               /* stop now, even with work left */
-
-    atomic_uint reserved;      /* queued + promised */
-    atomic_ullong written;
-    atomic_int failing;
-    atomic_int indexed;
-
-    pthread_t *threads;
-    uint32_t n_threads;
-
-    /* The reader: last epoch/offset of streams being loaded. */
-    pthread_t reader;
-    load_job *loads, *loads_tail;  /* under lock */
-};
-
-static void store_sleep_ms(uint32_t ms)
+void store_sleep_ms(uint32_t ms)
 {
     struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
     while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
@@ -236,118 +200,6 @@ static void *store_writer(void *arg)
     return NULL;
 }
 
-/* Last (epoch, offset) of a channel: the newest document by time, then
- * offset. 1 found, 0 none, -1 error. */
-static int store_last(store *s, mongoc_client_t *cl, const load_job *j,
-                      char *epoch, uint64_t *offset)
-{
-    bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER, sort, proj;
-    bson_append_utf8(&filter, "channel", 7, j->chan, j->len);
-    BSON_APPEND_DOCUMENT_BEGIN(&opts, "sort", &sort);
-    BSON_APPEND_INT32(&sort, "time", -1);
-    BSON_APPEND_INT32(&sort, "offset", -1);
-    bson_append_document_end(&opts, &sort);
-    BSON_APPEND_DOCUMENT_BEGIN(&opts, "projection", &proj);
-    BSON_APPEND_INT32(&proj, "epoch", 1);
-    BSON_APPEND_INT32(&proj, "offset", 1);
-    bson_append_document_end(&opts, &proj);
-    BSON_APPEND_INT64(&opts, "limit", 1);
-    mongoc_collection_t *coll = mongoc_client_get_collection(cl, s->db,
-                                                             s->coll);
-    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, &filter,
-                                                            &opts, NULL);
-    const bson_t *doc;
-    int rc = 0;
-    if (mongoc_cursor_next(cur, &doc)) {
-        bson_iter_t it;
-        uint32_t elen = 0;
-        const char *e = NULL;
-        if (bson_iter_init_find(&it, doc, "epoch") && BSON_ITER_HOLDS_UTF8(&it))
-            e = bson_iter_utf8(&it, &elen);
-        if (e && elen == IDS_LEN && bson_iter_init_find(&it, doc, "offset") &&
-            BSON_ITER_HOLDS_INT(&it)) {
-            memcpy(epoch, e, IDS_LEN);
-            epoch[IDS_LEN] = '\0';
-            *offset = (uint64_t)bson_iter_as_int64(&it);
-            rc = 1;
-        } else {
-            log_warn("MongoDB: a stored publication without a valid epoch "
-                     "or offset; the stream starts a new epoch",
-                     LOG_STRN("channel", j->chan, j->len));
-        }
-    }
-    bson_error_t err;
-    if (mongoc_cursor_error(cur, &err)) {
-        log_warn("MongoDB: cannot read a stream's last offset",
-                 LOG_STRN("channel", j->chan, j->len),
-                 LOG_STR("error", err.message));
-        rc = -1;
-    }
-    mongoc_cursor_destroy(cur);
-    mongoc_collection_destroy(coll);
-    bson_destroy(&filter);
-    bson_destroy(&opts);
-    return rc;
-}
-
-static void *store_reader(void *arg)
-{
-    store *s = arg;
-    for (;;) {
-        pthread_mutex_lock(&s->lock);
-        while (!s->loads && !s->stopping)
-            pthread_cond_wait(&s->more, &s->lock);
-        load_job *j = s->loads;
-        if (!j || s->abandon) {
-            pthread_mutex_unlock(&s->lock);
-            break;
-        }
-        s->loads = j->next;
-        if (!s->loads)
-            s->loads_tail = NULL;
-        pthread_mutex_unlock(&s->lock);
-
-        char epoch[IDS_LEN + 1];
-        uint64_t offset = 0;
-        int rc = -1;
-        /* Two tries, each bounded by the URI's timeouts. */
-        for (int attempt = 0; attempt < 2 && rc < 0; attempt++) {
-            mongoc_client_t *cl = mongoc_client_pool_pop(s->pool);
-            rc = store_last(s, cl, j, epoch, &offset);
-            mongoc_client_pool_push(s->pool, cl);
-        }
-        msg *m = msg_new(MSG_STORE_LAST, j->chan, j->len, NULL, 0);
-        m->flag = rc < 0 ? 2 : (uint8_t)rc;
-        if (rc == 1) {
-            memcpy(m->epoch, epoch, IDS_LEN + 1);
-            m->epoch_len = IDS_LEN;
-            m->offset = offset;
-        }
-        worker_post(s->srv, j->owner, m);
-        free(j);
-    }
-    return NULL;
-}
-
-void store_load_last(store *s, uint16_t owner, const char *chan, size_t len)
-{
-    load_job *j = malloc(sizeof(*j) + len);
-    if (!j)
-        abort();
-    j->next = NULL;
-    j->owner = owner;
-    j->len = (uint16_t)len;
-    memcpy(j->chan, chan, len);
-    pthread_mutex_lock(&s->lock);
-    if (s->loads_tail)
-        s->loads_tail->next = j;
-    else
-        s->loads = j;
-    s->loads_tail = j;
-    pthread_cond_broadcast(&s->more);
-    pthread_mutex_unlock(&s->lock);
-}
-
 store *store_start(const config *cfg, server *srv, char *err, size_t errlen)
 {
     bson_error_t berr;
@@ -371,6 +223,7 @@ store *store_start(const config *cfg, server *srv, char *err, size_t errlen)
         abort();
     s->uri = uri;
     s->srv = srv;
+    s->cfg = cfg;
     s->pool = mongoc_client_pool_new(uri);
     if (!s->pool) {
         snprintf(err, errlen, "mongodb: cannot create a client pool");
@@ -396,7 +249,8 @@ store *store_start(const config *cfg, server *srv, char *err, size_t errlen)
         abort();
     for (uint32_t i = 0; i < s->n_threads; i++)
         pthread_create(&s->threads[i], NULL, store_writer, s);
-    pthread_create(&s->reader, NULL, store_reader, s);
+    store_read_start(s);
+    store_retention_start(s);
     return s;
 }
 
@@ -425,14 +279,10 @@ void store_stop(store *s, uint32_t timeout_ms)
     if (left)
         log_warn("MongoDB: publications not written at shutdown",
                  LOG_INT("count", (int64_t)left));
+    store_retention_stop(s);
+    store_read_stop(s);
     for (uint32_t i = 0; i < s->n_threads; i++)
         pthread_join(s->threads[i], NULL);
-    pthread_join(s->reader, NULL);
-    while (s->loads) {
-        load_job *j = s->loads;
-        s->loads = j->next;
-        free(j);
-    }
     while (s->count) {
         pub_unref(s->ring[s->head]);
         s->head = (s->head + 1) % s->cap;

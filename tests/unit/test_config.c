@@ -29,10 +29,13 @@ static const char *const top_key_names[] = {
     "tls_key", "redis", "redis_prefix", "redis_timeout_ms", "presence_ttl",
     "stream_ttl", "mongodb", "mongodb_database", "mongodb_collection",
     "mongodb_writers", "mongodb_queue_max", "mongodb_batch",
+    "mongodb_readers", "mongodb_spill_path", "mongodb_spill_mb",
+    "retention_interval",
 };
 static const char *const ns_key_names[] = {
     "history_size", "history_ttl", "presence", "join_leave", "allow_publish",
-    "allow_anonymous", "max_subscribers", "durable",
+    "allow_anonymous", "max_subscribers", "durable", "ack", "retention_age",
+    "retention_count",
 };
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 
