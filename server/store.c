@@ -30,7 +30,9 @@ void store_sleep_ms(uint32_t ms)
         ;
 }
 
-/* createIndexes; returns 0 when the index exists afterwards. */
+/* createIndexes; returns 0 when the indexes exist afterwards. The unique
+ * one makes retried writes idempotent and serves reads by offset; the time
+ * one serves a stream's newest document and retention by age. */
 static int store_index(store *s, mongoc_client_t *cl)
 {
     bson_t cmd = BSON_INITIALIZER, reply;
@@ -47,12 +49,19 @@ static int store_index(store *s, mongoc_client_t *cl)
     BSON_APPEND_UTF8(&idx, "name", "channel_epoch_offset");
     BSON_APPEND_BOOL(&idx, "unique", true);
     bson_append_document_end(&idxs, &idx);
+    BSON_APPEND_DOCUMENT_BEGIN(&idxs, "1", &idx);
+    BSON_APPEND_DOCUMENT_BEGIN(&idx, "key", &key);
+    BSON_APPEND_INT32(&key, "channel", 1);
+    BSON_APPEND_INT32(&key, "time", 1);
+    bson_append_document_end(&idx, &key);
+    BSON_APPEND_UTF8(&idx, "name", "channel_time");
+    bson_append_document_end(&idxs, &idx);
     bson_append_array_end(&cmd, &idxs);
     mongoc_database_t *db = mongoc_client_get_database(cl, s->db);
     bool ok = mongoc_database_write_command_with_opts(db, &cmd, NULL, &reply,
                                                       &err);
     if (!ok)
-        log_warn("MongoDB: cannot create the index yet",
+        log_warn("MongoDB: cannot create the indexes yet",
                  LOG_STR("error", err.message));
     bson_destroy(&reply);
     bson_destroy(&cmd);

@@ -88,6 +88,7 @@ async def test_publications_are_written_byte_exact_once(server_factory, ferretdb
     names = ferretdb.client().herald.publications.index_information()
     unique = [v for v in names.values() if v.get("unique")]
     assert any(dict(v["key"]) == {"channel": 1, "epoch": 1, "offset": 1} for v in unique), names
+    assert any(dict(v["key"]) == {"channel": 1, "time": 1} for v in names.values()), names
 
 
 async def test_store_stall_does_not_stop_live_fanout(server_factory, ferretdb):
