@@ -51,6 +51,7 @@ typedef struct chan_state {
     /* Durable namespaces (server/store.c): the stream's last epoch and
      * offset are being read from the store; requests wait in st_wait. */
     uint8_t st_loading;
+    uint32_t st_reads;       /* history/recovery reads in flight */
     struct msg *st_wait;
     uint16_t len;
     char name[];             /* NUL-terminated */

@@ -79,6 +79,7 @@ static const key_def top_keys[] = {
     UINT_KEY(config, send_queue_max, 4096, 1073741824),
     UINT_KEY(config, max_batch_bytes, 1024, 16777216),
     UINT_KEY(config, history_max_limit, 1, 1000000),
+    UINT_KEY(config, recovery_max, 1, 1000000),
     UINT_KEY(config, ping_interval, 1, 3600),
     UINT_KEY(config, pong_timeout, 1, 3600),
     UINT_KEY(config, shutdown_timeout, 0, 3600),
@@ -1297,6 +1298,7 @@ void config_defaults(config *c)
     c->send_queue_max = 1048576;
     c->max_batch_bytes = 65536;
     c->history_max_limit = 1000;
+    c->recovery_max = 10000;
     c->ping_interval = 25;
     c->pong_timeout = 10;
     c->shutdown_timeout = 5;

@@ -54,6 +54,7 @@ typedef struct config {
     uint32_t send_queue_max;        /* bytes queued per connection: 1 MiB */
     uint32_t max_batch_bytes;       /* coalesced frame size cap: 65536 */
     uint32_t history_max_limit;     /* cap on history limit: 1000 */
+    uint32_t recovery_max;          /* publications one recovery returns */
     uint32_t ping_interval;         /* seconds: 25 */
     uint32_t pong_timeout;          /* seconds: 10 */
     uint32_t shutdown_timeout;      /* seconds: 5 */

@@ -456,7 +456,7 @@ static void conn_do_history(conn *c, const proto_cmd *cmd)
         code = PROTO_E_BAD_CHANNEL;
     else if (!c->user && !ns->allow_anonymous)
         code = PROTO_E_PERMISSION;
-    else if (ns->history_size == 0)
+    else if (ns->history_size == 0 && !(ns->durable && c->w->srv->store))
         code = PROTO_E_NOT_AVAILABLE;
     else if (limit > cfg->history_max_limit)
         code = PROTO_E_LIMIT;

@@ -40,6 +40,9 @@ enum msg_type {
                           with 4003 (cluster: a gap that cannot be filled) */
     MSG_STORE_LAST,    /* store reader -> owner: a durable stream's last
                           epoch and offset (flag: 1 found, 2 failed) */
+    MSG_STORE_READ,    /* store reader -> owner: a SUB_REQ/HIST_REQ back
+                          with publications read from the store (req: the
+                          request's type; code: 0, 111 gone, 108 failed) */
     MSG_SHUTDOWN,      /* main -> worker: drain connections (4000) */
     MSG_STOP,          /* main -> worker: every worker drained; exit */
 };
@@ -67,6 +70,9 @@ typedef struct msg {
     uint32_t limit;          /* history limit */
     char epoch[IDS_LEN + 1]; /* since epoch / current epoch */
     uint8_t epoch_len;
+    uint8_t req;             /* STORE_READ: SUB_REQ or HIST_REQ */
+    uint64_t snap_top;       /* STORE_READ, reverse history: the top when
+                                the memory part was taken */
     char client[IDS_LEN + 1];
     pub *p;                  /* PUB_REQ draft, DELIVER publication */
     pub **pubs;              /* SUB_REP/HIST_REP publications (malloc'd) */

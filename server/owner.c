@@ -44,6 +44,53 @@ static void owner_broadcast_join(worker *w, chan_state *c, int join,
     }
 }
 
+/* The durable store of a channel's namespace, or NULL. */
+static store *owner_store(worker *w, const config_ns *ns)
+{
+    return ns->durable ? w->srv->store : NULL;
+}
+
+/* Asks the store for the publications of c in (lo, hi); m comes back as
+ * MSG_STORE_READ. The stream is kept in memory meanwhile (owner_hold). */
+static void owner_read_store(worker *w, chan_state *c, msg *m, uint64_t lo,
+                             uint64_t hi, uint32_t n, int reverse, int strict)
+{
+    store_range r;
+    memcpy(r.epoch, c->epoch, IDS_LEN + 1);
+    r.lo = lo;
+    r.hi = hi;
+    r.n = n;
+    r.reverse = (uint8_t)reverse;
+    r.strict = (uint8_t)strict;
+    c->st_reads++;
+    store_read_range(w->srv->store, w->index, m, &r);
+}
+
+/* The offset just below the memory ring: what the store must supply. */
+static uint64_t owner_ring_start(const chan_state *c)
+{
+    uint64_t first = history_first_offset(&c->hist);
+    return first ? first : c->top + 1;
+}
+
+/* The subscription starts: the subscriber is counted (publications from now
+ * on reach its worker after this reply), presence, reply with the top. */
+static void owner_subscribe_finish(worker *w, chan_state *c, msg *m)
+{
+    const config_ns *ns = c->ns;
+    chan_sub_add(c, m->route.worker);
+    /* Presence entries are kept for join/leave too: they tell a client's
+     * first subscription from a repeated one. */
+    if ((ns->presence || ns->join_leave) &&
+        chan_presence_add(c, m->client, msg_user(m), m->route.worker) &&
+        ns->join_leave)
+        owner_broadcast_join(w, c, 1, m->client, msg_user(m));
+    memcpy(m->epoch, c->epoch, IDS_LEN + 1);
+    m->epoch_len = IDS_LEN;
+    m->offset = c->top;
+    owner_reply(w, m, MSG_SUB_REP, 0);
+}
+
 static void owner_subscribe(worker *w, msg *m)
 {
     const config_ns *ns =
@@ -59,24 +106,68 @@ static void owner_subscribe(worker *w, msg *m)
         return;
     }
     history_expire(&c->hist, owner_now_ms(), (int64_t)ns->history_ttl * 1000);
-    chan_sub_add(c, m->route.worker);
+    m->recovered = -1;
     if (m->flag) {
-        m->recovered = (int8_t)chan_recover(c, m->epoch, m->epoch_len,
-                                            m->offset, UINT32_MAX,
-                                            &m->pubs, &m->n_pubs);
-    } else {
-        m->recovered = -1;
+        int same = m->epoch_len == IDS_LEN &&
+                   memcmp(m->epoch, c->epoch, IDS_LEN) == 0;
+        uint32_t max = w->srv->cfg->recovery_max;
+        if (same && m->offset < c->top && c->top - m->offset > max) {
+            m->recovered = 0;   /* more than one reply may carry */
+        } else {
+            m->recovered = (int8_t)chan_recover(c, m->epoch, m->epoch_len,
+                                                m->offset, UINT32_MAX,
+                                                &m->pubs, &m->n_pubs);
+            /* Older than the memory ring: the rest comes from the store,
+             * and the subscription starts when it is there. */
+            if (!m->recovered && same && m->offset < c->top &&
+                owner_store(w, ns)) {
+                uint64_t hi = owner_ring_start(c);
+                owner_read_store(w, c, m, m->offset, hi,
+                                 (uint32_t)(hi - m->offset - 1), 0, 1);
+                return;
+            }
+        }
     }
-    /* Presence entries are kept for join/leave too: they tell a client's
-     * first subscription from a repeated one. */
-    if ((ns->presence || ns->join_leave) &&
-        chan_presence_add(c, m->client, msg_user(m), m->route.worker) &&
-        ns->join_leave)
-        owner_broadcast_join(w, c, 1, m->client, msg_user(m));
-    memcpy(m->epoch, c->epoch, IDS_LEN + 1);
-    m->epoch_len = IDS_LEN;
-    m->offset = c->top;
-    owner_reply(w, m, MSG_SUB_REP, 0);
+    owner_subscribe_finish(w, c, m);
+}
+
+/* A recovery read is back: store part + memory ring, or, when the ring
+ * moved on meanwhile, one more read for what it dropped. */
+static void owner_subscribe_read(worker *w, chan_state *c, msg *m)
+{
+    if (m->code == PROTO_E_NOT_AVAILABLE) {
+        m->errmsg = "durable store unavailable";
+        owner_reply(w, m, MSG_SUB_REP, PROTO_E_NOT_AVAILABLE);
+        chanreg_gc(&w->reg, c, owner_now_ms());
+        return;
+    }
+    if (m->code) {
+        /* The oldest ones are gone (retention): recovered false, none. */
+        for (size_t i = 0; i < m->n_pubs; i++)
+            pub_unref(m->pubs[i]);
+        m->n_pubs = 0;
+        m->code = 0;
+        m->recovered = 0;
+        owner_subscribe_finish(w, c, m);
+        return;
+    }
+    uint64_t got = m->n_pubs ? m->pubs[m->n_pubs - 1]->offset : m->offset;
+    uint64_t start = owner_ring_start(c);
+    if (got < c->top && start > got + 1) {
+        owner_read_store(w, c, m, got, start, (uint32_t)(start - got - 1), 0,
+                         1);
+        return;
+    }
+    uint32_t more = (uint32_t)(c->top - got);
+    if (more) {
+        m->pubs = realloc(m->pubs, sizeof(pub *) * (m->n_pubs + more));
+        if (!m->pubs)
+            abort();
+        m->n_pubs += history_select(&c->hist, got, more, 0,
+                                    m->pubs + m->n_pubs);
+    }
+    m->recovered = 1;
+    owner_subscribe_finish(w, c, m);
 }
 
 static void owner_unsubscribe(worker *w, msg *m)
@@ -146,6 +237,42 @@ static void owner_publish(worker *w, msg *m)
     owner_reply(w, m, MSG_PUB_REP, 0);
 }
 
+/* Appends to m->pubs up to `room` publications of the ring after `after`
+ * (newest first when reverse). */
+static void owner_take_ring(chan_state *c, msg *m, uint64_t after,
+                            uint32_t room, int reverse)
+{
+    uint32_t have = history_count(&c->hist);
+    if (room > have)
+        room = have;
+    if (!room)
+        return;
+    m->pubs = realloc(m->pubs, sizeof(pub *) * (m->n_pubs + room));
+    if (!m->pubs)
+        abort();
+    m->n_pubs += history_select(&c->hist, after, room, reverse,
+                                m->pubs + m->n_pubs);
+}
+
+static void owner_history_reply(worker *w, chan_state *c, msg *m, int code,
+                                uint64_t top)
+{
+    if (code) {
+        for (size_t i = 0; i < m->n_pubs; i++)
+            pub_unref(m->pubs[i]);
+        m->n_pubs = 0;
+    }
+    memcpy(m->epoch, c->epoch, IDS_LEN + 1);
+    m->epoch_len = IDS_LEN;
+    m->offset = top;
+    chanreg_gc(&w->reg, c, owner_now_ms());
+    owner_reply(w, m, MSG_HIST_REP, code);
+}
+
+/* history: from the memory ring, and for durable namespaces from the store
+ * where the ring does not reach back far enough. Forward (oldest first):
+ * the store part comes first, then the ring after it; reverse: the ring's
+ * newest, then older ones from the store. */
 static void owner_history(worker *w, msg *m)
 {
     const config_ns *ns =
@@ -159,29 +286,93 @@ static void owner_history(worker *w, msg *m)
     history_expire(&c->hist, now, (int64_t)ns->history_ttl * 1000);
     int has_since = m->flag & 1, reverse = (m->flag >> 1) & 1;
     uint64_t after = 0;
-    int code = 0;
     if (has_since) {
-        uint64_t first = history_first_offset(&c->hist);
         int same = m->epoch_len == IDS_LEN &&
                    memcmp(m->epoch, c->epoch, IDS_LEN) == 0;
-        if (!same || m->offset > c->top ||
-            (m->offset < c->top && (first == 0 || first > m->offset + 1)))
-            code = PROTO_E_UNRECOVERABLE;
+        if (!same || m->offset > c->top) {
+            owner_history_reply(w, c, m, PROTO_E_UNRECOVERABLE, c->top);
+            return;
+        }
         after = m->offset;
     }
-    uint32_t room = m->limit < history_count(&c->hist) ? m->limit
-                                                        : history_count(&c->hist);
-    if (!code && room) {
-        m->pubs = malloc(sizeof(pub *) * room);
-        if (!m->pubs)
-            abort();
-        m->n_pubs = history_select(&c->hist, after, room, reverse, m->pubs);
+    uint64_t start = owner_ring_start(c);   /* ring covers [start, top] */
+    int ring_reaches = after + 1 >= start;
+    if (!ring_reaches && !owner_store(w, ns)) {
+        /* Memory only: with since, the position is older than what is
+         * retained; without, the ring's oldest are the oldest. */
+        if (has_since) {
+            owner_history_reply(w, c, m, PROTO_E_UNRECOVERABLE, c->top);
+            return;
+        }
+        after = start - 1;
+        ring_reaches = 1;
     }
-    memcpy(m->epoch, c->epoch, IDS_LEN + 1);
-    m->epoch_len = IDS_LEN;
-    m->offset = c->top;
-    chanreg_gc(&w->reg, c, now);
-    owner_reply(w, m, MSG_HIST_REP, code);
+    if (ring_reaches) {
+        owner_take_ring(c, m, after, m->limit, reverse);
+        owner_history_reply(w, c, m, 0, c->top);
+        return;
+    }
+    if (reverse) {
+        owner_take_ring(c, m, after, m->limit, 1);
+        uint32_t rest = m->limit - (uint32_t)m->n_pubs;
+        if (!rest) {
+            owner_history_reply(w, c, m, 0, c->top);
+            return;
+        }
+        m->snap_top = c->top;
+        owner_read_store(w, c, m, after, start, rest, 1, has_since);
+        return;
+    }
+    m->offset = after;
+    owner_read_store(w, c, m, after, start, m->limit, 0, has_since);
+}
+
+/* A history read is back. Reverse: complete (the ring part was taken
+ * first). Forward: the ring continues after the store part, unless it
+ * moved on meanwhile: then one more read. */
+static void owner_history_read(worker *w, chan_state *c, msg *m)
+{
+    if (m->code) {
+        if (m->code == PROTO_E_NOT_AVAILABLE)
+            m->errmsg = "durable store unavailable";
+        owner_history_reply(w, c, m, m->code, c->top);
+        return;
+    }
+    int reverse = (m->flag >> 1) & 1;
+    if (reverse) {
+        owner_history_reply(w, c, m, 0, m->snap_top);
+        return;
+    }
+    uint32_t room = m->limit - (uint32_t)m->n_pubs;
+    uint64_t got = m->n_pubs ? m->pubs[m->n_pubs - 1]->offset : m->offset;
+    uint64_t start = owner_ring_start(c);
+    if (room && got < c->top && start > got + 1) {
+        owner_read_store(w, c, m, got, start, room, 0, 1);
+        return;
+    }
+    owner_take_ring(c, m, got, room, 0);
+    owner_history_reply(w, c, m, 0, c->top);
+}
+
+static void owner_store_read(worker *w, msg *m)
+{
+    chan_state *c = chanreg_find(&w->reg, msg_chan(m), m->chan_len);
+    m->type = m->req;
+    if (!c) {
+        /* Cannot happen (the stream is held while reads are in flight);
+         * start the request over rather than answer from nothing. */
+        for (size_t i = 0; i < m->n_pubs; i++)
+            pub_unref(m->pubs[i]);
+        m->n_pubs = 0;
+        m->code = 0;
+        owner_handle(w, m);
+        return;
+    }
+    c->st_reads--;
+    if (m->req == MSG_SUB_REQ)
+        owner_subscribe_read(w, c, m);
+    else
+        owner_history_read(w, c, m);
 }
 
 static void owner_presence(worker *w, msg *m)
@@ -220,7 +411,7 @@ static void owner_presence(worker *w, msg *m)
 static int owner_hold_durable(void *arg, const chan_state *c)
 {
     store *st = arg;
-    return c->ns->durable && store_backlog(st) > 0;
+    return c->ns->durable && (store_backlog(st) > 0 || c->st_reads > 0);
 }
 
 void owner_init(worker *w)
@@ -306,6 +497,10 @@ void owner_handle(worker *w, msg *m)
     }
     if (m->type == MSG_STORE_LAST) {
         owner_store_last(w, m);
+        return;
+    }
+    if (m->type == MSG_STORE_READ) {
+        owner_store_read(w, m);
         return;
     }
     if (owner_wait_for_store(w, m))

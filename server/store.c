@@ -30,43 +30,48 @@ void store_sleep_ms(uint32_t ms)
         ;
 }
 
-/* createIndexes; returns 0 when the indexes exist afterwards. The unique
- * one makes retried writes idempotent and serves reads by offset; the time
- * one serves a stream's newest document and retention by age. */
-static int store_index(store *s, mongoc_client_t *cl)
+/* One createIndexes command for one index; 0 when it exists afterwards. */
+static int store_index_one(store *s, mongoc_client_t *cl, const char *name,
+                           const char *const *fields, int unique)
 {
-    bson_t cmd = BSON_INITIALIZER, reply;
+    bson_t cmd = BSON_INITIALIZER, reply, idxs, idx, key;
     bson_error_t err;
     BSON_APPEND_UTF8(&cmd, "createIndexes", s->coll);
-    bson_t idxs, idx, key;
     BSON_APPEND_ARRAY_BEGIN(&cmd, "indexes", &idxs);
     BSON_APPEND_DOCUMENT_BEGIN(&idxs, "0", &idx);
     BSON_APPEND_DOCUMENT_BEGIN(&idx, "key", &key);
-    BSON_APPEND_INT32(&key, "channel", 1);
-    BSON_APPEND_INT32(&key, "epoch", 1);
-    BSON_APPEND_INT32(&key, "offset", 1);
+    for (const char *const *f = fields; *f; f++)
+        BSON_APPEND_INT32(&key, *f, 1);
     bson_append_document_end(&idx, &key);
-    BSON_APPEND_UTF8(&idx, "name", "channel_epoch_offset");
-    BSON_APPEND_BOOL(&idx, "unique", true);
-    bson_append_document_end(&idxs, &idx);
-    BSON_APPEND_DOCUMENT_BEGIN(&idxs, "1", &idx);
-    BSON_APPEND_DOCUMENT_BEGIN(&idx, "key", &key);
-    BSON_APPEND_INT32(&key, "channel", 1);
-    BSON_APPEND_INT32(&key, "time", 1);
-    bson_append_document_end(&idx, &key);
-    BSON_APPEND_UTF8(&idx, "name", "channel_time");
+    BSON_APPEND_UTF8(&idx, "name", name);
+    if (unique)
+        BSON_APPEND_BOOL(&idx, "unique", true);
     bson_append_document_end(&idxs, &idx);
     bson_append_array_end(&cmd, &idxs);
     mongoc_database_t *db = mongoc_client_get_database(cl, s->db);
     bool ok = mongoc_database_write_command_with_opts(db, &cmd, NULL, &reply,
                                                       &err);
     if (!ok)
-        log_warn("MongoDB: cannot create the indexes yet",
-                 LOG_STR("error", err.message));
+        log_warn("MongoDB: cannot create an index yet",
+                 LOG_STR("index", name), LOG_STR("error", err.message));
     bson_destroy(&reply);
     bson_destroy(&cmd);
     mongoc_database_destroy(db);
     return ok ? 0 : -1;
+}
+
+/* The indexes, one command each (FerretDB 1.24 fails a command that
+ * re-creates several existing indexes at once). The unique one makes
+ * retried writes idempotent and serves reads by offset; the time one
+ * serves a stream's newest document and retention by age. */
+static int store_index(store *s, mongoc_client_t *cl)
+{
+    static const char *const by_offset[] = { "channel", "epoch", "offset",
+                                             NULL };
+    static const char *const by_time[] = { "channel", "time", NULL };
+    if (store_index_one(s, cl, "channel_epoch_offset", by_offset, 1) < 0)
+        return -1;
+    return store_index_one(s, cl, "channel_time", by_time, 0);
 }
 
 static void store_doc(bson_t *d, const pub *p)

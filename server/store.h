@@ -27,6 +27,8 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "ids.h"
+#include "mailbox.h"
 #include "pub.h"
 
 typedef struct store store;
@@ -50,6 +52,24 @@ void store_push(store *s, pub *p);
  * comes to worker `owner` as MSG_STORE_LAST (flag 1: found, 0: none, 2:
  * the store did not answer in time). */
 void store_load_last(store *s, uint16_t owner, const char *chan, size_t len);
+
+/* A read of stored publications of one channel in one epoch, offsets in
+ * (lo, hi), at most n, oldest first (newest first when reverse). strict:
+ * the answer must start at lo + 1 (recovery, history with since). */
+typedef struct store_range {
+    char epoch[IDS_LEN + 1];
+    uint64_t lo, hi;
+    uint32_t n;
+    uint8_t reverse, strict;
+} store_range;
+
+/* Reads r on a reader thread and posts m (a SUB_REQ or HIST_REQ of the
+ * channel) back to worker `owner` as MSG_STORE_READ, with the publications
+ * appended to m->pubs and m->code 0 when they are contiguous and complete
+ * (or, reverse, end where the retained ones end), PROTO_E_UNRECOVERABLE
+ * when the start is gone (retention) and PROTO_E_NOT_AVAILABLE when the
+ * store did not answer or stayed behind (publications not yet written). */
+void store_read_range(store *s, uint16_t owner, msg *m, const store_range *r);
 
 /* Publications queued or being written; total written. */
 uint64_t store_backlog(const store *s);

@@ -291,6 +291,7 @@ static void worker_on_wake(uv_async_t *a)
         case MSG_HIST_REQ:
         case MSG_PRES_REQ:
         case MSG_STORE_LAST:
+        case MSG_STORE_READ:
             owner_handle(w, m);
             break;
         case MSG_SHUTDOWN:

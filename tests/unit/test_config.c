@@ -23,7 +23,7 @@
 static const char *const top_key_names[] = {
     "listen", "workers", "log_level", "node_name", "max_connections",
     "max_message_size", "max_channels_per_conn", "send_queue_max",
-    "max_batch_bytes", "history_max_limit", "ping_interval", "pong_timeout",
+    "max_batch_bytes", "history_max_limit", "recovery_max", "ping_interval", "pong_timeout",
     "shutdown_timeout", "handshake_timeout", "rate_limit", "rate_burst",
     "worker_queue_max", "token_secret", "allow_anonymous", "tls_cert",
     "tls_key", "redis", "redis_prefix", "redis_timeout_ms", "presence_ttl",
