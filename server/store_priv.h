@@ -53,8 +53,18 @@ struct store {
     /* ---- retention (store_retention.c) ---- */
     pthread_t retention;
     pthread_mutex_t tlock;
-    pthread_cond_t tstop_cond;
+    pthread_cond_t tstop_cond;  /* CLOCK_MONOTONIC: the wait between passes */
     int tstop;                 /* under tlock */
+    int tstarted;              /* the thread runs (some namespace has
+                                  retention); set before it starts */
+    /* Owned by the retention thread alone: where the next pass resumes
+     * (channels after tcursor), and whether the last pass failed. */
+    char tcursor[256];
+    size_t tcursor_len;
+    int tfailing;
+    /* Totals, for /healthz or tests (any thread may read). */
+    atomic_ullong tpasses;     /* passes completed */
+    atomic_ullong tdeleted;    /* documents deleted */
 };
 
 /* Sleeps ms milliseconds (any thread; EINTR resumed). */
