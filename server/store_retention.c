@@ -278,7 +278,9 @@ static int ret_pass(store *s, mongoc_client_t *cl)
     bson_error_t err;
     ret_name *names = NULL;
     size_t n = 0, cap = 0;
-    int rc = 0;
+    uint64_t deleted = 0;
+    uint32_t done_channels = 0;
+    int rc = 0, more = 0;
     if (!mongoc_database_read_command_with_opts(db, &cmd, NULL, NULL, &reply,
                                                 &err)) {
         rc = ret_fail(s, "distinct channel", &err);
@@ -303,9 +305,6 @@ static int ret_pass(store *s, mongoc_client_t *cl)
     if (n)
         qsort(names, n, sizeof(*names), ret_name_cmp);
 
-    uint64_t deleted = 0;
-    uint32_t done_channels = 0;
-    int more = 0;
     for (size_t i = 0; i < n; i++) {
         uint32_t age, count;
         if (!store_retention_of(s->cfg, names[i].ptr, names[i].len, &age,
@@ -333,13 +332,12 @@ static int ret_pass(store *s, mongoc_client_t *cl)
             log_info("MongoDB: retention passes work again");
         s->tfailing = 0;
     }
-    if (deleted || rc == 0)
-        log_at(deleted ? LOG_INFO : LOG_DEBUG, "MongoDB: retention pass",
-               LOG_INT("deleted", (int64_t)deleted),
-               LOG_INT("channels", done_channels),
-               LOG_INT("complete", rc == 0 && !more),
-               LOG_INT("ms", ret_now_ms() - start));
 done:
+    log_at(deleted ? LOG_INFO : LOG_DEBUG, "MongoDB: retention pass",
+           LOG_INT("deleted", (int64_t)deleted),
+           LOG_INT("channels", done_channels),
+           LOG_INT("complete", rc == 0 && !more), LOG_INT("failed", rc < 0),
+           LOG_INT("ms", ret_now_ms() - start));
     bson_destroy(&reply);    /* initialised by the command, even failed */
     free(names);
     bson_destroy(&cmd);
