@@ -246,6 +246,14 @@ static int store_judge(const store_range *r, pub **v, size_t *n)
     return JUDGE_OK;
 }
 
+static int store_read_stopping(store *s)
+{
+    pthread_mutex_lock(&s->rlock);
+    int stop = s->rstop;
+    pthread_mutex_unlock(&s->rlock);
+    return stop;
+}
+
 static void store_answer_range(store *s, read_job *j)
 {
     pub **v = NULL;
@@ -279,7 +287,7 @@ static void store_answer_range(store *s, read_job *j)
         }
         /* Missing publications may still be on their way to the store:
          * wait while the writers have work. */
-        if (behind && store_mono_ms() < deadline) {
+        if (behind && store_mono_ms() < deadline && !store_read_stopping(s)) {
             for (size_t i = 0; i < n; i++)
                 pub_unref(v[i]);
             n = 0;
