@@ -11,7 +11,7 @@ what=${1:-build}
 
 build_pkgs=(build-essential cmake ninja-build pkg-config
   libwebsockets-dev libuv1-dev libjansson-dev libmsgpack-dev libconfig-dev
-  libssl-dev libhiredis-dev libmongoc-dev libbson-dev uthash-dev)
+  libssl-dev libhiredis-dev libmongoc-dev libbson-dev uthash-dev zlib1g-dev)
 test_pkgs=(libcriterion-dev python3 python3-matplotlib python3-pytest python3-websockets python3-msgpack python3-pymongo
   redis-server openssl curl util-linux)
 
