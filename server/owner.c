@@ -209,18 +209,19 @@ static void owner_publish(worker *w, msg *m)
     } else {
         c = chanreg_get(&w->reg, msg_chan(m), m->chan_len, ns);
     }
-    /* Durable namespaces: room in the writer queue first, so a publish is
-     * refused rather than acknowledged and then dropped. */
+    /* Durable namespaces: room in the writer queue (or the spill file)
+     * first, so a publish is refused rather than acknowledged and then
+     * dropped. */
     store *st = ns->durable ? w->srv->store : NULL;
-    if (st && !store_reserve(st)) {
+    int where = st ? store_reserve(st, m->p, ns->ack_durable)
+                   : STORE_REFUSED;
+    if (st && where == STORE_REFUSED) {
         m->errmsg = "durable store backlog full";
         owner_reply(w, m, MSG_PUB_REP, PROTO_E_NOT_AVAILABLE);
         return;
     }
     int64_t now = owner_now_ms();
     chan_publish(c, m->p, now);
-    if (st)
-        store_push(st, m->p);
     for (uint32_t i = 0; i < w->srv->n_workers; i++) {
         if (!c->wcount[i])
             continue;
@@ -231,8 +232,21 @@ static void owner_publish(worker *w, msg *m)
     m->offset = c->top;
     memcpy(m->epoch, c->epoch, IDS_LEN + 1);
     m->epoch_len = IDS_LEN;
-    pub_unref(m->p);
+    pub *p = m->p;
     m->p = NULL;
+    if (st && ns->ack_durable) {
+        /* ack "durable": the store replies once the publication is in
+         * MongoDB (live delivery does not wait). */
+        m->type = MSG_PUB_REP;
+        m->code = 0;
+        store_push(st, where, p, m);
+        pub_unref(p);
+        chanreg_gc(&w->reg, c, now);
+        return;
+    }
+    if (st)
+        store_push(st, where, p, NULL);
+    pub_unref(p);
     chanreg_gc(&w->reg, c, now);
     owner_reply(w, m, MSG_PUB_REP, 0);
 }

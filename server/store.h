@@ -17,8 +17,11 @@
  * first used, takes its epoch and top offset from the store (a reader
  * thread), requests waiting meanwhile.
  *
- * Not yet (issue 5): history and recovery read from MongoDB, the spill
- * file, retention, ack=durable, cluster mode (docs/durable-history.md).
+ * When the queue is full or MongoDB is failing, ack "broker" publications
+ * go to an append-only spill file (spill.h) instead, replayed by a writer
+ * when MongoDB answers and at the next start. Publications of ack
+ * "durable" namespaces never do: their reply waits until they are in
+ * MongoDB (docs/durable-history.md).
  */
 #ifndef HERALD_STORE_H
 #define HERALD_STORE_H
@@ -42,11 +45,28 @@ store *store_start(const config *cfg, struct server *srv, char *err,
 /* Writes what is queued (for up to timeout_ms), stops the threads, frees. */
 void store_stop(store *s, uint32_t timeout_ms);
 
-/* Reserves room for one publication (any thread); 0 when the queue is
- * full. A reservation must be followed by store_push. */
-int store_reserve(store *s);
-/* Queues a sequenced publication (takes a reference of its own). */
-void store_push(store *s, pub *p);
+/* Where a reserved publication goes (store_reserve's answer). */
+#define STORE_REFUSED 0     /* no room: the publish gets 108 */
+#define STORE_TO_RING 1     /* the in-memory writer queue */
+#define STORE_TO_SPILL 2    /* the spill file (ack "broker" only) */
+
+/* Reserves room for one publication (any thread), before it is sequenced:
+ * in the queue, or, for ack "broker" when the queue is full or the spill
+ * is in use (MongoDB failing, or the spill not drained yet: per-channel
+ * order), in the spill file. A reservation must be followed by
+ * store_push with its answer. */
+int store_reserve(store *s, const pub *p, int ack_durable);
+/* Queues a sequenced publication (takes a reference of its own). ack,
+ * for ack "durable", is the publish reply (type, code, offset and epoch
+ * set): the store posts it to ack->route.worker once the publication is
+ * in MongoDB, and frees it at shutdown if that never happened. */
+struct msg;
+void store_push(store *s, int where, pub *p, struct msg *ack);
+
+/* The newest publication of a channel that is in the spill file and maybe
+ * not in MongoDB yet (store_read.c prefers it when newer): 1 found. */
+int store_spill_last(store *s, const char *chan, size_t len, char *epoch,
+                     uint64_t *offset, int64_t *time_ms);
 
 /* Asks for the last epoch and offset stored for a channel; the answer
  * comes to worker `owner` as MSG_STORE_LAST (flag 1: found, 0: none, 2:
@@ -71,9 +91,12 @@ typedef struct store_range {
  * store did not answer or stayed behind (publications not yet written). */
 void store_read_range(store *s, uint16_t owner, msg *m, const store_range *r);
 
-/* Publications queued or being written; total written. */
+/* Publications queued, being written or in the spill file; total
+ * written; publications in the spill file and its size in bytes. */
 uint64_t store_backlog(const store *s);
 uint64_t store_written(const store *s);
+uint64_t store_spilled(const store *s);
+uint64_t store_spill_bytes(const store *s);
 /* 1 while the last write attempt failed (MongoDB unreachable). */
 int store_failing(const store *s);
 

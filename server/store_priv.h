@@ -17,6 +17,8 @@
 
 struct server;
 struct read_job;
+struct store_item;
+struct spill;
 
 struct store {
     struct server *srv;
@@ -30,17 +32,34 @@ struct store {
     pthread_mutex_t lock;
     pthread_cond_t more;       /* writers wait for publications */
     pthread_cond_t idle;       /* store_stop waits for an empty queue */
-    pub **ring;
-    uint32_t cap, head, count;
+    struct store_item *ring;   /* under lock */
+    uint32_t cap;              /* mongodb_queue_max: ring reservations */
+    uint32_t alloc;            /* ring slots; beyond cap only when the
+                                * spill file cannot take what was promised
+                                * to it (an I/O error) */
+    uint32_t head, count;      /* under lock */
     uint32_t busy;             /* publications taken by writers, unwritten */
     int stopping;
     int abandon;               /* stop now, even with work left */
-    atomic_uint reserved;      /* queued + promised */
+    atomic_uint reserved;      /* ring: queued + taken + promised; changed
+                                * under lock, read anywhere */
     atomic_ullong written;
     atomic_int failing;
     atomic_int indexed;
     pthread_t *threads;
     uint32_t n_threads;
+    /* The spill file (NULL: mongodb_spill_mb = 0); spill.c is called under
+     * lock, except the replaying writer's reads. */
+    struct spill *spill;
+    int spill_broken;          /* an append failed: no more spilling */
+    int spilling_logged;       /* "spilling to" said, "drained" not yet */
+    int replaying;             /* one writer replays the spill at a time */
+    uint64_t spill_promised;   /* bytes reserved in the spill, under lock */
+    atomic_ullong spill_promised_n;  /* publications those bytes are for */
+    atomic_ullong spilled;     /* records in the spill, unwritten */
+    atomic_ullong spill_bytes; /* the spill file's size */
+    uint64_t stop_spilled;     /* at shutdown: kept in the spill (under lock) */
+    uint64_t stop_lost;        /* at shutdown: neither written nor spilled */
 
     /* ---- readers (store_read.c) ---- */
     pthread_mutex_t rlock;

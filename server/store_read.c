@@ -32,10 +32,17 @@ typedef struct read_job {
 } read_job;
 
 /* Last (epoch, offset) of a channel: the newest document by time, then
- * offset. 1 found, 0 none, -1 error. */
+ * offset, or the newest in the spill file when that is newer (not written
+ * yet; the spill is asked first: what leaves it is in MongoDB already).
+ * 1 found, 0 none, -1 error. */
 static int store_last(store *s, mongoc_client_t *cl, const read_job *j,
                       char *epoch, uint64_t *offset)
 {
+    char sp_epoch[IDS_LEN + 1];
+    uint64_t sp_offset = 0;
+    int64_t sp_time = 0, time_ms = 0;
+    int in_spill = store_spill_last(s, j->chan, j->len, sp_epoch, &sp_offset,
+                                    &sp_time);
     bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER, sort, proj;
     bson_append_utf8(&filter, "channel", 7, j->chan, j->len);
     BSON_APPEND_DOCUMENT_BEGIN(&opts, "sort", &sort);
@@ -45,6 +52,7 @@ static int store_last(store *s, mongoc_client_t *cl, const read_job *j,
     BSON_APPEND_DOCUMENT_BEGIN(&opts, "projection", &proj);
     BSON_APPEND_INT32(&proj, "epoch", 1);
     BSON_APPEND_INT32(&proj, "offset", 1);
+    BSON_APPEND_INT32(&proj, "time", 1);
     bson_append_document_end(&opts, &proj);
     BSON_APPEND_INT64(&opts, "limit", 1);
     mongoc_collection_t *coll = mongoc_client_get_collection(cl, s->db,
@@ -65,6 +73,9 @@ static int store_last(store *s, mongoc_client_t *cl, const read_job *j,
             epoch[IDS_LEN] = '\0';
             *offset = (uint64_t)bson_iter_as_int64(&it);
             rc = 1;
+            if (bson_iter_init_find(&it, doc, "time") &&
+                BSON_ITER_HOLDS_DATE_TIME(&it))
+                time_ms = bson_iter_date_time(&it);
         } else {
             log_warn("MongoDB: a stored publication without a valid epoch "
                      "or offset; the stream starts a new epoch",
@@ -77,6 +88,14 @@ static int store_last(store *s, mongoc_client_t *cl, const read_job *j,
                  LOG_STRN("channel", j->chan, j->len),
                  LOG_STR("error", err.message));
         rc = -1;
+    }
+    if (rc >= 0 && in_spill &&
+        (rc == 0 || (memcmp(sp_epoch, epoch, IDS_LEN) == 0
+                         ? sp_offset > *offset
+                         : sp_time > time_ms))) {
+        memcpy(epoch, sp_epoch, IDS_LEN + 1);
+        *offset = sp_offset;
+        rc = 1;
     }
     mongoc_cursor_destroy(cur);
     mongoc_collection_destroy(coll);
