@@ -492,7 +492,11 @@ static void owner_store_last(worker *w, msg *m)
                                                        : MSG_HIST_REP,
                         PROTO_E_NOT_AVAILABLE);
         }
-        chanreg_gc(&w->reg, c, owner_now_ms());
+        /* Never loaded, so nothing to keep (its requests all waited); not
+         * chanreg_gc: with a store backlog (a spill file being replayed)
+         * the hold would keep it as a fresh stream, offset 1 in a new
+         * epoch, and the next request would not ask the store again. */
+        chanreg_drop(&w->reg, c);
     }
     msg_free(m);
     while (list) {
