@@ -286,7 +286,7 @@ int main(int argc, char **argv)
     }
     if (srv->store) {
         /* What the workers queued is written now, within the shutdown
-         * budget; the rest is reported (the spill file is issue 5). Before
+         * budget; the rest goes to the spill file (store.h). Before
          * the workers are freed: the reader may still post to a mailbox
          * (which only queues now, and is emptied by worker_free). */
         store_stop(srv->store, (cfg.shutdown_timeout + 1) * 1000);

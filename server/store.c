@@ -354,6 +354,17 @@ static void store_write_batch(store *s, store_item *v, uint32_t n)
             return;
         store_sleep_ms(delay);
         delay = delay * 2 > STORE_RETRY_MAX_MS ? STORE_RETRY_MAX_MS : delay * 2;
+        pthread_mutex_lock(&s->lock);
+        if (s->abandon) {
+            /* Shutdown during the backoff: no further attempt. */
+            for (uint32_t i = 0; i < n; i++)
+                store_keep_at_stop(s, &v[i]);
+            s->busy -= n;
+            atomic_fetch_sub(&s->reserved, n);
+            store_check_idle(s);
+            n = 0;
+        }
+        pthread_mutex_unlock(&s->lock);
     }
 }
 
@@ -380,14 +391,14 @@ static void store_replay(store *s, spill_batch *b, uint64_t from, uint64_t to)
                 done = 1;
                 break;
             }
+            store_sleep_ms(delay);
+            delay = delay * 2 > STORE_RETRY_MAX_MS ? STORE_RETRY_MAX_MS
+                                                   : delay * 2;
             pthread_mutex_lock(&s->lock);
             int give_up = s->abandon;
             pthread_mutex_unlock(&s->lock);
             if (give_up)
                 break;
-            store_sleep_ms(delay);
-            delay = delay * 2 > STORE_RETRY_MAX_MS ? STORE_RETRY_MAX_MS
-                                                   : delay * 2;
         }
         free(docs);
         free(ptrs);
