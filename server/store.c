@@ -235,6 +235,16 @@ static int store_spill_pub(store *s, pub *p)
     return rc;
 }
 
+/* Moves a queued publication to the spill, leaving the room promised to
+ * owners (and building no document when there is no room). */
+static int store_spill_move(store *s, pub *p)
+{
+    if (!s->spill || s->spill_broken ||
+        !spill_fits(s->spill, s->spill_promised + store_doc_bound(p)))
+        return SPILL_FULL;
+    return store_spill_pub(s, p);
+}
+
 /* Reserves spill room for p; 1 done. */
 static int store_spill_promise(store *s, const pub *p)
 {
@@ -272,7 +282,7 @@ static void store_ring_to_spill(store *s)
     uint32_t kept = 0;
     for (uint32_t i = 0; i < s->count; i++) {
         store_item it = s->ring[(s->head + i) % s->alloc];
-        if (!it.ack && store_spill_pub(s, it.p) == SPILL_OK) {
+        if (!it.ack && store_spill_move(s, it.p) == SPILL_OK) {
             pub_unref(it.p);
             atomic_fetch_sub(&s->reserved, 1);
             continue;
@@ -336,7 +346,7 @@ static void store_write_batch(store *s, store_item *v, uint32_t n)
         for (uint32_t i = 0; i < n; i++) {
             if (s->abandon) {
                 store_keep_at_stop(s, &v[i]);
-            } else if (!v[i].ack && store_spill_pub(s, v[i].p) == SPILL_OK) {
+            } else if (!v[i].ack && store_spill_move(s, v[i].p) == SPILL_OK) {
                 pub_unref(v[i].p);
             } else {
                 v[kept++] = v[i];
@@ -651,10 +661,8 @@ void store_push(store *s, int where, pub *p, msg *ack)
             atomic_fetch_add(&s->reserved, 1);
             store_ring_put(s, pub_ref(p), NULL);
         }
-    } else if (!ack && s->spill && !s->spill_broken &&
-               store_spill_active(s) &&
-               spill_fits(s->spill, s->spill_promised + store_doc_bound(p)) &&
-               store_spill_pub(s, p) == SPILL_OK) {
+    } else if (!ack && s->spill && store_spill_active(s) &&
+               store_spill_move(s, p) == SPILL_OK) {
         /* The spill filled in while this one was reserved: after them. */
         atomic_fetch_sub(&s->reserved, 1);
     } else {
