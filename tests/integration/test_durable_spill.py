@@ -127,6 +127,8 @@ async def test_store_stopped_during_publishing_spills_and_replays(
     await asyncio.wait_for(producing, t(10))
     total = sum(len(v) for v in acked.values())
     assert total >= 250, total
+    print("published %d (%d until FerretDB was back), %d spilled at the outage's end"
+          % (total, n_outage, st["spilled"]))
 
     # live subscribers: everything, in order, no stall during the outage
     await hh.async_wait_for(lambda: all(len(arrivals[k]) == len(acked[ch])
@@ -140,6 +142,7 @@ async def test_store_stopped_during_publishing_spills_and_replays(
         times = [a for a, _ in arrivals[k]]
         gap = max(b - a for a, b in zip(times, times[1:]))
         assert gap < 1.0, "a %.2fs stall in live delivery on %s" % (gap, ch)
+        print("%s: %d publications, largest gap between pushes %.3fs" % (ch, len(offs), gap))
 
     # the store: every acknowledged publication exactly once
     for ch in chans:
@@ -179,6 +182,9 @@ async def test_sigkill_during_outage_replays_spill_at_restart(
                             what=lambda: "200 spilled: %r" % store_of(s))
     s.kill()
     assert os.path.getsize(tmp_path / "herald.spill") > 0
+    # and a torn record at the end, as a SIGKILL in the middle of an append
+    with open(tmp_path / "herald.spill", "ab") as f:
+        f.write(b"\x00\x01\x00\x00" + b"\x07" * 30)
 
     # restarted with the store still down: the spill is kept, and the stream
     # is not restarted from nothing (its top is unknown without MongoDB)
@@ -196,6 +202,9 @@ async def test_sigkill_during_outage_replays_spill_at_restart(
                             store_of(s2)["backlog"] == 0, t(10), what="drained")
     msgs = [line.get("msg") for line in s2.log_lines()]
     assert "MongoDB: replaying the spill file of an earlier run" in msgs, msgs
+    torn = [line for line in s2.log_lines()
+            if line.get("msg") == "spill file: torn or corrupt tail dropped"]
+    assert torn and torn[0]["bytes"] == 34, s2.stderr_tail()
 
 
 async def test_restart_right_after_crash_continues_after_spilled_top(server_factory, ferretdb, tmp_path):
