@@ -41,8 +41,8 @@ struct store {
     uint32_t busy;             /* publications taken by writers, unwritten */
     int stopping;
     int abandon;               /* stop now, even with work left */
-    atomic_uint reserved;      /* ring: queued + taken + promised; changed
-                                * under lock, read anywhere */
+    atomic_uint reserved;      /* ring: queued + taken + promised (owners
+                                * add by CAS, writers subtract) */
     atomic_ullong written;
     atomic_int failing;
     atomic_int indexed;
