@@ -28,6 +28,7 @@
 #include "channel.h"
 #include "log.h"
 #include "owner.h"
+#include "store.h"
 #include "worker.h"
 
 #define CL_TICK_MS 100
@@ -584,6 +585,12 @@ static void cl_sub_done(worker *w, chan_state *c, msg *m, int recovered,
                         pub **pubs, size_t n)
 {
     m->recovered = (int8_t)recovered;
+    if (m->pubs != pubs) {
+        /* A store part of a recovery that did not complete. */
+        for (size_t i = 0; i < m->n_pubs; i++)
+            pub_unref(m->pubs[i]);
+        free(m->pubs);
+    }
     m->pubs = pubs;
     m->n_pubs = n;
     chan_sub_add(c, m->route.worker);
@@ -599,6 +606,30 @@ static void cl_sub_done(worker *w, chan_state *c, msg *m, int recovered,
 
 static void cl_recover_read(worker *w, chan_state *c, msg *m, int tries);
 
+/* The durable store of a namespace, or NULL. */
+static store *cl_store(worker *w, const config_ns *ns)
+{
+    return ns && ns->durable ? w->srv->store : NULL;
+}
+
+/* Reads (lo, hi) of the stream from the store; m comes back as
+ * MSG_STORE_READ (cl_on_store_read). Other nodes write too, so a short
+ * answer is waited on as "behind". */
+static void cl_read_store(worker *w, msg *m, const char *epoch, uint64_t lo,
+                          uint64_t hi, uint32_t n, int reverse, int strict)
+{
+    store_range r;
+    memcpy(r.epoch, epoch, IDS_LEN);
+    r.epoch[IDS_LEN] = '\0';
+    r.lo = lo;
+    r.hi = hi;
+    r.n = n;
+    r.reverse = (uint8_t)reverse;
+    r.strict = (uint8_t)strict;
+    r.others = 1;
+    store_read_range(w->srv->store, w->index, m, &r);
+}
+
 /* Answers a subscribe request on a live stream: at once, from the local
  * ring, or after reading the hot window. */
 static void cl_answer_sub(worker *w, chan_state *c, msg *m)
@@ -608,6 +639,8 @@ static void cl_answer_sub(worker *w, chan_state *c, msg *m)
         return;
     }
     uint32_t keep = c->ns->history_size;
+    if (cl_store(w, c->ns))
+        keep = w->srv->cfg->recovery_max;   /* the store reaches further */
     int same = m->epoch_len == IDS_LEN &&
                memcmp(m->epoch, c->epoch, IDS_LEN) == 0;
     if (!same || m->offset > c->top || c->top - m->offset > keep) {
@@ -778,12 +811,28 @@ static void cluster_publish(worker *w, msg *m)
             }
         }
     }
+    /* Durable namespaces: room in the writer queue first (as on a single
+     * node); the draft stays with the request until Redis has numbered
+     * it, then the publishing node writes it to the store. */
+    store *st = ns->durable ? w->srv->store : NULL;
+    if (st) {
+        int where = store_reserve(st, m->p, ns->ack_durable);
+        if (where == STORE_REFUSED) {
+            m->errmsg = "durable store backlog full";
+            cl_reply(w, m, MSG_PUB_REP, PROTO_E_NOT_AVAILABLE);
+            return;
+        }
+        m->limit = (uint32_t)where;   /* unused by publish otherwise */
+    }
     cl_link *l = cl_link_of(w->cl, msg_chan(m), m->chan_len);
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
-    cl_body(&sb, m->p, owner_now_ms());
-    pub_unref(m->p);
-    m->p = NULL;
+    m->p->time_ms = owner_now_ms();
+    cl_body(&sb, m->p, m->p->time_ms);
+    if (!st) {
+        pub_unref(m->p);
+        m->p = NULL;
+    }
     char ks[CL_KEY_MAX], kw[CL_KEY_MAX], kc[CL_KEY_MAX], win[16], ttl[16],
         cand[IDS_LEN + 1];
     ids_hex(ids_next(&w->rng), cand);
@@ -803,6 +852,8 @@ static void cluster_publish(worker *w, msg *m)
     msgpack_sbuffer_destroy(&sb);
     if (rc < 0) {
         free(rq);
+        if (st)
+            store_unreserve(st, (int)m->limit, m->p);
         cl_fail(w, m, MSG_PUB_REP);
     }
 }
@@ -810,6 +861,12 @@ static void cluster_publish(worker *w, msg *m)
 static void cl_on_pub(worker *w, cl_req *rq, redisReply *r)
 {
     msg *m = rq->m;
+    store *st = m->p ? w->srv->store : NULL;
+    if (st && (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+               r->element[0]->type != REDIS_REPLY_INTEGER ||
+               r->element[1]->type != REDIS_REPLY_STRING ||
+               r->element[1]->len != IDS_LEN))
+        store_unreserve(st, (int)m->limit, m->p);
     if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
         r->element[0]->type != REDIS_REPLY_INTEGER ||
         r->element[1]->type != REDIS_REPLY_STRING ||
@@ -826,6 +883,26 @@ static void cl_on_pub(worker *w, cl_req *rq, redisReply *r)
     memcpy(m->epoch, r->element[1]->str, IDS_LEN);
     m->epoch[IDS_LEN] = '\0';
     m->epoch_len = IDS_LEN;
+    if (st) {
+        const pub *d = m->p;
+        pub *p = pub_new(d->view.channel, m->offset,
+                         (proto_slice){ m->epoch, IDS_LEN }, &d->view.data,
+                         d->view.info, d->time_ms);
+        pub_unref(m->p);
+        m->p = NULL;
+        const config_ns *ns = config_ns_of_channel(w->srv->cfg, msg_chan(m),
+                                                   m->chan_len);
+        if (ns && ns->ack_durable) {
+            /* ack "durable": the store replies once MongoDB has it. */
+            m->type = MSG_PUB_REP;
+            m->code = 0;
+            store_push(st, (int)m->limit, p, m);
+            pub_unref(p);
+            return;
+        }
+        store_push(st, (int)m->limit, p, NULL);
+        pub_unref(p);
+    }
     cl_reply(w, m, MSG_PUB_REP, 0);
 }
 
@@ -972,10 +1049,17 @@ static void cl_on_recover(worker *w, cl_req *rq, redisReply *r)
         cl_sub_done(w, c, m, 0, NULL, 0);
         return;
     }
-    size_t want = (size_t)(c->top - since), n = 0;
-    pub **v = want ? malloc(sizeof(pub *) * want) : NULL;
-    if (want && !v)
+    /* A store part read before (cl_on_store_read) comes first. */
+    size_t n0 = m->n_pubs;
+    size_t want = (size_t)(c->top - since), n = n0;
+    pub **v = want + n0 ? malloc(sizeof(pub *) * (want + n0)) : NULL;
+    if (want + n0 && !v)
         abort();
+    if (n0)
+        memcpy(v, m->pubs, sizeof(pub *) * n0);
+    free(m->pubs);
+    m->pubs = NULL;
+    m->n_pubs = 0;
     int64_t ttl_ms = (int64_t)c->ns->history_ttl * 1000;
     int64_t oldest = ttl_ms ? owner_now_ms() - ttl_ms : INT64_MIN;
     int ok = 1;
@@ -1001,11 +1085,26 @@ static void cl_on_recover(worker *w, cl_req *rq, redisReply *r)
         n += got;
     }
     if (!ok) {
-        for (size_t i = 0; i < n; i++)
+        for (size_t i = n0; i < n; i++)
             pub_unref(v[i]);
-        free(v);
-        if (rq->tries + 1 < CL_RECOVER_TRIES && g.first && g.first <= next) {
+        m->pubs = v;     /* the store part stays for another try */
+        m->n_pubs = n0;
+        /* Where the window's answer starts: the read is bounded to the
+         * newest history_size (none when 0). */
+        uint32_t keep = c->ns->history_size;
+        uint64_t wfirst = keep ? g.first : 0;
+        if (keep && g.top >= keep && g.top - keep + 1 > wfirst)
+            wfirst = g.top - keep + 1;
+        if (rq->tries + 1 < CL_RECOVER_TRIES && wfirst && wfirst <= next) {
             cl_recover_read(w, c, m, rq->tries + 1);
+            return;
+        }
+        /* Older than the hot window: the durable store has the rest. */
+        uint64_t hi = wfirst ? wfirst : c->top + 1;
+        if (cl_store(w, c->ns) && hi > since + 1) {
+            c->cl_busy++;
+            cl_read_store(w, m, c->epoch, since, hi,
+                          (uint32_t)(hi - since - 1), 0, 1);
             return;
         }
         cl_sub_done(w, c, m, 0, NULL, 0);
@@ -1025,8 +1124,10 @@ static void cluster_history(worker *w, msg *m)
     cl_link *l = cl_link_of(w->cl, msg_chan(m), m->chan_len);
     int has_since = m->flag & 1, reverse = (m->flag >> 1) & 1;
     cl_req *rq = cl_req_new(l, RQ_HIST, m, msg_chan(m), m->chan_len);
+    /* m->pubs may hold a store part already (cl_on_store_read). */
     if (cl_read_range(w, l, rq, msg_chan(m), m->chan_len,
-                 has_since ? m->offset + 1 : 1, m->limit, reverse,
+                 has_since ? m->offset + 1 : 1,
+                 m->limit - (uint32_t)m->n_pubs, reverse,
                  ns->history_size) < 0) {
         free(rq);
         cl_fail(w, m, MSG_HIST_REP);
@@ -1051,8 +1152,34 @@ static void cl_on_hist(worker *w, cl_req *rq, redisReply *r)
         first = g.top - keep + 1;
     if (!keep)
         first = g.top + 1;
+    /* Durable: what lies before the window comes from the store. Forward,
+     * the store part is read first and the window after it in another
+     * pass (a prefix in m->pubs); reverse, the window's newest first, the
+     * store's older ones appended. */
+    store *st = cl_store(w, ns);
+    uint64_t wstart = first ? first : g.top + 1;
+    uint64_t lo = has_since ? m->offset : 0;
+    int from_store = st && lo < g.top && wstart > lo + 1 &&
+                     (!has_since || (m->epoch_len == IDS_LEN &&
+                                     memcmp(m->epoch, g.epoch, IDS_LEN) == 0));
+    if (from_store) {
+        memcpy(m->epoch, g.epoch, IDS_LEN);
+        m->epoch[IDS_LEN] = '\0';
+        m->epoch_len = IDS_LEN;
+        m->snap_top = g.top;
+        if (!reverse) {
+            uint32_t room = m->limit - (uint32_t)m->n_pubs;
+            m->offset = lo;
+            cl_read_store(w, m, g.epoch, lo, wstart, room, 0, has_since);
+            return;
+        }
+    }
+    size_t n0 = m->n_pubs;
+    pub **pre = m->pubs;
+    m->pubs = NULL;
+    m->n_pubs = 0;
     int code = 0;
-    if (has_since) {
+    if (has_since && !from_store) {
         int same = m->epoch_len == IDS_LEN &&
                    memcmp(m->epoch, g.epoch, IDS_LEN) == 0;
         if (!same || m->offset > g.top ||
@@ -1088,6 +1215,31 @@ static void cl_on_hist(worker *w, cl_req *rq, redisReply *r)
         }
     }
     m->n_pubs = n;
+    if (from_store && !code && n < m->limit) {
+        /* reverse: older ones from the store, after the window's */
+        cl_read_store(w, m, g.epoch, lo, wstart, m->limit - (uint32_t)n, 1,
+                      0);
+        return;
+    }
+    if (n0) {
+        /* A store part read before: it comes first. */
+        if (code) {
+            for (size_t i = 0; i < n0; i++)
+                pub_unref(pre[i]);
+            free(pre);
+        } else {
+            pre = realloc(pre, sizeof(pub *) * (n0 + n));
+            if (!pre)
+                abort();
+            if (n)
+                memcpy(pre + n0, m->pubs, sizeof(pub *) * n);
+            free(m->pubs);
+            m->pubs = pre;
+            m->n_pubs = n0 + n;
+        }
+    } else {
+        free(pre);
+    }
     memcpy(m->epoch, g.epoch, IDS_LEN);
     m->epoch[IDS_LEN] = '\0';
     m->epoch_len = IDS_LEN;
@@ -1690,9 +1842,64 @@ void cluster_free(worker *w)
     w->cl = NULL;
 }
 
+static void cluster_history(worker *w, msg *m);
+
+/* A store read is back (cl_read_store). */
+static void cl_on_store_read(worker *w, msg *m)
+{
+    m->type = m->req;
+    int code = m->code;
+    m->code = 0;
+    if (m->req == MSG_SUB_REQ) {
+        chan_state *c = chanreg_find(&w->reg, msg_chan(m), m->chan_len);
+        if (!c) {
+            cl_fail(w, m, MSG_SUB_REP);
+            return;
+        }
+        c->cl_busy--;
+        if (code == PROTO_E_NOT_AVAILABLE) {
+            m->errmsg = "durable store unavailable";
+            cl_reply(w, m, MSG_SUB_REP, PROTO_E_NOT_AVAILABLE);
+            cl_release(w, c);
+        } else if (code) {
+            cl_sub_done(w, c, m, 0, NULL, 0);
+        } else if (c->cl_state != CL_LIVE) {
+            cl_fail(w, m, MSG_SUB_REP);
+            cl_release(w, c);
+        } else {
+            /* The window and the ring continue after the store part. */
+            if (m->n_pubs)
+                m->offset = m->pubs[m->n_pubs - 1]->offset;
+            cl_recover_read(w, c, m, 0);
+        }
+        return;
+    }
+    if (code) {
+        for (size_t i = 0; i < m->n_pubs; i++)
+            pub_unref(m->pubs[i]);
+        m->n_pubs = 0;
+        if (code == PROTO_E_NOT_AVAILABLE)
+            m->errmsg = "durable store unavailable";
+        cl_reply(w, m, MSG_HIST_REP, code);
+        return;
+    }
+    int reverse = (m->flag >> 1) & 1;
+    uint64_t got = m->n_pubs ? m->pubs[m->n_pubs - 1]->offset : m->offset;
+    if (reverse || m->n_pubs >= m->limit || got >= m->snap_top) {
+        m->offset = m->snap_top;
+        cl_reply(w, m, MSG_HIST_REP, 0);
+        return;
+    }
+    /* Forward: the window continues after the store part. */
+    m->flag |= 1;
+    m->offset = got;
+    cluster_history(w, m);
+}
+
 void cluster_handle(worker *w, msg *m)
 {
     switch (m->type) {
+    case MSG_STORE_READ: cl_on_store_read(w, m); break;
     case MSG_SUB_REQ: cluster_subscribe(w, m); break;
     case MSG_UNSUB: cluster_unsubscribe(w, m); break;
     case MSG_PUB_REQ: cluster_publish(w, m); break;

@@ -201,11 +201,6 @@ int main(int argc, char **argv)
             bad = 1;
         }
     }
-    if (cfg.mongodb[0] && cfg.n_redis) {
-        fprintf(stderr, "herald: mongodb: durable history is not available "
-                        "in cluster mode yet (give mongodb or redis)\n");
-        bad = 1;
-    }
     if (bad) {
         fprintf(stderr, "herald: invalid configuration\n");
         return 2;

@@ -62,6 +62,7 @@ static void owner_read_store(worker *w, chan_state *c, msg *m, uint64_t lo,
     r.n = n;
     r.reverse = (uint8_t)reverse;
     r.strict = (uint8_t)strict;
+    r.others = 0;
     c->st_reads++;
     store_read_range(w->srv->store, w->index, m, &r);
 }
@@ -430,7 +431,8 @@ static int owner_hold_durable(void *arg, const chan_state *c)
 
 void owner_init(worker *w)
 {
-    if (w->srv->store) {
+    /* Cluster mode: Redis numbers the streams, nothing to hold. */
+    if (w->srv->store && !w->srv->cfg->n_redis) {
         w->reg.hold = owner_hold_durable;
         w->reg.hold_arg = w->srv->store;
     }

@@ -649,6 +649,18 @@ int store_reserve(store *s, const pub *p, int ack_durable)
     return STORE_REFUSED;
 }
 
+void store_unreserve(store *s, int where, const pub *p)
+{
+    if (where == STORE_TO_SPILL) {
+        pthread_mutex_lock(&s->lock);
+        s->spill_promised -= store_doc_bound(p);
+        atomic_fetch_sub(&s->spill_promised_n, 1);
+        pthread_mutex_unlock(&s->lock);
+    } else if (where == STORE_TO_RING) {
+        atomic_fetch_sub(&s->reserved, 1);
+    }
+}
+
 void store_push(store *s, int where, pub *p, msg *ack)
 {
     pthread_mutex_lock(&s->lock);

@@ -62,6 +62,9 @@ int store_reserve(store *s, const pub *p, int ack_durable);
  * in MongoDB, and frees it at shutdown if that never happened. */
 struct msg;
 void store_push(store *s, int where, pub *p, struct msg *ack);
+/* Gives a reservation back unused (cluster mode: Redis did not number the
+ * publication); p is the draft it was made for. */
+void store_unreserve(store *s, int where, const pub *p);
 
 /* The newest publication of a channel that is in the spill file and maybe
  * not in MongoDB yet (store_read.c prefers it when newer): 1 found. */
@@ -81,6 +84,8 @@ typedef struct store_range {
     uint64_t lo, hi;
     uint32_t n;
     uint8_t reverse, strict;
+    uint8_t others;   /* other nodes write too (cluster): a short answer
+                         may be behind even with no local backlog */
 } store_range;
 
 /* Reads r on a reader thread and posts m (a SUB_REQ or HIST_REQ of the

@@ -283,7 +283,7 @@ static void store_answer_range(store *s, read_job *j)
         /* Taken before the query: every publication in the range was
          * queued before the request, so with no backlog then, what the
          * query misses is not on its way. */
-        int behind = store_backlog(s) > 0;
+        int behind = j->r.others || store_backlog(s) > 0;
         mongoc_client_t *cl = mongoc_client_pool_pop(s->pool);
         int rc = store_query_range(s, cl, j, &v, &n, &cap);
         mongoc_client_pool_push(s->pool, cl);

@@ -287,6 +287,12 @@ class HeraldServer:
         cmd = [HERALD_BIN]
         if self.config is not None:
             cfg = self.config
+            if isinstance(cfg, dict) and cfg.get("mongodb") and "mongodb_spill_path" not in cfg:
+                # Each server its own spill file (the default is relative to
+                # the working directory and locked); tests that restart on
+                # the same spill file set it themselves.
+                cfg = dict(cfg, mongodb_spill_path=os.path.join(
+                    self.dir, "%s-%s.spill" % (self.name, uuid.uuid4().hex[:6])))
             if self.listen == "file":
                 cfg = dict(cfg) if isinstance(cfg, dict) else cfg
                 if isinstance(cfg, dict):
