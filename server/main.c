@@ -52,6 +52,8 @@ static void main_usage(FILE *f)
         "      --redis URI       cluster mode through Redis\n"
         "                        (redis://[:password@]host[:port][/db]);\n"
         "                        repeat to shard channels over servers\n"
+        "      --mongodb URI     durable history in MongoDB\n"
+        "                        (mongodb://[user:password@]host[:port]/?opts)\n"
         "      --check-config    validate the configuration and exit\n"
         "  -h, --help            this help\n"
         "  -V, --version         print the version\n\n"
@@ -141,18 +143,22 @@ int main(int argc, char **argv)
         { "log-level", required_argument, NULL, 'L' },
         { "check-config", no_argument, NULL, 'C' },
         { "redis", required_argument, NULL, 'R' },
+        { "mongodb", required_argument, NULL, 'M' },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
         { NULL, 0, NULL, 0 }
     };
     const char *path = getenv("HERALD_CONFIG");
     /* One slot per option; a repeated option keeps its last value. */
-    enum { CLI_LISTEN, CLI_WORKERS, CLI_LOG_LEVEL, CLI_REDIS, CLI_N };
+    enum { CLI_LISTEN, CLI_WORKERS, CLI_LOG_LEVEL, CLI_REDIS, CLI_MONGODB,
+           CLI_N };
     static const char *const cli_keys[CLI_N] = { "listen", "workers",
-                                                 "log_level", "redis" };
+                                                 "log_level", "redis",
+                                                 "mongodb" };
     static const char *const cli_src[CLI_N] = { "--listen", "--workers",
-                                                "--log-level", "--redis" };
-    const char *cli_vals[CLI_N] = { NULL, NULL, NULL, NULL };
+                                                "--log-level", "--redis",
+                                                "--mongodb" };
+    const char *cli_vals[CLI_N] = { NULL, NULL, NULL, NULL, NULL };
     /* --redis may be repeated: the URIs add up to one list. */
     static char redis_list[CONFIG_REDIS_MAX * 600];
     size_t redis_used = 0;
@@ -164,6 +170,7 @@ int main(int argc, char **argv)
         case 'w': cli_vals[CLI_WORKERS] = optarg; break;
         case 'L': cli_vals[CLI_LOG_LEVEL] = optarg; break;
         case 'C': check_only = 1; break;
+        case 'M': cli_vals[CLI_MONGODB] = optarg; break;
         case 'R': {
             int n = snprintf(redis_list + redis_used,
                              sizeof(redis_list) - redis_used, "%s%s",

@@ -1,5 +1,5 @@
 /*
- * Durable history, write side: publications of `durable` namespaces are
+ * Durable history: publications of `durable` namespaces are
  * written to MongoDB (one document each) by a pool of writer threads, never
  * on a loop thread. The channel owner reserves room before it sequences a
  * publication, so a full queue refuses the publish (error 108) instead of
@@ -11,7 +11,8 @@
  * Document: { channel, epoch, offset (int64), time (date), json (the data
  * as JSON text), mp (the data as msgpack, binary), binary (bool: msgpack
  * bin data), client, user (publisher, when a client published) }.
- * Indexes (createIndexes at start): unique (channel, epoch, offset).
+ * Indexes (createIndexes at start, one command each): unique (channel,
+ * epoch, offset) and (channel, time).
  *
  * Streams continue across restarts: a durable channel's stream, when
  * first used, takes its epoch and top offset from the store (a reader
@@ -22,6 +23,11 @@
  * when MongoDB answers and at the next start. Publications of ack
  * "durable" namespaces never do: their reply waits until they are in
  * MongoDB (docs/durable-history.md).
+ *
+ * Reads (store_read.c): history and recovery older than the memory ring
+ * (or the Redis window in cluster mode) are read by reader threads and
+ * posted back to the owner. Retention (store_retention.c): a background
+ * pass deletes by age and count per namespace.
  */
 #ifndef HERALD_STORE_H
 #define HERALD_STORE_H

@@ -83,7 +83,7 @@ def test_help_exits_0_and_lists_options():
     assert r.returncode == 0, r.stderr
     out = r.stdout + r.stderr
     for opt in ("--config", "--listen", "--workers", "--log-level", "--check-config",
-                "--version"):
+                "--version", "--redis", "--mongodb"):
         assert opt in out, "%s missing from --help output:\n%s" % (opt, out)
 
 
@@ -97,6 +97,25 @@ def test_unknown_option_exits_2():
     r = run_cli(["--no-such-option"])
     assert r.returncode == 2, (r.returncode, r.stderr)
     assert "no-such-option" in r.stderr
+
+
+def test_mongodb_option_is_checked_and_never_echoed():
+    r = run_cli(["--mongodb", "mongodb://app:s3cret@db.example:27017/?w=majority",
+                 "--check-config"])
+    assert r.returncode == 0, r.stderr
+    r = run_cli(["--mongodb", "postgres://app:s3cret@db.example/", "--check-config"])
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert "--mongodb" in r.stderr and "mongodb://" in r.stderr, r.stderr
+    assert "s3cret" not in r.stderr
+
+
+def test_ack_durable_needs_durable(tmp_path):
+    path = write(tmp_path, 'namespaces = ( { name = "n"; ack = "durable"; } );\n')
+    r = run_cli(["--config", path, "--check-config"])
+    assert r.returncode == 2 and "ack" in r.stderr and "durable = true" in r.stderr, r.stderr
+    path = write(tmp_path, 'namespaces = ( { name = "n"; ack = "fast"; } );\n')
+    r = run_cli(["--config", path, "--check-config"])
+    assert r.returncode == 2 and "unknown ack mode" in r.stderr and ":1" in r.stderr, r.stderr
 
 
 # -- --check-config ------------------------------------------------------------
