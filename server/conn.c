@@ -946,12 +946,15 @@ static int conn_http(struct lws *wsi, const char *uri)
             n += snprintf(body + n, sizeof(body) - (size_t)n,
                           ",\"store\":{\"status\":\"%s\",\"backlog\":%llu,"
                           "\"written\":%llu,\"spilled\":%llu,"
-                          "\"spill_bytes\":%llu}",
+                          "\"spill_bytes\":%llu,\"retention_passes\":%llu,"
+                          "\"retention_deleted\":%llu}",
                           store_failing(st) ? "failing" : "ok",
                           (unsigned long long)store_backlog(st),
                           (unsigned long long)store_written(st),
                           (unsigned long long)store_spilled(st),
-                          (unsigned long long)store_spill_bytes(st));
+                          (unsigned long long)store_spill_bytes(st),
+                          (unsigned long long)store_retention_passes(st),
+                          (unsigned long long)store_retention_deleted(st));
         if (n > 0 && (size_t)n < sizeof(body) - 1)
             snprintf(body + n, sizeof(body) - (size_t)n, "}");
         return conn_http_reply(wsi, w->draining || down ? 503

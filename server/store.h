@@ -108,6 +108,9 @@ uint64_t store_backlog(const store *s);
 uint64_t store_written(const store *s);
 uint64_t store_spilled(const store *s);
 uint64_t store_spill_bytes(const store *s);
+/* Retention passes completed and documents they deleted. */
+uint64_t store_retention_passes(const store *s);
+uint64_t store_retention_deleted(const store *s);
 /* 1 while the last write attempt failed (MongoDB unreachable). */
 int store_failing(const store *s);
 

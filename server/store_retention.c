@@ -403,3 +403,13 @@ void store_retention_stop(store *s)
     pthread_cond_destroy(&s->tstop_cond);
     pthread_mutex_destroy(&s->tlock);
 }
+
+uint64_t store_retention_passes(const store *s)
+{
+    return atomic_load(&((store *)s)->tpasses);
+}
+
+uint64_t store_retention_deleted(const store *s)
+{
+    return atomic_load(&((store *)s)->tdeleted);
+}

@@ -105,6 +105,9 @@ async def test_count_keeps_each_channels_newest(server_factory, ferretdb):
                      t(15), "c1 trimmed to offsets 23..27")
     await wait_passes(s, 2, t(15))
     assert offsets(col, c1) == [(epoch1, i) for i in range(23, 28)]
+    # /healthz counts the passes and what they deleted: 15 + 4 + 9, then 7
+    store = s.healthz()[1]["store"]
+    assert store["retention_passes"] >= 2 and store["retention_deleted"] == 35, store
     assert any(l.get("msg") == PASS_MSG and l.get("deleted", 0) > 0 and
                l.get("level") == "info" for l in s.log_lines())
 
