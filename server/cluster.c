@@ -618,16 +618,9 @@ static store *cl_store(worker *w, const config_ns *ns)
 static void cl_read_store(worker *w, msg *m, const char *epoch, uint64_t lo,
                           uint64_t hi, uint32_t n, int reverse, int strict)
 {
-    store_range r;
-    memcpy(r.epoch, epoch, IDS_LEN);
-    r.epoch[IDS_LEN] = '\0';
-    r.lo = lo;
-    r.hi = hi;
-    r.n = n;
-    r.reverse = (uint8_t)reverse;
-    r.strict = (uint8_t)strict;
-    r.others = 1;
-    store_read_range(w->srv->store, w->index, m, &r);
+    store_read_range(w->srv->store, w->index, m, epoch, lo, hi, n,
+                     (reverse ? STORE_READ_REVERSE : 0) |
+                     (strict ? STORE_READ_STRICT : 0) | STORE_READ_OTHERS);
 }
 
 /* Answers a subscribe request on a live stream: at once, from the local

@@ -55,16 +55,10 @@ static store *owner_store(worker *w, const config_ns *ns)
 static void owner_read_store(worker *w, chan_state *c, msg *m, uint64_t lo,
                              uint64_t hi, uint32_t n, int reverse, int strict)
 {
-    store_range r;
-    memcpy(r.epoch, c->epoch, IDS_LEN + 1);
-    r.lo = lo;
-    r.hi = hi;
-    r.n = n;
-    r.reverse = (uint8_t)reverse;
-    r.strict = (uint8_t)strict;
-    r.others = 0;
     c->st_reads++;
-    store_read_range(w->srv->store, w->index, m, &r);
+    store_read_range(w->srv->store, w->index, m, c->epoch, lo, hi, n,
+                     (reverse ? STORE_READ_REVERSE : 0) |
+                     (strict ? STORE_READ_STRICT : 0));
 }
 
 /* The offset just below the memory ring: what the store must supply. */

@@ -82,25 +82,24 @@ int store_spill_last(store *s, const char *chan, size_t len, char *epoch,
  * the store did not answer in time). */
 void store_load_last(store *s, uint16_t owner, const char *chan, size_t len);
 
-/* A read of stored publications of one channel in one epoch, offsets in
- * (lo, hi), at most n, oldest first (newest first when reverse). strict:
- * the answer must start at lo + 1 (recovery, history with since). */
-typedef struct store_range {
-    char epoch[IDS_LEN + 1];
-    uint64_t lo, hi;
-    uint32_t n;
-    uint8_t reverse, strict;
-    uint8_t others;   /* other nodes write too (cluster): a short answer
-                         may be behind even with no local backlog */
-} store_range;
+/* Flags of store_read_range. */
+#define STORE_READ_REVERSE 1u   /* newest first (else oldest first) */
+#define STORE_READ_STRICT 2u    /* the answer must start at lo + 1
+                                   (recovery, history with since) */
+#define STORE_READ_OTHERS 4u    /* other nodes write too (cluster): a short
+                                   answer may be behind even with no local
+                                   backlog */
 
-/* Reads r on a reader thread and posts m (a SUB_REQ or HIST_REQ of the
- * channel) back to worker `owner` as MSG_STORE_READ, with the publications
- * appended to m->pubs and m->code 0 when they are contiguous and complete
- * (or, reverse, end where the retained ones end), PROTO_E_UNRECOVERABLE
- * when the start is gone (retention) and PROTO_E_NOT_AVAILABLE when the
- * store did not answer or stayed behind (publications not yet written). */
-void store_read_range(store *s, uint16_t owner, msg *m, const store_range *r);
+/* Reads the channel's stored publications of one epoch (IDS_LEN bytes)
+ * with offsets in (lo, hi), at most n, on a reader thread and posts m (a
+ * SUB_REQ or HIST_REQ of the channel) back to worker `owner` as
+ * MSG_STORE_READ, with the publications appended to m->pubs and m->code 0
+ * when they are contiguous and complete (or, reverse, end where the
+ * retained ones end), PROTO_E_UNRECOVERABLE when the start is gone
+ * (retention) and PROTO_E_NOT_AVAILABLE when the store did not answer or
+ * stayed behind (publications not yet written). */
+void store_read_range(store *s, uint16_t owner, msg *m, const char *epoch,
+                      uint64_t lo, uint64_t hi, uint32_t n, unsigned flags);
 
 /* Publications queued, being written or in the spill file; total
  * written; publications in the spill file and its size in bytes. */

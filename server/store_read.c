@@ -22,6 +22,14 @@
 #define READ_BEHIND_WAIT_MS 3000
 #define READ_BEHIND_POLL_MS 20
 
+/* A range read (store_read_range). */
+typedef struct store_range {
+    char epoch[IDS_LEN + 1];
+    uint64_t lo, hi;
+    uint32_t n;
+    uint8_t reverse, strict, others;
+} store_range;
+
 typedef struct read_job {
     struct read_job *next;
     uint16_t owner;
@@ -396,11 +404,19 @@ void store_load_last(store *s, uint16_t owner, const char *chan, size_t len)
     store_enqueue(s, store_job(owner, chan, len));
 }
 
-void store_read_range(store *s, uint16_t owner, msg *m, const store_range *r)
+void store_read_range(store *s, uint16_t owner, msg *m, const char *epoch,
+                      uint64_t lo, uint64_t hi, uint32_t n, unsigned flags)
 {
     read_job *j = store_job(owner, msg_chan(m), m->chan_len);
     j->m = m;
-    j->r = *r;
+    memcpy(j->r.epoch, epoch, IDS_LEN);
+    j->r.epoch[IDS_LEN] = '\0';
+    j->r.lo = lo;
+    j->r.hi = hi;
+    j->r.n = n;
+    j->r.reverse = (flags & STORE_READ_REVERSE) != 0;
+    j->r.strict = (flags & STORE_READ_STRICT) != 0;
+    j->r.others = (flags & STORE_READ_OTHERS) != 0;
     store_enqueue(s, j);
 }
 
