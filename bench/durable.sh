@@ -4,7 +4,7 @@
 # into the store. The store is FerretDB on SQLite (scripts/ferretdb/), the
 # MongoDB stand-in of the tests: a floor, not MongoDB's figure.
 #
-#   bench/durable.sh                       # every step, about 5 minutes
+#   bench/durable.sh                       # every step, about 7 minutes
 #   STEPS="fanout-off fanout-on" DUR=5 bench/durable.sh
 #
 # Every step gets a fresh FerretDB (start.sh into a temporary directory,
@@ -26,6 +26,12 @@
 #                           mongodb_batch = B, mongodb_writers = W and a
 #                           queue that holds the whole burst; the store
 #                           then drains the backlog on its own
+#   flood-bB-wW             herald-bench request --clients 4 --window 16
+#                           (closed loop) for DUR s on `dur:` channels with
+#                           the queue of QUEUE: publishing as fast as the
+#                           server acknowledges, so the queue fills and the
+#                           rest is refused (108 "durable store backlog
+#                           full", counted as failed publishes)
 # While a step runs, GET /healthz is sampled every 0.1 s ("store":
 # backlog, written) together with the CPU time of herald and FerretDB
 # (/proc), until the bench is done and the backlog is 0 (at most
@@ -57,7 +63,11 @@ herald=${HERALD:-$build/bin/herald}
 bench=${BENCH:-$build/bin/herald-bench}
 ferret=${FERRETDB_SCRIPTS:-$root/scripts/ferretdb}
 out=${OUT:-$root/bench/results/durable-$(date -u +%Y%m%d)}
-steps=${STEPS:-fanout-off fanout-on fanout-off fanout-on rate-off rate-on rate-off rate-on persist-b64-w2 persist-b256-w2 persist-b1024-w2 persist-b256-w1}
+# Off and on alternate in ABBA order (off on on off ...), so that a drift
+# of the machine's load over the run weighs on both alike.
+fan_steps="fanout-off fanout-on fanout-on fanout-off fanout-off fanout-on fanout-on fanout-off"
+rate_steps="rate-off rate-on rate-on rate-off rate-off rate-on rate-on rate-off"
+steps=${STEPS:-$fan_steps $rate_steps persist-b64-w2 persist-b256-w2 persist-b1024-w2 persist-b256-w1 persist-b1024-w1 flood-b256-w2}
 steps=${steps//,/ }
 dur=${DUR:-10}
 warm=${WARMUP:-2}
@@ -305,6 +315,10 @@ for step in $steps; do
       q=$((2 * persist_clients * persist_rate * ${persist_s%.*} + 65536))
       cmd=("$bench" request --clients "$persist_clients" --rate "$persist_rate" --size 100
            --channel-prefix "dur:persist." --duration "$persist_s" --warmup 0) ;;
+    flood-b*-w*)
+      b=${step#flood-b}; b=${b%%-*}; w=${step##*-w}
+      cmd=("$bench" request --clients "$persist_clients" --window 16 --size 100
+           --channel-prefix "dur:flood." --duration "$dur" --warmup 0) ;;
     *) echo "durable: unknown step $step" >&2; failed=1; continue ;;
   esac
   name="$n-$step"; names+=("$name")

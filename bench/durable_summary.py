@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """The tables of bench/durable.sh: reads OUT/NN-<step>.json, writes
 OUT/summary.json and OUT/summary.md and prints the markdown. Each on step
-is compared with the off step of the same kind just before it (the pair
-ran back to back), and the ratios are summarised by their median.
+is compared with the off step of the same kind that ran next to it (the
+k-th on with the k-th off: in the ABBA order of durable.sh they are
+neighbours), and the ratios are summarised by their median.
 
     bench/durable_summary.py OUT NN-step [NN-step ...]
 
@@ -22,7 +23,7 @@ def ms(us):
 def main():
     out, names = sys.argv[1], sys.argv[2:]
     bad = 0
-    fan, persist, last_off = [], [], {}
+    fan, persist = [], []
     for name in names:
         step = name.split("-", 1)[1]
         try:
@@ -48,6 +49,7 @@ def main():
                 "deliveries_per_s": round(r["deliveries_per_s"]),
                 "publications_per_s": round(r["publications_per_s"], 1),
                 "herald_ns_per_delivery": round(herald.get("ns_per_delivery") or 0),
+                "ferretdb_ns_per_delivery": round(ferret.get("ns_per_delivery") or 0),
                 "herald_cores": round(herald.get("cpu_util", 0), 2),
                 "ferretdb_cores": round(ferret.get("cpu_util", 0), 2),
                 "bench_cores": round(r["bench"]["cpu_util"], 2),
@@ -60,26 +62,14 @@ def main():
                 "store_empty_after_bench_s": st.get("bench_done_to_empty_s"),
                 "exit_status": status,
             }
-            if mode == "off":
-                last_off[kind] = row
-            elif kind in last_off:
-                o = last_off.pop(kind)
-                row["vs_off"] = {
-                    "off_run": o["run"],
-                    "deliveries_per_s": round(row["deliveries_per_s"] / o["deliveries_per_s"], 3),
-                    "herald_ns_per_delivery": round(
-                        row["herald_ns_per_delivery"] / o["herald_ns_per_delivery"], 3)
-                    if o["herald_ns_per_delivery"] else None,
-                    "p50": round(row["p50_us"] / o["p50_us"], 3) if o["p50_us"] else None,
-                    "p99": round(row["p99_us"] / o["p99_us"], 3) if o["p99_us"] else None,
-                }
             fan.append(row)
         else:
-            b, w = step[len("persist-b"):].split("-w")
+            mode, rest = step.split("-b", 1)
+            b, w = rest.split("-w")
             stored_ok = st.get("written_final") == r["requests_total"]
             bad |= bool(not stored_ok or status or not st.get("drained"))
             persist.append({
-                "run": name, "batch": int(b), "writers": int(w),
+                "run": name, "mode": mode, "batch": int(b), "writers": int(w),
                 "published": r["requests_total"], "refused": r["failed_publishes"],
                 "publish_rate": round(r["requests_per_s"]),
                 "store_written": st.get("written_final"),
@@ -92,6 +82,21 @@ def main():
                 "exit_status": status,
             })
 
+    # The k-th on step of a kind against the k-th off step of that kind.
+    for kind in ("fanout", "rate"):
+        offs = [x for x in fan if x["kind"] == kind and not x["durable"]]
+        ons = [x for x in fan if x["kind"] == kind and x["durable"]]
+        for row, o in zip(ons, offs):
+            row["vs_off"] = {
+                "off_run": o["run"],
+                "deliveries_per_s": round(row["deliveries_per_s"] / o["deliveries_per_s"], 3),
+                "herald_ns_per_delivery": round(
+                    row["herald_ns_per_delivery"] / o["herald_ns_per_delivery"], 3)
+                if o["herald_ns_per_delivery"] else None,
+                "p50": round(row["p50_us"] / o["p50_us"], 3) if o["p50_us"] else None,
+                "p99": round(row["p99_us"] / o["p99_us"], 3) if o["p99_us"] else None,
+            }
+
     ratios = {}
     for kind in ("fanout", "rate"):
         pairs = [x["vs_off"] for x in fan if x["kind"] == kind and "vs_off" in x]
@@ -103,18 +108,19 @@ def main():
     md = []
     if fan:
         md.append("| run | durable | deliveries/s | herald ns/delivery | p50 | p99 | herald cores "
-                  "| FerretDB cores | bench cores | refused | stored / acked | backlog peak | vs off: deliv/s, ns, p50, p99 |")
-        md.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+                  "| FerretDB ns/delivery | FerretDB cores | bench cores | refused | stored / acked | backlog peak | vs off: deliv/s, ns, p50, p99 |")
+        md.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for x in fan:
             v = x.get("vs_off")
-            md.append("| %s | %s | %d | %d | %s | %s | %.2f | %.2f | %.2f | %d | %s | %s | %s |" % (
+            md.append("| %s | %s | %d | %d | %s | %s | %.2f | %d | %.2f | %.2f | %d | %s | %s | %s |" % (
                 x["run"], "on" if x["durable"] else "off", x["deliveries_per_s"],
                 x["herald_ns_per_delivery"], ms(x["p50_us"]), ms(x["p99_us"]),
-                x["herald_cores"], x["ferretdb_cores"], x["bench_cores"], x["refused"],
+                x["herald_cores"], x["ferretdb_ns_per_delivery"], x["ferretdb_cores"],
+                x["bench_cores"], x["refused"],
                 "%s / %d" % (x["store_written"], x["publications_total"]),
                 x["store_backlog_peak"],
-                "%.2fx, %.2fx, %.2fx, %.2fx" % (v["deliveries_per_s"], v["herald_ns_per_delivery"],
-                                               v["p50"], v["p99"]) if v else ""))
+                "%.2fx, %.2fx, %.2fx, %.2fx (vs %s)" % (v["deliveries_per_s"], v["herald_ns_per_delivery"],
+                                               v["p50"], v["p99"], v["off_run"][:2]) if v else ""))
         md.append("")
         for kind, r in ratios.items():
             md.append("%s: durable on / off, median of %d pairs: deliveries/s %.2fx, herald ns/delivery "
@@ -122,13 +128,14 @@ def main():
                                                        r["herald_ns_per_delivery"], r["p50"], r["p99"]))
         md.append("")
     if persist:
-        md.append("| run | mongodb_batch | mongodb_writers | published | refused | stored "
+        md.append("| run | publishing | mongodb_batch | mongodb_writers | published (acked) | refused | stored "
                   "| store pubs/s (saturated) | first publish to empty | end to end pubs/s "
                   "| herald cores | FerretDB cores |")
-        md.append("|---|---|---|---|---|---|---|---|---|---|---|")
+        md.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for x in persist:
-            md.append("| %s | %d | %d | %d | %d | %s | %s | %s s | %s | %s | %s |" % (
-                x["run"], x["batch"], x["writers"], x["published"], x["refused"],
+            md.append("| %s | %s | %d | %d | %d | %d | %s | %s | %s s | %s | %s | %s |" % (
+                x["run"], "burst, then drain" if x["mode"] == "persist" else "closed loop",
+                x["batch"], x["writers"], x["published"], x["refused"],
                 x["store_written"], x["saturated_pubs_per_s"], x["first_to_empty_s"],
                 x["end_to_end_pubs_per_s"], x["herald_cores"], x["ferretdb_cores"]))
     text = "\n".join(md) + "\n"
