@@ -38,7 +38,9 @@
 # DRAIN_TIMEOUT s). From the samples: the store's rate while saturated
 # (written over time while the backlog held at least a batch), the time
 # from the first publication until the backlog was 0, and the cores herald
-# and FerretDB used meanwhile.
+# and FerretDB used meanwhile; and for the drain alone (the bench done,
+# only the writers at work) the store's rate and the CPU microseconds per
+# stored publication of herald (the writer path) and of FerretDB.
 #
 # Reports: OUT/NN-<step>.json (herald-bench's report plus `suite`: step,
 # server command and configuration, exit status, load, git revision; and
@@ -277,6 +279,19 @@ if ok:
             for k in ("herald_cpu", "ferret_cpu"):
                 if a.get(k) is not None and b.get(k) is not None:
                     s[k.replace("_cpu", "_cores_saturated")] = round((b[k] - a[k]) / dt, 2)
+        # The drain: from the end of the bench to the empty backlog. Only the
+        # writers work in herald then, so its CPU per stored publication is
+        # the writer path's (BSON, the driver), FerretDB's is the store's.
+        if done is not None and end is not None and end["written"] > done["written"]:
+            n = end["written"] - done["written"]
+            dt = end["t"] - done["t"]
+            s["drain_s"] = round(dt, 2)
+            s["drain_pubs_per_s"] = round(n / dt, 1) if dt > 0 else None
+            for k in ("herald_cpu", "ferret_cpu"):
+                if done.get(k) is not None and end.get(k) is not None:
+                    s[k.replace("_cpu", "_us_per_pub_drain")] = round((end[k] - done[k]) / n * 1e6, 1)
+                    if dt > 0:
+                        s[k.replace("_cpu", "_cores_drain")] = round((end[k] - done[k]) / dt, 2)
         # Whole step, first publication to the end of the drain.
         last = end or ok[-1]
         dt = last["t"] - first["t"]

@@ -79,6 +79,11 @@ def main():
                 "end_to_end_pubs_per_s": st.get("end_to_end_pubs_per_s"),
                 "herald_cores": st.get("herald_cores_saturated"),
                 "ferretdb_cores": st.get("ferret_cores_saturated"),
+                "drain_pubs_per_s": st.get("drain_pubs_per_s"),
+                "herald_us_per_pub_drain": st.get("herald_us_per_pub_drain"),
+                "ferretdb_us_per_pub_drain": st.get("ferret_us_per_pub_drain"),
+                "herald_cores_drain": st.get("herald_cores_drain"),
+                "ferretdb_cores_drain": st.get("ferret_cores_drain"),
                 "exit_status": status,
             })
 
@@ -130,14 +135,15 @@ def main():
     if persist:
         md.append("| run | publishing | mongodb_batch | mongodb_writers | published (acked) | refused | stored "
                   "| store pubs/s (saturated) | first publish to empty | end to end pubs/s "
-                  "| herald cores | FerretDB cores |")
-        md.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+                  "| herald cores | FerretDB cores | drain pubs/s | drain CPU us/pub herald, FerretDB |")
+        md.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for x in persist:
-            md.append("| %s | %s | %d | %d | %d | %d | %s | %s | %s s | %s | %s | %s |" % (
+            md.append("| %s | %s | %d | %d | %d | %d | %s | %s | %s s | %s | %s | %s | %s | %s, %s |" % (
                 x["run"], "burst, then drain" if x["mode"] == "persist" else "closed loop",
                 x["batch"], x["writers"], x["published"], x["refused"],
                 x["store_written"], x["saturated_pubs_per_s"], x["first_to_empty_s"],
-                x["end_to_end_pubs_per_s"], x["herald_cores"], x["ferretdb_cores"]))
+                x["end_to_end_pubs_per_s"], x["herald_cores"], x["ferretdb_cores"],
+                x["drain_pubs_per_s"], x["herald_us_per_pub_drain"], x["ferretdb_us_per_pub_drain"]))
     text = "\n".join(md) + "\n"
     with open(os.path.join(out, "summary.json"), "w") as f:
         json.dump({"fanout": fan, "fanout_ratios": ratios, "persist": persist}, f, indent=1)
