@@ -195,9 +195,11 @@ EOF
 
 # The sampler: /healthz and the CPU time of herald and FerretDB every
 # 0.1 s, one JSON line each, until the file DONE exists and the backlog is
-# 0 (or DRAIN_TIMEOUT after DONE).
+# 0 (or DRAIN_TIMEOUT after DONE), or herald is gone. Run in the
+# background, the function is a subshell: exec makes python that process,
+# so that stop_pid reaches it.
 sampler() {
-  "$py" - "$@" <<'EOF'
+  exec "$py" - "$@" <<'EOF'
 import json, os, sys, time, urllib.request
 port, herald, ferret, done, path, limit = sys.argv[1:7]
 tick = os.sysconf("SC_CLK_TCK")
@@ -218,6 +220,8 @@ with open(path, "w") as f:
         except (OSError, ValueError):
             st = {}
         is_done = os.path.exists(done)
+        if not os.path.exists("/proc/%s" % herald):
+            break
         f.write(json.dumps({"t": round(t, 3), "backlog": st.get("backlog"),
                             "written": st.get("written"), "status": st.get("status"),
                             "herald_cpu": cpu(herald), "ferret_cpu": cpu(ferret),
