@@ -808,6 +808,11 @@ static void cluster_publish(worker *w, msg *m)
      * node); the draft stays with the request until Redis has numbered
      * it, then the publishing node writes it to the store. */
     store *st = ns->durable ? w->srv->store : NULL;
+    if (st && !store_fits(m->p)) {
+        m->errmsg = "too large for the durable store";
+        cl_reply(w, m, MSG_PUB_REP, PROTO_E_TOO_LARGE);
+        return;
+    }
     if (st) {
         int where = store_reserve(st, m->p, ns->ack_durable);
         if (where == STORE_REFUSED) {

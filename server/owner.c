@@ -208,6 +208,11 @@ static void owner_publish(worker *w, msg *m)
      * first, so a publish is refused rather than acknowledged and then
      * dropped. */
     store *st = ns->durable ? w->srv->store : NULL;
+    if (st && !store_fits(m->p)) {
+        m->errmsg = "too large for the durable store";
+        owner_reply(w, m, MSG_PUB_REP, PROTO_E_TOO_LARGE);
+        return;
+    }
     int where = st ? store_reserve(st, m->p, ns->ack_durable)
                    : STORE_REFUSED;
     if (st && where == STORE_REFUSED) {

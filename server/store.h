@@ -51,6 +51,13 @@ store *store_start(const config *cfg, struct server *srv, char *err,
 /* Writes what is queued (for up to timeout_ms), stops the threads, frees. */
 void store_stop(store *s, uint32_t timeout_ms);
 
+/* MongoDB's document limit (16 MiB). A publication carries its data twice
+ * (JSON and msgpack), so with max_message_size above about 8 MiB one may
+ * not fit: store_fits says so before it is sequenced (the publish gets
+ * 112 instead of a write that could never succeed). */
+#define STORE_DOC_MAX 16777216u
+int store_fits(const pub *p);
+
 /* Where a reserved publication goes (store_reserve's answer). */
 #define STORE_REFUSED 0     /* no room: the publish gets 108 */
 #define STORE_TO_RING 1     /* the in-memory writer queue */

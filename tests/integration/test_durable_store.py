@@ -239,3 +239,22 @@ async def test_stream_kept_in_memory_while_writes_are_pending(server_factory, fe
     got = wait_docs(ferretdb, ch, 4, t(20))
     assert [d["offset"] for d in got] == [1, 2, 3, 4]
     assert len({d["epoch"] for d in got}) == 1
+
+
+async def test_publication_too_large_for_a_document_is_refused(server_factory, ferretdb):
+    """A publication is stored with its data twice (JSON and msgpack): one
+    over MongoDB's 16 MiB document limit is refused with 112 up front,
+    instead of a write that could never succeed and would stall the queue;
+    smaller ones and other namespaces go on."""
+    s = server_factory(config(ferretdb, max_message_size=12 * 1024 * 1024))
+    ch, mem = hh.chan("d:"), hh.chan("m:")
+    c = await s.client()
+    big = "a" * (8 * 1024 * 1024 + 512 * 1024)         # 8.5 MiB, twice > 16 MiB
+    r = await c.call("publish", channel=ch, data=big, timeout=t(30))
+    assert r["error"]["code"] == 112, r
+    assert "durable store" in r["error"].get("message", ""), r
+    r = await c.call("publish", channel=mem, data=big, timeout=t(30))
+    assert "ok" in r, r
+    r = await c.call("publish", channel=ch, data="small")
+    assert r["ok"]["offset"] == 1, r
+    assert [d["offset"] for d in wait_docs(ferretdb, ch, 1, t(10))] == [1]
