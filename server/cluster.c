@@ -606,6 +606,9 @@ static void cl_sub_done(worker *w, chan_state *c, msg *m, int recovered,
 
 static void cl_recover_read(worker *w, chan_state *c, msg *m, int tries);
 
+/* HIST_REQ flag bit: the store was read, the window alone answers now. */
+#define CL_HIST_STORE_DONE 4
+
 /* The durable store of a namespace, or NULL. */
 static store *cl_store(worker *w, const config_ns *ns)
 {
@@ -1058,7 +1061,9 @@ static void cl_on_recover(worker *w, cl_req *rq, redisReply *r)
     free(m->pubs);
     m->pubs = NULL;
     m->n_pubs = 0;
-    int64_t ttl_ms = (int64_t)c->ns->history_ttl * 1000;
+    /* history_ttl bounds the window, not durable history (retention). */
+    int64_t ttl_ms = cl_store(w, c->ns) ? 0
+                                         : (int64_t)c->ns->history_ttl * 1000;
     int64_t oldest = ttl_ms ? owner_now_ms() - ttl_ms : INT64_MIN;
     int ok = 1;
     uint64_t next = since + 1;
@@ -1142,7 +1147,8 @@ static void cl_on_hist(worker *w, cl_req *rq, redisReply *r)
     }
     const config_ns *ns = config_ns_of_channel(w->srv->cfg, rq->name, rq->len);
     int has_since = m->flag & 1, reverse = (m->flag >> 1) & 1;
-    int64_t ttl_ms = ns ? (int64_t)ns->history_ttl * 1000 : 0;
+    int64_t ttl_ms = ns && !cl_store(w, ns) ? (int64_t)ns->history_ttl * 1000
+                                            : 0;
     int64_t oldest = ttl_ms ? owner_now_ms() - ttl_ms : INT64_MIN;
     uint32_t keep = ns ? ns->history_size : 0;
     uint64_t first = g.first;
@@ -1157,7 +1163,8 @@ static void cl_on_hist(worker *w, cl_req *rq, redisReply *r)
     store *st = cl_store(w, ns);
     uint64_t wstart = first ? first : g.top + 1;
     uint64_t lo = has_since ? m->offset : 0;
-    int from_store = st && lo < g.top && wstart > lo + 1 &&
+    int from_store = st && !(m->flag & CL_HIST_STORE_DONE) &&
+                     lo < g.top && wstart > lo + 1 &&
                      (!has_since || (m->epoch_len == IDS_LEN &&
                                      memcmp(m->epoch, g.epoch, IDS_LEN) == 0));
     if (from_store) {
@@ -1888,9 +1895,14 @@ static void cl_on_store_read(worker *w, msg *m)
         cl_reply(w, m, MSG_HIST_REP, 0);
         return;
     }
-    /* Forward: the window continues after the store part. */
-    m->flag |= 1;
-    m->offset = got;
+    /* Forward: the window continues after the store part; with nothing
+     * stored before it, the window's oldest are the oldest retained. */
+    if (m->n_pubs || (m->flag & 1)) {
+        m->flag |= 1;
+        m->offset = got;
+    } else {
+        m->flag |= CL_HIST_STORE_DONE;
+    }
     cluster_history(w, m);
 }
 

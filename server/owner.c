@@ -44,6 +44,9 @@ static void owner_broadcast_join(worker *w, chan_state *c, int join,
     }
 }
 
+/* Store reads one recovery may take when the ring moves on meanwhile. */
+#define OWNER_READ_ROUNDS 8
+
 /* The durable store of a channel's namespace, or NULL. */
 static store *owner_store(worker *w, const config_ns *ns)
 {
@@ -117,6 +120,7 @@ static void owner_subscribe(worker *w, msg *m)
             if (!m->recovered && same && m->offset < c->top &&
                 owner_store(w, ns)) {
                 uint64_t hi = owner_ring_start(c);
+                m->limit = 0;   /* rounds of reads (owner_subscribe_read) */
                 owner_read_store(w, c, m, m->offset, hi,
                                  (uint32_t)(hi - m->offset - 1), 0, 1);
                 return;
@@ -149,6 +153,19 @@ static void owner_subscribe_read(worker *w, chan_state *c, msg *m)
     uint64_t got = m->n_pubs ? m->pubs[m->n_pubs - 1]->offset : m->offset;
     uint64_t start = owner_ring_start(c);
     if (got < c->top && start > got + 1) {
+        /* The ring moved on during the read: read what it dropped, a few
+         * rounds at most (a channel publishing faster than the store is
+         * read and a ring too small to bridge it would never converge),
+         * and never more than one reply may carry. */
+        if (++m->limit > OWNER_READ_ROUNDS ||
+            c->top - m->offset > w->srv->cfg->recovery_max) {
+            for (size_t i = 0; i < m->n_pubs; i++)
+                pub_unref(m->pubs[i]);
+            m->n_pubs = 0;
+            m->recovered = 0;
+            owner_subscribe_finish(w, c, m);
+            return;
+        }
         owner_read_store(w, c, m, got, start, (uint32_t)(start - got - 1), 0,
                          1);
         return;
@@ -309,6 +326,10 @@ static void owner_history(worker *w, msg *m)
         }
         after = m->offset;
     }
+    if (!m->limit) {
+        owner_history_reply(w, c, m, 0, c->top);   /* just the position */
+        return;
+    }
     uint64_t start = owner_ring_start(c);   /* ring covers [start, top] */
     int ring_reaches = after + 1 >= start;
     if (!ring_reaches && !owner_store(w, ns)) {
@@ -360,6 +381,8 @@ static void owner_history_read(worker *w, chan_state *c, msg *m)
     uint32_t room = m->limit - (uint32_t)m->n_pubs;
     uint64_t got = m->n_pubs ? m->pubs[m->n_pubs - 1]->offset : m->offset;
     uint64_t start = owner_ring_start(c);
+    if (!(m->flag & 1) && !m->n_pubs)
+        got = start - 1;    /* nothing older stored: the ring's oldest */
     if (room && got < c->top && start > got + 1) {
         owner_read_store(w, c, m, got, start, room, 0, 1);
         return;
@@ -377,6 +400,8 @@ static void owner_store_read(worker *w, msg *m)
          * start the request over rather than answer from nothing. */
         for (size_t i = 0; i < m->n_pubs; i++)
             pub_unref(m->pubs[i]);
+        free(m->pubs);
+        m->pubs = NULL;
         m->n_pubs = 0;
         m->code = 0;
         owner_handle(w, m);

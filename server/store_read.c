@@ -196,6 +196,8 @@ bad:
 static int store_query_range(store *s, mongoc_client_t *cl, const read_job *j,
                              pub ***v, size_t *n, size_t *cap)
 {
+    if (j->r.n == 0 || j->r.hi <= j->r.lo + 1)
+        return 0;   /* nothing asked: MongoDB reads limit 0 as "all" */
     bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER, range, sort;
     bson_append_utf8(&filter, "channel", 7, j->chan, j->len);
     bson_append_utf8(&filter, "epoch", 5, j->r.epoch, IDS_LEN);
@@ -310,6 +312,12 @@ static void store_answer_range(store *s, read_job *j)
         }
         if (verdict == JUDGE_GONE) {
             code = PROTO_E_UNRECOVERABLE;
+            break;
+        }
+        if (verdict == JUDGE_NONE && !j->r.strict) {
+            /* Without a start to keep (history without since, reverse):
+             * nothing older is retained, the memory part is the answer. */
+            code = 0;
             break;
         }
         /* Missing publications may still be on their way to the store:

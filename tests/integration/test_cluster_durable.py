@@ -86,6 +86,13 @@ async def test_cluster_durable_history_and_recovery(make_cluster, ferretdb):
     assert offsets(page["publications"]) == list(range(306, 206, -1))
     page = await ca.ok("history", channel=ch_, limit=8)
     assert offsets(page["publications"]) == list(range(1, 9))
+    page = await ca.ok("history", channel=ch_, limit=0)
+    assert page["publications"] == [] and page["offset"] == 306
+    # nothing stored before the window (the newest RING): its oldest
+    ferretdb.client().herald.publications.delete_many(
+        {"channel": ch_, "offset": {"$lte": 296}})
+    page = await cb.ok("history", channel=ch_, limit=8)
+    assert offsets(page["publications"]) == list(range(297, 305))
 
 
 async def test_cluster_ack_durable(make_cluster, ferretdb):

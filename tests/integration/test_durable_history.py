@@ -172,6 +172,9 @@ async def test_pagination_across_the_ring_boundary(server_factory, ferretdb):
     # without since: the oldest stored first, not the ring's oldest
     page = await c.ok("history", channel=ch, limit=12)
     assert offsets(page["publications"]) == list(range(1, 13))
+    # limit 0: just the position, nothing read
+    page = await c.ok("history", channel=ch, limit=0, since={"offset": 3, "epoch": epoch})
+    assert page["publications"] == [] and page["offset"] == 40
 
 
 async def test_durable_namespace_without_memory_ring(server_factory, ferretdb):
@@ -210,6 +213,13 @@ async def test_trimmed_start_is_not_recovered(server_factory, ferretdb):
     assert ok["recovered"] is True and offsets(ok["publications"]) == list(range(21, 61))
     page = await c.ok("history", channel=ch, limit=5)
     assert offsets(page["publications"]) == [21, 22, 23, 24, 25]
+    # nothing stored before the ring (51..60) any more: the ring's oldest
+    ferretdb.client().herald.publications.delete_many(
+        {"channel": ch, "offset": {"$lte": 54}})
+    page = await c.ok("history", channel=ch, limit=5)
+    assert offsets(page["publications"]) == [51, 52, 53, 54, 55]
+    page = await c.ok("history", channel=ch, limit=15, reverse=True)
+    assert offsets(page["publications"]) == list(range(60, 50, -1))
     # further behind than one reply carries: recovered false, history pages
     small = server_factory(config(ferretdb, recovery_max=30))
     c2 = await small.client()
