@@ -47,6 +47,8 @@ threads=${THREADS:-2}
 port0=${PORT:-18300}
 redis_server=${REDIS_SERVER:-/usr/bin/redis-server}
 py=/usr/bin/python3
+bench_name=cluster
+. "$root/bench/lib.sh"
 setup_timeout=60
 
 for b in "$herald" "$bench" "$redis_server"; do
@@ -71,15 +73,6 @@ server_env=(HERALD_LOG_LEVEL=warn HERALD_SHUTDOWN_TIMEOUT=2)
 # Process ids of what this script started: herald nodes, redis, the bench.
 HERALDS=(); REDIS=; BENCH_PID=
 
-stop_pid() {
-  local p=$1
-  kill -0 "$p" 2>/dev/null || { wait "$p" 2>/dev/null; return 0; }
-  kill -TERM "$p" 2>/dev/null
-  for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$p" 2>/dev/null
-  wait "$p" 2>/dev/null
-}
-
 # Stops the nodes first, then Redis (the nodes would only log "broker
 # down" the other way round).
 stop_servers() {
@@ -101,31 +94,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'echo "cluster: interrupted" >&2; exit 130' INT TERM
-
-# port_free PORT: nothing answers on 127.0.0.1:PORT (herald listens with
-# SO_REUSEPORT: a leftover server would silently take part of the clients).
-port_free() {
-  if "$py" -c 'import socket,sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1)' "$1" 2>/dev/null; then
-    echo "cluster: something already listens on 127.0.0.1:$1 (PORT=...)" >&2
-    return 1
-  fi
-}
-
-# wait_healthy PORT: /healthz answers 200 (in cluster mode: broker up).
-wait_healthy() {
-  "$py" - "$1" <<'EOF'
-import sys, time, urllib.request
-deadline = time.monotonic() + 10
-while time.monotonic() < deadline:
-    try:
-        if urllib.request.urlopen("http://127.0.0.1:%s/healthz" % sys.argv[1], timeout=1).status == 200:
-            sys.exit(0)
-    except OSError:
-        pass
-    time.sleep(0.05)
-sys.exit(1)
-EOF
-}
 
 # start_redis PORT LOG: a redis-server without persistence in its own
 # directory, ready when it answers PING.

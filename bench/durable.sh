@@ -87,6 +87,8 @@ persist_s=${PERSIST_S:-5}
 persist_clients=4
 drain_timeout=${DRAIN_TIMEOUT:-300}
 py=/usr/bin/python3
+bench_name=durable
+. "$root/bench/lib.sh"
 setup_timeout=60
 
 for b in "$herald" "$bench" "$ferret/bin/ferretdb" "$ferret/start.sh" "$ferret/stop.sh"; do
@@ -104,16 +106,6 @@ server_env=(HERALD_LOG_LEVEL=warn HERALD_SHUTDOWN_TIMEOUT=2)
 # What this script started: herald, the sampler, the bench, and FerretDB
 # (by its directory: stop.sh DIR).
 SRV=; SAMPLER=; BENCH_PID=; FERRET_DIR=
-
-stop_pid() {
-  local p=$1
-  [ -n "$p" ] || return 0
-  kill -0 "$p" 2>/dev/null || { wait "$p" 2>/dev/null; return 0; }
-  kill -TERM "$p" 2>/dev/null
-  for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$p" 2>/dev/null
-  wait "$p" 2>/dev/null
-}
 
 stop_step() {
   stop_pid "$SAMPLER"; SAMPLER=
@@ -135,28 +127,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'echo "durable: interrupted" >&2; exit 130' INT TERM
-
-port_free() {
-  if "$py" -c 'import socket,sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1)' "$1" 2>/dev/null; then
-    echo "durable: something already listens on 127.0.0.1:$1 (PORT=...)" >&2
-    return 1
-  fi
-}
-
-wait_healthy() {
-  "$py" - "$1" <<'EOF'
-import sys, time, urllib.request
-deadline = time.monotonic() + 20
-while time.monotonic() < deadline:
-    try:
-        if urllib.request.urlopen("http://127.0.0.1:%s/healthz" % sys.argv[1], timeout=1).status == 200:
-            sys.exit(0)
-    except OSError:
-        pass
-    time.sleep(0.05)
-sys.exit(1)
-EOF
-}
 
 # start_step IDX STEP B W Q: FerretDB and herald for one step; sets SRV,
 # FERRET_PID, SERVER_CMD, CONF.
@@ -186,7 +156,7 @@ EOF
     2>"$out/logs/$idx-$step.herald.log" &
   SRV=$!
   SERVER_CMD="${server_env[*]} $herald --workers 2 --listen 127.0.0.1:$hport -c CONF"
-  wait_healthy "$hport" || {
+  wait_healthy "$hport" 20 || {
     echo "durable: herald not healthy; log:" >&2
     tail -n 5 "$out/logs/$idx-$step.herald.log" >&2
     return 1
