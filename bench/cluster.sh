@@ -84,11 +84,7 @@ stop_servers() {
 }
 
 cleanup() {
-  if [ -n "$BENCH_PID" ]; then
-    kill -TERM "$BENCH_PID" 2>/dev/null
-    wait "$BENCH_PID" 2>/dev/null
-    BENCH_PID=
-  fi
+  stop_bench
   stop_servers
   rm -rf "$run"
 }

@@ -117,11 +117,7 @@ stop_step() {
 }
 
 cleanup() {
-  if [ -n "$BENCH_PID" ]; then
-    kill -TERM "$BENCH_PID" 2>/dev/null
-    wait "$BENCH_PID" 2>/dev/null
-    BENCH_PID=
-  fi
+  stop_bench
   stop_step
   rm -rf "$run"
 }

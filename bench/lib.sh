@@ -1,5 +1,5 @@
 # Shell helpers shared by the bench scripts that start their own servers
-# (bench/cluster.sh, bench/durable.sh). Sourced, so `wait` reaches the
+# (bench/run.sh, bench/cluster.sh, bench/durable.sh). Sourced, so `wait` reaches the
 # caller's children. Needs $py (a python3) and $bench_name (for messages).
 
 # stop_pid PID: SIGTERM, up to 5 s, then SIGKILL; reaps it. Empty: nothing.
@@ -13,11 +13,21 @@ stop_pid() {
   wait "$p" 2>/dev/null
 }
 
+# stop_bench: stops the herald-bench run in $BENCH_PID, if any (the
+# signal reaches its forked children through `timeout`'s process group).
+stop_bench() {
+  if [ -n "${BENCH_PID:-}" ]; then
+    kill -TERM "$BENCH_PID" 2>/dev/null
+    wait "$BENCH_PID" 2>/dev/null
+    BENCH_PID=
+  fi
+}
+
 # port_free PORT: nothing answers on 127.0.0.1:PORT (herald listens with
 # SO_REUSEPORT: a leftover server would silently take part of the clients).
 port_free() {
   if "$py" -c 'import socket,sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1)' "$1" 2>/dev/null; then
-    echo "$bench_name: something already listens on 127.0.0.1:$1 (PORT=...)" >&2
+    echo "$bench_name: something already listens on 127.0.0.1:$1 (choose other ports: see the script's header)" >&2
     return 1
   fi
 }

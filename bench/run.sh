@@ -56,25 +56,16 @@ SERVER_ENV=(HERALD_NAMESPACE_DEFAULTS__HISTORY_SIZE=10000 HERALD_LOG_LEVEL=warn
 # A connection per descriptor: ask for the hard limit (20,000 here).
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
+py=$PY
+bench_name=bench
+. bench/lib.sh
 SRV=; BENCH_PID=
 stop_server() {
-  [ -n "$SRV" ] || return 0
-  if kill -0 "$SRV" 2>/dev/null; then
-    kill -TERM "$SRV" 2>/dev/null
-    for _ in $(seq 50); do kill -0 "$SRV" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$SRV" 2>/dev/null
-  fi
-  wait "$SRV" 2>/dev/null
+  stop_pid "$SRV"
   SRV=
 }
 cleanup() {
-  if [ -n "$BENCH_PID" ]; then
-    # timeout passes the signal on to the bench's process group (connections
-    # --procs K forks K children).
-    kill -TERM "$BENCH_PID" 2>/dev/null
-    wait "$BENCH_PID" 2>/dev/null
-    BENCH_PID=
-  fi
+  stop_bench
   stop_server
 }
 trap cleanup EXIT
@@ -83,26 +74,11 @@ trap 'echo "bench: interrupted" >&2; cleanup; exit 130' INT TERM
 # start_server PORT LOG: a fresh herald, ready when /healthz answers 200.
 start_server() {
   local port=$1 log=$2
-  # herald listens with SO_REUSEPORT: a leftover server on the same port
-  # would silently take part of the connections. Refuse to share it.
-  if "$PY" -c 'import socket,sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1)' "$port" 2>/dev/null; then
-    echo "bench: something already listens on 127.0.0.1:$port (BENCH_PORT=...)" >&2
-    return 1
-  fi
+  port_free "$port" || return 1
   env "${SERVER_ENV[@]}" "$HERALD" --workers 2 --listen "127.0.0.1:$port" 2>"$log" &
   SRV=$!
   SERVER_CMD="${SERVER_ENV[*]} $HERALD --workers 2 --listen 127.0.0.1:$port"
-  "$PY" - "$port" <<'EOF' || { echo "bench: herald on port $port not healthy; log: $log" >&2; return 1; }
-import sys, time, urllib.request
-deadline = time.monotonic() + 10
-while time.monotonic() < deadline:
-    try:
-        if urllib.request.urlopen("http://127.0.0.1:%s/healthz" % sys.argv[1], timeout=1).status == 200:
-            sys.exit(0)
-    except OSError:
-        time.sleep(0.05)
-sys.exit(1)
-EOF
+  wait_healthy "$port" || { echo "bench: herald on port $port not healthy; log: $log" >&2; return 1; }
 }
 
 # rate_from FILE FRACTION DEFAULT: publications per second per publisher at
