@@ -321,6 +321,20 @@ class ResilientSub:
 # --------------------------------------------------------------------------
 # Shared checks
 
+async def two_subs_after_five(cl, chname):
+    """Resilient subscribers on nodes A (JSON) and B (msgpack), five
+    publications from node C that both received; returns (subs, the
+    publisher's client, the epoch)."""
+    subs = [await ResilientSub([cl[0]], chname, "json", "sub-A").start(),
+            await ResilientSub([cl[1]], chname, "msgpack", "sub-B").start()]
+    pub = await connect(cl[2])
+    for i in range(5):
+        ok = await pub.ok("publish", channel=chname, data={"k": "old-%d" % i})
+    for s in subs:
+        await s.wait_offset(5)
+    return subs, pub, ok["epoch"]
+
+
 async def wait_all(nodes, pred, timeout, what):
     async def every():
         return all(await asyncio.gather(*(asyncio.to_thread(pred, n) for n in nodes)))
@@ -647,14 +661,7 @@ async def test_redis_losing_its_data_closes_subscribers_with_4003(make_cluster):
     cl = make_cluster(config(2000))
     redis = cl.redis[0]
     chname = hh.chan("h:")
-    subs = [await ResilientSub([cl[0]], chname, "json", "sub-A").start(),
-            await ResilientSub([cl[1]], chname, "msgpack", "sub-B").start()]
-    pub = await connect(cl[2])
-    for i in range(5):
-        ok = await pub.ok("publish", channel=chname, data={"k": "old-%d" % i})
-    old_epoch = ok["epoch"]
-    for s in subs:
-        await s.wait_offset(5)
+    subs, pub, old_epoch = await two_subs_after_five(cl, chname)
 
     redis.kill()
     redis.wipe()
@@ -839,14 +846,7 @@ async def test_stream_deleted_from_redis_closes_subscribers_with_4003(make_clust
     new epoch's offsets on as if they continued the old stream."""
     cl = make_cluster(config(2000))
     chname = hh.chan("h:")
-    subs = [await ResilientSub([cl[0]], chname, "json", "sub-A").start(),
-            await ResilientSub([cl[1]], chname, "msgpack", "sub-B").start()]
-    pub = await connect(cl[2])
-    for i in range(5):
-        ok = await pub.ok("publish", channel=chname, data={"k": "old-%d" % i})
-    old_epoch = ok["epoch"]
-    for s in subs:
-        await s.wait_offset(5)
+    subs, pub, old_epoch = await two_subs_after_five(cl, chname)
     redis = cl.redis[0]
     assert redis.command("DEL", ch.stream_key(chname, "herald", "s"),
                          ch.stream_key(chname, "herald", "w")) == 2
@@ -938,14 +938,7 @@ async def test_redis_rolled_back_under_the_same_epoch_closes_subscribers_with_40
     cl = make_cluster(config(2000))
     redis = cl.redis[0]
     chname = hh.chan("h:")
-    subs = [await ResilientSub([cl[0]], chname, "json", "sub-A").start(),
-            await ResilientSub([cl[1]], chname, "msgpack", "sub-B").start()]
-    pub = await connect(cl[2])
-    for i in range(5):
-        ok = await pub.ok("publish", channel=chname, data={"k": "old-%d" % i})
-    epoch = ok["epoch"]
-    for s in subs:
-        await s.wait_offset(5)
+    subs, pub, epoch = await two_subs_after_five(cl, chname)
     redis.command("ZREMRANGEBYSCORE", ch.stream_key(chname, "herald", "w"), 4, 5)
     redis.command("HSET", ch.stream_key(chname, "herald", "s"), "t", 3)
     killed = redis.command("CLIENT", "KILL", "TYPE", "normal") + \
