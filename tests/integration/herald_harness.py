@@ -714,6 +714,20 @@ def _hashable(x):
         return False
 
 
+async def history_from(c, channel, epoch, since, limit):
+    """Every publication after `since`, read with `history` pages of
+    `limit` (each page's `since` is the last offset of the one before)
+    until a page comes back empty."""
+    got, pos = [], since
+    while True:
+        page = await c.ok("history", channel=channel, limit=limit,
+                          since={"offset": pos, "epoch": epoch})
+        if not page["publications"]:
+            return got
+        got += page["publications"]
+        pos = got[-1]["offset"]
+
+
 async def close_all_clients():
     clients = list(OPEN_CLIENTS)
     OPEN_CLIENTS.clear()

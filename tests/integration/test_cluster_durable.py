@@ -73,14 +73,7 @@ async def test_cluster_durable_history_and_recovery(make_cluster, ferretdb):
 
     # history from either node pages across store and window
     for node_client in (ca, cb):
-        out, pos = [], 0
-        while True:
-            page = await node_client.ok("history", channel=ch_, limit=70,
-                                        since={"offset": pos, "epoch": epoch})
-            if not page["publications"]:
-                break
-            out += page["publications"]
-            pos = out[-1]["offset"]
+        out = await hh.history_from(node_client, ch_, epoch, 0, 70)
         assert offsets(out) == list(range(1, 307))
     page = await cb.ok("history", channel=ch_, limit=100, reverse=True)
     assert offsets(page["publications"]) == list(range(306, 206, -1))

@@ -70,11 +70,7 @@ async def test_history_after_restart_returns_everything_stored(server_factory, f
     first = await c.ok("history", channel=ch, limit=100)
     assert first["epoch"] == epoch and first["offset"] == n
     got = first["publications"]
-    while len(got) < n:
-        page = await c.ok("history", channel=ch, limit=100,
-                          since={"offset": got[-1]["offset"], "epoch": epoch})
-        assert page["publications"], page
-        got += page["publications"]
+    got += await hh.history_from(c, ch, epoch, got[-1]["offset"], 100)
     assert offsets(got) == list(range(1, n + 1))
     assert datas(got) == list(range(n))
     assert {p["epoch"] for p in got} == {epoch}
@@ -154,14 +150,7 @@ async def test_pagination_across_the_ring_boundary(server_factory, ferretdb):
     epoch = replies[0]["ok"]["epoch"]
     hh.wait_for(lambda: stored(ferretdb, ch) == 40, t(15), what="all stored")
     for start in (0, 20, 27, 29, 30, 35):
-        got, pos = [], start
-        while True:
-            page = await c.ok("history", channel=ch, limit=7,
-                              since={"offset": pos, "epoch": epoch})
-            if not page["publications"]:
-                break
-            got += page["publications"]
-            pos = got[-1]["offset"]
+        got = await hh.history_from(c, ch, epoch, start, 7)
         assert offsets(got) == list(range(start + 1, 41)), start
     # reverse: newest first, pages going down across the ring's start
     page = await c.ok("history", channel=ch, limit=15, reverse=True)
