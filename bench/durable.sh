@@ -282,8 +282,7 @@ os.replace(path + ".tmp", path)
 EOF
 }
 
-rev=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
-[ -n "$(git -C "$root" status --porcelain --untracked-files=no 2>/dev/null)" ] && rev="$rev+dirty"
+rev=$(source_rev "$root")
 failed=0; idx=0; names=()
 echo "durable: steps: $steps (herald $herald, results in $out)" >&2
 for step in $steps; do

@@ -48,3 +48,12 @@ while time.monotonic() < deadline:
 sys.exit(1)
 PY
 }
+
+# source_rev DIR: the revision of the tree measured, "+dirty" when tracked
+# files differ from it ("unknown" outside git).
+source_rev() {
+  local rev
+  rev=$(git -C "$1" rev-parse --short HEAD 2>/dev/null || echo unknown)
+  [ -n "$(git -C "$1" status --porcelain --untracked-files=no 2>/dev/null)" ] && rev="$rev+dirty"
+  echo "$rev"
+}

@@ -130,9 +130,7 @@ EOF
 
 # The revision measured (BENCH_GIT_REV names it when running from an export).
 if [ -n "${BENCH_GIT_REV:-}" ]; then REV=$BENCH_GIT_REV
-else
-  REV=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-  [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] && REV="$REV+dirty"
+else REV=$(source_rev .)
 fi
 failed=0; i=0; t_suite=$(date +%s.%N)
 echo "bench: steps: $STEPS (quick=$QUICK, build=$BUILD, results in $OUT)" >&2
