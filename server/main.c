@@ -15,11 +15,11 @@
 
 #include <uv.h>
 
-#include "config.h"
-#include "log.h"
-#include "server.h"
-#include "store.h"
-#include "worker.h"
+#include "base/config.h"
+#include "base/log.h"
+#include "base/server.h"
+#include "store/store.h"
+#include "net/worker.h"
 
 #include <mongoc/mongoc.h>
 

@@ -16,7 +16,7 @@
 
 #include <herald/proto.h>
 
-#include "auth.h"
+#include "net/auth.h"
 
 #define NOW 1700000000
 

@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "channel.h"
+#include "core/channel.h"
 
 static config_ns ns_hist = { .history_size = 5, .history_ttl = 0,
                              .presence = 1, .join_leave = 1 };

@@ -5,7 +5,7 @@
  * Everything that talks to Redis is tested against a real redis-server in
  * tests/integration/test_cluster*.py.
  */
-#include "cluster.h"
+#include "broker/redis/cluster.h"
 
 #include <criterion/criterion.h>
 #include <string.h>

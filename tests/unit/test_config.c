@@ -6,8 +6,8 @@
  * with mkstemp under /tmp; the environment is passed as an explicit array,
  * never through setenv, so parallel tests cannot disturb each other.
  */
-#include "config.h"
-#include "log.h"
+#include "base/config.h"
+#include "base/log.h"
 
 #include <criterion/criterion.h>
 #include <stdarg.h>

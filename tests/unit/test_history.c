@@ -10,8 +10,8 @@
 #include <pthread.h>
 #include <string.h>
 
-#include "history.h"
-#include "pub.h"
+#include "core/history.h"
+#include "core/pub.h"
 
 static pub *mkpub(uint64_t off, int64_t t)
 {

@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "hub.h"
+#include "core/hub.h"
 
 static size_t list_len(hub_sub *conn_list)
 {

@@ -7,7 +7,7 @@
  * each Criterion test runs in its own process, so this is safe.
  */
 #define _GNU_SOURCE /* strptime, timegm */
-#include "log.h"
+#include "base/log.h"
 
 #include <criterion/criterion.h>
 #include <errno.h>

@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "mailbox.h"
+#include "base/mailbox.h"
 
 Test(mailbox, fifo_and_strings)
 {

@@ -12,8 +12,8 @@
 
 #include <libwebsockets.h>
 
-#include "frame.h"
-#include "sendq.h"
+#include "net/frame.h"
+#include "net/sendq.h"
 
 static frame *mk(const char *s)
 {

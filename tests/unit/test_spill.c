@@ -17,7 +17,7 @@
 
 #include <bson/bson.h>
 
-#include "spill.h"
+#include "store/spill.h"
 
 static char path[256];
 

@@ -9,8 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "config.h"
-#include "store_retention.h"
+#include "base/config.h"
+#include "store/retention.h"
 
 static config cfg;
 

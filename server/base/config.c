@@ -1,0 +1,1419 @@
+/*
+ * Configuration loading: built-in defaults, then a libconfig file, then
+ * HERALD_* environment variables, then command-line overrides, each later
+ * source winning. Every key is described once, in a table (name, type,
+ * range, field offset), and the three sources only differ in how they turn
+ * their text into a typed value; checking and storing are shared, so a range
+ * is enforced identically wherever a value comes from. Loading never stops
+ * at the first problem: it collects one line per problem ("WHERE: key 'K':
+ * problem") so an operator fixes a broken file in one pass. The result is
+ * written to the caller's struct only when everything is valid.
+ *
+ * Namespaces: namespaces[0] (name "") holds `namespace_defaults`, used by
+ * channels without ':' and inherited by every named namespace for the keys
+ * that namespace does not set itself. Inheritance is resolved once, after
+ * the file and the environment have both been applied, so that an
+ * environment override of a default reaches every namespace that did not
+ * set that key, whichever source defined the namespace.
+ */
+#include "base/config.h"
+#include "base/log.h"
+
+#include <herald/proto.h>
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <libconfig.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+/* ---- key table ---------------------------------------------------------- */
+
+enum key_type {
+    KT_UINT,    /* uint32_t within [min, max] */
+    KT_BOOL,    /* int, 0 or 1 */
+    KT_STR,     /* char[size], NUL-terminated, optional charset check */
+    KT_LEVEL,   /* int, a log level name in the file/env/CLI */
+    KT_ACK,     /* int, "broker" (0) or "durable" (1) */
+    KT_LISTEN,  /* "HOST:PORT" into listen_host and listen_port */
+    KT_REDIS,   /* redis:// URIs (comma-separated, or a list in the file) */
+};
+
+typedef struct key_def {
+    const char *name;
+    enum key_type type;
+    size_t off;         /* offset of the field in config or config_ns */
+    size_t size;        /* sizeof the field (capacity for strings) */
+    uint32_t min, max;  /* KT_UINT only */
+    /* KT_STR only: NULL when the value is fine, else the problem. Plain
+     * strings are never quoted back in messages: token_secret is one. */
+    const char *(*check)(const char *s);
+} key_def;
+
+#define FIELD(T, f) offsetof(T, f), sizeof(((T *)0)->f)
+#define UINT_KEY(T, f, lo, hi) { #f, KT_UINT, FIELD(T, f), lo, hi, NULL }
+#define BOOL_KEY(T, f) { #f, KT_BOOL, FIELD(T, f), 0, 1, NULL }
+
+static const char *check_node_name(const char *s);
+static const char *check_prefix(const char *s);
+static const char *check_mongo_name(const char *s);
+static const char *check_mongo_uri(const char *s);
+
+/* Ranges: wide enough for any real deployment, narrow enough to catch unit
+ * mistakes (milliseconds where seconds are expected, bytes where KiB were
+ * meant) and values that would make the server misbehave (a 0-byte send
+ * queue, a 0-second ping interval). */
+static const key_def top_keys[] = {
+    { "listen", KT_LISTEN, FIELD(config, listen_host), 0, 0, NULL },
+    UINT_KEY(config, workers, 0, 256),
+    { "log_level", KT_LEVEL, FIELD(config, log_level), 0, 0, NULL },
+    { "node_name", KT_STR, FIELD(config, node_name), 0, 0, check_node_name },
+    UINT_KEY(config, max_connections, 0, 10000000),
+    UINT_KEY(config, max_message_size, 256, 16777216),
+    UINT_KEY(config, max_channels_per_conn, 1, 100000),
+    UINT_KEY(config, send_queue_max, 4096, 1073741824),
+    UINT_KEY(config, max_batch_bytes, 1024, 16777216),
+    UINT_KEY(config, history_max_limit, 1, 1000000),
+    UINT_KEY(config, recovery_max, 1, 1000000),
+    UINT_KEY(config, ping_interval, 1, 3600),
+    UINT_KEY(config, pong_timeout, 1, 3600),
+    UINT_KEY(config, shutdown_timeout, 0, 3600),
+    UINT_KEY(config, handshake_timeout, 1, 3600),
+    UINT_KEY(config, rate_limit, 0, 1000000),
+    UINT_KEY(config, rate_burst, 1, 1000000),
+    UINT_KEY(config, worker_queue_max, 64, 67108864),
+    { "token_secret", KT_STR, FIELD(config, token_secret), 0, 0, NULL },
+    BOOL_KEY(config, allow_anonymous),
+    { "tls_cert", KT_STR, FIELD(config, tls_cert), 0, 0, NULL },
+    { "tls_key", KT_STR, FIELD(config, tls_key), 0, 0, NULL },
+    { "redis", KT_REDIS, FIELD(config, redis), 0, 0, NULL },
+    { "redis_prefix", KT_STR, FIELD(config, redis_prefix), 0, 0,
+      check_prefix },
+    UINT_KEY(config, redis_timeout_ms, 50, 600000),
+    UINT_KEY(config, presence_ttl, 2, 86400),
+    UINT_KEY(config, stream_ttl, 60, 315360000),
+    { "mongodb", KT_STR, FIELD(config, mongodb), 0, 0, check_mongo_uri },
+    { "mongodb_database", KT_STR, FIELD(config, mongodb_database), 0, 0,
+      check_mongo_name },
+    { "mongodb_collection", KT_STR, FIELD(config, mongodb_collection), 0, 0,
+      check_mongo_name },
+    UINT_KEY(config, mongodb_writers, 1, 64),
+    UINT_KEY(config, mongodb_queue_max, 64, 16777216),
+    UINT_KEY(config, mongodb_batch, 1, 10000),
+    UINT_KEY(config, mongodb_readers, 1, 64),
+    { "mongodb_spill_path", KT_STR, FIELD(config, mongodb_spill_path), 0, 0,
+      NULL },
+    UINT_KEY(config, mongodb_spill_mb, 0, 1048576),
+    UINT_KEY(config, retention_interval, 1, 86400),
+};
+#define N_TOP_KEYS (sizeof top_keys / sizeof top_keys[0])
+
+/* The index of a key in this table is its bit in loader.ns_set. */
+static const key_def ns_keys[] = {
+    UINT_KEY(config_ns, history_size, 0, 1000000),
+    UINT_KEY(config_ns, history_ttl, 0, 315360000), /* ten years */
+    BOOL_KEY(config_ns, presence),
+    BOOL_KEY(config_ns, join_leave),
+    BOOL_KEY(config_ns, allow_publish),
+    BOOL_KEY(config_ns, allow_anonymous),
+    UINT_KEY(config_ns, max_subscribers, 0, 10000000),
+    BOOL_KEY(config_ns, durable),
+    { "ack", KT_ACK, FIELD(config_ns, ack_durable), 0, 0, NULL },
+    UINT_KEY(config_ns, retention_age, 0, 315360000),
+    UINT_KEY(config_ns, retention_count, 0, 1000000000),
+};
+#define N_NS_KEYS (sizeof ns_keys / sizeof ns_keys[0])
+
+/* Variables that start with HERALD_ but are not configuration keys. */
+static const char *const env_ignored[] = { "HERALD_CONFIG", "HERALD_BIN",
+                                           "HERALD_SANITIZE" };
+
+/* ---- error collection --------------------------------------------------- */
+
+/* Problems accumulate in the caller's buffer, one per line, each ending in
+ * '\n' (so `fputs(errbuf, stderr)` prints them as they are). A line that
+ * does not fit is cut but keeps its '\n'; the buffer is always
+ * NUL-terminated. `count`, not the text, decides success, so a small buffer
+ * never hides a failure. */
+typedef struct errs {
+    char *buf;
+    size_t cap;
+    size_t used;   /* always <= cap - 1, so the NUL fits */
+    int count;
+} errs;
+
+static void errs_init(errs *e, char *buf, size_t cap)
+{
+    e->buf = (buf != NULL && cap > 0) ? buf : NULL;
+    e->cap = cap;
+    e->used = 0;
+    e->count = 0;
+    if (e->buf != NULL)
+        e->buf[0] = '\0';
+}
+
+static void errs_line(errs *e, const char *line)
+{
+    size_t n, room;
+
+    e->count++;
+    if (e->buf == NULL || e->cap - e->used < 2)
+        return;
+    room = e->cap - e->used - 2; /* keep space for '\n' and NUL */
+    n = strlen(line);
+    if (n > room)
+        n = room;
+    memcpy(e->buf + e->used, line, n);
+    e->used += n;
+    e->buf[e->used++] = '\n';
+    e->buf[e->used] = '\0';
+}
+
+/* Adds "WHERE: key 'KEY': PROBLEM", or "WHERE: PROBLEM" when key is NULL. */
+static void __attribute__((format(printf, 4, 5)))
+err_key(errs *e, const char *where, const char *key, const char *fmt, ...)
+{
+    char problem[768], line[2048];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(problem, sizeof problem, fmt, ap);
+    va_end(ap);
+    if (key != NULL)
+        snprintf(line, sizeof line, "%s: key '%s': %s", where, key, problem);
+    else
+        snprintf(line, sizeof line, "%s: %s", where, problem);
+    errs_line(e, line);
+}
+
+/* A value quoted back in a message: at most 48 bytes, control and
+ * non-ASCII bytes shown as '?', so an error line stays one printable line
+ * whatever the operator typed. Secrets never get here (see key_def). */
+static const char *show_value(const char *v, char *out, size_t cap)
+{
+    size_t i, n = 0, max = cap - 4 < 48 ? cap - 4 : 48;
+
+    for (i = 0; v[i] != '\0' && n < max; i++)
+        out[n++] = (v[i] >= 0x20 && v[i] < 0x7f) ? v[i] : '?';
+    if (v[i] != '\0') {
+        memcpy(out + n, "...", 3);
+        n += 3;
+    }
+    out[n] = '\0';
+    return out;
+}
+
+static const char *setting_type_name(int type)
+{
+    switch (type) {
+    case CONFIG_TYPE_INT:
+    case CONFIG_TYPE_INT64: return "an integer";
+    case CONFIG_TYPE_FLOAT: return "a floating-point number";
+    case CONFIG_TYPE_STRING: return "a string";
+    case CONFIG_TYPE_BOOL: return "a boolean";
+    case CONFIG_TYPE_GROUP: return "a group";
+    case CONFIG_TYPE_ARRAY: return "an array";
+    case CONFIG_TYPE_LIST: return "a list";
+    default: return "nothing";
+    }
+}
+
+/* ---- key lookup and suggestions ----------------------------------------- */
+
+static const key_def *key_find(const key_def *keys, size_t n, const char *name)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(keys[i].name, name) == 0)
+            return &keys[i];
+    return NULL;
+}
+
+/* Matches an environment spelling: the key upper-cased, exactly. */
+static const key_def *key_find_env(const key_def *keys, size_t n,
+                                   const char *s, size_t len)
+{
+    for (size_t i = 0; i < n; i++) {
+        const char *k = keys[i].name;
+        size_t j;
+
+        if (strlen(k) != len)
+            continue;
+        for (j = 0; j < len; j++)
+            if (toupper((unsigned char)k[j]) != s[j])
+                break;
+        if (j == len)
+            return &keys[i];
+    }
+    return NULL;
+}
+
+/* Levenshtein distance, for "did you mean" hints; words over 63 bytes are
+ * never close to a key. */
+static size_t edit_distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b), row[64];
+
+    if (la > 63 || lb > 63)
+        return (size_t)-1;
+    for (size_t j = 0; j <= lb; j++)
+        row[j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        size_t diag = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= lb; j++) {
+            size_t up = row[j];
+            size_t best = diag + (a[i - 1] != b[j - 1]);
+            if (row[j] + 1 < best)
+                best = row[j] + 1;
+            if (row[j - 1] + 1 < best)
+                best = row[j - 1] + 1;
+            row[j] = best;
+            diag = up;
+        }
+    }
+    return row[lb];
+}
+
+/* The closest key name (or extra word) within two edits, or NULL. */
+static const char *suggest(const char *word, const key_def *keys, size_t n,
+                           const char *const *extra, size_t n_extra)
+{
+    const char *best = NULL;
+    size_t best_d = 3, len = strlen(word);
+
+    if (len < 3)
+        return NULL;
+    for (size_t i = 0; i < n + n_extra; i++) {
+        const char *cand = i < n ? keys[i].name : extra[i - n];
+        size_t d = edit_distance(word, cand);
+        if (d < best_d && d < len / 2) {
+            best_d = d;
+            best = cand;
+        }
+    }
+    return best;
+}
+
+static const char *const top_groups[] = { "namespace_defaults", "namespaces" };
+
+/* Reports an unknown key with a hint; `env_prefix` non-NULL means the hint
+ * is spelt as a variable (prefix + KEY upper-cased). */
+static void err_unknown(errs *e, const char *where, const char *label,
+                        const char *word, const key_def *keys, size_t n,
+                        const char *const *extra, size_t n_extra,
+                        const char *env_prefix)
+{
+    const char *hint = suggest(word, keys, n, extra, n_extra);
+    char up[80];
+
+    if (hint == NULL) {
+        err_key(e, where, label, "unknown key");
+    } else if (env_prefix != NULL) {
+        size_t i;
+        for (i = 0; hint[i] != '\0' && i < sizeof up - 1; i++)
+            up[i] = (char)toupper((unsigned char)hint[i]);
+        up[i] = '\0';
+        err_key(e, where, label, "unknown key (did you mean %s%s?)",
+                env_prefix, up);
+    } else {
+        err_key(e, where, label, "unknown key (did you mean '%s'?)", hint);
+    }
+}
+
+/* ---- value checks ------------------------------------------------------- */
+
+static const char *check_node_name(const char *s)
+{
+    for (; *s != '\0'; s++)
+        if (!isalnum((unsigned char)*s) && *s != '_' && *s != '-' &&
+            *s != '.')
+            return "may only contain letters, digits, '_', '-' and '.'";
+    return NULL;
+}
+
+/* Namespace names follow the channel charset minus ':' (protocol-v1.md),
+ * since a namespace is the part of a channel name before the first ':'. */
+static int ns_name_ok_char(unsigned char ch)
+{
+    return isalnum(ch) || ch == '_' || ch == '.' || ch == '@' || ch == '/' ||
+           ch == '=' || ch == '-';
+}
+
+static int ns_name_check(const char *name, size_t len, char *prob,
+                         size_t cap)
+{
+    if (len == 0) {
+        snprintf(prob, cap, "empty namespace name");
+        return -1;
+    }
+    if (len >= CONFIG_NS_NAME_MAX) {
+        snprintf(prob, cap, "namespace name too long (%zu bytes, at most %d)",
+                 len, CONFIG_NS_NAME_MAX - 1);
+        return -1;
+    }
+    for (size_t i = 0; i < len; i++) {
+        if (!ns_name_ok_char((unsigned char)name[i])) {
+            snprintf(prob, cap,
+                     "invalid character in namespace name (allowed: letters, "
+                     "digits and _ . @ / = -)");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Fully numeric: one or more ASCII digits and nothing else (no sign, no
+ * spaces, no hex), so "10s" or "1e3" in the environment is an error instead
+ * of a surprise. Returns 0, -1 when not numeric, 1 when above UINT64_MAX. */
+static int parse_uint(const char *s, uint64_t *out)
+{
+    uint64_t v = 0;
+    int overflow = 0;
+
+    if (*s == '\0')
+        return -1;
+    for (; *s != '\0'; s++) {
+        unsigned d;
+        if (*s < '0' || *s > '9')
+            return -1;
+        d = (unsigned)(*s - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            overflow = 1;
+        else
+            v = v * 10 + d;
+    }
+    *out = v;
+    return overflow;
+}
+
+static int parse_bool(const char *s)
+{
+    static const char *const yes[] = { "true", "1", "yes", "on" };
+    static const char *const no[] = { "false", "0", "no", "off" };
+
+    for (size_t i = 0; i < 4; i++) {
+        if (strcasecmp(s, yes[i]) == 0)
+            return 1;
+        if (strcasecmp(s, no[i]) == 0)
+            return 0;
+    }
+    return -1;
+}
+
+static int all_digits_dots(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!isdigit((unsigned char)s[i]) && s[i] != '.')
+            return 0;
+    return 1;
+}
+
+/* "HOST:PORT" or "[IPV6]:PORT". The host is stored without brackets, ready
+ * for getaddrinfo(). Host names are only checked for their charset: whether
+ * they resolve is the listener's business, at bind time. */
+static int parse_listen(const char *v, char *host, size_t hostcap,
+                        uint16_t *port, char *prob, size_t cap)
+{
+    const char *h, *hend, *p;
+    size_t hlen;
+    uint64_t pnum;
+
+    if (*v == '\0') {
+        snprintf(prob, cap, "empty; expected HOST:PORT (e.g. 0.0.0.0:8080)");
+        return -1;
+    }
+    if (*v == '[') {
+        char addr[64];
+        char *zone;
+
+        h = v + 1;
+        hend = strchr(h, ']');
+        if (hend == NULL) {
+            snprintf(prob, cap, "missing ']' after the IPv6 address");
+            return -1;
+        }
+        hlen = (size_t)(hend - h);
+        if (hend[1] != ':') {
+            snprintf(prob, cap, "expected ':PORT' after ']'");
+            return -1;
+        }
+        p = hend + 2;
+        if (hlen == 0 || hlen >= sizeof addr) {
+            snprintf(prob, cap, "invalid IPv6 address");
+            return -1;
+        }
+        memcpy(addr, h, hlen);
+        addr[hlen] = '\0';
+        /* A zone ("fe80::1%eth0") is allowed; inet_pton does not take it. */
+        zone = strchr(addr, '%');
+        if (zone != NULL) {
+            *zone++ = '\0';
+            if (*zone == '\0' || check_node_name(zone) != NULL) {
+                snprintf(prob, cap, "invalid IPv6 zone");
+                return -1;
+            }
+        }
+        {
+            unsigned char bin[16];
+            if (inet_pton(AF_INET6, addr, bin) != 1) {
+                snprintf(prob, cap, "invalid IPv6 address");
+                return -1;
+            }
+        }
+    } else {
+        const char *colon = strrchr(v, ':');
+
+        if (colon == NULL) {
+            snprintf(prob, cap,
+                     "missing ':PORT' (expected HOST:PORT, e.g. 0.0.0.0:8080)");
+            return -1;
+        }
+        h = v;
+        hend = colon;
+        hlen = (size_t)(hend - h);
+        p = colon + 1;
+        if (memchr(h, ':', hlen) != NULL) {
+            snprintf(prob, cap,
+                     "IPv6 addresses must be in brackets (e.g. [::1]:8080)");
+            return -1;
+        }
+        if (hlen == 0) {
+            snprintf(prob, cap, "missing host (use 0.0.0.0 for every IPv4 "
+                                "interface, [::] for every interface)");
+            return -1;
+        }
+        if (hlen > 253) {
+            snprintf(prob, cap, "host name too long (at most 253 bytes)");
+            return -1;
+        }
+        for (size_t i = 0; i < hlen; i++) {
+            unsigned char ch = (unsigned char)h[i];
+            if (!isalnum(ch) && ch != '.' && ch != '-' && ch != '_') {
+                snprintf(prob, cap, "invalid character in host name");
+                return -1;
+            }
+        }
+        if (all_digits_dots(h, hlen)) {
+            char addr[256];
+            unsigned char bin[4];
+            memcpy(addr, h, hlen);
+            addr[hlen] = '\0';
+            if (inet_pton(AF_INET, addr, bin) != 1) {
+                snprintf(prob, cap, "invalid IPv4 address");
+                return -1;
+            }
+        }
+    }
+    if (*p == '\0') {
+        snprintf(prob, cap, "missing port after ':'");
+        return -1;
+    }
+    if (parse_uint(p, &pnum) != 0 || pnum > 65535) {
+        snprintf(prob, cap,
+                 "port must be a number 0..65535 (0 = any free port)");
+        return -1;
+    }
+    if (hlen >= hostcap) {
+        snprintf(prob, cap, "host name too long");
+        return -1;
+    }
+    memcpy(host, h, hlen);
+    host[hlen] = '\0';
+    *port = (uint16_t)pnum;
+    return 0;
+}
+
+static const char *check_prefix(const char *s)
+{
+    if (*s == '\0')
+        return "must not be empty";
+    for (; *s; s++)
+        if (!isalnum((unsigned char)*s) && !strchr("_-.:", *s))
+            return "only letters, digits and _ - . : are allowed";
+    return NULL;
+}
+
+static const char *check_mongo_name(const char *s)
+{
+    if (*s == '\0')
+        return "must not be empty";
+    for (; *s; s++)
+        if (!isalnum((unsigned char)*s) && *s != '_' && *s != '-')
+            return "only letters, digits, _ and - are allowed";
+    return NULL;
+}
+
+/* The driver parses the URI itself at start-up; this catches the obvious
+ * slips early, without quoting the value (it may hold a password). */
+static const char *check_mongo_uri(const char *s)
+{
+    if (*s == '\0')
+        return NULL;
+    if (strncmp(s, "mongodb://", 10) != 0 &&
+        strncmp(s, "mongodb+srv://", 14) != 0)
+        return "expected mongodb://[user:password@]host[:port][/?options]";
+    return NULL;
+}
+
+/* One redis://[:password@]host[:port][/db] (len bytes of v). The password
+ * is never quoted back in messages. */
+static int parse_redis_uri(const char *v, size_t len, config_redis *out,
+                           char *prob, size_t cap)
+{
+    static const char scheme[] = "redis://";
+    const char *p = v, *end = v + len, *at, *hs, *he, *colon, *slash;
+    memset(out, 0, sizeof(*out));
+    out->port = 6379;
+    if (len < sizeof(scheme) - 1 || memcmp(v, scheme, sizeof(scheme) - 1)) {
+        snprintf(prob, cap, "expected redis://[:password@]host[:port][/db]");
+        return -1;
+    }
+    p += sizeof(scheme) - 1;
+    at = memchr(p, '@', (size_t)(end - p));
+    if (at) {
+        /* [user]:password@ ; only the password is used (AUTH). */
+        const char *pc = memchr(p, ':', (size_t)(at - p));
+        const char *pw = pc ? pc + 1 : p;
+        if ((size_t)(at - pw) >= sizeof(out->password) || at == pw) {
+            snprintf(prob, cap, "password empty or too long");
+            return -1;
+        }
+        memcpy(out->password, pw, (size_t)(at - pw));
+        p = at + 1;
+    }
+    slash = memchr(p, '/', (size_t)(end - p));
+    he = slash ? slash : end;
+    colon = memchr(p, ':', (size_t)(he - p));
+    hs = p;
+    if (colon) {
+        uint64_t port = 0;
+        char num[8];
+        size_t n = (size_t)(he - colon - 1);
+        if (n == 0 || n >= sizeof(num)) {
+            snprintf(prob, cap, "port must be a number 1..65535");
+            return -1;
+        }
+        memcpy(num, colon + 1, n);
+        num[n] = '\0';
+        if (parse_uint(num, &port) != 0 || port == 0 || port > 65535) {
+            snprintf(prob, cap, "port must be a number 1..65535");
+            return -1;
+        }
+        out->port = (uint16_t)port;
+        he = colon;
+    }
+    if (he == hs || (size_t)(he - hs) >= sizeof(out->host)) {
+        snprintf(prob, cap, "missing or too long host");
+        return -1;
+    }
+    for (const char *q = hs; q < he; q++)
+        if (!isalnum((unsigned char)*q) && *q != '.' && *q != '-' &&
+            *q != '_') {
+            snprintf(prob, cap, "invalid character in host name");
+            return -1;
+        }
+    memcpy(out->host, hs, (size_t)(he - hs));
+    if (slash && slash + 1 < end) {
+        uint64_t db;
+        char num[12];
+        size_t n = (size_t)(end - slash - 1);
+        if (n >= sizeof(num)) {
+            snprintf(prob, cap, "database must be a number 0..1000");
+            return -1;
+        }
+        memcpy(num, slash + 1, n);
+        num[n] = '\0';
+        if (parse_uint(num, &db) != 0 || db > 1000) {
+            snprintf(prob, cap, "database must be a number 0..1000");
+            return -1;
+        }
+        out->db = (uint32_t)db;
+    }
+    return 0;
+}
+
+/* A comma-separated list of URIs; replaces the configured list. */
+static int parse_redis_list(const char *v, config *c, char *prob, size_t cap)
+{
+    config_redis list[CONFIG_REDIS_MAX];
+    uint32_t n = 0;
+    const char *p = v;
+    while (*p) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        while (len && (*p == ' ')) {
+            p++;
+            len--;
+        }
+        while (len && p[len - 1] == ' ')
+            len--;
+        if (n == CONFIG_REDIS_MAX) {
+            snprintf(prob, cap, "at most %d Redis servers", CONFIG_REDIS_MAX);
+            return -1;
+        }
+        if (len == 0 || parse_redis_uri(p, len, &list[n], prob, cap) < 0) {
+            if (len == 0)
+                snprintf(prob, cap, "empty URI in the list");
+            return -1;
+        }
+        n++;
+        p = comma ? comma + 1 : p + len;
+        if (comma && !*p) {
+            snprintf(prob, cap, "empty URI in the list");
+            return -1;
+        }
+    }
+    memcpy(c->redis, list, sizeof(list[0]) * n);
+    c->n_redis = n;
+    return 0;
+}
+
+/* ---- storing values ----------------------------------------------------- */
+
+/* Every store_* checks first and writes only a valid value, so a failed
+ * config_set() leaves the struct as it was. `base` is a config or a
+ * config_ns, matching the table the key comes from. */
+
+static int store_uint(const key_def *k, void *base, int64_t v,
+                      const char *where, const char *label, errs *e)
+{
+    if (v < (int64_t)k->min || v > (int64_t)k->max) {
+        err_key(e, where, label, "%" PRId64 " is out of range (%" PRIu32
+                "..%" PRIu32 ")", v, k->min, k->max);
+        return -1;
+    }
+    *(uint32_t *)((char *)base + k->off) = (uint32_t)v;
+    return 0;
+}
+
+static void store_bool(const key_def *k, void *base, int v)
+{
+    *(int *)((char *)base + k->off) = v != 0;
+}
+
+/* The string-valued kinds: plain strings, the log level and the address. */
+static int store_string(const key_def *k, void *base, const char *s,
+                        const char *where, const char *label, errs *e)
+{
+    char shown[64], prob[160];
+    size_t len = strlen(s);
+
+    switch (k->type) {
+    case KT_LEVEL: {
+        int lvl = log_level_parse(s);
+        if (lvl < 0) {
+            err_key(e, where, label, "unknown log level '%s' (expected "
+                    "debug, info, warn or error)",
+                    show_value(s, shown, sizeof shown));
+            return -1;
+        }
+        *(int *)((char *)base + k->off) = lvl;
+        return 0;
+    }
+    case KT_ACK:
+        if (strcmp(s, "broker") != 0 && strcmp(s, "durable") != 0) {
+            err_key(e, where, label, "unknown ack mode '%s' (expected "
+                    "broker or durable)", show_value(s, shown, sizeof shown));
+            return -1;
+        }
+        *(int *)((char *)base + k->off) = s[0] == 'd';
+        return 0;
+    case KT_LISTEN: {
+        config *c = base;
+        char host[sizeof c->listen_host];
+        uint16_t port;
+        if (parse_listen(s, host, sizeof host, &port, prob, sizeof prob) < 0) {
+            err_key(e, where, label, "invalid address '%s': %s",
+                    show_value(s, shown, sizeof shown), prob);
+            return -1;
+        }
+        memcpy(c->listen_host, host, strlen(host) + 1);
+        c->listen_port = port;
+        return 0;
+    }
+    case KT_REDIS:
+        if (parse_redis_list(s, base, prob, sizeof prob) < 0) {
+            /* The value may hold a password: only the problem is shown. */
+            err_key(e, where, label, "invalid Redis URI: %s", prob);
+            return -1;
+        }
+        return 0;
+    default: {
+        const char *problem;
+        if (len >= k->size) {
+            err_key(e, where, label, "too long (%zu bytes, at most %zu)", len,
+                    k->size - 1);
+            return -1;
+        }
+        problem = k->check != NULL ? k->check(s) : NULL;
+        if (problem != NULL) {
+            err_key(e, where, label, "%s", problem);
+            return -1;
+        }
+        memcpy((char *)base + k->off, s, len + 1);
+        return 0;
+    }
+    }
+}
+
+/* A value from the file: libconfig has typed it, and the type must match
+ * exactly (no "25" for an integer, no 1 for a boolean). */
+static int apply_setting(const key_def *k, void *base,
+                         const config_setting_t *s, const char *where,
+                         const char *label, errs *e)
+{
+    int type = config_setting_type(s);
+
+    switch (k->type) {
+    case KT_UINT:
+        if (type == CONFIG_TYPE_INT)
+            return store_uint(k, base, config_setting_get_int(s), where,
+                              label, e);
+        if (type == CONFIG_TYPE_INT64)
+            return store_uint(k, base, config_setting_get_int64(s), where,
+                              label, e);
+        err_key(e, where, label, "expected an integer, got %s",
+                setting_type_name(type));
+        return -1;
+    case KT_BOOL:
+        if (type == CONFIG_TYPE_BOOL) {
+            store_bool(k, base, config_setting_get_bool(s));
+            return 0;
+        }
+        err_key(e, where, label, "expected true or false, got %s",
+                setting_type_name(type));
+        return -1;
+    case KT_REDIS:
+        if (type == CONFIG_TYPE_LIST || type == CONFIG_TYPE_ARRAY) {
+            /* ["redis://a", "redis://b"]: joined, then parsed as one. */
+            char joined[CONFIG_REDIS_MAX * 600];
+            size_t used = 0;
+            int n = config_setting_length(s);
+            joined[0] = '\0';
+            for (int i = 0; i < n; i++) {
+                const config_setting_t *el =
+                    config_setting_get_elem(s, (unsigned)i);
+                const char *v = config_setting_get_string(el);
+                if (v == NULL || strchr(v, ',')) {
+                    err_key(e, where, label, "expected a list of strings "
+                            "\"redis://host:port\"");
+                    return -1;
+                }
+                int w = snprintf(joined + used, sizeof joined - used, "%s%s",
+                                 i ? "," : "", v);
+                if (w < 0 || (size_t)w >= sizeof joined - used) {
+                    err_key(e, where, label, "list too long");
+                    return -1;
+                }
+                used += (size_t)w;
+            }
+            if (n == 0) {
+                ((config *)base)->n_redis = 0;
+                return 0;
+            }
+            return store_string(k, base, joined, where, label, e);
+        }
+        if (type == CONFIG_TYPE_STRING)
+            return store_string(k, base, config_setting_get_string(s), where,
+                                label, e);
+        err_key(e, where, label, "expected a string or a list of strings, "
+                "got %s", setting_type_name(type));
+        return -1;
+    default:
+        if (type == CONFIG_TYPE_STRING)
+            return store_string(k, base, config_setting_get_string(s), where,
+                                label, e);
+        err_key(e, where, label, "expected a string, got %s",
+                setting_type_name(type));
+        return -1;
+    }
+}
+
+/* A value from the environment or the command line: text to be parsed. */
+static int apply_text(const key_def *k, void *base, const char *v,
+                      const char *where, const char *label, errs *e)
+{
+    char shown[64];
+
+    switch (k->type) {
+    case KT_UINT: {
+        uint64_t n;
+        int r = parse_uint(v, &n);
+        if (r < 0) {
+            err_key(e, where, label, "expected a non-negative integer, got "
+                    "'%s'", show_value(v, shown, sizeof shown));
+            return -1;
+        }
+        if (r > 0 || n > k->max) {
+            err_key(e, where, label, "%s is out of range (%" PRIu32
+                    "..%" PRIu32 ")", show_value(v, shown, sizeof shown),
+                    k->min, k->max);
+            return -1;
+        }
+        return store_uint(k, base, (int64_t)n, where, label, e);
+    }
+    case KT_BOOL: {
+        int b = parse_bool(v);
+        if (b < 0) {
+            err_key(e, where, label, "expected a boolean (true/false, 1/0, "
+                    "yes/no, on/off), got '%s'",
+                    show_value(v, shown, sizeof shown));
+            return -1;
+        }
+        store_bool(k, base, b);
+        return 0;
+    }
+    default:
+        return store_string(k, base, v, where, label, e);
+    }
+}
+
+/* ---- loading ------------------------------------------------------------ */
+
+/* Room for "FILE:LINE" or "env NAME"; longer paths are cut in messages. */
+#define WHERE_MAX 1024
+
+typedef struct loader {
+    config c;   /* the working copy; the caller's struct is set on success */
+    /* ns_set[j]: bit i set when ns_keys[i] was given for namespaces[j]
+     * itself (file or env); the other keys are inherited at the end. */
+    uint32_t ns_set[CONFIG_MAX_NAMESPACES];
+    unsigned ns_line[CONFIG_MAX_NAMESPACES]; /* file line, for duplicates */
+    char tls_where[2][WHERE_MAX]; /* where tls_cert / tls_key were last set */
+    errs *e;
+} loader;
+
+static void note_top_key(loader *L, const key_def *k, const char *where)
+{
+    if (strcmp(k->name, "tls_cert") == 0)
+        snprintf(L->tls_where[0], sizeof L->tls_where[0], "%s", where);
+    else if (strcmp(k->name, "tls_key") == 0)
+        snprintf(L->tls_where[1], sizeof L->tls_where[1], "%s", where);
+}
+
+static int ns_index(const loader *L, const char *name, size_t len)
+{
+    for (size_t j = 1; j < L->c.n_namespaces; j++)
+        if (strlen(L->c.namespaces[j].name) == len &&
+            memcmp(L->c.namespaces[j].name, name, len) == 0)
+            return (int)j;
+    return -1;
+}
+
+/* Appends a named namespace (name already checked); -1 when full. */
+static int ns_create(loader *L, const char *name, size_t len,
+                     const char *where, const char *label)
+{
+    size_t j = L->c.n_namespaces;
+    config_ns *ns;
+
+    if (j >= CONFIG_MAX_NAMESPACES) {
+        err_key(L->e, where, label, "too many namespaces (at most %d besides "
+                "namespace_defaults)", CONFIG_MAX_NAMESPACES - 1);
+        return -1;
+    }
+    ns = &L->c.namespaces[j];
+    *ns = L->c.namespaces[0];
+    memcpy(ns->name, name, len);
+    ns->name[len] = '\0';
+    L->ns_set[j] = 0;
+    L->ns_line[j] = 0;
+    L->c.n_namespaces++;
+    return (int)j;
+}
+
+static void where_of(char *buf, size_t cap, const config_setting_t *s,
+                     const char *path)
+{
+    const char *file = config_setting_source_file(s);
+
+    snprintf(buf, cap, "%s:%u", file != NULL ? file : path,
+             (unsigned)config_setting_source_line(s));
+}
+
+/* The members of namespace_defaults (set_mask NULL) or of one element of
+ * the namespaces list (its "name" is handled by the caller). */
+static void load_ns_members(loader *L, const config_setting_t *grp,
+                            config_ns *ns, uint32_t *set_mask,
+                            const char *path, const char *prefix)
+{
+    int n = config_setting_length(grp);
+
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *s = config_setting_get_elem(grp, (unsigned)i);
+        const char *name = config_setting_name(s);
+        const key_def *k;
+        char where[WHERE_MAX], label[256];
+
+        if (set_mask != NULL && strcmp(name, "name") == 0)
+            continue;
+        where_of(where, sizeof where, s, path);
+        snprintf(label, sizeof label, "%s.%s", prefix, name);
+        k = key_find(ns_keys, N_NS_KEYS, name);
+        if (k == NULL) {
+            err_unknown(L->e, where, label, name, ns_keys, N_NS_KEYS, NULL, 0,
+                        NULL);
+            continue;
+        }
+        if (apply_setting(k, ns, s, where, label, L->e) == 0 &&
+            set_mask != NULL)
+            *set_mask |= 1u << (k - ns_keys);
+    }
+}
+
+static void load_ns_list(loader *L, const config_setting_t *list,
+                         const char *path)
+{
+    char where[WHERE_MAX];
+    int n;
+
+    if (!config_setting_is_list(list)) {
+        where_of(where, sizeof where, list, path);
+        err_key(L->e, where, "namespaces", "expected a list of groups "
+                "( { name = \"chat\"; ... }, ... ), got %s",
+                setting_type_name(config_setting_type(list)));
+        return;
+    }
+    n = config_setting_length(list);
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *el = config_setting_get_elem(list,
+                                                             (unsigned)i);
+        const config_setting_t *nm;
+        /* prefix names the element in member keys: "namespaces.chat" once
+         * the name is known and valid, else "namespaces[i]". */
+        char prefix[96], label[128], prob[160];
+        config_ns scratch;
+        uint32_t scratch_mask = 0, *mask = &scratch_mask;
+        config_ns *ns = &scratch;
+
+        where_of(where, sizeof where, el, path);
+        snprintf(prefix, sizeof prefix, "namespaces[%d]", i);
+        snprintf(label, sizeof label, "namespaces[%d].name", i);
+        if (!config_setting_is_group(el)) {
+            err_key(L->e, where, prefix, "expected a group { name = ...; }, "
+                    "got %s", setting_type_name(config_setting_type(el)));
+            continue;
+        }
+        nm = config_setting_get_member(el, "name");
+        if (nm == NULL) {
+            err_key(L->e, where, prefix, "missing 'name'");
+        } else if (config_setting_type(nm) != CONFIG_TYPE_STRING) {
+            where_of(where, sizeof where, nm, path);
+            err_key(L->e, where, label, "expected a string, got %s",
+                    setting_type_name(config_setting_type(nm)));
+        } else {
+            const char *name = config_setting_get_string(nm);
+            size_t len = strlen(name);
+            int j;
+
+            where_of(where, sizeof where, nm, path);
+            if (ns_name_check(name, len, prob, sizeof prob) < 0) {
+                err_key(L->e, where, label, "%s", prob);
+            } else if ((j = ns_index(L, name, len)) >= 0) {
+                snprintf(prefix, sizeof prefix, "namespaces.%s", name);
+                err_key(L->e, where, prefix, "duplicate namespace (first "
+                        "defined at line %u)", L->ns_line[j]);
+            } else {
+                snprintf(prefix, sizeof prefix, "namespaces.%s", name);
+                j = ns_create(L, name, len, where, prefix);
+                if (j >= 0) {
+                    L->ns_line[j] = config_setting_source_line(nm);
+                    ns = &L->c.namespaces[j];
+                    mask = &L->ns_set[j];
+                }
+            }
+        }
+        /* Members of a rejected element are still checked (into scratch),
+         * so that every problem is reported in one pass. */
+        if (ns == &scratch)
+            scratch = L->c.namespaces[0];
+        load_ns_members(L, el, ns, mask, path, prefix);
+    }
+}
+
+static void load_file(loader *L, const char *path)
+{
+    config_t lc;
+    config_setting_t *root;
+    char dir[1024], where[WHERE_MAX];
+    const char *slash = strrchr(path, '/');
+    int n;
+
+    config_init(&lc);
+    /* @include paths are relative to the including file, not to the
+     * server's working directory (which is "/" under systemd). */
+    if (slash != NULL && (size_t)(slash - path) < sizeof dir) {
+        size_t dlen = slash == path ? 1 : (size_t)(slash - path);
+        memcpy(dir, path, dlen);
+        dir[dlen] = '\0';
+        config_set_include_dir(&lc, dir);
+    }
+    if (!config_read_file(&lc, path)) {
+        if (config_error_type(&lc) == CONFIG_ERR_FILE_IO) {
+            /* libconfig does not keep errno; ask again to say why. */
+            FILE *f = fopen(path, "r");
+            int err = f == NULL ? errno : 0;
+            if (f != NULL)
+                fclose(f);
+            err_key(L->e, path, NULL, "cannot read configuration file: %s",
+                    err != 0 ? strerror(err) : config_error_text(&lc));
+        } else {
+            const char *file = config_error_file(&lc);
+            snprintf(where, sizeof where, "%s:%d", file != NULL ? file : path,
+                     config_error_line(&lc));
+            err_key(L->e, where, NULL, "%s", config_error_text(&lc));
+        }
+        config_destroy(&lc);
+        return;
+    }
+
+    root = config_root_setting(&lc);
+    n = config_setting_length(root);
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *s = config_setting_get_elem(root,
+                                                            (unsigned)i);
+        const char *name = config_setting_name(s);
+        const key_def *k;
+
+        where_of(where, sizeof where, s, path);
+        if (strcmp(name, "namespace_defaults") == 0) {
+            if (!config_setting_is_group(s))
+                err_key(L->e, where, name, "expected a group "
+                        "{ history_size = ...; ... }, got %s",
+                        setting_type_name(config_setting_type(s)));
+            else
+                load_ns_members(L, s, &L->c.namespaces[0], NULL, path, name);
+            continue;
+        }
+        if (strcmp(name, "namespaces") == 0) {
+            load_ns_list(L, s, path);
+            continue;
+        }
+        k = key_find(top_keys, N_TOP_KEYS, name);
+        if (k == NULL && key_find(ns_keys, N_NS_KEYS, name) != NULL) {
+            /* A common slip: a namespace option written at the top. */
+            err_key(L->e, where, name, "unknown key (namespace options go "
+                    "in namespace_defaults or in a namespaces entry)");
+            continue;
+        }
+        if (k == NULL) {
+            err_unknown(L->e, where, name, name, top_keys, N_TOP_KEYS,
+                        top_groups, 2, NULL);
+            continue;
+        }
+        if (apply_setting(k, &L->c, s, where, name, L->e) == 0)
+            note_top_key(L, k, where);
+    }
+    config_destroy(&lc);
+}
+
+static int env_ignored_name(const char *name, size_t len)
+{
+    for (size_t i = 0; i < sizeof env_ignored / sizeof env_ignored[0]; i++)
+        if (strlen(env_ignored[i]) == len &&
+            memcmp(env_ignored[i], name, len) == 0)
+            return 1;
+    return 0;
+}
+
+/* "NAME" lower-cased into out, for the key shown in messages. */
+static void lower_copy(char *out, size_t cap, const char *s, size_t len)
+{
+    size_t i;
+
+    for (i = 0; i < len && i < cap - 1; i++)
+        out[i] = (char)tolower((unsigned char)s[i]);
+    out[i] = '\0';
+}
+
+#define ENV_PREFIX "HERALD_"
+#define ENV_NS_DEFAULTS "NAMESPACE_DEFAULTS__"
+#define ENV_NS "NAMESPACES__"
+
+/* HERALD_NAMESPACES__<name>__<KEY>: the name is everything between the
+ * prefix and the LAST "__", so names may contain '_' and even "__" (keys
+ * never do). The name is case-sensitive, as namespace names are; the KEY
+ * is upper case, as in every other variable. */
+static void load_env_named_ns(loader *L, const char *rest, size_t rlen,
+                              const char *val, const char *where)
+{
+    const char *name = rest, *key;
+    size_t nlen, klen, p;
+    char lkey[64], label[256], prob[160];
+    const key_def *k;
+    int j;
+
+    for (p = rlen >= 2 ? rlen - 2 : 0; p > 0; p--)
+        if (rest[p] == '_' && rest[p + 1] == '_')
+            break;
+    if (p == 0) {
+        err_key(L->e, where, NULL, "expected HERALD_NAMESPACES__<name>__<KEY>");
+        return;
+    }
+    nlen = p;
+    key = rest + p + 2;
+    klen = rlen - p - 2;
+    lower_copy(lkey, sizeof lkey, key, klen);
+    snprintf(label, sizeof label, "namespaces.%.*s.%s", (int)nlen, name, lkey);
+    k = key_find_env(ns_keys, N_NS_KEYS, key, klen);
+    if (k == NULL) {
+        err_unknown(L->e, where, label, lkey, ns_keys, N_NS_KEYS, NULL, 0,
+                    NULL);
+        return;
+    }
+    if (ns_name_check(name, nlen, prob, sizeof prob) < 0) {
+        snprintf(label, sizeof label, "namespaces.%.*s", (int)nlen, name);
+        err_key(L->e, where, label, "%s", prob);
+        return;
+    }
+    j = ns_index(L, name, nlen);
+    if (j < 0)
+        j = ns_create(L, name, nlen, where, label);
+    if (j < 0)
+        return;
+    if (apply_text(k, &L->c.namespaces[j], val, where, label, L->e) == 0)
+        L->ns_set[j] |= 1u << (k - ns_keys);
+}
+
+static void load_env(loader *L, char *const *envp)
+{
+    const size_t plen = strlen(ENV_PREFIX);
+
+    for (; envp != NULL && *envp != NULL; envp++) {
+        const char *kv = *envp, *eq, *rest, *val;
+        size_t nlen, rlen;
+        char where[WHERE_MAX], lkey[128], label[160];
+        const key_def *k;
+
+        if (strncmp(kv, ENV_PREFIX, plen) != 0)
+            continue;
+        eq = strchr(kv, '=');
+        if (eq == NULL)
+            continue;
+        nlen = (size_t)(eq - kv);
+        val = eq + 1;
+        if (env_ignored_name(kv, nlen))
+            continue;
+        snprintf(where, sizeof where, "env %.*s",
+                 (int)(nlen < WHERE_MAX - 8 ? nlen : WHERE_MAX - 8), kv);
+        rest = kv + plen;
+        rlen = nlen - plen;
+
+        if (rlen > strlen(ENV_NS_DEFAULTS) &&
+            strncmp(rest, ENV_NS_DEFAULTS, strlen(ENV_NS_DEFAULTS)) == 0) {
+            const char *key = rest + strlen(ENV_NS_DEFAULTS);
+            size_t klen = rlen - strlen(ENV_NS_DEFAULTS);
+
+            lower_copy(lkey, sizeof lkey, key, klen);
+            snprintf(label, sizeof label, "namespace_defaults.%s", lkey);
+            k = key_find_env(ns_keys, N_NS_KEYS, key, klen);
+            if (k == NULL)
+                err_unknown(L->e, where, label, lkey, ns_keys, N_NS_KEYS, NULL,
+                            0, ENV_PREFIX ENV_NS_DEFAULTS);
+            else
+                apply_text(k, &L->c.namespaces[0], val, where, label, L->e);
+            continue;
+        }
+        if (rlen > strlen(ENV_NS) &&
+            strncmp(rest, ENV_NS, strlen(ENV_NS)) == 0) {
+            load_env_named_ns(L, rest + strlen(ENV_NS),
+                              rlen - strlen(ENV_NS), val, where);
+            continue;
+        }
+        lower_copy(lkey, sizeof lkey, rest, rlen);
+        k = key_find_env(top_keys, N_TOP_KEYS, rest, rlen);
+        if (k == NULL && key_find_env(ns_keys, N_NS_KEYS, rest, rlen)) {
+            err_key(L->e, where, lkey, "unknown key (did you mean "
+                    ENV_PREFIX ENV_NS_DEFAULTS "%.*s?)", (int)rlen, rest);
+            continue;
+        }
+        if (k == NULL) {
+            err_unknown(L->e, where, lkey, lkey, top_keys, N_TOP_KEYS, NULL,
+                        0, ENV_PREFIX);
+            continue;
+        }
+        if (apply_text(k, &L->c, val, where, lkey, L->e) == 0)
+            note_top_key(L, k, where);
+    }
+}
+
+/* Inheritance happens here, once, after every source: a named namespace
+ * takes the final namespace_defaults value of each key it did not set. */
+static void resolve_namespaces(loader *L)
+{
+    const config_ns *def = &L->c.namespaces[0];
+
+    for (size_t j = 1; j < L->c.n_namespaces; j++) {
+        config_ns *ns = &L->c.namespaces[j];
+        for (size_t i = 0; i < N_NS_KEYS; i++)
+            if (!(L->ns_set[j] & (1u << i)))
+                memcpy((char *)ns + ns_keys[i].off,
+                       (const char *)def + ns_keys[i].off, ns_keys[i].size);
+    }
+}
+
+/* Rules that involve more than one key. */
+static void check_combined(loader *L)
+{
+    const config *c = &L->c;
+
+    if (c->tls_cert[0] != '\0' && c->tls_key[0] == '\0')
+        err_key(L->e, L->tls_where[0], "tls_cert",
+                "set without tls_key (give both or neither)");
+    if (c->tls_key[0] != '\0' && c->tls_cert[0] == '\0')
+        err_key(L->e, L->tls_where[1], "tls_key",
+                "set without tls_cert (give both or neither)");
+    /* ack = durable waits for the store: without durable it would wait for
+     * nothing. */
+    for (size_t j = 0; j < c->n_namespaces; j++) {
+        const config_ns *ns = &c->namespaces[j];
+        if (ns->ack_durable && !ns->durable) {
+            char label[CONFIG_NS_NAME_MAX + 32];
+            snprintf(label, sizeof label, "namespace '%s': ack",
+                     j ? ns->name : "default");
+            err_key(L->e, "config", label, "durable needs durable = true");
+        }
+    }
+}
+
+/* ---- public API --------------------------------------------------------- */
+
+void config_defaults(config *c)
+{
+    config_ns *def;
+
+    memset(c, 0, sizeof *c);
+    snprintf(c->listen_host, sizeof c->listen_host, "0.0.0.0");
+    c->listen_port = 8080;
+    c->workers = 0;
+    c->log_level = LOG_INFO;
+    c->max_connections = 0;
+    c->max_message_size = 65536;
+    c->max_channels_per_conn = 128;
+    c->send_queue_max = 1048576;
+    c->max_batch_bytes = 65536;
+    c->history_max_limit = 1000;
+    c->recovery_max = 10000;
+    c->ping_interval = 25;
+    c->pong_timeout = 10;
+    c->shutdown_timeout = 5;
+    c->handshake_timeout = 10;
+    c->rate_limit = 0;
+    c->rate_burst = 100;
+    c->worker_queue_max = 65536;
+    c->allow_anonymous = 1;
+    snprintf(c->redis_prefix, sizeof c->redis_prefix, "herald");
+    c->redis_timeout_ms = 2000;
+    c->presence_ttl = 10;
+    c->stream_ttl = 86400;
+    snprintf(c->mongodb_database, sizeof c->mongodb_database, "herald");
+    snprintf(c->mongodb_collection, sizeof c->mongodb_collection,
+             "publications");
+    c->mongodb_writers = 2;
+    c->mongodb_queue_max = 65536;
+    c->mongodb_batch = 256;
+    c->mongodb_readers = 2;
+    snprintf(c->mongodb_spill_path, sizeof c->mongodb_spill_path,
+             "herald.spill");
+    c->mongodb_spill_mb = 1024;
+    c->retention_interval = 60;
+
+    c->n_namespaces = 1;
+    def = &c->namespaces[0];
+    def->name[0] = '\0';
+    def->history_size = 0;
+    def->history_ttl = 0;
+    def->presence = 0;
+    def->join_leave = 0;
+    def->allow_publish = 1;
+    def->allow_anonymous = 1;
+    def->max_subscribers = 0;
+}
+
+/* Starts from the defaults (whatever *c held), so the result depends only
+ * on the file and the environment; *c is written only on success. */
+int config_load(config *c, const char *path, char *const *envp,
+                char *errbuf, size_t errlen)
+{
+    loader L;
+    errs e;
+
+    memset(&L, 0, sizeof L);
+    errs_init(&e, errbuf, errlen);
+    L.e = &e;
+    config_defaults(&L.c);
+    if (path != NULL)
+        load_file(&L, path);
+    load_env(&L, envp);
+    resolve_namespaces(&L);
+    check_combined(&L);
+    if (e.count > 0)
+        return -1;
+    *c = L.c;
+    return 0;
+}
+
+/* Only top-level keys: a command-line change of a namespace_defaults key
+ * could not reach the namespaces that inherited it, because which keys a
+ * namespace set itself is known only while loading. '-' is accepted for
+ * '_' so main may pass an option name ("log-level") as it is. */
+int config_set(config *c, const char *key, const char *value,
+               const char *source, char *errbuf, size_t errlen)
+{
+    errs e;
+    char name[64];
+    const char *where = source != NULL ? source : "command line";
+    const key_def *k;
+    size_t i;
+
+    errs_init(&e, errbuf, errlen);
+    if (key == NULL)
+        key = "";
+    for (i = 0; key[i] != '\0' && i < sizeof name - 1; i++)
+        name[i] = key[i] == '-' ? '_' : key[i];
+    name[i] = '\0';
+    k = key[i] == '\0' ? key_find(top_keys, N_TOP_KEYS, name) : NULL;
+    if (k == NULL) {
+        if (strncmp(name, "namespace", 9) == 0)
+            err_key(&e, where, name, "namespace options can only be set in "
+                    "the configuration file or with HERALD_NAMESPACE_DEFAULTS__"
+                    "<KEY> and HERALD_NAMESPACES__<name>__<KEY>");
+        else
+            err_unknown(&e, where, name, name, top_keys, N_TOP_KEYS, NULL, 0,
+                        NULL);
+        return -1;
+    }
+    if (value == NULL) {
+        err_key(&e, where, name, "missing value");
+        return -1;
+    }
+    return apply_text(k, c, value, where, name, &e) == 0 ? 0 : -1;
+}
+
+/* A linear scan: at most 63 short names, compared by length first, is as
+ * fast as hashing for the namespace part of a channel name. */
+const config_ns *config_ns_find(const config *c, const char *ns, size_t len)
+{
+    if (len == 0)
+        return &c->namespaces[0];
+    if (len >= CONFIG_NS_NAME_MAX)
+        return NULL;
+    for (size_t j = 1; j < c->n_namespaces; j++)
+        if (c->namespaces[j].name[len] == '\0' &&
+            strnlen(c->namespaces[j].name, len) == len &&
+            memcmp(c->namespaces[j].name, ns, len) == 0)
+            return &c->namespaces[j];
+    return NULL;
+}
+
+const config_ns *config_ns_of_channel(const config *c, const char *chan,
+                                      size_t len)
+{
+    proto_slice ns = proto_channel_namespace((proto_slice){ chan, len });
+    return config_ns_find(c, ns.ptr, ns.len);
+}

@@ -1,0 +1,464 @@
+/*
+ * Durable store readers (store.h, store_priv.h): threads that answer the
+ * owners' questions to MongoDB (a stream's last epoch and offset; history
+ * and recovery reads) and post the answers to the owner's mailbox, so no
+ * loop thread ever waits for MongoDB.
+ */
+#include "store/store_priv.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <herald/proto.h>
+
+#include "base/log.h"
+#include "base/mailbox.h"
+#include "base/server.h"
+#include "net/worker.h"
+
+/* How long a read waits for publications still on their way to the store
+ * (written by the writers meanwhile) before it answers 108. */
+#define READ_BEHIND_WAIT_MS 3000
+#define READ_BEHIND_POLL_MS 20
+
+/* A range read (store_read_range). */
+typedef struct store_range {
+    char epoch[IDS_LEN + 1];
+    uint64_t lo, hi;
+    uint32_t n;
+    uint8_t reverse, strict, others;
+} store_range;
+
+typedef struct read_job {
+    struct read_job *next;
+    uint16_t owner;
+    uint16_t len;
+    msg *m;                  /* range reads: the request, NULL for a top */
+    store_range r;
+    char chan[];
+} read_job;
+
+/* Last (epoch, offset) of a channel: the newest document by time, then
+ * offset, or the newest in the spill file when that is newer (not written
+ * yet; the spill is asked first: what leaves it is in MongoDB already).
+ * 1 found, 0 none, -1 error. */
+static int store_last(store *s, mongoc_client_t *cl, const read_job *j,
+                      char *epoch, uint64_t *offset)
+{
+    char sp_epoch[IDS_LEN + 1];
+    uint64_t sp_offset = 0;
+    int64_t sp_time = 0, time_ms = 0;
+    int in_spill = store_spill_last(s, j->chan, j->len, sp_epoch, &sp_offset,
+                                    &sp_time);
+    bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER, sort, proj;
+    bson_append_utf8(&filter, "channel", 7, j->chan, j->len);
+    BSON_APPEND_DOCUMENT_BEGIN(&opts, "sort", &sort);
+    BSON_APPEND_INT32(&sort, "time", -1);
+    BSON_APPEND_INT32(&sort, "offset", -1);
+    bson_append_document_end(&opts, &sort);
+    BSON_APPEND_DOCUMENT_BEGIN(&opts, "projection", &proj);
+    BSON_APPEND_INT32(&proj, "epoch", 1);
+    BSON_APPEND_INT32(&proj, "offset", 1);
+    BSON_APPEND_INT32(&proj, "time", 1);
+    bson_append_document_end(&opts, &proj);
+    BSON_APPEND_INT64(&opts, "limit", 1);
+    mongoc_collection_t *coll = mongoc_client_get_collection(cl, s->db,
+                                                             s->coll);
+    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, &filter,
+                                                            &opts, NULL);
+    const bson_t *doc;
+    int rc = 0;
+    if (mongoc_cursor_next(cur, &doc)) {
+        bson_iter_t it;
+        uint32_t elen = 0;
+        const char *e = NULL;
+        if (bson_iter_init_find(&it, doc, "epoch") && BSON_ITER_HOLDS_UTF8(&it))
+            e = bson_iter_utf8(&it, &elen);
+        if (e && elen == IDS_LEN && bson_iter_init_find(&it, doc, "offset") &&
+            BSON_ITER_HOLDS_INT(&it)) {
+            memcpy(epoch, e, IDS_LEN);
+            epoch[IDS_LEN] = '\0';
+            *offset = (uint64_t)bson_iter_as_int64(&it);
+            rc = 1;
+            if (bson_iter_init_find(&it, doc, "time") &&
+                BSON_ITER_HOLDS_DATE_TIME(&it))
+                time_ms = bson_iter_date_time(&it);
+        } else {
+            log_warn("MongoDB: a stored publication without a valid epoch "
+                     "or offset; the stream starts a new epoch",
+                     LOG_STRN("channel", j->chan, j->len));
+        }
+    }
+    bson_error_t err;
+    if (mongoc_cursor_error(cur, &err)) {
+        log_warn("MongoDB: cannot read a stream's last offset",
+                 LOG_STRN("channel", j->chan, j->len),
+                 LOG_STR("error", err.message));
+        rc = -1;
+    }
+    if (rc >= 0 && in_spill &&
+        (rc == 0 || (memcmp(sp_epoch, epoch, IDS_LEN) == 0
+                         ? sp_offset > *offset
+                         : sp_time > time_ms))) {
+        memcpy(epoch, sp_epoch, IDS_LEN + 1);
+        *offset = sp_offset;
+        rc = 1;
+    }
+    mongoc_cursor_destroy(cur);
+    mongoc_collection_destroy(coll);
+    bson_destroy(&filter);
+    bson_destroy(&opts);
+    return rc;
+}
+
+static void store_answer_last(store *s, const read_job *j)
+{
+    char epoch[IDS_LEN + 1];
+    uint64_t offset = 0;
+    int rc = -1;
+    /* Two tries, each bounded by the URI's timeouts. */
+    for (int attempt = 0; attempt < 2 && rc < 0; attempt++) {
+        mongoc_client_t *cl = mongoc_client_pool_pop(s->pool);
+        rc = store_last(s, cl, j, epoch, &offset);
+        mongoc_client_pool_push(s->pool, cl);
+    }
+    msg *m = msg_new(MSG_STORE_LAST, j->chan, j->len, NULL, 0);
+    m->flag = rc < 0 ? 2 : (uint8_t)rc;
+    if (rc == 1) {
+        memcpy(m->epoch, epoch, IDS_LEN + 1);
+        m->epoch_len = IDS_LEN;
+        m->offset = offset;
+    }
+    worker_post(s->srv, j->owner, m);
+}
+
+static int64_t store_mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A stored document as a publication; NULL when a field is missing or of
+ * the wrong type (logged: the document was not written by herald). */
+static pub *store_doc_pub(const read_job *j, const bson_t *doc)
+{
+    bson_iter_t it;
+    proto_data d = { { NULL, 0 }, { NULL, 0 }, 0 };
+    proto_client_info info = { { NULL, 0 }, { NULL, 0 } };
+    uint32_t len = 0;
+    int64_t offset = 0, time_ms = 0;
+    const uint8_t *bin = NULL;
+    bson_subtype_t st;
+
+    if (!bson_iter_init_find(&it, doc, "offset") || !BSON_ITER_HOLDS_INT(&it))
+        goto bad;
+    offset = bson_iter_as_int64(&it);
+    if (bson_iter_init_find(&it, doc, "time") &&
+        BSON_ITER_HOLDS_DATE_TIME(&it))
+        time_ms = bson_iter_date_time(&it);
+    if (!bson_iter_init_find(&it, doc, "json") || !BSON_ITER_HOLDS_UTF8(&it))
+        goto bad;
+    d.json.ptr = bson_iter_utf8(&it, &len);
+    d.json.len = len;
+    if (!bson_iter_init_find(&it, doc, "mp") || !BSON_ITER_HOLDS_BINARY(&it))
+        goto bad;
+    bson_iter_binary(&it, &st, &len, &bin);
+    d.mp.ptr = (const char *)bin;
+    d.mp.len = len;
+    if (bson_iter_init_find(&it, doc, "binary") && BSON_ITER_HOLDS_BOOL(&it))
+        d.binary = bson_iter_bool(&it);
+    int has_info = 0;
+    if (bson_iter_init_find(&it, doc, "client") && BSON_ITER_HOLDS_UTF8(&it)) {
+        info.client.ptr = bson_iter_utf8(&it, &len);
+        info.client.len = len;
+        has_info = 1;
+    }
+    if (bson_iter_init_find(&it, doc, "user") && BSON_ITER_HOLDS_UTF8(&it)) {
+        info.user.ptr = bson_iter_utf8(&it, &len);
+        info.user.len = len;
+    }
+    if (offset <= 0 || d.json.len == 0 || d.mp.len == 0)
+        goto bad;
+    return pub_new((proto_slice){ j->chan, j->len }, (uint64_t)offset,
+                   (proto_slice){ j->r.epoch, IDS_LEN }, &d,
+                   has_info ? &info : NULL, time_ms);
+bad:
+    log_warn("MongoDB: a stored publication lacks a field herald writes; "
+             "it is not returned",
+             LOG_STRN("channel", j->chan, j->len), LOG_INT("offset", offset));
+    return NULL;
+}
+
+/* One query for the job's range; appends what it finds (in query order) to
+ * *v. Returns -1 when the store did not answer. */
+static int store_query_range(store *s, mongoc_client_t *cl, const read_job *j,
+                             pub ***v, size_t *n, size_t *cap)
+{
+    if (j->r.n == 0 || j->r.hi <= j->r.lo + 1)
+        return 0;   /* nothing asked: MongoDB reads limit 0 as "all" */
+    bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER, range, sort;
+    bson_append_utf8(&filter, "channel", 7, j->chan, j->len);
+    bson_append_utf8(&filter, "epoch", 5, j->r.epoch, IDS_LEN);
+    BSON_APPEND_DOCUMENT_BEGIN(&filter, "offset", &range);
+    BSON_APPEND_INT64(&range, "$gt", (int64_t)j->r.lo);
+    BSON_APPEND_INT64(&range, "$lt", (int64_t)j->r.hi);
+    bson_append_document_end(&filter, &range);
+    BSON_APPEND_DOCUMENT_BEGIN(&opts, "sort", &sort);
+    BSON_APPEND_INT32(&sort, "offset", j->r.reverse ? -1 : 1);
+    bson_append_document_end(&opts, &sort);
+    /* A positive limit: FerretDB cuts single-batch answers at 101. */
+    BSON_APPEND_INT64(&opts, "limit", j->r.n);
+    mongoc_collection_t *coll = mongoc_client_get_collection(cl, s->db,
+                                                             s->coll);
+    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, &filter,
+                                                            &opts, NULL);
+    const bson_t *doc;
+    while (mongoc_cursor_next(cur, &doc)) {
+        pub *p = store_doc_pub(j, doc);
+        if (!p)
+            continue;
+        if (*n == *cap) {
+            *cap = *cap ? *cap * 2 : 64;
+            *v = realloc(*v, sizeof(pub *) * *cap);
+            if (!*v)
+                abort();
+        }
+        (*v)[(*n)++] = p;
+    }
+    bson_error_t err;
+    int rc = 0;
+    if (mongoc_cursor_error(cur, &err)) {
+        log_warn("MongoDB: cannot read history",
+                 LOG_STRN("channel", j->chan, j->len),
+                 LOG_STR("error", err.message));
+        rc = -1;
+    }
+    mongoc_cursor_destroy(cur);
+    mongoc_collection_destroy(coll);
+    bson_destroy(&filter);
+    bson_destroy(&opts);
+    return rc;
+}
+
+enum { JUDGE_OK, JUDGE_GONE, JUDGE_BEHIND, JUDGE_NONE };
+
+/* Keeps the contiguous run at the start of v (offsets stepping by one in
+ * the query's direction) and says what it is: the whole answer, one whose
+ * start is gone (retention removes the oldest), one that ends early or
+ * lacks the newest (the writers are behind: they write oldest first), or
+ * nothing at all. */
+static int store_judge(const store_range *r, pub **v, size_t *n)
+{
+    size_t k = 0;
+    while (k < *n && (k == 0 || v[k]->offset ==
+                      (r->reverse ? v[k - 1]->offset - 1
+                                  : v[k - 1]->offset + 1)))
+        k++;
+    for (size_t i = k; i < *n; i++)
+        pub_unref(v[i]);
+    *n = k;
+    uint64_t want = r->hi - r->lo - 1;   /* offsets in (lo, hi) */
+    if (want > r->n)
+        want = r->n;
+    if (want == 0)
+        return JUDGE_OK;
+    if (k == 0)
+        return JUDGE_NONE;
+    if (r->reverse)
+        return v[0]->offset == r->hi - 1 ? JUDGE_OK : JUDGE_BEHIND;
+    if (r->strict && v[0]->offset != r->lo + 1)
+        return JUDGE_GONE;
+    if (k < want && v[k - 1]->offset != r->hi - 1)
+        return JUDGE_BEHIND;
+    return JUDGE_OK;
+}
+
+static int store_read_stopping(store *s)
+{
+    pthread_mutex_lock(&s->rlock);
+    int stop = s->rstop;
+    pthread_mutex_unlock(&s->rlock);
+    return stop;
+}
+
+static void store_answer_range(store *s, read_job *j)
+{
+    pub **v = NULL;
+    size_t n = 0, cap = 0;
+    int64_t deadline = store_mono_ms() + READ_BEHIND_WAIT_MS;
+    int code = PROTO_E_NOT_AVAILABLE, failures = 0;
+    for (;;) {
+        /* Taken before the query: every publication in the range was
+         * queued before the request, so with no backlog then, what the
+         * query misses is not on its way. */
+        int behind = j->r.others || store_backlog(s) > 0;
+        mongoc_client_t *cl = mongoc_client_pool_pop(s->pool);
+        int rc = store_query_range(s, cl, j, &v, &n, &cap);
+        mongoc_client_pool_push(s->pool, cl);
+        if (rc < 0) {
+            for (size_t i = 0; i < n; i++)
+                pub_unref(v[i]);
+            n = 0;
+            if (++failures < 2)
+                continue;
+            break;
+        }
+        int verdict = store_judge(&j->r, v, &n);
+        if (verdict == JUDGE_OK) {
+            code = 0;
+            break;
+        }
+        if (verdict == JUDGE_GONE) {
+            code = PROTO_E_UNRECOVERABLE;
+            break;
+        }
+        if (verdict == JUDGE_NONE && !j->r.strict) {
+            /* Without a start to keep (history without since, reverse):
+             * nothing older is retained, the memory part is the answer. */
+            code = 0;
+            break;
+        }
+        /* Missing publications may still be on their way to the store:
+         * wait while the writers have work. */
+        if (behind && store_mono_ms() < deadline && !store_read_stopping(s)) {
+            for (size_t i = 0; i < n; i++)
+                pub_unref(v[i]);
+            n = 0;
+            store_sleep_ms(READ_BEHIND_POLL_MS);
+            continue;
+        }
+        if (behind)
+            code = PROTO_E_NOT_AVAILABLE;
+        else if (verdict == JUDGE_NONE && !j->r.strict)
+            code = 0;    /* none retained before the memory ring */
+        else
+            code = PROTO_E_UNRECOVERABLE;
+        break;
+    }
+    msg *m = j->m;
+    j->m = NULL;
+    if (code != 0) {
+        for (size_t i = 0; i < n; i++)
+            pub_unref(v[i]);
+        n = 0;
+    }
+    if (n) {
+        m->pubs = realloc(m->pubs, sizeof(pub *) * (m->n_pubs + n));
+        if (!m->pubs)
+            abort();
+        memcpy(m->pubs + m->n_pubs, v, sizeof(pub *) * n);
+        m->n_pubs += n;
+    }
+    free(v);
+    m->req = m->type;
+    m->type = MSG_STORE_READ;
+    m->code = code;
+    worker_post(s->srv, j->owner, m);
+}
+
+static void *store_reader(void *arg)
+{
+    store *s = arg;
+    for (;;) {
+        pthread_mutex_lock(&s->rlock);
+        while (!s->reads && !s->rstop)
+            pthread_cond_wait(&s->rmore, &s->rlock);
+        read_job *j = s->reads;
+        if (s->rstop) {
+            pthread_mutex_unlock(&s->rlock);
+            break;
+        }
+        s->reads = j->next;
+        if (!s->reads)
+            s->reads_tail = NULL;
+        pthread_mutex_unlock(&s->rlock);
+
+        if (j->m)
+            store_answer_range(s, j);
+        else
+            store_answer_last(s, j);
+        free(j);
+    }
+    return NULL;
+}
+
+static void store_enqueue(store *s, read_job *j)
+{
+    pthread_mutex_lock(&s->rlock);
+    if (s->reads_tail)
+        s->reads_tail->next = j;
+    else
+        s->reads = j;
+    s->reads_tail = j;
+    pthread_cond_signal(&s->rmore);
+    pthread_mutex_unlock(&s->rlock);
+}
+
+static read_job *store_job(uint16_t owner, const char *chan, size_t len)
+{
+    read_job *j = calloc(1, sizeof(*j) + len);
+    if (!j)
+        abort();
+    j->owner = owner;
+    j->len = (uint16_t)len;
+    memcpy(j->chan, chan, len);
+    return j;
+}
+
+void store_load_last(store *s, uint16_t owner, const char *chan, size_t len)
+{
+    store_enqueue(s, store_job(owner, chan, len));
+}
+
+void store_read_range(store *s, uint16_t owner, msg *m, const char *epoch,
+                      uint64_t lo, uint64_t hi, uint32_t n, unsigned flags)
+{
+    read_job *j = store_job(owner, msg_chan(m), m->chan_len);
+    j->m = m;
+    memcpy(j->r.epoch, epoch, IDS_LEN);
+    j->r.epoch[IDS_LEN] = '\0';
+    j->r.lo = lo;
+    j->r.hi = hi;
+    j->r.n = n;
+    j->r.reverse = (flags & STORE_READ_REVERSE) != 0;
+    j->r.strict = (flags & STORE_READ_STRICT) != 0;
+    j->r.others = (flags & STORE_READ_OTHERS) != 0;
+    store_enqueue(s, j);
+}
+
+void store_read_start(store *s)
+{
+    pthread_mutex_init(&s->rlock, NULL);
+    pthread_cond_init(&s->rmore, NULL);
+    s->n_readers = s->cfg->mongodb_readers;
+    s->readers = calloc(s->n_readers, sizeof(pthread_t));
+    if (!s->readers)
+        abort();
+    for (uint32_t i = 0; i < s->n_readers; i++)
+        pthread_create(&s->readers[i], NULL, store_reader, s);
+}
+
+/* Jobs not started are dropped: their owners are gone (the workers stop
+ * before the store). */
+void store_read_stop(store *s)
+{
+    pthread_mutex_lock(&s->rlock);
+    s->rstop = 1;
+    pthread_cond_broadcast(&s->rmore);
+    pthread_mutex_unlock(&s->rlock);
+    for (uint32_t i = 0; i < s->n_readers; i++)
+        pthread_join(s->readers[i], NULL);
+    while (s->reads) {
+        read_job *j = s->reads;
+        s->reads = j->next;
+        msg_free(j->m);
+        free(j);
+    }
+    free(s->readers);
+    pthread_cond_destroy(&s->rmore);
+    pthread_mutex_destroy(&s->rlock);
+}
+
+

@@ -1,0 +1,415 @@
+/*
+ * Retention of durable history (store_priv.h, store_retention.h): one
+ * background thread, never a loop thread, deletes what the namespaces'
+ * retention_age and retention_count no longer keep, because TTL indexes
+ * are not available on every MongoDB-protocol server (FerretDB has none).
+ *
+ * A pass, every retention_interval seconds after the previous one ended:
+ * the stored channel names (the `distinct` command, after where the last
+ * pass stopped), then for each channel whose namespace has retention, at
+ * most RET_CHANNELS_PER_PASS of them, the count cut (one find) and one
+ * deleteMany that removes both what is too old and what is beyond the
+ * newest retention_count. The next pass resumes after the last channel
+ * done; past the end it starts over. Channels of other namespaces are
+ * never touched. The thread runs only when some durable namespace has
+ * retention (the configuration does not change while running).
+ */
+#include "store/store_priv.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <herald/proto.h>
+
+#include "base/log.h"
+#include "store/retention.h"
+
+/* Channels (with retention) handled by one pass; the rest wait for the
+ * next ones, so one pass over a large store stays short. */
+#define RET_CHANNELS_PER_PASS 1000
+
+int store_retention_wanted(const config *c)
+{
+    for (size_t i = 0; i < c->n_namespaces; i++) {
+        const config_ns *ns = &c->namespaces[i];
+        if (ns->durable && (ns->retention_age || ns->retention_count))
+            return 1;
+    }
+    return 0;
+}
+
+int store_retention_of(const config *c, const char *chan, size_t len,
+                       uint32_t *age, uint32_t *count)
+{
+    if (!proto_channel_valid(chan, len))
+        return 0;
+    const config_ns *ns = config_ns_of_channel(c, chan, len);
+    if (!ns || !ns->durable || (!ns->retention_age && !ns->retention_count))
+        return 0;
+    *age = ns->retention_age;
+    *count = ns->retention_count;
+    return 1;
+}
+
+void store_retention_cut_opts(bson_t *opts, uint32_t count)
+{
+    bson_t sort, proj;
+    bson_init(opts);
+    BSON_APPEND_DOCUMENT_BEGIN(opts, "sort", &sort);
+    BSON_APPEND_INT32(&sort, "time", -1);
+    BSON_APPEND_INT32(&sort, "offset", -1);
+    BSON_APPEND_INT32(&sort, "epoch", -1);
+    bson_append_document_end(opts, &sort);
+    BSON_APPEND_DOCUMENT_BEGIN(opts, "projection", &proj);
+    BSON_APPEND_INT32(&proj, "_id", 0);
+    BSON_APPEND_INT32(&proj, "time", 1);
+    BSON_APPEND_INT32(&proj, "offset", 1);
+    BSON_APPEND_INT32(&proj, "epoch", 1);
+    bson_append_document_end(opts, &proj);
+    BSON_APPEND_INT64(opts, "skip", (int64_t)count);
+    BSON_APPEND_INT64(opts, "limit", 1);
+}
+
+int store_retention_filter(bson_t *f, const char *chan, size_t len,
+                           int64_t before_ms, const store_retention_cut *cut)
+{
+    bson_init(f);
+    if (before_ms <= 0 && !cut)
+        return 0;
+    bson_t or, alt, cmp;
+    bson_append_utf8(f, "channel", 7, chan, (int)len);
+    BSON_APPEND_ARRAY_BEGIN(f, "$or", &or);
+    int n = 0;
+    char key[16];
+    const char *k;
+    if (before_ms > 0) {
+        bson_uint32_to_string((uint32_t)n++, &k, key, sizeof(key));
+        BSON_APPEND_DOCUMENT_BEGIN(&or, k, &alt);
+        BSON_APPEND_DOCUMENT_BEGIN(&alt, "time", &cmp);
+        BSON_APPEND_DATE_TIME(&cmp, "$lt", before_ms);
+        bson_append_document_end(&alt, &cmp);
+        bson_append_document_end(&or, &alt);
+    }
+    if (cut) {
+        /* (time, offset, epoch) <= the cut's, lexicographically. */
+        bson_uint32_to_string((uint32_t)n++, &k, key, sizeof(key));
+        BSON_APPEND_DOCUMENT_BEGIN(&or, k, &alt);
+        BSON_APPEND_DOCUMENT_BEGIN(&alt, "time", &cmp);
+        BSON_APPEND_DATE_TIME(&cmp, "$lt", cut->time_ms);
+        bson_append_document_end(&alt, &cmp);
+        bson_append_document_end(&or, &alt);
+
+        bson_uint32_to_string((uint32_t)n++, &k, key, sizeof(key));
+        BSON_APPEND_DOCUMENT_BEGIN(&or, k, &alt);
+        BSON_APPEND_DATE_TIME(&alt, "time", cut->time_ms);
+        BSON_APPEND_DOCUMENT_BEGIN(&alt, "offset", &cmp);
+        BSON_APPEND_INT64(&cmp, "$lt", cut->offset);
+        bson_append_document_end(&alt, &cmp);
+        bson_append_document_end(&or, &alt);
+
+        bson_uint32_to_string((uint32_t)n++, &k, key, sizeof(key));
+        BSON_APPEND_DOCUMENT_BEGIN(&or, k, &alt);
+        BSON_APPEND_DATE_TIME(&alt, "time", cut->time_ms);
+        BSON_APPEND_INT64(&alt, "offset", cut->offset);
+        BSON_APPEND_DOCUMENT_BEGIN(&alt, "epoch", &cmp);
+        bson_append_utf8(&cmp, "$lte", 4, cut->epoch, (int)cut->epoch_len);
+        bson_append_document_end(&alt, &cmp);
+        bson_append_document_end(&or, &alt);
+    }
+    bson_append_array_end(f, &or);
+    return 1;
+}
+
+/* ---- the pass ----------------------------------------------------------- */
+
+typedef struct ret_name {
+    const char *ptr;   /* into the distinct reply */
+    uint32_t len;
+} ret_name;
+
+static int ret_name_cmp(const void *a, const void *b)
+{
+    /* Byte order, as MongoDB compares strings without a collation. */
+    const ret_name *x = a, *y = b;
+    uint32_t n = x->len < y->len ? x->len : y->len;
+    int c = memcmp(x->ptr, y->ptr, n);
+    if (c)
+        return c;
+    return x->len < y->len ? -1 : x->len > y->len;
+}
+
+/* Logs the first failure of a streak with MongoDB's message; -1. */
+static int ret_fail(store *s, const char *what, const bson_error_t *err)
+{
+    if (!s->tfailing)
+        log_warn("MongoDB: retention pass failed, retrying next pass",
+                 LOG_STR("step", what), LOG_STR("error", err->message));
+    s->tfailing = 1;
+    return -1;
+}
+
+static int ret_stopping(store *s)
+{
+    pthread_mutex_lock(&s->tlock);
+    int stop = s->tstop;
+    pthread_mutex_unlock(&s->tlock);
+    return stop;
+}
+
+static int64_t ret_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The count cut of one channel: 1 with *cut filled (epoch copied into
+ * epoch_buf), 0 when the channel has `count` documents or fewer, -1 on an
+ * error. */
+static int ret_find_cut(store *s, mongoc_collection_t *coll, const ret_name *c,
+                        uint32_t count, store_retention_cut *cut,
+                        char *epoch_buf, size_t epoch_cap)
+{
+    bson_t filter = BSON_INITIALIZER, opts;
+    bson_append_utf8(&filter, "channel", 7, c->ptr, (int)c->len);
+    store_retention_cut_opts(&opts, count);
+    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, &filter,
+                                                            &opts, NULL);
+    const bson_t *doc;
+    int rc = 0;
+    if (mongoc_cursor_next(cur, &doc)) {
+        bson_iter_t it;
+        const char *e = NULL;
+        uint32_t elen = 0;
+        int ok = 1;
+        if (bson_iter_init_find(&it, doc, "time") &&
+            BSON_ITER_HOLDS_DATE_TIME(&it))
+            cut->time_ms = bson_iter_date_time(&it);
+        else
+            ok = 0;
+        if (ok && bson_iter_init_find(&it, doc, "offset") &&
+            BSON_ITER_HOLDS_INT(&it))
+            cut->offset = bson_iter_as_int64(&it);
+        else
+            ok = 0;
+        if (ok && bson_iter_init_find(&it, doc, "epoch") &&
+            BSON_ITER_HOLDS_UTF8(&it))
+            e = bson_iter_utf8(&it, &elen);
+        if (!ok || !e || elen >= epoch_cap) {
+            /* Not a document herald wrote: cutting there would compare
+             * across BSON types. The channel keeps its count for now. */
+            log_warn("MongoDB: retention skips a channel whose cut document "
+                     "lacks a date time, integer offset or string epoch",
+                     LOG_STRN("channel", c->ptr, c->len));
+        } else {
+            memcpy(epoch_buf, e, elen);
+            epoch_buf[elen] = '\0';
+            cut->epoch = epoch_buf;
+            cut->epoch_len = elen;
+            rc = 1;
+        }
+    }
+    bson_error_t err;
+    if (mongoc_cursor_error(cur, &err))
+        rc = ret_fail(s, "find the count cut", &err);
+    mongoc_cursor_destroy(cur);
+    bson_destroy(&opts);
+    bson_destroy(&filter);
+    return rc;
+}
+
+/* Applies age and count to one channel; adds what it deleted to *deleted.
+ * 0, or -1 on an error (logged). */
+static int ret_channel(store *s, mongoc_collection_t *coll, const ret_name *c,
+                       uint32_t age, uint32_t count, int64_t now_ms,
+                       uint64_t *deleted)
+{
+    store_retention_cut cut;
+    char epoch[128];
+    int have_cut = 0;
+    if (count) {
+        have_cut = ret_find_cut(s, coll, c, count, &cut, epoch, sizeof(epoch));
+        if (have_cut < 0)
+            return -1;
+    }
+    int64_t before = age ? now_ms - (int64_t)age * 1000 : 0;
+    bson_t filter;
+    if (!store_retention_filter(&filter, c->ptr, c->len, before,
+                                have_cut ? &cut : NULL)) {
+        bson_destroy(&filter);
+        return 0;
+    }
+    bson_t reply;
+    bson_error_t err;
+    int rc = 0;
+    if (mongoc_collection_delete_many(coll, &filter, NULL, &reply, &err)) {
+        bson_iter_t it;
+        if (bson_iter_init_find(&it, &reply, "deletedCount") &&
+            BSON_ITER_HOLDS_NUMBER(&it))
+            *deleted += (uint64_t)bson_iter_as_int64(&it);
+    } else {
+        rc = ret_fail(s, "deleteMany", &err);
+    }
+    bson_destroy(&reply);
+    bson_destroy(&filter);
+    return rc;
+}
+
+/* One pass; 0, or -1 when MongoDB failed (the pass stops there and the
+ * next one retries from the last channel done). */
+static int ret_pass(store *s, mongoc_client_t *cl)
+{
+    int64_t start = ret_now_ms();
+    mongoc_database_t *db = mongoc_client_get_database(cl, s->db);
+    mongoc_collection_t *coll = mongoc_client_get_collection(cl, s->db,
+                                                             s->coll);
+    bson_t cmd = BSON_INITIALIZER, reply, q, gt;
+    BSON_APPEND_UTF8(&cmd, "distinct", s->coll);
+    BSON_APPEND_UTF8(&cmd, "key", "channel");
+    if (s->tcursor_len) {
+        BSON_APPEND_DOCUMENT_BEGIN(&cmd, "query", &q);
+        BSON_APPEND_DOCUMENT_BEGIN(&q, "channel", &gt);
+        bson_append_utf8(&gt, "$gt", 3, s->tcursor, (int)s->tcursor_len);
+        bson_append_document_end(&q, &gt);
+        bson_append_document_end(&cmd, &q);
+    }
+    bson_error_t err;
+    ret_name *names = NULL;
+    size_t n = 0, cap = 0;
+    uint64_t deleted = 0;
+    uint32_t done_channels = 0;
+    int rc = 0, more = 0;
+    if (!mongoc_database_read_command_with_opts(db, &cmd, NULL, NULL, &reply,
+                                                &err)) {
+        rc = ret_fail(s, "distinct channel", &err);
+        goto done;
+    }
+    bson_iter_t it, v;
+    if (bson_iter_init_find(&it, &reply, "values") &&
+        BSON_ITER_HOLDS_ARRAY(&it) && bson_iter_recurse(&it, &v)) {
+        while (bson_iter_next(&v)) {
+            if (!BSON_ITER_HOLDS_UTF8(&v))
+                continue;
+            if (n == cap) {
+                cap = cap ? cap * 2 : 256;
+                names = realloc(names, cap * sizeof(*names));
+                if (!names)
+                    abort();
+            }
+            names[n].ptr = bson_iter_utf8(&v, &names[n].len);
+            n++;
+        }
+    }
+    if (n)
+        qsort(names, n, sizeof(*names), ret_name_cmp);
+
+    for (size_t i = 0; i < n; i++) {
+        uint32_t age, count;
+        if (!store_retention_of(s->cfg, names[i].ptr, names[i].len, &age,
+                                &count))
+            continue;
+        if (done_channels == RET_CHANNELS_PER_PASS || ret_stopping(s)) {
+            more = 1;
+            break;
+        }
+        if (ret_channel(s, coll, &names[i], age, count, start, &deleted) < 0) {
+            rc = -1;
+            break;
+        }
+        done_channels++;
+        /* Valid channel names are at most 255 bytes (store_retention_of). */
+        memcpy(s->tcursor, names[i].ptr, names[i].len);
+        s->tcursor_len = names[i].len;
+    }
+    if (rc == 0 && !more)
+        s->tcursor_len = 0;    /* the end: the next pass starts over */
+    atomic_fetch_add(&s->tdeleted, deleted);
+    if (rc == 0) {
+        atomic_fetch_add(&s->tpasses, 1);
+        if (s->tfailing)
+            log_info("MongoDB: retention passes work again");
+        s->tfailing = 0;
+    }
+done:
+    log_at(deleted ? LOG_INFO : LOG_DEBUG, "MongoDB: retention pass",
+           LOG_INT("deleted", (int64_t)deleted),
+           LOG_INT("channels", done_channels),
+           LOG_INT("complete", rc == 0 && !more), LOG_INT("failed", rc < 0),
+           LOG_INT("ms", ret_now_ms() - start));
+    bson_destroy(&reply);    /* initialised by the command, even failed */
+    free(names);
+    bson_destroy(&cmd);
+    mongoc_collection_destroy(coll);
+    mongoc_database_destroy(db);
+    return rc;
+}
+
+static void *ret_thread(void *arg)
+{
+    store *s = arg;
+    uint32_t interval = s->cfg->retention_interval;
+    for (;;) {
+        struct timespec dl;
+        clock_gettime(CLOCK_MONOTONIC, &dl);
+        dl.tv_sec += interval;
+        pthread_mutex_lock(&s->tlock);
+        while (!s->tstop &&
+               pthread_cond_timedwait(&s->tstop_cond, &s->tlock, &dl) !=
+                   ETIMEDOUT)
+            ;
+        int stop = s->tstop;
+        pthread_mutex_unlock(&s->tlock);
+        if (stop)
+            break;
+        mongoc_client_t *cl = mongoc_client_pool_pop(s->pool);
+        ret_pass(s, cl);
+        mongoc_client_pool_push(s->pool, cl);
+    }
+    return NULL;
+}
+
+void store_retention_start(store *s)
+{
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->tstop_cond, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_mutex_init(&s->tlock, NULL);
+    s->tstop = 0;
+    s->tcursor_len = 0;
+    s->tfailing = 0;
+    if (!store_retention_wanted(s->cfg))
+        return;
+    s->tstarted = 1;
+    pthread_create(&s->retention, NULL, ret_thread, s);
+    log_info("MongoDB: retention passes on",
+             LOG_INT("interval", s->cfg->retention_interval));
+}
+
+/* Wakes the thread (waiting, or between two channels of a pass) and joins
+ * it; a MongoDB operation under way ends within the URI's timeouts. */
+void store_retention_stop(store *s)
+{
+    pthread_mutex_lock(&s->tlock);
+    s->tstop = 1;
+    pthread_cond_broadcast(&s->tstop_cond);
+    pthread_mutex_unlock(&s->tlock);
+    if (s->tstarted)
+        pthread_join(s->retention, NULL);
+    s->tstarted = 0;
+    pthread_cond_destroy(&s->tstop_cond);
+    pthread_mutex_destroy(&s->tlock);
+}
+
+uint64_t store_retention_passes(const store *s)
+{
+    return atomic_load(&((store *)s)->tpasses);
+}
+
+uint64_t store_retention_deleted(const store *s)
+{
+    return atomic_load(&((store *)s)->tdeleted);
+}

@@ -1,0 +1,100 @@
+/*
+ * Inside the durable store (store.h): the state shared by its parts.
+ * store.c owns the writer queue and threads, store_read.c the reader
+ * threads (stream tops, history and recovery reads), store_retention.c the
+ * retention pass. Nothing outside server/store*.c includes this.
+ */
+#ifndef HERALD_STORE_PRIV_H
+#define HERALD_STORE_PRIV_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include <mongoc/mongoc.h>
+
+#include "store/store.h"
+
+struct server;
+struct read_job;
+struct store_item;
+struct spill;
+
+struct store {
+    struct server *srv;
+    const config *cfg;
+    mongoc_client_pool_t *pool;
+    mongoc_uri_t *uri;
+    char db[64], coll[64];
+
+    /* ---- writers (store.c) ---- */
+    uint32_t batch;
+    pthread_mutex_t lock;
+    pthread_cond_t more;       /* writers wait for publications */
+    pthread_cond_t idle;       /* store_stop waits for an empty queue */
+    struct store_item *ring;   /* under lock */
+    uint32_t cap;              /* mongodb_queue_max: ring reservations */
+    uint32_t alloc;            /* ring slots; beyond cap only when the
+                                * spill file cannot take what was promised
+                                * to it (an I/O error) */
+    uint32_t head, count;      /* under lock */
+    uint32_t busy;             /* publications taken by writers, unwritten */
+    int stopping;
+    int abandon;               /* stop now, even with work left */
+    atomic_uint reserved;      /* ring: queued + taken + promised (owners
+                                * add by CAS, writers subtract) */
+    atomic_ullong written;
+    atomic_int failing;
+    atomic_int indexed;
+    pthread_t *threads;
+    uint32_t n_threads;
+    /* The spill file (NULL: mongodb_spill_mb = 0); spill.c is called under
+     * lock, except the replaying writer's reads. */
+    struct spill *spill;
+    int spill_broken;          /* an append failed: no more spilling */
+    int spilling_logged;       /* "spilling to" said, "drained" not yet */
+    int replaying;             /* one writer replays the spill at a time */
+    uint64_t spill_promised;   /* bytes reserved in the spill, under lock */
+    atomic_ullong spill_promised_n;  /* publications those bytes are for */
+    atomic_ullong spilled;     /* records in the spill, unwritten */
+    atomic_ullong spill_bytes; /* the spill file's size */
+    uint64_t stop_spilled;     /* at shutdown: kept in the spill (under lock) */
+    uint64_t stop_lost;        /* at shutdown: neither written nor spilled */
+
+    /* ---- readers (store_read.c) ---- */
+    pthread_mutex_t rlock;
+    pthread_cond_t rmore;
+    struct read_job *reads, *reads_tail;   /* under rlock */
+    int rstop;                             /* under rlock */
+    pthread_t *readers;
+    uint32_t n_readers;
+
+    /* ---- retention (store_retention.c) ---- */
+    pthread_t retention;
+    pthread_mutex_t tlock;
+    pthread_cond_t tstop_cond;  /* CLOCK_MONOTONIC: the wait between passes */
+    int tstop;                 /* under tlock */
+    int tstarted;              /* the thread runs (some namespace has
+                                  retention); set before it starts */
+    /* Owned by the retention thread alone: where the next pass resumes
+     * (channels after tcursor), and whether the last pass failed. */
+    char tcursor[256];
+    size_t tcursor_len;
+    int tfailing;
+    /* Totals, for /healthz or tests (any thread may read). */
+    atomic_ullong tpasses;     /* passes completed */
+    atomic_ullong tdeleted;    /* documents deleted */
+};
+
+/* Sleeps ms milliseconds (any thread; EINTR resumed). */
+void store_sleep_ms(uint32_t ms);
+
+/* Reader threads: started after the pool exists, stopped before it goes. */
+void store_read_start(store *s);
+void store_read_stop(store *s);
+
+/* The retention thread (one pass every retention_interval seconds). */
+void store_retention_start(store *s);
+void store_retention_stop(store *s);
+
+#endif

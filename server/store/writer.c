@@ -1,0 +1,735 @@
+/*
+ * MongoDB writer pool (see store.h). The queue is a ring guarded by one
+ * mutex; `reserved` counts slots promised to owners, so a push never finds
+ * the ring full. Writers take up to mongodb_batch publications at a time.
+ * The spill file (spill.c) takes ack "broker" publications while the ring
+ * is full or writes fail, and, when a write fails, what was queued and the
+ * failed batch too, so a crash during an outage loses little; one writer
+ * at a time replays it (after the ring's work) and truncates it when it
+ * is all written.
+ */
+#include "store/store_priv.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <mongoc/mongoc.h>
+
+#include "base/log.h"
+#include "store/spill.h"
+#include "base/mailbox.h"
+#include "base/server.h"
+#include "net/worker.h"
+
+#define STORE_RETRY_MIN_MS 100
+#define STORE_RETRY_MAX_MS 2000
+#define STORE_DUP_KEY 11000
+
+void store_sleep_ms(uint32_t ms)
+{
+    struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+        ;
+}
+
+/* One createIndexes command for one index; 0 when it exists afterwards. */
+static int store_index_one(store *s, mongoc_client_t *cl, const char *name,
+                           const char *const *fields, int unique)
+{
+    bson_t cmd = BSON_INITIALIZER, reply, idxs, idx, key;
+    bson_error_t err;
+    BSON_APPEND_UTF8(&cmd, "createIndexes", s->coll);
+    BSON_APPEND_ARRAY_BEGIN(&cmd, "indexes", &idxs);
+    BSON_APPEND_DOCUMENT_BEGIN(&idxs, "0", &idx);
+    BSON_APPEND_DOCUMENT_BEGIN(&idx, "key", &key);
+    for (const char *const *f = fields; *f; f++)
+        BSON_APPEND_INT32(&key, *f, 1);
+    bson_append_document_end(&idx, &key);
+    BSON_APPEND_UTF8(&idx, "name", name);
+    if (unique)
+        BSON_APPEND_BOOL(&idx, "unique", true);
+    bson_append_document_end(&idxs, &idx);
+    bson_append_array_end(&cmd, &idxs);
+    mongoc_database_t *db = mongoc_client_get_database(cl, s->db);
+    bool ok = mongoc_database_write_command_with_opts(db, &cmd, NULL, &reply,
+                                                      &err);
+    if (!ok)
+        log_warn("MongoDB: cannot create an index yet",
+                 LOG_STR("index", name), LOG_STR("error", err.message));
+    bson_destroy(&reply);
+    bson_destroy(&cmd);
+    mongoc_database_destroy(db);
+    return ok ? 0 : -1;
+}
+
+/* The indexes, one command each (FerretDB 1.24 fails a command that
+ * re-creates several existing indexes at once). The unique one makes
+ * retried writes idempotent and serves reads by offset; the time one
+ * serves a stream's newest document and retention by age. */
+static int store_index(store *s, mongoc_client_t *cl)
+{
+    static const char *const by_offset[] = { "channel", "epoch", "offset",
+                                             NULL };
+    static const char *const by_time[] = { "channel", "time", NULL };
+    if (store_index_one(s, cl, "channel_epoch_offset", by_offset, 1) < 0)
+        return -1;
+    return store_index_one(s, cl, "channel_time", by_time, 0);
+}
+
+static void store_doc(bson_t *d, const pub *p)
+{
+    bson_init(d);
+    bson_append_utf8(d, "channel", 7, p->view.channel.ptr,
+                     (int)p->view.channel.len);
+    bson_append_utf8(d, "epoch", 5, p->view.epoch.ptr, (int)p->view.epoch.len);
+    BSON_APPEND_INT64(d, "offset", (int64_t)p->offset);
+    BSON_APPEND_DATE_TIME(d, "time", p->time_ms);
+    bson_append_utf8(d, "json", 4, p->view.data.json.ptr,
+                     (int)p->view.data.json.len);
+    bson_append_binary(d, "mp", 2, BSON_SUBTYPE_BINARY,
+                       (const uint8_t *)p->view.data.mp.ptr,
+                       (uint32_t)p->view.data.mp.len);
+    BSON_APPEND_BOOL(d, "binary", p->view.data.binary != 0);
+    if (p->view.info) {
+        bson_append_utf8(d, "client", 6, p->view.info->client.ptr,
+                         (int)p->view.info->client.len);
+        bson_append_utf8(d, "user", 4, p->view.info->user.ptr,
+                         (int)p->view.info->user.len);
+    }
+}
+
+/* One queued publication; ack is the reply of an ack "durable" publish
+ * (posted once the publication is in MongoDB), else NULL. */
+typedef struct store_item {
+    pub *p;
+    msg *ack;
+} store_item;
+
+/* Every write error a duplicate key: the documents are there (an earlier
+ * attempt wrote them and its answer was lost). */
+static int store_only_duplicates(const bson_t *reply)
+{
+    bson_iter_t it, errs;
+    int any = 0;
+    if (!bson_iter_init_find(&it, reply, "writeErrors") ||
+        !BSON_ITER_HOLDS_ARRAY(&it) || !bson_iter_recurse(&it, &errs))
+        return 0;
+    while (bson_iter_next(&errs)) {
+        bson_iter_t e;
+        if (!BSON_ITER_HOLDS_DOCUMENT(&errs) || !bson_iter_recurse(&errs, &e) ||
+            !bson_iter_find(&e, "code") ||
+            bson_iter_as_int64(&e) != STORE_DUP_KEY)
+            return 0;
+        any = 1;
+    }
+    return any;
+}
+
+/* One unordered insert_many of n documents (creating the indexes first
+ * while they are missing); 0 when all are in MongoDB. */
+static int store_insert(store *s, const bson_t **docs, uint32_t n)
+{
+    mongoc_client_t *cl = mongoc_client_pool_pop(s->pool);
+    if (!atomic_load(&s->indexed) && store_index(s, cl) == 0)
+        atomic_store(&s->indexed, 1);
+    bson_t opts = BSON_INITIALIZER, reply;
+    BSON_APPEND_BOOL(&opts, "ordered", false);
+    /* Herald builds these documents (UTF-8 checked by the protocol, fixed
+     * keys): the driver's validation pass is a fifth of the writer's CPU
+     * (bench/RESULTS.md, "Durable history"). */
+    BSON_APPEND_BOOL(&opts, "validate", false);
+    bson_error_t err;
+    mongoc_collection_t *coll = mongoc_client_get_collection(cl, s->db,
+                                                             s->coll);
+    bool ok = mongoc_collection_insert_many(coll, docs, n, &opts, &reply,
+                                            &err);
+    int rc = 0;
+    if (!ok && !store_only_duplicates(&reply)) {
+        rc = -1;
+        if (!atomic_exchange(&s->failing, 1))
+            log_warn("MongoDB: writes failing, retrying",
+                     LOG_STR("error", err.message),
+                     LOG_INT("backlog", (int64_t)store_backlog(s)));
+    } else if (atomic_exchange(&s->failing, 0)) {
+        log_info("MongoDB: writing again",
+                 LOG_INT("backlog", (int64_t)store_backlog(s)));
+    }
+    mongoc_collection_destroy(coll);
+    bson_destroy(&reply);
+    bson_destroy(&opts);
+    mongoc_client_pool_push(s->pool, cl);
+    return rc;
+}
+
+static int store_write(store *s, const store_item *v, uint32_t n)
+{
+    bson_t *docs = malloc(sizeof(bson_t) * n);
+    const bson_t **ptrs = malloc(sizeof(bson_t *) * n);
+    if (!docs || !ptrs)
+        abort();
+    for (uint32_t i = 0; i < n; i++) {
+        store_doc(&docs[i], v[i].p);
+        ptrs[i] = &docs[i];
+    }
+    int rc = store_insert(s, ptrs, n);
+    for (uint32_t i = 0; i < n; i++)
+        bson_destroy(&docs[i]);
+    free(docs);
+    free(ptrs);
+    return rc;
+}
+
+/* ---- the spill file (everything under s->lock) ------------------------ */
+
+/* An upper bound of a publication's document size, known before it is
+ * sequenced (the epoch has a fixed length). */
+static uint64_t store_doc_bound(const pub *p)
+{
+    uint64_t n = 192 + IDS_LEN + p->view.channel.len + p->view.data.json.len +
+                 p->view.data.mp.len;
+    if (p->view.info)
+        n += p->view.info->client.len + p->view.info->user.len;
+    return SPILL_HEADER + n;
+}
+
+int store_fits(const pub *p)
+{
+    return store_doc_bound(p) <= STORE_DOC_MAX;
+}
+
+static void store_spill_sync(store *s)
+{
+    atomic_store(&s->spilled, spill_records(s->spill));
+    atomic_store(&s->spill_bytes, spill_size(s->spill));
+}
+
+/* While true, ack "broker" publications go to the spill: MongoDB fails,
+ * or the spill holds publications not written yet (they must not be
+ * overtaken), or some are on their way there. */
+static int store_spill_active(store *s)
+{
+    return atomic_load(&s->failing) || spill_records(s->spill) ||
+           atomic_load(&s->spill_promised_n);
+}
+
+/* Appends one publication; SPILL_OK, SPILL_FULL or SPILL_ERROR (logged;
+ * the spill is not used again). */
+static int store_spill_pub(store *s, pub *p)
+{
+    if (!s->spill || s->spill_broken)
+        return SPILL_ERROR;
+    bson_t d;
+    store_doc(&d, p);
+    int rc = spill_append(s->spill, bson_get_data(&d), d.len);
+    bson_destroy(&d);
+    if (rc == SPILL_OK) {
+        store_spill_sync(s);
+        if (!s->spilling_logged) {
+            s->spilling_logged = 1;
+            log_warn("MongoDB: spilling to file",
+                     LOG_STR("path", spill_path(s->spill)),
+                     LOG_INT("backlog", (int64_t)store_backlog(s)));
+        }
+        pthread_cond_signal(&s->more);
+    } else if (rc == SPILL_ERROR) {
+        s->spill_broken = 1;
+        log_error("MongoDB: cannot append to the spill file, not spilling "
+                  "any more", LOG_STR("path", spill_path(s->spill)),
+                  LOG_STR("error", strerror(errno)));
+    }
+    return rc;
+}
+
+/* Moves a queued publication to the spill, leaving the room promised to
+ * owners (and building no document when there is no room). */
+static int store_spill_move(store *s, pub *p)
+{
+    if (!s->spill || s->spill_broken ||
+        !spill_fits(s->spill, s->spill_promised + store_doc_bound(p)))
+        return SPILL_FULL;
+    return store_spill_pub(s, p);
+}
+
+/* Reserves spill room for p; 1 done. */
+static int store_spill_promise(store *s, const pub *p)
+{
+    uint64_t need = store_doc_bound(p);
+    if (s->spill_broken || !spill_fits(s->spill, s->spill_promised + need))
+        return 0;
+    s->spill_promised += need;
+    atomic_fetch_add(&s->spill_promised_n, 1);
+    return 1;
+}
+
+static void store_ring_put(store *s, pub *p, msg *ack)
+{
+    if (s->count == s->alloc) {
+        /* Only past `cap`, when the spill failed what it had promised. */
+        store_item *r = malloc(sizeof(*r) * s->alloc * 2);
+        if (!r)
+            abort();
+        for (uint32_t i = 0; i < s->count; i++)
+            r[i] = s->ring[(s->head + i) % s->alloc];
+        free(s->ring);
+        s->ring = r;
+        s->head = 0;
+        s->alloc *= 2;
+    }
+    s->ring[(s->head + s->count) % s->alloc] = (store_item){ p, ack };
+    s->count++;
+}
+
+/* A write failed: the queued ack "broker" publications go to the spill
+ * (kept in order, the others stay queued in theirs), so that a crash
+ * during the outage loses at most what was not moved yet. */
+static void store_ring_to_spill(store *s)
+{
+    uint32_t kept = 0;
+    for (uint32_t i = 0; i < s->count; i++) {
+        store_item it = s->ring[(s->head + i) % s->alloc];
+        if (!it.ack && store_spill_move(s, it.p) == SPILL_OK) {
+            pub_unref(it.p);
+            atomic_fetch_sub(&s->reserved, 1);
+            continue;
+        }
+        s->ring[(s->head + kept) % s->alloc] = it;
+        kept++;
+    }
+    s->count = kept;
+}
+
+/* Shutdown: a publication that could not be written goes to the spill
+ * (an ack "durable" one too: its client got no reply). */
+static void store_keep_at_stop(store *s, store_item *it)
+{
+    if (store_spill_pub(s, it->p) == SPILL_OK)
+        s->stop_spilled++;
+    else
+        s->stop_lost++;
+    pub_unref(it->p);
+    msg_free(it->ack);
+    it->p = NULL;
+    it->ack = NULL;
+}
+
+static int store_replay_due(store *s)
+{
+    return s->spill && !s->replaying &&
+           spill_read_pos(s->spill) < spill_size(s->spill);
+}
+
+static void store_check_idle(store *s)
+{
+    if (!s->count && !s->busy && !s->replaying && !store_replay_due(s))
+        pthread_cond_broadcast(&s->idle);
+}
+
+/* ---- writers ---------------------------------------------------------- */
+
+/* Writes a batch taken from the ring, retrying with backoff; on a failure
+ * its ack "broker" publications and the queue's move to the spill. */
+static void store_write_batch(store *s, store_item *v, uint32_t n)
+{
+    uint32_t delay = STORE_RETRY_MIN_MS;
+    while (n) {
+        if (store_write(s, v, n) == 0) {
+            atomic_fetch_add(&s->written, n);
+            for (uint32_t i = 0; i < n; i++) {
+                if (v[i].ack)
+                    worker_post(s->srv, v[i].ack->route.worker, v[i].ack);
+                pub_unref(v[i].p);
+            }
+            pthread_mutex_lock(&s->lock);
+            s->busy -= n;
+            atomic_fetch_sub(&s->reserved, n);
+            store_check_idle(s);
+            pthread_mutex_unlock(&s->lock);
+            return;
+        }
+        pthread_mutex_lock(&s->lock);
+        uint32_t kept = 0;
+        for (uint32_t i = 0; i < n; i++) {
+            if (s->abandon) {
+                store_keep_at_stop(s, &v[i]);
+            } else if (!v[i].ack && store_spill_move(s, v[i].p) == SPILL_OK) {
+                pub_unref(v[i].p);
+            } else {
+                v[kept++] = v[i];
+                continue;
+            }
+            s->busy--;
+            atomic_fetch_sub(&s->reserved, 1);
+        }
+        n = kept;
+        if (!s->abandon && s->spill)
+            store_ring_to_spill(s);
+        store_check_idle(s);
+        pthread_mutex_unlock(&s->lock);
+        if (!n)
+            return;
+        store_sleep_ms(delay);
+        delay = delay * 2 > STORE_RETRY_MAX_MS ? STORE_RETRY_MAX_MS : delay * 2;
+        pthread_mutex_lock(&s->lock);
+        if (s->abandon) {
+            /* Shutdown during the backoff: no further attempt. */
+            for (uint32_t i = 0; i < n; i++)
+                store_keep_at_stop(s, &v[i]);
+            s->busy -= n;
+            atomic_fetch_sub(&s->reserved, n);
+            store_check_idle(s);
+            n = 0;
+        }
+        pthread_mutex_unlock(&s->lock);
+    }
+}
+
+/* Replays spilled records [from, to) in batches of mongodb_batch, each
+ * retried until written (duplicates count as written), then consumes
+ * them; the file is truncated when all of it is written. */
+static void store_replay(store *s, spill_batch *b, uint64_t from, uint64_t to)
+{
+    int rc = spill_read(s->spill, from, to, s->batch, b);
+    if (b->n) {
+        bson_t *docs = malloc(sizeof(bson_t) * b->n);
+        const bson_t **ptrs = malloc(sizeof(bson_t *) * b->n);
+        if (!docs || !ptrs)
+            abort();
+        for (uint32_t i = 0; i < b->n; i++) {
+            if (!bson_init_static(&docs[i], b->buf + b->off[i], b->len[i]))
+                abort();   /* spill_read checked the length prefix */
+            ptrs[i] = &docs[i];
+        }
+        uint32_t delay = STORE_RETRY_MIN_MS;
+        int done = 0;
+        for (;;) {
+            if (store_insert(s, ptrs, b->n) == 0) {
+                done = 1;
+                break;
+            }
+            store_sleep_ms(delay);
+            delay = delay * 2 > STORE_RETRY_MAX_MS ? STORE_RETRY_MAX_MS
+                                                   : delay * 2;
+            pthread_mutex_lock(&s->lock);
+            int give_up = s->abandon;
+            pthread_mutex_unlock(&s->lock);
+            if (give_up)
+                break;
+        }
+        free(docs);
+        free(ptrs);
+        if (!done) {
+            /* Shutdown: the records stay in the file for the next start. */
+            pthread_mutex_lock(&s->lock);
+            s->replaying = 0;
+            store_check_idle(s);
+            pthread_mutex_unlock(&s->lock);
+            return;
+        }
+        atomic_fetch_add(&s->written, b->n);
+    }
+    pthread_mutex_lock(&s->lock);
+    spill_consume(s->spill, b->end, b->n);
+    if (rc != SPILL_OK)
+        spill_drop_rest(s->spill);
+    store_spill_sync(s);
+    if (!spill_records(s->spill) && s->spilling_logged) {
+        s->spilling_logged = 0;
+        log_info("MongoDB: spill drained",
+                 LOG_INT("backlog", (int64_t)store_backlog(s)));
+    }
+    s->replaying = 0;
+    if (store_replay_due(s))
+        pthread_cond_signal(&s->more);
+    store_check_idle(s);
+    pthread_mutex_unlock(&s->lock);
+}
+
+static void *store_writer(void *arg)
+{
+    store *s = arg;
+    store_item *v = malloc(sizeof(*v) * s->batch);
+    if (!v)
+        abort();
+    spill_batch b = { 0 };
+    for (;;) {
+        pthread_mutex_lock(&s->lock);
+        while (!s->count && !store_replay_due(s) && !s->stopping)
+            pthread_cond_wait(&s->more, &s->lock);
+        if (s->abandon) {
+            pthread_mutex_unlock(&s->lock);
+            break;
+        }
+        if (s->count) {
+            uint32_t n = s->count < s->batch ? s->count : s->batch;
+            for (uint32_t i = 0; i < n; i++) {
+                v[i] = s->ring[s->head];
+                s->head = (s->head + 1) % s->alloc;
+            }
+            s->count -= n;
+            s->busy += n;
+            pthread_mutex_unlock(&s->lock);
+            store_write_batch(s, v, n);
+            continue;
+        }
+        if (store_replay_due(s)) {
+            s->replaying = 1;
+            uint64_t from = spill_read_pos(s->spill);
+            uint64_t to = spill_size(s->spill);
+            pthread_mutex_unlock(&s->lock);
+            store_replay(s, &b, from, to);
+            continue;
+        }
+        pthread_mutex_unlock(&s->lock);   /* stopping, nothing left */
+        break;
+    }
+    spill_batch_free(&b);
+    free(v);
+    return NULL;
+}
+
+store *store_start(const config *cfg, server *srv, char *err, size_t errlen)
+{
+    bson_error_t berr;
+    mongoc_uri_t *uri = mongoc_uri_new_with_error(cfg->mongodb, &berr);
+    if (!uri) {
+        /* The driver's message may quote the URI: say only where. */
+        snprintf(err, errlen, "mongodb: invalid URI (check its syntax and "
+                 "options)");
+        return NULL;
+    }
+    /* Our own bounded waits unless the URI says otherwise. */
+    if (!mongoc_uri_has_option(uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS))
+        mongoc_uri_set_option_as_int32(uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS,
+                                       2000);
+    if (!mongoc_uri_has_option(uri, MONGOC_URI_CONNECTTIMEOUTMS))
+        mongoc_uri_set_option_as_int32(uri, MONGOC_URI_CONNECTTIMEOUTMS, 2000);
+    if (!mongoc_uri_has_option(uri, MONGOC_URI_SOCKETTIMEOUTMS))
+        mongoc_uri_set_option_as_int32(uri, MONGOC_URI_SOCKETTIMEOUTMS, 5000);
+    store *s = calloc(1, sizeof(*s));
+    if (!s)
+        abort();
+    s->uri = uri;
+    s->srv = srv;
+    s->cfg = cfg;
+    s->pool = mongoc_client_pool_new(uri);
+    if (!s->pool) {
+        snprintf(err, errlen, "mongodb: cannot create a client pool");
+        mongoc_uri_destroy(uri);
+        free(s);
+        return NULL;
+    }
+    mongoc_client_pool_set_error_api(s->pool, MONGOC_ERROR_API_VERSION_2);
+    mongoc_client_pool_set_appname(s->pool, "herald");
+    snprintf(s->db, sizeof(s->db), "%s", cfg->mongodb_database);
+    snprintf(s->coll, sizeof(s->coll), "%s", cfg->mongodb_collection);
+    s->batch = cfg->mongodb_batch;
+    s->cap = cfg->mongodb_queue_max;
+    s->alloc = s->cap;
+    s->ring = calloc(s->alloc, sizeof(store_item));
+    if (!s->ring)
+        abort();
+    if (cfg->mongodb_spill_mb) {
+        s->spill = spill_open(cfg->mongodb_spill_path,
+                              (uint64_t)cfg->mongodb_spill_mb << 20, err,
+                              errlen);
+        if (!s->spill) {
+            free(s->ring);
+            mongoc_client_pool_destroy(s->pool);
+            mongoc_uri_destroy(uri);
+            free(s);
+            return NULL;
+        }
+        store_spill_sync(s);
+        if (spill_records(s->spill)) {
+            /* Left by a crash, or by a shutdown that could not write
+             * everything: replayed first thing (streams wait for it in
+             * memory, and their tops take it into account). */
+            s->spilling_logged = 1;
+            log_warn("MongoDB: replaying the spill file of an earlier run",
+                     LOG_STR("path", cfg->mongodb_spill_path),
+                     LOG_INT("count", (int64_t)spill_records(s->spill)),
+                     LOG_INT("bytes", (int64_t)spill_size(s->spill)));
+        }
+    }
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_cond_init(&s->more, NULL);
+    pthread_cond_init(&s->idle, NULL);
+    s->n_threads = cfg->mongodb_writers;
+    s->threads = calloc(s->n_threads, sizeof(pthread_t));
+    if (!s->threads)
+        abort();
+    for (uint32_t i = 0; i < s->n_threads; i++)
+        pthread_create(&s->threads[i], NULL, store_writer, s);
+    store_read_start(s);
+    store_retention_start(s);
+    return s;
+}
+
+void store_stop(store *s, uint32_t timeout_ms)
+{
+    if (!s)
+        return;
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += timeout_ms / 1000;
+    dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (dl.tv_nsec >= 1000000000L) {
+        dl.tv_sec++;
+        dl.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&s->lock);
+    s->stopping = 1;
+    pthread_cond_broadcast(&s->more);
+    while ((s->count || s->busy || s->replaying || store_replay_due(s)) &&
+           pthread_cond_timedwait(&s->idle, &s->lock, &dl) == 0)
+        ;
+    s->abandon = 1;
+    pthread_cond_broadcast(&s->more);
+    pthread_mutex_unlock(&s->lock);
+    store_retention_stop(s);
+    store_read_stop(s);
+    for (uint32_t i = 0; i < s->n_threads; i++)
+        pthread_join(s->threads[i], NULL);
+    /* The writers are gone: what is still queued goes to the spill. */
+    pthread_mutex_lock(&s->lock);
+    while (s->count) {
+        store_keep_at_stop(s, &s->ring[s->head]);
+        s->head = (s->head + 1) % s->alloc;
+        s->count--;
+    }
+    pthread_mutex_unlock(&s->lock);
+    if (s->spill && spill_records(s->spill))
+        log_warn("MongoDB: publications not written at shutdown are in the "
+                 "spill file, written at the next start",
+                 LOG_INT("count", (int64_t)spill_records(s->spill)),
+                 LOG_INT("added_now", (int64_t)s->stop_spilled),
+                 LOG_STR("path", spill_path(s->spill)));
+    if (s->stop_lost)
+        log_error("MongoDB: publications not written at shutdown and lost "
+                  "(no spill file, or it cannot take them)",
+                  LOG_INT("count", (int64_t)s->stop_lost));
+    spill_close(s->spill);
+    free(s->threads);
+    free(s->ring);
+    pthread_cond_destroy(&s->more);
+    pthread_cond_destroy(&s->idle);
+    pthread_mutex_destroy(&s->lock);
+    mongoc_client_pool_destroy(s->pool);
+    mongoc_uri_destroy(s->uri);
+    free(s);
+}
+
+static int store_ring_reserve(store *s)
+{
+    unsigned r = atomic_load(&s->reserved);
+    do {
+        if (r >= s->cap)
+            return 0;
+    } while (!atomic_compare_exchange_weak(&s->reserved, &r, r + 1));
+    return 1;
+}
+
+int store_reserve(store *s, const pub *p, int ack_durable)
+{
+    int spill_ok = !ack_durable && s->spill;
+    if (spill_ok) {
+        pthread_mutex_lock(&s->lock);
+        int rc = (store_spill_active(s) ||
+                  atomic_load(&s->reserved) >= s->cap) &&
+                 store_spill_promise(s, p);
+        pthread_mutex_unlock(&s->lock);
+        if (rc)
+            return STORE_TO_SPILL;
+    }
+    if (store_ring_reserve(s))
+        return STORE_TO_RING;
+    if (spill_ok) {
+        /* The ring filled up meanwhile. */
+        pthread_mutex_lock(&s->lock);
+        int rc = store_spill_promise(s, p);
+        pthread_mutex_unlock(&s->lock);
+        if (rc)
+            return STORE_TO_SPILL;
+    }
+    return STORE_REFUSED;
+}
+
+void store_unreserve(store *s, int where, const pub *p)
+{
+    if (where == STORE_TO_SPILL) {
+        pthread_mutex_lock(&s->lock);
+        s->spill_promised -= store_doc_bound(p);
+        atomic_fetch_sub(&s->spill_promised_n, 1);
+        pthread_mutex_unlock(&s->lock);
+    } else if (where == STORE_TO_RING) {
+        atomic_fetch_sub(&s->reserved, 1);
+    }
+}
+
+void store_push(store *s, int where, pub *p, msg *ack)
+{
+    pthread_mutex_lock(&s->lock);
+    if (where == STORE_TO_SPILL) {
+        s->spill_promised -= store_doc_bound(p);
+        int rc = store_spill_pub(s, p);
+        atomic_fetch_sub(&s->spill_promised_n, 1);
+        if (rc != SPILL_OK) {
+            /* Promised, so kept: in memory past the queue's bound. */
+            atomic_fetch_add(&s->reserved, 1);
+            store_ring_put(s, pub_ref(p), NULL);
+        }
+    } else if (!ack && s->spill && store_spill_active(s) &&
+               store_spill_move(s, p) == SPILL_OK) {
+        /* The spill filled in while this one was reserved: after them. */
+        atomic_fetch_sub(&s->reserved, 1);
+    } else {
+        store_ring_put(s, pub_ref(p), ack);
+    }
+    pthread_cond_signal(&s->more);
+    pthread_mutex_unlock(&s->lock);
+}
+
+int store_spill_last(store *s, const char *chan, size_t len, char *epoch,
+                     uint64_t *offset, int64_t *time_ms)
+{
+    if (!s->spill)
+        return 0;
+    pthread_mutex_lock(&s->lock);
+    int rc = spill_last(s->spill, chan, len, epoch, offset, time_ms);
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+uint64_t store_backlog(const store *s)
+{
+    /* Publications move from `reserved` or `spill_promised_n` to
+     * `spilled`: reading `spilled` last may count one twice, never none. */
+    store *m = (store *)s;
+    uint64_t n = atomic_load(&m->reserved);
+    n += atomic_load(&m->spill_promised_n);
+    return n + atomic_load(&m->spilled);
+}
+
+uint64_t store_written(const store *s)
+{
+    return atomic_load(&((store *)s)->written);
+}
+
+uint64_t store_spilled(const store *s)
+{
+    return atomic_load(&((store *)s)->spilled);
+}
+
+uint64_t store_spill_bytes(const store *s)
+{
+    return atomic_load(&((store *)s)->spill_bytes);
+}
+
+int store_failing(const store *s)
+{
+    return atomic_load(&((store *)s)->failing);
+}
