@@ -15,13 +15,15 @@
 
 #include <uv.h>
 
+#include <mongoc/mongoc.h>
+
 #include "base/config.h"
 #include "base/log.h"
+#include "base/mem.h"
 #include "base/server.h"
-#include "store/store.h"
+#include "core/requests.h"
 #include "net/worker.h"
-
-#include <mongoc/mongoc.h>
+#include "store/store.h"
 
 extern char **environ;
 
@@ -31,6 +33,7 @@ extern char **environ;
 
 typedef struct main_state {
     server srv;
+    worker **workers;
     uv_loop_t loop;
     uv_signal_t sigterm, sigint;
     uv_async_t drained;
@@ -67,8 +70,7 @@ static void main_send_stop(main_state *ms)
     if (ms->stop_sent)
         return;
     ms->stop_sent = 1;
-    for (uint32_t i = 0; i < ms->srv.n_workers; i++)
-        worker_post(&ms->srv, (uint16_t)i, msg_new(MSG_STOP, NULL, 0, NULL, 0));
+    worker_post_all(&ms->srv, WRK_STOP);
     uv_close((uv_handle_t *)&ms->sigterm, NULL);
     uv_close((uv_handle_t *)&ms->sigint, NULL);
     uv_close((uv_handle_t *)&ms->drained, NULL);
@@ -80,7 +82,7 @@ static void main_on_drained(uv_async_t *a)
 {
     main_state *ms = a->data;
     for (uint32_t i = 0; i < ms->srv.n_workers; i++) {
-        if (ms->srv.workers[i]->startup_error) {
+        if (ms->workers[i]->startup_error) {
             main_send_stop(ms);
             return;
         }
@@ -107,9 +109,7 @@ static void main_on_signal(uv_signal_t *s, int signum)
     ms->stopping = 1;
     log_info("shutting down", LOG_INT("signal", signum),
              LOG_INT("connections", atomic_load(&ms->srv.connections)));
-    for (uint32_t i = 0; i < ms->srv.n_workers; i++)
-        worker_post(&ms->srv, (uint16_t)i,
-                    msg_new(MSG_SHUTDOWN, NULL, 0, NULL, 0));
+    worker_post_all(&ms->srv, WRK_SHUTDOWN);
     /* The workers enforce shutdown_timeout themselves; this is the
      * backstop if one of them is wedged. */
     uv_timer_start(&ms->deadline, main_on_deadline,
@@ -261,18 +261,17 @@ int main(int argc, char **argv)
         }
     }
 
-    srv->workers = calloc(srv->n_workers, sizeof(*srv->workers));
-    if (!srv->workers)
-        abort();
+    ms.workers = mem_calloc(srv->n_workers, sizeof(*ms.workers));
+    srv->inbox = mem_calloc(srv->n_workers, sizeof(*srv->inbox));
     for (uint32_t i = 0; i < srv->n_workers; i++) {
-        srv->workers[i] = worker_new(srv, (uint16_t)i, err, sizeof(err));
-        if (!srv->workers[i]) {
+        ms.workers[i] = worker_new(srv, (uint16_t)i, err, sizeof(err));
+        if (!ms.workers[i]) {
             log_error("cannot start", LOG_STR("error", err));
             return 1;
         }
     }
     for (uint32_t i = 0; i < srv->n_workers; i++)
-        worker_start(srv->workers[i]);
+        worker_start(ms.workers[i]);
     log_info("listening", LOG_STR("host", cfg.listen_host),
              LOG_INT("port", srv->listen_port),
              LOG_INT("workers", srv->n_workers), LOG_STR("node", srv->node),
@@ -283,8 +282,8 @@ int main(int argc, char **argv)
 
     int failed = 0;
     for (uint32_t i = 0; i < srv->n_workers; i++) {
-        worker_join(srv->workers[i]);
-        failed |= srv->workers[i]->startup_error;
+        worker_join(ms.workers[i]);
+        failed |= ms.workers[i]->startup_error;
     }
     if (srv->store) {
         /* What the workers queued is written now, within the shutdown
@@ -295,8 +294,9 @@ int main(int argc, char **argv)
         mongoc_cleanup();
     }
     for (uint32_t i = 0; i < srv->n_workers; i++)
-        worker_free(srv->workers[i]);
-    free(srv->workers);
+        worker_free(ms.workers[i]);
+    free(ms.workers);
+    free(srv->inbox);
     uv_loop_close(&ms.loop);
     log_info("stopped");
     return failed ? 1 : 0;

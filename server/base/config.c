@@ -327,22 +327,37 @@ static void err_unknown(errs *e, const char *where, const char *label,
 
 /* ---- value checks ------------------------------------------------------- */
 
+/* 1 when each of the n bytes of s is a letter, a digit or one of extra. */
+static int chars_ok(const char *s, size_t n, const char *extra)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)s[i]) &&
+            (s[i] == '\0' || !strchr(extra, s[i])))
+            return 0;
+    return 1;
+}
+
+/* A name of letters, digits and `extra`; empty when allow_empty. */
+static const char *check_name(const char *s, const char *extra,
+                              int allow_empty, const char *msg)
+{
+    if (*s == '\0' && !allow_empty)
+        return "must not be empty";
+    return chars_ok(s, strlen(s), extra) ? NULL : msg;
+}
+
 static const char *check_node_name(const char *s)
 {
-    for (; *s != '\0'; s++)
-        if (!isalnum((unsigned char)*s) && *s != '_' && *s != '-' &&
-            *s != '.')
-            return "may only contain letters, digits, '_', '-' and '.'";
-    return NULL;
+    return check_name(s, "_-.", 1,
+                      "may only contain letters, digits, '_', '-' and '.'");
 }
+
+/* The characters of a host name (addresses are checked apart). */
+#define HOST_CHARS ".-_"
 
 /* Namespace names follow the channel charset minus ':' (protocol-v1.md),
  * since a namespace is the part of a channel name before the first ':'. */
-static int ns_name_ok_char(unsigned char ch)
-{
-    return isalnum(ch) || ch == '_' || ch == '.' || ch == '@' || ch == '/' ||
-           ch == '=' || ch == '-';
-}
+#define NS_NAME_CHARS "_.@/=-"
 
 static int ns_name_check(const char *name, size_t len, char *prob,
                          size_t cap)
@@ -356,13 +371,11 @@ static int ns_name_check(const char *name, size_t len, char *prob,
                  len, CONFIG_NS_NAME_MAX - 1);
         return -1;
     }
-    for (size_t i = 0; i < len; i++) {
-        if (!ns_name_ok_char((unsigned char)name[i])) {
-            snprintf(prob, cap,
-                     "invalid character in namespace name (allowed: letters, "
-                     "digits and _ . @ / = -)");
-            return -1;
-        }
+    if (!chars_ok(name, len, NS_NAME_CHARS)) {
+        snprintf(prob, cap,
+                 "invalid character in namespace name (allowed: letters, "
+                 "digits and _ . @ / = -)");
+        return -1;
     }
     return 0;
 }
@@ -491,12 +504,9 @@ static int parse_listen(const char *v, char *host, size_t hostcap,
             snprintf(prob, cap, "host name too long (at most 253 bytes)");
             return -1;
         }
-        for (size_t i = 0; i < hlen; i++) {
-            unsigned char ch = (unsigned char)h[i];
-            if (!isalnum(ch) && ch != '.' && ch != '-' && ch != '_') {
-                snprintf(prob, cap, "invalid character in host name");
-                return -1;
-            }
+        if (!chars_ok(h, hlen, HOST_CHARS)) {
+            snprintf(prob, cap, "invalid character in host name");
+            return -1;
         }
         if (all_digits_dots(h, hlen)) {
             char addr[256];
@@ -530,22 +540,24 @@ static int parse_listen(const char *v, char *host, size_t hostcap,
 
 static const char *check_prefix(const char *s)
 {
-    if (*s == '\0')
-        return "must not be empty";
-    for (; *s; s++)
-        if (!isalnum((unsigned char)*s) && !strchr("_-.:", *s))
-            return "only letters, digits and _ - . : are allowed";
-    return NULL;
+    return check_name(s, "_-.:", 0,
+                      "only letters, digits and _ - . : are allowed");
 }
 
 static const char *check_mongo_name(const char *s)
 {
-    if (*s == '\0')
-        return "must not be empty";
-    for (; *s; s++)
-        if (!isalnum((unsigned char)*s) && *s != '_' && *s != '-')
-            return "only letters, digits, _ and - are allowed";
-    return NULL;
+    return check_name(s, "_-", 0, "only letters, digits, _ and - are allowed");
+}
+
+/* The number in the n bytes at p (parse_uint's rules). */
+static int parse_uint_span(const char *p, size_t n, uint64_t *out)
+{
+    char num[24];
+    if (n == 0 || n >= sizeof(num))
+        return -1;
+    memcpy(num, p, n);
+    num[n] = '\0';
+    return parse_uint(num, out);
 }
 
 /* The driver parses the URI itself at start-up; this catches the obvious
@@ -592,15 +604,8 @@ static int parse_redis_uri(const char *v, size_t len, config_redis *out,
     hs = p;
     if (colon) {
         uint64_t port = 0;
-        char num[8];
-        size_t n = (size_t)(he - colon - 1);
-        if (n == 0 || n >= sizeof(num)) {
-            snprintf(prob, cap, "port must be a number 1..65535");
-            return -1;
-        }
-        memcpy(num, colon + 1, n);
-        num[n] = '\0';
-        if (parse_uint(num, &port) != 0 || port == 0 || port > 65535) {
+        if (parse_uint_span(colon + 1, (size_t)(he - colon - 1), &port) != 0 ||
+            port == 0 || port > 65535) {
             snprintf(prob, cap, "port must be a number 1..65535");
             return -1;
         }
@@ -611,24 +616,15 @@ static int parse_redis_uri(const char *v, size_t len, config_redis *out,
         snprintf(prob, cap, "missing or too long host");
         return -1;
     }
-    for (const char *q = hs; q < he; q++)
-        if (!isalnum((unsigned char)*q) && *q != '.' && *q != '-' &&
-            *q != '_') {
-            snprintf(prob, cap, "invalid character in host name");
-            return -1;
-        }
+    if (!chars_ok(hs, (size_t)(he - hs), HOST_CHARS)) {
+        snprintf(prob, cap, "invalid character in host name");
+        return -1;
+    }
     memcpy(out->host, hs, (size_t)(he - hs));
     if (slash && slash + 1 < end) {
         uint64_t db;
-        char num[12];
-        size_t n = (size_t)(end - slash - 1);
-        if (n >= sizeof(num)) {
-            snprintf(prob, cap, "database must be a number 0..1000");
-            return -1;
-        }
-        memcpy(num, slash + 1, n);
-        num[n] = '\0';
-        if (parse_uint(num, &db) != 0 || db > 1000) {
+        if (parse_uint_span(slash + 1, (size_t)(end - slash - 1), &db) != 0 ||
+            db > 1000) {
             snprintf(prob, cap, "database must be a number 0..1000");
             return -1;
         }

@@ -6,43 +6,14 @@
 #include "base/mailbox.h"
 
 #include <stdlib.h>
-#include <string.h>
 
-msg *msg_new(uint8_t type, const char *chan, size_t chan_len,
-             const char *user, size_t user_len)
-{
-    msg *m = calloc(1, sizeof(*m) + chan_len + user_len + 2);
-    if (!m)
-        abort();
-    m->type = type;
-    m->recovered = -1;
-    m->chan_len = (uint16_t)chan_len;
-    m->user_len = (uint16_t)user_len;
-    if (chan_len)
-        memcpy(m->str, chan, chan_len);
-    if (user_len)
-        memcpy(m->str + chan_len + 1, user, user_len);
-    return m;
-}
-
-void msg_free(msg *m)
-{
-    if (!m)
-        return;
-    pub_unref(m->p);
-    for (size_t i = 0; i < m->n_pubs; i++)
-        pub_unref(m->pubs[i]);
-    free(m->pubs);
-    free(m->extra);
-    free(m);
-}
-
-void mailbox_init(mailbox *mb, uv_async_t *wake)
+void mailbox_init(mailbox *mb, uv_async_t *wake, msg_free_fn free_fn)
 {
     pthread_mutex_init(&mb->lock, NULL);
     mb->head = mb->tail = NULL;
-    atomic_init(&mb->delivers, 0);
+    atomic_init(&mb->backlog, 0);
     mb->wake = wake;
+    mb->free_fn = free_fn;
 }
 
 void mailbox_destroy(mailbox *mb)
@@ -50,7 +21,8 @@ void mailbox_destroy(mailbox *mb)
     msg *m = mailbox_take(mb);
     while (m) {
         msg *next = m->next;
-        msg_free(m);
+        mailbox_done(mb, m);
+        mb->free_fn(m);
         m = next;
     }
     pthread_mutex_destroy(&mb->lock);
@@ -59,8 +31,8 @@ void mailbox_destroy(mailbox *mb)
 void mailbox_post(mailbox *mb, msg *m)
 {
     m->next = NULL;
-    if (m->type == MSG_DELIVER)
-        atomic_fetch_add_explicit(&mb->delivers, 1, memory_order_relaxed);
+    if (m->counted)
+        atomic_fetch_add_explicit(&mb->backlog, 1, memory_order_relaxed);
     pthread_mutex_lock(&mb->lock);
     if (mb->tail)
         mb->tail->next = m;
@@ -88,4 +60,10 @@ msg *mailbox_take(mailbox *mb)
     mb->head = mb->tail = NULL;
     pthread_mutex_unlock(&mb->lock);
     return m;
+}
+
+void mailbox_done(mailbox *mb, const msg *m)
+{
+    if (m->counted)
+        atomic_fetch_sub_explicit(&mb->backlog, 1, memory_order_relaxed);
 }

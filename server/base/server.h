@@ -1,36 +1,51 @@
 /*
- * Process-wide state shared by the workers: the configuration (read-only
- * after start), the worker table, and a few counters that are atomics. No
- * worker writes another worker's state; they talk through mailboxes.
+ * The process: what every thread may read (the configuration, read-only
+ * after start; node name; counters that are atomics) and the few things
+ * every part needs without knowing the others: which worker owns a
+ * channel, posting a message to a worker, the depth of a worker's mailbox,
+ * the clock. No worker writes another worker's state; they talk through
+ * mailboxes (mailbox.h).
  */
-#ifndef HERALD_SERVER_H
-#define HERALD_SERVER_H
+#ifndef HERALD_BASE_SERVER_H
+#define HERALD_BASE_SERVER_H
 
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include <uv.h>
 
 #include "base/config.h"
+#include "base/mailbox.h"
 
-struct worker;
 struct store;
 
 typedef struct server {
     const config *cfg;
     uint32_t n_workers;
-    struct worker **workers;
+    mailbox **inbox;              /* each worker's mailbox, by index */
     char node[64];
     int listen_port;              /* the bound port (config may say 0) */
     uint32_t max_connections;     /* resolved from config or RLIMIT_NOFILE */
     atomic_uint connections;      /* WebSocket connections, all workers */
     atomic_uint draining;         /* workers still draining at shutdown */
     atomic_uint broker_down;      /* cluster: worker-Redis links not up */
-    struct store *store;          /* durable history writer, or NULL */
+    struct store *store;          /* durable history, or NULL */
     uv_async_t *drained;          /* main loop: a worker finished draining */
+    int64_t (*clock_ms)(void);    /* wall clock; NULL: the real one (tests
+                                     set their own) */
 } server;
 
 /* The worker that owns (sequences) a channel. */
 uint16_t server_owner(const server *s, const char *chan, size_t len);
+
+/* Posts a message to worker `to` (any thread). */
+void server_post(server *s, uint16_t to, msg *m);
+
+/* Counted (fan-out) messages waiting in worker w's mailbox. */
+unsigned server_backlog(const server *s, uint16_t w);
+
+/* Wall-clock milliseconds (publication times, history age). */
+int64_t server_now_ms(const server *s);
 
 #endif

@@ -1,43 +1,33 @@
 /*
- * Channel stream bookkeeping on the owner thread.
+ * Channel stream bookkeeping on the owner thread (channel.h).
  */
 #include "core/channel.h"
-#include "base/mailbox.h"
 
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/mem.h"
+
 #undef uthash_fatal
 #define uthash_fatal(msg) abort()
 
-void chanreg_init(chanreg *r, uint32_t n_workers)
+void chanreg_init(chanreg *r, uint32_t n_workers, msg_free_fn free_msg)
 {
     memset(r, 0, sizeof(*r));
     r->n_workers = n_workers;
+    r->free_msg = free_msg;
     ids_rng_seed(&r->rng);
 }
 
-static void chan_free(chan_state *c)
+static void chan_free(chanreg *r, chan_state *c)
 {
-    while (c->cl_wait) {
-        msg *m = c->cl_wait;
-        c->cl_wait = m->next;
-        msg_free(m);
+    msg *m = chan_unpark(c);
+    while (m) {
+        msg *next = m->next;
+        r->free_msg(m);
+        m = next;
     }
-    while (c->st_wait) {
-        msg *m = c->st_wait;
-        c->st_wait = m->next;
-        msg_free(m);
-    }
-    for (uint32_t i = 0; i < c->cl_n_hold; i++)
-        pub_unref(c->cl_hold[i]);
-    free(c->cl_hold);
-    presence_entry *e, *tmp;
-    HASH_ITER(hh, c->presence, e, tmp) {
-        HASH_DEL(c->presence, e);
-        free(e->user);
-        free(e);
-    }
+    presence_free(&c->presence);
     history_free(&c->hist);
     free(c->wcount);
     free(c);
@@ -48,7 +38,7 @@ void chanreg_free(chanreg *r)
     chan_state *c, *tmp;
     HASH_ITER(hh, r->chans, c, tmp) {
         HASH_DEL(r->chans, c);
-        chan_free(c);
+        chan_free(r, c);
     }
     r->n = 0;
 }
@@ -66,12 +56,8 @@ chan_state *chanreg_get(chanreg *r, const char *name, size_t len,
     chan_state *c = chanreg_find(r, name, len);
     if (c)
         return c;
-    c = calloc(1, sizeof(*c) + len + 1);
-    if (!c)
-        abort();
-    c->wcount = calloc(r->n_workers, sizeof(*c->wcount));
-    if (!c->wcount)
-        abort();
+    c = mem_calloc(1, sizeof(*c) + len + 1);
+    c->wcount = mem_calloc(r->n_workers, sizeof(*c->wcount));
     c->ns = ns;
     ids_hex(ids_next(&r->rng), c->epoch);
     history_init(&c->hist, ns->history_size > r->min_ring ? ns->history_size
@@ -83,37 +69,16 @@ chan_state *chanreg_get(chanreg *r, const char *name, size_t len,
     return c;
 }
 
-int chanreg_gc(chanreg *r, chan_state *c, int64_t now_ms)
-{
-    history_expire(&c->hist, now_ms, (int64_t)c->ns->history_ttl * 1000);
-    if (c->total > 0 || history_count(&c->hist) > 0 || c->st_loading ||
-        (r->hold && r->hold(r->hold_arg, c)))
-        return 0;
-    HASH_DEL(r->chans, c);
-    r->n--;
-    chan_free(c);
-    return 1;
-}
-
 void chanreg_drop(chanreg *r, chan_state *c)
 {
     HASH_DEL(r->chans, c);
     r->n--;
-    chan_free(c);
-}
-
-void chanreg_expire(chanreg *r, int64_t now_ms)
-{
-    chan_state *c, *tmp;
-    HASH_ITER(hh, r->chans, c, tmp)
-        chanreg_gc(r, c, now_ms);
+    chan_free(r, c);
 }
 
 int chan_recover(chan_state *c, const char *epoch, size_t epoch_len,
-                 uint64_t since, uint32_t max, pub ***out, size_t *n)
+                 uint64_t since, uint32_t max, publist *out)
 {
-    *out = NULL;
-    *n = 0;
     if (epoch_len != IDS_LEN || memcmp(epoch, c->epoch, IDS_LEN) != 0)
         return 0;
     if (since > c->top)
@@ -124,21 +89,46 @@ int chan_recover(chan_state *c, const char *epoch, size_t epoch_len,
     if (missed > max || history_count(&c->hist) == 0 ||
         history_first_offset(&c->hist) > since + 1)
         return 0;
-    pub **v = malloc(sizeof(*v) * (size_t)missed);
-    if (!v)
-        abort();
+    pub **v = publist_room(out, (size_t)missed);
     size_t got = history_select(&c->hist, since, (uint32_t)missed, 0, v);
     if (got != missed) {
         /* Cannot happen while offsets in the ring are contiguous; refuse
          * rather than hand out a gap. */
         for (size_t i = 0; i < got; i++)
             pub_unref(v[i]);
-        free(v);
         return 0;
     }
-    *out = v;
-    *n = got;
+    out->n += got;
     return 1;
+}
+
+void chan_ring_take(chan_state *c, uint64_t after, uint32_t limit,
+                    int reverse, publist *out)
+{
+    uint32_t have = history_count(&c->hist);
+    if (limit > have)
+        limit = have;
+    if (!limit)
+        return;
+    out->n += history_select(&c->hist, after, limit, reverse,
+                             publist_room(out, limit));
+}
+
+void chan_append(chan_state *c, pub *p, int64_t now_ms)
+{
+    history_expire(&c->hist, now_ms, (int64_t)c->ns->history_ttl * 1000);
+    history_push(&c->hist, p);
+    c->top = p->offset;
+}
+
+void chan_restart(chan_state *c, const char *epoch, uint64_t top)
+{
+    uint32_t cap = c->hist.capacity;
+    history_free(&c->hist);
+    history_init(&c->hist, cap);
+    memcpy(c->epoch, epoch, IDS_LEN);
+    c->epoch[IDS_LEN] = '\0';
+    c->top = top;
 }
 
 void chan_sub_add(chan_state *c, uint16_t worker)
@@ -155,53 +145,18 @@ void chan_sub_del(chan_state *c, uint16_t worker)
     }
 }
 
-int chan_presence_add(chan_state *c, const char *client, const char *user,
-                      uint16_t worker)
+void chan_park(chan_state *c, msg *m)
 {
-    presence_entry *e = NULL;
-    HASH_FIND_STR(c->presence, client, e);
-    if (e) {
-        e->refs++;
-        return 0;
-    }
-    e = calloc(1, sizeof(*e));
-    if (!e)
-        abort();
-    memcpy(e->client, client, IDS_LEN);
-    e->worker = worker;
-    e->refs = 1;
-    e->user = strdup(user ? user : "");
-    if (!e->user)
-        abort();
-    HASH_ADD_STR(c->presence, client, e);
-    c->n_presence++;
-    return 1;
+    m->next = NULL;
+    msg **tail = &c->waiting;
+    while (*tail)
+        tail = &(*tail)->next;
+    *tail = m;
 }
 
-int chan_presence_del(chan_state *c, const char *client, char **user_out)
+msg *chan_unpark(chan_state *c)
 {
-    presence_entry *e = NULL;
-    HASH_FIND_STR(c->presence, client, e);
-    if (!e || --e->refs > 0)
-        return 0;
-    HASH_DEL(c->presence, e);
-    c->n_presence--;
-    if (user_out)
-        *user_out = e->user;
-    else
-        free(e->user);
-    free(e);
-    return 1;
-}
-
-void chan_publish(chan_state *c, pub *draft, int64_t now_ms)
-{
-    history_expire(&c->hist, now_ms, (int64_t)c->ns->history_ttl * 1000);
-    c->top++;
-    draft->offset = c->top;
-    draft->view.offset = c->top;
-    draft->time_ms = now_ms;
-    /* The draft is not shared yet, so its epoch bytes may still change. */
-    memcpy((char *)draft->view.epoch.ptr, c->epoch, IDS_LEN);
-    history_push(&c->hist, draft);
+    msg *m = c->waiting;
+    c->waiting = NULL;
+    return m;
 }

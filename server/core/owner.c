@@ -1,572 +1,791 @@
 /*
- * Channel-owner request handling. Requests are turned into replies in
- * place where possible (the request message is re-addressed), so a
- * subscribe or publish costs one message each way.
+ * The channel owner (owner.h). Requests are answered in place (the request
+ * struct becomes the reply). A request the broker cannot serve yet (its
+ * stream is being subscribed to in Redis, or loaded from the durable
+ * store) is parked on the stream and handled again from the start when
+ * the broker says the stream is ready.
+ *
+ * Where publications come from, oldest to newest:
+ *   the durable store (durable namespaces; reader threads, store.h),
+ *   the broker's window (Redis's hot window; on a single node the ring),
+ *   the ring (what this node delivered most recently).
+ * A recovery takes the ring when it reaches back to the client's
+ * position; otherwise it reads the window and, below the window, the
+ * store, in as many steps as the stream moving on meanwhile needs. A
+ * history page reads the window and, for durable namespaces, the store
+ * before it (forward: the store part first; reverse: the window's newest,
+ * then older ones from the store).
  */
 #include "core/owner.h"
 
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-#include "core/channel.h"
-#include "broker/redis/cluster.h"
+#include <herald/proto.h>
+
 #include "base/log.h"
+#include "broker/broker.h"
+#include "core/requests.h"
 #include "store/store.h"
-#include "net/worker.h"
-
-int64_t owner_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void owner_reply(worker *w, msg *m, uint8_t type, int code)
-{
-    m->type = type;
-    m->code = code;
-    worker_post(w->srv, m->route.worker, m);
-}
-
-/* Join or leave push to every worker with subscribers; the client itself
- * is excluded by the receiving worker. */
-static void owner_broadcast_join(worker *w, chan_state *c, int join,
-                                 const char *client, const char *user)
-{
-    for (uint32_t i = 0; i < w->srv->n_workers; i++) {
-        if (!c->wcount[i])
-            continue;
-        msg *j = msg_new(MSG_JOIN, c->name, c->len, user, strlen(user));
-        j->flag = (uint8_t)join;
-        memcpy(j->client, client, IDS_LEN + 1);
-        worker_post(w->srv, (uint16_t)i, j);
-    }
-}
 
 /* Store reads one recovery may take when the ring moves on meanwhile. */
 #define OWNER_READ_ROUNDS 8
 
-/* The durable store of a channel's namespace, or NULL. */
-static store *owner_store(worker *w, const config_ns *ns)
+static const char *const STORE_DOWN = "durable store unavailable";
+static const char *const WINDOW_DOWN = "broker unavailable";
+
+/* ---- replies -------------------------------------------------------------- */
+
+/* Turns a request into its reply (type, code); it is not posted. */
+static void owner_reply_prepare(chan_req *r, int code)
 {
-    return ns->durable ? w->srv->store : NULL;
+    r->hdr.to = MSG_TO_CONNS;
+    r->hdr.type = requests_reply_type(r->hdr.type);
+    r->code = code;
 }
 
-/* Asks the store for the publications of c in (lo, hi); m comes back as
- * MSG_STORE_READ. The stream is kept in memory meanwhile (owner_hold). */
-static void owner_read_store(worker *w, chan_state *c, msg *m, uint64_t lo,
-                             uint64_t hi, uint32_t n, int reverse, int strict)
+static void owner_reply(owner *o, chan_req *r, int code)
 {
-    c->st_reads++;
-    store_read_range(w->srv->store, w->index, m, c->epoch, lo, hi, n,
+    owner_reply_prepare(r, code);
+    server_post(o->srv, r->route.worker, &r->hdr);
+}
+
+static void owner_fail(owner *o, chan_req *r, int code, const char *why)
+{
+    r->errmsg = why;
+    owner_reply(o, r, code);
+}
+
+/* ---- streams -------------------------------------------------------------- */
+
+static chan_state *owner_stream(owner *o, const chan_req *r)
+{
+    return chanreg_get(&o->reg, r->chan, r->chan_len, r->ns);
+}
+
+static store *owner_store(const owner *o, const config_ns *ns)
+{
+    return ns->durable ? o->st : NULL;
+}
+
+/* Drops a stream nothing needs any more: no subscribers, parked requests
+ * or reads in flight, expired history, and the broker lets go of it. */
+static void owner_release(owner *o, chan_state *c)
+{
+    history_expire(&c->hist, server_now_ms(o->srv),
+                   (int64_t)c->ns->history_ttl * 1000);
+    if (c->total || c->waiting || c->reads)
+        return;
+    if (o->b->ops->release(o->b, c))
+        chanreg_drop(&o->reg, c);
+}
+
+/* A worker holding worker_queue_max undelivered fan-out messages makes a
+ * publish to a channel it has subscribers of wait (error 110). */
+static int owner_backlogged(const owner *o, const chan_state *c)
+{
+    uint32_t max = o->srv->cfg->worker_queue_max;
+    for (uint32_t i = 0; i < o->srv->n_workers; i++)
+        if (c->wcount[i] && server_backlog(o->srv, (uint16_t)i) >= max)
+            return 1;
+    return 0;
+}
+
+/* The most one recovery may return: recovery_max, and without a durable
+ * store no more than the history keeps. */
+static uint32_t owner_recovery_max(const owner *o, const config_ns *ns)
+{
+    uint32_t max = o->srv->cfg->recovery_max;
+    if (!owner_store(o, ns) && ns->history_size < max)
+        max = ns->history_size;
+    return max;
+}
+
+/* Publications older than this are not retained (history_ttl), except
+ * where the durable store keeps them (its retention decides). */
+static int64_t owner_oldest(const owner *o, const config_ns *ns)
+{
+    if (owner_store(o, ns) || !ns->history_ttl)
+        return INT64_MIN;
+    return server_now_ms(o->srv) - (int64_t)ns->history_ttl * 1000;
+}
+
+/* The oldest offset a window retains for a namespace keeping `keep`: the
+ * broker's first, raised to the newest `keep`; top + 1 when it retains
+ * none (nothing kept, or an empty window: after a restart the ring of a
+ * durable stream starts empty). */
+static uint64_t owner_window_first(const broker_window *w, uint32_t keep)
+{
+    if (!keep || !w->first)
+        return w->top + 1;
+    uint64_t first = w->first;
+    if (w->top >= keep && w->top - keep + 1 > first)
+        first = w->top - keep + 1;
+    return first;
+}
+
+static int owner_same_epoch(const char *epoch, size_t len, const char *e)
+{
+    return len == IDS_LEN && memcmp(epoch, e, IDS_LEN) == 0;
+}
+
+/* Reads (lo, hi) of the stream from the store into out; the request comes
+ * back to this owner as it is (its type says where it continues). */
+static void owner_read_store(owner *o, chan_state *c, chan_req *r,
+                             publist *out, int16_t *status, const char *epoch,
+                             uint64_t lo, uint64_t hi, uint32_t n,
+                             int reverse, int strict)
+{
+    c->reads++;
+    store_read_range(o->st, o->index, &r->hdr, out, status, epoch, lo, hi, n,
                      (reverse ? STORE_READ_REVERSE : 0) |
-                     (strict ? STORE_READ_STRICT : 0));
+                         (strict ? STORE_READ_STRICT : 0) |
+                         (o->b->multi_node ? STORE_READ_OTHERS : 0));
 }
 
-/* The offset just below the memory ring: what the store must supply. */
-static uint64_t owner_ring_start(const chan_state *c)
+/* The stream of a request back from a store read (held there by its reads
+ * count). NULL when the request was answered here: the store did not
+ * answer in time (108), or the stream is gone (cannot happen). */
+static chan_state *owner_read_back(owner *o, chan_req *r, publist *pubs,
+                                   int16_t status)
 {
-    uint64_t first = history_first_offset(&c->hist);
-    return first ? first : c->top + 1;
+    chan_state *c = chanreg_find(&o->reg, r->chan, r->chan_len);
+    if (!c) {
+        log_error("store read for a stream that is gone",
+                  LOG_STRN("channel", r->chan, r->chan_len));
+        publist_clear(pubs);
+        owner_fail(o, r, PROTO_E_INTERNAL, NULL);
+        return NULL;
+    }
+    c->reads--;
+    if (status == PROTO_E_NOT_AVAILABLE) {
+        publist_clear(pubs);
+        owner_fail(o, r, PROTO_E_NOT_AVAILABLE, STORE_DOWN);
+        owner_release(o, c);
+        return NULL;
+    }
+    return c;
 }
 
-/* The subscription starts: the subscriber is counted (publications from now
- * on reach its worker after this reply), presence, reply with the top. */
-static void owner_subscribe_finish(worker *w, chan_state *c, msg *m)
+/* A broker operation did not accept r: BROKER_AGAIN parks it (handled
+ * again from the start, as `type`, when the stream is ready), an error
+ * answers it. */
+static void owner_refused(owner *o, chan_state *c, chan_req *r, uint8_t type,
+                          int rc, const char *why)
+{
+    if (rc == BROKER_AGAIN) {
+        r->hdr.type = type;
+        chan_park(c, &r->hdr);
+        return;
+    }
+    owner_fail(o, r, rc, why);
+    owner_release(o, c);
+}
+
+/* ---- subscribe ------------------------------------------------------------ */
+
+static void owner_sub_step(owner *o, chan_state *c, sub_req *r);
+
+/* The subscription starts: the subscriber is counted (publications from
+ * now on reach its worker after this reply), presence, reply with the
+ * stream's position. */
+static void owner_sub_finish(owner *o, chan_state *c, sub_req *r,
+                             int recovered)
 {
     const config_ns *ns = c->ns;
-    chan_sub_add(c, m->route.worker);
+    r->recovered = (int8_t)recovered;
+    if (recovered != 1)
+        publist_clear(&r->pubs);
+    chan_sub_add(c, r->h.route.worker);
     /* Presence entries are kept for join/leave too: they tell a client's
      * first subscription from a repeated one. */
     if ((ns->presence || ns->join_leave) &&
-        chan_presence_add(c, m->client, msg_user(m), m->route.worker) &&
-        ns->join_leave)
-        owner_broadcast_join(w, c, 1, m->client, msg_user(m));
-    memcpy(m->epoch, c->epoch, IDS_LEN + 1);
-    m->epoch_len = IDS_LEN;
-    m->offset = c->top;
-    owner_reply(w, m, MSG_SUB_REP, 0);
+        presence_add(&c->presence, r->h.client, r->h.user, r->h.route.worker))
+        o->b->ops->presence_change(o->b, c, 1, r->h.client, r->h.user);
+    memcpy(r->epoch, c->epoch, IDS_LEN + 1);
+    r->top = c->top;
+    owner_reply(o, &r->h, 0);
 }
 
-static void owner_subscribe(worker *w, msg *m)
+static void owner_subscribe(owner *o, sub_req *r)
 {
-    const config_ns *ns =
-        config_ns_of_channel(w->srv->cfg, msg_chan(m), m->chan_len);
-    if (!ns) {
-        owner_reply(w, m, MSG_SUB_REP, PROTO_E_BAD_CHANNEL);
+    /* A parked request starts over: what it had read is stale. */
+    publist_clear(&r->pubs);
+    memset(&r->prog, 0, sizeof(r->prog));
+    chan_state *c = owner_stream(o, &r->h);
+    const char *why = NULL;
+    int rc = o->b->ops->follow(o->b, c, &why);
+    if (rc) {
+        owner_refused(o, c, &r->h, OWN_SUBSCRIBE, rc, why);
         return;
     }
-    chan_state *c = chanreg_get(&w->reg, msg_chan(m), m->chan_len, ns);
+    const config_ns *ns = c->ns;
     if (ns->max_subscribers && c->total >= ns->max_subscribers) {
-        chanreg_gc(&w->reg, c, owner_now_ms());
-        owner_reply(w, m, MSG_SUB_REP, PROTO_E_LIMIT);
+        owner_fail(o, &r->h, PROTO_E_LIMIT, NULL);
+        owner_release(o, c);
         return;
     }
-    history_expire(&c->hist, owner_now_ms(), (int64_t)ns->history_ttl * 1000);
-    m->recovered = -1;
-    if (m->flag) {
-        int same = m->epoch_len == IDS_LEN &&
-                   memcmp(m->epoch, c->epoch, IDS_LEN) == 0;
-        uint32_t max = w->srv->cfg->recovery_max;
-        if (same && m->offset < c->top && c->top - m->offset > max) {
-            m->recovered = 0;   /* more than one reply may carry */
+    history_expire(&c->hist, server_now_ms(o->srv), (int64_t)ns->history_ttl * 1000);
+    if (!r->has_since) {
+        owner_sub_finish(o, c, r, -1);
+        return;
+    }
+    if (!owner_same_epoch(r->since.epoch, r->since.epoch_len, c->epoch) ||
+        r->since.offset > c->top ||
+        c->top - r->since.offset > owner_recovery_max(o, ns)) {
+        owner_sub_finish(o, c, r, 0);
+        return;
+    }
+    if (chan_recover(c, r->since.epoch, r->since.epoch_len, r->since.offset,
+                     UINT32_MAX, &r->pubs)) {
+        owner_sub_finish(o, c, r, 1);
+        return;
+    }
+    owner_sub_step(o, c, r);
+}
+
+/* One step of a recovery the ring could not answer alone: r->pubs holds
+ * since+1 .. got; the ring, the broker's window or the store gives what
+ * follows. */
+static void owner_sub_step(owner *o, chan_state *c, sub_req *r)
+{
+    uint64_t got = publist_last(&r->pubs, r->since.offset);
+    if (memcmp(r->since.epoch, c->epoch, IDS_LEN) != 0) {
+        owner_sub_finish(o, c, r, 0);   /* the stream was reset meanwhile */
+        return;
+    }
+    if (got >= c->top) {
+        owner_sub_finish(o, c, r, 1);
+        return;
+    }
+    if (got + 1 >= chan_ring_start(c)) {
+        chan_ring_take(c, got, (uint32_t)(c->top - got), 0, &r->pubs);
+        owner_sub_finish(o, c, r, 1);
+        return;
+    }
+    /* The stream moved on faster than it could be read: more than one
+     * reply may carry. */
+    if (c->top - r->since.offset > owner_recovery_max(o, c->ns)) {
+        owner_sub_finish(o, c, r, 0);
+        return;
+    }
+    if (!r->prog.wfirst || r->prog.wfirst <= got + 1) {
+        const char *why = NULL;
+        c->reads++;
+        int rc = o->b->ops->read(o->b, c, &r->h, got + 1,
+                                 (uint32_t)(c->top - got), 0,
+                                 c->ns->history_size, &why);
+        if (rc) {
+            c->reads--;
+            owner_refused(o, c, &r->h, OWN_SUBSCRIBE, rc, why);
+        }
+        return;   /* else owner_sub_window */
+    }
+    if (!owner_store(o, c->ns) || ++r->prog.rounds > OWNER_READ_ROUNDS) {
+        owner_sub_finish(o, c, r, 0);
+        return;
+    }
+    r->h.hdr.type = OWN_SUB_READ;
+    owner_read_store(o, c, &r->h, &r->pubs, &r->prog.read_status, c->epoch, got,
+                     r->prog.wfirst, (uint32_t)(r->prog.wfirst - got - 1), 0, 1);
+}
+
+/* The broker's window for a recovery: what continues the position, within
+ * the namespace's history (size, age); below the window, the store. */
+static void owner_sub_window(owner *o, chan_state *c, sub_req *r,
+                             broker_window *w)
+{
+    if (memcmp(w->epoch, c->epoch, IDS_LEN) != 0 ||
+        memcmp(r->since.epoch, c->epoch, IDS_LEN) != 0) {
+        publist_clear(&w->pubs);
+        owner_sub_finish(o, c, r, 0);
+        return;
+    }
+    uint64_t got0 = publist_last(&r->pubs, r->since.offset), got = got0;
+    uint64_t wfirst = owner_window_first(w, c->ns->history_size);
+    int64_t oldest = owner_oldest(o, c->ns);
+    int gap = 0;   /* nothing after a gap continues the position */
+    for (size_t i = 0; i < w->pubs.n; i++) {
+        pub *p = w->pubs.v[i];
+        if (!gap && p->offset == got + 1 && p->offset <= c->top &&
+            p->offset >= wfirst && p->time_ms >= oldest) {
+            publist_push(&r->pubs, p);
+            got++;
         } else {
-            m->recovered = (int8_t)chan_recover(c, m->epoch, m->epoch_len,
-                                                m->offset, UINT32_MAX,
-                                                &m->pubs, &m->n_pubs);
-            /* Older than the memory ring: the rest comes from the store,
-             * and the subscription starts when it is there. */
-            if (!m->recovered && same && m->offset < c->top &&
-                owner_store(w, ns)) {
-                uint64_t hi = owner_ring_start(c);
-                m->limit = 0;   /* rounds of reads (owner_subscribe_read) */
-                owner_read_store(w, c, m, m->offset, hi,
-                                 (uint32_t)(hi - m->offset - 1), 0, 1);
-                return;
-            }
+            pub_unref(p);
+            gap = 1;
         }
     }
-    owner_subscribe_finish(w, c, m);
+    w->pubs.n = 0;
+    r->prog.wfirst = wfirst;
+    if (got > got0) {
+        owner_sub_step(o, c, r);
+        return;
+    }
+    if (wfirst > got + 1 && owner_store(o, c->ns)) {
+        owner_sub_step(o, c, r);   /* the store part below the window */
+        return;
+    }
+    owner_sub_finish(o, c, r, 0);
 }
 
-/* A recovery read is back: store part + memory ring, or, when the ring
- * moved on meanwhile, one more read for what it dropped. */
-static void owner_subscribe_read(worker *w, chan_state *c, msg *m)
+/* A recovery's store read is back. */
+static void owner_sub_read(owner *o, sub_req *r)
 {
-    if (m->code == PROTO_E_NOT_AVAILABLE) {
-        m->errmsg = "durable store unavailable";
-        owner_reply(w, m, MSG_SUB_REP, PROTO_E_NOT_AVAILABLE);
-        chanreg_gc(&w->reg, c, owner_now_ms());
+    chan_state *c = owner_read_back(o, &r->h, &r->pubs, r->prog.read_status);
+    if (!c)
         return;
+    if (r->prog.read_status) {
+        owner_sub_finish(o, c, r, 0);   /* the start is gone (retention) */
+    } else {
+        r->prog.wfirst = 0;   /* the window may continue the store part */
+        owner_sub_step(o, c, r);
     }
-    if (m->code) {
-        /* The oldest ones are gone (retention): recovered false, none. */
-        for (size_t i = 0; i < m->n_pubs; i++)
-            pub_unref(m->pubs[i]);
-        m->n_pubs = 0;
-        m->code = 0;
-        m->recovered = 0;
-        owner_subscribe_finish(w, c, m);
-        return;
-    }
-    uint64_t got = m->n_pubs ? m->pubs[m->n_pubs - 1]->offset : m->offset;
-    uint64_t start = owner_ring_start(c);
-    if (got < c->top && start > got + 1) {
-        /* The ring moved on during the read: read what it dropped, a few
-         * rounds at most (a channel publishing faster than the store is
-         * read and a ring too small to bridge it would never converge),
-         * and never more than one reply may carry. */
-        if (++m->limit > OWNER_READ_ROUNDS ||
-            c->top - m->offset > w->srv->cfg->recovery_max) {
-            for (size_t i = 0; i < m->n_pubs; i++)
-                pub_unref(m->pubs[i]);
-            m->n_pubs = 0;
-            m->recovered = 0;
-            owner_subscribe_finish(w, c, m);
-            return;
-        }
-        owner_read_store(w, c, m, got, start, (uint32_t)(start - got - 1), 0,
-                         1);
-        return;
-    }
-    uint32_t more = (uint32_t)(c->top - got);
-    if (more) {
-        m->pubs = realloc(m->pubs, sizeof(pub *) * (m->n_pubs + more));
-        if (!m->pubs)
-            abort();
-        m->n_pubs += history_select(&c->hist, got, more, 0,
-                                    m->pubs + m->n_pubs);
-    }
-    m->recovered = 1;
-    owner_subscribe_finish(w, c, m);
 }
 
-static void owner_unsubscribe(worker *w, msg *m)
+static void owner_unsubscribe(owner *o, chan_req *r)
 {
-    chan_state *c = chanreg_find(&w->reg, msg_chan(m), m->chan_len);
+    chan_state *c = chanreg_find(&o->reg, r->chan, r->chan_len);
     if (c) {
-        chan_sub_del(c, m->route.worker);
+        chan_sub_del(c, r->route.worker);
         char *user = NULL;
         if ((c->ns->presence || c->ns->join_leave) &&
-            chan_presence_del(c, m->client, &user) &&
-            c->ns->join_leave)
-            owner_broadcast_join(w, c, 0, m->client, user ? user : "");
+            presence_del(&c->presence, r->client, &user))
+            o->b->ops->presence_change(o->b, c, 0, r->client,
+                                       user ? user : "");
         free(user);
-        chanreg_gc(&w->reg, c, owner_now_ms());
+        owner_release(o, c);
     }
-    msg_free(m);
+    requests_free(&r->hdr);
 }
 
-static void owner_publish(worker *w, msg *m)
+/* ---- publish -------------------------------------------------------------- */
+
+static void owner_publish(owner *o, pub_req *r)
 {
-    const config_ns *ns =
-        config_ns_of_channel(w->srv->cfg, msg_chan(m), m->chan_len);
-    if (!ns) {
-        owner_reply(w, m, MSG_PUB_REP, PROTO_E_BAD_CHANNEL);
+    chan_state *c = chanreg_find(&o->reg, r->h.chan, r->h.chan_len);
+    if (c && owner_backlogged(o, c)) {
+        owner_fail(o, &r->h, PROTO_E_RATE_LIMITED, NULL);
         return;
     }
-    chan_state *c = chanreg_find(&w->reg, msg_chan(m), m->chan_len);
-    if (c) {
-        /* Back-pressure: refuse rather than queue without bound. */
-        uint32_t max = w->srv->cfg->worker_queue_max;
-        for (uint32_t i = 0; i < w->srv->n_workers; i++) {
-            if (c->wcount[i] &&
-                atomic_load_explicit(&w->srv->workers[i]->mb.delivers,
-                                     memory_order_relaxed) >= max) {
-                owner_reply(w, m, MSG_PUB_REP, PROTO_E_RATE_LIMITED);
-                return;
-            }
-        }
-    } else {
-        c = chanreg_get(&w->reg, msg_chan(m), m->chan_len, ns);
-    }
+    if (!c)
+        c = owner_stream(o, &r->h);
+    const config_ns *ns = r->h.ns;
     /* Durable namespaces: room in the writer queue (or the spill file)
      * first, so a publish is refused rather than acknowledged and then
      * dropped. */
-    store *st = ns->durable ? w->srv->store : NULL;
-    if (st && !store_fits(m->p)) {
-        m->errmsg = "too large for the durable store";
-        owner_reply(w, m, MSG_PUB_REP, PROTO_E_TOO_LARGE);
+    store *st = owner_store(o, ns);
+    if (st && !store_fits(r->p)) {
+        owner_fail(o, &r->h, PROTO_E_TOO_LARGE,
+                   "too large for the durable store");
+        owner_release(o, c);
         return;
     }
-    int where = st ? store_reserve(st, m->p, ns->ack_durable)
-                   : STORE_REFUSED;
-    if (st && where == STORE_REFUSED) {
-        m->errmsg = "durable store backlog full";
-        owner_reply(w, m, MSG_PUB_REP, PROTO_E_NOT_AVAILABLE);
+    r->store_where = 0;
+    if (st) {
+        int where = store_reserve(st, r->p, ns->ack_durable);
+        if (where == STORE_REFUSED) {
+            owner_fail(o, &r->h, PROTO_E_NOT_AVAILABLE,
+                       "durable store backlog full");
+            owner_release(o, c);
+            return;
+        }
+        r->store_where = (uint8_t)where;
+    }
+    r->need_draft = st != NULL;
+    const char *why = NULL;
+    int rc = o->b->ops->publish(o->b, c, r, &why);
+    if (rc == 0) {
+        owner_release(o, c);   /* r is the broker's now */
         return;
     }
-    int64_t now = owner_now_ms();
-    chan_publish(c, m->p, now);
-    for (uint32_t i = 0; i < w->srv->n_workers; i++) {
-        if (!c->wcount[i])
-            continue;
-        msg *d = msg_new(MSG_DELIVER, NULL, 0, NULL, 0);
-        d->p = pub_ref(m->p);
-        worker_post(w->srv, (uint16_t)i, d);
+    if (r->store_where) {
+        store_unreserve(st, r->store_where, r->p);
+        r->store_where = 0;
     }
-    m->offset = c->top;
-    memcpy(m->epoch, c->epoch, IDS_LEN + 1);
-    m->epoch_len = IDS_LEN;
-    pub *p = m->p;
-    m->p = NULL;
-    if (st && ns->ack_durable) {
-        /* ack "durable": the store replies once the publication is in
-         * MongoDB (live delivery does not wait). */
-        m->type = MSG_PUB_REP;
-        m->code = 0;
-        store_push(st, where, p, m);
+    owner_refused(o, c, &r->h, OWN_PUBLISH, rc, why);
+}
+
+/* The broker's answer to a publish: to the store (durable), and the reply
+ * (ack "durable": the store sends it once the publication is in MongoDB;
+ * live delivery does not wait). */
+static void owner_published(void *ctx, pub_req *r, int code,
+                            const char *errmsg)
+{
+    owner *o = ctx;
+    store *st = r->store_where ? o->st : NULL;
+    if (code) {
+        if (st)
+            store_unreserve(st, r->store_where, r->p);
+        owner_fail(o, &r->h, code, errmsg);
+        return;
+    }
+    pub *p = r->p;
+    r->p = NULL;
+    if (st && r->h.ns->ack_durable) {
+        owner_reply_prepare(&r->h, 0);
+        store_push(st, r->store_where, p, &r->h.hdr, r->h.route.worker);
         pub_unref(p);
-        chanreg_gc(&w->reg, c, now);
         return;
     }
     if (st)
-        store_push(st, where, p, NULL);
+        store_push(st, r->store_where, p, NULL, 0);
     pub_unref(p);
-    chanreg_gc(&w->reg, c, now);
-    owner_reply(w, m, MSG_PUB_REP, 0);
+    owner_reply(o, &r->h, 0);
 }
 
-/* Appends to m->pubs up to `room` publications of the ring after `after`
- * (newest first when reverse). */
-static void owner_take_ring(chan_state *c, msg *m, uint64_t after,
-                            uint32_t room, int reverse)
+/* ---- history -------------------------------------------------------------- */
+
+static void owner_hist_step(owner *o, chan_state *c, hist_req *r);
+
+static void owner_history(owner *o, hist_req *r)
 {
-    uint32_t have = history_count(&c->hist);
-    if (room > have)
-        room = have;
-    if (!room)
-        return;
-    m->pubs = realloc(m->pubs, sizeof(pub *) * (m->n_pubs + room));
-    if (!m->pubs)
-        abort();
-    m->n_pubs += history_select(&c->hist, after, room, reverse,
-                                m->pubs + m->n_pubs);
+    /* A parked request starts over: what it had read is stale. */
+    publist_clear(&r->pubs);
+    memset(&r->prog, 0, sizeof(r->prog));
+    owner_hist_step(o, owner_stream(o, &r->h), r);
 }
 
-static void owner_history_reply(worker *w, chan_state *c, msg *m, int code,
-                                uint64_t top)
+/* Reads the window from the request's position (the client's since, or
+ * after the store part already read). */
+static void owner_hist_step(owner *o, chan_state *c, hist_req *r)
 {
-    if (code) {
-        for (size_t i = 0; i < m->n_pubs; i++)
-            pub_unref(m->pubs[i]);
-        m->n_pubs = 0;
+    uint64_t lo = r->prog.cont ? r->prog.from + 1
+                  : r->prog.store_done ? 1
+                  : r->has_since ? r->since.offset + 1 : 1;
+    const char *why = NULL;
+    history_expire(&c->hist, server_now_ms(o->srv),
+                   (int64_t)c->ns->history_ttl * 1000);
+    c->reads++;
+    int rc = o->b->ops->read(o->b, c, &r->h, lo,
+                             r->limit - (uint32_t)r->pubs.n, r->reverse,
+                             c->ns->history_size, &why);
+    if (rc) {
+        c->reads--;
+        owner_refused(o, c, &r->h, OWN_HISTORY, rc, why);
     }
-    memcpy(m->epoch, c->epoch, IDS_LEN + 1);
-    m->epoch_len = IDS_LEN;
-    m->offset = top;
-    chanreg_gc(&w->reg, c, owner_now_ms());
-    owner_reply(w, m, MSG_HIST_REP, code);
+    /* else owner_hist_window */
 }
 
-/* history: from the memory ring, and for durable namespaces from the store
- * where the ring does not reach back far enough. Forward (oldest first):
- * the store part comes first, then the ring after it; reverse: the ring's
- * newest, then older ones from the store. */
-static void owner_history(worker *w, msg *m)
+static void owner_hist_reply(owner *o, chan_state *c, hist_req *r, int code,
+                             const char *epoch, uint64_t top)
 {
-    const config_ns *ns =
-        config_ns_of_channel(w->srv->cfg, msg_chan(m), m->chan_len);
-    if (!ns) {
-        owner_reply(w, m, MSG_HIST_REP, PROTO_E_BAD_CHANNEL);
-        return;
-    }
-    int64_t now = owner_now_ms();
-    chan_state *c = chanreg_get(&w->reg, msg_chan(m), m->chan_len, ns);
-    history_expire(&c->hist, now, (int64_t)ns->history_ttl * 1000);
-    int has_since = m->flag & 1, reverse = (m->flag >> 1) & 1;
-    uint64_t after = 0;
-    if (has_since) {
-        int same = m->epoch_len == IDS_LEN &&
-                   memcmp(m->epoch, c->epoch, IDS_LEN) == 0;
-        if (!same || m->offset > c->top) {
-            owner_history_reply(w, c, m, PROTO_E_UNRECOVERABLE, c->top);
+    if (code)
+        publist_clear(&r->pubs);
+    memmove(r->epoch, epoch, IDS_LEN);   /* may be r->epoch itself */
+    r->epoch[IDS_LEN] = '\0';
+    r->top = top;
+    owner_reply(o, &r->h, code);
+    owner_release(o, c);
+}
+
+/* The window for a history page. Durable namespaces read what lies before
+ * the window from the store: forward, the store part first and the window
+ * after it in another pass; reverse, the window's newest first and older
+ * ones from the store appended. */
+static void owner_hist_window(owner *o, chan_state *c, hist_req *r,
+                              broker_window *w)
+{
+    const config_ns *ns = c->ns;
+    /* The position this pass continues after: the client's since, or the
+     * end of the store part read before (in the window's epoch). */
+    int since = r->prog.cont || r->has_since;
+    uint64_t soff = r->prog.cont ? r->prog.from : r->since.offset;
+    int same = r->prog.cont ? memcmp(r->epoch, w->epoch, IDS_LEN) == 0
+                       : owner_same_epoch(r->since.epoch, r->since.epoch_len,
+                                          w->epoch);
+    store *st = owner_store(o, ns);
+    uint64_t wstart = owner_window_first(w, ns->history_size);
+    uint64_t lo = since ? soff : 0;
+    int from_store = st && r->limit && !r->prog.store_done && lo < w->top &&
+                     wstart > lo + 1 && (!since || same);
+    if (from_store) {
+        memcpy(r->epoch, w->epoch, IDS_LEN);
+        r->epoch[IDS_LEN] = '\0';
+        r->prog.snap_top = w->top;
+        if (!r->reverse) {
+            publist_clear(&w->pubs);
+            r->prog.from = lo;
+            r->h.hdr.type = OWN_HIST_READ;
+            owner_read_store(o, c, &r->h, &r->pubs, &r->prog.read_status, w->epoch,
+                             lo, wstart, r->limit - (uint32_t)r->pubs.n, 0,
+                             since);
             return;
         }
-        after = m->offset;
     }
-    if (!m->limit) {
-        owner_history_reply(w, c, m, 0, c->top);   /* just the position */
-        return;
-    }
-    uint64_t start = owner_ring_start(c);   /* ring covers [start, top] */
-    int ring_reaches = after + 1 >= start;
-    if (!ring_reaches && !owner_store(w, ns)) {
-        /* Memory only: with since, the position is older than what is
-         * retained; without, the ring's oldest are the oldest. */
-        if (has_since) {
-            owner_history_reply(w, c, m, PROTO_E_UNRECOVERABLE, c->top);
-            return;
+    int code = 0;
+    if (since && !from_store &&
+        (!same || soff > w->top ||
+         (r->limit && soff < w->top &&
+          (w->first == 0 || wstart > soff + 1))))
+        code = PROTO_E_UNRECOVERABLE;
+    int64_t oldest = owner_oldest(o, ns);
+    publist page = { 0 };
+    for (size_t i = 0; i < w->pubs.n; i++) {
+        pub *p = w->pubs.v[i];
+        if (!code && p->time_ms < oldest) {
+            /* Older than history_ttl: not retained. */
+            if (since && !r->reverse && page.n == 0 && p->offset == soff + 1)
+                code = PROTO_E_UNRECOVERABLE;
+            pub_unref(p);
+        } else if (code) {
+            pub_unref(p);
+        } else {
+            publist_push(&page, p);
         }
-        after = start - 1;
-        ring_reaches = 1;
     }
-    if (ring_reaches) {
-        owner_take_ring(c, m, after, m->limit, reverse);
-        owner_history_reply(w, c, m, 0, c->top);
+    w->pubs.n = 0;
+    if (code)
+        publist_clear(&page);
+    if (from_store && !code && page.n < r->limit) {
+        /* reverse: older ones from the store, after the window's */
+        publist_move(&r->pubs, &page);
+        publist_free(&page);
+        r->h.hdr.type = OWN_HIST_READ;
+        owner_read_store(o, c, &r->h, &r->pubs, &r->prog.read_status, w->epoch,
+                         lo, wstart, r->limit - (uint32_t)r->pubs.n, 1, 0);
         return;
     }
-    if (reverse) {
-        owner_take_ring(c, m, after, m->limit, 1);
-        uint32_t rest = m->limit - (uint32_t)m->n_pubs;
-        if (!rest) {
-            owner_history_reply(w, c, m, 0, c->top);
-            return;
-        }
-        m->snap_top = c->top;
-        owner_read_store(w, c, m, after, start, rest, 1, has_since);
-        return;
-    }
-    m->offset = after;
-    owner_read_store(w, c, m, after, start, m->limit, 0, has_since);
+    publist_move(&r->pubs, &page);   /* forward: after a store part */
+    publist_free(&page);
+    owner_hist_reply(o, c, r, code, w->epoch, w->top);
 }
 
-/* A history read is back. Reverse: complete (the ring part was taken
- * first). Forward: the ring continues after the store part, unless it
- * moved on meanwhile: then one more read. */
-static void owner_history_read(worker *w, chan_state *c, msg *m)
+/* A history page's store read is back. Reverse: complete (the window part
+ * came first). Forward: the window continues after the store part, unless
+ * nothing older was stored (then the window's oldest are the oldest). */
+static void owner_hist_read(owner *o, hist_req *r)
 {
-    if (m->code) {
-        if (m->code == PROTO_E_NOT_AVAILABLE)
-            m->errmsg = "durable store unavailable";
-        owner_history_reply(w, c, m, m->code, c->top);
+    chan_state *c = owner_read_back(o, &r->h, &r->pubs, r->prog.read_status);
+    if (!c)
+        return;
+    if (r->prog.read_status) {
+        /* the start is gone (111) */
+        owner_hist_reply(o, c, r, r->prog.read_status, r->epoch, 0);
         return;
     }
-    int reverse = (m->flag >> 1) & 1;
-    if (reverse) {
-        owner_history_reply(w, c, m, 0, m->snap_top);
+    uint64_t got = publist_last(&r->pubs, r->prog.from);
+    if (r->reverse || r->pubs.n >= r->limit || got >= r->prog.snap_top) {
+        owner_hist_reply(o, c, r, 0, r->epoch, r->prog.snap_top);
         return;
     }
-    uint32_t room = m->limit - (uint32_t)m->n_pubs;
-    uint64_t got = m->n_pubs ? m->pubs[m->n_pubs - 1]->offset : m->offset;
-    uint64_t start = owner_ring_start(c);
-    if (!(m->flag & 1) && !m->n_pubs)
-        got = start - 1;    /* nothing older stored: the ring's oldest */
-    if (room && got < c->top && start > got + 1) {
-        owner_read_store(w, c, m, got, start, room, 0, 1);
-        return;
+    if (r->pubs.n || r->prog.cont || r->has_since) {
+        r->prog.cont = 1;
+        r->prog.from = got;
+    } else {
+        r->prog.store_done = 1;
     }
-    owner_take_ring(c, m, got, room, 0);
-    owner_history_reply(w, c, m, 0, c->top);
+    owner_hist_step(o, c, r);
 }
 
-static void owner_store_read(worker *w, msg *m)
+/* ---- presence ------------------------------------------------------------- */
+
+static void owner_presence(owner *o, pres_req *r)
 {
-    chan_state *c = chanreg_find(&w->reg, msg_chan(m), m->chan_len);
-    m->type = m->req;
-    if (!c) {
-        /* Cannot happen (the stream is held while reads are in flight);
-         * start the request over rather than answer from nothing. */
-        for (size_t i = 0; i < m->n_pubs; i++)
-            pub_unref(m->pubs[i]);
-        free(m->pubs);
-        m->pubs = NULL;
-        m->n_pubs = 0;
-        m->code = 0;
-        owner_handle(w, m);
-        return;
-    }
-    c->st_reads--;
-    if (m->req == MSG_SUB_REQ)
-        owner_subscribe_read(w, c, m);
+    chan_state *c = owner_stream(o, &r->h);
+    const char *why = NULL;
+    int rc = o->b->ops->presence_query(o->b, c, r, &why);
+    if (rc)
+        owner_refused(o, c, &r->h, OWN_PRESENCE, rc, why);
     else
-        owner_history_read(w, c, m);
+        owner_release(o, c);
 }
 
-static void owner_presence(worker *w, msg *m)
+static void owner_presence_done(void *ctx, pres_req *r, int code,
+                                const char *errmsg)
 {
-    chan_state *c = chanreg_find(&w->reg, msg_chan(m), m->chan_len);
-    if (c && c->n_presence) {
-        /* One block: the entry array, then the strings. */
-        size_t bytes = sizeof(proto_presence_entry) * c->n_presence;
-        presence_entry *e, *tmp;
-        HASH_ITER(hh, c->presence, e, tmp)
-            bytes += IDS_LEN + strlen(e->user);
-        proto_presence_entry *v = malloc(bytes);
-        if (!v)
-            abort();
-        char *s = (char *)(v + c->n_presence);
-        size_t i = 0;
-        HASH_ITER(hh, c->presence, e, tmp) {
-            size_t ul = strlen(e->user);
-            memcpy(s, e->client, IDS_LEN);
-            v[i].client = (proto_slice){ s, IDS_LEN };
-            s += IDS_LEN;
-            memcpy(s, e->user, ul);
-            v[i].user = (proto_slice){ s, ul };
-            s += ul;
-            i++;
-        }
-        m->extra = v;
-        m->n_extra = i;
-    }
-    owner_reply(w, m, MSG_PRES_REP, 0);
+    owner *o = ctx;
+    if (code)
+        owner_fail(o, &r->h, code, errmsg);
+    else
+        owner_reply(o, &r->h, 0);
 }
 
-/* A durable stream stays in memory while any publication may still be on
- * its way to the store: reloaded from the store meanwhile, it would take
- * an older top and hand out an offset a second time. */
-static int owner_hold_durable(void *arg, const chan_state *c)
+/* ---- the broker's sink ---------------------------------------------------- */
+
+static chan_state *owner_find(void *ctx, const char *chan, size_t len)
 {
-    store *st = arg;
-    return c->ns->durable && (store_backlog(st) > 0 || c->st_reads > 0);
+    owner *o = ctx;
+    return chanreg_find(&o->reg, chan, len);
 }
 
-void owner_init(worker *w)
+static void owner_position(void *ctx, chan_state *c, const char *epoch,
+                           uint64_t top)
 {
-    /* Cluster mode: Redis numbers the streams, nothing to hold. */
-    if (w->srv->store && !w->srv->cfg->n_redis) {
-        w->reg.hold = owner_hold_durable;
-        w->reg.hold_arg = w->srv->store;
-    }
+    if (memcmp(c->epoch, epoch, IDS_LEN) != 0)
+        chan_restart(c, epoch, top);   /* the ring held another epoch */
+    else
+        c->top = top;
 }
 
-/* A durable channel's stream continues where the store left it: the first
- * request for it (after a start, or after the stream was dropped from
- * memory) asks the store for its last epoch and offset, and requests wait
- * until the answer is there. Returns 1 when m waits. */
-static int owner_wait_for_store(worker *w, msg *m)
+/* Posts one message, made for each, to every worker that has subscribers
+ * of c. */
+static void owner_to_subscribers(owner *o, const chan_state *c,
+                                 msg *(*make)(const chan_state *c,
+                                              const void *arg),
+                                 const void *arg)
 {
-    store *st = w->srv->store;
-    if (!st || (m->type != MSG_SUB_REQ && m->type != MSG_PUB_REQ &&
-                m->type != MSG_HIST_REQ))
-        return 0;
-    const config_ns *ns =
-        config_ns_of_channel(w->srv->cfg, msg_chan(m), m->chan_len);
-    if (!ns || !ns->durable)
-        return 0;
-    chan_state *c = chanreg_find(&w->reg, msg_chan(m), m->chan_len);
-    if (c && !c->st_loading)
-        return 0;
-    if (!c) {
-        c = chanreg_get(&w->reg, msg_chan(m), m->chan_len, ns);
-        c->st_loading = 1;
-        store_load_last(st, w->index, msg_chan(m), m->chan_len);
-    }
-    m->next = NULL;
-    msg **tail = &c->st_wait;
-    while (*tail)
-        tail = &(*tail)->next;
-    *tail = m;
-    return 1;
+    for (uint32_t i = 0; i < o->srv->n_workers; i++)
+        if (c->wcount[i])
+            server_post(o->srv, (uint16_t)i, make(c, arg));
 }
 
-static void owner_store_last(worker *w, msg *m)
+static msg *owner_make_deliver(const chan_state *c, const void *p)
 {
-    chan_state *c = chanreg_find(&w->reg, msg_chan(m), m->chan_len);
-    if (!c || !c->st_loading) {
-        msg_free(m);
-        return;
-    }
-    c->st_loading = 0;
-    msg *list = c->st_wait;
-    c->st_wait = NULL;
-    if (m->flag == 1) {
-        memcpy(c->epoch, m->epoch, IDS_LEN + 1);
-        c->top = m->offset;
-    } else if (m->flag == 2) {
-        /* Not knowing where the stream stopped, starting it again would
-         * hand out offsets twice: refuse until the store answers. */
-        while (list) {
-            msg *r = list;
-            list = r->next;
-            r->next = NULL;
-            r->errmsg = "durable store unavailable";
-            owner_reply(w, r, r->type == MSG_SUB_REQ   ? MSG_SUB_REP
-                              : r->type == MSG_PUB_REQ ? MSG_PUB_REP
-                                                       : MSG_HIST_REP,
-                        PROTO_E_NOT_AVAILABLE);
-        }
-        /* Never loaded, so nothing to keep (its requests all waited); not
-         * chanreg_gc: with a store backlog (a spill file being replayed)
-         * the hold would keep it as a fresh stream, offset 1 in a new
-         * epoch, and the next request would not ask the store again. */
-        chanreg_drop(&w->reg, c);
-    }
-    msg_free(m);
-    while (list) {
-        msg *r = list;
-        list = r->next;
-        r->next = NULL;
-        owner_handle(w, r);
-    }
+    return &deliver_msg_new((pub *)p)->hdr;
 }
 
-void owner_handle(worker *w, msg *m)
+static msg *owner_make_reset(const chan_state *c, const void *arg)
 {
-    if (w->cl) {
-        cluster_handle(w, m);
-        return;
+    return &reset_msg_new(c->name, c->len)->hdr;
+}
+
+/* The next publication of a stream: into the ring, and one message per
+ * worker with subscribers (each encodes it once for all of its own). */
+static void owner_deliver(void *ctx, chan_state *c, pub *p)
+{
+    owner *o = ctx;
+    chan_append(c, p, server_now_ms(o->srv));
+    owner_to_subscribers(o, c, owner_make_deliver, p);
+}
+
+/* The stream has a gap the broker cannot fill, or its data was lost (a
+ * new epoch): the local subscribers are closed with 4003 and recover with
+ * since, which tells them what is still there. */
+static void owner_reset(void *ctx, chan_state *c, const char *epoch,
+                        uint64_t top, const char *why)
+{
+    owner *o = ctx;
+    log_warn("channel stream reset: closing its subscribers with 4003",
+             LOG_STRN("channel", c->name, c->len), LOG_STR("reason", why),
+             LOG_INT("delivered", c->top), LOG_INT("top", top));
+    owner_to_subscribers(o, c, owner_make_reset, NULL);
+    chan_restart(c, epoch, top);
+}
+
+/* The parked requests of a stream go again (or fail with code). */
+static void owner_ready(void *ctx, chan_state *c, int code,
+                        const char *errmsg)
+{
+    owner *o = ctx;
+    msg *m = chan_unpark(c);
+    c->reads++;   /* c stays while its requests run */
+    while (m) {
+        msg *next = m->next;
+        m->next = NULL;
+        if (code)
+            owner_fail(o, (chan_req *)m, code, errmsg);
+        else
+            owner_receive(o, m);
+        m = next;
     }
-    if (m->type == MSG_STORE_LAST) {
-        owner_store_last(w, m);
-        return;
-    }
-    if (m->type == MSG_STORE_READ) {
-        owner_store_read(w, m);
-        return;
-    }
-    if (owner_wait_for_store(w, m))
-        return;
+    c->reads--;
+    owner_release(o, c);
+}
+
+static void owner_idle(void *ctx, chan_state *c)
+{
+    owner_release(ctx, c);
+}
+
+typedef struct owner_join {
+    int join;
+    const char *client, *user;
+    size_t user_len;
+} owner_join;
+
+static msg *owner_make_join(const chan_state *c, const void *arg)
+{
+    const owner_join *j = arg;
+    return &join_msg_new(j->join, c->name, c->len, j->client, j->user,
+                         j->user_len)->h.hdr;
+}
+
+/* A join or leave push to every worker with subscribers; the client itself
+ * is excluded by the receiving worker. */
+static void owner_announce(void *ctx, chan_state *c, int join,
+                           const char *client, const char *user,
+                           size_t user_len)
+{
+    owner_join j = { join, client, user, user_len };
+    owner_to_subscribers(ctx, c, owner_make_join, &j);
+}
+
+static void owner_window(void *ctx, chan_state *c, chan_req *r,
+                         broker_window *w)
+{
+    owner *o = ctx;
+    c->reads--;
+    if (!w) {
+        owner_fail(o, r, PROTO_E_NOT_AVAILABLE, WINDOW_DOWN);
+        owner_release(o, c);
+    } else if (r->hdr.type == OWN_SUBSCRIBE || r->hdr.type == OWN_SUB_READ)
+        owner_sub_window(o, c, (sub_req *)r, w);
+    else
+        owner_hist_window(o, c, (hist_req *)r, w);
+}
+
+/* ---- the mailbox ---------------------------------------------------------- */
+
+void owner_receive(owner *o, msg *m)
+{
     switch (m->type) {
-    case MSG_SUB_REQ: owner_subscribe(w, m); break;
-    case MSG_UNSUB: owner_unsubscribe(w, m); break;
-    case MSG_PUB_REQ: owner_publish(w, m); break;
-    case MSG_HIST_REQ: owner_history(w, m); break;
-    case MSG_PRES_REQ: owner_presence(w, m); break;
+    case OWN_SUBSCRIBE: owner_subscribe(o, (sub_req *)m); break;
+    case OWN_UNSUBSCRIBE: owner_unsubscribe(o, (chan_req *)m); break;
+    case OWN_PUBLISH: owner_publish(o, (pub_req *)m); break;
+    case OWN_HISTORY: owner_history(o, (hist_req *)m); break;
+    case OWN_PRESENCE: owner_presence(o, (pres_req *)m); break;
+    case OWN_SUB_READ: owner_sub_read(o, (sub_req *)m); break;
+    case OWN_HIST_READ: owner_hist_read(o, (hist_req *)m); break;
+    case OWN_STORE_TOP:
+        if (o->b->ops->receive) {
+            o->b->ops->receive(o->b, m);
+            break;
+        }
+        /* fall through */
     default:
-        log_error("unexpected message for channel owner",
+        log_error("unexpected message for a channel owner",
                   LOG_INT("type", m->type));
-        msg_free(m);
+        requests_free(m);
     }
 }
 
-void owner_expire(worker *w)
+void owner_tick(owner *o)
 {
-    if (w->cl) {
-        cluster_expire(w);
-        return;
-    }
-    chanreg_expire(&w->reg, owner_now_ms());
+    chan_state *c, *tmp;
+    HASH_ITER(hh, o->reg.chans, c, tmp)
+        owner_release(o, c);
+}
+
+void owner_init(owner *o, server *srv, uint16_t index, struct broker *b)
+{
+    memset(o, 0, sizeof(*o));
+    o->srv = srv;
+    o->index = index;
+    o->b = b;
+    o->st = srv->store;
+    chanreg_init(&o->reg, srv->n_workers, requests_free);
+    o->reg.min_ring = b->min_ring;
+    b->sink = (broker_sink){
+        .ctx = o,
+        .find = owner_find,
+        .position = owner_position,
+        .deliver = owner_deliver,
+        .reset = owner_reset,
+        .ready = owner_ready,
+        .idle = owner_idle,
+        .announce = owner_announce,
+        .published = owner_published,
+        .window = owner_window,
+        .presence = owner_presence_done,
+    };
+}
+
+void owner_free(owner *o)
+{
+    chan_state *c, *tmp;
+    HASH_ITER(hh, o->reg.chans, c, tmp)
+        if (c->bs)
+            o->b->ops->forget(o->b, c);
+    chanreg_free(&o->reg);
 }

@@ -1,28 +1,48 @@
 /*
- * The channel-owner side of the hub: requests from any worker about a
- * channel (subscribe, unsubscribe, publish, history, presence) are handled
- * here, on the thread that owns the channel's stream, and answered through
- * the requester's mailbox. Fan-out of a sequenced publication is one
- * MSG_DELIVER per worker that has subscribers, never per subscriber.
+ * The channel owner: every channel has one owner worker (server_owner),
+ * and its owner is the only thread that touches the channel's stream.
+ * Every channel rule that needs the stream is here, once, for every
+ * broker: subscribe (limits, recovery from the ring, the broker's window
+ * and the durable store), unsubscribe, publish (back-pressure, durable
+ * reservation and acks), history (ring or window, then the store),
+ * presence and join/leave, fan-out to the workers with subscribers, and
+ * when a stream may be dropped. The broker (broker/broker.h) numbers and
+ * carries publications; the owner is its sink.
+ *
+ * Requests arrive in the worker's mailbox (core/requests.h) and are
+ * answered through the requester's; fan-out is one message per worker
+ * that has subscribers, never per subscriber.
  */
-#ifndef HERALD_OWNER_H
-#define HERALD_OWNER_H
+#ifndef HERALD_CORE_OWNER_H
+#define HERALD_CORE_OWNER_H
+
+#include <stdint.h>
 
 #include "base/mailbox.h"
+#include "base/server.h"
+#include "core/channel.h"
 
-struct worker;
+struct broker;
+struct store;
 
-/* Sets up the owner side of worker w (after its channel registry). */
-void owner_init(struct worker *w);
+typedef struct owner {
+    server *srv;
+    uint16_t index;          /* this worker */
+    chanreg reg;             /* the streams of the channels it owns */
+    struct broker *b;
+    struct store *st;        /* durable store, or NULL */
+} owner;
 
-/* Handles MSG_SUB_REQ, MSG_UNSUB, MSG_PUB_REQ, MSG_HIST_REQ, MSG_PRES_REQ;
- * takes ownership of m. */
-void owner_handle(struct worker *w, msg *m);
+/* Sets up the owner of worker `index` over broker b (whose sink it
+ * becomes). */
+void owner_init(owner *o, server *srv, uint16_t index, struct broker *b);
+/* Frees the streams (after the broker stopped). */
+void owner_free(owner *o);
+
+/* A message for the owner side (OWN_*); takes it. */
+void owner_receive(owner *o, msg *m);
 
 /* Periodic: history expiry by age, dropping unused streams. */
-void owner_expire(struct worker *w);
-
-/* Wall-clock milliseconds. */
-int64_t owner_now_ms(void);
+void owner_tick(owner *o);
 
 #endif

@@ -1,14 +1,17 @@
 /*
- * Publication allocation and release. The release uses acq_rel ordering so
- * the thread that frees sees every write made before other threads dropped
- * their references.
+ * Publication allocation, sealing and release; publication lists. The
+ * release uses acq_rel ordering so the thread that frees sees every write
+ * made before other threads dropped their references.
  */
 #include "core/pub.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-static char *pub_copy(char **cursor, proto_slice s, proto_slice *out)
+#include "base/ids.h"
+#include "base/mem.h"
+
+static void pub_copy(char **cursor, proto_slice s, proto_slice *out)
 {
     char *dst = *cursor;
     if (s.len)
@@ -16,7 +19,6 @@ static char *pub_copy(char **cursor, proto_slice s, proto_slice *out)
     out->ptr = dst;
     out->len = s.len;
     *cursor += s.len;
-    return dst;
 }
 
 pub *pub_new(proto_slice channel, uint64_t offset, proto_slice epoch,
@@ -26,9 +28,7 @@ pub *pub_new(proto_slice channel, uint64_t offset, proto_slice epoch,
     size_t n = channel.len + epoch.len + data->json.len + data->mp.len;
     if (info)
         n += info->client.len + info->user.len;
-    pub *p = malloc(sizeof(*p) + n);
-    if (!p)
-        abort();
+    pub *p = mem_alloc(sizeof(*p) + n);
     atomic_init(&p->refs, 1);
     p->offset = offset;
     p->time_ms = time_ms;
@@ -50,8 +50,68 @@ pub *pub_new(proto_slice channel, uint64_t offset, proto_slice epoch,
     return p;
 }
 
+pub *pub_draft(proto_slice channel, const proto_data *data,
+               const proto_client_info *info)
+{
+    char epoch0[IDS_LEN];
+    memset(epoch0, '0', sizeof(epoch0));
+    return pub_new(channel, 0, (proto_slice){ epoch0, IDS_LEN }, data, info,
+                   0);
+}
+
+void pub_seal(pub *p, uint64_t offset, const char *epoch, int64_t time_ms)
+{
+    p->offset = offset;
+    p->view.offset = offset;
+    p->time_ms = time_ms;
+    /* The draft is not shared yet, so its epoch bytes may still change. */
+    memcpy((char *)p->view.epoch.ptr, epoch, IDS_LEN);
+}
+
 void pub_unref(pub *p)
 {
     if (p && atomic_fetch_sub_explicit(&p->refs, 1, memory_order_acq_rel) == 1)
         free(p);
+}
+
+pub **publist_room(publist *l, size_t more)
+{
+    if (l->n + more > l->cap) {
+        size_t cap = l->cap ? l->cap : 16;
+        while (cap < l->n + more)
+            cap *= 2;
+        l->v = mem_realloc_array(l->v, cap, sizeof(pub *));
+        l->cap = cap;
+    }
+    return l->v + l->n;
+}
+
+void publist_push(publist *l, pub *p)
+{
+    *publist_room(l, 1) = p;
+    l->n++;
+}
+
+void publist_move(publist *dst, publist *src)
+{
+    if (!src->n)
+        return;
+    memcpy(publist_room(dst, src->n), src->v, sizeof(pub *) * src->n);
+    dst->n += src->n;
+    src->n = 0;
+}
+
+void publist_clear(publist *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        pub_unref(l->v[i]);
+    l->n = 0;
+}
+
+void publist_free(publist *l)
+{
+    publist_clear(l);
+    free(l->v);
+    l->v = NULL;
+    l->cap = 0;
 }

@@ -1,12 +1,17 @@
 /*
- * Publications: immutable, refcounted (atomically: they cross worker
- * threads), created by the channel's owner worker when it assigns the
- * offset. One allocation holds the channel name, the epoch, the data in
- * both encodings and the publisher info, so retaining a publication in
- * history or handing it to another worker is one reference, not a copy.
+ * Publications: immutable once shared, refcounted (atomically: they cross
+ * worker threads). One allocation holds the channel name, the epoch, the
+ * data in both encodings and the publisher info, so retaining a
+ * publication in history or handing it to another worker is one
+ * reference, not a copy.
+ *
+ * A publication starts as a draft (pub_draft, on the publisher's worker)
+ * that the broker seals with its offset, epoch and time before anyone
+ * else holds it (pub_seal). Lists of references (replies carrying
+ * history, reads of the store or the broker's window) are publists.
  */
-#ifndef HERALD_PUB_H
-#define HERALD_PUB_H
+#ifndef HERALD_CORE_PUB_H
+#define HERALD_CORE_PUB_H
 
 #include <stdatomic.h>
 #include <stddef.h>
@@ -27,6 +32,12 @@ typedef struct pub {
 pub *pub_new(proto_slice channel, uint64_t offset, proto_slice epoch,
              const proto_data *data, const proto_client_info *info,
              int64_t time_ms);
+/* A draft: offset 0 and room for an epoch (IDS_LEN bytes). */
+pub *pub_draft(proto_slice channel, const proto_data *data,
+               const proto_client_info *info);
+/* Seals a draft that nobody else holds yet: offset, epoch (IDS_LEN
+ * bytes) and time. */
+void pub_seal(pub *p, uint64_t offset, const char *epoch, int64_t time_ms);
 
 static inline pub *pub_ref(pub *p)
 {
@@ -35,5 +46,29 @@ static inline pub *pub_ref(pub *p)
 }
 
 void pub_unref(pub *p);
+
+/* A growable array of publication references, oldest first unless said
+ * otherwise. Owned by one thread at a time (it travels inside messages). */
+typedef struct publist {
+    pub **v;
+    size_t n, cap;
+} publist;
+
+/* Appends p, taking the caller's reference. */
+void publist_push(publist *l, pub *p);
+/* Makes room for `more` and returns where they go (then add to l->n). */
+pub **publist_room(publist *l, size_t more);
+/* Moves every reference of src to the end of dst (src left empty). */
+void publist_move(publist *dst, publist *src);
+/* Releases the references, keeps the array. */
+void publist_clear(publist *l);
+/* Releases the references and the array. */
+void publist_free(publist *l);
+
+/* Offset of the last publication, or `empty` when there is none. */
+static inline uint64_t publist_last(const publist *l, uint64_t empty)
+{
+    return l->n ? l->v[l->n - 1]->offset : empty;
+}
 
 #endif

@@ -1,17 +1,18 @@
 /*
- * Client connections: the libwebsockets protocol callback (HTTP routes and
- * the WebSocket at /ws), message reassembly, command handling, the ordered
- * send path with protocol batching, closing with protocol close codes, and
- * heartbeats.
+ * Client connections (conn.h): the libwebsockets protocol callback (the
+ * WebSocket at /ws; plain HTTP goes to http.h), message reassembly,
+ * command handling, the ordered send path with protocol batching, closing
+ * with protocol close codes, and heartbeats.
  *
  * Threading: everything here runs on the connection's worker thread. A
- * command that concerns a channel owned by another worker reserves its
- * reply's place in the send queue and sends a request; the reply fills the
+ * command that concerns a channel (owned by any worker, this one
+ * included) reserves its reply's place in the send queue and sends a
+ * request to the channel's owner (core/requests.h); the reply fills the
  * place when it comes back, so replies leave in command order without the
- * connection ever blocking.
+ * connection ever blocking. The channel rules that need only the
+ * configuration are checked here, before the request goes (core/rules.h).
  */
 #include "net/conn.h"
-#include "store/store.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,10 +21,12 @@
 
 #include <utlist.h>
 
-#include "net/auth.h"
 #include "base/log.h"
-#include "core/owner.h"
-#include "net/worker.h"
+#include "base/mem.h"
+#include "core/requests.h"
+#include "core/rules.h"
+#include "net/auth.h"
+#include "net/http.h"
 
 #define CONN_MAX_MALFORMED 10
 #define CONN_CLOSE_GRACE_S 3
@@ -33,8 +36,49 @@
 
 enum { PROTO_ID_JSON = 0, PROTO_ID_MSGPACK = 1 };
 
+static void conn_message(conn *c, const char *buf, size_t len, int binary);
+
+/* --- connection table ---------------------------------------------------- */
+
+static uint32_t conns_slot_alloc(conns *n, conn *c, uint32_t *gen)
+{
+    uint32_t i;
+    if (n->n_free) {
+        i = n->free_slots[--n->n_free];
+    } else {
+        if ((n->n_slots & (n->n_slots - 1)) == 0) {
+            uint32_t cap = n->n_slots ? n->n_slots * 2 : 64;
+            n->slots = mem_realloc_array(n->slots, cap, sizeof(*n->slots));
+            n->free_slots = mem_realloc_array(n->free_slots, cap,
+                                              sizeof(uint32_t));
+        }
+        i = n->n_slots++;
+        n->slots[i].gen = 0;
+    }
+    n->slots[i].c = c;
+    n->slots[i].gen++;
+    *gen = n->slots[i].gen;
+    n->count++;
+    return i;
+}
+
+static void conns_slot_free(conns *n, uint32_t slot)
+{
+    n->slots[slot].c = NULL;
+    n->free_slots[n->n_free++] = slot;
+    n->count--;
+}
+
+/* The connection a reply is for, or NULL when it is gone. */
+static conn *conns_route(conns *n, const route *r)
+{
+    if (r->slot >= n->n_slots || n->slots[r->slot].gen != r->gen)
+        return NULL;
+    return n->slots[r->slot].c;
+}
+
 /* Data frames are written directly from the worker's flush point
- * (conn_flush, before the loop waits) rather than by asking lws for a
+ * (conns_flush, before the loop waits) rather than by asking lws for a
  * WRITEABLE callback: with the libuv event lib every change of a POLLOUT
  * interest is a uv_poll_start, which libuv turns into epoll_ctl DEL + ADD,
  * so asking for writability costs four epoll_ctl calls per write, and a
@@ -42,7 +86,7 @@ enum { PROTO_ID_JSON = 0, PROTO_ID_MSGPACK = 1 };
  * outside the WRITEABLE callback: what the kernel does not take is kept on
  * the wsi's buflist_out and lws asks for POLLOUT itself; while anything is
  * buffered there, the connection waits for WRITEABLE as before
- * (writable_req), and so do control frames (see conn_flush). Batching is
+ * (writable_req), and so do control frames (see conns_flush). Batching is
  * unchanged: everything queued during one loop iteration goes out as one
  * frame. */
 static void conn_want_write(conn *c)
@@ -50,26 +94,33 @@ static void conn_want_write(conn *c)
     if (c->writable_req || c->flush_queued)
         return;
     c->flush_queued = 1;
-    DL_APPEND2(c->w->flush, c, fprev, fnext);
+    DL_APPEND2(c->n->flush, c, fprev, fnext);
 }
 
 /* --- output ------------------------------------------------------------ */
 
 static proto_buf *conn_encbuf(conn *c)
 {
-    proto_buf *b = &c->w->enc;
+    proto_buf *b = &c->n->enc;
     if (!b->base && b->headroom == 0)
         frame_buf_init(b);
     proto_buf_reset(b);
     return b;
 }
 
+/* The message just encoded into the worker's encode buffer, as a frame. */
+static frame *conns_take_frame(conns *n)
+{
+    frame *f = frame_from_buf(&n->enc);
+    frame_buf_init(&n->enc);
+    return f;
+}
+
 /* Queues the message just encoded into the worker's encode buffer, into
  * a reserved entry (seq) or at the end (seq == UINT64_MAX). */
 static void conn_send_encoded(conn *c, uint64_t seq)
 {
-    frame *f = frame_from_buf(&c->w->enc);
-    frame_buf_init(&c->w->enc);
+    frame *f = conns_take_frame(c->n);
     if (seq == UINT64_MAX)
         sendq_push(&c->q, f);
     else if (sendq_fill(&c->q, seq, f) < 0)
@@ -92,7 +143,7 @@ static void conn_push(conn *c, frame *f)
     if (c->closing)
         return;
     sendq_push(&c->q, frame_ref(f));
-    if (sendq_bytes(&c->q) > c->w->srv->cfg->send_queue_max) {
+    if (sendq_bytes(&c->q) > c->n->srv->cfg->send_queue_max) {
         log_info("slow consumer closed", LOG_STR("client", c->id),
                  LOG_INT("queued", (int64_t)sendq_bytes(&c->q)),
                  LOG_INT("code", PROTO_CLOSE_SLOW));
@@ -126,7 +177,7 @@ void conn_close(conn *c, int code, const char *reason, int reconnect)
  * ready frames coalesced into one (protocol batching). */
 static int conn_writeable(conn *c)
 {
-    worker *w = c->w;
+    conns *n = c->n;
     c->writable_req = 0;
     if (c->ping_due) {
         /* lws 4.1 does not report a zero-length pong to the protocol
@@ -156,7 +207,7 @@ static int conn_writeable(conn *c)
             /* lws keeps timeouts in a sorted list (O(n) insert), so at
              * shutdown, when every connection closes at once, the worker's
              * drain deadline stands in for this timeout. */
-            if (!c->w->draining)
+            if (!n->draining)
                 lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_ACK,
                                 CONN_CLOSE_GRACE_S);
         }
@@ -164,7 +215,7 @@ static int conn_writeable(conn *c)
     }
     enum lws_write_protocol wp =
         c->enc == PROTO_MSGPACK ? LWS_WRITE_BINARY : LWS_WRITE_TEXT;
-    size_t maxb = w->srv->cfg->max_batch_bytes;
+    size_t maxb = n->srv->cfg->max_batch_bytes;
     uint32_t used = 1;
     frame *g = sendq_peek(&c->q, 1);   /* NULL: none, or not filled yet */
     if (!g || f->len >= maxb) {
@@ -172,7 +223,7 @@ static int conn_writeable(conn *c)
             (int)f->len)
             return -1;
     } else {
-        proto_buf *b = &w->scratch;
+        proto_buf *b = &n->scratch;
         proto_buf_reset(b);
         proto_buf_append(b, frame_payload(f), f->len);
         /* Only ready frames, in order, up to max_batch_bytes. */
@@ -191,13 +242,13 @@ static int conn_writeable(conn *c)
     return 0;
 }
 
-void conn_flush(worker *w)
+int conns_flush(conns *n)
 {
-    conn *list = w->flush, *c;
+    conn *list = n->flush, *c;
     /* Detached first: a connection with more to write than one frame
-     * queues itself again, for the next pass (worker_on_prepare). Nothing
-     * here frees a connection (a failed write closes it asynchronously). */
-    w->flush = NULL;
+     * queues itself again, for the next pass. Nothing here frees a
+     * connection (a failed write closes it asynchronously). */
+    n->flush = NULL;
     while ((c = list)) {
         DL_DELETE2(list, c, fprev, fnext);
         c->flush_queued = 0;
@@ -220,39 +271,18 @@ void conn_flush(worker *w)
             lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK,
                             LWS_TO_KILL_ASYNC);
     }
+    return n->flush != NULL;
 }
 
-/* --- heartbeat wheel --------------------------------------------------- */
+/* --- heartbeats ---------------------------------------------------------- */
 
-static void conn_wheel_insert(conn *c)
+static void conn_heartbeat(conn *c, uint64_t now_s)
 {
-    conn **head = &c->w->wheel[c->due_s % WHEEL_SLOTS];
-    c->wprev = NULL;
-    c->wnext = *head;
-    if (*head)
-        (*head)->wprev = c;
-    *head = c;
-}
-
-static void conn_wheel_remove(conn *c)
-{
-    conn **head = &c->w->wheel[c->due_s % WHEEL_SLOTS];
-    if (c->wprev)
-        c->wprev->wnext = c->wnext;
-    else if (*head == c)
-        *head = c->wnext;
-    if (c->wnext)
-        c->wnext->wprev = c->wprev;
-    c->wprev = c->wnext = NULL;
-}
-
-void conn_heartbeat(conn *c, uint64_t now_s)
-{
-    const config *cfg = c->w->srv->cfg;
+    const config *cfg = c->n->srv->cfg;
     if (c->closing)
         return;
-    if (c->due_s > now_s) {
-        conn_wheel_insert(c);       /* more than a wheel turn away */
+    if (c->hb.due_s > now_s) {
+        hb_insert(&c->n->wheel, &c->hb);   /* more than a wheel turn away */
         return;
     }
     if (c->expires && (int64_t)time(NULL) >= c->expires) {
@@ -269,8 +299,8 @@ void conn_heartbeat(conn *c, uint64_t now_s)
         c->awaiting_pong = 0;
         /* Alive: the next ping is due ping_interval after the last one. */
         if (c->ping_sent_s + cfg->ping_interval > now_s) {
-            c->due_s = c->ping_sent_s + cfg->ping_interval;
-            conn_wheel_insert(c);
+            c->hb.due_s = c->ping_sent_s + cfg->ping_interval;
+            hb_insert(&c->n->wheel, &c->hb);
             return;
         }
     }
@@ -278,19 +308,42 @@ void conn_heartbeat(conn *c, uint64_t now_s)
     c->awaiting_pong = 1;
     c->ping_sent_s = now_s;
     conn_want_write(c);
-    c->due_s = now_s + (cfg->pong_timeout < cfg->ping_interval
-                            ? cfg->pong_timeout : cfg->ping_interval);
-    conn_wheel_insert(c);
+    c->hb.due_s = now_s + (cfg->pong_timeout < cfg->ping_interval
+                               ? cfg->pong_timeout : cfg->ping_interval);
+    hb_insert(&c->n->wheel, &c->hb);
+}
+
+void conns_tick(conns *n, uint64_t now_s)
+{
+    n->now_s = now_s;
+    /* conn_heartbeat moves each connection to the slot of its next
+     * check. */
+    hb_node *h = hb_take(&n->wheel, now_s);
+    while (h) {
+        hb_node *next = hb_next(h);
+        conn_heartbeat((conn *)((char *)h - offsetof(conn, hb)), now_s);
+        h = next;
+    }
 }
 
 /* --- subscriptions ----------------------------------------------------- */
 
-static void conn_post_unsub(conn *c, hub_chan *ch)
+static void conn_post(conn *c, chan_req *r)
 {
-    msg *m = msg_new(MSG_UNSUB, ch->name, ch->len, NULL, 0);
-    m->route.worker = c->w->index;
-    memcpy(m->client, c->id, IDS_LEN + 1);
-    worker_post(c->w->srv, server_owner(c->w->srv, ch->name, ch->len), m);
+    server_post(c->n->srv, server_owner(c->n->srv, r->chan, r->chan_len),
+                &r->hdr);
+}
+
+/* Tells the channel's owner that a subscription of client (on this
+ * worker) ended. */
+static void conns_post_unsub(conns *n, const char *chan, size_t len,
+                             const char *client)
+{
+    chan_req *r = chan_req_new(sizeof(chan_req), OWN_UNSUBSCRIBE, chan, len,
+                               NULL, 0);
+    r->route.worker = n->worker;
+    memcpy(r->client, client, IDS_LEN + 1);
+    server_post(n->srv, server_owner(n->srv, chan, len), &r->hdr);
 }
 
 /* Ends a subscription: an active one is removed and the owner told; a
@@ -298,8 +351,8 @@ static void conn_post_unsub(conn *c, hub_chan *ch)
 static void conn_sub_end(conn *c, hub_sub *s)
 {
     if (s->active) {
-        conn_post_unsub(c, s->chan);
-        hub_sub_remove(&c->w->hub, &c->subs, s);
+        conns_post_unsub(c->n, s->chan->name, s->chan->len, c->id);
+        hub_sub_remove(&c->n->hub, &c->subs, s);
     } else {
         hub_sub_orphan(&c->subs, s);
     }
@@ -308,39 +361,56 @@ static void conn_sub_end(conn *c, hub_sub *s)
 
 /* --- commands ----------------------------------------------------------- */
 
-static msg *conn_request(conn *c, uint8_t type, const proto_cmd *cmd)
+/* A request about cmd's channel from this connection, its reply's place
+ * reserved in the send queue; size is the family's (core/requests.h). */
+static void *conn_request(conn *c, size_t size, uint8_t type,
+                          const proto_cmd *cmd, const config_ns *ns)
 {
     const char *user = c->user ? c->user : "";
-    msg *m = msg_new(type, cmd->channel.ptr, cmd->channel.len, user,
-                     strlen(user));
-    m->route.worker = c->w->index;
-    m->route.slot = c->slot;
-    m->route.gen = c->gen;
-    m->route.cmd_id = cmd->id;
-    m->route.seq = sendq_reserve(&c->q);
-    memcpy(m->client, c->id, IDS_LEN + 1);
-    if (cmd->has_since) {
-        m->offset = cmd->since_offset;
-        if (cmd->since_epoch.len <= IDS_LEN) {
-            memcpy(m->epoch, cmd->since_epoch.ptr, cmd->since_epoch.len);
-            m->epoch_len = (uint8_t)cmd->since_epoch.len;
-        } else {
-            m->epoch_len = UINT8_MAX;   /* longer than any epoch: no match */
-        }
-    }
+    chan_req *r = chan_req_new(size, type, cmd->channel.ptr,
+                               cmd->channel.len, user, strlen(user));
+    r->route.worker = c->n->worker;
+    r->route.slot = c->slot;
+    r->route.gen = c->gen;
+    r->route.cmd_id = cmd->id;
+    r->route.seq = sendq_reserve(&c->q);
+    r->ns = ns;
+    memcpy(r->client, c->id, IDS_LEN + 1);
     c->inflight++;
-    return m;
+    return r;
 }
 
-static void conn_send_request(conn *c, msg *m)
+static void conn_since(stream_pos *pos, const proto_cmd *cmd)
 {
-    worker_post(c->w->srv, server_owner(c->w->srv, msg_chan(m), m->chan_len),
-                m);
+    pos->offset = cmd->since_offset;
+    if (cmd->since_epoch.len <= IDS_LEN) {
+        memcpy(pos->epoch, cmd->since_epoch.ptr, cmd->since_epoch.len);
+        pos->epoch_len = (uint8_t)cmd->since_epoch.len;
+    } else {
+        pos->epoch_len = UINT8_MAX;   /* longer than any epoch: no match */
+    }
+}
+
+/* The channel rules of rules.h for a command of this connection; on a
+ * refusal the error is sent and NULL returned. */
+static const config_ns *conn_rules(conn *c, enum rules_op op,
+                                   const proto_cmd *cmd, uint32_t limit)
+{
+    const config_ns *ns = NULL;
+    rules_who who = { .anonymous = c->user == NULL, .client = 1 };
+    int code = rules_check(c->n->srv->cfg, op, cmd->channel.ptr,
+                           cmd->channel.len, &who, limit,
+                           c->n->srv->store != NULL, &ns);
+    if (code) {
+        conn_reply_error(c, cmd->id, code, NULL, UINT64_MAX);
+        return NULL;
+    }
+    return ns;
 }
 
 static int conn_do_connect(conn *c, const proto_cmd *cmd)
 {
-    const config *cfg = c->w->srv->cfg;
+    const config *cfg = c->n->srv->cfg;
     if (c->connected) {
         conn_reply_error(c, cmd->id, PROTO_E_BAD_REQUEST, "already connected",
                          UINT64_MAX);
@@ -371,8 +441,8 @@ static int conn_do_connect(conn *c, const proto_cmd *cmd)
     c->connected = 1;
     proto_enc_ok_connect(conn_encbuf(c), c->enc, cmd->id,
                          (proto_slice){ c->id, IDS_LEN },
-                         (proto_slice){ c->w->srv->node,
-                                        strlen(c->w->srv->node) },
+                         (proto_slice){ c->n->srv->node,
+                                        strlen(c->n->srv->node) },
                          cfg->ping_interval, c->expires);
     conn_send_encoded(c, UINT64_MAX);
     return 0;
@@ -380,30 +450,27 @@ static int conn_do_connect(conn *c, const proto_cmd *cmd)
 
 static void conn_do_subscribe(conn *c, const proto_cmd *cmd)
 {
-    const config *cfg = c->w->srv->cfg;
-    const config_ns *ns = config_ns_of_channel(c->w->srv->cfg,
-                                               cmd->channel.ptr,
-                                               cmd->channel.len);
-    int code = 0;
+    const config_ns *ns = conn_rules(c, RULES_SUBSCRIBE, cmd, 0);
     if (!ns)
-        code = PROTO_E_BAD_CHANNEL;
-    else if (!c->user && !ns->allow_anonymous)
-        code = PROTO_E_PERMISSION;
-    else if (hub_sub_find(c->subs, cmd->channel.ptr, cmd->channel.len))
+        return;
+    int code = 0;
+    if (hub_sub_find(c->subs, cmd->channel.ptr, cmd->channel.len))
         code = PROTO_E_ALREADY_SUBSCRIBED;
-    else if (c->n_subs >= cfg->max_channels_per_conn)
+    else if (c->n_subs >= c->n->srv->cfg->max_channels_per_conn)
         code = PROTO_E_LIMIT;
     if (code) {
         conn_reply_error(c, cmd->id, code, NULL, UINT64_MAX);
         return;
     }
-    msg *m = conn_request(c, MSG_SUB_REQ, cmd);
-    m->flag = (uint8_t)cmd->has_since;
-    m->token = ids_next(&c->w->rng);
-    hub_sub_add(&c->w->hub, &c->subs, c, cmd->channel.ptr, cmd->channel.len,
-                m->token);
+    sub_req *r = conn_request(c, sizeof(sub_req), OWN_SUBSCRIBE, cmd, ns);
+    r->has_since = (uint8_t)cmd->has_since;
+    if (cmd->has_since)
+        conn_since(&r->since, cmd);
+    r->token = ids_next(&c->n->rng);
+    hub_sub_add(&c->n->hub, &c->subs, c, cmd->channel.ptr, cmd->channel.len,
+                r->token);
     c->n_subs++;
-    conn_send_request(c, m);
+    conn_post(c, &r->h);
 }
 
 static void conn_do_unsubscribe(conn *c, const proto_cmd *cmd)
@@ -417,85 +484,50 @@ static void conn_do_unsubscribe(conn *c, const proto_cmd *cmd)
 
 static void conn_do_publish(conn *c, const proto_cmd *cmd)
 {
-    const config_ns *ns = config_ns_of_channel(c->w->srv->cfg,
-                                               cmd->channel.ptr,
-                                               cmd->channel.len);
-    int code = 0;
+    const config_ns *ns = conn_rules(c, RULES_PUBLISH, cmd, 0);
     if (!ns)
-        code = PROTO_E_BAD_CHANNEL;
-    else if (!ns->allow_publish || (!c->user && !ns->allow_anonymous))
-        code = PROTO_E_PERMISSION;
-    if (code) {
-        conn_reply_error(c, cmd->id, code, NULL, UINT64_MAX);
         return;
-    }
     proto_client_info info = {
         .client = { c->id, IDS_LEN },
         .user = { c->user ? c->user : "", c->user ? strlen(c->user) : 0 },
     };
-    /* The owner seals offset and epoch into this draft. */
-    char epoch0[IDS_LEN];
-    memset(epoch0, '0', sizeof(epoch0));
-    msg *m = conn_request(c, MSG_PUB_REQ, cmd);
-    m->p = pub_new(cmd->channel, 0, (proto_slice){ epoch0, IDS_LEN },
-                   &cmd->data, &info, 0);
-    conn_send_request(c, m);
+    pub_req *r = conn_request(c, sizeof(pub_req), OWN_PUBLISH, cmd, ns);
+    r->p = pub_draft(cmd->channel, &cmd->data, &info);
+    conn_post(c, &r->h);
 }
 
 static void conn_do_history(conn *c, const proto_cmd *cmd)
 {
-    const config *cfg = c->w->srv->cfg;
-    const config_ns *ns = config_ns_of_channel(c->w->srv->cfg,
-                                               cmd->channel.ptr,
-                                               cmd->channel.len);
-    int code = 0;
-    uint32_t limit = cmd->has_limit ? cmd->limit
-                     : (cfg->history_max_limit < 100 ? cfg->history_max_limit
-                                                     : 100);
+    uint32_t limit = cmd->has_limit
+                         ? cmd->limit
+                         : rules_history_default_limit(c->n->srv->cfg);
+    const config_ns *ns = conn_rules(c, RULES_HISTORY, cmd, limit);
     if (!ns)
-        code = PROTO_E_BAD_CHANNEL;
-    else if (!c->user && !ns->allow_anonymous)
-        code = PROTO_E_PERMISSION;
-    else if (ns->history_size == 0 && !(ns->durable && c->w->srv->store))
-        code = PROTO_E_NOT_AVAILABLE;
-    else if (limit > cfg->history_max_limit)
-        code = PROTO_E_LIMIT;
-    if (code) {
-        conn_reply_error(c, cmd->id, code, NULL, UINT64_MAX);
         return;
-    }
-    msg *m = conn_request(c, MSG_HIST_REQ, cmd);
-    m->flag = (uint8_t)((cmd->has_since ? 1 : 0) | (cmd->reverse ? 2 : 0));
-    m->limit = limit;
-    conn_send_request(c, m);
+    hist_req *r = conn_request(c, sizeof(hist_req), OWN_HISTORY, cmd, ns);
+    r->has_since = (uint8_t)cmd->has_since;
+    if (cmd->has_since)
+        conn_since(&r->since, cmd);
+    r->reverse = (uint8_t)cmd->reverse;
+    r->limit = limit;
+    conn_post(c, &r->h);
 }
 
 static void conn_do_presence(conn *c, const proto_cmd *cmd)
 {
-    const config_ns *ns = config_ns_of_channel(c->w->srv->cfg,
-                                               cmd->channel.ptr,
-                                               cmd->channel.len);
-    int code = 0;
+    const config_ns *ns = conn_rules(c, RULES_PRESENCE, cmd, 0);
     if (!ns)
-        code = PROTO_E_BAD_CHANNEL;
-    else if (!c->user && !ns->allow_anonymous)
-        code = PROTO_E_PERMISSION;
-    else if (!ns->presence)
-        code = PROTO_E_NOT_AVAILABLE;
-    if (code) {
-        conn_reply_error(c, cmd->id, code, NULL, UINT64_MAX);
         return;
-    }
-    conn_send_request(c, conn_request(c, MSG_PRES_REQ, cmd));
+    conn_post(c, conn_request(c, sizeof(pres_req), OWN_PRESENCE, cmd, ns));
 }
 
 /* Token bucket; returns 0 when the command may run. */
 static int conn_rate_limited(conn *c)
 {
-    const config *cfg = c->w->srv->cfg;
+    const config *cfg = c->n->srv->cfg;
     if (!cfg->rate_limit)
         return 0;
-    uint64_t now = uv_now(&c->w->loop);
+    uint64_t now = uv_now(c->n->loop);
     if (c->tokens_ms == 0) {
         c->tokens = cfg->rate_burst;
     } else {
@@ -520,7 +552,7 @@ static int conn_command(conn *c, const proto_cmd *cmd)
     if (cmd->op == PROTO_OP_CONNECT)
         return conn_do_connect(c, cmd);
     if (!c->connected) {
-        if (!c->w->srv->cfg->allow_anonymous) {
+        if (!c->n->srv->cfg->allow_anonymous) {
             conn_reply_error(c, cmd->id, PROTO_E_UNAUTHORIZED,
                              "connect first", UINT64_MAX);
             return 0;
@@ -596,9 +628,9 @@ static void conn_message(conn *c, const char *buf, size_t len, int binary)
  * and answered with error 112. */
 static void conn_receive(conn *c, const char *in, size_t len)
 {
-    const config *cfg = c->w->srv->cfg;
+    const config *cfg = c->n->srv->cfg;
     int final = lws_is_final_fragment(c->wsi);
-    c->last_rx_s = c->w->now_s;
+    c->last_rx_s = c->n->now_s;
     if (c->closing)
         return;
     if (!c->rx_active) {
@@ -626,9 +658,7 @@ static void conn_receive(conn *c, const char *in, size_t len)
                 uint32_t cap = c->rx_cap ? c->rx_cap : 1024;
                 while (cap < c->rx_len + len)
                     cap *= 2;
-                c->rx = realloc(c->rx, cap);
-                if (!c->rx)
-                    abort();
+                c->rx = mem_realloc(c->rx, cap);
                 c->rx_cap = cap;
             }
             memcpy(c->rx + c->rx_len, in, len);
@@ -651,7 +681,7 @@ static void conn_receive(conn *c, const char *in, size_t len)
     }
 }
 
-/* --- replies and deliveries from the mailbox --------------------------- */
+/* --- replies and pushes from the mailbox ------------------------------- */
 
 static void conn_reply_done(conn *c)
 {
@@ -663,121 +693,118 @@ static void conn_reply_done(conn *c)
     }
 }
 
-static size_t conn_pub_views(msg *m, proto_pub **out)
+/* The views of a reply's publications, for the encoder. */
+static proto_pub *conn_pub_views(const publist *l)
 {
-    *out = NULL;
-    if (!m->n_pubs)
-        return 0;
-    proto_pub *v = malloc(sizeof(*v) * m->n_pubs);
-    if (!v)
-        abort();
-    for (size_t i = 0; i < m->n_pubs; i++)
-        v[i] = m->pubs[i]->view;
-    *out = v;
-    return m->n_pubs;
+    if (!l->n)
+        return NULL;
+    proto_pub *v = mem_alloc(sizeof(*v) * l->n);
+    for (size_t i = 0; i < l->n; i++)
+        v[i] = l->v[i]->view;
+    return v;
 }
 
-/* Fills the subscribe command's reserved reply. */
-static void conn_answer_sub(conn *c, msg *m)
+/* Encodes the ok reply of r into the worker's encode buffer. */
+static void conn_encode_reply(conn *c, chan_req *r)
 {
-    if (m->code) {
-        conn_reply_error(c, m->route.cmd_id, m->code, m->errmsg,
-                         m->route.seq);
+    proto_buf *b = conn_encbuf(c);
+    uint32_t id = r->route.cmd_id;
+    proto_pub *v = NULL;
+    switch (r->hdr.type) {
+    case CON_SUBSCRIBED: {
+        sub_req *s = (sub_req *)r;
+        v = conn_pub_views(&s->pubs);
+        proto_enc_ok_subscribe(b, c->enc, id, (proto_slice){ s->epoch, IDS_LEN },
+                               s->top, s->recovered, v, s->pubs.n);
+        break;
+    }
+    case CON_PUBLISHED: {
+        pub_req *p = (pub_req *)r;
+        proto_enc_ok_publish(b, c->enc, id, p->offset,
+                             (proto_slice){ p->epoch, IDS_LEN });
+        break;
+    }
+    case CON_HISTORY: {
+        hist_req *h = (hist_req *)r;
+        v = conn_pub_views(&h->pubs);
+        proto_enc_ok_history(b, c->enc, id, (proto_slice){ h->epoch, IDS_LEN },
+                             h->top, v, h->pubs.n);
+        break;
+    }
+    case CON_PRESENCE: {
+        pres_req *p = (pres_req *)r;
+        proto_enc_ok_presence(b, c->enc, id, p->entries, p->n_entries);
+        break;
+    }
+    }
+    free(v);
+}
+
+/* Fills a reply's reserved place: the error or the answer. */
+static void conn_answer(conn *c, chan_req *r)
+{
+    if (r->code) {
+        conn_reply_error(c, r->route.cmd_id, r->code, r->errmsg,
+                         r->route.seq);
     } else {
-        proto_pub *v;
-        size_t n = conn_pub_views(m, &v);
-        proto_enc_ok_subscribe(conn_encbuf(c), c->enc, m->route.cmd_id,
-                               (proto_slice){ m->epoch, IDS_LEN }, m->offset,
-                               m->recovered, v, n);
-        free(v);
-        conn_send_encoded(c, m->route.seq);
+        conn_encode_reply(c, r);
+        conn_send_encoded(c, r->route.seq);
     }
     conn_reply_done(c);
 }
 
-static void conn_on_sub_rep(worker *w, msg *m)
+static void conns_on_subscribed(conns *n, sub_req *r)
 {
-    conn *c = worker_slot_get(w, m->route.slot, m->route.gen);
+    conn *c = conns_route(n, &r->h.route);
     hub_sub *s = NULL;
     if (c)
         for (hub_sub *it = c->subs; it; it = it->cnext)
-            if (it->token == m->token) {
+            if (it->token == r->token) {
                 s = it;
                 break;
             }
     if (!s) {
         /* Unsubscribed or disconnected meanwhile. */
-        hub_sub *o = hub_orphan_find(&w->hub, msg_chan(m), m->chan_len,
-                                     m->token);
+        hub_sub *o = hub_orphan_find(&n->hub, r->h.chan, r->h.chan_len,
+                                     r->token);
         if (o) {
-            if (m->code == 0) {
-                msg *u = msg_new(MSG_UNSUB, msg_chan(m), m->chan_len, NULL, 0);
-                u->route.worker = w->index;
-                memcpy(u->client, m->client, IDS_LEN + 1);
-                worker_post(w->srv, server_owner(w->srv, msg_chan(m),
-                                                 m->chan_len), u);
-            }
-            hub_sub_remove(&w->hub, NULL, o);
+            if (r->h.code == 0)
+                conns_post_unsub(n, r->h.chan, r->h.chan_len, r->h.client);
+            hub_sub_remove(&n->hub, NULL, o);
         }
         if (c)
-            conn_answer_sub(c, m);   /* unsubscribed meanwhile: still answer */
+            conn_answer(c, &r->h);   /* unsubscribed meanwhile: still answer */
         return;
     }
-    if (m->code) {
-        hub_sub_remove(&w->hub, &c->subs, s);
+    if (r->h.code) {
+        hub_sub_remove(&n->hub, &c->subs, s);
         c->n_subs--;
     } else {
         s->active = 1;
     }
-    conn_answer_sub(c, m);
+    conn_answer(c, &r->h);
 }
 
-static void conn_on_reply(worker *w, msg *m)
-{
-    conn *c = worker_slot_get(w, m->route.slot, m->route.gen);
-    if (!c)
-        return;
-    uint32_t id = m->route.cmd_id;
-    if (m->code) {
-        conn_reply_error(c, id, m->code, m->errmsg, m->route.seq);
-    } else if (m->type == MSG_PUB_REP) {
-        proto_enc_ok_publish(conn_encbuf(c), c->enc, id, m->offset,
-                             (proto_slice){ m->epoch, IDS_LEN });
-        conn_send_encoded(c, m->route.seq);
-    } else if (m->type == MSG_HIST_REP) {
-        proto_pub *v;
-        size_t n = conn_pub_views(m, &v);
-        proto_enc_ok_history(conn_encbuf(c), c->enc, id,
-                             (proto_slice){ m->epoch, IDS_LEN }, m->offset,
-                             v, n);
-        free(v);
-        conn_send_encoded(c, m->route.seq);
-    } else if (m->type == MSG_PRES_REP) {
-        proto_enc_ok_presence(conn_encbuf(c), c->enc, id, m->extra,
-                              m->n_extra);
-        conn_send_encoded(c, m->route.seq);
-    }
-    conn_reply_done(c);
-}
+/* Pushes one message to every active local subscriber of a channel but
+ * `skip` (a client id, or NULL): encoded once per encoding in use, then
+ * one reference per subscriber. */
+typedef void (*conns_encode_fn)(proto_buf *b, proto_enc enc, const void *arg);
 
-/* Fan-out to this worker's subscribers: one encode per encoding in use,
- * then one reference per subscriber. */
-static void conn_on_deliver(worker *w, msg *m)
+static void conns_fanout(conns *n, const char *chan, size_t len,
+                         const char *skip, conns_encode_fn encode,
+                         const void *arg)
 {
-    pub *p = m->p;
-    hub_chan *ch = hub_chan_find(&w->hub, p->view.channel.ptr,
-                                 p->view.channel.len);
+    hub_chan *ch = hub_chan_find(&n->hub, chan, len);
     if (!ch)
         return;
     frame *fr[2] = { NULL, NULL };
     for (hub_sub *s = ch->subs; s; s = s->next) {
-        if (!s->active)
-            continue;
         conn *c = s->conn;
+        if (!s->active || (skip && memcmp(c->id, skip, IDS_LEN) == 0))
+            continue;
         if (!fr[c->enc]) {
-            proto_enc_push_pub(conn_encbuf(c), (proto_enc)c->enc, &p->view);
-            fr[c->enc] = frame_from_buf(&w->enc);
-            frame_buf_init(&w->enc);
+            encode(conn_encbuf(c), (proto_enc)c->enc, arg);
+            fr[c->enc] = conns_take_frame(n);
         }
         conn_push(c, fr[c->enc]);
     }
@@ -785,39 +812,29 @@ static void conn_on_deliver(worker *w, msg *m)
     frame_unref(fr[1]);
 }
 
-static void conn_on_join(worker *w, msg *m)
+static void conns_encode_pub(proto_buf *b, proto_enc enc, const void *arg)
 {
-    hub_chan *ch = hub_chan_find(&w->hub, msg_chan(m), m->chan_len);
-    if (!ch)
-        return;
+    const pub *p = arg;
+    proto_enc_push_pub(b, enc, &p->view);
+}
+
+static void conns_encode_join(proto_buf *b, proto_enc enc, const void *arg)
+{
+    const join_msg *j = arg;
     proto_client_info info = {
-        .client = { m->client, IDS_LEN },
-        .user = { msg_user(m), m->user_len },
+        .client = { j->client, IDS_LEN },
+        .user = { j->user, j->user_len },
     };
-    proto_slice chan = { msg_chan(m), m->chan_len };
-    frame *fr[2] = { NULL, NULL };
-    for (hub_sub *s = ch->subs; s; s = s->next) {
-        conn *c = s->conn;
-        if (!s->active || memcmp(c->id, m->client, IDS_LEN) == 0)
-            continue;
-        if (!fr[c->enc]) {
-            proto_enc_push_join(conn_encbuf(c), (proto_enc)c->enc, m->flag,
-                                chan, &info);
-            fr[c->enc] = frame_from_buf(&w->enc);
-            frame_buf_init(&w->enc);
-        }
-        conn_push(c, fr[c->enc]);
-    }
-    frame_unref(fr[0]);
-    frame_unref(fr[1]);
+    proto_enc_push_join(b, enc, j->join,
+                        (proto_slice){ j->h.chan, j->h.chan_len }, &info);
 }
 
 /* Cluster: the channel's stream has a gap this node could not fill (or
  * Redis lost it): its subscribers here reconnect and recover with since,
  * which tells them honestly what is still there. */
-static void conn_on_reset(worker *w, msg *m)
+static void conns_on_reset(conns *n, reset_msg *r)
 {
-    hub_chan *ch = hub_chan_find(&w->hub, msg_chan(m), m->chan_len);
+    hub_chan *ch = hub_chan_find(&n->hub, r->chan, r->chan_len);
     if (!ch)
         return;
     /* conn_close only queues the disconnect push and the close frame; the
@@ -828,48 +845,64 @@ static void conn_on_reset(worker *w, msg *m)
                        "broker gap: resubscribe with since", 1);
 }
 
-void conn_on_msg(worker *w, msg *m)
+void conns_receive(conns *n, msg *m)
 {
     switch (m->type) {
-    case MSG_SUB_REP: conn_on_sub_rep(w, m); break;
-    case MSG_PUB_REP:
-    case MSG_HIST_REP:
-    case MSG_PRES_REP: conn_on_reply(w, m); break;
-    case MSG_DELIVER: conn_on_deliver(w, m); break;
-    case MSG_JOIN: conn_on_join(w, m); break;
-    case MSG_CL_RESET: conn_on_reset(w, m); break;
-    default:
-        log_error("unexpected message for a worker", LOG_INT("type", m->type));
+    case CON_SUBSCRIBED: conns_on_subscribed(n, (sub_req *)m); break;
+    case CON_PUBLISHED:
+    case CON_HISTORY:
+    case CON_PRESENCE: {
+        conn *c = conns_route(n, &((chan_req *)m)->route);
+        if (c)
+            conn_answer(c, (chan_req *)m);
+        break;
     }
-    msg_free(m);
+    case CON_DELIVER: {
+        const pub *p = ((deliver_msg *)m)->p;
+        conns_fanout(n, p->view.channel.ptr, p->view.channel.len, NULL,
+                     conns_encode_pub, p);
+        break;
+    }
+    case CON_JOIN: {
+        const join_msg *j = (join_msg *)m;
+        conns_fanout(n, j->h.chan, j->h.chan_len, j->client, conns_encode_join,
+                     j);
+        break;
+    }
+    case CON_RESET: conns_on_reset(n, (reset_msg *)m); break;
+    default:
+        log_error("unexpected message for a worker's connections",
+                  LOG_INT("type", m->type));
+    }
+    requests_free(m);
 }
 
 /* --- lifecycle ---------------------------------------------------------- */
 
 static void conn_established(conn *c, struct lws *wsi)
 {
-    worker *w = lws_context_user(lws_get_context(wsi));
+    conns *n = lws_context_user(lws_get_context(wsi));
     memset(c, 0, sizeof(*c));
     c->wsi = wsi;
-    c->w = w;
+    c->n = n;
     c->enc = lws_get_protocol(wsi)->id == PROTO_ID_MSGPACK ? PROTO_MSGPACK
                                                           : PROTO_JSON;
     sendq_init(&c->q);
-    ids_hex(ids_next(&w->rng), c->id);
-    c->slot = worker_slot_alloc(w, c, &c->gen);
+    ids_hex(ids_next(&n->rng), c->id);
+    c->slot = conns_slot_alloc(n, c, &c->gen);
     c->live = 1;
-    c->last_rx_s = w->now_s;
+    c->last_rx_s = n->now_s;
     /* Spread the first ping over the interval so that connections made
      * together do not ping together. */
-    const config *cfg = w->srv->cfg;
-    c->due_s = w->now_s + 1 + ids_next(&w->rng) % cfg->ping_interval;
-    conn_wheel_insert(c);
-    unsigned n = atomic_fetch_add(&w->srv->connections, 1) + 1;
-    if (w->draining) {
+    const config *cfg = n->srv->cfg;
+    c->hb.due_s = n->now_s + 1 + ids_next(&n->rng) % cfg->ping_interval;
+    hb_insert(&n->wheel, &c->hb);
+    unsigned count = atomic_fetch_add(&n->srv->connections, 1) + 1;
+    if (n->draining) {
         conn_close(c, PROTO_CLOSE_SHUTDOWN, "server shutting down", 1);
-    } else if (n > w->srv->max_connections) {
+    } else if (count > n->srv->max_connections) {
         log_warn("connection limit reached",
-                 LOG_INT("limit", w->srv->max_connections),
+                 LOG_INT("limit", n->srv->max_connections),
                  LOG_INT("code", PROTO_CLOSE_CONN_LIMIT));
         conn_close(c, PROTO_CLOSE_CONN_LIMIT, "connection limit reached", 1);
     }
@@ -877,104 +910,67 @@ static void conn_established(conn *c, struct lws *wsi)
 
 static void conn_closed(conn *c)
 {
-    worker *w = c->w;
+    conns *n = c->n;
     if (!c->live)
         return;
     c->live = 0;
     if (c->flush_queued) {
-        DL_DELETE2(w->flush, c, fprev, fnext);
+        DL_DELETE2(n->flush, c, fprev, fnext);
         c->flush_queued = 0;
     }
     while (c->subs)
         conn_sub_end(c, c->subs);
-    conn_wheel_remove(c);
+    hb_remove(&n->wheel, &c->hb);
     sendq_free(&c->q);
     free(c->rx);
     free(c->user);
     c->rx = NULL;
     c->user = NULL;
-    worker_slot_free(w, c->slot);
-    atomic_fetch_sub(&w->srv->connections, 1);
+    conns_slot_free(n, c->slot);
+    atomic_fetch_sub(&n->srv->connections, 1);
 }
 
-/* --- HTTP --------------------------------------------------------------- */
-
-static int conn_http_reply(struct lws *wsi, unsigned status, const char *body)
+void conns_drain(conns *n)
 {
-    unsigned char hdr[LWS_PRE + 512], *start = hdr + LWS_PRE, *p = start,
-                                      *end = hdr + sizeof(hdr) - 1;
-    size_t len = strlen(body);
-    if (lws_add_http_common_headers(wsi, status, "application/json", len, &p,
-                                    end) ||
-        lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CACHE_CONTROL,
-                                     (const unsigned char *)"no-store", 8, &p,
-                                     end) ||
-        lws_finalize_write_http_header(wsi, start, &p, end))
-        return -1;
-    unsigned char buf[LWS_PRE + 1024];
-    if (len > sizeof(buf) - LWS_PRE)
-        return -1;
-    memcpy(buf + LWS_PRE, body, len);
-    if (lws_write(wsi, buf + LWS_PRE, len, LWS_WRITE_HTTP_FINAL) != (int)len)
-        return -1;
-    return lws_http_transaction_completed(wsi) ? -1 : 0;
+    n->draining = 1;
+    for (uint32_t i = 0; i < n->n_slots; i++)
+        if (n->slots[i].c)
+            conn_close(n->slots[i].c, PROTO_CLOSE_SHUTDOWN,
+                       "server shutting down", 1);
 }
 
-static int conn_http(struct lws *wsi, const char *uri)
+void conns_init(conns *n, server *srv, uint16_t worker, uv_loop_t *loop)
 {
-    worker *w = lws_context_user(lws_get_context(wsi));
-    char body[512];
-    if (lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) <= 0)
-        return conn_http_reply(wsi, HTTP_STATUS_METHOD_NOT_ALLOWED,
-                               "{\"error\":\"method not allowed\"}");
-    if (strcmp(uri, "/healthz") == 0) {
-        /* Cluster: "down" while any worker's link to any Redis server is
-         * (503, so a balancer sends new clients elsewhere; connected
-         * clients stay). */
-        int cluster = w->srv->cfg->n_redis > 0;
-        int down = cluster && atomic_load(&w->srv->broker_down) > 0;
-        const char *status = w->draining ? "draining"
-                             : down      ? "degraded" : "ok";
-        int n = snprintf(body, sizeof(body),
-                 "{\"status\":\"%s\",\"node\":\"%s\",\"connections\":%u,"
-                 "\"workers\":%u,\"broker\":\"%s\"",
-                 status, w->srv->node, atomic_load(&w->srv->connections),
-                 w->srv->n_workers,
-                 !cluster ? "memory" : down ? "down" : "up");
-        const store *st = w->srv->store;
-        if (st && n > 0 && (size_t)n < sizeof(body))
-            n += snprintf(body + n, sizeof(body) - (size_t)n,
-                          ",\"store\":{\"status\":\"%s\",\"backlog\":%llu,"
-                          "\"written\":%llu,\"spilled\":%llu,"
-                          "\"spill_bytes\":%llu,\"retention_passes\":%llu,"
-                          "\"retention_deleted\":%llu}",
-                          store_failing(st) ? "failing" : "ok",
-                          (unsigned long long)store_backlog(st),
-                          (unsigned long long)store_written(st),
-                          (unsigned long long)store_spilled(st),
-                          (unsigned long long)store_spill_bytes(st),
-                          (unsigned long long)store_retention_passes(st),
-                          (unsigned long long)store_retention_deleted(st));
-        if (n > 0 && (size_t)n < sizeof(body) - 1)
-            snprintf(body + n, sizeof(body) - (size_t)n, "}");
-        return conn_http_reply(wsi, w->draining || down ? 503
-                                                        : HTTP_STATUS_OK,
-                               body);
-    }
-    if (strcmp(uri, "/ws") == 0)
-        return conn_http_reply(wsi, 426,
-                               "{\"error\":\"WebSocket upgrade required\"}");
-    return conn_http_reply(wsi, HTTP_STATUS_NOT_FOUND,
-                           "{\"error\":\"not found\"}");
+    memset(n, 0, sizeof(*n));
+    n->srv = srv;
+    n->worker = worker;
+    n->loop = loop;
+    hub_init(&n->hub);
+    ids_rng_seed(&n->rng);
+    proto_buf_init(&n->scratch, LWS_PRE);
 }
+
+void conns_free(conns *n)
+{
+    hub_free(&n->hub);
+    proto_buf_free(&n->scratch);
+    proto_buf_free(&n->enc);
+    free(n->slots);
+    free(n->free_slots);
+}
+
+/* --- the lws protocol callback --------------------------------------------- */
 
 static int conn_callback(struct lws *wsi, enum lws_callback_reasons reason,
                          void *user, void *in, size_t len)
 {
     conn *c = user;
     switch (reason) {
-    case LWS_CALLBACK_HTTP:
-        return conn_http(wsi, in ? (const char *)in : "");
+    case LWS_CALLBACK_HTTP: {
+        conns *n = lws_context_user(lws_get_context(wsi));
+        return http_serve(wsi, in ? (const char *)in : "", n->srv,
+                          n->draining);
+    }
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION: {
         char uri[16];
         if (lws_hdr_copy(wsi, uri, sizeof(uri), WSI_TOKEN_GET_URI) <= 0 ||
@@ -991,7 +987,7 @@ static int conn_callback(struct lws *wsi, enum lws_callback_reasons reason,
         return 0;
     case LWS_CALLBACK_RECEIVE_PONG:
         if (c && c->live)
-            c->last_rx_s = c->w->now_s;
+            c->last_rx_s = c->n->now_s;
         return 0;
     case LWS_CALLBACK_SERVER_WRITEABLE:
         if (c && c->live)

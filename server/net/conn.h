@@ -1,34 +1,41 @@
 /*
- * A client connection (the lws per-session data of the WebSocket
- * protocols): the protocol state machine, the receive reassembly buffer,
- * the bounded send queue and the subscriptions. Owned by its worker thread.
- * Also the lws protocol callback, which serves HTTP (/healthz) on the same
- * port and WebSocket at /ws.
+ * A worker's client connections: the lws per-session data of the
+ * WebSocket protocols (one `conn` each: the protocol state machine, the
+ * receive reassembly buffer, the bounded send queue and the
+ * subscriptions), and what they share on their worker (`conns`: the
+ * connection table, the subscription index, the heartbeat wheel, the list
+ * of connections with output to write, the encode buffers). Owned by the
+ * worker thread; the worker (worker.h) embeds one `conns` and calls the
+ * functions below from its loop. The lws protocol callback also serves
+ * plain HTTP on the same port through http.h.
  */
-#ifndef HERALD_CONN_H
-#define HERALD_CONN_H
+#ifndef HERALD_NET_CONN_H
+#define HERALD_NET_CONN_H
 
 #include <stdint.h>
 
 #include <libwebsockets.h>
+#include <uv.h>
 
 #include <herald/proto.h>
 
-#include "core/hub.h"
 #include "base/ids.h"
 #include "base/mailbox.h"
+#include "base/server.h"
+#include "core/hub.h"
+#include "net/heartbeat.h"
 #include "net/sendq.h"
-
-struct worker;
 
 /* Commands answered by another worker that one connection may have
  * outstanding; past it, the connection stops being read until replies
  * come back (flow control instead of an unbounded queue). */
 #define CONN_MAX_INFLIGHT 64
 
+struct conns;
+
 typedef struct conn {
     struct lws *wsi;
-    struct worker *w;
+    struct conns *n;
     uint32_t slot, gen;
     uint8_t enc;               /* proto_enc */
     uint8_t live;              /* established and in the slot table */
@@ -54,30 +61,62 @@ typedef struct conn {
     char *rx;                  /* reassembly of fragmented messages */
     uint32_t rx_len, rx_cap;
     hub_sub *subs;             /* this connection's subscriptions */
-    struct conn *wprev, *wnext;/* heartbeat wheel slot list */
-    struct conn *fprev, *fnext;/* worker flush list */
-    uint64_t due_s;            /* next heartbeat check */
+    hb_node hb;                /* in the heartbeat wheel */
+    struct conn *fprev, *fnext;/* flush list */
     uint64_t last_rx_s;
     uint64_t ping_sent_s;      /* when the last ping was queued */
     double tokens;             /* rate limit bucket */
     uint64_t tokens_ms;
 } conn;
 
+typedef struct conn_slot {
+    conn *c;
+    uint32_t gen;
+} conn_slot;
+
+typedef struct conns {
+    server *srv;
+    uint16_t worker;          /* this worker's index */
+    uv_loop_t *loop;
+    hub hub;                  /* this worker's part of the subscriptions */
+    ids_rng rng;
+    conn_slot *slots;         /* connection table; index = conn slot */
+    uint32_t n_slots;
+    uint32_t *free_slots;
+    uint32_t n_free;
+    uint32_t count;           /* live connections */
+    hb_wheel wheel;
+    uint64_t now_s;           /* monotonic seconds, updated each tick */
+    conn *flush;              /* connections with output to write */
+    proto_buf scratch;        /* coalescing of batched frames */
+    proto_buf enc;            /* encoding of replies, stolen into frames */
+    int draining;             /* shutting down: no new connections */
+} conns;
+
 extern const struct lws_protocols conn_protocols[];
 
-/* Mailbox replies and deliveries addressed to this worker's connections. */
-void conn_on_msg(struct worker *w, msg *m);
+void conns_init(conns *n, server *srv, uint16_t worker, uv_loop_t *loop);
+/* After every connection is gone. */
+void conns_free(conns *n);
+
+/* A message for the connections (CON_*): replies and pushes; takes it. */
+void conns_receive(conns *n, msg *m);
+
+/* Writes what the connections on the flush list have ready: called once
+ * per loop iteration, before the loop waits (uv_prepare); returns 1 when
+ * some have more to write. */
+int conns_flush(conns *n);
+
+/* Once a second: heartbeats of the connections due now. */
+void conns_tick(conns *n, uint64_t now_s);
+
+/* Shutdown: every connection is closed with 4000 after what is queued,
+ * and new ones are closed at once. */
+void conns_drain(conns *n);
 
 /* Starts a graceful close: code and reason go out in a disconnect push
  * (after what is queued, except for 4001/4002 which drop the queue) and in
  * the close frame. */
 void conn_close(conn *c, int code, const char *reason, int reconnect);
-
-/* Writes what the connections on the worker's flush list have ready:
- * called once per loop iteration, before the loop waits (uv_prepare). */
-void conn_flush(struct worker *w);
-
-/* Heartbeat check from the worker tick. */
-void conn_heartbeat(conn *c, uint64_t now_s);
 
 #endif

@@ -1,216 +1,32 @@
 /*
- * Worker threads: the event loop, the lws context on it, accepting
- * connections, the mailbox and the one-second tick (heartbeats, history
- * expiry, shutdown deadline).
- *
- * Accepting: each worker owns a listening socket bound with SO_REUSEPORT
- * and hands accepted sockets to lws with lws_adopt_socket_vhost() (lws's
- * own listener cannot be shared between contexts in this build). When the
- * process runs out of descriptors, the spare descriptor kept open for that
- * purpose is closed to accept and immediately drop the pending connection,
- * and accepting pauses briefly, so the loop neither spins nor crashes.
+ * Worker threads (worker.h): the event loop and what runs on it. Each
+ * iteration of the loop: events (accepts, reads, Redis replies, timers,
+ * the mailbox), then, before the loop waits, the output queued meanwhile
+ * is written (conns_flush). Once a second the tick runs heartbeats, every
+ * few seconds history expiry, and at shutdown the drain deadline.
  */
-#define _GNU_SOURCE
 #include "net/worker.h"
 
-#include <errno.h>
-#include <fcntl.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
-#include "broker/redis/cluster.h"
-#include "net/conn.h"
 #include "base/log.h"
-#include "core/owner.h"
+#include "base/mem.h"
+#include "broker/memory.h"
+#include "broker/redis/redis.h"
+#include "core/requests.h"
 
-#define ACCEPT_BATCH 128
 /* Flush passes per loop iteration before the rest waits for the next
  * iteration (worker_on_prepare). */
 #define WORKER_FLUSH_ROUNDS 8
-#define ACCEPT_PAUSE_MS 100
 #define EXPIRE_EVERY_S 5
-#define EMFILE_LOG_EVERY_S 10
 
-uint16_t server_owner(const server *s, const char *chan, size_t len)
+void worker_post_all(server *srv, uint8_t type)
 {
-    unsigned hv;
-    HASH_VALUE(chan, len, hv);
-    return (uint16_t)(hv % s->n_workers);
-}
-
-void worker_post(server *srv, uint16_t to, msg *m)
-{
-    mailbox_post(&srv->workers[to]->mb, m);
-}
-
-/* --- connection table --------------------------------------------------- */
-
-uint32_t worker_slot_alloc(worker *w, struct conn *c, uint32_t *gen)
-{
-    uint32_t i;
-    if (w->n_free) {
-        i = w->free_slots[--w->n_free];
-    } else {
-        if ((w->n_slots & (w->n_slots - 1)) == 0) {
-            uint32_t cap = w->n_slots ? w->n_slots * 2 : 64;
-            w->slots = realloc(w->slots, sizeof(*w->slots) * cap);
-            w->free_slots = realloc(w->free_slots, sizeof(uint32_t) * cap);
-            if (!w->slots || !w->free_slots)
-                abort();
-        }
-        i = w->n_slots++;
-        w->slots[i].gen = 0;
-    }
-    w->slots[i].c = c;
-    w->slots[i].gen++;
-    *gen = w->slots[i].gen;
-    w->n_conns++;
-    return i;
-}
-
-void worker_slot_free(worker *w, uint32_t slot)
-{
-    w->slots[slot].c = NULL;
-    w->free_slots[w->n_free++] = slot;
-    w->n_conns--;
-}
-
-struct conn *worker_slot_get(worker *w, uint32_t slot, uint32_t gen)
-{
-    if (slot >= w->n_slots || w->slots[slot].gen != gen)
-        return NULL;
-    return w->slots[slot].c;
-}
-
-/* --- listening socket --------------------------------------------------- */
-
-static int worker_listen(worker *w, char *err, size_t errlen)
-{
-    const config *cfg = w->srv->cfg;
-    char port[16];
-    snprintf(port, sizeof(port), "%d",
-             w->srv->listen_port ? w->srv->listen_port : cfg->listen_port);
-    struct addrinfo hints = { 0 }, *res = NULL;
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-    const char *host = cfg->listen_host[0] ? cfg->listen_host : NULL;
-    int rc = getaddrinfo(host, port, &hints, &res);
-    if (rc != 0) {
-        snprintf(err, errlen, "listen address %s: %s", cfg->listen_host,
-                 gai_strerror(rc));
-        return -1;
-    }
-    int one = 1, fd;
-    if (w->index == 0 && strcmp(port, "0") != 0) {
-        /* SO_REUSEPORT would let this process share the port with another
-         * herald (or anything else) of the same user, each getting part of
-         * the connections. A first bind without it fails when the port is
-         * taken at all: then refuse to start. */
-        fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (fd < 0)
-            goto fail;
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-        if (bind(fd, res->ai_addr, res->ai_addrlen) < 0)
-            goto fail;
-        close(fd);
-    }
-    fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        goto fail;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0)
-        goto fail;
-    if (bind(fd, res->ai_addr, res->ai_addrlen) < 0)
-        goto fail;
-    if (listen(fd, 4096) < 0)
-        goto fail;
-    if (!w->srv->listen_port) {
-        struct sockaddr_storage ss;
-        socklen_t sl = sizeof(ss);
-        getsockname(fd, (struct sockaddr *)&ss, &sl);
-        w->srv->listen_port = ntohs(ss.ss_family == AF_INET6
-            ? ((struct sockaddr_in6 *)&ss)->sin6_port
-            : ((struct sockaddr_in *)&ss)->sin_port);
-    }
-    freeaddrinfo(res);
-    w->listen_fd = fd;
-    return 0;
-fail:
-    snprintf(err, errlen, "listen on %s:%s: %s", cfg->listen_host, port,
-             strerror(errno));
-    if (fd >= 0)
-        close(fd);
-    freeaddrinfo(res);
-    return -1;
-}
-
-static void worker_on_accept(uv_poll_t *p, int status, int events);
-
-static void worker_accept_resume(uv_timer_t *t)
-{
-    worker *w = t->data;
-    if (w->spare_fd < 0)
-        w->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    if (!w->draining)
-        uv_poll_start(&w->listen_poll, UV_READABLE, worker_on_accept);
-}
-
-static void worker_accept_pause(worker *w)
-{
-    uv_poll_stop(&w->listen_poll);
-    uv_timer_start(&w->accept_resume, worker_accept_resume, ACCEPT_PAUSE_MS, 0);
-}
-
-static void worker_on_accept(uv_poll_t *p, int status, int events)
-{
-    worker *w = p->data;
-    if (status < 0 || w->draining)
-        return;
-    for (int i = 0; i < ACCEPT_BATCH; i++) {
-        int fd = accept4(w->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno == EINTR || errno == ECONNABORTED)
-                continue;
-            if (errno == EMFILE || errno == ENFILE) {
-                /* Out of descriptors: drop the pending connection so the
-                 * kernel stops reporting it, then back off. */
-                if (w->spare_fd >= 0) {
-                    close(w->spare_fd);
-                    w->spare_fd = -1;
-                    int drop = accept4(w->listen_fd, NULL, NULL, SOCK_CLOEXEC);
-                    if (drop >= 0)
-                        close(drop);
-                }
-                w->emfile_drops++;
-                if (!w->emfile_logged_s ||
-                    w->now_s >= w->emfile_logged_s + EMFILE_LOG_EVERY_S) {
-                    log_warn("out of file descriptors: refusing connections",
-                             LOG_INT("worker", w->index),
-                             LOG_INT("connections", w->n_conns),
-                             LOG_INT("refused", w->emfile_drops));
-                    w->emfile_logged_s = w->now_s ? w->now_s : 1;
-                    w->emfile_drops = 0;
-                }
-                worker_accept_pause(w);
-            }
-            return;
-        }
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        if (!lws_adopt_socket_vhost(w->vh, fd)) {
-            /* lws closes the descriptor when adoption fails. */
-            log_warn("could not adopt connection", LOG_INT("worker", w->index));
-        }
-    }
-    (void)events;
+    for (uint32_t i = 0; i < srv->n_workers; i++)
+        server_post(srv, (uint16_t)i, worker_msg_new(type));
 }
 
 /* --- shutdown ----------------------------------------------------------- */
@@ -234,25 +50,10 @@ static void worker_begin_drain(worker *w)
     if (w->draining)
         return;
     w->draining = 1;
-    w->drain_deadline_s = w->now_s + w->srv->cfg->shutdown_timeout;
-    /* Closed, not just ignored: new connections are refused at once (a
-     * load balancer fails over to another node) instead of waiting in the
-     * backlog until the process exits. The poll handle goes first, while
-     * the descriptor is still ours (libuv removes it from epoll by
-     * number). */
-    uv_poll_stop(&w->listen_poll);
-    uv_close((uv_handle_t *)&w->listen_poll, worker_close_cb);
-    if (w->listen_fd >= 0) {
-        close(w->listen_fd);
-        w->listen_fd = -1;
-    }
-    uv_timer_stop(&w->accept_resume);
-    for (uint32_t i = 0; i < w->n_slots; i++) {
-        conn *c = w->slots[i].c;
-        if (c)
-            conn_close(c, PROTO_CLOSE_SHUTDOWN, "server shutting down", 1);
-    }
-    if (w->n_conns == 0)
+    w->drain_deadline_s = w->net.now_s + w->srv->cfg->shutdown_timeout;
+    listener_close(&w->lis);
+    conns_drain(&w->net);
+    if (w->net.count == 0)
         worker_report_drained(w);
 }
 
@@ -260,17 +61,14 @@ static void worker_stop(worker *w)
 {
     mailbox_close(&w->mb);
     uv_timer_stop(&w->tick);
-    uv_timer_stop(&w->accept_resume);
     uv_close((uv_handle_t *)&w->tick, worker_close_cb);
     uv_prepare_stop(&w->flush_prep);
     uv_close((uv_handle_t *)&w->flush_prep, worker_close_cb);
     uv_idle_stop(&w->flush_idle);
     uv_close((uv_handle_t *)&w->flush_idle, worker_close_cb);
-    uv_close((uv_handle_t *)&w->accept_resume, worker_close_cb);
     uv_close((uv_handle_t *)&w->wake, worker_close_cb);
-    if (!uv_is_closing((uv_handle_t *)&w->listen_poll))
-        uv_close((uv_handle_t *)&w->listen_poll, worker_close_cb);
-    cluster_stop(w);
+    listener_stop(&w->lis);
+    w->broker->ops->stop(w->broker);
     /* With a foreign loop lws finishes destroying the context from the
      * loop (closing its handles) and clears w->ctx through pcontext. */
     lws_context_destroy(w->ctx);
@@ -284,50 +82,46 @@ static void worker_on_wake(uv_async_t *a)
     msg *m = mailbox_take(&w->mb);
     while (m) {
         msg *next = m->next;
-        switch (m->type) {
-        case MSG_SUB_REQ:
-        case MSG_UNSUB:
-        case MSG_PUB_REQ:
-        case MSG_HIST_REQ:
-        case MSG_PRES_REQ:
-        case MSG_STORE_LAST:
-        case MSG_STORE_READ:
-            owner_handle(w, m);
+        switch (m->to) {
+        case MSG_TO_OWNER:
+            owner_receive(&w->own, m);
             break;
-        case MSG_SHUTDOWN:
-            worker_begin_drain(w);
-            msg_free(m);
+        case MSG_TO_CONNS:
+            mailbox_done(&w->mb, m);
+            conns_receive(&w->net, m);
             break;
-        case MSG_STOP:
-            msg_free(m);
-            /* Later messages are dropped: every connection is gone. */
+        case MSG_TO_WORKER:
+            if (m->type == WRK_SHUTDOWN) {
+                worker_begin_drain(w);
+                requests_free(m);
+                break;
+            }
+            requests_free(m);
+            /* WRK_STOP. Later messages are dropped: every connection is
+             * gone. */
             while (next) {
                 msg *n2 = next->next;
-                if (next->type == MSG_DELIVER)
-                    atomic_fetch_sub(&w->mb.delivers, 1);
-                msg_free(next);
+                mailbox_done(&w->mb, next);
+                requests_free(next);
                 next = n2;
             }
             worker_stop(w);
             return;
         default:
-            if (m->type == MSG_DELIVER)
-                atomic_fetch_sub_explicit(&w->mb.delivers, 1,
-                                          memory_order_relaxed);
-            conn_on_msg(w, m);
-            break;
+            log_error("message for no receiver", LOG_INT("to", m->to));
+            requests_free(m);
         }
         m = next;
     }
 }
 
-/* Before the loop waits for events: write the output that this iteration
- * queued (see conn_flush). */
 static void worker_flush_idle(uv_idle_t *i)
 {
     (void)i;   /* its being active is what counts (see below) */
 }
 
+/* Before the loop waits for events: write the output that this iteration
+ * queued (see conns_flush). */
 static void worker_on_prepare(uv_prepare_t *p)
 {
     worker *w = p->data;
@@ -336,9 +130,10 @@ static void worker_on_prepare(uv_prepare_t *p)
      * the loop from waiting (libuv polls with a zero timeout while an idle
      * handle is active), so the rest goes out on the next iterations
      * instead of whenever the next event happens to wake the loop. */
-    for (int round = 0; w->flush && round < WORKER_FLUSH_ROUNDS; round++)
-        conn_flush(w);
-    if (w->flush)
+    int more = w->net.flush != NULL;
+    for (int round = 0; more && round < WORKER_FLUSH_ROUNDS; round++)
+        more = conns_flush(&w->net);
+    if (more)
         uv_idle_start(&w->flush_idle, worker_flush_idle);
     else
         uv_idle_stop(&w->flush_idle);
@@ -347,29 +142,16 @@ static void worker_on_prepare(uv_prepare_t *p)
 static void worker_on_tick(uv_timer_t *t)
 {
     worker *w = t->data;
-    w->now_s = uv_now(&w->loop) / 1000;
-
-    /* Heartbeats: visit the slot of this second; conn_heartbeat moves each
-     * connection to the slot of its next check. */
-    conn **slot = &w->wheel[w->now_s % WHEEL_SLOTS];
-    conn *c = *slot;
-    *slot = NULL;
-    while (c) {
-        conn *next = c->wnext;
-        c->wprev = c->wnext = NULL;
-        conn_heartbeat(c, w->now_s);
-        c = next;
-    }
-
-    if (w->now_s % EXPIRE_EVERY_S == 0)
-        owner_expire(w);
-
+    uint64_t now_s = uv_now(&w->loop) / 1000;
+    conns_tick(&w->net, now_s);
+    if (now_s % EXPIRE_EVERY_S == 0)
+        owner_tick(&w->own);
     if (w->draining && !w->drained_reported &&
-        (w->n_conns == 0 || w->now_s >= w->drain_deadline_s)) {
-        if (w->n_conns)
+        (w->net.count == 0 || now_s >= w->drain_deadline_s)) {
+        if (w->net.count)
             log_warn("shutdown timeout: dropping connections",
                      LOG_INT("worker", w->index),
-                     LOG_INT("connections", w->n_conns));
+                     LOG_INT("connections", w->net.count));
         worker_report_drained(w);
     }
 }
@@ -386,12 +168,13 @@ static void worker_lws_log(int level, const char *line)
 }
 
 /* No lws "validity" timers on server connections: liveness is Herald's
- * own heartbeat wheel (conn_heartbeat), O(1) per connection. lws 4.1 keeps
- * every timer of a context in one list sorted by deadline and inserts by
- * walking it from the head, so a validity timer per connection, pushed to
- * the end of the list on every message received, made each received
- * message and each new connection cost O(connections): a reconnect storm
- * of 10,000 clients stalled the worker for seconds. */
+ * own heartbeat wheel (net/heartbeat.h), O(1) per connection. lws 4.1
+ * keeps every timer of a context in one list sorted by deadline and
+ * inserts by walking it from the head, so a validity timer per
+ * connection, pushed to the end of the list on every message received,
+ * made each received message and each new connection cost
+ * O(connections): a reconnect storm of 10,000 clients stalled the worker
+ * for seconds. */
 static const lws_retry_bo_t worker_no_validity = {
     .secs_since_valid_ping = 0,
     .secs_since_valid_hangup = 0,
@@ -422,7 +205,7 @@ static int worker_create_lws(worker *w)
     info.keepalive_timeout = 5;
     info.max_http_header_pool = 1024;
     info.pt_serv_buf_size = 4096;
-    info.user = w;
+    info.user = &w->net;      /* the protocol callback's lws_context_user */
     info.pcontext = &w->ctx;
     w->ctx = lws_create_context(&info);
     if (!w->ctx)
@@ -443,7 +226,7 @@ static int worker_create_lws(worker *w)
         vi.ssl_private_key_filepath = cfg->tls_key;
         vi.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
     }
-    vi.user = w;
+    vi.user = &w->net;
     w->vh = lws_create_vhost(w->ctx, &vi);
     if (!w->vh)
         return -1;
@@ -453,7 +236,7 @@ static int worker_create_lws(worker *w)
 static void *worker_main(void *arg)
 {
     worker *w = arg;
-    w->now_s = uv_now(&w->loop) / 1000;
+    w->net.now_s = uv_now(&w->loop) / 1000;
     if (worker_create_lws(w) < 0) {
         log_error("cannot create the libwebsockets context",
                   LOG_INT("worker", w->index));
@@ -461,9 +244,8 @@ static void *worker_main(void *arg)
         worker_report_drained(w);
         return NULL;
     }
-    if (w->srv->cfg->n_redis)
-        cluster_start(w);
-    uv_poll_start(&w->listen_poll, UV_READABLE, worker_on_accept);
+    w->broker->ops->start(w->broker);
+    listener_start(&w->lis, &w->loop, w->vh, &w->net.count, &w->net.now_s);
     uv_timer_start(&w->tick, worker_on_tick, 1000, 1000);
     uv_prepare_start(&w->flush_prep, worker_on_prepare);
     uv_run(&w->loop, UV_RUN_DEFAULT);
@@ -478,17 +260,13 @@ static void *worker_main(void *arg)
 
 worker *worker_new(server *srv, uint16_t index, char *err, size_t errlen)
 {
-    worker *w = calloc(1, sizeof(*w));
-    if (!w)
-        abort();
+    worker *w = mem_calloc(1, sizeof(*w));
     w->srv = srv;
     w->index = index;
-    w->listen_fd = -1;
-    if (worker_listen(w, err, errlen) < 0) {
+    if (listener_open(&w->lis, srv, index, err, errlen) < 0) {
         free(w);
         return NULL;
     }
-    w->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     uv_loop_init(&w->loop);
     uv_async_init(&w->loop, &w->wake, worker_on_wake);
     w->wake.data = w;
@@ -498,16 +276,12 @@ worker *worker_new(server *srv, uint16_t index, char *err, size_t errlen)
     w->flush_prep.data = w;
     uv_idle_init(&w->loop, &w->flush_idle);
     w->flush_idle.data = w;
-    uv_timer_init(&w->loop, &w->accept_resume);
-    w->accept_resume.data = w;
-    uv_poll_init(&w->loop, &w->listen_poll, w->listen_fd);
-    w->listen_poll.data = w;
-    mailbox_init(&w->mb, &w->wake);
-    hub_init(&w->hub);
-    chanreg_init(&w->reg, srv->n_workers);
-    owner_init(w);
-    ids_rng_seed(&w->rng);
-    proto_buf_init(&w->scratch, LWS_PRE);
+    mailbox_init(&w->mb, &w->wake, requests_free);
+    srv->inbox[index] = &w->mb;
+    conns_init(&w->net, srv, index, &w->loop);
+    w->broker = srv->cfg->n_redis ? broker_redis_new(srv, index, &w->loop)
+                                  : broker_memory_new(srv, index);
+    owner_init(&w->own, srv, index, w->broker);
     return w;
 }
 
@@ -531,17 +305,10 @@ void worker_free(worker *w)
         lws_context_destroy(w->ctx);
     }
     uv_loop_close(&w->loop);
-    cluster_free(w);
+    owner_free(&w->own);
+    w->broker->ops->destroy(w->broker);
     mailbox_destroy(&w->mb);
-    hub_free(&w->hub);
-    chanreg_free(&w->reg);
-    proto_buf_free(&w->scratch);
-    proto_buf_free(&w->enc);
-    free(w->slots);
-    free(w->free_slots);
-    if (w->listen_fd >= 0)
-        close(w->listen_fd);
-    if (w->spare_fd >= 0)
-        close(w->spare_fd);
+    conns_free(&w->net);
+    listener_free(&w->lis);
     free(w);
 }

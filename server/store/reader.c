@@ -13,9 +13,9 @@
 #include <herald/proto.h>
 
 #include "base/log.h"
-#include "base/mailbox.h"
+#include "base/mem.h"
 #include "base/server.h"
-#include "net/worker.h"
+#include "core/requests.h"
 
 /* How long a read waits for publications still on their way to the store
  * (written by the writers meanwhile) before it answers 108. */
@@ -35,6 +35,8 @@ typedef struct read_job {
     uint16_t owner;
     uint16_t len;
     msg *m;                  /* range reads: the request, NULL for a top */
+    publist *out;            /* range reads: where the answer goes (in m) */
+    int16_t *status;         /* range reads: its status (in m) */
     store_range r;
     char chan[];
 } read_job;
@@ -48,67 +50,49 @@ static int store_last(store *s, mongoc_client_t *cl, const read_job *j,
 {
     char sp_epoch[IDS_LEN + 1];
     uint64_t sp_offset = 0;
-    int64_t sp_time = 0, time_ms = 0;
+    int64_t sp_time = 0;
     int in_spill = store_spill_last(s, j->chan, j->len, sp_epoch, &sp_offset,
                                     &sp_time);
-    bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER, sort, proj;
+    bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER, sort;
     bson_append_utf8(&filter, "channel", 7, j->chan, j->len);
     BSON_APPEND_DOCUMENT_BEGIN(&opts, "sort", &sort);
     BSON_APPEND_INT32(&sort, "time", -1);
     BSON_APPEND_INT32(&sort, "offset", -1);
     bson_append_document_end(&opts, &sort);
-    BSON_APPEND_DOCUMENT_BEGIN(&opts, "projection", &proj);
-    BSON_APPEND_INT32(&proj, "epoch", 1);
-    BSON_APPEND_INT32(&proj, "offset", 1);
-    BSON_APPEND_INT32(&proj, "time", 1);
-    bson_append_document_end(&opts, &proj);
+    store_pos_projection(&opts);
     BSON_APPEND_INT64(&opts, "limit", 1);
     mongoc_collection_t *coll = mongoc_client_get_collection(cl, s->db,
                                                              s->coll);
-    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, &filter,
-                                                            &opts, NULL);
-    const bson_t *doc;
-    int rc = 0;
-    if (mongoc_cursor_next(cur, &doc)) {
-        bson_iter_t it;
-        uint32_t elen = 0;
-        const char *e = NULL;
-        if (bson_iter_init_find(&it, doc, "epoch") && BSON_ITER_HOLDS_UTF8(&it))
-            e = bson_iter_utf8(&it, &elen);
-        if (e && elen == IDS_LEN && bson_iter_init_find(&it, doc, "offset") &&
-            BSON_ITER_HOLDS_INT(&it)) {
-            memcpy(epoch, e, IDS_LEN);
-            epoch[IDS_LEN] = '\0';
-            *offset = (uint64_t)bson_iter_as_int64(&it);
-            rc = 1;
-            if (bson_iter_init_find(&it, doc, "time") &&
-                BSON_ITER_HOLDS_DATE_TIME(&it))
-                time_ms = bson_iter_date_time(&it);
-        } else {
-            log_warn("MongoDB: a stored publication without a valid epoch "
-                     "or offset; the stream starts a new epoch",
-                     LOG_STRN("channel", j->chan, j->len));
-        }
-    }
+    store_pos pos;
     bson_error_t err;
-    if (mongoc_cursor_error(cur, &err)) {
+    int rc = store_find_pos(coll, &filter, &opts, &pos, &err);
+    mongoc_collection_destroy(coll);
+    bson_destroy(&filter);
+    bson_destroy(&opts);
+    if (rc < 0) {
         log_warn("MongoDB: cannot read a stream's last offset",
                  LOG_STRN("channel", j->chan, j->len),
                  LOG_STR("error", err.message));
-        rc = -1;
+        return -1;
     }
-    if (rc >= 0 && in_spill &&
+    if (rc == STORE_POS_INVALID || (rc == 1 && pos.epoch_len != IDS_LEN)) {
+        log_warn("MongoDB: a stored publication without a valid epoch, "
+                 "offset or time; the stream starts a new epoch",
+                 LOG_STRN("channel", j->chan, j->len));
+        rc = 0;
+    }
+    if (rc == 1) {
+        memcpy(epoch, pos.epoch, IDS_LEN + 1);
+        *offset = (uint64_t)pos.offset;
+    }
+    if (in_spill &&
         (rc == 0 || (memcmp(sp_epoch, epoch, IDS_LEN) == 0
                          ? sp_offset > *offset
-                         : sp_time > time_ms))) {
+                         : sp_time > pos.time_ms))) {
         memcpy(epoch, sp_epoch, IDS_LEN + 1);
         *offset = sp_offset;
         rc = 1;
     }
-    mongoc_cursor_destroy(cur);
-    mongoc_collection_destroy(coll);
-    bson_destroy(&filter);
-    bson_destroy(&opts);
     return rc;
 }
 
@@ -123,14 +107,14 @@ static void store_answer_last(store *s, const read_job *j)
         rc = store_last(s, cl, j, epoch, &offset);
         mongoc_client_pool_push(s->pool, cl);
     }
-    msg *m = msg_new(MSG_STORE_LAST, j->chan, j->len, NULL, 0);
-    m->flag = rc < 0 ? 2 : (uint8_t)rc;
+    store_top_msg *t = store_top_msg_new(j->chan, j->len);
+    t->found = rc < 0 ? STORE_TOP_FAILED
+               : rc == 1 ? STORE_TOP_FOUND : STORE_TOP_NONE;
     if (rc == 1) {
-        memcpy(m->epoch, epoch, IDS_LEN + 1);
-        m->epoch_len = IDS_LEN;
-        m->offset = offset;
+        memcpy(t->epoch, epoch, IDS_LEN + 1);
+        t->offset = offset;
     }
-    worker_post(s->srv, j->owner, m);
+    server_post(s->srv, j->owner, &t->h.hdr);
 }
 
 static int64_t store_mono_ms(void)
@@ -140,61 +124,10 @@ static int64_t store_mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* A stored document as a publication; NULL when a field is missing or of
- * the wrong type (logged: the document was not written by herald). */
-static pub *store_doc_pub(const read_job *j, const bson_t *doc)
-{
-    bson_iter_t it;
-    proto_data d = { { NULL, 0 }, { NULL, 0 }, 0 };
-    proto_client_info info = { { NULL, 0 }, { NULL, 0 } };
-    uint32_t len = 0;
-    int64_t offset = 0, time_ms = 0;
-    const uint8_t *bin = NULL;
-    bson_subtype_t st;
-
-    if (!bson_iter_init_find(&it, doc, "offset") || !BSON_ITER_HOLDS_INT(&it))
-        goto bad;
-    offset = bson_iter_as_int64(&it);
-    if (bson_iter_init_find(&it, doc, "time") &&
-        BSON_ITER_HOLDS_DATE_TIME(&it))
-        time_ms = bson_iter_date_time(&it);
-    if (!bson_iter_init_find(&it, doc, "json") || !BSON_ITER_HOLDS_UTF8(&it))
-        goto bad;
-    d.json.ptr = bson_iter_utf8(&it, &len);
-    d.json.len = len;
-    if (!bson_iter_init_find(&it, doc, "mp") || !BSON_ITER_HOLDS_BINARY(&it))
-        goto bad;
-    bson_iter_binary(&it, &st, &len, &bin);
-    d.mp.ptr = (const char *)bin;
-    d.mp.len = len;
-    if (bson_iter_init_find(&it, doc, "binary") && BSON_ITER_HOLDS_BOOL(&it))
-        d.binary = bson_iter_bool(&it);
-    int has_info = 0;
-    if (bson_iter_init_find(&it, doc, "client") && BSON_ITER_HOLDS_UTF8(&it)) {
-        info.client.ptr = bson_iter_utf8(&it, &len);
-        info.client.len = len;
-        has_info = 1;
-    }
-    if (bson_iter_init_find(&it, doc, "user") && BSON_ITER_HOLDS_UTF8(&it)) {
-        info.user.ptr = bson_iter_utf8(&it, &len);
-        info.user.len = len;
-    }
-    if (offset <= 0 || d.json.len == 0 || d.mp.len == 0)
-        goto bad;
-    return pub_new((proto_slice){ j->chan, j->len }, (uint64_t)offset,
-                   (proto_slice){ j->r.epoch, IDS_LEN }, &d,
-                   has_info ? &info : NULL, time_ms);
-bad:
-    log_warn("MongoDB: a stored publication lacks a field herald writes; "
-             "it is not returned",
-             LOG_STRN("channel", j->chan, j->len), LOG_INT("offset", offset));
-    return NULL;
-}
-
 /* One query for the job's range; appends what it finds (in query order) to
  * *v. Returns -1 when the store did not answer. */
 static int store_query_range(store *s, mongoc_client_t *cl, const read_job *j,
-                             pub ***v, size_t *n, size_t *cap)
+                             publist *v)
 {
     if (j->r.n == 0 || j->r.hi <= j->r.lo + 1)
         return 0;   /* nothing asked: MongoDB reads limit 0 as "all" */
@@ -216,16 +149,9 @@ static int store_query_range(store *s, mongoc_client_t *cl, const read_job *j,
                                                             &opts, NULL);
     const bson_t *doc;
     while (mongoc_cursor_next(cur, &doc)) {
-        pub *p = store_doc_pub(j, doc);
-        if (!p)
-            continue;
-        if (*n == *cap) {
-            *cap = *cap ? *cap * 2 : 64;
-            *v = realloc(*v, sizeof(pub *) * *cap);
-            if (!*v)
-                abort();
-        }
-        (*v)[(*n)++] = p;
+        pub *p = store_doc_pub(j->chan, j->len, j->r.epoch, doc);
+        if (p)
+            publist_push(v, p);
     }
     bson_error_t err;
     int rc = 0;
@@ -249,16 +175,17 @@ enum { JUDGE_OK, JUDGE_GONE, JUDGE_BEHIND, JUDGE_NONE };
  * start is gone (retention removes the oldest), one that ends early or
  * lacks the newest (the writers are behind: they write oldest first), or
  * nothing at all. */
-static int store_judge(const store_range *r, pub **v, size_t *n)
+static int store_judge(const store_range *r, publist *l)
 {
+    pub **v = l->v;
     size_t k = 0;
-    while (k < *n && (k == 0 || v[k]->offset ==
-                      (r->reverse ? v[k - 1]->offset - 1
-                                  : v[k - 1]->offset + 1)))
+    while (k < l->n && (k == 0 || v[k]->offset ==
+                        (r->reverse ? v[k - 1]->offset - 1
+                                    : v[k - 1]->offset + 1)))
         k++;
-    for (size_t i = k; i < *n; i++)
+    for (size_t i = k; i < l->n; i++)
         pub_unref(v[i]);
-    *n = k;
+    l->n = k;
     uint64_t want = r->hi - r->lo - 1;   /* offsets in (lo, hi) */
     if (want > r->n)
         want = r->n;
@@ -285,8 +212,7 @@ static int store_read_stopping(store *s)
 
 static void store_answer_range(store *s, read_job *j)
 {
-    pub **v = NULL;
-    size_t n = 0, cap = 0;
+    publist v = { 0 };
     int64_t deadline = store_mono_ms() + READ_BEHIND_WAIT_MS;
     int code = PROTO_E_NOT_AVAILABLE, failures = 0;
     for (;;) {
@@ -295,17 +221,15 @@ static void store_answer_range(store *s, read_job *j)
          * query misses is not on its way. */
         int behind = j->r.others || store_backlog(s) > 0;
         mongoc_client_t *cl = mongoc_client_pool_pop(s->pool);
-        int rc = store_query_range(s, cl, j, &v, &n, &cap);
+        int rc = store_query_range(s, cl, j, &v);
         mongoc_client_pool_push(s->pool, cl);
         if (rc < 0) {
-            for (size_t i = 0; i < n; i++)
-                pub_unref(v[i]);
-            n = 0;
+            publist_clear(&v);
             if (++failures < 2)
                 continue;
             break;
         }
-        int verdict = store_judge(&j->r, v, &n);
+        int verdict = store_judge(&j->r, &v);
         if (verdict == JUDGE_OK) {
             code = 0;
             break;
@@ -323,9 +247,7 @@ static void store_answer_range(store *s, read_job *j)
         /* Missing publications may still be on their way to the store:
          * wait while the writers have work. */
         if (behind && store_mono_ms() < deadline && !store_read_stopping(s)) {
-            for (size_t i = 0; i < n; i++)
-                pub_unref(v[i]);
-            n = 0;
+            publist_clear(&v);
             store_sleep_ms(READ_BEHIND_POLL_MS);
             continue;
         }
@@ -337,25 +259,14 @@ static void store_answer_range(store *s, read_job *j)
             code = PROTO_E_UNRECOVERABLE;
         break;
     }
+    if (code != 0)
+        publist_clear(&v);
+    publist_move(j->out, &v);
+    publist_free(&v);
+    *j->status = (int16_t)code;
     msg *m = j->m;
     j->m = NULL;
-    if (code != 0) {
-        for (size_t i = 0; i < n; i++)
-            pub_unref(v[i]);
-        n = 0;
-    }
-    if (n) {
-        m->pubs = realloc(m->pubs, sizeof(pub *) * (m->n_pubs + n));
-        if (!m->pubs)
-            abort();
-        memcpy(m->pubs + m->n_pubs, v, sizeof(pub *) * n);
-        m->n_pubs += n;
-    }
-    free(v);
-    m->req = m->type;
-    m->type = MSG_STORE_READ;
-    m->code = code;
-    worker_post(s->srv, j->owner, m);
+    server_post(s->srv, j->owner, m);
 }
 
 static void *store_reader(void *arg)
@@ -412,11 +323,15 @@ void store_load_last(store *s, uint16_t owner, const char *chan, size_t len)
     store_enqueue(s, store_job(owner, chan, len));
 }
 
-void store_read_range(store *s, uint16_t owner, msg *m, const char *epoch,
-                      uint64_t lo, uint64_t hi, uint32_t n, unsigned flags)
+void store_read_range(store *s, uint16_t owner, msg *m, publist *out,
+                      int16_t *status, const char *epoch, uint64_t lo,
+                      uint64_t hi, uint32_t n, unsigned flags)
 {
-    read_job *j = store_job(owner, msg_chan(m), m->chan_len);
+    const chan_req *r = (const chan_req *)m;
+    read_job *j = store_job(owner, r->chan, r->chan_len);
     j->m = m;
+    j->out = out;
+    j->status = status;
     memcpy(j->r.epoch, epoch, IDS_LEN);
     j->r.epoch[IDS_LEN] = '\0';
     j->r.lo = lo;
@@ -453,7 +368,7 @@ void store_read_stop(store *s)
     while (s->reads) {
         read_job *j = s->reads;
         s->reads = j->next;
-        msg_free(j->m);
+        requests_free(j->m);
         free(j);
     }
     free(s->readers);

@@ -24,6 +24,7 @@
 #include <herald/proto.h>
 
 #include "base/log.h"
+#include "base/server.h"
 #include "store/retention.h"
 
 /* Channels (with retention) handled by one pass; the rest wait for the
@@ -55,21 +56,34 @@ int store_retention_of(const config *c, const char *chan, size_t len,
 
 void store_retention_cut_opts(bson_t *opts, uint32_t count)
 {
-    bson_t sort, proj;
+    bson_t sort;
     bson_init(opts);
     BSON_APPEND_DOCUMENT_BEGIN(opts, "sort", &sort);
     BSON_APPEND_INT32(&sort, "time", -1);
     BSON_APPEND_INT32(&sort, "offset", -1);
     BSON_APPEND_INT32(&sort, "epoch", -1);
     bson_append_document_end(opts, &sort);
-    BSON_APPEND_DOCUMENT_BEGIN(opts, "projection", &proj);
-    BSON_APPEND_INT32(&proj, "_id", 0);
-    BSON_APPEND_INT32(&proj, "time", 1);
-    BSON_APPEND_INT32(&proj, "offset", 1);
-    BSON_APPEND_INT32(&proj, "epoch", 1);
-    bson_append_document_end(opts, &proj);
+    store_pos_projection(opts);
     BSON_APPEND_INT64(opts, "skip", (int64_t)count);
     BSON_APPEND_INT64(opts, "limit", 1);
+}
+
+/* Opens the next alternative of the $or array (keys "0", "1", ...). */
+static void ret_alt_begin(bson_t *or, int *n, bson_t *alt)
+{
+    char key[16];
+    const char *k;
+    bson_uint32_to_string((uint32_t)(*n)++, &k, key, sizeof(key));
+    BSON_APPEND_DOCUMENT_BEGIN(or, k, alt);
+}
+
+/* field: {op: value} */
+static void ret_cmp_time(bson_t *alt, const char *op, int64_t ms)
+{
+    bson_t cmp;
+    BSON_APPEND_DOCUMENT_BEGIN(alt, "time", &cmp);
+    BSON_APPEND_DATE_TIME(&cmp, op, ms);
+    bson_append_document_end(alt, &cmp);
 }
 
 int store_retention_filter(bson_t *f, const char *chan, size_t len,
@@ -82,35 +96,25 @@ int store_retention_filter(bson_t *f, const char *chan, size_t len,
     bson_append_utf8(f, "channel", 7, chan, (int)len);
     BSON_APPEND_ARRAY_BEGIN(f, "$or", &or);
     int n = 0;
-    char key[16];
-    const char *k;
     if (before_ms > 0) {
-        bson_uint32_to_string((uint32_t)n++, &k, key, sizeof(key));
-        BSON_APPEND_DOCUMENT_BEGIN(&or, k, &alt);
-        BSON_APPEND_DOCUMENT_BEGIN(&alt, "time", &cmp);
-        BSON_APPEND_DATE_TIME(&cmp, "$lt", before_ms);
-        bson_append_document_end(&alt, &cmp);
+        ret_alt_begin(&or, &n, &alt);
+        ret_cmp_time(&alt, "$lt", before_ms);
         bson_append_document_end(&or, &alt);
     }
     if (cut) {
         /* (time, offset, epoch) <= the cut's, lexicographically. */
-        bson_uint32_to_string((uint32_t)n++, &k, key, sizeof(key));
-        BSON_APPEND_DOCUMENT_BEGIN(&or, k, &alt);
-        BSON_APPEND_DOCUMENT_BEGIN(&alt, "time", &cmp);
-        BSON_APPEND_DATE_TIME(&cmp, "$lt", cut->time_ms);
-        bson_append_document_end(&alt, &cmp);
+        ret_alt_begin(&or, &n, &alt);
+        ret_cmp_time(&alt, "$lt", cut->time_ms);
         bson_append_document_end(&or, &alt);
 
-        bson_uint32_to_string((uint32_t)n++, &k, key, sizeof(key));
-        BSON_APPEND_DOCUMENT_BEGIN(&or, k, &alt);
+        ret_alt_begin(&or, &n, &alt);
         BSON_APPEND_DATE_TIME(&alt, "time", cut->time_ms);
         BSON_APPEND_DOCUMENT_BEGIN(&alt, "offset", &cmp);
         BSON_APPEND_INT64(&cmp, "$lt", cut->offset);
         bson_append_document_end(&alt, &cmp);
         bson_append_document_end(&or, &alt);
 
-        bson_uint32_to_string((uint32_t)n++, &k, key, sizeof(key));
-        BSON_APPEND_DOCUMENT_BEGIN(&or, k, &alt);
+        ret_alt_begin(&or, &n, &alt);
         BSON_APPEND_DATE_TIME(&alt, "time", cut->time_ms);
         BSON_APPEND_INT64(&alt, "offset", cut->offset);
         BSON_APPEND_DOCUMENT_BEGIN(&alt, "epoch", &cmp);
@@ -158,12 +162,6 @@ static int ret_stopping(store *s)
     return stop;
 }
 
-static int64_t ret_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* The count cut of one channel: 1 with *cut filled (epoch copied into
  * epoch_buf), 0 when the channel has `count` documents or fewer, -1 on an
@@ -175,48 +173,28 @@ static int ret_find_cut(store *s, mongoc_collection_t *coll, const ret_name *c,
     bson_t filter = BSON_INITIALIZER, opts;
     bson_append_utf8(&filter, "channel", 7, c->ptr, (int)c->len);
     store_retention_cut_opts(&opts, count);
-    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, &filter,
-                                                            &opts, NULL);
-    const bson_t *doc;
-    int rc = 0;
-    if (mongoc_cursor_next(cur, &doc)) {
-        bson_iter_t it;
-        const char *e = NULL;
-        uint32_t elen = 0;
-        int ok = 1;
-        if (bson_iter_init_find(&it, doc, "time") &&
-            BSON_ITER_HOLDS_DATE_TIME(&it))
-            cut->time_ms = bson_iter_date_time(&it);
-        else
-            ok = 0;
-        if (ok && bson_iter_init_find(&it, doc, "offset") &&
-            BSON_ITER_HOLDS_INT(&it))
-            cut->offset = bson_iter_as_int64(&it);
-        else
-            ok = 0;
-        if (ok && bson_iter_init_find(&it, doc, "epoch") &&
-            BSON_ITER_HOLDS_UTF8(&it))
-            e = bson_iter_utf8(&it, &elen);
-        if (!ok || !e || elen >= epoch_cap) {
-            /* Not a document herald wrote: cutting there would compare
-             * across BSON types. The channel keeps its count for now. */
-            log_warn("MongoDB: retention skips a channel whose cut document "
-                     "lacks a date time, integer offset or string epoch",
-                     LOG_STRN("channel", c->ptr, c->len));
-        } else {
-            memcpy(epoch_buf, e, elen);
-            epoch_buf[elen] = '\0';
-            cut->epoch = epoch_buf;
-            cut->epoch_len = elen;
-            rc = 1;
-        }
-    }
+    store_pos pos;
     bson_error_t err;
-    if (mongoc_cursor_error(cur, &err))
-        rc = ret_fail(s, "find the count cut", &err);
-    mongoc_cursor_destroy(cur);
+    int rc = store_find_pos(coll, &filter, &opts, &pos, &err);
     bson_destroy(&opts);
     bson_destroy(&filter);
+    if (rc < 0)
+        return ret_fail(s, "find the count cut", &err);
+    if (rc == STORE_POS_INVALID || (rc == 1 && pos.epoch_len >= epoch_cap)) {
+        /* Not a document herald wrote: cutting there would compare
+         * across BSON types. The channel keeps its count for now. */
+        log_warn("MongoDB: retention skips a channel whose cut document "
+                 "lacks a date time, integer offset or string epoch",
+                 LOG_STRN("channel", c->ptr, c->len));
+        return 0;
+    }
+    if (rc == 1) {
+        cut->time_ms = pos.time_ms;
+        cut->offset = pos.offset;
+        memcpy(epoch_buf, pos.epoch, pos.epoch_len + 1);
+        cut->epoch = epoch_buf;
+        cut->epoch_len = pos.epoch_len;
+    }
     return rc;
 }
 
@@ -261,7 +239,7 @@ static int ret_channel(store *s, mongoc_collection_t *coll, const ret_name *c,
  * next one retries from the last channel done). */
 static int ret_pass(store *s, mongoc_client_t *cl)
 {
-    int64_t start = ret_now_ms();
+    int64_t start = server_now_ms(s->srv);
     mongoc_database_t *db = mongoc_client_get_database(cl, s->db);
     mongoc_collection_t *coll = mongoc_client_get_collection(cl, s->db,
                                                              s->coll);
@@ -337,7 +315,7 @@ done:
            LOG_INT("deleted", (int64_t)deleted),
            LOG_INT("channels", done_channels),
            LOG_INT("complete", rc == 0 && !more), LOG_INT("failed", rc < 0),
-           LOG_INT("ms", ret_now_ms() - start));
+           LOG_INT("ms", server_now_ms(s->srv) - start));
     bson_destroy(&reply);    /* initialised by the command, even failed */
     free(names);
     bson_destroy(&cmd);

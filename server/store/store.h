@@ -38,6 +38,7 @@
 #include "base/config.h"
 #include "base/ids.h"
 #include "base/mailbox.h"
+#include "core/requests.h"
 #include "core/pub.h"
 
 typedef struct store store;
@@ -70,11 +71,10 @@ int store_fits(const pub *p);
  * store_push with its answer. */
 int store_reserve(store *s, const pub *p, int ack_durable);
 /* Queues a sequenced publication (takes a reference of its own). ack,
- * for ack "durable", is the publish reply (type, code, offset and epoch
- * set): the store posts it to ack->route.worker once the publication is
- * in MongoDB, and frees it at shutdown if that never happened. */
-struct msg;
-void store_push(store *s, int where, pub *p, struct msg *ack);
+ * for ack "durable", is the publish reply, ready to post: the store posts
+ * it to worker ack_to once the publication is in MongoDB, and frees it at
+ * shutdown if that never happened. */
+void store_push(store *s, int where, pub *p, msg *ack, uint16_t ack_to);
 /* Gives a reservation back unused (cluster mode: Redis did not number the
  * publication); p is the draft it was made for. */
 void store_unreserve(store *s, int where, const pub *p);
@@ -85,8 +85,8 @@ int store_spill_last(store *s, const char *chan, size_t len, char *epoch,
                      uint64_t *offset, int64_t *time_ms);
 
 /* Asks for the last epoch and offset stored for a channel; the answer
- * comes to worker `owner` as MSG_STORE_LAST (flag 1: found, 0: none, 2:
- * the store did not answer in time). */
+ * comes to worker `owner` as a store_top_msg (core/requests.h: found,
+ * none, or failed when the store did not answer in time). */
 void store_load_last(store *s, uint16_t owner, const char *chan, size_t len);
 
 /* Flags of store_read_range. */
@@ -98,15 +98,16 @@ void store_load_last(store *s, uint16_t owner, const char *chan, size_t len);
                                    backlog */
 
 /* Reads the channel's stored publications of one epoch (IDS_LEN bytes)
- * with offsets in (lo, hi), at most n, on a reader thread and posts m (a
- * SUB_REQ or HIST_REQ of the channel) back to worker `owner` as
- * MSG_STORE_READ, with the publications appended to m->pubs and m->code 0
- * when they are contiguous and complete (or, reverse, end where the
- * retained ones end), PROTO_E_UNRECOVERABLE when the start is gone
- * (retention) and PROTO_E_NOT_AVAILABLE when the store did not answer or
- * stayed behind (publications not yet written). */
-void store_read_range(store *s, uint16_t owner, msg *m, const char *epoch,
-                      uint64_t lo, uint64_t hi, uint32_t n, unsigned flags);
+ * with offsets in (lo, hi), at most n, on a reader thread: appends them to
+ * *out and sets *status to 0 when they are contiguous and complete (or,
+ * reverse, end where the retained ones end), PROTO_E_UNRECOVERABLE when
+ * the start is gone (retention) and PROTO_E_NOT_AVAILABLE when the store
+ * did not answer or stayed behind (publications not yet written); then
+ * posts m (a request of the channel, whose type says where it continues;
+ * out and status point into it) back to worker `owner`. */
+void store_read_range(store *s, uint16_t owner, msg *m, publist *out,
+                      int16_t *status, const char *epoch, uint64_t lo,
+                      uint64_t hi, uint32_t n, unsigned flags);
 
 /* Publications queued, being written or in the spill file; total
  * written; publications in the spill file and its size in bytes. */

@@ -86,6 +86,35 @@ struct store {
     atomic_ullong tdeleted;    /* documents deleted */
 };
 
+/* ---- the stored document (doc.c) ---- */
+
+/* The document of a sequenced publication. */
+void store_doc(bson_t *d, const pub *p);
+/* A stored document as a publication of channel chan in epoch (IDS_LEN
+ * bytes); NULL when a field is missing or of the wrong type (logged: the
+ * document was not written by herald). */
+pub *store_doc_pub(const char *chan, size_t chan_len, const char *epoch,
+                   const bson_t *doc);
+
+/* A stored document's place in its stream. Herald writes IDS_LEN-byte
+ * epochs; other documents may hold others (retention still orders them). */
+typedef struct store_pos {
+    char epoch[64];
+    size_t epoch_len;
+    int64_t offset;
+    int64_t time_ms;
+} store_pos;
+
+/* Appends to find options the projection of those three fields. */
+void store_pos_projection(bson_t *opts);
+
+#define STORE_POS_INVALID 2
+/* The place of the first document find(filter, opts) returns: 1 found, 0
+ * none, STORE_POS_INVALID when the document lacks a field (not written by
+ * herald), -1 when the query failed (err set). */
+int store_find_pos(mongoc_collection_t *coll, const bson_t *filter,
+                   const bson_t *opts, store_pos *pos, bson_error_t *err);
+
 /* Sleeps ms milliseconds (any thread; EINTR resumed). */
 void store_sleep_ms(uint32_t ms);
 

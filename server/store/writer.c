@@ -21,9 +21,8 @@
 
 #include "base/log.h"
 #include "store/spill.h"
-#include "base/mailbox.h"
+#include "base/mem.h"
 #include "base/server.h"
-#include "net/worker.h"
 
 #define STORE_RETRY_MIN_MS 100
 #define STORE_RETRY_MAX_MS 2000
@@ -80,33 +79,12 @@ static int store_index(store *s, mongoc_client_t *cl)
     return store_index_one(s, cl, "channel_time", by_time, 0);
 }
 
-static void store_doc(bson_t *d, const pub *p)
-{
-    bson_init(d);
-    bson_append_utf8(d, "channel", 7, p->view.channel.ptr,
-                     (int)p->view.channel.len);
-    bson_append_utf8(d, "epoch", 5, p->view.epoch.ptr, (int)p->view.epoch.len);
-    BSON_APPEND_INT64(d, "offset", (int64_t)p->offset);
-    BSON_APPEND_DATE_TIME(d, "time", p->time_ms);
-    bson_append_utf8(d, "json", 4, p->view.data.json.ptr,
-                     (int)p->view.data.json.len);
-    bson_append_binary(d, "mp", 2, BSON_SUBTYPE_BINARY,
-                       (const uint8_t *)p->view.data.mp.ptr,
-                       (uint32_t)p->view.data.mp.len);
-    BSON_APPEND_BOOL(d, "binary", p->view.data.binary != 0);
-    if (p->view.info) {
-        bson_append_utf8(d, "client", 6, p->view.info->client.ptr,
-                         (int)p->view.info->client.len);
-        bson_append_utf8(d, "user", 4, p->view.info->user.ptr,
-                         (int)p->view.info->user.len);
-    }
-}
-
 /* One queued publication; ack is the reply of an ack "durable" publish
  * (posted once the publication is in MongoDB), else NULL. */
 typedef struct store_item {
     pub *p;
     msg *ack;
+    uint16_t ack_to;         /* the worker the ack goes to */
 } store_item;
 
 /* Every write error a duplicate key: the documents are there (an earlier
@@ -265,7 +243,7 @@ static int store_spill_promise(store *s, const pub *p)
     return 1;
 }
 
-static void store_ring_put(store *s, pub *p, msg *ack)
+static void store_ring_put(store *s, pub *p, msg *ack, uint16_t ack_to)
 {
     if (s->count == s->alloc) {
         /* Only past `cap`, when the spill failed what it had promised. */
@@ -279,7 +257,7 @@ static void store_ring_put(store *s, pub *p, msg *ack)
         s->head = 0;
         s->alloc *= 2;
     }
-    s->ring[(s->head + s->count) % s->alloc] = (store_item){ p, ack };
+    s->ring[(s->head + s->count) % s->alloc] = (store_item){ p, ack, ack_to };
     s->count++;
 }
 
@@ -311,7 +289,7 @@ static void store_keep_at_stop(store *s, store_item *it)
     else
         s->stop_lost++;
     pub_unref(it->p);
-    msg_free(it->ack);
+    requests_free(it->ack);
     it->p = NULL;
     it->ack = NULL;
 }
@@ -340,7 +318,7 @@ static void store_write_batch(store *s, store_item *v, uint32_t n)
             atomic_fetch_add(&s->written, n);
             for (uint32_t i = 0; i < n; i++) {
                 if (v[i].ack)
-                    worker_post(s->srv, v[i].ack->route.worker, v[i].ack);
+                    server_post(s->srv, v[i].ack_to, v[i].ack);
                 pub_unref(v[i].p);
             }
             pthread_mutex_lock(&s->lock);
@@ -670,7 +648,7 @@ void store_unreserve(store *s, int where, const pub *p)
     }
 }
 
-void store_push(store *s, int where, pub *p, msg *ack)
+void store_push(store *s, int where, pub *p, msg *ack, uint16_t ack_to)
 {
     pthread_mutex_lock(&s->lock);
     if (where == STORE_TO_SPILL) {
@@ -680,14 +658,14 @@ void store_push(store *s, int where, pub *p, msg *ack)
         if (rc != SPILL_OK) {
             /* Promised, so kept: in memory past the queue's bound. */
             atomic_fetch_add(&s->reserved, 1);
-            store_ring_put(s, pub_ref(p), NULL);
+            store_ring_put(s, pub_ref(p), NULL, 0);
         }
     } else if (!ack && s->spill && store_spill_active(s) &&
                store_spill_move(s, p) == SPILL_OK) {
         /* The spill filled in while this one was reserved: after them. */
         atomic_fetch_sub(&s->reserved, 1);
     } else {
-        store_ring_put(s, pub_ref(p), ack);
+        store_ring_put(s, pub_ref(p), ack, ack_to);
     }
     pthread_cond_signal(&s->more);
     pthread_mutex_unlock(&s->lock);

@@ -1,0 +1,20 @@
+/*
+ * Cluster mode's Lua scripts, loaded with SCRIPT LOAD on every connection
+ * (link.c) and run with EVALSHA. Keys of a channel share the Redis Cluster
+ * hash tag {channel} (keys.h):
+ *
+ *   SC_PUB      number a publication, append it to the hot window (a
+ *               sorted set bounded to the window size), refresh the keys'
+ *               TTL, PUBLISH the record; returns {offset, epoch}
+ *   SC_RANGE    a stream's epoch, top, first offset in the window and a
+ *               range of records (creating the stream when missing)
+ *   SC_JOIN, SC_LEAVE, SC_REFRESH, SC_QUERY   presence (presence.c)
+ */
+#ifndef HERALD_BROKER_REDIS_SCRIPTS_H
+#define HERALD_BROKER_REDIS_SCRIPTS_H
+
+enum { SC_PUB, SC_RANGE, SC_JOIN, SC_LEAVE, SC_REFRESH, SC_QUERY, SC_N };
+
+extern const char *const redis_scripts[SC_N];
+
+#endif

@@ -1,0 +1,83 @@
+/*
+ * HTTP endpoints (http.h).
+ *
+ * GET /healthz: 200 {"status":"ok",...}; 503 "draining" during shutdown
+ * and, in cluster mode, 503 "degraded" with "broker":"down" while any
+ * worker's link to any Redis server is down (so a balancer sends new
+ * clients elsewhere; connected clients stay). With a durable store, its
+ * state in "store".
+ */
+#include "net/http.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "store/store.h"
+
+static int http_reply(struct lws *wsi, unsigned status, const char *body)
+{
+    unsigned char hdr[LWS_PRE + 512], *start = hdr + LWS_PRE, *p = start,
+                                      *end = hdr + sizeof(hdr) - 1;
+    size_t len = strlen(body);
+    if (lws_add_http_common_headers(wsi, status, "application/json", len, &p,
+                                    end) ||
+        lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CACHE_CONTROL,
+                                     (const unsigned char *)"no-store", 8, &p,
+                                     end) ||
+        lws_finalize_write_http_header(wsi, start, &p, end))
+        return -1;
+    unsigned char buf[LWS_PRE + 1024];
+    if (len > sizeof(buf) - LWS_PRE)
+        return -1;
+    memcpy(buf + LWS_PRE, body, len);
+    if (lws_write(wsi, buf + LWS_PRE, len, LWS_WRITE_HTTP_FINAL) != (int)len)
+        return -1;
+    return lws_http_transaction_completed(wsi) ? -1 : 0;
+}
+
+static int http_healthz(struct lws *wsi, server *srv, int draining)
+{
+    char body[512];
+    int cluster = srv->cfg->n_redis > 0;
+    int down = cluster && atomic_load(&srv->broker_down) > 0;
+    const char *status = draining ? "draining" : down ? "degraded" : "ok";
+    int n = snprintf(body, sizeof(body),
+                     "{\"status\":\"%s\",\"node\":\"%s\",\"connections\":%u,"
+                     "\"workers\":%u,\"broker\":\"%s\"",
+                     status, srv->node,
+                     atomic_load(&srv->connections),
+                     srv->n_workers,
+                     !cluster ? "memory" : down ? "down" : "up");
+    const store *st = srv->store;
+    if (st && n > 0 && (size_t)n < sizeof(body))
+        n += snprintf(body + n, sizeof(body) - (size_t)n,
+                      ",\"store\":{\"status\":\"%s\",\"backlog\":%llu,"
+                      "\"written\":%llu,\"spilled\":%llu,"
+                      "\"spill_bytes\":%llu,\"retention_passes\":%llu,"
+                      "\"retention_deleted\":%llu}",
+                      store_failing(st) ? "failing" : "ok",
+                      (unsigned long long)store_backlog(st),
+                      (unsigned long long)store_written(st),
+                      (unsigned long long)store_spilled(st),
+                      (unsigned long long)store_spill_bytes(st),
+                      (unsigned long long)store_retention_passes(st),
+                      (unsigned long long)store_retention_deleted(st));
+    if (n > 0 && (size_t)n < sizeof(body) - 1)
+        snprintf(body + n, sizeof(body) - (size_t)n, "}");
+    return http_reply(wsi, draining || down ? 503 : HTTP_STATUS_OK, body);
+}
+
+int http_serve(struct lws *wsi, const char *uri, server *srv,
+               int draining)
+{
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) <= 0)
+        return http_reply(wsi, HTTP_STATUS_METHOD_NOT_ALLOWED,
+                          "{\"error\":\"method not allowed\"}");
+    if (strcmp(uri, "/healthz") == 0)
+        return http_healthz(wsi, srv, draining);
+    if (strcmp(uri, "/ws") == 0)
+        return http_reply(wsi, 426,
+                          "{\"error\":\"WebSocket upgrade required\"}");
+    return http_reply(wsi, HTTP_STATUS_NOT_FOUND,
+                      "{\"error\":\"not found\"}");
+}

@@ -1,0 +1,20 @@
+/*
+ * Herald's HTTP endpoints on the WebSocket port (the lws protocol callback
+ * in conn.c hands every plain HTTP request here): /healthz today, the
+ * server API and metrics with their issues. Every answer is JSON with
+ * Cache-Control: no-store; unknown paths get 404, methods other than GET
+ * 405, /ws without an upgrade 426.
+ */
+#ifndef HERALD_NET_HTTP_H
+#define HERALD_NET_HTTP_H
+
+#include <libwebsockets.h>
+
+#include "base/server.h"
+
+/* Answers the request for uri on wsi; returns what the lws callback
+ * returns (-1: close the connection). draining: this worker shuts down. */
+int http_serve(struct lws *wsi, const char *uri, server *srv,
+               int draining);
+
+#endif
