@@ -1,0 +1,118 @@
+/*
+ * Unit tests of server/core/rules.c, the channel rules a requester checks
+ * before a request travels: unknown namespaces (102), anonymous clients
+ * (103), client publishing (103, not for the server API), history and
+ * presence availability (108), the history limit (106), and the order in
+ * which they apply.
+ */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <herald/proto.h>
+
+#include "core/rules.h"
+
+static config cfg;
+
+static config_ns *add_ns(const char *name)
+{
+    config_ns *ns = &cfg.namespaces[cfg.n_namespaces++];
+    *ns = cfg.namespaces[0];
+    snprintf(ns->name, sizeof(ns->name), "%s", name);
+    return ns;
+}
+
+static void setup(void)
+{
+    config_defaults(&cfg);
+    cfg.history_max_limit = 50;
+    config_ns *c = add_ns("chat");
+    c->history_size = 10;
+    c->presence = 1;
+    config_ns *s = add_ns("secure");
+    s->allow_anonymous = 0;
+    s->history_size = 10;
+    s->presence = 1;
+    add_ns("ro")->allow_publish = 0;
+    config_ns *d = add_ns("d");
+    d->durable = 1;   /* no memory history */
+}
+
+TestSuite(rules, .init = setup);
+
+static const rules_who anon = { .anonymous = 1, .client = 1 };
+static const rules_who user = { .anonymous = 0, .client = 1 };
+static const rules_who api = { .anonymous = 0, .client = 0 };
+
+static int check(enum rules_op op, const char *chan, const rules_who *who,
+                 uint32_t limit, int have_store)
+{
+    const config_ns *ns = (const config_ns *)1;
+    int rc = rules_check(&cfg, op, chan, strlen(chan), who, limit,
+                         have_store, &ns);
+    if (rc == PROTO_E_BAD_CHANNEL)
+        cr_assert_null(ns, "no namespace for %s", chan);
+    else
+        cr_assert_not_null(ns, "the namespace of %s", chan);
+    return rc;
+}
+
+Test(rules, namespaces)
+{
+    cr_assert_eq(check(RULES_SUBSCRIBE, "news", &anon, 0, 0), 0, "default");
+    cr_assert_eq(check(RULES_SUBSCRIBE, "chat:lobby", &anon, 0, 0), 0);
+    cr_assert_eq(check(RULES_SUBSCRIBE, "nope:x", &user, 0, 0),
+                 PROTO_E_BAD_CHANNEL);
+    cr_assert_eq(check(RULES_PUBLISH, "nope:x", &api, 0, 0),
+                 PROTO_E_BAD_CHANNEL);
+    const config_ns *ns = NULL;
+    cr_assert_eq(rules_check(&cfg, RULES_SUBSCRIBE, "chat:a", 6, &anon, 0, 0,
+                             &ns), 0);
+    cr_assert_str_eq(ns->name, "chat");
+}
+
+Test(rules, anonymous_clients)
+{
+    for (int op = RULES_SUBSCRIBE; op <= RULES_PRESENCE; op++) {
+        cr_assert_eq(check(op, "secure:x", &anon, 0, 0), PROTO_E_PERMISSION,
+                     "op %d", op);
+        cr_assert_eq(check(op, "secure:x", &user, 0, 0), 0, "op %d", op);
+    }
+}
+
+Test(rules, publishing)
+{
+    cr_assert_eq(check(RULES_PUBLISH, "ro:x", &user, 0, 0),
+                 PROTO_E_PERMISSION, "clients may not publish there");
+    cr_assert_eq(check(RULES_PUBLISH, "ro:x", &api, 0, 0), 0,
+                 "allow_publish restricts clients, not the server API");
+    cr_assert_eq(check(RULES_PUBLISH, "chat:x", &anon, 0, 0), 0);
+}
+
+Test(rules, history)
+{
+    cr_assert_eq(check(RULES_HISTORY, "chat:x", &anon, 50, 0), 0);
+    cr_assert_eq(check(RULES_HISTORY, "chat:x", &anon, 51, 0), PROTO_E_LIMIT);
+    cr_assert_eq(check(RULES_HISTORY, "news", &anon, 10, 0),
+                 PROTO_E_NOT_AVAILABLE, "no history in the default namespace");
+    cr_assert_eq(check(RULES_HISTORY, "d:x", &anon, 10, 0),
+                 PROTO_E_NOT_AVAILABLE, "durable without a store");
+    cr_assert_eq(check(RULES_HISTORY, "d:x", &anon, 10, 1), 0,
+                 "durable with a store: history without a ring");
+    cr_assert_eq(check(RULES_HISTORY, "news", &anon, 51, 0),
+                 PROTO_E_NOT_AVAILABLE, "108 before 106");
+    cr_assert_eq(check(RULES_HISTORY, "secure:x", &anon, 51, 0),
+                 PROTO_E_PERMISSION, "103 before 106");
+    cr_assert_eq(rules_history_default_limit(&cfg), 50,
+                 "the default limit is at most history_max_limit");
+    cfg.history_max_limit = 1000;
+    cr_assert_eq(rules_history_default_limit(&cfg), 100);
+}
+
+Test(rules, presence)
+{
+    cr_assert_eq(check(RULES_PRESENCE, "chat:x", &anon, 0, 0), 0);
+    cr_assert_eq(check(RULES_PRESENCE, "news", &anon, 0, 0),
+                 PROTO_E_NOT_AVAILABLE);
+}
