@@ -29,7 +29,6 @@
  */
 #define _GNU_SOURCE   /* memmem */
 #include "peer.h"
-#include "wsconn.h"
 
 #include <netdb.h>
 #include <stdint.h>
@@ -37,6 +36,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+
+#include <herald/ws.h>
 
 #define NCHAN_DEFAULT_URL "ws://127.0.0.1:8090"
 #define NCHAN_IDLE_CHANNEL "bench-idle"
@@ -57,7 +58,7 @@ struct peer_client {
     peer_client *prev, *next;   /* ctx->clients */
     const peer_callbacks *cb;
     void *user;
-    wsconn *ws;                 /* subscriber, idle: NULL once closed */
+    hc_ws *ws;                  /* subscriber, idle: NULL once closed */
     nchan__http *http;          /* publisher: NULL once closed */
     unsigned char kind, ready;
 };
@@ -83,7 +84,7 @@ struct nchan__http {
 
 struct peer_ctx {
     uv_loop_t *loop;
-    wsconn_ctx *ws;
+    hc_ws_ctx *ws;
     peer_client *clients;
     int closing;
     /* The last base URL, split: WebSocket prefix (ws://host:port/path),
@@ -248,7 +249,7 @@ static void nchan__die(peer_client *c, const char *why)
 
 /* --- Subscribers and idle connections (WebSocket) ------------------------ */
 
-static void nchan__ws_open(wsconn *ws, void *user)
+static void nchan__ws_open(hc_ws *ws, void *user)
 {
     peer_client *c = user;
     (void)ws;
@@ -257,7 +258,7 @@ static void nchan__ws_open(wsconn *ws, void *user)
     c->cb->ready(c, c->user);
 }
 
-static void nchan__ws_message(wsconn *ws, int binary, const char *data,
+static void nchan__ws_message(hc_ws *ws, int binary, const char *data,
                               size_t len, void *user)
 {
     peer_client *c = user;
@@ -267,17 +268,15 @@ static void nchan__ws_message(wsconn *ws, int binary, const char *data,
         c->cb->message(c, data, len, c->user);
 }
 
-static void nchan__ws_closed(wsconn *ws, int was_open, const char *why,
-                             void *user)
+static void nchan__ws_closed(hc_ws *ws, const hc_ws_closed *ev, void *user)
 {
     peer_client *c = user;
     (void)ws;
-    (void)was_open;
     c->ws = NULL;
-    nchan__die(c, why ? why : "nchan: connection closed");
+    nchan__die(c, ev->reason[0] ? ev->reason : "nchan: connection closed");
 }
 
-static const wsconn_cb nchan__wscb = {
+static const hc_ws_callbacks nchan__wscb = {
     .open = nchan__ws_open,
     .message = nchan__ws_message,
     .closed = nchan__ws_closed,
@@ -287,6 +286,7 @@ static peer_client *nchan__ws_client(peer_ctx *ctx, const peer_options *o,
                                      int kind, const char *channel)
 {
     peer_client *c;
+    hc_ws_options wo;
     char err[256];
     if (ctx->closing ||
         nchan__set_base(ctx, o->url ? o->url : NCHAN_DEFAULT_URL) < 0)
@@ -297,11 +297,15 @@ static peer_client *nchan__ws_client(peer_ctx *ctx, const peer_options *o,
         return NULL;
     }
     c = nchan__new(ctx, o, kind);
-    /* Linked first: no callback comes from wsconn_open itself, but keep
+    /* Linked first: no callback comes from hc_ws_open itself, but keep
      * the client findable by ctx_close from the start. */
     nchan__link(ctx, c);
-    c->ws = wsconn_open(ctx->ws, ctx->url, o->local_addr, &nchan__wscb, c,
-                        err, sizeof(err));
+    memset(&wo, 0, sizeof(wo));
+    wo.url = ctx->url;
+    wo.local_addr = o->local_addr;
+    wo.cb = &nchan__wscb;
+    wo.user = c;
+    c->ws = hc_ws_open(ctx->ws, &wo, err, sizeof(err));
     if (!c->ws) {
         fprintf(stderr, "nchan: %s\n", err);
         nchan__unlink(c);
@@ -611,7 +615,7 @@ static peer_ctx *nchan_ctx_new(uv_loop_t *loop, char *err, size_t errlen)
     peer_ctx *ctx = nchan__xrealloc(NULL, sizeof(*ctx));
     memset(ctx, 0, sizeof(*ctx));
     ctx->loop = loop;
-    ctx->ws = wsconn_ctx_new(loop, err, errlen);
+    ctx->ws = hc_ws_ctx_new(loop, NULL, err, errlen);
     if (!ctx->ws) {
         free(ctx);
         return NULL;
@@ -625,13 +629,13 @@ static void nchan_ctx_close(peer_ctx *ctx)
         return;
     ctx->closing = 1;
     for (peer_client *c = ctx->clients; c; c = c->next) {
-        c->ws = NULL;           /* wsconn_ctx_close closes them */
+        c->ws = NULL;           /* hc_ws_ctx_close closes them */
         if (c->http) {
             nchan__http_close(c->http);
             c->http = NULL;
         }
     }
-    wsconn_ctx_close(ctx->ws);
+    hc_ws_ctx_close(ctx->ws);
 }
 
 static void nchan_ctx_free(peer_ctx *ctx)
@@ -640,7 +644,7 @@ static void nchan_ctx_free(peer_ctx *ctx)
         return;
     if (!ctx->closing)
         nchan_ctx_close(ctx);
-    wsconn_ctx_free(ctx->ws);   /* runs the loop until it is dry */
+    hc_ws_ctx_free(ctx->ws);    /* runs the loop until it is dry */
     while (ctx->clients) {
         peer_client *c = ctx->clients;
         ctx->clients = c->next;
