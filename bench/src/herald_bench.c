@@ -786,7 +786,8 @@ static void open_sub(bthread *th, bsub *s, size_t g)
         unsigned np = g_chans[s->chan].n_pubs;
         if (np > 1 && !(s->trs = calloc(np, sizeof(*s->trs))))
             abort();
-        ok = (s->pc = cfg.drv->subscriber(th->pctx, &po, chan)) != NULL;
+        ok = (s->pc = cfg.drv->open(th->pctx, &po, PEER_SUBSCRIBER,
+                                    chan)) != NULL;
         break;
     }
     case SUB_FAST:
@@ -818,7 +819,8 @@ static void open_pub(bthread *th, bpub *p)
 
     if (cfg.drv) {
         peer_options po = { url, NULL, &peer_pub_cb, p };
-        ok = (p->pc = cfg.drv->publisher(th->pctx, &po)) != NULL;
+        ok = (p->pc = cfg.drv->open(th->pctx, &po, PEER_PUBLISHER,
+                                    NULL)) != NULL;
     } else {
         base_options(&o, url, NULL, p);
         o.cb.connected = lib_pub_connected;
@@ -846,7 +848,7 @@ static void open_conn(bthread *th, size_t i)
         th->conn_t0[i] = 1;
     if (cfg.drv) {
         peer_options po = { url, src, &peer_conn_cb, user };
-        ok = cfg.drv->idle(th->pctx, &po) != NULL;
+        ok = cfg.drv->open(th->pctx, &po, PEER_IDLE, NULL) != NULL;
     } else {
         base_options(&o, url, src, user);
         o.reconnect = 0;

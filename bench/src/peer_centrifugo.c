@@ -45,11 +45,10 @@
 #include <string.h>
 
 #include <herald/ws.h>
+#include <utlist.h>
 
 #define CF_DEFAULT_URL "ws://127.0.0.1:8094/connection/websocket"
 #define CF_WS_PATH "/connection/websocket"
-
-enum cf_kind { CF_SUB, CF_PUB, CF_IDLE };
 
 enum cf_state {
     CF_WS_OPENING,    /* WebSocket handshake under way */
@@ -63,7 +62,7 @@ enum { CF_ID_CONNECT = 1, CF_ID_SUBSCRIBE = 2, CF_ID_FIRST_PUB = 3 };
 
 struct peer_client {
     peer_ctx *ctx;
-    peer_client *prev, *next;  /* ctx->clients */
+    peer_client *prev, *next;  /* ctx->clients (utlist) */
     hc_ws *ws;                 /* NULL once closed */
     const peer_callbacks *cb;
     void *user;
@@ -315,18 +314,6 @@ static void cf_client_free(peer_client *c)
     free(c);
 }
 
-static void cf_unlink(peer_client *c)
-{
-    peer_ctx *ctx = c->ctx;
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        ctx->clients = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    c->prev = c->next = NULL;
-}
-
 /* Answers every unanswered publish with a failure. */
 static void cf_fail_pending(peer_client *c, const char *why)
 {
@@ -347,7 +334,7 @@ static void cf_client_end(peer_client *c, const char *why)
     cf_fail_pending(c, why);
     if (ctx->closing)
         return;            /* ctx_free frees it */
-    cf_unlink(c);
+    DL_DELETE(ctx->clients, c);
     c->cb->closed(c, c->ready, why, c->user);
     cf_client_free(c);
 }
@@ -451,7 +438,7 @@ static int cf_handle_line(peer_client *c, const char *p, const char *end)
         /* A subscriber has one subscription: the push's channel is ours
          * and is not compared. */
         const char *pub, *pube, *d, *de;
-        if (c->kind != CF_SUB || c->state != CF_READY)
+        if (c->kind != PEER_SUBSCRIBER || c->state != CF_READY)
             return 0;
         if (!cf_obj_get(push, pushe, "pub", &pub, &pube))
             return 0;               /* join, leave, unsubscribe, ... */
@@ -473,7 +460,7 @@ static int cf_handle_line(peer_client *c, const char *p, const char *end)
         }
         if (res && cf_obj_get(res, rese, "pong", &v, &ve))
             c->pong = (ve - v == 4 && memcmp(v, "true", 4) == 0);
-        if (c->kind == CF_SUB) {
+        if (c->kind == PEER_SUBSCRIBER) {
             cf_send_subscribe(c);
             return c->dead ? -1 : 0;
         }
@@ -481,7 +468,7 @@ static int cf_handle_line(peer_client *c, const char *p, const char *end)
         return c->dead || c->ctx->closing ? -1 : 0;
     }
 
-    if (id == CF_ID_SUBSCRIBE && c->kind == CF_SUB) {
+    if (id == CF_ID_SUBSCRIBE && c->kind == PEER_SUBSCRIBER) {
         if (c->state != CF_SUBSCRIBING)
             return 0;
         if (err) {
@@ -601,8 +588,8 @@ static const char *cf_url(const peer_options *o, char *buf, size_t cap)
     return buf;
 }
 
-static peer_client *cf_client_new(peer_ctx *ctx, const peer_options *o,
-                                  int kind, const char *channel)
+static peer_client *cf_open(peer_ctx *ctx, const peer_options *o,
+                            peer_role kind, const char *channel)
 {
     char err[256], url[512];
     hc_ws_options wo;
@@ -620,10 +607,7 @@ static peer_client *cf_client_new(peer_ctx *ctx, const peer_options *o,
         return NULL;
     }
     /* Linked before hc_ws_open: ctx_close must find it from the start. */
-    c->next = ctx->clients;
-    if (ctx->clients)
-        ctx->clients->prev = c;
-    ctx->clients = c;
+    DL_PREPEND(ctx->clients, c);
     memset(&wo, 0, sizeof wo);
     wo.url = cf_url(o, url, sizeof url);
     wo.local_addr = o->local_addr;
@@ -633,27 +617,11 @@ static peer_client *cf_client_new(peer_ctx *ctx, const peer_options *o,
     c->ws = hc_ws_open(ctx->ws, &wo, err, sizeof err);
     if (!c->ws) {
         fprintf(stderr, "herald-bench: centrifugo: %s\n", err);
-        cf_unlink(c);
+        DL_DELETE(ctx->clients, c);
         cf_client_free(c);
         return NULL;
     }
     return c;
-}
-
-static peer_client *cf_subscriber(peer_ctx *ctx, const peer_options *o,
-                                  const char *channel)
-{
-    return cf_client_new(ctx, o, CF_SUB, channel);
-}
-
-static peer_client *cf_publisher(peer_ctx *ctx, const peer_options *o)
-{
-    return cf_client_new(ctx, o, CF_PUB, NULL);
-}
-
-static peer_client *cf_idle(peer_ctx *ctx, const peer_options *o)
-{
-    return cf_client_new(ctx, o, CF_IDLE, NULL);
 }
 
 static int cf_publish(peer_client *c, const char *channel, const char *data,
@@ -684,8 +652,6 @@ const peer_driver peer_centrifugo = {
     .ctx_new = cf_ctx_new,
     .ctx_close = cf_ctx_close,
     .ctx_free = cf_ctx_free,
-    .subscriber = cf_subscriber,
-    .publisher = cf_publisher,
-    .idle = cf_idle,
+    .open = cf_open,
     .publish = cf_publish,
 };

@@ -43,11 +43,10 @@
 #include <string.h>
 
 #include <herald/ws.h>
+#include <utlist.h>
 
 #define SIO_DEFAULT_URL "ws://127.0.0.1:8092"
 #define SIO_QUERY "EIO=4&transport=websocket"
-
-enum sio_kind { SIO_SUB, SIO_PUB, SIO_IDLE };
 
 enum sio_state {
     SIO_WS_OPENING,   /* WebSocket handshake under way */
@@ -59,7 +58,7 @@ enum sio_state {
 
 struct peer_client {
     peer_ctx *ctx;
-    peer_client *prev, *next;  /* ctx->clients */
+    peer_client *prev, *next;  /* ctx->clients (utlist) */
     hc_ws *ws;                 /* NULL once closed */
     const peer_callbacks *cb;
     void *user;
@@ -236,26 +235,6 @@ static const char *sio__skip_value(const char *p, const char *end)
 /* ------------------------------------------------------------------ */
 /* Clients */
 
-static void sio__link(peer_ctx *ctx, peer_client *c)
-{
-    c->prev = NULL;
-    c->next = ctx->clients;
-    if (ctx->clients)
-        ctx->clients->prev = c;
-    ctx->clients = c;
-}
-
-static void sio__unlink(peer_client *c)
-{
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        c->ctx->clients = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    c->prev = c->next = NULL;
-}
-
 static void sio__client_free(peer_client *c)
 {
     free(c->channel);
@@ -288,7 +267,7 @@ static void sio__die(peer_client *c, const char *why)
     c->cb->closed(c, c->ready, why, c->user);
     if (ctx->closing)
         return;
-    sio__unlink(c);
+    DL_DELETE(ctx->clients, c);
     sio__client_free(c);
 }
 
@@ -318,7 +297,7 @@ static void sio__set_ready(peer_client *c)
 /* `40{...}`: the namespace is connected. */
 static void sio__on_ns_connected(peer_client *c)
 {
-    if (c->kind != SIO_SUB) {
+    if (c->kind != PEER_SUBSCRIBER) {
         sio__set_ready(c);
         return;
     }
@@ -517,8 +496,8 @@ static const char *sio__url(peer_ctx *ctx, const char *base)
     return ctx->eio_url;
 }
 
-static peer_client *sio__open(peer_ctx *ctx, const peer_options *o, int kind,
-                              const char *channel)
+static peer_client *sio_open(peer_ctx *ctx, const peer_options *o,
+                             peer_role kind, const char *channel)
 {
     if (ctx->closing)
         return NULL;
@@ -546,7 +525,7 @@ static peer_client *sio__open(peer_ctx *ctx, const peer_options *o, int kind,
         sio__client_free(c);
         return NULL;
     }
-    sio__link(ctx, c);
+    DL_PREPEND(ctx->clients, c);
     return c;
 }
 
@@ -592,22 +571,6 @@ static void sio_ctx_free(peer_ctx *ctx)
     free(ctx);
 }
 
-static peer_client *sio_subscriber(peer_ctx *ctx, const peer_options *o,
-                                   const char *channel)
-{
-    return sio__open(ctx, o, SIO_SUB, channel);
-}
-
-static peer_client *sio_publisher(peer_ctx *ctx, const peer_options *o)
-{
-    return sio__open(ctx, o, SIO_PUB, NULL);
-}
-
-static peer_client *sio_idle(peer_ctx *ctx, const peer_options *o)
-{
-    return sio__open(ctx, o, SIO_IDLE, NULL);
-}
-
 static int sio_publish(peer_client *c, const char *channel, const char *data,
                        size_t len, peer_ack_cb cb, void *arg)
 {
@@ -642,8 +605,6 @@ const peer_driver peer_socketio = {
     .ctx_new = sio_ctx_new,
     .ctx_close = sio_ctx_close,
     .ctx_free = sio_ctx_free,
-    .subscriber = sio_subscriber,
-    .publisher = sio_publisher,
-    .idle = sio_idle,
+    .open = sio_open,
     .publish = sio_publish,
 };
