@@ -43,7 +43,8 @@ test-unit: deps-test build
 # The standard benchmark suite against fresh herald processes (bench/run.sh,
 # about 2 minutes; BENCH_QUICK=1: about 30 s into bench/results/quick;
 # BENCH_STEPS="fanout-1k request": some steps), then its HTML report.
-# Results: bench/results/*.json and bench/results/report.html.
+# Results: bench/results/*.json and bench/results/report.html (bench/results/
+# is ignored by git; bench/RESULTS.md keeps the tables and their commands).
 deps-bench:
 	scripts/deps.sh bench
 

@@ -45,13 +45,13 @@ subs=${SUBS:-10000}
 rate=${RATE:-20}
 threads=${THREADS:-2}
 port0=${PORT:-18300}
-redis_server=${REDIS_SERVER:-/usr/bin/redis-server}
+REDIS_SERVER=${REDIS_SERVER:-/usr/bin/redis-server}
 py=/usr/bin/python3
 bench_name=cluster
 . "$root/bench/lib.sh"
 setup_timeout=60
 
-for b in "$herald" "$bench" "$redis_server"; do
+for b in "$herald" "$bench" "$REDIS_SERVER"; do
   [ -x "$b" ] || { echo "cluster: $b not found (BUILD=dir, HERALD=path)" >&2; exit 2; }
 done
 help=$("$herald" --help 2>&1)
@@ -70,18 +70,10 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 for v in $(compgen -v HERALD_ || true); do unset "$v"; done
 server_env=(HERALD_LOG_LEVEL=warn HERALD_SHUTDOWN_TIMEOUT=2)
 
-# Process ids of what this script started: herald nodes, redis, the bench.
+# Process ids of what this script started: herald nodes and redis (kept
+# by lib.sh's start_herald, start_redis, stopped by stop_servers), the
+# bench.
 HERALDS=(); REDIS=; BENCH_PID=
-
-# Stops the nodes first, then Redis (the nodes would only log "broker
-# down" the other way round).
-stop_servers() {
-  local p
-  for p in "${HERALDS[@]}"; do stop_pid "$p"; done
-  HERALDS=()
-  [ -n "$REDIS" ] && stop_pid "$REDIS"
-  REDIS=
-}
 
 cleanup() {
   stop_bench
@@ -91,40 +83,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'echo "cluster: interrupted" >&2; exit 130' INT TERM
 
-# start_redis PORT LOG: a redis-server without persistence in its own
-# directory, ready when it answers PING.
-start_redis() {
-  local port=$1 log=$2
-  port_free "$port" || return 1
-  mkdir -p "$run/redis"
-  "$redis_server" --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
-    --dir "$run/redis" --logfile "" >"$log" 2>&1 &
-  REDIS=$!
-  REDIS_CMD="$redis_server --port $port --bind 127.0.0.1 --save '' --appendonly no"
-  for _ in $(seq 100); do
-    [ "$(redis-cli -p "$port" ping 2>/dev/null)" = PONG ] && return 0
-    kill -0 "$REDIS" 2>/dev/null || break
-    sleep 0.05
-  done
-  echo "cluster: redis-server on port $port did not start; log: $log" >&2
-  return 1
-}
-
-# start_herald PORT LOG ARGS...: a herald node, ready when /healthz says 200.
-start_herald() {
-  local port=$1 log=$2
-  shift 2
-  port_free "$port" || return 1
-  env "${server_env[@]}" "$herald" --listen "127.0.0.1:$port" "$@" 2>"$log" &
-  HERALDS+=($!)
-  SERVER_CMDS+=("${server_env[*]} $herald --listen 127.0.0.1:$port $*")
-  wait_healthy "$port" || {
-    echo "cluster: herald on port $port not healthy; log: $log" >&2
-    tail -n 5 "$log" >&2
-    return 1
-  }
-}
-
 # start_mode MODE STEP: the servers of MODE (cluster | single); sets URLS
 # (--url arguments), PIDS (--server-pid arguments), ROLES (what each of
 # those pids is) and SERVER_CMDS.
@@ -133,44 +91,22 @@ start_mode() {
   URLS=(); PIDS=(); ROLES=(); SERVER_CMDS=()
   case $mode in
     cluster)
-      start_redis "$port0" "$out/logs/$step.redis.log" || return 1
+      start_redis "$port0" "$out/logs/$step.redis.log" "$run/redis" || return 1
       redis_url="redis://127.0.0.1:$port0"
-      SERVER_CMDS+=("$REDIS_CMD")
       for n in 1 2; do
-        start_herald $((port0 + n)) "$out/logs/$step.herald$n.log" \
+        start_herald "$herald" $((port0 + n)) "$out/logs/$step.herald$n.log" \
           --workers 1 --redis "$redis_url" || return 1
         URLS+=(--url "ws://127.0.0.1:$((port0 + n))/ws")
       done
+      SERVER_CMDS+=("$REDIS_CMD")   # in the order of PIDS and ROLES
       for p in "${HERALDS[@]}" "$REDIS"; do PIDS+=(--server-pid "$p"); done
       ROLES=("node 1" "node 2" redis) ;;
     single)
-      start_herald $((port0 + 3)) "$out/logs/$step.herald.log" --workers 2 || return 1
+      start_herald "$herald" $((port0 + 3)) "$out/logs/$step.herald.log" --workers 2 || return 1
       URLS=(--url "ws://127.0.0.1:$((port0 + 3))/ws")
       PIDS=(--server-pid "${HERALDS[0]}")
       ROLES=(herald) ;;
   esac
-}
-
-# Adds what the bench cannot know to its report (as bench/run.sh does).
-annotate() {
-  "$py" - "$@" <<'EOF'
-import json, os, sys
-path, step, wall, status, load, rev, roles = sys.argv[1:8]
-cmds = sys.argv[8:]
-try:
-    with open(path) as f:
-        r = json.load(f)
-except (OSError, ValueError):
-    sys.exit(0)
-r["suite"] = {"step": step, "server_command": " ; ".join(cmds), "server_commands": cmds,
-              "server_roles": roles.split(","),
-              "wall_s": round(float(wall), 2), "exit_status": int(status),
-              "loadavg_before": load, "git": rev, "quick": False,
-              "nproc": os.cpu_count()}
-with open(path + ".tmp", "w") as f:
-    json.dump(r, f, indent=1)
-os.replace(path + ".tmp", path)
-EOF
 }
 
 rev=$(source_rev "$root")
@@ -202,7 +138,7 @@ for step in $steps; do
   stop_servers
   wall=$("$py" -c "import sys; print(float(sys.argv[2]) - float(sys.argv[1]))" "$t0" "$(date +%s.%N)")
   roles=$(IFS=,; echo "${ROLES[*]}")
-  annotate "$json" "$step" "$wall" "$status" "$load" "$rev" "$roles" "${SERVER_CMDS[@]}"
+  annotate_report "$json" "$step" "$wall" "$status" "$load" "$rev" "$roles" -- "${SERVER_CMDS[@]}"
   if [ "$status" -ne 0 ]; then
     failed=1
     echo "cluster: [$step] exit $status; tail of $log.err:" >&2

@@ -1,6 +1,7 @@
 # Shell helpers shared by the bench scripts that start their own servers
-# (bench/run.sh, bench/cluster.sh, bench/durable.sh). Sourced, so `wait` reaches the
-# caller's children. Needs $py (a python3) and $bench_name (for messages).
+# (bench/run.sh, bench/cluster.sh, bench/durable.sh, bench/ab.sh). Sourced,
+# so `wait` reaches the caller's children. Needs $py (a python3) and
+# $bench_name (for messages).
 
 # stop_pid PID: SIGTERM, up to 5 s, then SIGKILL; reaps it. Empty: nothing.
 stop_pid() {
@@ -56,4 +57,89 @@ source_rev() {
   rev=$(git -C "$1" rev-parse --short HEAD 2>/dev/null || echo unknown)
   [ -n "$(git -C "$1" status --porcelain --untracked-files=no 2>/dev/null)" ] && rev="$rev+dirty"
   echo "$rev"
+}
+
+# --- The servers of one step: herald processes and a redis-server ----------
+# For scripts that start fresh servers per step and sample them all
+# (cluster.sh, ab.sh). The caller sets server_env (an array: the herald
+# environment) and a temporary directory for redis; these functions keep
+# HERALDS (herald pids), REDIS (its pid) and REDIS_CMD, and start_herald
+# adds each herald's command to SERVER_CMDS (for the report; the caller
+# adds REDIS_CMD where redis stands among its --server-pid).
+
+# start_redis PORT LOG DIR: a redis-server without persistence, its files
+# in DIR, ready when it answers PING. REDIS_SERVER: the binary.
+start_redis() {
+  local port=$1 log=$2 dir=$3 rs=${REDIS_SERVER:-/usr/bin/redis-server}
+  port_free "$port" || return 1
+  mkdir -p "$dir"
+  "$rs" --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
+    --dir "$dir" --logfile "" >"$log" 2>&1 &
+  REDIS=$!
+  REDIS_CMD="$rs --port $port --bind 127.0.0.1 --save '' --appendonly no"
+  for _ in $(seq 100); do
+    [ "$(redis-cli -p "$port" ping 2>/dev/null)" = PONG ] && return 0
+    kill -0 "$REDIS" 2>/dev/null || break
+    sleep 0.05
+  done
+  echo "$bench_name: redis-server on port $port did not start; log: $log" >&2
+  return 1
+}
+
+# start_herald BIN PORT LOG ARGS...: a herald listening on 127.0.0.1:PORT
+# with server_env, ready when /healthz says 200 (in cluster mode: the
+# broker is up).
+start_herald() {
+  local bin=$1 port=$2 log=$3
+  shift 3
+  port_free "$port" || return 1
+  env "${server_env[@]}" "$bin" --listen "127.0.0.1:$port" "$@" 2>"$log" &
+  HERALDS+=($!)
+  SERVER_CMDS+=("${server_env[*]} $bin --listen 127.0.0.1:$port $*")
+  wait_healthy "$port" || {
+    echo "$bench_name: herald on port $port not healthy; log: $log" >&2
+    tail -n 5 "$log" >&2
+    return 1
+  }
+}
+
+# stop_servers: the herald processes first, then redis (the nodes would
+# only log "broker down" the other way round).
+stop_servers() {
+  local p
+  for p in "${HERALDS[@]}"; do stop_pid "$p"; done
+  HERALDS=()
+  [ -n "${REDIS:-}" ] && stop_pid "$REDIS"
+  REDIS=
+}
+
+# annotate_report FILE STEP WALL STATUS LOAD REV ROLES [KEY=VALUE ...] -- CMD...:
+# adds what the bench cannot know to its report, as a `suite` object: the
+# step, every server process's command and role (ROLES: comma-separated,
+# in the order of the report's servers[]), wall time and exit status of
+# the step, the load before it, the revision measured; KEY=VALUE pairs are
+# added as strings. A missing or unreadable report is left alone.
+annotate_report() {
+  "$py" - "$@" <<'PY'
+import json, os, sys
+path, step, wall, status, load, rev, roles = sys.argv[1:8]
+rest = sys.argv[8:]
+sep = rest.index("--") if "--" in rest else len(rest)
+extra = dict(kv.split("=", 1) for kv in rest[:sep])
+cmds = rest[sep + 1:]
+try:
+    with open(path) as f:
+        r = json.load(f)
+except (OSError, ValueError):
+    sys.exit(0)
+r["suite"] = {"step": step, "server_command": " ; ".join(cmds), "server_commands": cmds,
+              "server_roles": roles.split(","),
+              "wall_s": round(float(wall), 2), "exit_status": int(status),
+              "loadavg_before": load, "git": rev, "quick": False,
+              "nproc": os.cpu_count()}
+r["suite"].update(extra)
+with open(path + ".tmp", "w") as f:
+    json.dump(r, f, indent=1)
+os.replace(path + ".tmp", path)
+PY
 }

@@ -4,7 +4,8 @@
     /usr/bin/python3 bench/report.py [--results DIR] [--out FILE] [REPORT.json ...]
 
 Reads every herald-bench report (a JSON object with a "scenario") in DIR
-(default bench/results) or the files given, and writes DIR/report.html
+(default: the results folder beside this script, bench/results, which git
+ignores: raw reports stay out of the repository) or the files given, and writes DIR/report.html
 (or FILE): a summary table, then per run the commands (herald's, as
 bench/run.sh recorded it under "suite", and the bench's own), the key
 figures, a latency distribution plot (percentile spectrum from the
@@ -27,6 +28,10 @@ import io
 import json
 import os
 import sys
+
+# Where make bench and the bench scripts write their reports (ignored by
+# git), whatever the current directory.
+RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 import matplotlib
 
@@ -489,7 +494,7 @@ def render(runs):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--results", default="bench/results", help="directory of JSON reports")
+    ap.add_argument("--results", default=RESULTS_DIR, help="directory of JSON reports")
     ap.add_argument("--out", help="HTML file (default RESULTS/report.html)")
     ap.add_argument("reports", nargs="*", help="report files instead of RESULTS/*.json")
     a = ap.parse_args(argv)

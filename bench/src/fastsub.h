@@ -8,9 +8,9 @@
  * client role parses received frames one byte at a time; in a fan-out run
  * that parser was about 38 % of the bench's CPU, so the bench, not the
  * server, set the measured rate. Subscribers of the fanout scenario use
- * fastsub by default (--sub-transport fast); the library is still used for
- * publishers, for wss://, and for every scenario that needs its reconnect
- * and recovery logic. fastsub does no reconnecting: a closed connection is
+ * fastsub wherever it can go (herald_bench.c, choose_sub_kind); the library
+ * is still used for publishers, for wss:// and host names, and for every
+ * scenario that needs its reconnect and recovery logic. fastsub does no reconnecting: a closed connection is
  * reported and stays closed.
  *
  * Threading: a fastsub belongs to the uv loop it was opened on; every call

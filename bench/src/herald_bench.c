@@ -11,12 +11,15 @@
  *                time until all resubscribed, gaps (must be 0), recovered
  *   request      publish-acknowledgement round trips
  *
- * Targets: Herald (the default) is driven through the C client library;
- * `--target NAME` drives a peer server (Nchan, Socket.IO, Centrifugo)
- * through its own protocol with a peer driver (peer.h, peers.c) instead,
- * with the same scenarios (not reconnect: recovery is Herald's) and the
- * same accounting, except that gaps and duplicates come from the stamps'
- * per-publisher sequence numbers, not from offsets.
+ * Targets: Herald (the default) is driven through the C client library,
+ * except the fanout scenario's subscribers, which read through the lean
+ * reader (fastsub.h; see choose_sub_kind); `--target NAME` drives a peer
+ * server (Nchan, Socket.IO, Centrifugo) through its own protocol with a
+ * peer driver (peer.h, peers.c) instead, with the same scenarios (not
+ * reconnect: recovery is Herald's) and the same accounting (one set of
+ * functions every kind of client reports to), except that gaps and
+ * duplicates come from the stamps' per-publisher sequence numbers, not
+ * from offsets.
  *
  * Several servers: `--url` may be given several times (a cluster of Herald
  * nodes). Subscriber j of channel c uses URL (c + j) mod n, publisher p URL
@@ -28,8 +31,8 @@
  * each URL's clients) when there is more than one.
  *
  * Threads: each bench thread owns one uv loop and one hc_ctx (or peer
- * context) with its share
- * of the clients (clients/c: everything of a client runs on its loop). The
+ * context) with its share of the clients (clients/c: everything of a
+ * client runs on its loop). The
  * main thread only coordinates: it moves the global phase forward, reads
  * the threads' counters (each written only by its own thread, read with
  * relaxed atomics) once a second for the progress line, and merges the
@@ -71,10 +74,14 @@ static const char *scenario_names[] = { "fanout", "connections",
 
 enum phase { PH_SETUP, PH_WARMUP, PH_MEASURE, PH_DRAIN, PH_STOP };
 
+/* How subscribers read (choose_sub_kind). */
+enum sub_kind { SUB_LIB, SUB_FAST, SUB_PEER };
+static const char *sub_kind_names[] = { "client", "fast", NULL };
+
 typedef struct config {
     enum scenario sc;
     const char *target;          /* "herald" or a peer driver's name */
-    int sub_fast;                /* fanout subscribers on fastsub.h */
+    enum sub_kind sub_kind;
     const peer_driver *drv;      /* NULL for herald */
     const char *url;             /* urls[0] */
     const char *urls[MAX_URLS];  /* every --url, in the order given */
@@ -123,7 +130,7 @@ typedef struct bsub {
     union {
         hc_client *c;            /* herald */
         peer_client *pc;         /* a peer target; NULL once closed */
-        fastsub *fs;             /* herald, --sub-transport fast */
+        fastsub *fs;             /* herald, fanout (SUB_FAST) */
     };
     struct bthread *th;
     uint32_t chan;
@@ -208,44 +215,36 @@ static void sleep_s(double s)
         ;
 }
 
-/* Source address number a (0, 1, ...) as 127.x.y.z with z in 1..254. */
-static void source_addr(size_t a, char *out, size_t n)
+/* --- Clients: what every kind reports ---------------------------------- */
+
+/* A client is a subscriber, a publisher or (connections) an idle
+ * connection, of one of three kinds: Herald through the C client library,
+ * Herald through the lean reader (fastsub.h: fanout subscribers, see
+ * choose_sub_kind), or a peer through its driver (peer.h). The kinds'
+ * callbacks below only translate into these calls, so that every kind is
+ * counted the same way. */
+
+/* The thread running this loop (callbacks without a user pointer). */
+static __thread bthread *tl_th;
+
+static void sub_ready(bsub *s)
 {
-    size_t hi = a / 254;
-    snprintf(out, n, "127.%zu.%zu.%zu", (hi / 256) % 256, hi % 256,
-             a % 254 + 1);
+    s->subscribed = 1;
+    INC(s->th->subscribed, 1);
 }
 
-static void base_options(hc_options *o, bthread *th, const char *url,
-                         void *user)
-{
-    hc_options_init(o);
-    o->url = url;
-    o->encoding = cfg.enc;
-    o->user = user;
-    o->name = "herald-bench";
-    o->backoff_base_ms = cfg.backoff_ms;
-    if (o->backoff_max_ms < o->backoff_base_ms)
-        o->backoff_max_ms = o->backoff_base_ms;
-    /* A closed-loop publisher keeps at most `window` in flight, but a
-     * fixed-rate one may queue more. */
-    o->max_pending = 1u << 16;
-    o->max_queue_bytes = 64u << 20;
-    (void)th;
-}
-
-/* --- Subscribers ------------------------------------------------------- */
-
-/* One publication received by a Herald subscriber (either transport). */
-static void sub_deliver(bsub *s, uint64_t offset, const char *data,
-                        size_t len)
+/* One delivery to subscriber s, at position pos of track t (a Herald
+ * offset, or a peer publisher's sequence number): gaps and duplicates, the
+ * channel's sentinel count, and in the measured window the latency of the
+ * payload's stamp (st, or decoded from data when st is NULL). */
+static void sub_delivered(bsub *s, track *t, uint64_t pos, const stamp *st,
+                          const char *data, size_t len)
 {
     bthread *th = s->th;
-    stamp st;
-    int measuring = LD(g_phase) == PH_MEASURE;
-    uint64_t gaps0 = th->tc.gaps, dups0 = th->tc.duplicates;
+    uint64_t gaps0 = th->tc.gaps, dups0 = th->tc.duplicates, now, lat;
+    stamp dec;
 
-    track_pub(&s->tr, offset, &th->tc);
+    track_pub(t, pos, &th->tc);
     if (th->tc.gaps != gaps0)
         ST(th->gaps, th->tc.gaps);
     if (th->tc.duplicates != dups0)
@@ -256,66 +255,172 @@ static void sub_deliver(bsub *s, uint64_t offset, const char *data,
                            __ATOMIC_RELAXED);
     if (th->url_lat)
         th->url_deliveries_total[s->url]++;
-    if (!measuring)
+    if (LD(g_phase) != PH_MEASURE)
         return;
     INC(th->deliveries, 1);
-    if (stamp_decode(cfg.enc == HC_MSGPACK, data, len, &st) == 0) {
-        uint64_t now = stamp_now_ns();
-        hist_record(&th->lat, now > st.t_ns ? now - st.t_ns : 0);
-        if (th->url_lat) {
-            th->url_deliveries[s->url]++;
-            hist_record(&th->url_lat[s->url], now > st.t_ns ? now - st.t_ns : 0);
+    if (!st) {
+        if (stamp_decode(cfg.enc == HC_MSGPACK, data, len, &dec) != 0) {
+            INC(th->errors, 1);
+            return;
         }
-    } else {
-        INC(th->errors, 1);
+        st = &dec;
+    }
+    now = stamp_now_ns();
+    lat = now > st->t_ns ? now - st->t_ns : 0;
+    hist_record(&th->lat, lat);
+    if (th->url_lat) {
+        th->url_deliveries[s->url]++;
+        hist_record(&th->url_lat[s->url], lat);
     }
 }
 
-static void sub_on_pub(hc_client *c, const hc_pub *p, void *user)
+/* A client's connection failed before it was ready (a setup failure,
+ * counted as a failed subscribe: the run stops with exit 2), or was lost
+ * afterwards (a disconnect, while publishing lasts). why is printed for
+ * the first few; NULL for the library's disconnects (it reconnects by
+ * itself and a reconnect run has thousands). */
+static void client_lost(bthread *th, int ready_before, const char *what,
+                        const char *why)
 {
-    sub_deliver(user, p->offset, p->data, p->data_len);
-    (void)c;
-}
-
-/* --- Subscribers on fastsub (fanout, --sub-transport fast) -------------- */
-
-static void fsub_subscribed(fastsub *f, uint64_t offset, void *user)
-{
-    bsub *s = user;
-    track_start(&s->tr, offset);
-    s->subscribed = 1;
-    INC(s->th->subscribed, 1);
-    (void)f;
-}
-
-static void fsub_pub(fastsub *f, uint64_t offset, const char *data,
-                     size_t len, void *user)
-{
-    sub_deliver(user, offset, data, len);
-    (void)f;
-}
-
-static void fsub_closed(fastsub *f, const char *why, void *user)
-{
-    bsub *s = user;
-    bthread *th = s->th;
-    s->fs = NULL;
-    if (!s->subscribed) {
+    if (!ready_before) {
         INC(th->sub_failed, 1);
         INC(th->errors, 1);
         if (!cfg.quiet && th->sub_failed <= 3)
-            fprintf(stderr, "subscriber failed: %s\n", why);
+            fprintf(stderr, "%s %s failed: %s\n", cfg.target, what,
+                    why ? why : "?");
     } else if (LD(g_phase) < PH_DRAIN) {
         INC(th->disconnects, 1);
-        if (!cfg.quiet && th->disconnects <= 3)
-            fprintf(stderr, "subscriber lost: %s\n", why);
+        if (why && !cfg.quiet && th->disconnects <= 3)
+            fprintf(stderr, "%s %s lost: %s\n", cfg.target, what, why);
     }
-    (void)f;
 }
 
-static const fastsub_cb fsub_cb = { fsub_subscribed, fsub_pub, fsub_closed };
+static void pub_pump(bpub *p);
 
-static void sub_on_event(hc_client *c, const hc_sub_event *ev, void *user)
+static void pub_ready(bpub *p)
+{
+    if (!p->connected) {
+        p->connected = 1;
+        INC(p->th->connected, 1);
+    }
+    pub_pump(p);
+}
+
+enum pub_outcome {
+    PUB_ACKED,
+    PUB_REFUSED,      /* the server said no (peers: or the connection ended) */
+    PUB_UNCERTAIN,    /* Herald: the connection was lost before the answer */
+    PUB_CLOSED        /* the bench closed the client (shutdown) */
+};
+
+/* The answer to one publication of p sent at t0. In the closed loop the
+ * next goes out at once after an acknowledgement; after a failure the
+ * tick pumps again (the connection may be going away). */
+static void pub_answered(bpub *p, uint64_t t0, enum pub_outcome o,
+                         const char *why)
+{
+    bthread *th = p->th;
+
+    p->inflight--;
+    INC(th->inflight, -1);
+    if (o == PUB_ACKED) {
+        INC(th->acked_total, 1);
+        if (LD(g_phase) == PH_MEASURE) {
+            uint64_t now = stamp_now_ns();
+            uint64_t d = now > t0 ? now - t0 : 0;
+            INC(th->acked, 1);
+            if (cfg.sc == SC_REQUEST) {
+                hist_record(&th->lat, d);
+                if (th->url_lat)
+                    hist_record(&th->url_lat[p->url], d);
+            } else {
+                hist_record(&th->ack, d);
+            }
+        }
+        if (cfg.rate == 0)
+            pub_pump(p);
+        return;
+    }
+    /* Not published, or not known to be: the channel's count goes back. */
+    __atomic_fetch_sub(&g_chans[p->chan].sent, 1, __ATOMIC_RELAXED);
+    INC(th->failed_pubs, 1);
+    if (o == PUB_UNCERTAIN) {
+        INC(th->uncertain, 1);
+    } else if (o == PUB_REFUSED) {
+        INC(th->errors, 1);
+        if (!cfg.quiet && th->failed_pubs <= 3)
+            fprintf(stderr, "%s publish failed: %s\n", cfg.target,
+                    why ? why : "?");
+    }
+}
+
+/* Idle connections (connections scenario): the user pointer is the
+ * thread's index (high 32 bits) and the connection's (low 32). */
+static void conn_ready(void *user)
+{
+    bthread *th = g_th + ((uintptr_t)user >> 32);
+    size_t i = (size_t)((uintptr_t)user & 0xffffffffu);
+    if (th->conn_t0[i]) {
+        hist_record(&th->lat, stamp_now_ns() - th->conn_t0[i]);
+        th->conn_t0[i] = 0;
+        INC(th->connected, 1);
+    }
+}
+
+static void conn_closed(void *user, const char *why)
+{
+    bthread *th = g_th + ((uintptr_t)user >> 32);
+    size_t i = (size_t)((uintptr_t)user & 0xffffffffu);
+    if (LD(g_phase) >= PH_DRAIN)
+        return;
+    if (th->conn_t0[i]) {
+        th->conn_t0[i] = 0;
+        INC(th->connect_failures, 1);
+        if (!cfg.quiet && th->connect_failures <= 3)
+            fprintf(stderr, "connect failed: %s\n", why);
+    } else {
+        INC(th->disconnects, 1);
+    }
+}
+
+/* --- Herald through the C client library ----------------------------------- */
+
+static void base_options(hc_options *o, const char *url, const char *src,
+                         void *user)
+{
+    hc_options_init(o);
+    o->url = url;
+    o->local_addr = src;
+    o->encoding = cfg.enc;
+    o->user = user;
+    o->name = "herald-bench";
+    o->backoff_base_ms = cfg.backoff_ms;
+    if (o->backoff_max_ms < o->backoff_base_ms)
+        o->backoff_max_ms = o->backoff_base_ms;
+    /* A closed-loop publisher keeps at most `window` in flight, but a
+     * fixed-rate one may queue more. */
+    o->max_pending = 1u << 16;
+    o->max_queue_bytes = 64u << 20;
+}
+
+static void lib_on_error(hc_client *c, int code, hc_str msg, void *user)
+{
+    INC(tl_th->errors, 1);
+    if (!cfg.quiet && tl_th->errors <= 3)
+        fprintf(stderr, "error %d: %.*s\n", code, (int)msg.len, msg.ptr);
+    (void)c;
+    (void)user;
+}
+
+static void lib_sub_pub(hc_client *c, const hc_pub *p, void *user)
+{
+    bsub *s = user;
+    sub_delivered(s, &s->tr, p->offset, NULL, p->data, p->data_len);
+    (void)c;
+}
+
+/* Subscription events: the library's recovery, counted for reconnect. */
+static void lib_sub_event(hc_client *c, const hc_sub_event *ev, void *user)
 {
     bsub *s = user;
     bthread *th = s->th;
@@ -348,55 +453,212 @@ static void sub_on_event(hc_client *c, const hc_sub_event *ev, void *user)
     (void)c;
 }
 
-static void sub_on_reply(hc_client *c, const hc_reply *r, void *arg)
+static void lib_sub_reply(hc_client *c, const hc_reply *r, void *arg)
 {
     bsub *s = arg;
+    char why[256];
     if (r->code == 0) {
-        s->subscribed = 1;
-        INC(s->th->subscribed, 1);
-    } else {
-        INC(s->th->sub_failed, 1);
-        INC(s->th->errors, 1);
-        if (!cfg.quiet)
-            fprintf(stderr, "subscribe %s: %d %.*s\n",
-                    g_chans[s->chan].name, r->code, (int)r->message.len,
-                    r->message.ptr);
+        sub_ready(s);
+        return;
     }
+    snprintf(why, sizeof(why), "subscribe %s: %d %.*s",
+             g_chans[s->chan].name, r->code, (int)r->message.len,
+             r->message.ptr);
+    client_lost(s->th, 0, "subscriber", why);
     (void)c;
 }
 
-static void on_connected(hc_client *c, const hc_connected *ev, void *user)
+static void lib_sub_disconnected(hc_client *c, const hc_disconnected *ev,
+                                 void *user)
 {
+    client_lost(((bsub *)user)->th, 1, "subscriber", NULL);
     (void)c;
     (void)ev;
-    (void)user;
 }
 
-static void sub_on_disconnected(hc_client *c, const hc_disconnected *ev,
-                                void *user)
+static void lib_pub_connected(hc_client *c, const hc_connected *ev,
+                              void *user)
+{
+    pub_ready(user);
+    (void)c;
+    (void)ev;
+}
+
+static void lib_pub_disconnected(hc_client *c, const hc_disconnected *ev,
+                                 void *user)
+{
+    client_lost(((bpub *)user)->th, 1, "publisher", NULL);
+    (void)c;
+    (void)ev;
+}
+
+static void lib_pub_ack(hc_client *c, const hc_reply *r, void *arg)
+{
+    char why[160] = "";
+    enum pub_outcome o = r->code == 0                        ? PUB_ACKED
+                         : r->code == HC_ERR_CONNECTION_LOST ? PUB_UNCERTAIN
+                         : r->code == HC_ERR_CLOSED          ? PUB_CLOSED
+                                                             : PUB_REFUSED;
+    if (o == PUB_REFUSED)
+        snprintf(why, sizeof(why), "%d %.*s", r->code, (int)r->message.len,
+                 r->message.ptr);
+    pub_answered(hc_client_user(c), (uint64_t)(uintptr_t)arg, o, why);
+}
+
+static void lib_conn_connected(hc_client *c, const hc_connected *ev,
+                               void *user)
+{
+    conn_ready(user);
+    (void)c;
+    (void)ev;
+}
+
+static void lib_conn_disconnected(hc_client *c, const hc_disconnected *ev,
+                                  void *user)
+{
+    char why[160];
+    snprintf(why, sizeof(why), "close %d %.*s", ev->code,
+             (int)ev->reason.len, ev->reason.ptr);
+    conn_closed(user, why);
+    (void)c;
+}
+
+/* --- Herald fanout subscribers on the lean reader ----------------------------- */
+
+static void fast_subscribed(fastsub *f, uint64_t offset, void *user)
 {
     bsub *s = user;
-    if (LD(g_phase) < PH_DRAIN)
-        INC(s->th->disconnects, 1);
-    (void)c;
-    (void)ev;
+    track_start(&s->tr, offset);
+    sub_ready(s);
+    (void)f;
 }
 
-/* The thread running this loop (callbacks of every kind of client). */
-static __thread bthread *tl_th;
-
-static void on_error(hc_client *c, int code, hc_str msg, void *user)
+static void fast_pub(fastsub *f, uint64_t offset, const char *data,
+                     size_t len, void *user)
 {
-    INC(tl_th->errors, 1);
-    if (!cfg.quiet && tl_th->errors <= 3)
-        fprintf(stderr, "error %d: %.*s\n", code, (int)msg.len, msg.ptr);
-    (void)c;
-    (void)user;
+    bsub *s = user;
+    sub_delivered(s, &s->tr, offset, NULL, data, len);
+    (void)f;
 }
 
-/* --- Publishers -------------------------------------------------------- */
+static void fast_closed(fastsub *f, const char *why, void *user)
+{
+    bsub *s = user;
+    s->fs = NULL;
+    client_lost(s->th, s->subscribed, "subscriber", why);
+    (void)f;
+}
 
-static void pub_pump(bpub *p);
+static const fastsub_cb fast_cb = { fast_subscribed, fast_pub, fast_closed };
+
+/* --- Peer targets ------------------------------------------------------------- */
+
+/* Gaps and duplicates for peers: every stamp carries its publisher's
+ * number and sequence number (1, 2, ... per publisher); a subscriber tracks
+ * each publisher of its channel on those (track.h), so a skipped sequence
+ * number is a gap and a repeated or older one a duplicate. Subscribers are
+ * all ready before the first publication, so every stream starts at 1. A
+ * publish that failed leaves its number unused: it counts as a failed
+ * publish and shows as a gap too (both are 0 in a clean run). */
+
+/* Publish acknowledgement argument: the publisher's index in its thread
+ * (16 bits) and the send time relative to the thread's start (48 bits,
+ * 78 hours), since peer_ack_cb has no client user pointer. */
+#define PEER_ARG_SHIFT 48
+#define PEER_ARG_TMASK ((UINT64_C(1) << PEER_ARG_SHIFT) - 1)
+#define PEER_MAX_PUBS_PER_THREAD 65535u
+
+static void peer_sub_ready(peer_client *c, void *user)
+{
+    bsub *s = user;
+    track_start(&s->tr, 0);
+    for (unsigned i = 0; s->trs && i < g_chans[s->chan].n_pubs; i++)
+        track_start(&s->trs[i], 0);
+    sub_ready(s);
+    (void)c;
+}
+
+static void peer_sub_message(peer_client *c, const char *data, size_t len,
+                             void *user)
+{
+    bsub *s = user;
+    stamp st;
+    track *t = &s->tr;
+
+    if (stamp_decode(STAMP_JSON, data, len, &st) != 0 ||
+        st.pub % cfg.channels != s->chan) {
+        INC(s->th->errors, 1);
+        return;
+    }
+    if (s->trs) {
+        uint32_t k = st.pub / cfg.channels;
+        if (k >= g_chans[s->chan].n_pubs) {
+            INC(s->th->errors, 1);
+            return;
+        }
+        t = &s->trs[k];
+    }
+    sub_delivered(s, t, st.seq, &st, data, len);
+    (void)c;
+}
+
+static void peer_sub_closed(peer_client *c, int ready_before, const char *why,
+                            void *user)
+{
+    bsub *s = user;
+    s->pc = NULL;
+    client_lost(s->th, ready_before, "subscriber", why);
+    (void)c;
+}
+
+static void peer_pub_ready(peer_client *c, void *user)
+{
+    pub_ready(user);
+    (void)c;
+}
+
+static void peer_pub_closed(peer_client *c, int ready_before, const char *why,
+                            void *user)
+{
+    bpub *p = user;
+    p->pc = NULL;
+    p->connected = 0;
+    client_lost(p->th, ready_before, "publisher", why);
+    (void)c;
+}
+
+static void peer_pub_ack(peer_client *c, int ok, const char *why, void *arg)
+{
+    bthread *th = tl_th;
+    uint64_t a = (uint64_t)(uintptr_t)arg;
+    pub_answered(&th->pubs[a >> PEER_ARG_SHIFT],
+                 th->ramp_start_ns + (a & PEER_ARG_TMASK),
+                 ok ? PUB_ACKED : PUB_REFUSED, why);
+    (void)c;
+}
+
+static void peer_conn_ready(peer_client *c, void *user)
+{
+    conn_ready(user);
+    (void)c;
+}
+
+static void peer_conn_closed(peer_client *c, int ready_before,
+                             const char *why, void *user)
+{
+    conn_closed(user, why ? why : "?");
+    (void)c;
+    (void)ready_before;
+}
+
+static const peer_callbacks peer_sub_cb = { peer_sub_ready, peer_sub_message,
+                                            peer_sub_closed };
+static const peer_callbacks peer_pub_cb = { peer_pub_ready, NULL,
+                                            peer_pub_closed };
+static const peer_callbacks peer_conn_cb = { peer_conn_ready, NULL,
+                                             peer_conn_closed };
+
+/* --- Publishing ----------------------------------------------------------------- */
 
 /* How far the channel's slowest sentinel is behind its publishers (0 when
  * it has no subscriber). With several URLs each has its own sentinel, so
@@ -413,47 +675,10 @@ static uint64_t chan_lag(const chan_state *ch)
     return lag;
 }
 
-static void pub_on_ack(hc_client *c, const hc_reply *r, void *arg)
-{
-    bpub *p = hc_client_user(c);
-    bthread *th = p->th;
-    uint64_t t0 = (uint64_t)(uintptr_t)arg;
-    int measuring = LD(g_phase) == PH_MEASURE;
-
-    p->inflight--;
-    INC(th->inflight, -1);
-    if (r->code == 0) {
-        INC(th->acked_total, 1);
-        if (measuring) {
-            uint64_t now = stamp_now_ns();
-            uint64_t d = now > t0 ? now - t0 : 0;
-            INC(th->acked, 1);
-            if (cfg.sc == SC_REQUEST) {
-                hist_record(&th->lat, d);
-                if (th->url_lat)
-                    hist_record(&th->url_lat[p->url], d);
-            } else {
-                hist_record(&th->ack, d);
-            }
-        }
-    } else {
-        /* Not published (server error), or unknown (connection lost). */
-        __atomic_fetch_sub(&g_chans[p->chan].sent, 1, __ATOMIC_RELAXED);
-        INC(th->failed_pubs, 1);
-        if (r->code == HC_ERR_CONNECTION_LOST)
-            INC(th->uncertain, 1);
-        else if (r->code != HC_ERR_CLOSED)
-            INC(th->errors, 1);
-    }
-    if (cfg.rate == 0 && r->code != HC_ERR_CLOSED)
-        pub_pump(p);
-}
-
-static int peer_publish_one(bpub *p, size_t n, uint64_t now);
-
 static int pub_one(bpub *p)
 {
     bthread *th = p->th;
+    const char *chan = g_chans[p->chan].name;
     stamp st;
     size_t n;
     uint64_t now = stamp_now_ns();
@@ -464,12 +689,17 @@ static int pub_one(bpub *p)
     st.pub = p->id;
     n = stamp_encode(cfg.enc == HC_MSGPACK, &st, cfg.size, th->payload,
                      sizeof(th->payload));
-    if (cfg.drv)
-        rc = peer_publish_one(p, n, now);
-    else
-        rc = hc_publish(p->c, g_chans[p->chan].name, th->payload, n,
-                        pub_on_ack, (void *)(uintptr_t)now);
-    if (rc != HC_OK) {
+    if (cfg.drv) {
+        uint64_t a = (uint64_t)(p - th->pubs) << PEER_ARG_SHIFT |
+                     ((now - th->ramp_start_ns) & PEER_ARG_TMASK);
+        rc = p->pc ? cfg.drv->publish(p->pc, chan, th->payload, n,
+                                      peer_pub_ack, (void *)(uintptr_t)a)
+                   : -1;
+    } else {
+        rc = hc_publish(p->c, chan, th->payload, n, lib_pub_ack,
+                        (void *)(uintptr_t)now);
+    }
+    if (rc != 0) {
         INC(th->errors, 1);
         return -1;
     }
@@ -518,426 +748,139 @@ static void pub_pump(bpub *p)
     }
 }
 
-static void pub_on_connected(hc_client *c, const hc_connected *ev, void *user)
+/* --- Thread ------------------------------------------------------------------------ */
+
+/* The source address of client number g (--conns-per-addr): 127.x.y.z
+ * with z in 1..254, N clients each; NULL when not spreading. */
+static const char *client_addr(size_t g, char *out, size_t n)
 {
-    bpub *p = user;
-    if (!p->connected) {
-        p->connected = 1;
-        INC(p->th->connected, 1);
-    }
-    pub_pump(p);
-    (void)c;
-    (void)ev;
+    size_t a, hi;
+    if (!cfg.conns_per_addr)
+        return NULL;
+    a = g / cfg.conns_per_addr;
+    hi = a / 254;
+    snprintf(out, n, "127.%zu.%zu.%zu", (hi / 256) % 256, hi % 256,
+             a % 254 + 1);
+    return out;
 }
 
-static void pub_on_disconnected(hc_client *c, const hc_disconnected *ev,
-                                void *user)
+static void setup_failed(const char *what, const char *url, const char *err)
 {
-    bpub *p = user;
-    if (LD(g_phase) < PH_DRAIN)
-        INC(p->th->disconnects, 1);
-    (void)c;
-    (void)ev;
+    fprintf(stderr, "herald-bench: cannot create a %s %s at %s%s%s\n",
+            cfg.target, what, url, err[0] ? ": " : "", err);
+    exit(2);
 }
 
-/* --- Idle connections -------------------------------------------------- */
-
-static void conn_on_connected(hc_client *c, const hc_connected *ev,
-                              void *user)
+/* Subscriber s of the thread, client number g of the process. */
+static void open_sub(bthread *th, bsub *s, size_t g)
 {
-    bthread *th = g_th + ((uintptr_t)user >> 32);
-    size_t i = (size_t)((uintptr_t)user & 0xffffffffu);
-    if (th->conn_t0[i]) {
-        hist_record(&th->lat, stamp_now_ns() - th->conn_t0[i]);
-        th->conn_t0[i] = 0;
-        INC(th->connected, 1);
-    }
-    (void)c;
-    (void)ev;
-}
+    const char *url = cfg.urls[s->url], *chan = g_chans[s->chan].name;
+    char addr[32], err[256] = "";
+    const char *src = client_addr(g, addr, sizeof(addr));
+    hc_options o;
+    int ok;
 
-static void conn_on_disconnected(hc_client *c, const hc_disconnected *ev,
-                                 void *user)
-{
-    bthread *th = g_th + ((uintptr_t)user >> 32);
-    size_t i = (size_t)((uintptr_t)user & 0xffffffffu);
-    if (LD(g_phase) >= PH_DRAIN)
-        return;
-    if (th->conn_t0[i]) {
-        th->conn_t0[i] = 0;
-        INC(th->connect_failures, 1);
-        if (!cfg.quiet && th->connect_failures <= 3)
-            fprintf(stderr, "connect failed: close %d %.*s\n", ev->code,
-                    (int)ev->reason.len, ev->reason.ptr);
-    } else {
-        INC(th->disconnects, 1);
-    }
-    (void)c;
-}
-
-/* --- Peer targets ------------------------------------------------------ */
-
-/* The same accounting as the Herald callbacks above, through a peer driver
- * (peer.h). Gaps and duplicates: every stamp carries its publisher's number
- * and sequence number (1, 2, ... per publisher); a subscriber tracks each
- * publisher of its channel on those (track.h), so a skipped sequence number
- * is a gap and a repeated or older one a duplicate. Subscribers are all
- * ready before the first publication, so every stream starts at 1. A
- * publish that failed leaves its number unused: it counts as a failed
- * publish and shows as a gap too (both are 0 in a clean run). */
-
-/* Publish acknowledgement argument: the publisher's index in its thread
- * (16 bits) and the send time relative to the thread's start (48 bits,
- * 78 hours), since peer_ack_cb has no client user pointer. */
-#define PEER_ARG_SHIFT 48
-#define PEER_ARG_TMASK ((UINT64_C(1) << PEER_ARG_SHIFT) - 1)
-#define PEER_MAX_PUBS_PER_THREAD 65535u
-
-static void psub_ready(peer_client *c, void *user)
-{
-    bsub *s = user;
-    track_start(&s->tr, 0);
-    for (unsigned i = 0; s->trs && i < g_chans[s->chan].n_pubs; i++)
-        track_start(&s->trs[i], 0);
-    s->subscribed = 1;
-    INC(s->th->subscribed, 1);
-    (void)c;
-}
-
-static void psub_message(peer_client *c, const char *data, size_t len,
-                         void *user)
-{
-    bsub *s = user;
-    bthread *th = s->th;
-    stamp st;
-    track *t = &s->tr;
-    uint64_t gaps0 = th->tc.gaps, dups0 = th->tc.duplicates;
-
-    if (stamp_decode(STAMP_JSON, data, len, &st) != 0 ||
-        st.pub % cfg.channels != s->chan) {
-        INC(th->errors, 1);
-        return;
-    }
-    if (s->trs) {
-        uint32_t k = st.pub / cfg.channels;
-        if (k >= g_chans[s->chan].n_pubs) {
-            INC(th->errors, 1);
-            return;
-        }
-        t = &s->trs[k];
-    }
-    track_pub(t, st.seq, &th->tc);
-    if (th->tc.gaps != gaps0)
-        ST(th->gaps, th->tc.gaps);
-    if (th->tc.duplicates != dups0)
-        ST(th->dups, th->tc.duplicates);
-    INC(th->deliveries_total, 1);
-    if (s->sentinel)
-        __atomic_fetch_add(&g_chans[s->chan].seen[s->url], 1,
-                           __ATOMIC_RELAXED);
-    if (th->url_lat)
-        th->url_deliveries_total[s->url]++;
-    if (LD(g_phase) != PH_MEASURE)
-        return;
-    INC(th->deliveries, 1);
-    uint64_t now = stamp_now_ns();
-    hist_record(&th->lat, now > st.t_ns ? now - st.t_ns : 0);
-    if (th->url_lat) {
-        th->url_deliveries[s->url]++;
-        hist_record(&th->url_lat[s->url], now > st.t_ns ? now - st.t_ns : 0);
-    }
-    (void)c;
-}
-
-/* A subscriber's or publisher's connection failed before it was ready
- * (a setup failure: no reconnects for peers) or was lost afterwards. */
-static void peer_lost(bthread *th, int ready_before, const char *what,
-                      const char *why)
-{
-    if (!ready_before) {
-        INC(th->sub_failed, 1);
-        INC(th->errors, 1);
-        if (!cfg.quiet && th->sub_failed <= 3)
-            fprintf(stderr, "%s %s failed: %s\n", cfg.target, what,
-                    why ? why : "?");
-    } else if (LD(g_phase) < PH_DRAIN) {
-        INC(th->disconnects, 1);
-        if (!cfg.quiet && th->disconnects <= 3)
-            fprintf(stderr, "%s %s lost: %s\n", cfg.target, what,
-                    why ? why : "?");
-    }
-}
-
-static void psub_closed(peer_client *c, int ready_before, const char *why,
-                        void *user)
-{
-    bsub *s = user;
-    s->pc = NULL;
-    peer_lost(s->th, ready_before, "subscriber", why);
-    (void)c;
-}
-
-static void ppub_ready(peer_client *c, void *user)
-{
-    bpub *p = user;
-    if (!p->connected) {
-        p->connected = 1;
-        INC(p->th->connected, 1);
-    }
-    pub_pump(p);
-    (void)c;
-}
-
-static void ppub_closed(peer_client *c, int ready_before, const char *why,
-                        void *user)
-{
-    bpub *p = user;
-    p->pc = NULL;
-    p->connected = 0;
-    peer_lost(p->th, ready_before, "publisher", why);
-    (void)c;
-}
-
-static void ppub_ack(peer_client *c, int ok, const char *why, void *arg)
-{
-    bthread *th = tl_th;
-    uint64_t a = (uint64_t)(uintptr_t)arg;
-    bpub *p = &th->pubs[a >> PEER_ARG_SHIFT];
-    uint64_t t0 = th->ramp_start_ns + (a & PEER_ARG_TMASK);
-
-    p->inflight--;
-    INC(th->inflight, -1);
-    if (ok) {
-        INC(th->acked_total, 1);
-        if (LD(g_phase) == PH_MEASURE) {
-            uint64_t now = stamp_now_ns();
-            uint64_t d = now > t0 ? now - t0 : 0;
-            INC(th->acked, 1);
-            if (cfg.sc == SC_REQUEST) {
-                hist_record(&th->lat, d);
-                if (th->url_lat)
-                    hist_record(&th->url_lat[p->url], d);
-            } else {
-                hist_record(&th->ack, d);
-            }
-        }
-    } else {
-        /* Refused, or the connection was lost before the answer. */
-        __atomic_fetch_sub(&g_chans[p->chan].sent, 1, __ATOMIC_RELAXED);
-        INC(th->failed_pubs, 1);
-        INC(th->errors, 1);
-        if (!cfg.quiet && th->failed_pubs <= 3)
-            fprintf(stderr, "%s publish failed: %s\n", cfg.target,
-                    why ? why : "?");
-    }
-    /* After a failure the tick pumps again (the connection may be going
-     * away, and publishing on it now would only count more errors). */
-    if (cfg.rate == 0 && ok && p->pc)
-        pub_pump(p);
-    (void)c;
-}
-
-static int peer_publish_one(bpub *p, size_t n, uint64_t now)
-{
-    bthread *th = p->th;
-    uint64_t a = (uint64_t)(p - th->pubs) << PEER_ARG_SHIFT |
-                 ((now - th->ramp_start_ns) & PEER_ARG_TMASK);
-    if (!p->pc)
-        return -1;
-    return cfg.drv->publish(p->pc, g_chans[p->chan].name, th->payload, n,
-                            ppub_ack, (void *)(uintptr_t)a) == 0
-               ? HC_OK
-               : -1;
-}
-
-static void pconn_ready(peer_client *c, void *user)
-{
-    bthread *th = g_th + ((uintptr_t)user >> 32);
-    size_t i = (size_t)((uintptr_t)user & 0xffffffffu);
-    if (th->conn_t0[i]) {
-        hist_record(&th->lat, stamp_now_ns() - th->conn_t0[i]);
-        th->conn_t0[i] = 0;
-        INC(th->connected, 1);
-    }
-    (void)c;
-}
-
-static void pconn_closed(peer_client *c, int ready_before, const char *why,
-                         void *user)
-{
-    bthread *th = g_th + ((uintptr_t)user >> 32);
-    size_t i = (size_t)((uintptr_t)user & 0xffffffffu);
-    if (LD(g_phase) >= PH_DRAIN)
-        return;
-    if (th->conn_t0[i]) {
-        th->conn_t0[i] = 0;
-        INC(th->connect_failures, 1);
-        if (!cfg.quiet && th->connect_failures <= 3)
-            fprintf(stderr, "connect failed: %s\n", why ? why : "?");
-    } else {
-        INC(th->disconnects, 1);
-    }
-    (void)c;
-    (void)ready_before;
-}
-
-static const peer_callbacks psub_cb = { psub_ready, psub_message,
-                                        psub_closed };
-static const peer_callbacks ppub_cb = { ppub_ready, NULL, ppub_closed };
-static const peer_callbacks pconn_cb = { pconn_ready, NULL, pconn_closed };
-
-/* Creates the thread's next client on a peer target (create_clients). */
-static void create_peer_client(bthread *th)
-{
-    peer_options o;
-    char addr[32];
-    memset(&o, 0, sizeof(o));
-    if (th->created_subs < th->n_subs) {
-        bsub *s = &th->subs[th->created_subs];
-        size_t g = th->conn_base + th->created_subs;
+    switch (cfg.sub_kind) {
+    case SUB_PEER: {
+        peer_options po = { url, src, &peer_sub_cb, s };
         unsigned np = g_chans[s->chan].n_pubs;
-        o.url = cfg.urls[s->url];
-        if (cfg.conns_per_addr) {
-            source_addr(g / cfg.conns_per_addr, addr, sizeof(addr));
-            o.local_addr = addr;
-        }
-        if (np > 1) {
-            s->trs = calloc(np, sizeof(*s->trs));
-            if (!s->trs)
-                abort();
-        }
-        o.cb = &psub_cb;
-        o.user = s;
-        s->pc = cfg.drv->subscriber(th->pctx, &o, g_chans[s->chan].name);
-        if (!s->pc) {
-            fprintf(stderr, "herald-bench: %s: cannot create a subscriber\n",
-                    cfg.target);
-            exit(2);
-        }
-        th->created_subs++;
-    } else if (th->created_pubs < th->n_pubs) {
-        bpub *p = &th->pubs[th->created_pubs];
-        o.url = cfg.urls[p->url];
-        o.cb = &ppub_cb;
-        o.user = p;
-        p->pc = cfg.drv->publisher(th->pctx, &o);
-        if (!p->pc) {
-            fprintf(stderr, "herald-bench: %s: cannot create a publisher\n",
-                    cfg.target);
-            exit(2);
-        }
-        th->created_pubs++;
-    } else {
-        size_t i = th->created_conns;
-        size_t g = th->conn_base + i;
-        o.url = cfg.urls[g % (size_t)cfg.n_urls];
-        if (cfg.conns_per_addr) {
-            source_addr(g / cfg.conns_per_addr, addr, sizeof(addr));
-            o.local_addr = addr;
-        }
-        o.cb = &pconn_cb;
-        o.user = (void *)(((uintptr_t)th->idx << 32) | (uintptr_t)i);
-        th->conn_t0[i] = stamp_now_ns();
-        if (!th->conn_t0[i])
-            th->conn_t0[i] = 1;
-        if (!cfg.drv->idle(th->pctx, &o)) {
-            fprintf(stderr, "herald-bench: %s: cannot create a connection\n",
-                    cfg.target);
-            exit(2);
-        }
-        th->created_conns++;
+        if (np > 1 && !(s->trs = calloc(np, sizeof(*s->trs))))
+            abort();
+        ok = (s->pc = cfg.drv->open(th->pctx, &po, PEER_SUBSCRIBER,
+                                    chan)) != NULL;
+        break;
     }
+    case SUB_FAST:
+        s->fs = fastsub_open(&th->loop, url, src, cfg.enc == HC_MSGPACK, chan,
+                             &fast_cb, s);
+        ok = s->fs != NULL;
+        break;
+    default:
+        base_options(&o, url, src, s);
+        o.cb.disconnected = lib_sub_disconnected;
+        o.cb.pub = lib_sub_pub;
+        o.cb.subscription = lib_sub_event;
+        o.cb.error = lib_on_error;
+        ok = (s->c = hc_client_new(th->ctx, &o, err, sizeof(err))) != NULL;
+        if (ok && hc_subscribe(s->c, chan, NULL, lib_sub_reply, s) != HC_OK)
+            INC(th->errors, 1);
+        break;
+    }
+    if (!ok)
+        setup_failed("subscriber", url, err);
 }
 
-/* --- Thread ------------------------------------------------------------ */
+static void open_pub(bthread *th, bpub *p)
+{
+    const char *url = cfg.urls[p->url];
+    char err[256] = "";
+    hc_options o;
+    int ok;
 
+    if (cfg.drv) {
+        peer_options po = { url, NULL, &peer_pub_cb, p };
+        ok = (p->pc = cfg.drv->open(th->pctx, &po, PEER_PUBLISHER,
+                                    NULL)) != NULL;
+    } else {
+        base_options(&o, url, NULL, p);
+        o.cb.connected = lib_pub_connected;
+        o.cb.disconnected = lib_pub_disconnected;
+        o.cb.error = lib_on_error;
+        ok = (p->c = hc_client_new(th->ctx, &o, err, sizeof(err))) != NULL;
+    }
+    if (!ok)
+        setup_failed("publisher", url, err);
+}
+
+/* Idle connection i of the thread (connections scenario). */
+static void open_conn(bthread *th, size_t i)
+{
+    size_t g = th->conn_base + i;
+    const char *url = cfg.urls[g % (size_t)cfg.n_urls];
+    void *user = (void *)(((uintptr_t)th->idx << 32) | (uintptr_t)i);
+    char addr[32], err[256] = "";
+    const char *src = client_addr(g, addr, sizeof(addr));
+    hc_options o;
+    int ok;
+
+    th->conn_t0[i] = stamp_now_ns();
+    if (!th->conn_t0[i])
+        th->conn_t0[i] = 1;
+    if (cfg.drv) {
+        peer_options po = { url, src, &peer_conn_cb, user };
+        ok = cfg.drv->open(th->pctx, &po, PEER_IDLE, NULL) != NULL;
+    } else {
+        base_options(&o, url, src, user);
+        o.reconnect = 0;
+        o.cb.connected = lib_conn_connected;
+        o.cb.disconnected = lib_conn_disconnected;
+        o.cb.error = lib_on_error;
+        ok = (th->conns[i] = hc_client_new(th->ctx, &o, err,
+                                           sizeof(err))) != NULL;
+    }
+    if (!ok)
+        setup_failed("connection", url, err);
+}
+
+/* Creates the clients due by now at the thread's share of the connect
+ * rate: subscribers first, then publishers, then idle connections. */
 static void create_clients(bthread *th)
 {
     size_t total = th->n_subs + th->n_pubs + th->n_conns;
     size_t made = th->created_subs + th->created_pubs + th->created_conns;
     double el = (double)(stamp_now_ns() - th->ramp_start_ns) / 1e9;
     size_t due = th->ramp_rate > 0 ? (size_t)(el * th->ramp_rate) + 1 : total;
-    char err[256], addr[32];
-    hc_options o;
 
-    if (due > total)
-        due = total;
-    while (made < due) {
-        if (cfg.drv) {
-            create_peer_client(th);
-        } else if (th->created_subs < th->n_subs && cfg.sub_fast) {
-            bsub *s = &th->subs[th->created_subs];
-            size_t g = th->conn_base + th->created_subs;
-            if (cfg.conns_per_addr)
-                source_addr(g / cfg.conns_per_addr, addr, sizeof(addr));
-            s->fs = fastsub_open(&th->loop, cfg.urls[s->url],
-                                 cfg.conns_per_addr ? addr : NULL,
-                                 cfg.enc == HC_MSGPACK, g_chans[s->chan].name,
-                                 &fsub_cb, s);
-            if (!s->fs) {
-                fprintf(stderr, "herald-bench: cannot open a subscriber to %s\n",
-                        cfg.urls[s->url]);
-                exit(2);
-            }
-            th->created_subs++;
-        } else if (th->created_subs < th->n_subs) {
-            bsub *s = &th->subs[th->created_subs];
-            size_t g = th->conn_base + th->created_subs;
-            base_options(&o, th, cfg.urls[s->url], s);
-            if (cfg.conns_per_addr) {
-                source_addr(g / cfg.conns_per_addr, addr, sizeof(addr));
-                o.local_addr = addr;
-            }
-            o.cb.connected = on_connected;
-            o.cb.disconnected = sub_on_disconnected;
-            o.cb.pub = sub_on_pub;
-            o.cb.subscription = sub_on_event;
-            o.cb.error = on_error;
-            s->c = hc_client_new(th->ctx, &o, err, sizeof(err));
-            if (!s->c) {
-                fprintf(stderr, "herald-bench: %s\n", err);
-                exit(2);
-            }
-            if (hc_subscribe(s->c, g_chans[s->chan].name, NULL, sub_on_reply,
-                             s) != HC_OK)
-                INC(th->errors, 1);
+    for (; made < due && made < total; made++) {
+        if (th->created_subs < th->n_subs) {
+            open_sub(th, &th->subs[th->created_subs],
+                     th->conn_base + th->created_subs);
             th->created_subs++;
         } else if (th->created_pubs < th->n_pubs) {
-            bpub *p = &th->pubs[th->created_pubs];
-            base_options(&o, th, cfg.urls[p->url], p);
-            o.cb.connected = pub_on_connected;
-            o.cb.disconnected = pub_on_disconnected;
-            o.cb.error = on_error;
-            p->c = hc_client_new(th->ctx, &o, err, sizeof(err));
-            if (!p->c) {
-                fprintf(stderr, "herald-bench: %s\n", err);
-                exit(2);
-            }
-            th->created_pubs++;
+            open_pub(th, &th->pubs[th->created_pubs++]);
         } else {
-            size_t i = th->created_conns;
-            size_t g = th->conn_base + i;
-            base_options(&o, th, cfg.urls[g % (size_t)cfg.n_urls],
-                         (void *)(((uintptr_t)th->idx << 32) | (uintptr_t)i));
-            o.reconnect = 0;
-            if (cfg.conns_per_addr) {
-                source_addr(g / cfg.conns_per_addr, addr, sizeof(addr));
-                o.local_addr = addr;
-            }
-            o.cb.connected = conn_on_connected;
-            o.cb.disconnected = conn_on_disconnected;
-            o.cb.error = on_error;
-            th->conn_t0[i] = stamp_now_ns();
-            if (!th->conn_t0[i])
-                th->conn_t0[i] = 1;
-            th->conns[i] = hc_client_new(th->ctx, &o, err, sizeof(err));
-            if (!th->conns[i]) {
-                fprintf(stderr, "herald-bench: %s\n", err);
-                exit(2);
-            }
-            th->created_conns++;
+            open_conn(th, th->created_conns++);
         }
-        made++;
     }
 }
 
@@ -952,12 +895,12 @@ static void tick_cb(uv_timer_t *t)
             th->stopping = 1;
             uv_timer_stop(&th->tick);
             uv_close((uv_handle_t *)&th->tick, NULL);
-            if (cfg.sub_fast)
-                for (size_t i = 0; i < th->created_subs; i++)
-                    if (th->subs[i].fs) {
-                        fastsub_close(th->subs[i].fs);
-                        th->subs[i].fs = NULL;
-                    }
+            for (size_t i = 0; cfg.sub_kind == SUB_FAST &&
+                               i < th->created_subs; i++)
+                if (th->subs[i].fs) {
+                    fastsub_close(th->subs[i].fs);
+                    th->subs[i].fs = NULL;
+                }
             if (cfg.drv)
                 cfg.drv->ctx_close(th->pctx);
             else
@@ -967,8 +910,10 @@ static void tick_cb(uv_timer_t *t)
     }
     create_clients(th);
     if (LD(g_drop_gen) != th->drop_gen) {
+        /* reconnect: every subscriber (the library's) loses its connection. */
         th->drop_gen = LD(g_drop_gen);
-        for (size_t i = 0; i < th->created_subs; i++) {
+        for (size_t i = 0; cfg.sub_kind == SUB_LIB && i < th->created_subs;
+             i++) {
             th->subs[i].awaiting = 1;
             hc_client_drop(th->subs[i].c);
         }
@@ -985,22 +930,17 @@ static void tick_cb(uv_timer_t *t)
 static void *thread_main(void *arg)
 {
     bthread *th = arg;
+    char err[256] = "";
     tl_th = th;
     uv_loop_init(&th->loop);
-    if (cfg.drv) {
-        char err[256] = "";
+    if (cfg.drv)
         th->pctx = cfg.drv->ctx_new(&th->loop, err, sizeof(err));
-        if (!th->pctx) {
-            fprintf(stderr, "herald-bench: %s: cannot create a context: %s\n",
-                    cfg.target, err);
-            exit(2);
-        }
-    } else {
+    else
         th->ctx = hc_ctx_new(&th->loop, NULL);
-        if (!th->ctx) {
-            fprintf(stderr, "herald-bench: cannot create a client context\n");
-            exit(2);
-        }
+    if (!th->pctx && !th->ctx) {
+        fprintf(stderr, "herald-bench: %s: cannot create a client context%s%s\n",
+                cfg.target, err[0] ? ": " : "", err);
+        exit(2);
     }
     uv_timer_init(&th->loop, &th->tick);
     th->tick.data = th;
@@ -1126,7 +1066,6 @@ static int setup_done(void)
 
 /* Publishing has stopped: every publication is answered and every
  * acknowledged one has reached all subscribers of its channel. */
-static uint64_t g_expected;
 static int drained(void)
 {
     sums s;
@@ -1206,6 +1145,33 @@ static void timeline_json(jw *w)
     jw_arr_end(w);
 }
 
+/* The scenario options of the report's `parameters`: which scenarios
+ * (bits of enum scenario) have the key, and the value (unsigned or
+ * double). */
+#define P_F (1u << SC_FANOUT)
+#define P_C (1u << SC_CONNECTIONS)
+#define P_R (1u << SC_RECONNECT)
+#define P_Q (1u << SC_REQUEST)
+static const struct scenario_param {
+    unsigned scenarios;
+    const char *key;
+    const unsigned *u;
+    const double *d;
+} scenario_params[] = {
+    { P_F | P_R, "channels", &cfg.channels, NULL },
+    { P_F, "subs_per_channel", &cfg.subs, NULL },
+    { P_F, "publishers", &cfg.pubs, NULL },
+    { P_Q, "clients", &cfg.pubs, NULL },
+    { P_C | P_R, "count", &cfg.count, NULL },
+    { P_F | P_C | P_R | P_Q, "rate", NULL, &cfg.rate },
+    { P_F | P_R | P_Q, "size", &cfg.size, NULL },
+    { P_F | P_Q, "window", &cfg.window, NULL },
+    { P_C, "procs", &cfg.procs, NULL },
+    { P_C, "conns_per_addr", &cfg.conns_per_addr, NULL },
+    { P_R, "drop_after_s", NULL, &cfg.drop_after },
+    { P_R, "backoff_ms", &cfg.backoff_ms, NULL },
+};
+
 static void params_json(jw *w)
 {
     jw_key(w, "parameters");
@@ -1223,37 +1189,18 @@ static void params_json(jw *w)
     jw_kdbl(w, "duration_s", cfg.duration);
     jw_kdbl(w, "warmup_s", cfg.warmup);
     jw_ku64(w, "threads", (uint64_t)cfg.threads);
-    switch (cfg.sc) {
-    case SC_FANOUT:
+    if (cfg.sc == SC_FANOUT)
         jw_kstr(w, "sub_transport", cfg.drv ? cfg.drv->name
-                                    : cfg.sub_fast ? "fast" : "client");
-        jw_ku64(w, "channels", cfg.channels);
-        jw_ku64(w, "subs_per_channel", cfg.subs);
-        jw_ku64(w, "publishers", cfg.pubs);
-        jw_kdbl(w, "rate", cfg.rate);
-        jw_ku64(w, "size", cfg.size);
-        jw_ku64(w, "window", cfg.window);
-        break;
-    case SC_CONNECTIONS:
-        jw_ku64(w, "count", cfg.count);
-        jw_kdbl(w, "rate", cfg.rate);
-        jw_ku64(w, "procs", cfg.procs);
-        jw_ku64(w, "conns_per_addr", cfg.conns_per_addr);
-        break;
-    case SC_RECONNECT:
-        jw_ku64(w, "count", cfg.count);
-        jw_ku64(w, "channels", cfg.channels);
-        jw_kdbl(w, "rate", cfg.rate);
-        jw_ku64(w, "size", cfg.size);
-        jw_kdbl(w, "drop_after_s", cfg.drop_after);
-        jw_ku64(w, "backoff_ms", cfg.backoff_ms);
-        break;
-    case SC_REQUEST:
-        jw_ku64(w, "clients", cfg.pubs);
-        jw_kdbl(w, "rate", cfg.rate);
-        jw_ku64(w, "size", cfg.size);
-        jw_ku64(w, "window", cfg.window);
-        break;
+                                            : sub_kind_names[cfg.sub_kind]);
+    for (size_t i = 0; i < sizeof(scenario_params) / sizeof(*scenario_params);
+         i++) {
+        const struct scenario_param *sp = &scenario_params[i];
+        if (!(sp->scenarios >> cfg.sc & 1u))
+            continue;
+        if (sp->u)
+            jw_ku64(w, sp->key, *sp->u);
+        else
+            jw_kdbl(w, sp->key, *sp->d);
     }
     jw_kstr(w, "channel_prefix", cfg.channel_prefix);
     jw_obj_end(w);
@@ -1346,6 +1293,20 @@ static void header_json(jw *w, double wall)
     params_json(w);
     jw_kdbl(w, "duration_s", wall);
     timeline_json(w);
+}
+
+/* Ends the report begun by header_json and writes it to --json, if
+ * given. 0, or 2 when it cannot be written. */
+static int report_end(jw *w)
+{
+    int rc = 0;
+    jw_obj_end(w);
+    if (cfg.json && jw_save(w, cfg.json) < 0) {
+        fprintf(stderr, "herald-bench: cannot write %s\n", cfg.json);
+        rc = 2;
+    }
+    jw_free(w);
+    return rc;
 }
 
 static void sample_servers(srv_sample *srv, int second)
@@ -1552,7 +1513,7 @@ static int run_streams(void)
         pthread_join(g_th[i].tid, NULL);
 
     sum_threads(&s);
-    g_expected = s.acked_total * cfg.subs;
+    uint64_t expected = s.acked_total * cfg.subs;
     hist_reset(&lat);
     hist_reset(&ack);
     for (int i = 0; i < cfg.threads; i++) {
@@ -1573,7 +1534,7 @@ static int run_streams(void)
                " %" PRIu64 " in all)\n", aps, s.acked, s.acked_total);
         printf("  deliveries/s           %.0f (%" PRIu64 " in window, %" PRIu64
                " in all, expected %" PRIu64 ")\n",
-               dps, s.deliveries, s.deliveries_total, g_expected);
+               dps, s.deliveries, s.deliveries_total, expected);
         lat_table("publish-to-delivery", &lat);
         lat_table("publish ack", &ack);
     } else {
@@ -1601,7 +1562,7 @@ static int run_streams(void)
         jw_kdbl(&w, "publications_per_s", aps);
         jw_ku64(&w, "deliveries", s.deliveries);
         jw_ku64(&w, "deliveries_total", s.deliveries_total);
-        jw_ku64(&w, "expected_deliveries", g_expected);
+        jw_ku64(&w, "expected_deliveries", expected);
         jw_kdbl(&w, "deliveries_per_s", dps);
         lat_json(&w, "latency", &lat);
         lat_json(&w, "ack_latency", &ack);
@@ -1639,12 +1600,8 @@ static int run_streams(void)
               cfg.sc == SC_REQUEST ? s.acked : s.deliveries,
               cfg.sc == SC_REQUEST ? "ns_per_request" : "ns_per_delivery", 0,
               NULL);
-    jw_obj_end(&w);
-    if (cfg.json && jw_save(&w, cfg.json) < 0) {
-        fprintf(stderr, "herald-bench: cannot write %s\n", cfg.json);
+    if (report_end(&w))
         rc = 2;
-    }
-    jw_free(&w);
 
     if (rc == 0 && (s.gaps || s.dups)) {
         fprintf(stderr, "herald-bench: FAILED: %" PRIu64 " gaps, %" PRIu64
@@ -1689,26 +1646,12 @@ typedef struct conn_msg {
     hist lat;
 } conn_msg;
 
-static int write_all(int fd, const void *p, size_t n)
-{
-    const char *c = p;
-    while (n) {
-        ssize_t k = write(fd, c, n);
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k <= 0)
-            return -1;
-        c += k;
-        n -= (size_t)k;
-    }
-    return 0;
-}
-
-static int read_all(int fd, void *p, size_t n)
+/* Writes (wr) or reads all of p through the pipe: 0, or -1 (closed). */
+static int pipe_all(int fd, void *p, size_t n, int wr)
 {
     char *c = p;
     while (n) {
-        ssize_t k = read(fd, c, n);
+        ssize_t k = wr ? write(fd, c, n) : read(fd, c, n);
         if (k < 0 && errno == EINTR)
             continue;
         if (k <= 0)
@@ -1765,7 +1708,7 @@ static int conn_child(int proc, unsigned n, size_t base, int fd)
     m->connected = s.connected;
     m->failures = s.connect_failures;
     m->ramp_s = ramp_s;
-    write_all(fd, m, sizeof(*m));
+    pipe_all(fd, m, sizeof(*m), 1);
     snprintf(what, sizeof(what), "p%d hold", proc);
     run_for(cfg.duration, t0, &prev, &prev_t, what, NULL);
     ST(g_phase, PH_DRAIN);
@@ -1787,7 +1730,7 @@ static int conn_child(int proc, unsigned n, size_t base, int fd)
         free(g_th[i].conns);
         free(g_th[i].conn_t0);
     }
-    write_all(fd, m, sizeof(*m));
+    pipe_all(fd, m, sizeof(*m), 1);
     free(g_th);
     free(m);
     return 0;
@@ -1842,7 +1785,7 @@ static int run_connections(void)
     }
     /* Ramp results: every child reports when its ramp is over. */
     for (unsigned k = 0; k < K; k++) {
-        if (read_all(fds[k], m, sizeof(*m)) < 0) {
+        if (pipe_all(fds[k], m, sizeof(*m), 0) < 0) {
             fprintf(stderr, "herald-bench: process %u died during the ramp\n",
                     k);
             rc = 2;
@@ -1861,7 +1804,7 @@ static int run_connections(void)
     hist_reset(&lat);
     for (unsigned k = 0; k < K; k++) {
         int st;
-        if (read_all(fds[k], m, sizeof(*m)) == 0 && m->final) {
+        if (pipe_all(fds[k], m, sizeof(*m), 0) == 0 && m->final) {
             connected += m->connected;
             failures += m->failures;
             disconnects += m->disconnects;
@@ -1907,12 +1850,8 @@ static int run_connections(void)
     lat_json(&w, "connect_latency", &lat);
     resources(&w, &self_a, &self_b, child_cpu, wall, srv, connected,
               "ns_per_connection", connected, base);
-    jw_obj_end(&w);
-    if (cfg.json && jw_save(&w, cfg.json) < 0) {
-        fprintf(stderr, "herald-bench: cannot write %s\n", cfg.json);
+    if (report_end(&w))
         rc = 2;
-    }
-    jw_free(&w);
     free(m);
     if (rc == 0 && connected == 0) {
         fprintf(stderr, "herald-bench: FAILED: no connection\n");
@@ -1967,13 +1906,31 @@ static void usage(FILE *f)
         peer_names());
 }
 
+/* How Herald's subscribers read. fanout: the lean reader (fastsub.h):
+ * through the library, whose lws 4.1 client role parses received frames a
+ * byte at a time, the bench and not the server set the rate (3.0 vs 1.05
+ * us of bench CPU per delivery, bench/README.md); the library only where
+ * the reader cannot go (wss://, host names). reconnect: the library, whose
+ * reconnect and recovery it measures. Peers: their driver. */
+static enum sub_kind choose_sub_kind(void)
+{
+    if (cfg.drv)
+        return SUB_PEER;
+    if (cfg.sc != SC_FANOUT)
+        return SUB_LIB;
+    for (int u = 0; u < cfg.n_urls; u++)
+        if (fastsub_url_ok(cfg.urls[u]) != 0)
+            return SUB_LIB;
+    return SUB_FAST;
+}
+
 static int parse_args(int argc, char **argv)
 {
     enum {
         O_URL = 256, O_ENC, O_DUR, O_WARM, O_JSON, O_THREADS, O_PID, O_CH,
         O_SUBS, O_PUBS, O_RATE, O_SIZE, O_WIN, O_COUNT, O_PROCS, O_CRATE,
         O_CPA, O_PREFIX, O_DROP, O_BACKOFF, O_SETUP, O_QUIET, O_HELP,
-        O_TARGET, O_SUBT
+        O_TARGET
     };
     static const struct option opts[] = {
         { "url", 1, 0, O_URL }, { "encoding", 1, 0, O_ENC },
@@ -1988,12 +1945,11 @@ static int parse_args(int argc, char **argv)
         { "channel-prefix", 1, 0, O_PREFIX }, { "drop-after", 1, 0, O_DROP },
         { "backoff-ms", 1, 0, O_BACKOFF }, { "setup-timeout", 1, 0, O_SETUP },
         { "quiet", 0, 0, O_QUIET }, { "help", 0, 0, O_HELP },
-        { "target", 1, 0, O_TARGET }, { "sub-transport", 1, 0, O_SUBT },
+        { "target", 1, 0, O_TARGET },
         { 0, 0, 0, 0 }
     };
     int c, have_rate = 0, have_cpa = 0, have_count = 0, have_win = 0;
     int have_url = 0;
-    const char *subt = NULL;
     double drop = -1;
     char *end;
 
@@ -2009,24 +1965,14 @@ static int parse_args(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    cfg.sc = (enum scenario)c;
-    cfg.target = "herald";
-    cfg.url = "ws://127.0.0.1:8080/ws";
-    cfg.enc = HC_JSON;
-    cfg.duration = 10;
-    cfg.warmup = 1;
-    cfg.threads = 1;
-    cfg.channels = 1;
-    cfg.subs = 100;
-    cfg.pubs = 1;
-    cfg.size = 100;
-    cfg.window = 16;
-    cfg.count = 1000;
-    cfg.procs = 1;
-    cfg.connect_rate = 5000;
-    cfg.channel_prefix = "bench.";
-    cfg.backoff_ms = 250;
-    cfg.setup_timeout = 60;
+    /* The defaults (usage()); scenarios adjust some below. */
+    cfg = (config){ .sc = (enum scenario)c, .target = "herald",
+                    .url = "ws://127.0.0.1:8080/ws", .enc = HC_JSON,
+                    .duration = 10, .warmup = 1, .threads = 1, .channels = 1,
+                    .subs = 100, .pubs = 1, .size = 100, .window = 16,
+                    .count = 1000, .procs = 1, .connect_rate = 5000,
+                    .channel_prefix = "bench.", .backoff_ms = 250,
+                    .setup_timeout = 60 };
 
     optind = 2;
     while ((c = getopt_long(argc, argv, "n:", opts, NULL)) != -1) {
@@ -2039,7 +1985,6 @@ static int parse_args(int argc, char **argv)
             have_url = 1;
             break;
         case O_TARGET: cfg.target = optarg; break;
-        case O_SUBT: subt = optarg; break;
         case O_ENC:
             if (!strcmp(optarg, "json"))
                 cfg.enc = HC_JSON;
@@ -2121,22 +2066,7 @@ static int parse_args(int argc, char **argv)
         cfg.url = cfg.urls[0];
     else
         cfg.urls[cfg.n_urls++] = cfg.url;
-    /* Fanout subscribers on Herald read through fastsub.h unless told
-     * otherwise or the URL needs the library (wss://, a host name). */
-    if (subt && strcmp(subt, "fast") && strcmp(subt, "client")) {
-        fprintf(stderr, "herald-bench: --sub-transport is fast or client\n");
-        return 2;
-    }
-    int urls_fast = 1;
-    for (int u = 0; u < cfg.n_urls; u++)
-        urls_fast &= fastsub_url_ok(cfg.urls[u]) == 0;
-    cfg.sub_fast = cfg.sc == SC_FANOUT && !cfg.drv && urls_fast &&
-                   !(subt && !strcmp(subt, "client"));
-    if (subt && !strcmp(subt, "fast") && !cfg.sub_fast) {
-        fprintf(stderr, "herald-bench: --sub-transport fast: fanout on Herald"
-                " with ws://IPv4:port URLs only\n");
-        return 2;
-    }
+    cfg.sub_kind = choose_sub_kind();
     if (cfg.sc == SC_CONNECTIONS) {
         if (!have_rate)
             cfg.rate = 5000;

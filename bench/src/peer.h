@@ -35,6 +35,16 @@ typedef struct peer_callbacks {
                    void *user);
 } peer_callbacks;
 
+/* What a connection is for (peer_driver.open). */
+typedef enum peer_role {
+    PEER_SUBSCRIBER,   /* subscribed to one channel (message callbacks) */
+    PEER_PUBLISHER,    /* publishes (no subscription) */
+    PEER_IDLE          /* connections scenario: connected the way a real
+                          client is (handshake done, e.g. Socket.IO's
+                          namespace connect, Centrifugo's connect
+                          command), subscribed to nothing it receives */
+} peer_role;
+
 /* The answer to peer_driver.publish: ok = 1 acknowledged by the peer,
  * 0 failed (why says how). */
 typedef void (*peer_ack_cb)(peer_client *c, int ok, const char *why,
@@ -57,15 +67,10 @@ typedef struct peer_driver {
      * closed; then ctx_free releases the rest. */
     void (*ctx_close)(peer_ctx *ctx);
     void (*ctx_free)(peer_ctx *ctx);
-    /* A connection subscribed to `channel` (message callbacks). */
-    peer_client *(*subscriber)(peer_ctx *ctx, const peer_options *o,
-                               const char *channel);
-    /* A connection that publishes (no subscription). */
-    peer_client *(*publisher)(peer_ctx *ctx, const peer_options *o);
-    /* An idle connection for the connections scenario: connected the way a
-     * real client is (handshake done, e.g. Socket.IO's namespace connect,
-     * Centrifugo's connect command), subscribed to nothing. */
-    peer_client *(*idle)(peer_ctx *ctx, const peer_options *o);
+    /* A connection in `role` (channel: the subscriber's, else NULL), or
+     * NULL with a message on stderr when it cannot be started. */
+    peer_client *(*open)(peer_ctx *ctx, const peer_options *o,
+                         peer_role role, const char *channel);
     /* Publishes `data` to `channel` from a publisher; `cb` gets the answer
      * exactly once (also when the connection is lost). 0 or -1 (not
      * sent: no callback). */

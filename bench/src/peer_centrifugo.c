@@ -1,7 +1,7 @@
 /*
  * The Centrifugo peer driver (peer.h, `--target centrifugo`): speaks
  * Centrifugo's bidirectional client protocol v2 with JSON encoding over a
- * plain WebSocket (wsconn.h), the way centrifuge-js does. The server side
+ * plain WebSocket (herald/ws.h), the way centrifuge-js does. The server side
  * is bench/peers/centrifugo (start.sh, config.json).
  *
  * Framing: every command is one JSON object; several may travel in one
@@ -28,7 +28,7 @@
  * Memory: a client is one struct plus its channel name (subscriber) and a
  * ring of unanswered publishes (publisher; grown by doubling, never
  * shrunk). Commands are built in one scratch buffer of the context
- * (wsconn_send copies), so the steady state allocates nothing per message.
+ * (hc_ws_send copies), so the steady state allocates nothing per message.
  *
  * Threading: everything happens on the context's loop thread (peer.h).
  * Lifetime: a client is freed after its closed callback, or by ctx_free
@@ -38,17 +38,17 @@
  */
 #include "peer.h"
 #include "peer_acks.h"
-#include "wsconn.h"
 
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <herald/ws.h>
+#include <utlist.h>
+
 #define CF_DEFAULT_URL "ws://127.0.0.1:8094/connection/websocket"
 #define CF_WS_PATH "/connection/websocket"
-
-enum cf_kind { CF_SUB, CF_PUB, CF_IDLE };
 
 enum cf_state {
     CF_WS_OPENING,    /* WebSocket handshake under way */
@@ -62,8 +62,8 @@ enum { CF_ID_CONNECT = 1, CF_ID_SUBSCRIBE = 2, CF_ID_FIRST_PUB = 3 };
 
 struct peer_client {
     peer_ctx *ctx;
-    peer_client *prev, *next;  /* ctx->clients */
-    wsconn *ws;                /* NULL once closed */
+    peer_client *prev, *next;  /* ctx->clients (utlist) */
+    hc_ws *ws;                 /* NULL once closed */
     const peer_callbacks *cb;
     void *user;
     char *channel;             /* subscriber only */
@@ -74,10 +74,10 @@ struct peer_client {
 
 struct peer_ctx {
     uv_loop_t *loop;
-    wsconn_ctx *ws;
+    hc_ws_ctx *ws;
     peer_client *clients;
     int closing;
-    /* Scratch buffer for outgoing commands (wsconn_send copies). */
+    /* Scratch buffer for outgoing commands (hc_ws_send copies). */
     char *out;
     size_t out_cap, out_len;
 };
@@ -154,7 +154,7 @@ static void cf_out_u32(peer_ctx *ctx, uint32_t v)
 static int cf_out_send(peer_client *c)
 {
     peer_ctx *ctx = c->ctx;
-    int rc = c->ws ? wsconn_send(c->ws, 0, ctx->out, ctx->out_len) : -1;
+    int rc = c->ws ? hc_ws_send(c->ws, 0, ctx->out, ctx->out_len) : -1;
     ctx->out_len = 0;
     return rc;
 }
@@ -314,18 +314,6 @@ static void cf_client_free(peer_client *c)
     free(c);
 }
 
-static void cf_unlink(peer_client *c)
-{
-    peer_ctx *ctx = c->ctx;
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        ctx->clients = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    c->prev = c->next = NULL;
-}
-
 /* Answers every unanswered publish with a failure. */
 static void cf_fail_pending(peer_client *c, const char *why)
 {
@@ -335,7 +323,8 @@ static void cf_fail_pending(peer_client *c, const char *why)
         cb(c, 0, why, arg);
 }
 
-/* The connection is over (ws already closed or freed by wsconn): answer
+/* The connection is over (ws already closed, or freed by the transport):
+ * answer
  * the unanswered publishes, tell the bench, free the client. */
 static void cf_client_end(peer_client *c, const char *why)
 {
@@ -345,17 +334,17 @@ static void cf_client_end(peer_client *c, const char *why)
     cf_fail_pending(c, why);
     if (ctx->closing)
         return;            /* ctx_free frees it */
-    cf_unlink(c);
+    DL_DELETE(ctx->clients, c);
     c->cb->closed(c, c->ready, why, c->user);
     cf_client_free(c);
 }
 
-/* A protocol failure seen by us: close the socket (no wsconn callback
+/* A protocol failure seen by us: close the socket (no transport callback
  * follows) and end the client. */
 static void cf_client_fail(peer_client *c, const char *why)
 {
     if (c->ws)
-        wsconn_close(c->ws);
+        hc_ws_close(c->ws);
     cf_client_end(c, why);
 }
 
@@ -449,7 +438,7 @@ static int cf_handle_line(peer_client *c, const char *p, const char *end)
         /* A subscriber has one subscription: the push's channel is ours
          * and is not compared. */
         const char *pub, *pube, *d, *de;
-        if (c->kind != CF_SUB || c->state != CF_READY)
+        if (c->kind != PEER_SUBSCRIBER || c->state != CF_READY)
             return 0;
         if (!cf_obj_get(push, pushe, "pub", &pub, &pube))
             return 0;               /* join, leave, unsubscribe, ... */
@@ -471,7 +460,7 @@ static int cf_handle_line(peer_client *c, const char *p, const char *end)
         }
         if (res && cf_obj_get(res, rese, "pong", &v, &ve))
             c->pong = (ve - v == 4 && memcmp(v, "true", 4) == 0);
-        if (c->kind == CF_SUB) {
+        if (c->kind == PEER_SUBSCRIBER) {
             cf_send_subscribe(c);
             return c->dead ? -1 : 0;
         }
@@ -479,7 +468,7 @@ static int cf_handle_line(peer_client *c, const char *p, const char *end)
         return c->dead || c->ctx->closing ? -1 : 0;
     }
 
-    if (id == CF_ID_SUBSCRIBE && c->kind == CF_SUB) {
+    if (id == CF_ID_SUBSCRIBE && c->kind == PEER_SUBSCRIBER) {
         if (c->state != CF_SUBSCRIBING)
             return 0;
         if (err) {
@@ -502,16 +491,16 @@ static int cf_handle_line(peer_client *c, const char *p, const char *end)
     return 0;
 }
 
-/* ---- wsconn callbacks ---- */
+/* ---- transport callbacks ---- */
 
-static void cf_on_open(wsconn *ws, void *user)
+static void cf_on_open(hc_ws *ws, void *user)
 {
     (void)ws;                       /* the same as c->ws */
     peer_client *c = user;
     cf_send_connect(c);
 }
 
-static void cf_on_message(wsconn *ws, int binary, const char *data,
+static void cf_on_message(hc_ws *ws, int binary, const char *data,
                           size_t len, void *user)
 {
     (void)ws;                       /* the same as c->ws */
@@ -530,18 +519,18 @@ static void cf_on_message(wsconn *ws, int binary, const char *data,
     }
 }
 
-static void cf_on_closed(wsconn *ws, int was_open, const char *why,
-                         void *user)
+static void cf_on_closed(hc_ws *ws, const hc_ws_closed *ev, void *user)
 {
     (void)ws;                       /* the same as c->ws */
     peer_client *c = user;
     char buf[256];
     snprintf(buf, sizeof buf, "%s%s",
-             was_open ? "" : "connect failed: ", why ? why : "closed");
+             ev->was_open ? "" : "connect failed: ",
+             ev->reason[0] ? ev->reason : "closed");
     cf_client_end(c, buf);
 }
 
-static const wsconn_cb cf_ws_cb = {
+static const hc_ws_callbacks cf_ws_cb = {
     .open = cf_on_open,
     .message = cf_on_message,
     .closed = cf_on_closed,
@@ -557,7 +546,7 @@ static peer_ctx *cf_ctx_new(uv_loop_t *loop, char *err, size_t errlen)
         return NULL;
     }
     ctx->loop = loop;
-    if (!(ctx->ws = wsconn_ctx_new(loop, err, errlen))) {
+    if (!(ctx->ws = hc_ws_ctx_new(loop, NULL, err, errlen))) {
         free(ctx);
         return NULL;
     }
@@ -568,8 +557,8 @@ static void cf_ctx_close(peer_ctx *ctx)
 {
     ctx->closing = 1;
     for (peer_client *c = ctx->clients; c; c = c->next)
-        c->ws = NULL;               /* freed by wsconn_ctx_close */
-    wsconn_ctx_close(ctx->ws);
+        c->ws = NULL;               /* freed by hc_ws_ctx_close */
+    hc_ws_ctx_close(ctx->ws);
 }
 
 static void cf_ctx_free(peer_ctx *ctx)
@@ -579,7 +568,7 @@ static void cf_ctx_free(peer_ctx *ctx)
         next = c->next;
         cf_client_free(c);
     }
-    wsconn_ctx_free(ctx->ws);
+    hc_ws_ctx_free(ctx->ws);
     free(ctx->out);
     free(ctx);
 }
@@ -599,10 +588,11 @@ static const char *cf_url(const peer_options *o, char *buf, size_t cap)
     return buf;
 }
 
-static peer_client *cf_client_new(peer_ctx *ctx, const peer_options *o,
-                                  int kind, const char *channel)
+static peer_client *cf_open(peer_ctx *ctx, const peer_options *o,
+                            peer_role kind, const char *channel)
 {
     char err[256], url[512];
+    hc_ws_options wo;
     peer_client *c = calloc(1, sizeof *c);
     if (!c)
         return NULL;
@@ -616,36 +606,22 @@ static peer_client *cf_client_new(peer_ctx *ctx, const peer_options *o,
         free(c);
         return NULL;
     }
-    /* Linked before wsconn_open: the open callback may come at once. */
-    c->next = ctx->clients;
-    if (ctx->clients)
-        ctx->clients->prev = c;
-    ctx->clients = c;
-    c->ws = wsconn_open(ctx->ws, cf_url(o, url, sizeof url), o->local_addr,
-                        &cf_ws_cb, c, err, sizeof err);
+    /* Linked before hc_ws_open: ctx_close must find it from the start. */
+    DL_PREPEND(ctx->clients, c);
+    memset(&wo, 0, sizeof wo);
+    wo.url = cf_url(o, url, sizeof url);
+    wo.local_addr = o->local_addr;
+    wo.tls_insecure = 1;            /* peers on the bench host: self-signed */
+    wo.cb = &cf_ws_cb;
+    wo.user = c;
+    c->ws = hc_ws_open(ctx->ws, &wo, err, sizeof err);
     if (!c->ws) {
         fprintf(stderr, "herald-bench: centrifugo: %s\n", err);
-        cf_unlink(c);
+        DL_DELETE(ctx->clients, c);
         cf_client_free(c);
         return NULL;
     }
     return c;
-}
-
-static peer_client *cf_subscriber(peer_ctx *ctx, const peer_options *o,
-                                  const char *channel)
-{
-    return cf_client_new(ctx, o, CF_SUB, channel);
-}
-
-static peer_client *cf_publisher(peer_ctx *ctx, const peer_options *o)
-{
-    return cf_client_new(ctx, o, CF_PUB, NULL);
-}
-
-static peer_client *cf_idle(peer_ctx *ctx, const peer_options *o)
-{
-    return cf_client_new(ctx, o, CF_IDLE, NULL);
 }
 
 static int cf_publish(peer_client *c, const char *channel, const char *data,
@@ -676,8 +652,6 @@ const peer_driver peer_centrifugo = {
     .ctx_new = cf_ctx_new,
     .ctx_close = cf_ctx_close,
     .ctx_free = cf_ctx_free,
-    .subscriber = cf_subscriber,
-    .publisher = cf_publisher,
-    .idle = cf_idle,
+    .open = cf_open,
     .publish = cf_publish,
 };

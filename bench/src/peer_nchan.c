@@ -29,7 +29,6 @@
  */
 #define _GNU_SOURCE   /* memmem */
 #include "peer.h"
-#include "wsconn.h"
 
 #include <netdb.h>
 #include <stdint.h>
@@ -38,12 +37,13 @@
 #include <string.h>
 #include <strings.h>
 
+#include <herald/ws.h>
+#include <utlist.h>
+
 #define NCHAN_DEFAULT_URL "ws://127.0.0.1:8090"
 #define NCHAN_IDLE_CHANNEL "bench-idle"
 /* A response longer than this (headers and body) is a protocol error. */
 #define NCHAN_MAX_RESPONSE (1024 * 1024)
-
-enum nchan_kind { NCHAN_SUB, NCHAN_PUB, NCHAN_IDLE };
 
 typedef struct nchan_pending {
     peer_ack_cb cb;
@@ -54,10 +54,10 @@ typedef struct nchan__http nchan__http;
 
 struct peer_client {
     peer_ctx *ctx;
-    peer_client *prev, *next;   /* ctx->clients */
+    peer_client *prev, *next;   /* ctx->clients (utlist) */
     const peer_callbacks *cb;
     void *user;
-    wsconn *ws;                 /* subscriber, idle: NULL once closed */
+    hc_ws *ws;                  /* subscriber, idle: NULL once closed */
     nchan__http *http;          /* publisher: NULL once closed */
     unsigned char kind, ready;
 };
@@ -83,7 +83,7 @@ struct nchan__http {
 
 struct peer_ctx {
     uv_loop_t *loop;
-    wsconn_ctx *ws;
+    hc_ws_ctx *ws;
     peer_client *clients;
     int closing;
     /* The last base URL, split: WebSocket prefix (ws://host:port/path),
@@ -203,25 +203,8 @@ static int nchan__set_base(peer_ctx *ctx, const char *base)
 
 /* --- Clients ------------------------------------------------------------- */
 
-static void nchan__link(peer_ctx *ctx, peer_client *c)
-{
-    c->next = ctx->clients;
-    if (ctx->clients)
-        ctx->clients->prev = c;
-    ctx->clients = c;
-}
-
-static void nchan__unlink(peer_client *c)
-{
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        c->ctx->clients = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-}
-
-static peer_client *nchan__new(peer_ctx *ctx, const peer_options *o, int kind)
+static peer_client *nchan__new(peer_ctx *ctx, const peer_options *o,
+                               peer_role kind)
 {
     peer_client *c = nchan__xrealloc(NULL, sizeof(*c));
     memset(c, 0, sizeof(*c));
@@ -242,13 +225,13 @@ static void nchan__die(peer_client *c, const char *why)
     c->cb->closed(c, c->ready, why, c->user);
     if (ctx->closing)
         return;
-    nchan__unlink(c);
+    DL_DELETE(ctx->clients, c);
     free(c);
 }
 
 /* --- Subscribers and idle connections (WebSocket) ------------------------ */
 
-static void nchan__ws_open(wsconn *ws, void *user)
+static void nchan__ws_open(hc_ws *ws, void *user)
 {
     peer_client *c = user;
     (void)ws;
@@ -257,36 +240,35 @@ static void nchan__ws_open(wsconn *ws, void *user)
     c->cb->ready(c, c->user);
 }
 
-static void nchan__ws_message(wsconn *ws, int binary, const char *data,
+static void nchan__ws_message(hc_ws *ws, int binary, const char *data,
                               size_t len, void *user)
 {
     peer_client *c = user;
     (void)ws;
     (void)binary;
-    if (c->kind == NCHAN_SUB)
+    if (c->kind == PEER_SUBSCRIBER)
         c->cb->message(c, data, len, c->user);
 }
 
-static void nchan__ws_closed(wsconn *ws, int was_open, const char *why,
-                             void *user)
+static void nchan__ws_closed(hc_ws *ws, const hc_ws_closed *ev, void *user)
 {
     peer_client *c = user;
     (void)ws;
-    (void)was_open;
     c->ws = NULL;
-    nchan__die(c, why ? why : "nchan: connection closed");
+    nchan__die(c, ev->reason[0] ? ev->reason : "nchan: connection closed");
 }
 
-static const wsconn_cb nchan__wscb = {
+static const hc_ws_callbacks nchan__wscb = {
     .open = nchan__ws_open,
     .message = nchan__ws_message,
     .closed = nchan__ws_closed,
 };
 
 static peer_client *nchan__ws_client(peer_ctx *ctx, const peer_options *o,
-                                     int kind, const char *channel)
+                                     peer_role kind, const char *channel)
 {
     peer_client *c;
+    hc_ws_options wo;
     char err[256];
     if (ctx->closing ||
         nchan__set_base(ctx, o->url ? o->url : NCHAN_DEFAULT_URL) < 0)
@@ -297,29 +279,22 @@ static peer_client *nchan__ws_client(peer_ctx *ctx, const peer_options *o,
         return NULL;
     }
     c = nchan__new(ctx, o, kind);
-    /* Linked first: no callback comes from wsconn_open itself, but keep
+    /* Linked first: no callback comes from hc_ws_open itself, but keep
      * the client findable by ctx_close from the start. */
-    nchan__link(ctx, c);
-    c->ws = wsconn_open(ctx->ws, ctx->url, o->local_addr, &nchan__wscb, c,
-                        err, sizeof(err));
+    DL_PREPEND(ctx->clients, c);
+    memset(&wo, 0, sizeof(wo));
+    wo.url = ctx->url;
+    wo.local_addr = o->local_addr;
+    wo.cb = &nchan__wscb;
+    wo.user = c;
+    c->ws = hc_ws_open(ctx->ws, &wo, err, sizeof(err));
     if (!c->ws) {
         fprintf(stderr, "nchan: %s\n", err);
-        nchan__unlink(c);
+        DL_DELETE(ctx->clients, c);
         free(c);
         return NULL;
     }
     return c;
-}
-
-static peer_client *nchan_subscriber(peer_ctx *ctx, const peer_options *o,
-                                     const char *channel)
-{
-    return nchan__ws_client(ctx, o, NCHAN_SUB, channel);
-}
-
-static peer_client *nchan_idle(peer_ctx *ctx, const peer_options *o)
-{
-    return nchan__ws_client(ctx, o, NCHAN_IDLE, NCHAN_IDLE_CHANNEL);
 }
 
 /* --- Publishers (HTTP/1.1, pipelined) ------------------------------------ */
@@ -540,14 +515,14 @@ static void nchan__connect_cb(uv_connect_t *req, int status)
     c->cb->ready(c, c->user);
 }
 
-static peer_client *nchan_publisher(peer_ctx *ctx, const peer_options *o)
+static peer_client *nchan__publisher(peer_ctx *ctx, const peer_options *o)
 {
     peer_client *c;
     nchan__http *hp;
     if (ctx->closing ||
         nchan__set_base(ctx, o->url ? o->url : NCHAN_DEFAULT_URL) < 0)
         return NULL;
-    c = nchan__new(ctx, o, NCHAN_PUB);
+    c = nchan__new(ctx, o, PEER_PUBLISHER);
     hp = nchan__xrealloc(NULL, sizeof(*hp));
     memset(hp, 0, sizeof(*hp));
     hp->c = c;
@@ -555,14 +530,14 @@ static peer_client *nchan_publisher(peer_ctx *ctx, const peer_options *o)
     uv_tcp_init(ctx->loop, &hp->tcp);
     hp->tcp.data = hp;
     hp->connect.data = hp;
-    nchan__link(ctx, c);
+    DL_PREPEND(ctx->clients, c);
     if (uv_tcp_connect(&hp->connect, &hp->tcp,
                        (const struct sockaddr *)&ctx->addr,
                        nchan__connect_cb) < 0) {
         fprintf(stderr, "nchan: cannot start the publisher's connection\n");
         c->http = NULL;
         nchan__http_close(hp);
-        nchan__unlink(c);
+        DL_DELETE(ctx->clients, c);
         free(c);
         return NULL;
     }
@@ -577,7 +552,7 @@ static int nchan_publish(peer_client *c, const char *channel,
     nchan__http *hp = c->http;
     size_t cn = strlen(channel), need;
     int k;
-    if (!hp || !c->ready || ctx->closing || c->kind != NCHAN_PUB)
+    if (!hp || !c->ready || ctx->closing || c->kind != PEER_PUBLISHER)
         return -1;
     need = 160 + strlen(ctx->path_prefix) + cn + strlen(ctx->host_hdr) + len;
     nchan__reserve(&hp->out, &hp->out_cap, hp->out_len + need);
@@ -604,6 +579,17 @@ static int nchan_publish(peer_client *c, const char *channel,
     return 0;
 }
 
+/* Subscribers and idle connections are WebSockets (an idle one subscribed
+ * to NCHAN_IDLE_CHANNEL, where nothing is published), publishers HTTP. */
+static peer_client *nchan_open(peer_ctx *ctx, const peer_options *o,
+                               peer_role role, const char *channel)
+{
+    if (role == PEER_PUBLISHER)
+        return nchan__publisher(ctx, o);
+    return nchan__ws_client(ctx, o, role,
+                            role == PEER_IDLE ? NCHAN_IDLE_CHANNEL : channel);
+}
+
 /* --- Context ------------------------------------------------------------- */
 
 static peer_ctx *nchan_ctx_new(uv_loop_t *loop, char *err, size_t errlen)
@@ -611,7 +597,7 @@ static peer_ctx *nchan_ctx_new(uv_loop_t *loop, char *err, size_t errlen)
     peer_ctx *ctx = nchan__xrealloc(NULL, sizeof(*ctx));
     memset(ctx, 0, sizeof(*ctx));
     ctx->loop = loop;
-    ctx->ws = wsconn_ctx_new(loop, err, errlen);
+    ctx->ws = hc_ws_ctx_new(loop, NULL, err, errlen);
     if (!ctx->ws) {
         free(ctx);
         return NULL;
@@ -625,13 +611,13 @@ static void nchan_ctx_close(peer_ctx *ctx)
         return;
     ctx->closing = 1;
     for (peer_client *c = ctx->clients; c; c = c->next) {
-        c->ws = NULL;           /* wsconn_ctx_close closes them */
+        c->ws = NULL;           /* hc_ws_ctx_close closes them */
         if (c->http) {
             nchan__http_close(c->http);
             c->http = NULL;
         }
     }
-    wsconn_ctx_close(ctx->ws);
+    hc_ws_ctx_close(ctx->ws);
 }
 
 static void nchan_ctx_free(peer_ctx *ctx)
@@ -640,7 +626,7 @@ static void nchan_ctx_free(peer_ctx *ctx)
         return;
     if (!ctx->closing)
         nchan_ctx_close(ctx);
-    wsconn_ctx_free(ctx->ws);   /* runs the loop until it is dry */
+    hc_ws_ctx_free(ctx->ws);    /* runs the loop until it is dry */
     while (ctx->clients) {
         peer_client *c = ctx->clients;
         ctx->clients = c->next;
@@ -659,8 +645,6 @@ const peer_driver peer_nchan = {
     .ctx_new = nchan_ctx_new,
     .ctx_close = nchan_ctx_close,
     .ctx_free = nchan_ctx_free,
-    .subscriber = nchan_subscriber,
-    .publisher = nchan_publisher,
-    .idle = nchan_idle,
+    .open = nchan_open,
     .publish = nchan_publish,
 };

@@ -1,6 +1,6 @@
 /*
  * The Socket.IO 4 peer driver (peer.h, `--target socketio`): speaks
- * Engine.IO v4 / Socket.IO v5 over a plain WebSocket (wsconn.h), the way a
+ * Engine.IO v4 / Socket.IO v5 over a plain WebSocket (herald/ws.h), the way a
  * Socket.IO client does with transports: ["websocket"] (no long-polling,
  * no upgrade). The server side is bench/peers/socketio/server.js.
  *
@@ -36,17 +36,17 @@
 #define _GNU_SOURCE   /* memmem */
 #include "peer.h"
 #include "peer_acks.h"
-#include "wsconn.h"
 
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <herald/ws.h>
+#include <utlist.h>
+
 #define SIO_DEFAULT_URL "ws://127.0.0.1:8092"
 #define SIO_QUERY "EIO=4&transport=websocket"
-
-enum sio_kind { SIO_SUB, SIO_PUB, SIO_IDLE };
 
 enum sio_state {
     SIO_WS_OPENING,   /* WebSocket handshake under way */
@@ -58,8 +58,8 @@ enum sio_state {
 
 struct peer_client {
     peer_ctx *ctx;
-    peer_client *prev, *next;  /* ctx->clients */
-    wsconn *ws;                /* NULL once closed */
+    peer_client *prev, *next;  /* ctx->clients (utlist) */
+    hc_ws *ws;                 /* NULL once closed */
     const peer_callbacks *cb;
     void *user;
     char *channel;             /* subscriber only */
@@ -70,10 +70,10 @@ struct peer_client {
 
 struct peer_ctx {
     uv_loop_t *loop;
-    wsconn_ctx *ws;
+    hc_ws_ctx *ws;
     peer_client *clients;
     int closing;
-    /* Scratch buffer to build messages in (wsconn_send copies them). */
+    /* Scratch buffer to build messages in (hc_ws_send copies them). */
     char *out;
     size_t out_cap;
     /* The last base URL and its Engine.IO URL, to build it once. */
@@ -235,26 +235,6 @@ static const char *sio__skip_value(const char *p, const char *end)
 /* ------------------------------------------------------------------ */
 /* Clients */
 
-static void sio__link(peer_ctx *ctx, peer_client *c)
-{
-    c->prev = NULL;
-    c->next = ctx->clients;
-    if (ctx->clients)
-        ctx->clients->prev = c;
-    ctx->clients = c;
-}
-
-static void sio__unlink(peer_client *c)
-{
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        c->ctx->clients = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    c->prev = c->next = NULL;
-}
-
 static void sio__client_free(peer_client *c)
 {
     free(c->channel);
@@ -276,7 +256,7 @@ static int sio__fail_pending(peer_client *c, const char *why)
     return 0;
 }
 
-/* The client is dead (its wsconn closed or being closed by us): answer
+/* The client is dead (its connection closed or being closed by us): answer
  * what is pending, tell the bench, free it. */
 static void sio__die(peer_client *c, const char *why)
 {
@@ -287,16 +267,16 @@ static void sio__die(peer_client *c, const char *why)
     c->cb->closed(c, c->ready, why, c->user);
     if (ctx->closing)
         return;
-    sio__unlink(c);
+    DL_DELETE(ctx->clients, c);
     sio__client_free(c);
 }
 
-/* A protocol error of ours: close the socket (no wsconn callback follows)
+/* A protocol error of ours: close the socket (no transport callback follows)
  * and die. */
 static void sio__fail(peer_client *c, const char *why)
 {
     if (c->ws)
-        wsconn_close(c->ws);
+        hc_ws_close(c->ws);
     sio__die(c, why);
 }
 
@@ -304,7 +284,7 @@ static int sio__send(peer_client *c, const char *data, size_t len)
 {
     if (!c->ws)
         return -1;
-    return wsconn_send(c->ws, 0, data, len);
+    return hc_ws_send(c->ws, 0, data, len);
 }
 
 static void sio__set_ready(peer_client *c)
@@ -317,7 +297,7 @@ static void sio__set_ready(peer_client *c)
 /* `40{...}`: the namespace is connected. */
 static void sio__on_ns_connected(peer_client *c)
 {
-    if (c->kind != SIO_SUB) {
+    if (c->kind != PEER_SUBSCRIBER) {
         sio__set_ready(c);
         return;
     }
@@ -398,7 +378,7 @@ bad:
     sio__fail(c, "socketio: malformed event");
 }
 
-static void sio__ws_message(wsconn *ws, int binary, const char *data,
+static void sio__ws_message(hc_ws *ws, int binary, const char *data,
                             size_t len, void *user)
 {
     peer_client *c = user;
@@ -471,23 +451,21 @@ static void sio__ws_message(wsconn *ws, int binary, const char *data,
     }
 }
 
-static void sio__ws_open(wsconn *ws, void *user)
+static void sio__ws_open(hc_ws *ws, void *user)
 {
     peer_client *c = user;
     (void)ws;
     c->state = SIO_EIO_OPENING;
 }
 
-static void sio__ws_closed(wsconn *ws, int was_open, const char *why,
-                           void *user)
+static void sio__ws_closed(hc_ws *ws, const hc_ws_closed *ev, void *user)
 {
     peer_client *c = user;
     (void)ws;
-    (void)was_open;
-    sio__die(c, why ? why : "socketio: connection closed");
+    sio__die(c, ev->reason[0] ? ev->reason : "socketio: connection closed");
 }
 
-static const wsconn_cb sio__wscb = {
+static const hc_ws_callbacks sio__wscb = {
     .open = sio__ws_open,
     .message = sio__ws_message,
     .closed = sio__ws_closed,
@@ -518,8 +496,8 @@ static const char *sio__url(peer_ctx *ctx, const char *base)
     return ctx->eio_url;
 }
 
-static peer_client *sio__open(peer_ctx *ctx, const peer_options *o, int kind,
-                              const char *channel)
+static peer_client *sio_open(peer_ctx *ctx, const peer_options *o,
+                             peer_role kind, const char *channel)
 {
     if (ctx->closing)
         return NULL;
@@ -534,14 +512,20 @@ static peer_client *sio__open(peer_ctx *ctx, const peer_options *o, int kind,
     if (channel)
         c->channel = sio__xstrdup(channel);
     char err[256];
-    c->ws = wsconn_open(ctx->ws, sio__url(ctx, o->url ? o->url : SIO_DEFAULT_URL),
-                        o->local_addr, &sio__wscb, c, err, sizeof err);
+    hc_ws_options wo;
+    memset(&wo, 0, sizeof wo);
+    wo.url = sio__url(ctx, o->url ? o->url : SIO_DEFAULT_URL);
+    wo.local_addr = o->local_addr;
+    wo.tls_insecure = 1;        /* peers on the bench host: self-signed */
+    wo.cb = &sio__wscb;
+    wo.user = c;
+    c->ws = hc_ws_open(ctx->ws, &wo, err, sizeof err);
     if (!c->ws) {
         fprintf(stderr, "socketio: %s\n", err);
         sio__client_free(c);
         return NULL;
     }
-    sio__link(ctx, c);
+    DL_PREPEND(ctx->clients, c);
     return c;
 }
 
@@ -553,7 +537,7 @@ static peer_ctx *sio_ctx_new(uv_loop_t *loop, char *err, size_t errlen)
     peer_ctx *ctx = sio__xrealloc(NULL, sizeof *ctx);
     memset(ctx, 0, sizeof *ctx);
     ctx->loop = loop;
-    ctx->ws = wsconn_ctx_new(loop, err, errlen);
+    ctx->ws = hc_ws_ctx_new(loop, NULL, err, errlen);
     if (!ctx->ws) {
         free(ctx);
         return NULL;
@@ -568,14 +552,14 @@ static void sio_ctx_close(peer_ctx *ctx)
     ctx->closing = 1;
     for (peer_client *c = ctx->clients; c; c = c->next)
         c->ws = NULL;
-    wsconn_ctx_close(ctx->ws);
+    hc_ws_ctx_close(ctx->ws);
 }
 
 static void sio_ctx_free(peer_ctx *ctx)
 {
     if (!ctx)
         return;
-    wsconn_ctx_free(ctx->ws);
+    hc_ws_ctx_free(ctx->ws);
     while (ctx->clients) {
         peer_client *c = ctx->clients;
         ctx->clients = c->next;
@@ -585,22 +569,6 @@ static void sio_ctx_free(peer_ctx *ctx)
     free(ctx->base_url);
     free(ctx->eio_url);
     free(ctx);
-}
-
-static peer_client *sio_subscriber(peer_ctx *ctx, const peer_options *o,
-                                   const char *channel)
-{
-    return sio__open(ctx, o, SIO_SUB, channel);
-}
-
-static peer_client *sio_publisher(peer_ctx *ctx, const peer_options *o)
-{
-    return sio__open(ctx, o, SIO_PUB, NULL);
-}
-
-static peer_client *sio_idle(peer_ctx *ctx, const peer_options *o)
-{
-    return sio__open(ctx, o, SIO_IDLE, NULL);
 }
 
 static int sio_publish(peer_client *c, const char *channel, const char *data,
@@ -637,8 +605,6 @@ const peer_driver peer_socketio = {
     .ctx_new = sio_ctx_new,
     .ctx_close = sio_ctx_close,
     .ctx_free = sio_ctx_free,
-    .subscriber = sio_subscriber,
-    .publisher = sio_publisher,
-    .idle = sio_idle,
+    .open = sio_open,
     .publish = sio_publish,
 };

@@ -186,9 +186,10 @@ def test_connections(peer, tmp_path):
 
 
 def test_connections_many_lws_contexts(peer, tmp_path):
-    # 600 connections on one bench thread: wsconn spreads them over three
-    # lws contexts (one more per 256 live), so setup and teardown cross
-    # context boundaries (the sanitizer build checks for leaks and errors).
+    # 600 connections on one bench thread: the transport (herald/ws.h)
+    # spreads them over three lws contexts (one more per 256 live), so
+    # setup and teardown cross context boundaries (the sanitizer build
+    # checks for leaks and errors).
     r, out = run_bench(peer, tmp_path, "connections", "--count", 600,
                        "--rate", 3000, "--threads", 1, "--conns-per-addr", 100,
                        duration=1.0)

@@ -1,30 +1,25 @@
 /*
- * The Herald client: connection state machine on libwebsockets (client
- * role, libuv foreign loop), command queue and reply matching, the
- * subscription set with recovery on reconnect and de-duplication, and the
- * context that owns the lws context. Everything runs on the loop's thread.
+ * The Herald client: connection state machine on the WebSocket transport
+ * (herald/ws.h, hc_ws.c: one transport connection per attempt), command
+ * queue and reply matching, the subscription set with recovery on
+ * reconnect and de-duplication, and the context that owns the transport
+ * context. Everything runs on the loop's thread.
  *
- * Lifetimes: a client is freed only when the application closed it, no lws
- * wsi points at it any more, its timer handle is closed, and no entry point
- * of it is on the stack (house rule: never free what a running callback
- * uses). Every entry point (lws callback, timer callback, public function
+ * Lifetimes: a client is freed only when the application closed it, its
+ * timer handle is closed, and no entry point of it is on the stack (house
+ * rule: never free what a running callback uses). Its transport connection
+ * is closed or dropped before that and calls nothing back afterwards.
+ * Every entry point (transport callback, timer callback, public function
  * that may call back) brackets its work with enter()/leave().
  */
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include <utlist.h>
 
 #include "hc_internal.h"
-
-/* lws 4.1 keeps LWS_WRITE_CLOSE (4) out of its public header but maps it to
- * the close opcode; returning -1 from a callback drops the socket without a
- * close frame, so close frames are written by hand (as the server does). */
-#define HC_WRITE_CLOSE ((enum lws_write_protocol)4)
 
 static void *xmalloc(size_t n)
 {
@@ -87,7 +82,6 @@ static void client_free(hc_client *c)
         free(cmd);
     }
     proto_sreader_free(&c->rd);
-    proto_buf_free(&c->rx);
     proto_buf_free(&c->out);
     free(c->strs);
     free(c);
@@ -95,7 +89,7 @@ static void client_free(hc_client *c)
 
 static void maybe_free(hc_client *c)
 {
-    if (c->app_closed && c->depth == 0 && c->n_wsi == 0 && c->timer_closed)
+    if (c->app_closed && c->depth == 0 && c->timer_closed)
         client_free(c);
 }
 
@@ -108,7 +102,7 @@ static void enter(hc_client *c)
 static int leave(hc_client *c)
 {
     c->depth--;
-    if (c->app_closed && c->depth == 0 && c->n_wsi == 0 && c->timer_closed) {
+    if (c->app_closed && c->depth == 0 && c->timer_closed) {
         client_free(c);
         return 1;
     }
@@ -146,7 +140,7 @@ static uint32_t next_id(hc_client *c)
 
 static int ws_open(const hc_client *c)
 {
-    return c->wsi && (c->state == HC_STATE_HANDSHAKE ||
+    return c->ws && (c->state == HC_STATE_HANDSHAKE ||
                       c->state == HC_STATE_CONNECTED);
 }
 
@@ -168,7 +162,7 @@ static hc_cmd *cmd_add(hc_client *c, proto_cmd_out *co, int internal)
     if (!internal)
         c->n_pending++;
     if (ws_open(c))
-        lws_callback_on_writable(c->wsi);
+        hc_ws_want_write(c->ws);
     return cmd;
 }
 
@@ -215,93 +209,30 @@ static void sub_cmd(hc_client *c, hc_sub *s, int internal)
 
 static void timer_cb(uv_timer_t *t);
 
-/* No lws "validity" timers: the client has its own liveness check (one
- * uv timer per client). lws's default policy (ping after 300 s idle)
- * re-inserts a per-connection timer into one sorted list on every received
- * message, an O(connections) walk that took half the CPU of a bench
- * holding 10,000 subscribers. */
-static const lws_retry_bo_t hc__no_validity = { .secs_since_valid_ping = 0,
-                                                .secs_since_valid_hangup = 0 };
+static const hc_ws_callbacks hc__ws_callbacks;
 
-/* The lws context for the next connection attempt (see HC_LWS_SHARDS).
- * wss:// connections all use the first context, the only one with TLS:
- * a TLS client context loads the system CA store (about 1 MB). */
-static struct lws_context *ctx_shard(hc_ctx *ctx, int tls)
+/* Starts a connection attempt; -1 with the reason in err when the
+ * transport refused it at once. */
+static int connect_attempt(hc_client *c, char *err, size_t errlen)
 {
-    unsigned want = 1 + ctx->n_wsi / HC_LWS_SHARD_WSI;
-    if (tls)
-        return ctx->lws[0];
-    if (want > HC_LWS_SHARDS)
-        want = HC_LWS_SHARDS;
-    while (ctx->n_shards < want && !ctx->closing) {
-        struct lws_context_creation_info info = ctx->info;
-        info.options &= ~(uint64_t)LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
-        info.client_ssl_ca_filepath = NULL;
-        info.pcontext = &ctx->lws[ctx->n_shards];
-        ctx->lws[ctx->n_shards] = lws_create_context(&info);
-        if (!ctx->lws[ctx->n_shards])
-            break;
-        ctx->n_shards++;
-    }
-    for (unsigned i = 0; i < ctx->n_shards; i++) {
-        unsigned k = ctx->next_shard++ % ctx->n_shards;
-        if (ctx->lws[k])
-            return ctx->lws[k];
-    }
-    return NULL;
-}
+    hc_ws_options o;
 
-static int connect_attempt(hc_client *c)
-{
-    struct lws_client_connect_info ci;
-    struct lws *wsi;
-    unsigned before;
-
-    memset(&ci, 0, sizeof(ci));
-    ci.context = ctx_shard(c->ctx, c->tls);
-    if (!ci.context)
-        return -1;
-    ci.address = c->host;
-    ci.port = c->port;
-    ci.path = c->path;
-    ci.host = c->hosthdr;
-    ci.origin = c->hosthdr;
-    ci.protocol = c->enc == PROTO_MSGPACK ? PROTO_SUBPROTO_MSGPACK
-                                          : PROTO_SUBPROTO_JSON;
-    ci.local_protocol_name = "herald-client";
-    ci.iface = c->opt.local_addr;      /* source address (NULL: any) */
-    ci.retry_and_idle_policy = &hc__no_validity;
-    ci.opaque_user_data = c;
-    if (c->tls) {
-        ci.ssl_connection = LCCSCF_USE_SSL;
-        if (c->opt.tls_insecure)
-            ci.ssl_connection |= LCCSCF_ALLOW_SELFSIGNED |
-                                 LCCSCF_SKIP_SERVER_CERT_HOSTNAME_CHECK |
-                                 LCCSCF_ALLOW_EXPIRED;
-    }
+    memset(&o, 0, sizeof(o));
+    o.url = c->opt.url;
+    o.default_path = "/ws";             /* Herald's, when the URL has none */
+    o.local_addr = c->opt.local_addr;
+    o.subprotocol = c->enc == PROTO_MSGPACK ? PROTO_SUBPROTO_MSGPACK
+                                            : PROTO_SUBPROTO_JSON;
+    o.origin = c->origin;
+    o.tls_insecure = c->opt.tls_insecure;
+    o.max_message = c->opt.max_message_bytes;
+    o.cb = &hc__ws_callbacks;
+    o.user = c;
     c->state = HC_STATE_CONNECTING;
     c->got_close = c->got_push = c->conn_failed = 0;
-    c->close_code = 0;
-    c->close_reason[0] = '\0';
     c->push_reconnect = 1;
-    c->ping_due = 0;
-    proto_buf_reset(&c->rx);
-    /* lws may fail synchronously; then it has (or has not) called back with
-     * CONNECTION_ERROR and destroyed the wsi before returning NULL. */
-    c->n_wsi++;
-    c->ctx->n_wsi++;
-    before = c->n_wsi;
-    wsi = lws_client_connect_via_info(&ci);
-    if (!wsi) {
-        if (c->n_wsi == before) {
-            /* No WSI_DESTROY came for it. */
-            c->n_wsi--;
-            c->ctx->n_wsi--;
-        }
-        return -1;
-    }
-    c->wsi = wsi;
-    return 0;
+    c->ws = hc_ws_open(c->ctx->ws, &o, err, errlen);
+    return c->ws ? 0 : -1;
 }
 
 static void fail_queue(hc_client *c, int code);
@@ -319,13 +250,13 @@ static void conn_lost(hc_client *c, int code, const char *reason)
 
     if (c->state == HC_STATE_WAITING || c->state == HC_STATE_CLOSED)
         return;
-    c->wsi = NULL;
+    c->ws = NULL;
     HASH_ITER(hh, c->subs, s, st) {
         s->active = 0;
     }
     /* Sent commands: the ones with an unknown outcome fail; unsent ones
      * stay queued, except connect and subscribes, which are made again. */
-    proto_buf_init(&keep, LWS_PRE);
+    proto_buf_init(&keep, HC_WS_PRE);
     DL_FOREACH_SAFE(c->cmds, cmd, ct) {
         size_t start = at;
         if (!cmd->sent)
@@ -350,15 +281,13 @@ static void conn_lost(hc_client *c, int code, const char *reason)
     c->out = keep;
     c->out_off = 0;
 
-    if (c->got_close)
-        code = c->close_code;
-    else if (c->got_push && code == 1006)
+    if (!c->got_close && c->got_push && code == 1006)
         code = c->push_code;
     reconnect = c->opt.reconnect && !c->app_closed &&
                 hc__close_allows_reconnect(code, c->push_reconnect);
     memset(&ev, 0, sizeof(ev));
     ev.code = code;
-    ev.reason = c->got_close ? hcs(c->close_reason) : hcs(reason);
+    ev.reason = hcs(reason);
     ev.reconnect = reconnect;
     if (reconnect) {
         uint64_t d = hc__backoff_delay(c->opt.backoff_base_ms,
@@ -444,10 +373,9 @@ static void on_established(hc_client *c)
     proto_cmd_out co;
 
     c->state = HC_STATE_HANDSHAKE;
-    c->last_rx_ms = now_ms(c);
     /* connect and the resubscribes go before everything queued. */
     c->cmds = NULL;
-    proto_buf_init(&c->out, LWS_PRE);
+    proto_buf_init(&c->out, HC_WS_PRE);
     c->out_off = 0;
     memset(&co, 0, sizeof(co));
     co.op = PROTO_OP_CONNECT;
@@ -469,7 +397,7 @@ static void on_established(hc_client *c)
         DL_APPEND(c->cmds, cmd);
     }
     proto_buf_free(&old);
-    lws_callback_on_writable(c->wsi);
+    hc_ws_want_write(c->ws);
 }
 
 /* --- Incoming messages ---------------------------------------------------- */
@@ -767,67 +695,24 @@ static void process_frame(hc_client *c, const void *buf, size_t len)
     proto_sreader_frame(&c->rd, NULL, 0);
 }
 
+/* Ends the connection without a close frame (a pong timeout, or
+ * hc_client_drop): reported as lost, then the transport drops the socket. */
 static void kill_conn(hc_client *c, int code, const char *reason)
 {
-    struct lws *wsi = c->wsi;
+    hc_ws *ws = c->ws;
     conn_lost(c, code, reason);
-    if (wsi)
-        lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+    hc_ws_drop(ws);
 }
 
-static void on_receive(hc_client *c, struct lws *wsi, const void *in,
-                       size_t len)
-{
-    int final = lws_is_final_fragment(wsi) &&
-                lws_remaining_packet_payload(wsi) == 0;
-    c->last_rx_ms = now_ms(c);
-    if (final && c->rx.len == 0) {
-        process_frame(c, in, len);
-        return;
-    }
-    if (c->rx.len + len > c->opt.max_message_bytes) {
-        kill_conn(c, 1009, "server message larger than max_message_bytes");
-        return;
-    }
-    proto_buf_append(&c->rx, in, len);
-    if (!final)
-        return;
-    process_frame(c, proto_buf_data(&c->rx), c->rx.len);
-    if (c->rx.cap > 64 * 1024)
-        proto_buf_free(&c->rx);
-    else
-        proto_buf_reset(&c->rx);
-}
-
-/* One lws_write per WRITEABLE: a ping, a close frame, or one frame of
- * commands (several batched up to HC_BATCH_MAX). */
-static int on_writeable(hc_client *c)
+/* One frame of unsent commands (several batched up to HC_BATCH_MAX) per
+ * writeable callback, written straight from `out`; a command counts as sent
+ * only once the transport took its bytes. */
+static void write_commands(hc_client *c)
 {
     hc_cmd *cmd, *first = NULL;
     size_t n = 0;
     int more = 0;
 
-    if (c->ping_due) {
-        unsigned char ping[LWS_PRE + 1];
-        ping[LWS_PRE] = 'c';   /* lws 4.1 reports no empty pongs */
-        c->ping_due = 0;
-        if (lws_write(c->wsi, ping + LWS_PRE, 1, LWS_WRITE_PING) < 0)
-            return -1;
-        lws_callback_on_writable(c->wsi);
-        return 0;
-    }
-    if (c->want_close) {
-        unsigned char cl[LWS_PRE + 2];
-        cl[LWS_PRE] = 1000 >> 8;
-        cl[LWS_PRE + 1] = 1000 & 0xff;
-        c->want_close = 0;
-        if (lws_write(c->wsi, cl + LWS_PRE, 2, HC_WRITE_CLOSE) < 0)
-            return -1;
-        lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_SEND, 2);
-        return 0;
-    }
-    if (c->app_closed || !ws_open(c))
-        return 0;
     DL_FOREACH(c->cmds, cmd) {
         if (cmd->sent)
             continue;
@@ -840,14 +725,11 @@ static int on_writeable(hc_client *c)
         n += cmd->len;
     }
     if (!n)
-        return 0;
-    if (lws_write(c->wsi, (unsigned char *)proto_buf_data(&c->out) + c->out_off,
-                  n, c->enc == PROTO_MSGPACK ? LWS_WRITE_BINARY
-                                             : LWS_WRITE_TEXT) < (int)n)
-        return -1;
-    for (cmd = first; cmd; cmd = cmd->next) {
-        if (cmd == NULL || !n)
-            break;
+        return;
+    if (hc_ws_write(c->ws, c->enc == PROTO_MSGPACK,
+                    proto_buf_data(&c->out) + c->out_off, n) < 0)
+        return;   /* reported closed next: unsent commands stay queued */
+    for (cmd = first; cmd && n; cmd = cmd->next) {
         cmd->sent = 1;
         n -= cmd->len;
         c->out_off += cmd->len;
@@ -857,7 +739,7 @@ static int on_writeable(hc_client *c)
         proto_buf_reset(&c->out);
         if (c->out.cap > 256 * 1024) {
             proto_buf_free(&c->out);
-            proto_buf_init(&c->out, LWS_PRE);
+            proto_buf_init(&c->out, HC_WS_PRE);
         }
     } else if (c->out_off > 64 * 1024 && c->out_off * 2 > c->out.len) {
         memmove(proto_buf_data(&c->out), proto_buf_data(&c->out) + c->out_off,
@@ -866,171 +748,105 @@ static int on_writeable(hc_client *c)
         c->out_off = 0;
     }
     if (more)
-        lws_callback_on_writable(c->wsi);
-    return 0;
+        hc_ws_want_write(c->ws);
 }
 
 static void timer_cb(uv_timer_t *t)
 {
     hc_client *c = t->data;
+    char err[256];
     enter(c);
     if (c->state == HC_STATE_WAITING) {
-        if (connect_attempt(c) < 0 && c->state == HC_STATE_CONNECTING)
-            conn_lost(c, 1006, "connect failed");
-    } else if (c->state == HC_STATE_CONNECTED && c->wsi && c->ping_s) {
-        uint64_t idle = now_ms(c) - c->last_rx_ms;
-        if (idle > (uint64_t)c->ping_s * 1000 + c->opt.pong_timeout_ms) {
+        if (connect_attempt(c, err, sizeof(err)) < 0)
+            conn_lost(c, 1006, err);
+    } else if (c->state == HC_STATE_CONNECTED && c->ws && c->ping_s) {
+        uint64_t idle = now_ms(c) - hc_ws_last_rx_ms(c->ws);
+        if (idle > (uint64_t)c->ping_s * 1000 + c->opt.pong_timeout_ms)
             kill_conn(c, 1006, "no traffic from the server (pong timeout)");
-        } else if (idle >= (uint64_t)c->ping_s * 1000) {
-            c->ping_due = 1;
-            lws_callback_on_writable(c->wsi);
-        }
+        else if (idle >= (uint64_t)c->ping_s * 1000)
+            hc_ws_ping(c->ws);
     }
     leave(c);
 }
 
-static void ctx_destroy_soon(hc_ctx *ctx, uint64_t delay_ms);
+/* --- Transport callbacks ------------------------------------------------------ */
 
-/* --- lws glue --------------------------------------------------------------- */
+/* Each checks that the connection is the client's current one; a
+ * transport connection that was replaced has been closed or dropped and
+ * calls nothing back, so the check only guards that promise. */
 
-static int hc_lws_callback(struct lws *wsi, enum lws_callback_reasons reason,
-                           void *user, void *in, size_t len)
+static void ws_on_open(hc_ws *ws, void *user)
 {
-    hc_client *c = wsi ? lws_get_opaque_user_data(wsi) : NULL;
-    int rc = 0;
-    if (!c)
-        return lws_callback_http_dummy(wsi, reason, user, in, len);
+    hc_client *c = user;
     enter(c);
-    switch (reason) {
-    case LWS_CALLBACK_CLIENT_ESTABLISHED:
-        if (c->wsi == wsi && !c->app_closed)
-            on_established(c);
-        else if (c->app_closed)
-            rc = -1;
-        break;
-    case LWS_CALLBACK_CLIENT_RECEIVE:
-        if (c->wsi == wsi && !c->app_closed)
-            on_receive(c, wsi, in, len);
-        break;
-    case LWS_CALLBACK_CLIENT_RECEIVE_PONG:
-        if (c->wsi == wsi)
-            c->last_rx_ms = now_ms(c);
-        break;
-    case LWS_CALLBACK_CLIENT_WRITEABLE:
-        if (c->wsi == wsi)
-            rc = on_writeable(c);
-        break;
-    case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
-        if (c->wsi == wsi && len >= 2) {
-            const unsigned char *p = in;
-            size_t rl = len - 2;
-            c->got_close = 1;
-            c->close_code = p[0] << 8 | p[1];
-            if (rl >= sizeof(c->close_reason))
-                rl = sizeof(c->close_reason) - 1;
-            memcpy(c->close_reason, p + 2, rl);
-            c->close_reason[rl] = '\0';
-        }
-        break;
-    case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
-        if (c->wsi == wsi || c->state == HC_STATE_CONNECTING)
-            conn_lost(c, 1006, in ? (const char *)in : "connection failed");
-        break;
-    case LWS_CALLBACK_CLIENT_CLOSED:
-        if (c->wsi == wsi)
-            conn_lost(c, 1006, "connection closed");
-        break;
-    case LWS_CALLBACK_WSI_DESTROY:
-        if (c->wsi == wsi) {
-            conn_lost(c, 1006, "connection closed");
-            c->wsi = NULL;
-        }
-        lws_set_opaque_user_data(wsi, NULL);
-        c->n_wsi--;
-        c->ctx->n_wsi--;
-        if (c->ctx->closing && c->ctx->n_wsi == 0)
-            ctx_destroy_soon(c->ctx, 0);
-        break;
-    default:
-        break;
-    }
+    if (c->ws == ws && !c->app_closed)
+        on_established(c);
     leave(c);
-    return rc;
 }
 
-static const struct lws_protocols hc_protocols[] = {
-    { "herald-client", hc_lws_callback, 0, 1024, 0, NULL, 0 },
-    { NULL, NULL, 0, 0, 0, NULL, 0 }
+static void ws_on_message(hc_ws *ws, int binary, const char *data,
+                          size_t len, void *user)
+{
+    hc_client *c = user;
+    (void)binary;
+    enter(c);
+    if (c->ws == ws && !c->app_closed)
+        process_frame(c, data, len);
+    leave(c);
+}
+
+static void ws_on_writeable(hc_ws *ws, void *user)
+{
+    hc_client *c = user;
+    enter(c);
+    if (c->ws == ws && !c->app_closed && ws_open(c))
+        write_commands(c);
+    leave(c);
+}
+
+static void ws_on_closed(hc_ws *ws, const hc_ws_closed *ev, void *user)
+{
+    hc_client *c = user;
+    enter(c);
+    if (c->ws == ws) {
+        /* The server's close frame decides the code; a disconnect push
+         * stands in for a missing one (conn_lost). */
+        c->got_close = ev->remote;
+        conn_lost(c, ev->code,
+                  !ev->remote && ev->code == 1009
+                      ? "server message larger than max_message_bytes"
+                      : ev->reason);
+    }
+    leave(c);
+}
+
+static const hc_ws_callbacks hc__ws_callbacks = {
+    .open = ws_on_open,
+    .message = ws_on_message,
+    .writeable = ws_on_writeable,
+    .closed = ws_on_closed,
 };
 
 /* --- Context -------------------------------------------------------------- */
 
-static void ctx_destroy_cb(uv_timer_t *t)
-{
-    hc_ctx *ctx = t->data;
-    if (ctx->destroy_started)
-        return;
-    ctx->destroy_started = 1;
-    /* First pass: lws closes its handles on the loop and clears ctx->lws[]
-     * through pcontext when it is done. */
-    for (unsigned i = 0; i < ctx->n_shards; i++)
-        if (ctx->lws[i])
-            lws_context_destroy(ctx->lws[i]);
-}
-
-static void ctx_destroy_soon(hc_ctx *ctx, uint64_t delay_ms)
-{
-    if (!ctx->destroy_started && !ctx->timer_closed)
-        uv_timer_start(&ctx->destroy_timer, ctx_destroy_cb, delay_ms, 0);
-}
-
-static void ctx_timer_closed(uv_handle_t *h)
-{
-    hc_ctx *ctx = h->data;
-    ctx->timer_closed = 2;
-}
-
 hc_ctx *hc_ctx_new(uv_loop_t *loop, const hc_ctx_options *opt)
 {
-    struct lws_context_creation_info *info;
-    struct rlimit rl;
+    hc_ws_ctx_options wo;
     hc_ctx *ctx = xcalloc(sizeof(*ctx));
 
-    /* lws logs notices to stderr by default; a library keeps quiet. */
-    lws_set_log_level(opt && opt->lws_log_level ? opt->lws_log_level : LLL_ERR,
-                      NULL);
+    memset(&wo, 0, sizeof(wo));
+    if (opt) {
+        wo.ca_file = opt->ca_file;
+        wo.lws_log_level = opt->lws_log_level;
+    }
     ctx->loop = loop;
     ctx->rng = uv_hrtime() ^ ((uint64_t)getpid() << 32) ^ (uintptr_t)ctx;
-    info = &ctx->info;
-    ctx->loops[0] = loop;
-    info->port = CONTEXT_PORT_NO_LISTEN;
-    info->protocols = hc_protocols;
-    info->options = LWS_SERVER_OPTION_LIBUV |
-                    LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
-    info->foreign_loops = ctx->loops;
-    info->count_threads = 1;
-    /* lws indexes connections by descriptor, process-wide. */
-    info->fd_limit_per_thread = 20000;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
-        info->fd_limit_per_thread = (unsigned)rl.rlim_cur;
-    if (opt && opt->ca_file) {
-        ctx->ca_file = strdup(opt->ca_file);
-        if (!ctx->ca_file)
-            abort();
-        info->client_ssl_ca_filepath = ctx->ca_file;
-    }
-    info->timeout_secs = 10;            /* connect + handshake */
-    /* The first shard now: a bad CA file or TLS setup fails here. */
-    info->pcontext = &ctx->lws[0];
-    ctx->lws[0] = lws_create_context(info);
-    if (!ctx->lws[0]) {
-        free(ctx->ca_file);
+    /* A bad CA file or TLS setup fails here. */
+    ctx->ws = hc_ws_ctx_new(loop, &wo, NULL, 0);
+    if (!ctx->ws) {
         free(ctx);
         return NULL;
     }
-    ctx->n_shards = 1;
-    uv_timer_init(loop, &ctx->destroy_timer);
-    ctx->destroy_timer.data = ctx;
     return ctx;
 }
 
@@ -1044,7 +860,8 @@ void hc_ctx_close(hc_ctx *ctx)
         if (!c->app_closed)
             hc_client_close(c);
     }
-    ctx_destroy_soon(ctx, ctx->n_wsi ? HC_CLOSE_GRACE_MS : 0);
+    /* Waits for the close handshakes the clients started. */
+    hc_ws_ctx_close(ctx->ws);
 }
 
 void hc_ctx_free(hc_ctx *ctx)
@@ -1054,27 +871,13 @@ void hc_ctx_free(hc_ctx *ctx)
         return;
     if (!ctx->closing)
         hc_ctx_close(ctx);
-    if (!ctx->destroy_started) {
-        uv_timer_stop(&ctx->destroy_timer);
-        ctx_destroy_cb(&ctx->destroy_timer);
-    }
-    if (!ctx->timer_closed) {
-        ctx->timer_closed = 1;
-        uv_close((uv_handle_t *)&ctx->destroy_timer, ctx_timer_closed);
-    }
-    uv_run(ctx->loop, UV_RUN_DEFAULT);
-    for (unsigned i = 0; i < ctx->n_shards; i++) {
-        if (ctx->lws[i]) {
-            /* Second pass, as lws requires on a foreign loop. */
-            lws_context_destroy(ctx->lws[i]);
-            uv_run(ctx->loop, UV_RUN_DEFAULT);
-        }
-    }
-    /* Clients whose wsi lws dropped without telling us. */
+    /* Runs the loop dry: the clients' timers close (and the clients are
+     * freed), lws lets go of every connection. */
+    hc_ws_ctx_free(ctx->ws);
+    /* Clients the loop did not get to free. */
     DL_FOREACH_SAFE(ctx->clients, c, tmp) {
         client_free(c);
     }
-    free(ctx->ca_file);
     free(ctx);
 }
 
@@ -1094,64 +897,8 @@ void hc_options_init(hc_options *o)
     o->pong_timeout_ms = 10000;
 }
 
-int hc_url_parse(const char *url, hc_url *u, char *err, size_t errlen)
-{
-    const char *p, *hs_end, *host_end, *port_at = NULL;
-    size_t hl;
-
-    memset(u, 0, sizeof(*u));
-    if (!strncmp(url, "ws://", 5)) {
-        p = url + 5;
-    } else if (!strncmp(url, "wss://", 6)) {
-        u->tls = 1;
-        p = url + 6;
-    } else {
-        snprintf(err, errlen, "URL must start with ws:// or wss://: %s", url);
-        return -1;
-    }
-    hs_end = p + strcspn(p, "/?#");
-    if (*p == '[') {
-        host_end = memchr(p, ']', (size_t)(hs_end - p));
-        if (!host_end) {
-            snprintf(err, errlen, "bad IPv6 address in %s", url);
-            return -1;
-        }
-        p++;
-        if (host_end + 1 < hs_end && host_end[1] == ':')
-            port_at = host_end + 2;
-    } else {
-        host_end = memchr(p, ':', (size_t)(hs_end - p));
-        if (host_end)
-            port_at = host_end + 1;
-        else
-            host_end = hs_end;
-    }
-    hl = (size_t)(host_end - p);
-    if (hl == 0 || hl >= sizeof(u->host)) {
-        snprintf(err, errlen, "bad host in %s", url);
-        return -1;
-    }
-    memcpy(u->host, p, hl);
-    u->host[hl] = '\0';
-    u->port = u->tls ? 443 : 80;
-    if (port_at) {
-        char *end;
-        long port = strtol(port_at, &end, 10);
-        if (end != hs_end || port < 1 || port > 65535) {
-            snprintf(err, errlen, "bad port in %s", url);
-            return -1;
-        }
-        u->port = (int)port;
-    }
-    /* RFC 6455 3: no fragment in a WebSocket URI. */
-    if (strchr(hs_end, '#') || strlen(hs_end) >= sizeof(u->path)) {
-        snprintf(err, errlen, "bad path in %s", url);
-        return -1;
-    }
-    snprintf(u->path, sizeof(u->path), "%s", hs_end);
-    return 0;
-}
-
+/* Checks the URL at hc_client_new (each attempt hands it to the transport
+ * again) and keeps the Origin header it implies. */
 static int parse_url(hc_client *c, const char *url, char *err, size_t errlen)
 {
     hc_url u;
@@ -1161,12 +908,7 @@ static int parse_url(hc_client *c, const char *url, char *err, size_t errlen)
         snprintf(err, errlen, "bad path in %s", url);  /* "?q" without a path */
         return -1;
     }
-    c->tls = u.tls;
-    c->port = u.port;
-    snprintf(c->host, sizeof(c->host), "%s", u.host);
-    /* Herald's path when the URL names none. */
-    snprintf(c->path, sizeof(c->path), "%s", u.path[0] ? u.path : "/ws");
-    snprintf(c->hosthdr, sizeof(c->hosthdr), "%s:%d", c->host, c->port);
+    snprintf(c->origin, sizeof(c->origin), "%s:%d", u.host, u.port);
     return 0;
 }
 
@@ -1227,8 +969,7 @@ hc_client *hc_client_new(hc_ctx *ctx, const hc_options *o, char *err,
         c->opt.max_message_bytes = 16 * 1024 * 1024;
     c->enc = o->encoding == HC_MSGPACK ? PROTO_MSGPACK : PROTO_JSON;
     proto_sreader_init(&c->rd, c->enc);
-    proto_buf_init(&c->rx, 0);
-    proto_buf_init(&c->out, LWS_PRE);
+    proto_buf_init(&c->out, HC_WS_PRE);
     c->next_id = 1;
     c->push_reconnect = 1;
     uv_timer_init(ctx->loop, &c->timer);
@@ -1251,16 +992,10 @@ void hc_client_close(hc_client *c)
     HASH_ITER(hh, c->subs, s, st) {
         remove_sub(c, s);
     }
-    if (c->wsi) {
-        if (ws_open(c)) {
-            c->want_close = 1;
-            lws_callback_on_writable(c->wsi);
-            lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_SEND, 2);
-        } else {
-            lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK,
-                            LWS_TO_KILL_ASYNC);
-        }
-    }
+    /* A close frame when the WebSocket is open, else the attempt is
+     * dropped; either way the connection calls nothing back. */
+    hc_ws_close(c->ws);
+    c->ws = NULL;
     c->state = HC_STATE_CLOSED;
     uv_timer_stop(&c->timer);
     uv_close((uv_handle_t *)&c->timer, timer_closed_cb);
@@ -1269,7 +1004,7 @@ void hc_client_close(hc_client *c)
 
 void hc_client_drop(hc_client *c)
 {
-    if (!c || c->app_closed || !c->wsi)
+    if (!c || c->app_closed || !c->ws)
         return;
     if (c->state != HC_STATE_CONNECTING && c->state != HC_STATE_HANDSHAKE &&
         c->state != HC_STATE_CONNECTED)

@@ -1,16 +1,17 @@
 /*
  * Internals of the C client library shared by its source files: the
- * context (one lws context on one uv loop), the client, its commands and
- * subscriptions. Everything here is owned by the loop thread; nothing is
- * locked. Symbols use the hc__ prefix and are not part of the contract.
+ * context (one WebSocket transport context, herald/ws.h, on one uv loop),
+ * the client, its commands and subscriptions. Everything here is owned by
+ * the loop thread; nothing is locked. Symbols use the hc__ prefix and are
+ * not part of the contract.
  */
 #ifndef HC_INTERNAL_H
 #define HC_INTERNAL_H
 
-#include <libwebsockets.h>
 #include <uthash.h>
 
 #include "herald/client.h"
+#include "herald/ws.h"
 #include "herald/proto.h"
 #include "herald/proto_client.h"
 #include "hc_policy.h"
@@ -19,33 +20,11 @@
  * frame over its max_message_size, 64 KiB by default); a larger command
  * travels alone. */
 #define HC_BATCH_MAX (16 * 1024)
-/* How long hc_ctx_close() waits for close handshakes before it destroys
- * the lws context anyway. */
-#define HC_CLOSE_GRACE_MS 2000
-
-/* Connections of a context are spread over up to HC_LWS_SHARDS lws
- * contexts on the same loop, one more per HC_LWS_SHARD_WSI live
- * connections: lws 4.1 keeps each context's timers (connect and handshake
- * timeouts) in one list sorted by deadline, inserted by walking from the
- * head, so k connections connecting at once cost O(k^2) in one context; a
- * reconnect storm of 10,000 clients spent seconds there. */
-#define HC_LWS_SHARDS 32
-#define HC_LWS_SHARD_WSI 256
 
 struct hc_ctx {
     uv_loop_t *loop;
-    /* Each cleared by lws (pcontext) when gone. */
-    struct lws_context *lws[HC_LWS_SHARDS];
-    unsigned n_shards;            /* created so far */
-    unsigned next_shard;          /* round robin of connection attempts */
-    struct lws_context_creation_info info;  /* to create more shards */
-    void *loops[1];
-    char *ca_file;                /* owned copy for info */
-    uv_timer_t destroy_timer;     /* runs lws_context_destroy off-callback */
+    hc_ws_ctx *ws;                /* the transport: lws contexts, sockets */
     int closing;
-    int destroy_started;
-    int timer_closed;
-    unsigned n_wsi;               /* live client wsis of this context */
     uint64_t rng;                 /* jitter */
     struct hc_client *clients;    /* utlist DL list */
 };
@@ -87,20 +66,19 @@ struct hc_client {
     struct hc_client *next, *prev;     /* ctx->clients */
     hc_options opt;                    /* strings point into `strs` */
     char *strs;
-    char host[256];
-    char hosthdr[300];
-    char path[1024];
-    int port, tls;
+    char origin[300];                  /* host:port, the Origin header */
     proto_enc enc;
 
     hc_state state;
-    struct lws *wsi;                   /* current connection, or NULL */
-    unsigned n_wsi;                    /* wsis still pointing at us */
+    /* The current connection (one per attempt), or NULL. A transport
+     * connection calls nothing back once it is closed, dropped or has
+     * reported its end, so no callback of an earlier attempt can reach
+     * the client. */
+    hc_ws *ws;
     uv_timer_t timer;                  /* reconnect delay / liveness */
     int timer_closed;
 
     proto_sreader rd;
-    proto_buf rx;                      /* reassembly of fragments */
     proto_buf out;                     /* encoded, unwritten commands */
     size_t out_off;                    /* bytes of out already written */
     hc_cmd *cmds;                      /* utlist DL: sent, then unsent */
@@ -111,14 +89,9 @@ struct hc_client {
     unsigned attempt;                  /* failed attempts in a row */
     unsigned reconnects;
     int ever_connected;
-    int close_code;                    /* from the close frame */
-    char close_reason[124];
-    int got_close;
+    int got_close;                     /* the server sent a close frame */
     int push_code, push_reconnect, got_push;
     int conn_failed;                   /* connect refused here */
-    int want_close;                    /* send a close frame (app close) */
-    int ping_due;
-    uint64_t last_rx_ms;
     uint32_t ping_s;
     int app_closed;
     int depth;                         /* entry points on the stack */

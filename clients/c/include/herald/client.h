@@ -2,9 +2,9 @@
  * Herald C client library (herald_client): WebSocket clients of a Herald
  * server on a libuv loop the application owns.
  *
- * Model. An hc_ctx binds one libwebsockets context to one uv_loop_t (lws
- * runs on the loop as a "foreign loop"); one context serves many thousands
- * of hc_client connections. Everything runs on the loop's thread: every
+ * Model. An hc_ctx binds the WebSocket transport (herald/ws.h: libwebsockets
+ * on the loop as a "foreign loop") to one uv_loop_t; one context serves many
+ * thousands of hc_client connections. Everything runs on the loop's thread: every
  * function here must be called from that thread, and every callback is
  * called on it. For several threads, use one loop and one hc_ctx per thread.
  *
@@ -25,6 +25,10 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
+
+/* The transport the client is built on; its hc_url_parse() is the URL
+ * parser of hc_client_new(). */
+#include "herald/ws.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -283,19 +287,6 @@ int hc_ping(hc_client *c, hc_reply_cb cb, void *arg);
  * NUL-terminated string (msgpack bin becomes a base64 string). Returns
  * NULL if the data is not representable in JSON. free() the result. */
 char *hc_data_to_json(hc_encoding enc, const void *data, size_t len);
-
-/* A ws:// or wss:// URL taken apart (also used by herald-bench's other
- * WebSocket clients). */
-typedef struct hc_url {
-    int tls;              /* wss:// */
-    int port;             /* 80 or 443 when the URL names none */
-    char host[256];       /* an IPv6 address without its brackets */
-    char path[1024];      /* from the first '/' or '?'; "" when none */
-} hc_url;
-
-/* 0, or -1 with a message in err (scheme, host, port or path invalid or
- * too long; a fragment is refused). */
-int hc_url_parse(const char *url, hc_url *u, char *err, size_t errlen);
 
 #ifdef __cplusplus
 }
