@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A/B of two herald binaries in one run, for accepting a refactor of the
 # server: the same fan-out steps against binary A and binary B in
-# interleaved pairs (pair 1: every step on A then on B; pair 2: again; ...),
+# interleaved pairs (pair 1: each step on A then on B; pair 2: on B then on
+# A; ...: ABBA),
 # each run with fresh server processes, every server process sampled with
 # --server-pid. The machine's load drifts over a run; a pair's A and B
 # sit next to each other, and the medians over the pairs are compared.
@@ -32,7 +33,7 @@
 #
 # Environment: HERALD_A, HERALD_B (default BUILD/bin/herald), BUILD
 # (default build), BENCH (default BUILD/bin/herald-bench), OUT (default
-# bench/results/ab-YYYYMMDD-HHMMSS, UTC; ignored by git), PAIRS (3), STEPS
+# bench/results/ab-YYYYMMDD-HHMMSS, UTC; ignored by git), PAIRS (4), STEPS
 # (all five, in the order above), DUR (measured seconds, 10), WARMUP (2),
 # RATE_1K (100), RATE_10K (20), THREADS (bench threads, 2), PORT (first
 # port, 18500: redis PORT, cluster nodes PORT+1 and PORT+2, the single
@@ -47,7 +48,7 @@ herald_a=${HERALD_A:-$build/bin/herald}
 herald_b=${HERALD_B:-$build/bin/herald}
 bench=${BENCH:-$build/bin/herald-bench}
 out=${OUT:-$root/bench/results/ab-$(date -u +%Y%m%d-%H%M%S)}
-pairs=${PAIRS:-3}
+pairs=${PAIRS:-4}
 steps=${STEPS:-fanout-1k fanout-10k rate-1k rate-10k cluster-10k}
 steps=${steps//,/ }
 dur=${DUR:-10}
@@ -140,7 +141,10 @@ failed=0; run_no=0
 echo "ab: A = $herald_a, B = $herald_b; $pairs pair(s) of: $steps; results in $out" >&2
 for pair in $(seq "$pairs"); do
   for step in $steps; do
-    for label in A B; do
+    # ABBA: odd pairs run A first, even pairs B first, so what the order
+    # costs (a cold first run, the machine's drift) falls on both.
+    if [ $((pair % 2)) -eq 1 ]; then order="A B"; else order="B A"; fi
+    for label in $order; do
       if [ "$label" = A ]; then bin=$herald_a; else bin=$herald_b; fi
       run_no=$((run_no + 1))
       prefix=$(printf '%02d-%s-%s' "$run_no" "$step" "$label")
