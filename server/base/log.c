@@ -55,13 +55,17 @@ int log_level_parse(const char *s)
     return -1;
 }
 
+/* A level within debug..error. */
+static int log_clamp(int level)
+{
+    return level < LOG_DEBUG ? LOG_DEBUG : level > LOG_ERROR ? LOG_ERROR
+                                                              : level;
+}
+
 void log_set_level(int level)
 {
-    if (level < LOG_DEBUG)
-        level = LOG_DEBUG;
-    if (level > LOG_ERROR)
-        level = LOG_ERROR;
-    atomic_store_explicit(&log_threshold, level, memory_order_relaxed);
+    atomic_store_explicit(&log_threshold, log_clamp(level),
+                          memory_order_relaxed);
 }
 
 int log_enabled(int level)
@@ -104,27 +108,21 @@ static size_t utf8_seq_len(const unsigned char *s, size_t n)
 {
     unsigned char c = s[0];
     size_t len;
-    unsigned char lo = 0x80, hi = 0xBF; /* allowed range of the 2nd byte */
 
     if (c < 0x80)
         return 1;
-    if (c >= 0xC2 && c <= 0xDF) {
+    if (c >= 0xC2 && c <= 0xDF)
         len = 2;
-    } else if (c >= 0xE0 && c <= 0xEF) {
+    else if (c >= 0xE0 && c <= 0xEF)
         len = 3;
-        if (c == 0xE0)
-            lo = 0xA0; /* overlong */
-        else if (c == 0xED)
-            hi = 0x9F; /* surrogates */
-    } else if (c >= 0xF0 && c <= 0xF4) {
+    else if (c >= 0xF0 && c <= 0xF4)
         len = 4;
-        if (c == 0xF0)
-            lo = 0x90; /* overlong */
-        else if (c == 0xF4)
-            hi = 0x8F; /* above U+10FFFF */
-    } else {
+    else
         return 0;
-    }
+    /* The second byte's range: narrower after E0 and F0 (overlong), ED
+     * (UTF-16 surrogates) and F4 (above U+10FFFF). */
+    unsigned char lo = c == 0xE0 ? 0xA0 : c == 0xF0 ? 0x90 : 0x80;
+    unsigned char hi = c == 0xED ? 0x9F : c == 0xF4 ? 0x8F : 0xBF;
     if (n < len || s[1] < lo || s[1] > hi)
         return 0;
     for (size_t i = 2; i < len; i++)
@@ -236,10 +234,7 @@ void log_emit(int level, const char *msg, const log_field *f, int nf)
     log_buf b = { line, 0, LOG_LINE_MAX };
     int saved_errno = errno; /* callers often log right before using errno */
 
-    if (level < LOG_DEBUG)
-        level = LOG_DEBUG;
-    if (level > LOG_ERROR)
-        level = LOG_ERROR;
+    level = log_clamp(level);
     if (msg == NULL)
         msg = "";
     if (nf > LOG_MAX_FIELDS)

@@ -107,6 +107,7 @@ static int mem_release(broker *b, chan_state *c)
     return 1;
 }
 
+/* Sequences the draft: the next offset of the stream, delivered at once. */
 static int mem_publish(broker *b, chan_state *c, pub_req *r,
                        const char **errmsg)
 {
@@ -121,20 +122,20 @@ static int mem_publish(broker *b, chan_state *c, pub_req *r,
     return 0;
 }
 
+/* The window is the ring (keep: it keeps history_size already, and the
+ * owner applied history_ttl to it). */
 static int mem_read(broker *b, chan_state *c, chan_req *r, uint64_t lo,
                     uint32_t limit, int reverse, uint32_t keep,
                     const char **errmsg)
 {
-    /* keep: the ring keeps history_size already (and the owner applied
-     * history_ttl to it). */
-    int rc = mem_ready(mem_of(b), c);
-    if (rc)
-        return rc;
     broker_window w = {
         .epoch = c->epoch,
         .top = c->top,
         .first = history_first_offset(&c->hist),
     };
+    int rc = mem_ready(mem_of(b), c);
+    if (rc)
+        return rc;
     chan_ring_take(c, lo ? lo - 1 : 0, limit, reverse, &w.pubs);
     b->sink.window(b->sink.ctx, c, r, &w);
     publist_free(&w.pubs);

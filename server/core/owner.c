@@ -143,28 +143,36 @@ static void owner_read_store(owner *o, chan_state *c, chan_req *r,
                          (o->b->multi_node ? STORE_READ_OTHERS : 0));
 }
 
-/* The stream of a request back from a store read (held there by its reads
- * count). NULL when the request was answered here: the store did not
- * answer in time (108), or the stream is gone (cannot happen). */
-static chan_state *owner_read_back(owner *o, chan_req *r, publist *pubs,
-                                   int16_t status)
+static void owner_sub_read(owner *o, chan_state *c, sub_req *r);
+static void owner_hist_read(owner *o, chan_state *c, hist_req *r);
+
+/* A request back from a store read: on to its stream (held there by its
+ * reads count), unless the store did not answer in time (108) or the
+ * stream is gone (cannot happen). */
+static void owner_read_back(owner *o, chan_req *r)
 {
+    int sub = r->hdr.type == OWN_SUB_READ;
+    publist *pubs = sub ? &((sub_req *)r)->pubs : &((hist_req *)r)->pubs;
+    int16_t status = sub ? ((sub_req *)r)->prog.read_status
+                         : ((hist_req *)r)->prog.read_status;
     chan_state *c = chanreg_find(&o->reg, r->chan, r->chan_len);
     if (!c) {
         log_error("store read for a stream that is gone",
                   LOG_STRN("channel", r->chan, r->chan_len));
         publist_clear(pubs);
         owner_fail(o, r, PROTO_E_INTERNAL, NULL);
-        return NULL;
+        return;
     }
     c->reads--;
     if (status == PROTO_E_NOT_AVAILABLE) {
         publist_clear(pubs);
         owner_fail(o, r, PROTO_E_NOT_AVAILABLE, STORE_DOWN);
         owner_release(o, c);
-        return NULL;
+    } else if (sub) {
+        owner_sub_read(o, c, (sub_req *)r);
+    } else {
+        owner_hist_read(o, c, (hist_req *)r);
     }
-    return c;
 }
 
 /* A broker operation did not accept r: BROKER_AGAIN parks it (handled
@@ -259,9 +267,17 @@ static void owner_sub_step(owner *o, chan_state *c, sub_req *r)
         return;
     }
     if (got + 1 >= chan_ring_start(c)) {
+        size_t n0 = r->pubs.n;
         chan_ring_take(c, got, (uint32_t)(c->top - got), 0, &r->pubs);
-        owner_sub_finish(o, c, r, 1);
-        return;
+        if (r->pubs.n - n0 == c->top - got && r->pubs.v[n0]->offset == got + 1) {
+            owner_sub_finish(o, c, r, 1);
+            return;
+        }
+        /* Cannot happen while the ring is contiguous; read the window
+         * rather than hand out a gap. */
+        for (size_t i = n0; i < r->pubs.n; i++)
+            pub_unref(r->pubs.v[i]);
+        r->pubs.n = n0;
     }
     /* The stream moved on faster than it could be read: more than one
      * reply may carry. */
@@ -329,12 +345,17 @@ static void owner_sub_window(owner *o, chan_state *c, sub_req *r,
     owner_sub_finish(o, c, r, 0);
 }
 
-/* A recovery's store read is back. */
-static void owner_sub_read(owner *o, sub_req *r)
+/* A recovery's store read is back. The broker may have lost the stream
+ * meanwhile (a Redis link that went down and came back while MongoDB was
+ * read): the recovery starts over once it follows the stream again. */
+static void owner_sub_read(owner *o, chan_state *c, sub_req *r)
 {
-    chan_state *c = owner_read_back(o, &r->h, &r->pubs, r->prog.read_status);
-    if (!c)
+    const char *why = NULL;
+    int rc = o->b->ops->follow(o->b, c, &why);
+    if (rc) {
+        owner_refused(o, c, &r->h, OWN_SUBSCRIBE, rc, why);
         return;
+    }
     if (r->prog.read_status) {
         owner_sub_finish(o, c, r, 0);   /* the start is gone (retention) */
     } else {
@@ -543,7 +564,7 @@ static void owner_hist_window(owner *o, chan_state *c, hist_req *r,
         publist_free(&page);
         r->h.hdr.type = OWN_HIST_READ;
         owner_read_store(o, c, &r->h, &r->pubs, &r->prog.read_status, w->epoch,
-                         lo, wstart, r->limit - (uint32_t)r->pubs.n, 1, 0);
+                         lo, wstart, r->limit - (uint32_t)r->pubs.n, 1, since);
         return;
     }
     publist_move(&r->pubs, &page);   /* forward: after a store part */
@@ -554,11 +575,8 @@ static void owner_hist_window(owner *o, chan_state *c, hist_req *r,
 /* A history page's store read is back. Reverse: complete (the window part
  * came first). Forward: the window continues after the store part, unless
  * nothing older was stored (then the window's oldest are the oldest). */
-static void owner_hist_read(owner *o, hist_req *r)
+static void owner_hist_read(owner *o, chan_state *c, hist_req *r)
 {
-    chan_state *c = owner_read_back(o, &r->h, &r->pubs, r->prog.read_status);
-    if (!c)
-        return;
     if (r->prog.read_status) {
         /* the start is gone (111) */
         owner_hist_reply(o, c, r, r->prog.read_status, r->epoch, 0);
@@ -609,13 +627,12 @@ static chan_state *owner_find(void *ctx, const char *chan, size_t len)
     return chanreg_find(&o->reg, chan, len);
 }
 
+/* A first sync: the ring cannot continue to it (what was published while
+ * the stream was not followed never reached it), so it starts empty. */
 static void owner_position(void *ctx, chan_state *c, const char *epoch,
                            uint64_t top)
 {
-    if (memcmp(c->epoch, epoch, IDS_LEN) != 0)
-        chan_restart(c, epoch, top);   /* the ring held another epoch */
-    else
-        c->top = top;
+    chan_restart(c, epoch, top);
 }
 
 /* Posts one message, made for each, to every worker that has subscribers
@@ -735,8 +752,8 @@ void owner_receive(owner *o, msg *m)
     case OWN_PUBLISH: owner_publish(o, (pub_req *)m); break;
     case OWN_HISTORY: owner_history(o, (hist_req *)m); break;
     case OWN_PRESENCE: owner_presence(o, (pres_req *)m); break;
-    case OWN_SUB_READ: owner_sub_read(o, (sub_req *)m); break;
-    case OWN_HIST_READ: owner_hist_read(o, (hist_req *)m); break;
+    case OWN_SUB_READ:
+    case OWN_HIST_READ: owner_read_back(o, (chan_req *)m); break;
     case OWN_STORE_TOP:
         if (o->b->ops->receive) {
             o->b->ops->receive(o->b, m);

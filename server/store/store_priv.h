@@ -99,7 +99,7 @@ pub *store_doc_pub(const char *chan, size_t chan_len, const char *epoch,
 /* A stored document's place in its stream. Herald writes IDS_LEN-byte
  * epochs; other documents may hold others (retention still orders them). */
 typedef struct store_pos {
-    char epoch[64];
+    char epoch[128];
     size_t epoch_len;
     int64_t offset;
     int64_t time_ms;

@@ -248,12 +248,25 @@ static int redis_read(broker *b, chan_state *c, chan_req *r, uint64_t lo,
 
 /* ---- following ------------------------------------------------------------- */
 
-static void redis_subscribe(redis_broker *rb, struct broker_stream *rs)
+/* SUBSCRIBE in Redis; -1 (the stream DOWN) when it cannot be sent. */
+static int redis_subscribe(redis_broker *rb, struct broker_stream *rs)
 {
     char k[REDIS_KEY_MAX];
     size_t kl = redis_key(rb, k, rs->c->name, rs->c->len, "");
-    rs->state = rlink_pubsub(rs->l, "SUBSCRIBE", k, kl) < 0 ? RS_DOWN
-                                                            : RS_SUBSCRIBING;
+    if (rlink_pubsub(rs->l, "SUBSCRIBE", k, kl) < 0) {
+        rs->state = RS_DOWN;
+        return -1;
+    }
+    rs->state = RS_SUBSCRIBING;
+    return 0;
+}
+
+/* Follows the stream again for requests parked on it; they fail when the
+ * SUBSCRIBE cannot be sent. The last thing done with rs. */
+static void redis_resubscribe(redis_broker *rb, struct broker_stream *rs)
+{
+    if (redis_subscribe(rb, rs) < 0 && rs->c->waiting)
+        redis_ready(rb, rs, PROTO_E_NOT_AVAILABLE, REDIS_DOWN);
 }
 
 static void redis_on_ensure(rreq *rq, redisReply *r);
@@ -336,12 +349,10 @@ static int redis_follow(broker *b, chan_state *c, const char **errmsg)
     struct broker_stream *rs = redis_stream(rb, c);
     if (rs->state == RS_LIVE && order_ready(&rs->ord))
         return 0;
-    if (rs->state == RS_IDLE || rs->state == RS_DOWN) {
-        redis_subscribe(rb, rs);
-        if (rs->state == RS_DOWN) {
-            *errmsg = REDIS_DOWN;
-            return PROTO_E_NOT_AVAILABLE;
-        }
+    if ((rs->state == RS_IDLE || rs->state == RS_DOWN) &&
+        redis_subscribe(rb, rs) < 0) {
+        *errmsg = REDIS_DOWN;
+        return PROTO_E_NOT_AVAILABLE;
     }
     /* Subscribing, syncing, filling a gap, or unsubscribing (subscribed
      * again when that is confirmed, since a request waits). */
@@ -355,7 +366,11 @@ static int redis_release(broker *b, chan_state *c)
     if (!rs)
         return 1;
     order_stop(&rs->ord);
-    if (rs->state == RS_IDLE || !rs->l->up) {
+    /* Not subscribed on the link's current connection (idle, or down: the
+     * link reconnected since, or the subscription failed): nothing to
+     * undo, and an UNSUBSCRIBE would never be confirmed (hiredis reports
+     * only channels its connection subscribed). */
+    if (rs->state == RS_IDLE || rs->state == RS_DOWN || !rs->l->up) {
         redis_forget(b, c);
         return 1;
     }
@@ -417,7 +432,7 @@ void redis_on_sub(rlink *l, redisReply *rep)
         /* Not followed while unsubscribed: start again from Redis's top. */
         order_forget(&rs->ord);
         if (rs->c->waiting)
-            redis_subscribe(rb, rs);
+            redis_resubscribe(rb, rs);
         else
             rb->b.sink.idle(rb->b.sink.ctx, rs->c);
     }
@@ -431,7 +446,7 @@ void redis_link_up(rlink *l)
     HASH_ITER(hh, rb->streams, rs, tmp)
         if (rs->l == l && rs->state == RS_DOWN &&
             (rs->c->total || rs->c->waiting))
-            redis_subscribe(rb, rs);
+            redis_resubscribe(rb, rs);
     /* Presence entries of this node went missing if Redis restarted. */
     rb->next_refresh_ms = 0;
 }
