@@ -705,8 +705,11 @@ static void kill_conn(hc_client *c, int code, const char *reason)
 }
 
 /* One frame of unsent commands (several batched up to HC_BATCH_MAX) per
- * writeable callback, written straight from `out`; a command counts as sent
- * only once the transport took its bytes. */
+ * writeable callback, written straight from `out`. The batch counts as sent
+ * once it is handed to the transport, even when the write fails: lws masks
+ * a client frame in place, so the bytes cannot go out again, and whether
+ * the server got them is unknown; a failed write ends them with
+ * HC_ERR_CONNECTION_LOST like every sent command of a lost connection. */
 static void write_commands(hc_client *c)
 {
     hc_cmd *cmd, *first = NULL;
@@ -726,9 +729,8 @@ static void write_commands(hc_client *c)
     }
     if (!n)
         return;
-    if (hc_ws_write(c->ws, c->enc == PROTO_MSGPACK,
-                    proto_buf_data(&c->out) + c->out_off, n) < 0)
-        return;   /* reported closed next: unsent commands stay queued */
+    int rc = hc_ws_write(c->ws, c->enc == PROTO_MSGPACK,
+                         proto_buf_data(&c->out) + c->out_off, n);
     for (cmd = first; cmd && n; cmd = cmd->next) {
         cmd->sent = 1;
         n -= cmd->len;
@@ -747,7 +749,7 @@ static void write_commands(hc_client *c)
         c->out.len -= c->out_off;
         c->out_off = 0;
     }
-    if (more)
+    if (more && rc == 0)
         hc_ws_want_write(c->ws);
 }
 
@@ -908,7 +910,7 @@ static int parse_url(hc_client *c, const char *url, char *err, size_t errlen)
         snprintf(err, errlen, "bad path in %s", url);  /* "?q" without a path */
         return -1;
     }
-    snprintf(c->origin, sizeof(c->origin), "%s:%d", u.host, u.port);
+    hc_url_authority(&u, c->origin, sizeof(c->origin));
     return 0;
 }
 

@@ -109,6 +109,13 @@ static void *hc_ws__xrealloc(void *p, size_t n)
 
 /* --- URLs ------------------------------------------------------------------ */
 
+void hc_url_authority(const hc_url *u, char *out, size_t n)
+{
+    int v6 = strchr(u->host, ':') != NULL;
+    snprintf(out, n, "%s%s%s:%d", v6 ? "[" : "", u->host, v6 ? "]" : "",
+             u->port);
+}
+
 int hc_url_parse(const char *url, hc_url *u, char *err, size_t errlen)
 {
     const char *p, *hs_end, *host_end, *port_at = NULL;
@@ -241,7 +248,7 @@ static int hc_ws__receive(hc_ws *c, struct lws *wsi, const char *in,
     int final = lws_is_final_fragment(wsi) &&
                 lws_remaining_packet_payload(wsi) == 0;
     c->last_rx_ms = uv_now(c->ctx->loop);
-    if (final && c->rx_len == 0) {
+    if (final && c->rx_len == 0 && len <= c->max_message) {
         /* The common case: a whole message in one piece, no copy. */
         hc_ws__deliver(c, lws_frame_is_binary(wsi), in, len);
         return 0;
@@ -568,7 +575,7 @@ hc_ws *hc_ws_open(hc_ws_ctx *ctx, const hc_ws_options *o, char *err,
     else   /* "?q" without a path becomes "/?q" */
         snprintf(path, sizeof(path), "%s%s", u.path[0] == '/' ? "" : "/",
                  u.path);
-    snprintf(hosthdr, sizeof(hosthdr), "%s:%d", u.host, u.port);
+    hc_url_authority(&u, hosthdr, sizeof(hosthdr));
     c = hc_ws__xrealloc(NULL, sizeof(*c));
     memset(c, 0, sizeof(*c));
     c->ctx = ctx;

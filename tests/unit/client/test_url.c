@@ -34,6 +34,21 @@ Test(client_url, parts_and_defaults)
     cr_expect_str_eq(u.path, "?q=1");
 }
 
+Test(client_url, authority_for_host_and_origin_headers)
+{
+    hc_url u;
+    char err[128], a[300];
+    cr_assert_eq(hc_url_parse("ws://127.0.0.1:8080/ws", &u, err, sizeof(err)), 0);
+    hc_url_authority(&u, a, sizeof(a));
+    cr_expect_str_eq(a, "127.0.0.1:8080");
+    cr_assert_eq(hc_url_parse("wss://example.org/ws", &u, err, sizeof(err)), 0);
+    hc_url_authority(&u, a, sizeof(a));
+    cr_expect_str_eq(a, "example.org:443");
+    cr_assert_eq(hc_url_parse("ws://[2001:db8::1]:9000/ws", &u, err, sizeof(err)), 0);
+    hc_url_authority(&u, a, sizeof(a));
+    cr_expect_str_eq(a, "[2001:db8::1]:9000", "an IPv6 address in brackets");
+}
+
 Test(client_url, refusals_name_the_part)
 {
     static const struct { const char *url, *why; } bad[] = {

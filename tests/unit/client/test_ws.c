@@ -590,6 +590,28 @@ Test(client_ws, a_message_over_the_limit_ends_the_connection_with_1009)
     world_end();
 }
 
+static void script_small(srv_conn *sc)
+{
+    static char m[500];
+    if (!sc->upgraded || sc->scripted || sc->eof)
+        return;
+    sc->scripted = 1;
+    memset(m, 'y', sizeof(m));
+    srv_frame(sc, 1, 1, m, sizeof(m));   /* one piece, under the rx buffer */
+    srv_close_frame(sc, 4000, "end");
+}
+
+Test(client_ws, a_limit_below_the_receive_buffer_holds_for_whole_messages)
+{
+    world_init(script_small);
+    W.ws = world_open("/", 100);
+    run_until(got_closed);
+    cr_expect_eq(W.n_msgs, 0, "500 bytes over a limit of 100: not delivered");
+    cr_expect_eq(W.closed.remote, 0);
+    cr_expect_eq(W.closed.code, 1009);
+    world_end();
+}
+
 static int server_saw_eof(void)
 {
     return conn0() && conn0()->eof;

@@ -61,6 +61,9 @@ typedef struct hc_url {
  * (scheme, host, port or path invalid or too long; a fragment is
  * refused). */
 int hc_url_parse(const char *url, hc_url *u, char *err, size_t errlen);
+/* "host:port" for the Host and Origin headers, "[host]:port" for an IPv6
+ * address (RFC 3986 authority); cut to n - 1 bytes. */
+void hc_url_authority(const hc_url *u, char *out, size_t n);
 
 /* --- Context ----------------------------------------------------------------- */
 
@@ -148,10 +151,11 @@ void hc_ws_want_write(hc_ws *ws);
 #define HC_WS_PRE 16
 
 /* Only inside the writeable callback: writes one message now from `data`,
- * with HC_WS_PRE bytes before it that may be overwritten. 0 when lws took
- * it whole (buffering what the socket did not take), -1 when the write
- * failed: nothing of it was sent and the connection is reported closed
- * after the callback returns. */
+ * with HC_WS_PRE bytes before it that may be overwritten; the message bytes
+ * are changed too (lws masks a client frame in place). 0 when lws took it
+ * whole (buffering what the socket did not take), -1 when the write
+ * failed: how much reached the server is unknown, and the connection is
+ * reported closed after the callback returns. */
 int hc_ws_write(hc_ws *ws, int binary, void *data, size_t len);
 
 /* Sends a ping (ahead of queued messages). */
