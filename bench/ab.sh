@@ -93,6 +93,7 @@ server_env=(HERALD_LOG_LEVEL=warn HERALD_SHUTDOWN_TIMEOUT=2)
 # start_herald, start_redis; stop_servers), the bench.
 HERALDS=(); REDIS=; BENCH_PID=
 cleanup() {
+  trap '' INT TERM   # a second signal must not cut the cleanup short
   stop_bench
   stop_servers
   rm -rf "$run"
@@ -137,6 +138,10 @@ step_args() {
 }
 
 rev=$(source_rev "$root")
+# The binaries as they are now (a rebuild during the run would otherwise be
+# reported as what was measured).
+sha_a=$(sha256sum "$herald_a" | cut -c1-12)
+sha_b=$(sha256sum "$herald_b" | cut -c1-12)
 failed=0; run_no=0
 echo "ab: A = $herald_a, B = $herald_b; $pairs pair(s) of: $steps; results in $out" >&2
 for pair in $(seq "$pairs"); do
@@ -149,6 +154,7 @@ for pair in $(seq "$pairs"); do
       run_no=$((run_no + 1))
       prefix=$(printf '%02d-%s-%s' "$run_no" "$step" "$label")
       json="$out/$prefix.json"; log="$out/logs/$prefix"
+      rm -f "$json"   # a reused OUT must not lend an old report
       load=$(cut -d' ' -f1-3 /proc/loadavg)
       t0=$(date +%s.%N)
       if ! start_step "$step" "$bin" "$prefix"; then
@@ -181,70 +187,75 @@ done
 
 # The summary: per step and binary, medians over the pairs; B/A of the
 # median server ns per delivery, and the range of the pairs' own ratios.
-"$py" - "$out" "$herald_a" "$herald_b" "$pairs" "$dur" "$warm" "$rev" $steps <<'EOF' | tee "$out/summary.md"
-import glob, hashlib, json, os, statistics, sys
-out, bin_a, bin_b, pairs, dur, warm, rev = sys.argv[1:8]
-steps = sys.argv[8:]
+"$py" - "$out" "$herald_a" "$herald_b" "$sha_a" "$sha_b" "$pairs" "$dur" "$warm" "$rev" $steps <<'EOF' | tee "$out/summary.md"
+import glob, json, os, statistics, sys
+out, bin_a, bin_b, sha_a, sha_b, pairs, dur, warm, rev = sys.argv[1:10]
+steps = sys.argv[10:]
 
-def ident(path):
-    try:
-        with open(path, "rb") as f:
-            return "%s (sha256 %s)" % (path, hashlib.sha256(f.read()).hexdigest()[:12])
-    except OSError:
-        return path
+def usable(r):
+    """A run that exited 0 and whose every server was sampled: the only
+    ones that enter the statistics (the others are counted as failed)."""
+    servers = r.get("servers", [])
+    return (r.get("suite", {}).get("exit_status", 1) == 0 and servers and
+            all(x.get("ok") and x.get("ns_per_delivery") for x in servers))
 
-runs = {}   # (step, label) -> [report, ...] in pair order
+runs = {}   # (step, label) -> {pair: report}
 bad = 0
-for path in sorted(glob.glob(os.path.join(out, "[0-9]*-*.json"))):
+for path in glob.glob(os.path.join(out, "[0-9]*-*.json")):
     try:
         r = json.load(open(path))
     except (OSError, ValueError):
         continue
     s = r.get("suite", {})
-    runs.setdefault((s.get("step"), s.get("label")), []).append(r)
+    runs.setdefault((s.get("step"), s.get("label")), {})[str(s.get("pair"))] = r
 
 def ns(r):
-    return sum(x.get("ns_per_delivery") or 0 for x in r.get("servers", []) if x.get("ok"))
+    return sum(x["ns_per_delivery"] for x in r["servers"])
 
 def med(v):
     return statistics.median(v) if v else float("nan")
 
 print("# herald A/B: %s pair(s), %s s measured after %s s warm-up\n" % (pairs, dur, warm))
-print("- A: %s" % ident(bin_a))
-print("- B: %s" % ident(bin_b))
+print("- A: %s (sha256 %s)" % (bin_a, sha_a))
+print("- B: %s (sha256 %s)" % (bin_b, sha_b))
 print("- bench/ab.sh at %s; reports in %s\n" % (rev, out))
 print("| step | A ns/delivery | B ns/delivery | B/A ns/delivery (pairs) | A deliveries/s | B deliveries/s | A p99 | B p99 | gaps/dups/undelivered A, B |")
 print("|---|---|---|---|---|---|---|---|---|")
 for step in steps:
-    ra, rb = runs.get((step, "A"), []), runs.get((step, "B"), [])
+    all_a, all_b = runs.get((step, "A"), {}), runs.get((step, "B"), {})
+    ra = {p: r for p, r in all_a.items() if usable(r)}
+    rb = {p: r for p, r in all_b.items() if usable(r)}
     row = [step]
     for rs in (ra, rb):
-        row.append("%.0f" % med([ns(r) for r in rs]) if rs else "(none)")
-    if ra and rb and med([ns(r) for r in ra]) > 0:
-        ratio = med([ns(r) for r in rb]) / med([ns(r) for r in ra])
-        pr = [ns(b) / ns(a) for a, b in zip(ra, rb) if ns(a) > 0]
+        row.append("%.0f" % med([ns(r) for r in rs.values()]) if rs else "(none)")
+    if ra and rb:
+        ratio = med([ns(r) for r in rb.values()]) / med([ns(r) for r in ra.values()])
+        # Each pair's own ratio: B and A of the same pair only.
+        pr = [ns(rb[p]) / ns(ra[p]) for p in ra if p in rb]
         row.append("**%.2fx** (%.2f-%.2f)" % (ratio, min(pr), max(pr)) if pr else "%.2fx" % ratio)
     else:
         row.append("-")
     for rs in (ra, rb):
-        row.append("%.0f" % med([r["deliveries_per_s"] for r in rs]) if rs else "-")
+        row.append("%.0f" % med([r["deliveries_per_s"] for r in rs.values()]) if rs else "-")
     for rs in (ra, rb):
-        row.append("%.1f ms" % (med([r["latency"]["p99_us"] for r in rs]) / 1e3) if rs else "-")
+        row.append("%.1f ms" % (med([r["latency"]["p99_us"] for r in rs.values()]) / 1e3)
+                   if rs else "-")
     checks = []
-    for rs in (ra, rb):
-        g = sum(r["gaps"] for r in rs)
-        d = sum(r["duplicates"] for r in rs)
-        u = sum(r["expected_deliveries"] - r["deliveries_total"] for r in rs)
-        failed = [r for r in rs if r.get("suite", {}).get("exit_status", 0) != 0]
-        missing = int(pairs) - len(rs)
+    for rs, every in ((ra, all_a), (rb, all_b)):
+        g = sum(r["gaps"] for r in every.values())
+        d = sum(r["duplicates"] for r in every.values())
+        u = sum(max(0, r["expected_deliveries"] - r["deliveries_total"]) for r in every.values())
+        failed = len(every) - len(rs)
+        missing = int(pairs) - len(every)
         bad |= bool(g or d or u or failed or missing)
-        checks.append("%d/%d/%d%s%s" % (g, d, u, " (%d failed)" % len(failed) if failed else "",
+        checks.append("%d/%d/%d%s%s" % (g, d, u, " (%d failed)" % failed if failed else "",
                                         " (%d missing)" % missing if missing else ""))
     row.append(", ".join(checks))
     print("| " + " | ".join(row) + " |")
 print("\nns/delivery: server CPU ns per delivery (herald-bench --server-pid), summed over the"
       " step's server processes (cluster-10k: both nodes and redis); medians over the pairs."
-      " B/A below 1: B spends less CPU per delivery.")
+      " B/A below 1: B spends less CPU per delivery. Only runs that exited 0 with every"
+      " server sampled count; the others are reported as failed.")
 sys.exit(bad)
 EOF
 [ "${PIPESTATUS[0]}" = 0 ] || failed=1

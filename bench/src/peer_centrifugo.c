@@ -359,15 +359,19 @@ static void cf_send_connect(peer_client *c)
         cf_client_fail(c, "send failed (connect)");
 }
 
-static void cf_send_subscribe(peer_client *c)
+/* -1 when the send failed and the client ended (c may be freed). */
+static int cf_send_subscribe(peer_client *c)
 {
     peer_ctx *ctx = c->ctx;
     cf_out_str(ctx, "{\"id\":2,\"subscribe\":{\"channel\":");
     cf_out_json_string(ctx, c->channel);
     cf_out_str(ctx, "}}");
     c->state = CF_SUBSCRIBING;
-    if (cf_out_send(c) < 0)
+    if (cf_out_send(c) < 0) {
         cf_client_fail(c, "send failed (subscribe)");
+        return -1;
+    }
+    return 0;
 }
 
 static void cf_became_ready(peer_client *c)
@@ -460,10 +464,8 @@ static int cf_handle_line(peer_client *c, const char *p, const char *end)
         }
         if (res && cf_obj_get(res, rese, "pong", &v, &ve))
             c->pong = (ve - v == 4 && memcmp(v, "true", 4) == 0);
-        if (c->kind == PEER_SUBSCRIBER) {
-            cf_send_subscribe(c);
-            return c->dead ? -1 : 0;
-        }
+        if (c->kind == PEER_SUBSCRIBER)
+            return cf_send_subscribe(c);
         cf_became_ready(c);
         return c->dead || c->ctx->closing ? -1 : 0;
     }
