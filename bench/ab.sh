@@ -43,10 +43,6 @@
 # otherwise, 2 set-up errors.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-build=${BUILD:-$root/build}
-herald_a=${HERALD_A:-$build/bin/herald}
-herald_b=${HERALD_B:-$build/bin/herald}
-bench=${BENCH:-$build/bin/herald-bench}
 out=${OUT:-$root/bench/results/ab-$(date -u +%Y%m%d-%H%M%S)}
 pairs=${PAIRS:-4}
 steps=${STEPS:-fanout-1k fanout-10k rate-1k rate-10k cluster-10k}
@@ -61,6 +57,7 @@ REDIS_SERVER=${REDIS_SERVER:-/usr/bin/redis-server}
 py=/usr/bin/python3
 bench_name=ab
 . "$root/bench/lib.sh"
+ab_binaries   # build, herald_a, herald_b, bench
 setup_timeout=60
 
 case $pairs in ''|*[!0-9]*|0) echo "ab: PAIRS must be a positive number" >&2; exit 2 ;; esac
@@ -79,27 +76,9 @@ for step in $steps; do
     *) echo "ab: unknown step $step" >&2; exit 2 ;;
   esac
 done
-mkdir -p "$out/logs"
-run=$(mktemp -d "${TMPDIR:-/tmp}/herald-ab.XXXXXX")
-# One connection per descriptor: ask for the hard limit.
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-
-# The servers see only the settings given here, not HERALD_* variables of
-# the caller's environment (HERALD_A and HERALD_B are read above).
-for v in $(compgen -v HERALD_ || true); do unset "$v"; done
-server_env=(HERALD_LOG_LEVEL=warn HERALD_SHUTDOWN_TIMEOUT=2)
-
-# What this script started: herald processes and redis (lib.sh's
-# start_herald, start_redis; stop_servers), the bench.
-HERALDS=(); REDIS=; BENCH_PID=
-cleanup() {
-  trap '' INT TERM   # a second signal must not cut the cleanup short
-  stop_bench
-  stop_servers
-  rm -rf "$run"
-}
-trap cleanup EXIT
-trap 'echo "ab: interrupted" >&2; exit 130' INT TERM
+# HERALD_A and HERALD_B were read above: run_prepare keeps every HERALD_*
+# from the servers, and stops what this script starts (lib.sh).
+run_prepare ab
 
 # start_step STEP BIN PREFIX: the servers of STEP running BIN; sets URLS
 # (--url arguments), PIDS (--server-pid arguments), ROLES and SERVER_CMDS,

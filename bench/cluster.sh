@@ -60,28 +60,8 @@ if ! grep -q -- --redis <<<"$help"; then
     *" cluster-"*) echo "cluster: $herald has no --redis (cluster mode)" >&2; exit 2 ;;
   esac
 fi
-mkdir -p "$out/logs"
-run=$(mktemp -d "${TMPDIR:-/tmp}/herald-cluster.XXXXXX")
-# One connection per descriptor: ask for the hard limit.
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-
-# The servers see only the settings given here, not HERALD_* variables of
-# the caller's environment.
-for v in $(compgen -v HERALD_ || true); do unset "$v"; done
-server_env=(HERALD_LOG_LEVEL=warn HERALD_SHUTDOWN_TIMEOUT=2)
-
-# Process ids of what this script started: herald nodes and redis (kept
-# by lib.sh's start_herald, start_redis, stopped by stop_servers), the
-# bench.
-HERALDS=(); REDIS=; BENCH_PID=
-
-cleanup() {
-  stop_bench
-  stop_servers
-  rm -rf "$run"
-}
-trap cleanup EXIT
-trap 'echo "cluster: interrupted" >&2; exit 130' INT TERM
+# Stops what this script starts, keeps HERALD_* from the servers (lib.sh).
+run_prepare cluster
 
 # start_mode MODE STEP: the servers of MODE (cluster | single); sets URLS
 # (--url arguments), PIDS (--server-pid arguments), ROLES (what each of

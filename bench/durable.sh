@@ -95,17 +95,9 @@ for b in "$herald" "$bench" "$ferret/bin/ferretdb" "$ferret/start.sh" "$ferret/s
   [ -x "$b" ] || { echo "durable: $b not found (BUILD=dir; scripts/ferretdb/setup.sh)" >&2; exit 2; }
 done
 "$py" -c 'import pymongo' 2>/dev/null || { echo "durable: python3-pymongo missing (scripts/deps.sh test)" >&2; exit 2; }
-mkdir -p "$out/logs"
-run=$(mktemp -d "${TMPDIR:-/tmp}/herald-durable.XXXXXX")
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-
-# The server sees only the settings given here.
-for v in $(compgen -v HERALD_ || true); do unset "$v"; done
-server_env=(HERALD_LOG_LEVEL=warn HERALD_SHUTDOWN_TIMEOUT=2)
-
 # What this script started: herald, the sampler, the bench, and FerretDB
-# (by its directory: stop.sh DIR).
-SRV=; SAMPLER=; BENCH_PID=; FERRET_DIR=
+# (by its directory: stop.sh DIR); run_cleanup (lib.sh) calls stop_step.
+SRV=; SAMPLER=; FERRET_DIR=
 
 stop_step() {
   stop_pid "$SAMPLER"; SAMPLER=
@@ -116,13 +108,7 @@ stop_step() {
   fi
 }
 
-cleanup() {
-  stop_bench
-  stop_step
-  rm -rf "$run"
-}
-trap cleanup EXIT
-trap 'echo "durable: interrupted" >&2; exit 130' INT TERM
+run_prepare durable
 
 # start_step IDX STEP B W Q: FerretDB and herald for one step; sets SRV,
 # FERRET_PID, SERVER_CMD, CONF.

@@ -25,10 +25,6 @@
 # Exit status: 0, 1 when a run delivered less than expected, 2 set-up.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-build=${BUILD:-$root/build}
-herald_a=${HERALD_A:-$build/bin/herald}
-herald_b=${HERALD_B:-$build/bin/herald}
-bench=${BENCH:-$build/bin/herald-bench}
 runs=${RUNS:-5}
 subs=${SUBS:-200}
 rate=${RATE:-20}
@@ -38,6 +34,7 @@ port=${PORT:-18700}
 out=${OUT:-$root/bench/results/instr-$(date -u +%Y%m%d-%H%M%S)}
 py=/usr/bin/python3
 . "$root/bench/lib.sh"
+ab_binaries   # build, herald_a, herald_b, bench
 
 command -v valgrind >/dev/null || { echo "instr: valgrind is not installed" >&2; exit 2; }
 for b in "$herald_a" "$herald_b" "$bench"; do

@@ -143,3 +143,42 @@ with open(path + ".tmp", "w") as f:
 os.replace(path + ".tmp", path)
 PY
 }
+
+# run_prepare NAME: what a benchmark script does before its first server:
+# OUT/logs and a scratch directory ($run, removed by run_cleanup), the
+# open-file limit raised to the hard limit (one connection per
+# descriptor), and the servers kept from the caller's HERALD_* variables
+# (herald reads them as configuration): server_env is what they get.
+# Then `trap run_cleanup EXIT` runs stop_step (the script's own, when it
+# defines one), stop_bench and stop_servers; a signal ends the script
+# through it, and a second signal cannot cut it short.
+run_prepare() {
+  local name=$1
+  mkdir -p "$out/logs"
+  run=$(mktemp -d "${TMPDIR:-/tmp}/herald-$name.XXXXXX")
+  ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+  for v in $(compgen -v HERALD_ || true); do unset "$v"; done
+  server_env=(HERALD_LOG_LEVEL=warn HERALD_SHUTDOWN_TIMEOUT=2)
+  HERALDS=(); REDIS=; BENCH_PID=
+  trap run_cleanup EXIT
+  trap "echo '$name: interrupted' >&2; exit 130" INT TERM
+}
+
+run_cleanup() {
+  trap '' INT TERM
+  stop_bench
+  if declare -F stop_step >/dev/null; then stop_step; fi
+  stop_servers
+  rm -rf "$run"
+}
+
+# ab_binaries: the two servers and the bench of an A/B script, from
+# BUILD, HERALD_A, HERALD_B and BENCH (defaults: BUILD=build and its
+# bin/herald and bin/herald-bench; $root is the repository).
+ab_binaries() {
+  build=${BUILD:-$root/build}
+  herald_a=${HERALD_A:-$build/bin/herald}
+  herald_b=${HERALD_B:-$build/bin/herald}
+  bench=${BENCH:-$build/bin/herald-bench}
+}
+

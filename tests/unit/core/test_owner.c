@@ -26,6 +26,7 @@
 #include "broker/memory.h"
 #include "core/owner.h"
 #include "core/requests.h"
+#include "testkit.h"
 
 #define WORKERS 2
 
@@ -42,25 +43,17 @@ static int64_t test_clock(void)
     return now_ms;
 }
 
-static config_ns *add_ns(const char *name)
-{
-    config_ns *ns = &cfg.namespaces[cfg.n_namespaces++];
-    *ns = cfg.namespaces[0];
-    snprintf(ns->name, sizeof(ns->name), "%s", name);
-    return ns;
-}
-
 static void setup(void)
 {
     config_defaults(&cfg);
-    add_ns("h")->history_size = 5;
-    config_ns *t = add_ns("t");
+    testkit_add_ns(&cfg, "h")->history_size = 5;
+    config_ns *t = testkit_add_ns(&cfg, "t");
     t->history_size = 100;
     t->history_ttl = 2;
-    config_ns *p = add_ns("p");
+    config_ns *p = testkit_add_ns(&cfg, "p");
     p->presence = 1;
     p->join_leave = 1;
-    add_ns("m")->max_subscribers = 2;
+    testkit_add_ns(&cfg, "m")->max_subscribers = 2;
     cfg.worker_queue_max = 3;
     memset(&srv, 0, sizeof(srv));
     srv.cfg = &cfg;

@@ -22,6 +22,7 @@
 #include "core/owner.h"
 #include "core/requests.h"
 #include "store/store.h"
+#include "testkit.h"
 
 /* ---- the scripted store ---- */
 
@@ -139,13 +140,8 @@ static int64_t test_clock(void)
 static void setup(void)
 {
     config_defaults(&cfg);
-    config_ns *h = &cfg.namespaces[cfg.n_namespaces++];
-    *h = cfg.namespaces[0];
-    snprintf(h->name, sizeof(h->name), "h");
-    h->history_size = 100;
-    config_ns *d = &cfg.namespaces[cfg.n_namespaces++];
-    *d = cfg.namespaces[0];
-    snprintf(d->name, sizeof(d->name), "d");
+    testkit_add_ns(&cfg, "h")->history_size = 100;
+    config_ns *d = testkit_add_ns(&cfg, "d");
     d->history_size = 5;
     d->durable = 1;
     memset(&srv, 0, sizeof(srv));

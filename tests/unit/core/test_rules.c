@@ -12,30 +12,23 @@
 #include <herald/proto.h>
 
 #include "core/rules.h"
+#include "testkit.h"
 
 static config cfg;
-
-static config_ns *add_ns(const char *name)
-{
-    config_ns *ns = &cfg.namespaces[cfg.n_namespaces++];
-    *ns = cfg.namespaces[0];
-    snprintf(ns->name, sizeof(ns->name), "%s", name);
-    return ns;
-}
 
 static void setup(void)
 {
     config_defaults(&cfg);
     cfg.history_max_limit = 50;
-    config_ns *c = add_ns("chat");
+    config_ns *c = testkit_add_ns(&cfg, "chat");
     c->history_size = 10;
     c->presence = 1;
-    config_ns *s = add_ns("secure");
+    config_ns *s = testkit_add_ns(&cfg, "secure");
     s->allow_anonymous = 0;
     s->history_size = 10;
     s->presence = 1;
-    add_ns("ro")->allow_publish = 0;
-    config_ns *d = add_ns("d");
+    testkit_add_ns(&cfg, "ro")->allow_publish = 0;
+    config_ns *d = testkit_add_ns(&cfg, "d");
     d->durable = 1;   /* no memory history */
 }
 

@@ -11,31 +11,24 @@
 
 #include "base/config.h"
 #include "store/retention.h"
+#include "testkit.h"
 
 static config cfg;
-
-static config_ns *add_ns(const char *name)
-{
-    config_ns *ns = &cfg.namespaces[cfg.n_namespaces++];
-    *ns = cfg.namespaces[0];
-    snprintf(ns->name, sizeof(ns->name), "%s", name);
-    return ns;
-}
 
 static void setup(void)
 {
     config_defaults(&cfg);
     cfg.namespaces[0].durable = 1;
     cfg.namespaces[0].retention_count = 3;
-    config_ns *c = add_ns("c");
+    config_ns *c = testkit_add_ns(&cfg, "c");
     c->retention_count = 5;
     c->retention_age = 60;
-    config_ns *k = add_ns("k");
+    config_ns *k = testkit_add_ns(&cfg, "k");
     k->retention_count = 0;
-    config_ns *m = add_ns("m");
+    config_ns *m = testkit_add_ns(&cfg, "m");
     m->durable = 0;
     m->retention_count = 1;
-    config_ns *dot = add_ns("a.b");
+    config_ns *dot = testkit_add_ns(&cfg, "a.b");
     dot->retention_count = 0;
     dot->retention_age = 7;
 }
