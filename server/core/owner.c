@@ -215,18 +215,25 @@ static void owner_sub_finish(owner *o, chan_state *c, sub_req *r,
     owner_reply(o, &r->h, 0);
 }
 
+/* 1 when the broker follows c (delivers its publications here); else r
+ * is parked (the stream is being followed) or answered (it cannot be). */
+static int owner_followed(owner *o, chan_state *c, sub_req *r)
+{
+    const char *why = NULL;
+    int rc = o->b->ops->follow(o->b, c, &why);
+    if (rc)
+        owner_refused(o, c, &r->h, OWN_SUBSCRIBE, rc, why);
+    return rc == 0;
+}
+
 static void owner_subscribe(owner *o, sub_req *r)
 {
     /* A parked request starts over: what it had read is stale. */
     publist_clear(&r->pubs);
     memset(&r->prog, 0, sizeof(r->prog));
     chan_state *c = owner_stream(o, &r->h);
-    const char *why = NULL;
-    int rc = o->b->ops->follow(o->b, c, &why);
-    if (rc) {
-        owner_refused(o, c, &r->h, OWN_SUBSCRIBE, rc, why);
+    if (!owner_followed(o, c, r))
         return;
-    }
     const config_ns *ns = c->ns;
     if (ns->max_subscribers && c->total >= ns->max_subscribers) {
         owner_fail(o, &r->h, PROTO_E_LIMIT, NULL);
@@ -350,12 +357,8 @@ static void owner_sub_window(owner *o, chan_state *c, sub_req *r,
  * read): the recovery starts over once it follows the stream again. */
 static void owner_sub_read(owner *o, chan_state *c, sub_req *r)
 {
-    const char *why = NULL;
-    int rc = o->b->ops->follow(o->b, c, &why);
-    if (rc) {
-        owner_refused(o, c, &r->h, OWN_SUBSCRIBE, rc, why);
+    if (!owner_followed(o, c, r))
         return;
-    }
     if (r->prog.read_status) {
         owner_sub_finish(o, c, r, 0);   /* the start is gone (retention) */
     } else {
