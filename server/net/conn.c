@@ -116,6 +116,8 @@ static frame *conns_take_frame(conns *n)
     return f;
 }
 
+static void conn_output_check(conn *c);
+
 /* Queues the message just encoded into the worker's encode buffer, into
  * a reserved entry (seq) or at the end (seq == UINT64_MAX). */
 static void conn_send_encoded(conn *c, uint64_t seq)
@@ -126,6 +128,7 @@ static void conn_send_encoded(conn *c, uint64_t seq)
     else if (sendq_fill(&c->q, seq, f) < 0)
         return;
     conn_want_write(c);
+    conn_output_check(c);
 }
 
 static void conn_reply_error(conn *c, uint32_t id, int code, const char *m,
@@ -239,6 +242,7 @@ static int conn_writeable(conn *c)
     sendq_drop(&c->q, used);
     if (sendq_peek(&c->q, 0) || (c->closing && sendq_count(&c->q) == 0))
         conn_want_write(c);
+    conn_output_check(c);
     return 0;
 }
 
@@ -283,6 +287,16 @@ static void conn_heartbeat(conn *c, uint64_t now_s)
         return;
     if (c->hb.due_s > now_s) {
         hb_insert(&c->n->wheel, &c->hb);   /* more than a wheel turn away */
+        return;
+    }
+    if (c->out_blocked && now_s >= c->over_since_s + cfg->pong_timeout) {
+        /* Replies piled up for pong_timeout while the client sent and did
+         * not read: it is not keeping up (as a subscriber that does not
+         * read is, see conn_push). */
+        log_info("slow consumer closed", LOG_STR("client", c->id),
+                 LOG_INT("queued", (int64_t)sendq_bytes(&c->q)),
+                 LOG_INT("code", PROTO_CLOSE_SLOW));
+        conn_close(c, PROTO_CLOSE_SLOW, "slow consumer", 1);
         return;
     }
     if (c->expires && (int64_t)time(NULL) >= c->expires) {
@@ -587,21 +601,121 @@ static int conn_malformed(conn *c)
     return 0;
 }
 
-static void conn_message(conn *c, const char *buf, size_t len, int binary)
+/* --- input flow ----------------------------------------------------------- */
+
+/* Commands wait while the connection has CONN_MAX_INFLIGHT of them out or
+ * its output is over send_queue_max. */
+static int conn_must_wait(const conn *c)
 {
-    if ((c->enc == PROTO_MSGPACK) != (binary != 0)) {
-        conn_reply_error(c, 0, PROTO_E_BAD_REQUEST,
-                         binary ? "binary frame on a JSON connection"
-                                : "text frame on a msgpack connection",
-                         UINT64_MAX);
-        conn_malformed(c);
+    return c->out_blocked || c->inflight >= CONN_MAX_INFLIGHT;
+}
+
+/* Reads the socket or stops reading it (lws rx flow control). */
+static void conn_rx(conn *c, int on)
+{
+    if (c->flow_off == !on)
+        return;
+    c->flow_off = (uint8_t)!on;
+    lws_rx_flow_control(c->wsi, on);
+}
+
+/* Keeps a message's commands for later, behind what is held already, and
+ * stops reading the socket meanwhile. The held input is a run of records
+ * (u32 length, u8 binary, bytes), one per message, so two messages are
+ * never read as one. It is at most one message's rest plus what lws had
+ * already read: the socket is not read while anything is held. */
+static void conn_hold(conn *c, const char *buf, size_t len, int binary)
+{
+    conn_rx(c, 0);
+    if (!len)
+        return;
+    uint32_t n = (uint32_t)len;
+    size_t at = c->held_len;
+    c->held = mem_realloc(c->held, at + 5 + len);
+    memcpy(c->held + at, &n, 4);
+    c->held[at + 4] = (char)(binary != 0);
+    memcpy(c->held + at + 5, buf, len);
+    c->held_len = (uint32_t)(at + 5 + len);
+}
+
+static void conn_run(conn *c, const char *buf, size_t len, int binary);
+
+/* Runs one message, or holds it if earlier input is still held. */
+static void conn_dispatch(conn *c, const char *buf, size_t len, int binary)
+{
+    if (c->held)
+        conn_hold(c, buf, len, binary);
+    else
+        conn_run(c, buf, len, binary);
+}
+
+/* Commands may go on again (under half of CONN_MAX_INFLIGHT out, output
+ * back under the limit): what was held runs, and the socket is read again
+ * when nothing is left waiting. */
+static void conn_resume(conn *c)
+{
+    if (c->out_blocked || c->inflight >= CONN_MAX_INFLIGHT / 2)
+        return;
+    if (c->held && !c->closing) {
+        char *h = c->held;
+        uint32_t hl = c->held_len;
+        c->held = NULL;
+        c->held_len = 0;
+        for (uint32_t at = 0; at + 5 <= hl && !c->closing;) {
+            uint32_t n;
+            memcpy(&n, h + at, 4);
+            conn_dispatch(c, h + at + 5, n, h[at + 4]);
+            at += 5 + n;
+        }
+        free(h);
+    }
+    if (c->closing) {
+        free(c->held);
+        c->held = NULL;
+        c->held_len = 0;
         return;
     }
+    if (!c->held && !conn_must_wait(c))
+        conn_rx(c, 1);
+}
+
+/* The output's bound: over send_queue_max the connection's commands wait
+ * (its replies are what fills it); back under half, they go on. Staying
+ * over for pong_timeout closes it with 4001 (conn_heartbeat). */
+static void conn_output_check(conn *c)
+{
+    if (c->closing)
+        return;
+    size_t q = sendq_bytes(&c->q), max = c->n->srv->cfg->send_queue_max;
+    if (!c->out_blocked && q > max) {
+        c->out_blocked = 1;
+        c->over_since_s = c->n->now_s;
+        conn_rx(c, 0);
+        /* Checked then, not at the next ping. */
+        uint64_t due = c->n->now_s + c->n->srv->cfg->pong_timeout;
+        if (c->hb.due_s > due) {
+            hb_remove(&c->n->wheel, &c->hb);
+            c->hb.due_s = due;
+            hb_insert(&c->n->wheel, &c->hb);
+        }
+    } else if (c->out_blocked && q <= max / 2) {
+        c->out_blocked = 0;
+        conn_resume(c);
+    }
+}
+
+/* Runs the commands of one received message, until they must wait. */
+static void conn_run(conn *c, const char *buf, size_t len, int binary)
+{
     proto_reader r;
     proto_cmd cmd;
     proto_error err;
     proto_reader_init(&r, (proto_enc)c->enc, buf, len);
     for (;;) {
+        if (conn_must_wait(c)) {
+            conn_hold(c, buf + r.pos, len - r.pos, binary);
+            return;
+        }
         int rc = proto_next(&r, &cmd, &err);
         if (rc == 0)
             break;
@@ -617,10 +731,21 @@ static void conn_message(conn *c, const char *buf, size_t len, int binary)
         if (rc < 0 || c->closing)
             return;
     }
-    if (c->inflight >= CONN_MAX_INFLIGHT && !c->flow_off) {
-        c->flow_off = 1;
-        lws_rx_flow_control(c->wsi, 0);
+}
+
+static void conn_message(conn *c, const char *buf, size_t len, int binary)
+{
+    if ((c->enc == PROTO_MSGPACK) != (binary != 0)) {
+        conn_reply_error(c, 0, PROTO_E_BAD_REQUEST,
+                         binary ? "binary frame on a JSON connection"
+                                : "text frame on a msgpack connection",
+                         UINT64_MAX);
+        conn_malformed(c);
+        return;
     }
+    /* lws may have read it before the socket was paused: it runs after
+     * what waits. */
+    conn_dispatch(c, buf, len, binary);
 }
 
 /* Reassembles fragmented messages (lws hands over at most rx_buffer_size
@@ -687,10 +812,7 @@ static void conn_reply_done(conn *c)
 {
     if (c->inflight)
         c->inflight--;
-    if (c->flow_off && c->inflight < CONN_MAX_INFLIGHT / 2) {
-        c->flow_off = 0;
-        lws_rx_flow_control(c->wsi, 1);
-    }
+    conn_resume(c);
 }
 
 /* The views of a reply's publications, for the encoder. */
@@ -923,8 +1045,10 @@ static void conn_closed(conn *c)
     hb_remove(&n->wheel, &c->hb);
     sendq_free(&c->q);
     free(c->rx);
+    free(c->held);
     free(c->user);
     c->rx = NULL;
+    c->held = NULL;
     c->user = NULL;
     conns_slot_free(n, c->slot);
     atomic_fetch_sub(&n->srv->connections, 1);

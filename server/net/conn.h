@@ -27,8 +27,11 @@
 #include "net/sendq.h"
 
 /* Commands answered by another worker that one connection may have
- * outstanding; past it, the connection stops being read until replies
- * come back (flow control instead of an unbounded queue). */
+ * outstanding; past it, the connection's commands wait (the rest of the
+ * frame is held, the socket is not read) until half of them are answered:
+ * flow control instead of an unbounded queue. The same happens while the
+ * connection's queued output is over send_queue_max (a client that sends
+ * but does not read); if it stays there for pong_timeout, 4001. */
 #define CONN_MAX_INFLIGHT 64
 
 struct conns;
@@ -47,19 +50,24 @@ typedef struct conn {
     uint8_t rx_overflow;       /* discarding an oversize message */
     uint8_t rx_binary;
     uint8_t rx_active;         /* inside a fragmented message */
-    uint8_t flow_off;          /* rx paused for CONN_MAX_INFLIGHT */
+    uint8_t flow_off;          /* rx paused (lws_rx_flow_control) */
+    uint8_t out_blocked;       /* queued output over send_queue_max */
     uint8_t malformed;         /* consecutive malformed commands */
     uint8_t close_sent;        /* close frame handed to lws */
     uint8_t flush_queued;      /* on the worker's flush list */
     uint16_t close_code;
     uint16_t inflight;
-    uint16_t n_subs;
+    uint32_t n_subs;
     char id[IDS_LEN + 1];
     char *user;                /* from the token; NULL = anonymous */
     int64_t expires;           /* token exp, 0 = none */
     sendq q;
     char *rx;                  /* reassembly of fragmented messages */
     uint32_t rx_len, rx_cap;
+    char *held;                /* messages received, waiting to be run
+                                  (conn_hold) */
+    uint32_t held_len;
+    uint64_t over_since_s;     /* when output went over send_queue_max */
     hub_sub *subs;             /* this connection's subscriptions */
     hb_node hb;                /* in the heartbeat wheel */
     struct conn *fprev, *fnext;/* flush list */
