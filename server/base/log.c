@@ -281,3 +281,23 @@ void log_emit(int level, const char *msg, const log_field *f, int nf)
     log_write_all(line, b.len);
     errno = saved_errno;
 }
+
+int log_gate_pass(log_gate *g, uint64_t now_s, uint32_t per_s,
+                  const char *msg)
+{
+    if (now_s != g->second) {
+        g->second = now_s;
+        g->lines = 0;
+    }
+    if (g->lines >= per_s) {
+        g->held++;
+        return 0;
+    }
+    g->lines++;
+    if (g->held) {
+        log_info("log lines suppressed", LOG_STR("line", msg),
+                 LOG_INT("count", g->held));
+        g->held = 0;
+    }
+    return 1;
+}

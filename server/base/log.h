@@ -47,4 +47,18 @@ void log_emit(int level, const char *msg, const log_field *f, int nf);
 #define log_warn(msg, ...) log_at(LOG_WARN, msg, ##__VA_ARGS__)
 #define log_error(msg, ...) log_at(LOG_ERROR, msg, ##__VA_ARGS__)
 
+/* A gate for lines a client can cause (refused tokens, slow consumers,
+ * connection limits): at most per_s of them a second pass; the number held
+ * back is logged ("log lines suppressed", with the message and count) with
+ * the first line that passes afterwards. One gate per thread and message:
+ * not locked. */
+typedef struct log_gate {
+    uint64_t second;
+    uint32_t lines;
+    uint32_t held;
+} log_gate;
+
+int log_gate_pass(log_gate *g, uint64_t now_s, uint32_t per_s,
+                  const char *msg);
+
 #endif

@@ -75,11 +75,31 @@ int hub_sub_remove(hub *h, hub_sub **conn_list, hub_sub *s)
     return 0;
 }
 
-hub_sub *hub_sub_find(hub_sub *conn_list, const char *name, size_t len)
+hub_sub *hub_sub_find(const hub *h, hub_sub *conn_list, const char *name,
+                      size_t len)
 {
-    for (hub_sub *s = conn_list; s; s = s->cnext)
-        if (s->chan->len == len && memcmp(s->chan->name, name, len) == 0)
-            return s;
+    if (!conn_list)
+        return NULL;
+    hub_chan *ch = hub_chan_find(h, name, len);
+    if (!ch)
+        return NULL;
+    /* Both lists hold the subscription: walking them in step costs twice
+     * the shorter one (a connection with many subscriptions, a channel
+     * with many subscribers). */
+    const void *conn = conn_list->conn;
+    hub_sub *a = conn_list, *b = ch->subs;
+    while (a || b) {
+        if (a) {
+            if (a->chan == ch)
+                return a;
+            a = a->cnext;
+        }
+        if (b) {
+            if (b->conn == conn)
+                return b;
+            b = b->next;
+        }
+    }
     return NULL;
 }
 

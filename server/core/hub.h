@@ -61,7 +61,9 @@ void hub_sub_orphan(hub_sub **conn_list, hub_sub *s);
  * subscribers); orphans are rare). */
 hub_sub *hub_orphan_find(const hub *h, const char *name, size_t len,
                          uint64_t token);
-/* The connection's subscription to a channel, or NULL (O(its subs)). */
-hub_sub *hub_sub_find(hub_sub *conn_list, const char *name, size_t len);
+/* The connection's subscription to a channel, or NULL: O(the smaller of
+ * its subscriptions and the channel's subscribers). */
+hub_sub *hub_sub_find(const hub *h, hub_sub *conn_list, const char *name,
+                      size_t len);
 
 #endif

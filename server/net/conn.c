@@ -30,6 +30,10 @@
 
 #define CONN_MAX_MALFORMED 10
 #define CONN_CLOSE_GRACE_S 3
+/* A message over max_message_size is discarded (error 112 when it ends);
+ * one still going at this many times the limit fails the connection with
+ * 1009. */
+#define CONN_DISCARD_MAX 16
 /* lws 4.1 keeps LWS_WRITE_CLOSE (4) out of its public header but its
  * WebSocket writer maps it to the close opcode. */
 #define CONN_WRITE_CLOSE ((enum lws_write_protocol)4)
@@ -118,6 +122,15 @@ static frame *conns_take_frame(conns *n)
 
 static void conn_output_check(conn *c);
 
+/* Client-caused lines: at most this many a second each, per worker. */
+#define CONN_LOG_PER_S 10
+#define conn_log(n, line, lvl, msg, ...)                                      \
+    do {                                                                      \
+        if (log_enabled(lvl) &&                                               \
+            log_gate_pass(&(n)->gates[line], (n)->now_s, CONN_LOG_PER_S, msg))\
+            log_at(lvl, msg, ##__VA_ARGS__);                                  \
+    } while (0)
+
 /* Queues the message just encoded into the worker's encode buffer, into
  * a reserved entry (seq) or at the end (seq == UINT64_MAX). */
 static void conn_send_encoded(conn *c, uint64_t seq)
@@ -139,6 +152,16 @@ static void conn_reply_error(conn *c, uint32_t id, int code, const char *m,
     conn_send_encoded(c, seq);
 }
 
+/* The client does not keep up with what it is sent: 4001. */
+static void conn_close_slow(conn *c)
+{
+    conn_log(c->n, CONN_LOG_SLOW, LOG_INFO, "slow consumer closed",
+             LOG_STR("client", c->id),
+             LOG_INT("queued", (int64_t)sendq_bytes(&c->q)),
+             LOG_INT("code", PROTO_CLOSE_SLOW));
+    conn_close(c, PROTO_CLOSE_SLOW, "slow consumer", 1);
+}
+
 /* Pushes a shared frame (a publication or join/leave) and applies the
  * send queue limit. */
 static void conn_push(conn *c, frame *f)
@@ -147,10 +170,7 @@ static void conn_push(conn *c, frame *f)
         return;
     sendq_push(&c->q, frame_ref(f));
     if (sendq_bytes(&c->q) > c->n->srv->cfg->send_queue_max) {
-        log_info("slow consumer closed", LOG_STR("client", c->id),
-                 LOG_INT("queued", (int64_t)sendq_bytes(&c->q)),
-                 LOG_INT("code", PROTO_CLOSE_SLOW));
-        conn_close(c, PROTO_CLOSE_SLOW, "slow consumer", 1);
+        conn_close_slow(c);
         return;
     }
     conn_want_write(c);
@@ -174,6 +194,23 @@ void conn_close(conn *c, int code, const char *reason, int reconnect)
          * shutdown the worker's own deadline does this for everyone.) */
         lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, CONN_CLOSE_GRACE_S);
     }
+}
+
+static void conn_rx(conn *c, int on);
+
+/* Fails the WebSocket connection (RFC 6455 7.1.7) with a close frame and
+ * no disconnect push: the client broke the framing layer, and what it sends
+ * after is not read. */
+static void conn_fail(conn *c, int code)
+{
+    if (c->closing)
+        return;
+    c->closing = 1;
+    c->close_code = (uint16_t)code;
+    sendq_clear(&c->q);
+    conn_rx(c, 0);
+    conn_want_write(c);
+    lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, CONN_CLOSE_GRACE_S);
 }
 
 /* One lws_write per WRITEABLE callback: a ping, or one frame, or several
@@ -289,14 +326,20 @@ static void conn_heartbeat(conn *c, uint64_t now_s)
         hb_insert(&c->n->wheel, &c->hb);   /* more than a wheel turn away */
         return;
     }
+    if (!c->connected && !cfg->allow_anonymous &&
+        now_s >= c->opened_s + cfg->handshake_timeout) {
+        /* Tokens are required and none came: the socket is not a client
+         * yet, and holding it is what handshake_timeout bounds. */
+        log_debug("no connect in time", LOG_STR("client", c->id),
+                  LOG_INT("code", PROTO_CLOSE_BAD_TOKEN));
+        conn_close(c, PROTO_CLOSE_BAD_TOKEN, "no connect command in time", 0);
+        return;
+    }
     if (c->out_blocked && now_s >= c->over_since_s + cfg->pong_timeout) {
         /* Replies piled up for pong_timeout while the client sent and did
          * not read: it is not keeping up (as a subscriber that does not
          * read is, see conn_push). */
-        log_info("slow consumer closed", LOG_STR("client", c->id),
-                 LOG_INT("queued", (int64_t)sendq_bytes(&c->q)),
-                 LOG_INT("code", PROTO_CLOSE_SLOW));
-        conn_close(c, PROTO_CLOSE_SLOW, "slow consumer", 1);
+        conn_close_slow(c);
         return;
     }
     if (c->expires && (int64_t)time(NULL) >= c->expires) {
@@ -304,7 +347,10 @@ static void conn_heartbeat(conn *c, uint64_t now_s)
         return;
     }
     if (c->awaiting_pong) {
-        if (c->last_rx_s + cfg->pong_timeout < now_s) {
+        /* While the socket is not read (flow control) a pong cannot be
+         * seen: output over the limit is judged above, waiting replies are
+         * not the client's fault. */
+        if (!c->flow_off && c->last_rx_s + cfg->pong_timeout < now_s) {
             log_debug("stale connection closed", LOG_STR("client", c->id),
                       LOG_INT("code", PROTO_CLOSE_STALE));
             conn_close(c, PROTO_CLOSE_STALE, "no pong", 1);
@@ -436,7 +482,8 @@ static int conn_do_connect(conn *c, const proto_cmd *cmd)
         int rc = auth_verify(cfg->token_secret, cmd->token.ptr, cmd->token.len,
                              (int64_t)time(NULL), &user, &exp);
         if (rc) {
-            log_info("connection token refused", LOG_STR("client", c->id),
+            conn_log(c->n, CONN_LOG_TOKEN, LOG_INFO,
+                     "connection token refused", LOG_STR("client", c->id),
                      LOG_INT("code", rc));
             conn_reply_error(c, cmd->id, rc, NULL, UINT64_MAX);
             conn_close(c, PROTO_CLOSE_BAD_TOKEN,
@@ -468,7 +515,8 @@ static void conn_do_subscribe(conn *c, const proto_cmd *cmd)
     if (!ns)
         return;
     int code = 0;
-    if (hub_sub_find(c->subs, cmd->channel.ptr, cmd->channel.len))
+    if (hub_sub_find(&c->n->hub, c->subs, cmd->channel.ptr,
+                     cmd->channel.len))
         code = PROTO_E_ALREADY_SUBSCRIBED;
     else if (c->n_subs >= c->n->srv->cfg->max_channels_per_conn)
         code = PROTO_E_LIMIT;
@@ -489,7 +537,8 @@ static void conn_do_subscribe(conn *c, const proto_cmd *cmd)
 
 static void conn_do_unsubscribe(conn *c, const proto_cmd *cmd)
 {
-    hub_sub *s = hub_sub_find(c->subs, cmd->channel.ptr, cmd->channel.len);
+    hub_sub *s = hub_sub_find(&c->n->hub, c->subs, cmd->channel.ptr,
+                     cmd->channel.len);
     if (s)
         conn_sub_end(c, s);
     proto_enc_ok_empty(conn_encbuf(c), c->enc, cmd->id);
@@ -593,7 +642,8 @@ static int conn_command(conn *c, const proto_cmd *cmd)
 static int conn_malformed(conn *c)
 {
     if (++c->malformed >= CONN_MAX_MALFORMED) {
-        log_info("protocol violations: closing", LOG_STR("client", c->id),
+        conn_log(c->n, CONN_LOG_PROTOCOL, LOG_INFO,
+                 "protocol violations: closing", LOG_STR("client", c->id),
                  LOG_INT("code", PROTO_CLOSE_PROTOCOL));
         conn_close(c, PROTO_CLOSE_PROTOCOL, "protocol violation", 0);
         return -1;
@@ -772,12 +822,19 @@ static void conn_receive(conn *c, const char *in, size_t len)
             return;
         }
     }
-    if (!c->rx_overflow) {
+    if (c->rx_overflow) {
+        /* Discarded, and counted: a message still going at
+         * CONN_DISCARD_MAX times the limit is not a mistake. */
+        c->rx_len += (uint32_t)len;
+        if (c->rx_len / CONN_DISCARD_MAX > cfg->max_message_size)
+            conn_fail(c, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE);
+    } else {
         if ((size_t)c->rx_len + len > cfg->max_message_size) {
             c->rx_overflow = 1;
             free(c->rx);
             c->rx = NULL;
-            c->rx_cap = c->rx_len = 0;
+            c->rx_cap = 0;
+            c->rx_len += (uint32_t)len;
         } else {
             if (c->rx_len + len > c->rx_cap) {
                 uint32_t cap = c->rx_cap ? c->rx_cap : 1024;
@@ -878,13 +935,11 @@ static void conn_answer(conn *c, chan_req *r)
 static void conns_on_subscribed(conns *n, sub_req *r)
 {
     conn *c = conns_route(n, &r->h.route);
-    hub_sub *s = NULL;
-    if (c)
-        for (hub_sub *it = c->subs; it; it = it->cnext)
-            if (it->token == r->token) {
-                s = it;
-                break;
-            }
+    hub_sub *s = c ? hub_sub_find(&n->hub, c->subs, r->h.chan,
+                                  r->h.chan_len)
+                   : NULL;
+    if (s && s->token != r->token)
+        s = NULL;   /* a later subscription to the same channel */
     if (!s) {
         /* Unsubscribed or disconnected meanwhile. */
         hub_sub *o = hub_orphan_find(&n->hub, r->h.chan, r->h.chan_len,
@@ -1017,13 +1072,16 @@ static void conn_established(conn *c, struct lws *wsi)
     /* Spread the first ping over the interval so that connections made
      * together do not ping together. */
     const config *cfg = n->srv->cfg;
+    c->opened_s = n->now_s;
     c->hb.due_s = n->now_s + 1 + ids_next(&n->rng) % cfg->ping_interval;
+    if (!cfg->allow_anonymous && c->hb.due_s > n->now_s + cfg->handshake_timeout)
+        c->hb.due_s = n->now_s + cfg->handshake_timeout;  /* connect due */
     hb_insert(&n->wheel, &c->hb);
     unsigned count = atomic_fetch_add(&n->srv->connections, 1) + 1;
     if (n->draining) {
         conn_close(c, PROTO_CLOSE_SHUTDOWN, "server shutting down", 1);
     } else if (count > n->srv->max_connections) {
-        log_warn("connection limit reached",
+        conn_log(n, CONN_LOG_LIMIT, LOG_WARN, "connection limit reached",
                  LOG_INT("limit", n->srv->max_connections),
                  LOG_INT("code", PROTO_CLOSE_CONN_LIMIT));
         conn_close(c, PROTO_CLOSE_CONN_LIMIT, "connection limit reached", 1);

@@ -24,6 +24,7 @@
 #include "base/server.h"
 #include "core/hub.h"
 #include "net/heartbeat.h"
+#include "base/log.h"
 #include "net/sendq.h"
 
 /* Commands answered by another worker that one connection may have
@@ -68,6 +69,7 @@ typedef struct conn {
                                   (conn_hold) */
     uint32_t held_len;
     uint64_t over_since_s;     /* when output went over send_queue_max */
+    uint64_t opened_s;         /* when the WebSocket handshake completed */
     hub_sub *subs;             /* this connection's subscriptions */
     hb_node hb;                /* in the heartbeat wheel */
     struct conn *fprev, *fnext;/* flush list */
@@ -81,6 +83,12 @@ typedef struct conn_slot {
     conn *c;
     uint32_t gen;
 } conn_slot;
+
+/* Log lines a client can cause, each behind its own gate (log_gate). */
+enum conn_log_line {
+    CONN_LOG_SLOW, CONN_LOG_TOKEN, CONN_LOG_PROTOCOL, CONN_LOG_LIMIT,
+    CONN_LOG_LINES
+};
 
 typedef struct conns {
     server *srv;
@@ -99,6 +107,7 @@ typedef struct conns {
     proto_buf scratch;        /* coalescing of batched frames */
     proto_buf enc;            /* encoding of replies, stolen into frames */
     int draining;             /* shutting down: no new connections */
+    log_gate gates[CONN_LOG_LINES];
 } conns;
 
 extern const struct lws_protocols conn_protocols[];

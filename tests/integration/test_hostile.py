@@ -37,8 +37,9 @@ class Watch:
     """A probe round trip every 50 ms and an RSS sample every 20 ms, from
     start() to stop()."""
 
-    def __init__(self, s):
+    def __init__(self, s, token=None):
         self.s = s
+        self.token = token
         self.base = rss(s)
         self.peak = self.base
         self.trips = []
@@ -50,10 +51,15 @@ class Watch:
             self.peak = max(self.peak, rss(self.s))
             await asyncio.sleep(0.02)
 
-    async def _probe(self):
+    async def _open_probe(self):
         c = await self.s.client()
+        if self.token:
+            await c.ok("connect", token=self.token)
         ch = chan("probe-")
         await c.ok("subscribe", channel=ch)
+        return c, ch
+
+    async def _probe(self, c, ch):
         i = 0
         while not self._stop.is_set():
             i += 1
@@ -67,16 +73,22 @@ class Watch:
             await asyncio.sleep(0.05)
         await c.close()
 
-    async def run(self, attack, *args):
-        """Runs attack(*args) in a thread while probing; returns its result."""
-        tasks = [asyncio.ensure_future(self._sample()), asyncio.ensure_future(self._probe())]
+    async def run_async(self, coro):
+        """Runs an attack coroutine while probing; returns its result."""
+        c, ch = await self._open_probe()
+        tasks = [asyncio.ensure_future(self._sample()),
+                 asyncio.ensure_future(self._probe(c, ch))]
         try:
-            result = await asyncio.to_thread(attack, *args)
+            result = await coro
         finally:
             self._stop.set()
         await asyncio.gather(*tasks)
         self.peak = max(self.peak, rss(self.s))
         return result
+
+    async def run(self, attack, *args):
+        """Runs attack(*args) in a thread while probing; returns its result."""
+        return await self.run_async(asyncio.to_thread(attack, *args))
 
     def check(self, hostile=1):
         grew = self.peak - self.base
@@ -145,22 +157,29 @@ def wait_log(s, msg, timeout, **fields):
 def read_close(raw, timeout):
     """Reads what the server sent until its close frame or the end of the
     stream: returns the close code (None if the stream ended without one)."""
-    raw.sock.settimeout(timeout)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ev = raw.recv_event(timeout=max(0.01, deadline - time.monotonic()))
-        if ev[0] == "close":
-            return ev[1]
-        if ev[0] == "eof":
-            return None
-    raise AssertionError("server neither closed nor ended the stream")
+    try:
+        while time.monotonic() < deadline:
+            ev = raw.recv_event(timeout=max(0.01, deadline - time.monotonic()))
+            if ev[0] == "close":
+                return ev[1]
+            if ev[0] == "eof":
+                return None
+    except socket.timeout:
+        pass
+    raise AssertionError("server neither closed nor ended the stream in %.0f s" % timeout)
 
 
 def batched(cmd_fn, n, enc="json"):
+    """n commands in one message, which must fit the default
+    max_message_size (a larger one would only earn error 112)."""
     cmds = [cmd_fn(i) for i in range(n)]
     if enc == "json":
-        return "\n".join(json.dumps(c) for c in cmds).encode()
-    return b"".join(hh.mp_pack(c) for c in cmds)
+        msg = "\n".join(json.dumps(c) for c in cmds).encode()
+    else:
+        msg = b"".join(hh.mp_pack(c) for c in cmds)
+    assert len(msg) <= 65536, len(msg)
+    return msg
 
 
 # --------------------------------------------------------------------------
@@ -198,4 +217,450 @@ async def test_never_reading_ping_flood(server_factory, enc):
     code = await w.run(attack)
     assert code == 4001, code
     raw.close()
+    w.check()
+
+
+HOT_NS = {"namespaces": [{"name": "h", "history_size": 100, "presence": True}]}
+
+
+async def fill_history(s, ch, n, size):
+    """n publications of about size bytes on ch."""
+    p = await s.client()
+    await p.batch([("publish", {"channel": ch, "data": "x" * size}) for _ in range(n)])
+    await p.close()
+
+
+@pytest.mark.timeout(90)
+async def test_never_reading_history_flood(server_factory):
+    """History replies of ~100 KiB each, asked 200 at a time by a client
+    that reads nothing."""
+    s = server_factory(dict(CMD_FLOOD_CFG, **HOT_NS))
+    ch = chan("h:")
+    await fill_history(s, ch, 100, 1000)
+    raw = open_never_reading(s)
+    w = Watch(s)
+    frame = frame_bytes(batched(
+        lambda i: {"id": i + 2, "op": "history", "channel": ch, "limit": 100}, 200))
+
+    def attack():
+        assert flood_until_stalled(raw, frame, t(30)), "never stopped reading"
+        wait_log(s, "slow consumer closed", t(10), code=4001)
+        return read_close(raw, t(10))
+    assert await w.run(attack) == 4001
+    raw.close()
+    w.check()
+
+
+@pytest.mark.timeout(90)
+async def test_never_reading_presence_flood(server_factory):
+    """Presence replies listing 50 members, asked 500 at a time."""
+    s = server_factory(dict(CMD_FLOOD_CFG, **HOT_NS))
+    ch = chan("h:")
+    members = [await s.client() for _ in range(50)]
+    for m in members:
+        await m.ok("subscribe", channel=ch)
+    raw = open_never_reading(s)
+    w = Watch(s)
+    frame = frame_bytes(batched(
+        lambda i: {"id": i + 2, "op": "presence", "channel": ch}, 500))
+
+    def attack():
+        assert flood_until_stalled(raw, frame, t(30)), "never stopped reading"
+        wait_log(s, "slow consumer closed", t(10), code=4001)
+        return read_close(raw, t(10))
+    assert await w.run(attack) == 4001
+    raw.close()
+    w.check()
+
+
+@pytest.mark.timeout(90)
+async def test_never_reading_subscribe_flood(server_factory):
+    """Subscribe-with-recovery and unsubscribe, 250 pairs a frame: each
+    subscribe answers with up to 100 stored publications."""
+    s = server_factory(dict(CMD_FLOOD_CFG, **HOT_NS))
+    ch = chan("h:")
+    await fill_history(s, ch, 100, 500)
+    first = await s.client()
+    epoch = (await first.ok("subscribe", channel=ch))["epoch"]
+    await first.close()
+    raw = open_never_reading(s)
+    w = Watch(s)
+
+    def pair(i):
+        if i % 2 == 0:
+            return {"id": i + 2, "op": "subscribe", "channel": ch, "since": 0, "epoch": epoch}
+        return {"id": i + 2, "op": "unsubscribe", "channel": ch}
+    frame = frame_bytes(batched(pair, 500))
+
+    def attack():
+        assert flood_until_stalled(raw, frame, t(30)), "never stopped reading"
+        wait_log(s, "slow consumer closed", t(10), code=4001)
+        return read_close(raw, t(10))
+    assert await w.run(attack) == 4001
+    raw.close()
+    w.check()
+
+
+@pytest.mark.timeout(90)
+async def test_never_reading_subscriber_on_hot_channel(server_factory):
+    """A subscriber that reads nothing while 4 KiB publications pour into
+    its channel is closed with 4001 at send_queue_max; publishing goes on."""
+    s = server_factory(dict(CMD_FLOOD_CFG, **HOT_NS))
+    ch = chan("h:")
+    raw = s.raw(rcvbuf=4096)
+    reply, _ = raw.call({"id": 1, "op": "subscribe", "channel": ch})
+    assert "ok" in reply, reply
+    pub = await s.client()
+    w = Watch(s)
+    stop = threading.Event()
+
+    def attack():
+        try:
+            wait_log(s, "slow consumer closed", t(30), code=4001)
+        finally:
+            stop.set()
+        return read_close(raw, t(10))
+
+    async def publish():
+        sent = 0
+        while not stop.is_set():
+            await pub.batch([("publish", {"channel": ch, "data": "p" * 4096})
+                             for _ in range(32)])
+            sent += 32
+        return sent
+    ptask = asyncio.ensure_future(publish())
+    code = await w.run(attack)
+    sent = await ptask
+    assert code == 4001, code
+    assert sent * 4096 > CMD_FLOOD_CFG["send_queue_max"], sent
+    raw.close()
+    w.check()
+
+
+# --------------------------------------------------------------------------
+# many sockets
+
+def open_sockets(port, n, first=b""):
+    """n TCP connections to port, each having sent first."""
+    socks = []
+    for _ in range(n):
+        so = socket.create_connection(("127.0.0.1", port), timeout=t(5))
+        if first:
+            so.sendall(first)
+        socks.append(so)
+    return socks
+
+
+def closed_by_peer(sock):
+    """True once the peer closed or reset the connection (reads nothing:
+    only peeks, then looks at the TCP state when data is waiting)."""
+    try:
+        data = sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except (BlockingIOError, socket.timeout):
+        return False
+    except OSError:
+        return True
+    if data == b"":
+        return True
+    state = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0]
+    return state in (7, 8)   # TCP_CLOSE, TCP_CLOSE_WAIT
+
+
+def all_closed_by_peer(socks):
+    for so in socks:
+        if not closed_by_peer(so):
+            return False
+    return True
+
+
+def close_all(socks):
+    for so in socks:
+        try:
+            so.close()
+        except OSError:
+            pass
+
+
+async def connect_timed(s):
+    """A new well-behaved client: seconds from TCP connect to its connect
+    reply."""
+    t0 = time.monotonic()
+    c = await s.client()
+    await c.ok("connect")
+    dt = time.monotonic() - t0
+    await c.close()
+    return dt
+
+
+SLOW_HANDSHAKE_CFG = {"handshake_timeout": 3}
+
+
+@pytest.mark.timeout(120)
+async def test_slowloris_half_open_handshakes(server_factory):
+    """2,000 connections that send part of an upgrade request and then a
+    header byte every second are all closed after handshake_timeout, and a
+    new client can connect meanwhile."""
+    s = server_factory(SLOW_HANDSHAKE_CFG)
+    w = Watch(s)
+    start = b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nX-Slow: "
+    opened = []
+
+    def attack():
+        socks = open_sockets(s.port, 2000, start)
+        opened.extend(socks)
+        t0 = time.monotonic()
+        # Trickle one byte a second each, until the server has closed them.
+        while time.monotonic() - t0 < t(3 + 10):
+            for so in socks:
+                try:
+                    so.send(b"a")
+                except OSError:
+                    pass
+            if all_closed_by_peer(socks):
+                return time.monotonic() - t0
+            time.sleep(1)
+        return None
+
+    async def newcomers():
+        worst = 0.0
+        while not w._stop.is_set():
+            worst = max(worst, await connect_timed(s))
+            await asyncio.sleep(0.2)
+        return worst
+    ntask = asyncio.ensure_future(newcomers())
+    took = await w.run(attack)
+    worst_connect = await ntask
+    close_all(opened)
+    assert took is not None, "half-open handshakes outlived handshake_timeout"
+    assert worst_connect <= t(PROBE_MAX_S), \
+        "a new client waited %.2f s to connect during the attack" % worst_connect
+    w.check()
+
+
+@pytest.mark.timeout(90)
+async def test_idle_unauthenticated_sockets_closed(server_factory):
+    """With tokens required, 500 WebSockets that never send `connect` are
+    closed with 4100 after handshake_timeout; a connected client stays."""
+    secret = "hostile-secret"
+    s = server_factory({"handshake_timeout": 2, "allow_anonymous": False,
+                        "token_secret": secret})
+    c = await s.client()
+    await c.ok("connect", token=hh.make_jwt(secret, sub="u1"))
+    raws = []
+
+    def attack():
+        for _ in range(500):
+            raws.append(s.raw())
+        codes = [read_close(r, t(10)) for r in raws]
+        return codes
+    w = Watch(s, token=hh.make_jwt(secret, sub="probe"))
+    codes = await w.run(attack)
+    for r in raws:
+        r.close()
+    assert codes == [4100] * 500, sorted(set(map(str, codes)))
+    await c.ok("ping")
+    w.check()
+
+
+@pytest.mark.timeout(120)
+async def test_reconnect_storm_against_max_connections(server_factory):
+    """Four threads connecting and dropping as fast as they can, against
+    max_connections = 50: the ones over the limit are closed with 4103,
+    the server's count comes back down, and the probe stays served."""
+    s = server_factory({"max_connections": 50})
+    w = Watch(s)
+    refused = []
+
+    def storm():
+        t_end = time.monotonic() + t(8)
+        n = 0
+        while time.monotonic() < t_end:
+            socks = []
+            for _ in range(40):
+                try:
+                    socks.append(s.raw())
+                except (OSError, hh.HandshakeRefused):
+                    pass
+            for r in socks:
+                # Refused ones get a disconnect push and the close at once;
+                # admitted ones get nothing (they have sent nothing).
+                try:
+                    for _ in range(3):
+                        ev = r.recv_event(timeout=0.05)
+                        if ev[0] in ("close", "eof"):
+                            refused.append(ev[1] if ev[0] == "close" else "eof")
+                            break
+                except (socket.timeout, OSError):
+                    pass
+                r.close()
+            n += len(socks)
+        return n
+
+    def attack():
+        ths = [threading.Thread(target=storm) for _ in range(4)]
+        for th in ths:
+            th.start()
+        for th in ths:
+            th.join()
+    await w.run(attack)
+    assert refused and set(refused) == {4103}, set(refused)
+    await hh.async_wait_for(lambda: s.healthz()[1]["connections"] == 0, t(10),
+                            what="connections back to 0")
+    w.check()
+
+
+# --------------------------------------------------------------------------
+# frames
+
+# No heartbeat pings: the server's first word to these clients is its verdict.
+FRAME_CFG = {"max_message_size": 65536, "ping_interval": 3600}
+
+def answered(sock):
+    """True once the server sent something or ended the connection."""
+    try:
+        sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        return True
+    except (BlockingIOError, socket.timeout):
+        return False
+    except OSError:
+        return True
+
+
+def stream_until_answered(raw, chunks, limit_s):
+    """Sends the chunks (an iterator of bytes) until the server answers
+    (these clients sent no command: anything it sends is its verdict) or
+    ends the connection; then returns the close code it sent (None when the
+    stream ended without one). Fails when limit_s passes first."""
+    raw.sock.settimeout(0.2)
+    deadline = time.monotonic() + limit_s
+    for chunk in chunks:
+        if time.monotonic() > deadline:
+            raise AssertionError("the server took the stream for %.0f s" % limit_s)
+        try:
+            raw.sock.sendall(chunk)
+        except socket.timeout:
+            pass
+        except (BrokenPipeError, ConnectionResetError):
+            break
+        if answered(raw.sock):
+            break
+    return read_close(raw, t(5))
+
+
+def repeat(b):
+    while True:
+        yield b
+
+
+@pytest.mark.timeout(60)
+async def test_frame_header_announcing_2_to_62_bytes(server_factory):
+    """A text frame announcing 2^62 bytes, then data: nothing that size is
+    allocated, the message is discarded and the connection closed with
+    1009 once it passes the discard bound."""
+    s = server_factory(FRAME_CFG)
+    raw = s.raw()
+    w = Watch(s)
+    mask = b"\x01\x02\x03\x04"
+    head = struct.pack("!BBQ", 0x81, 0x80 | 127, 1 << 62) + mask
+
+    def attack():
+        return stream_until_answered(raw, (head if i == 0 else b"\0" * 65536
+                                         for i in range(1 << 30)), t(30))
+    code = await w.run(attack)
+    assert code == 1009, code
+    raw.close()
+    w.check()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("piece", [16384, 1])
+async def test_continuation_flood_past_max_message_size(server_factory, piece):
+    """A message that never ends, in continuation frames of 16 KiB or of one
+    byte: closed with 1009 once past the discard bound; memory bounded."""
+    s = server_factory(FRAME_CFG)
+    raw = s.raw()
+    w = Watch(s)
+    first = frame_bytes(b"[" * piece, fin=False)
+    cont = frame_bytes(b" " * piece, opcode=hh.OP_CONT, fin=False)
+    # Frames grouped so that one-byte frames still go out quickly.
+    group = cont * max(1, 65536 // len(cont))
+
+    def attack():
+        return stream_until_answered(raw, (first if i == 0 else group
+                                         for i in range(1 << 30)), t(40))
+    code = await w.run(attack)
+    assert code == 1009, code
+    raw.close()
+    w.check()
+
+
+@pytest.mark.timeout(60)
+async def test_oversized_control_frame_closes_1002(server_factory):
+    """A ping with 200 bytes of payload breaks RFC 6455 (5.5): the
+    connection is failed (libwebsockets drops it, with or without a 1002
+    close frame first) and others stay served."""
+    s = server_factory()
+    raw = s.raw()
+    mask = b"\x01\x02\x03\x04"
+    raw.sock.sendall(struct.pack("!BBH", 0x89, 0x80 | 126, 200) + mask + b"\0" * 200)
+    assert read_close(raw, t(5)) in (1002, None)
+    raw.close()
+    c = await s.client()
+    await c.ok("ping")
+
+
+@pytest.mark.timeout(60)
+async def test_control_frame_flood_from_a_client_that_never_reads(server_factory):
+    """Pings of 125 bytes as fast as the socket takes them, never reading
+    the pongs: memory stays bounded and other clients are served."""
+    s = server_factory()
+    raw = open_never_reading(s)
+    w = Watch(s)
+    ping = frame_bytes(b"p" * 125, opcode=hh.OP_PING)
+    burst = ping * 400
+
+    def attack():
+        raw.sock.settimeout(0.2)
+        t_end = time.monotonic() + t(8)
+        sent = 0
+        while time.monotonic() < t_end:
+            try:
+                sent += raw.sock.send(burst)
+            except socket.timeout:
+                pass
+            except OSError:
+                break
+        return sent
+    sent = await w.run(attack)
+    assert sent > 0
+    raw.close()
+    w.check()
+
+
+# --------------------------------------------------------------------------
+# subscriptions and channels
+
+@pytest.mark.timeout(180)
+async def test_many_subscriptions_on_one_connection(server_factory):
+    """max_channels_per_conn above 65,535 holds (the count does not wrap):
+    70,000 subscriptions are taken, the next one gets 106, and the memory
+    they cost stays under the per-client bound."""
+    limit = 70000
+    s = server_factory({"max_channels_per_conn": limit})
+    c = await s.client()
+    w = Watch(s)
+    prefix = chan("m")
+
+    async def subscribe_all():
+        for start in range(0, limit, 1000):
+            replies = await c.batch([("subscribe", {"channel": "%s-%d" % (prefix, i)})
+                                     for i in range(start, start + 1000)], one_frame=False)
+            bad = [r for r in replies if "ok" not in r]
+            assert not bad, bad[:3]
+        r = await c.call("subscribe", channel=prefix + "-over")
+        return r
+
+    # The attack here is asyncio, so it runs beside the probe directly.
+    over = await w.run_async(subscribe_all())
+    assert over["error"]["code"] == 106, over
     w.check()

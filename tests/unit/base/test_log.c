@@ -463,3 +463,37 @@ Test(log, threads_never_interleave)
         cr_assert_eq(seen[t], LINES);
     free(out);
 }
+
+/* A gate lets per_s lines a second through, holds back the rest and
+ * reports how many with the first line it lets through afterwards. */
+Test(log, gate_bounds_lines_and_counts_the_rest)
+{
+    log_gate g = { 0 };
+    capture cap;
+    char *out;
+    json_t *j;
+    int passed = 0;
+
+    log_set_level(LOG_INFO);
+    for (int i = 0; i < 25; i++)
+        passed += log_gate_pass(&g, 100, 10, "flood");
+    cr_assert_eq(passed, 10);
+    cr_assert_eq(g.held, 15);
+
+    capture_start(&cap);
+    cr_assert(log_gate_pass(&g, 101, 10, "flood"));
+    out = capture_end(&cap);
+    j = parse_one_line(out, 0);
+    cr_assert_str_eq(str_field(j, "msg"), "log lines suppressed");
+    cr_assert_str_eq(str_field(j, "line"), "flood");
+    cr_assert_eq(json_integer_value(json_object_get(j, "count")), 15);
+    cr_assert_eq(g.held, 0);
+    json_decref(j);
+    free(out);
+
+    /* The new second has its own allowance (one used above). */
+    passed = 0;
+    for (int i = 0; i < 20; i++)
+        passed += log_gate_pass(&g, 101, 10, "flood");
+    cr_assert_eq(passed, 9);
+}

@@ -38,9 +38,9 @@ Test(hub, add_find_remove_and_channel_lifetime)
     cr_assert_eq(a->chan, news);
     cr_assert_eq(b->chan, news);
     cr_assert_eq(list_len(l1), 2);
-    cr_assert_eq(hub_sub_find(l1, "chat:x", 6), c);
-    cr_assert_null(hub_sub_find(l2, "chat:x", 6));
-    cr_assert_null(hub_sub_find(l1, "new", 3), "prefix is not a match");
+    cr_assert_eq(hub_sub_find(&h, l1, "chat:x", 6), c);
+    cr_assert_null(hub_sub_find(&h, l2, "chat:x", 6));
+    cr_assert_null(hub_sub_find(&h, l1, "new", 3), "prefix is not a match");
     cr_assert_eq(a->active, 0, "subscriptions start pending");
 
     cr_assert_eq(hub_sub_remove(&h, &l1, a), 0);
@@ -159,19 +159,19 @@ Test(hub, connection_lists_are_independent)
     }
     cr_assert_eq(hub_chan_find(&h, "c", 1)->n, 3);
     cr_assert_eq(chan_len(hub_chan_find(&h, "c", 1)), 3);
-    cr_assert_eq(hub_sub_find(list[1], "c", 1), s[1][2]);
-    cr_assert_eq(hub_sub_find(list[2], "c", 1), s[2][2]);
-    cr_assert_null(hub_sub_find(list[1], "a", 1));
+    cr_assert_eq(hub_sub_find(&h, list[1], "c", 1), s[1][2]);
+    cr_assert_eq(hub_sub_find(&h, list[2], "c", 1), s[2][2]);
+    cr_assert_null(hub_sub_find(&h, list[1], "a", 1));
 
     /* Removing from the middle of one list leaves the others whole. */
     cr_assert_eq(hub_sub_remove(&h, &list[1], s[1][2]), 0);
     cr_assert_eq(list_len(list[1]), 2);
     cr_assert_eq(list[1], s[1][1]);
     cr_assert_eq(list[1]->cnext, s[1][3]);
-    cr_assert_null(hub_sub_find(list[1], "c", 1));
+    cr_assert_null(hub_sub_find(&h, list[1], "c", 1));
     cr_assert_eq(list_len(list[0]), 4);
     cr_assert_eq(list_len(list[2]), 2);
-    cr_assert_eq(hub_sub_find(list[0], "c", 1), s[0][2]);
+    cr_assert_eq(hub_sub_find(&h, list[0], "c", 1), s[0][2]);
     cr_assert_eq(hub_chan_find(&h, "c", 1)->n, 2);
 
     /* Connection 0 goes away: only channel "a" was its alone. */
@@ -213,8 +213,8 @@ Test(hub, names_are_compared_by_length_and_bytes)
     cr_assert_eq(hub_chan_find(&h, "a\0b", 3), c->chan);
     cr_assert_null(hub_chan_find(&h, "a", 1));
     cr_assert_null(hub_chan_find(&h, "newsroo", 7));
-    cr_assert_eq(hub_sub_find(l, "newsroom", 8), b);
-    cr_assert_eq(hub_sub_find(l, "news", 4), a);
+    cr_assert_eq(hub_sub_find(&h, l, "newsroom", 8), b);
+    cr_assert_eq(hub_sub_find(&h, l, "news", 4), a);
     while (l)
         hub_sub_remove(&h, &l, l);
     cr_assert_eq(h.n_chans, 0);
@@ -326,8 +326,8 @@ Test(hub, orphan_in_the_middle_and_last_orphan_frees_the_channel)
     cr_assert_eq(list_len(l), 2);
     cr_assert_eq(l, x);
     cr_assert_eq(x->cnext, z);
-    cr_assert_null(hub_sub_find(l, "y", 1), "no longer the connection's");
-    cr_assert_eq(hub_sub_find(l, "z", 1), z);
+    cr_assert_null(hub_sub_find(&h, l, "y", 1), "no longer the connection's");
+    cr_assert_eq(hub_sub_find(&h, l, "z", 1), z);
     /* Same token in other channels: found only where it is orphaned. */
     cr_assert_null(hub_orphan_find(&h, "x", 1, 5));
     cr_assert_eq(hub_orphan_find(&h, "y", 1, 5), y);
@@ -373,5 +373,47 @@ Test(hub, orphans_beside_live_subscribers)
     cr_assert_eq(list_len(l1), 1, "the live connection is untouched");
     cr_assert_eq(hub_sub_remove(&h, &l1, live), 1);
     cr_assert_null(l1);
+    hub_free(&h);
+}
+
+/* hub_sub_find walks the connection's list and the channel's together:
+ * the answer is the same whichever is shorter, and orphans (conn NULL) in
+ * the channel's list are never taken for the connection's. */
+Test(hub, find_walks_the_shorter_list)
+{
+    enum { N = 3000 };
+    hub h;
+    hub_init(&h);
+    static int conns[N];
+    static hub_sub *lists[N];
+    hub_sub *big = NULL;    /* one connection on N channels */
+    char name[16];
+    for (int i = 0; i < N; i++) {
+        snprintf(name, sizeof(name), "c%d", i);
+        hub_sub_add(&h, &big, &big, name, strlen(name), (uint64_t)i);
+    }
+    /* N connections on the hot channel, one of them orphaned. */
+    hub_sub *hot[N];
+    for (int i = 0; i < N; i++)
+        hot[i] = hub_sub_add(&h, &lists[i], &conns[i], "hot", 3, (uint64_t)i);
+    hub_sub *mine = hub_sub_add(&h, &big, &big, "hot", 3, 7);
+    hub_sub_orphan(&lists[5], hot[5]);
+
+    cr_assert_eq(hub_sub_find(&h, big, "hot", 3), mine);
+    cr_assert_eq(hub_sub_find(&h, big, "c2999", 5)->token, 2999);
+    cr_assert_eq(hub_sub_find(&h, lists[0], "hot", 3), hot[0]);
+    cr_assert_eq(hub_sub_find(&h, lists[N - 1], "hot", 3), hot[N - 1]);
+    cr_assert_null(hub_sub_find(&h, lists[0], "c1", 2));
+    cr_assert_null(hub_sub_find(&h, lists[5], "hot", 3), "orphaned");
+    cr_assert_null(hub_sub_find(&h, big, "nope", 4));
+    cr_assert_null(hub_sub_find(&h, NULL, "hot", 3));
+
+    for (int i = 0; i < N; i++)
+        while (lists[i])
+            hub_sub_remove(&h, &lists[i], lists[i]);
+    hub_sub_remove(&h, NULL, hot[5]);
+    while (big)
+        hub_sub_remove(&h, &big, big);
+    cr_assert_eq(h.n_chans, 0);
     hub_free(&h);
 }
