@@ -22,6 +22,7 @@
 #include "base/mem.h"
 #include "base/server.h"
 #include "core/requests.h"
+#include "net/admit.h"
 #include "net/worker.h"
 #include "store/store.h"
 
@@ -234,6 +235,11 @@ int main(int argc, char **argv)
         snprintf(srv->node, sizeof(srv->node), "%s-%d", host, (int)getpid());
     }
     srv->max_connections = main_max_connections(&cfg, srv->n_workers);
+    /* Addresses tracked: one per connection at most, plus room for those
+     * whose rate allowance is still refilling. */
+    srv->admit = admit_new(cfg.max_connections_per_ip,
+                           cfg.connection_rate_per_ip,
+                           (size_t)srv->max_connections + 65536);
     atomic_init(&srv->connections, 0);
     atomic_init(&srv->draining, srv->n_workers);
     /* Every worker's link to every Redis server starts down. */
@@ -297,6 +303,7 @@ int main(int argc, char **argv)
         worker_free(ms.workers[i]);
     free(ms.workers);
     free(srv->inbox);
+    admit_free(srv->admit);
     uv_loop_close(&ms.loop);
     log_info("stopped");
     return failed ? 1 : 0;

@@ -74,6 +74,8 @@ static const key_def top_keys[] = {
     { "log_level", KT_LEVEL, FIELD(config, log_level), 0, 0, NULL },
     { "node_name", KT_STR, FIELD(config, node_name), 0, 0, check_node_name },
     UINT_KEY(config, max_connections, 0, 10000000),
+    UINT_KEY(config, max_connections_per_ip, 0, 10000000),
+    UINT_KEY(config, connection_rate_per_ip, 0, 1000000),
     UINT_KEY(config, max_message_size, 256, 16777216),
     UINT_KEY(config, max_channels_per_conn, 1, 100000),
     UINT_KEY(config, send_queue_max, 4096, 1073741824),

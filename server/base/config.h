@@ -49,6 +49,8 @@ typedef struct config {
     char node_name[64];             /* "" = hostname-pid */
 
     uint32_t max_connections;       /* per node; 0 = sized from RLIMIT_NOFILE */
+    uint32_t max_connections_per_ip;/* open per source address; 0 = off */
+    uint32_t connection_rate_per_ip;/* new per second per address; 0 = off */
     uint32_t max_message_size;      /* bytes of one received message: 65536 */
     uint32_t max_channels_per_conn; /* 128 */
     uint32_t send_queue_max;        /* bytes queued per connection: 1 MiB */

@@ -19,6 +19,7 @@
 #include "base/mailbox.h"
 
 struct store;
+struct admit;
 
 typedef struct server {
     const config *cfg;
@@ -31,6 +32,7 @@ typedef struct server {
     atomic_uint draining;         /* workers still draining at shutdown */
     atomic_uint broker_down;      /* cluster: worker-Redis links not up */
     struct store *store;          /* durable history, or NULL */
+    struct admit *admit;          /* per-address admission, or NULL (off) */
     uv_async_t *drained;          /* main loop: a worker finished draining */
     int64_t (*clock_ms)(void);    /* wall clock; NULL: the real one (tests
                                      set their own) */

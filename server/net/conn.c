@@ -14,6 +14,7 @@
  */
 #include "net/conn.h"
 
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +26,7 @@
 #include "base/mem.h"
 #include "core/requests.h"
 #include "core/rules.h"
+#include "net/admit.h"
 #include "net/auth.h"
 #include "net/http.h"
 
@@ -1179,6 +1181,14 @@ static int conn_callback(struct lws *wsi, enum lws_callback_reasons reason,
         if (c)
             conn_closed(c);
         return 0;
+    case LWS_CALLBACK_WSI_DESTROY: {
+        /* Every accepted socket ends here (lws calls protocols[0], this
+         * callback), upgraded or not: its address's count goes down. */
+        conns *n = lws_context_user(lws_get_context(wsi));
+        admit_release(n->srv->admit, lws_get_opaque_user_data(wsi));
+        lws_set_opaque_user_data(wsi, NULL);
+        break;
+    }
     default:
         break;
     }

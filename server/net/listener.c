@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "base/log.h"
+#include "net/admit.h"
 
 #define ACCEPT_BATCH 128
 #define ACCEPT_PAUSE_MS 100
@@ -124,6 +125,43 @@ static void listener_emfile(listener *l)
     uv_timer_start(&l->resume, listener_resume, ACCEPT_PAUSE_MS, 0);
 }
 
+/* Refuses a connection over its address's limits: what it sent is read
+ * (closing with unread input would reset the connection and could discard
+ * the answer), a 429 with a JSON message is written, and the socket is
+ * closed. Nothing waits: a client that sends its request later sees the
+ * 429 and then a reset. */
+static void listener_refuse(listener *l, int fd, int verdict)
+{
+    static const char body_many[] =
+        "{\"error\":\"too many connections from this address\"}";
+    static const char body_fast[] =
+        "{\"error\":\"too many new connections from this address\"}";
+    const char *body = verdict == ADMIT_TOO_MANY ? body_many : body_fast;
+    char buf[512];
+    while (recv(fd, buf, sizeof(buf), MSG_DONTWAIT) > 0)
+        ;
+    int n = snprintf(buf, sizeof(buf),
+                     "HTTP/1.1 429 Too Many Requests\r\n"
+                     "Content-Type: application/json\r\n"
+                     "Content-Length: %zu\r\nRetry-After: 1\r\n"
+                     "Connection: close\r\n\r\n%s",
+                     strlen(body), body);
+    ssize_t w = send(fd, buf, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
+    (void)w;
+    close(fd);
+    l->refused++;
+    uint64_t now = *l->now_s;
+    if (!l->refused_logged_s || now >= l->refused_logged_s + EMFILE_LOG_EVERY_S) {
+        log_info("connections refused by the per-address limits",
+                 LOG_INT("worker", l->worker), LOG_INT("refused", l->refused),
+                 LOG_STR("reason", verdict == ADMIT_TOO_MANY
+                                       ? "max_connections_per_ip"
+                                       : "connection_rate_per_ip"));
+        l->refused_logged_s = now ? now : 1;
+        l->refused = 0;
+    }
+}
+
 static void listener_on_accept(uv_poll_t *p, int status, int events)
 {
     listener *l = p->data;
@@ -131,7 +169,10 @@ static void listener_on_accept(uv_poll_t *p, int status, int events)
     if (status < 0 || l->fd < 0)
         return;
     for (int i = 0; i < ACCEPT_BATCH; i++) {
-        int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        struct sockaddr_storage sa;
+        socklen_t sl = sizeof(sa);
+        int fd = accept4(l->fd, (struct sockaddr *)&sa, &sl,
+                         SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
@@ -139,13 +180,25 @@ static void listener_on_accept(uv_poll_t *p, int status, int events)
                 listener_emfile(l);
             return;
         }
+        void *ticket = NULL;
+        int verdict = admit_take(l->srv->admit, (struct sockaddr *)&sa,
+                                 uv_now(l->poll.loop), &ticket);
+        if (verdict != ADMIT_OK) {
+            listener_refuse(l, fd, verdict);
+            continue;
+        }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        if (!lws_adopt_socket_vhost(l->vh, fd)) {
+        struct lws *wsi = lws_adopt_socket_vhost(l->vh, fd);
+        if (!wsi) {
             /* lws closes the descriptor when adoption fails. */
+            admit_release(l->srv->admit, ticket);
             log_warn("could not adopt connection",
                      LOG_INT("worker", l->worker));
+            continue;
         }
+        /* Given back when lws destroys the connection (conn.c). */
+        lws_set_opaque_user_data(wsi, ticket);
     }
 }
 

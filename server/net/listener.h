@@ -32,6 +32,8 @@ typedef struct listener {
     const uint64_t *now_s;    /* the worker's clock (log rate) */
     uint64_t emfile_logged_s; /* last "out of descriptors" log line */
     uint64_t emfile_drops;    /* connections refused since then */
+    uint64_t refused_logged_s;/* last per-address refusal log line */
+    uint64_t refused;         /* refused by admit since then */
 } listener;
 
 /* Binds the socket (worker 0 first checks that the port is free: see

@@ -7,6 +7,7 @@
  */
 #include "net/worker.h"
 
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,7 @@
 #include "broker/memory.h"
 #include "broker/redis/redis.h"
 #include "core/requests.h"
+#include "net/admit.h"
 
 /* Flush passes per loop iteration before the rest waits for the next
  * iteration (worker_on_prepare). */
@@ -144,6 +146,8 @@ static void worker_on_tick(uv_timer_t *t)
     worker *w = t->data;
     uint64_t now_s = uv_now(&w->loop) / 1000;
     conns_tick(&w->net, now_s);
+    if (w->index == 0)
+        admit_sweep(w->srv->admit, uv_now(&w->loop));
     if (now_s % EXPIRE_EVERY_S == 0)
         owner_tick(&w->own);
     if (w->draining && !w->drained_reported &&

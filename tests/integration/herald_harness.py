@@ -751,11 +751,14 @@ class RawWS:
     """Minimal blocking WebSocket client for tests that must misbehave.
 
     rcvbuf: SO_RCVBUF set before connecting (small = the kernel window
-    stays small when the test stops reading)."""
+    stays small when the test stops reading).
+    source: the local address to connect from (per-address limits)."""
 
     def __init__(self, port, path="/ws", subprotocol=None, rcvbuf=None,
-                 host="127.0.0.1", timeout=None, extra_headers=()):
+                 host="127.0.0.1", timeout=None, extra_headers=(), source=None):
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if source:   # another loopback address, e.g. "127.0.0.2"
+            self.sock.bind((source, 0))
         if rcvbuf:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.settimeout(timeout or t(5))

@@ -10,6 +10,7 @@ over the RSS measured before the attack, per hostile client."""
 import asyncio
 import json
 import os
+import select
 import socket
 import struct
 import threading
@@ -23,6 +24,24 @@ from herald_harness import chan, t
 MiB = 1024 * 1024
 HOSTILE_RSS_MAX = 64 * MiB
 PROBE_MAX_S = 1.0           # a well-behaved client's round trip, at most
+
+
+# Under AddressSanitizer freed memory waits in a quarantine (256 MiB by
+# default) before it is reused, which is growth these tests would measure:
+# a small one keeps the bound meaningful there too.
+ASAN_SMALL_QUARANTINE = ("abort_on_error=0:detect_leaks=1:quarantine_size_mb=4:"
+                         "thread_local_quarantine_size_kb=64")
+
+
+@pytest.fixture
+def server_factory(server_factory):
+    """The conftest factory, with a small ASan quarantine."""
+    def make(config=None, **kw):
+        env = dict(kw.pop("env", {}) or {})
+        if hh.SANITIZE:
+            env.setdefault("ASAN_OPTIONS", ASAN_SMALL_QUARANTINE)
+        return server_factory(config, env=env, **kw)
+    return make
 
 
 def rss(s):
@@ -80,6 +99,10 @@ class Watch:
                  asyncio.ensure_future(self._probe(c, ch))]
         try:
             result = await coro
+            # Served after the attack too: two more round trips.
+            after = max(3, len(self.trips) + 2)
+            await hh.async_wait_for(lambda: len(self.trips) >= after or tasks[1].done(),
+                                    t(5), what="probe round trips after the attack")
         finally:
             self._stop.set()
         await asyncio.gather(*tasks)
@@ -351,15 +374,25 @@ def open_sockets(port, n, first=b""):
     return socks
 
 
+def _peek(sock):
+    """b"" when the peer closed, one byte when data waits, None when
+    nothing happened; never blocks (a zero-timeout select, then a peek)."""
+    p = select.poll()
+    p.register(sock, select.POLLIN)
+    if not p.poll(0):
+        return None
+    try:
+        return sock.recv(1, socket.MSG_PEEK)
+    except OSError:
+        return b""   # reset
+
+
 def closed_by_peer(sock):
     """True once the peer closed or reset the connection (reads nothing:
     only peeks, then looks at the TCP state when data is waiting)."""
-    try:
-        data = sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-    except (BlockingIOError, socket.timeout):
+    data = _peek(sock)
+    if data is None:
         return False
-    except OSError:
-        return True
     if data == b"":
         return True
     state = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0]
@@ -517,13 +550,7 @@ FRAME_CFG = {"max_message_size": 65536, "ping_interval": 3600}
 
 def answered(sock):
     """True once the server sent something or ended the connection."""
-    try:
-        sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-        return True
-    except (BlockingIOError, socket.timeout):
-        return False
-    except OSError:
-        return True
+    return _peek(sock) is not None
 
 
 def stream_until_answered(raw, chunks, limit_s):
@@ -663,4 +690,123 @@ async def test_many_subscriptions_on_one_connection(server_factory):
     # The attack here is asyncio, so it runs beside the probe directly.
     over = await w.run_async(subscribe_all())
     assert over["error"]["code"] == 106, over
+    w.check()
+
+
+# --------------------------------------------------------------------------
+# per-address limits (off by default)
+
+def refusal(port, source):
+    """(status, body) of a refused handshake from source."""
+    so = socket.socket()
+    so.bind((source, 0))
+    so.settimeout(t(5))
+    so.connect(("127.0.0.1", port))
+    so.sendall(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+               b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+               b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+    data = b""
+    try:
+        while True:
+            chunk = so.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    except ConnectionResetError:
+        pass
+    so.close()
+    head, _, body = data.decode("latin-1").partition("\r\n\r\n")
+    return int(head.split()[1]) if head else None, body
+
+
+@pytest.mark.timeout(60)
+async def test_max_connections_per_ip(server_factory):
+    """With max_connections_per_ip = 5: half-open sockets count, the sixth
+    connection from one address gets 429 with a JSON message, another
+    address is unaffected, and a closed connection frees its place."""
+    s = server_factory({"max_connections_per_ip": 5})
+    held = [hh.RawWS(s.port, source="127.0.0.3") for _ in range(3)]
+    half = open_sockets_from("127.0.0.3", s.port, 2)
+    status, body = refusal(s.port, "127.0.0.3")
+    assert status == 429, (status, body)
+    assert json.loads(body) == {"error": "too many connections from this address"}
+    other = [hh.RawWS(s.port, source="127.0.0.4") for _ in range(5)]
+    reply, _ = other[0].call({"id": 1, "op": "ping"})
+    assert "ok" in reply, reply
+    # A closed connection gives its place back (when the server has seen
+    # the close: wait for it).
+    held.pop().close()
+
+    def admitted():
+        try:
+            held.append(hh.RawWS(s.port, source="127.0.0.3"))
+            return True
+        except hh.HandshakeRefused:
+            return False
+    hh.wait_for(admitted, t(5), what="a place freed by a close")
+    for r in held + other:
+        r.close()
+    close_all(half)
+
+
+@pytest.mark.timeout(60)
+async def test_connection_rate_per_ip(server_factory):
+    """With connection_rate_per_ip = 5: five connections at once pass, the
+    next ones get 429 until the allowance refills; another address is
+    unaffected."""
+    s = server_factory({"connection_rate_per_ip": 5})
+    statuses = []
+    for _ in range(5):
+        r = hh.RawWS(s.port, source="127.0.0.5")
+        r.close()
+    status, body = refusal(s.port, "127.0.0.5")
+    assert status == 429, (status, body)
+    assert json.loads(body) == {"error": "too many new connections from this address"}
+    hh.RawWS(s.port, source="127.0.0.6").close()
+
+    def admitted():
+        try:
+            hh.RawWS(s.port, source="127.0.0.5").close()
+            return True
+        except hh.HandshakeRefused as e:
+            statuses.append(e.status)
+            return False
+    hh.wait_for(admitted, t(5), interval=0.1, what="the allowance to refill")
+    assert set(statuses) <= {429}, statuses
+
+
+def open_sockets_from(source, port, n):
+    socks = []
+    for _ in range(n):
+        so = socket.socket()
+        so.bind((source, 0))
+        so.connect(("127.0.0.1", port))
+        socks.append(so)
+    return socks
+
+
+@pytest.mark.timeout(120)
+async def test_per_ip_cap_holds_a_flood_from_one_address(server_factory):
+    """A slowloris from one address against max_connections_per_ip = 50:
+    it holds at most 50 sockets (the others are refused at once), its
+    memory stays bounded and the probe is served."""
+    s = server_factory({"max_connections_per_ip": 50, "handshake_timeout": 30})
+    w = Watch(s)
+    got = {}
+
+    def attack():
+        socks, refused = [], 0
+        for _ in range(1000):
+            so = socket.socket()
+            so.bind(("127.0.0.7", 0))
+            so.settimeout(t(5))
+            so.connect(("127.0.0.1", s.port))
+            so.sendall(b"GET /ws HTTP/1.1\r\nHost: x\r\n")
+            socks.append(so)
+        hh.wait_for(lambda: sum(closed_by_peer(x) for x in socks) >= 950, t(10),
+                    what="the sockets over the cap refused")
+        got["open"] = sum(not closed_by_peer(x) for x in socks)
+        close_all(socks)
+    await w.run(attack)
+    assert got["open"] == 50, got
     w.check()
