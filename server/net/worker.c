@@ -237,6 +237,7 @@ static void *worker_main(void *arg)
 {
     worker *w = arg;
     w->net.now_s = uv_now(&w->loop) / 1000;
+    hb_init(&w->net.wheel, w->net.now_s);
     if (worker_create_lws(w) < 0) {
         log_error("cannot create the libwebsockets context",
                   LOG_INT("worker", w->index));
