@@ -137,6 +137,7 @@ static void worker_on_prepare(uv_prepare_t *p)
         uv_idle_start(&w->flush_idle, worker_flush_idle);
     else
         uv_idle_stop(&w->flush_idle);
+    conns_lws_wake(&w->net);
 }
 
 static void worker_on_tick(uv_timer_t *t)
