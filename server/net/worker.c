@@ -2,8 +2,9 @@
  * Worker threads (worker.h): the event loop and what runs on it. Each
  * iteration of the loop: events (accepts, reads, Redis replies, timers,
  * the mailbox), then, before the loop waits, the output queued meanwhile
- * is written (conns_flush). Once a second the tick runs heartbeats, every
- * few seconds history expiry, and at shutdown the drain deadline.
+ * is written (conns_flush). Once a second the tick runs heartbeats, a
+ * bounded part of the owner's history expiry, and at shutdown the drain
+ * deadline.
  */
 #include "net/worker.h"
 
@@ -21,7 +22,6 @@
 /* Flush passes per loop iteration before the rest waits for the next
  * iteration (worker_on_prepare). */
 #define WORKER_FLUSH_ROUNDS 8
-#define EXPIRE_EVERY_S 5
 
 void worker_post_all(server *srv, uint8_t type)
 {
@@ -145,8 +145,7 @@ static void worker_on_tick(uv_timer_t *t)
     worker *w = t->data;
     uint64_t now_s = uv_now(&w->loop) / 1000;
     conns_tick(&w->net, now_s);
-    if (now_s % EXPIRE_EVERY_S == 0)
-        owner_tick(&w->own);
+    owner_tick(&w->own);
     if (w->draining && !w->drained_reported &&
         (w->net.count == 0 || now_s >= w->drain_deadline_s)) {
         if (w->net.count)
