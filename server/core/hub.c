@@ -75,10 +75,20 @@ int hub_sub_remove(hub *h, hub_sub **conn_list, hub_sub *s)
     return 0;
 }
 
-hub_sub *hub_sub_find(hub_sub *conn_list, const char *name, size_t len)
+hub_sub *hub_sub_find(const hub *h, hub_sub *conn_list, uint32_t conn_n,
+                      const void *conn, const char *name, size_t len)
 {
+    hub_chan *c = hub_chan_find(h, name, len);
+    if (!c)
+        return NULL;
+    if (c->n < conn_n) {
+        for (hub_sub *s = c->subs; s; s = s->next)
+            if (s->conn == conn)
+                return s;
+        return NULL;
+    }
     for (hub_sub *s = conn_list; s; s = s->cnext)
-        if (s->chan->len == len && memcmp(s->chan->name, name, len) == 0)
+        if (s->chan == c)
             return s;
     return NULL;
 }

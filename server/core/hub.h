@@ -61,7 +61,11 @@ void hub_sub_orphan(hub_sub **conn_list, hub_sub *s);
  * subscribers); orphans are rare). */
 hub_sub *hub_orphan_find(const hub *h, const char *name, size_t len,
                          uint64_t token);
-/* The connection's subscription to a channel, or NULL (O(its subs)). */
-hub_sub *hub_sub_find(hub_sub *conn_list, const char *name, size_t len);
+/* The subscription of conn (whose list is conn_list, holding conn_n) to a
+ * channel, or NULL: O(the smaller of conn_n and the channel's local
+ * subscriptions), so a connection allowed many channels
+ * (max_channels_per_conn) does not make each subscribe walk them all. */
+hub_sub *hub_sub_find(const hub *h, hub_sub *conn_list, uint32_t conn_n,
+                      const void *conn, const char *name, size_t len);
 
 #endif

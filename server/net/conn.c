@@ -489,7 +489,8 @@ static void conn_do_subscribe(conn *c, const proto_cmd *cmd)
     if (!ns)
         return;
     int code = 0;
-    if (hub_sub_find(c->subs, cmd->channel.ptr, cmd->channel.len))
+    if (hub_sub_find(&c->n->hub, c->subs, c->n_subs, c, cmd->channel.ptr,
+                     cmd->channel.len))
         code = PROTO_E_ALREADY_SUBSCRIBED;
     else if (c->n_subs >= c->n->srv->cfg->max_channels_per_conn)
         code = PROTO_E_LIMIT;
@@ -510,7 +511,8 @@ static void conn_do_subscribe(conn *c, const proto_cmd *cmd)
 
 static void conn_do_unsubscribe(conn *c, const proto_cmd *cmd)
 {
-    hub_sub *s = hub_sub_find(c->subs, cmd->channel.ptr, cmd->channel.len);
+    hub_sub *s = hub_sub_find(&c->n->hub, c->subs, c->n_subs, c,
+                              cmd->channel.ptr, cmd->channel.len);
     if (s)
         conn_sub_end(c, s);
     proto_enc_ok_empty(conn_encbuf(c), c->enc, cmd->id);
@@ -900,12 +902,14 @@ static void conns_on_subscribed(conns *n, sub_req *r)
 {
     conn *c = conns_route(n, &r->h.route);
     hub_sub *s = NULL;
-    if (c)
-        for (hub_sub *it = c->subs; it; it = it->cnext)
-            if (it->token == r->token) {
-                s = it;
-                break;
-            }
+    if (c) {
+        /* One subscription per channel and connection: this one, unless
+         * it was ended and the channel subscribed again meanwhile. */
+        s = hub_sub_find(&n->hub, c->subs, c->n_subs, c, r->h.chan,
+                         r->h.chan_len);
+        if (s && s->token != r->token)
+            s = NULL;
+    }
     if (!s) {
         /* Unsubscribed or disconnected meanwhile. */
         hub_sub *o = hub_orphan_find(&n->hub, r->h.chan, r->h.chan_len,

@@ -7,6 +7,7 @@ worker.
   each of many new channel names leaves the count at the bound and memory
   flat; a client recovering on an evicted channel gets recovered:false
   with the new epoch, never a silent gap.
+* Subscriptions per connection: max_channels_per_conn holds above 65,535.
 * A closing connection whose peer stopped reading is dropped within the
   close grace period even when nothing else happens on its worker: lws 4.1
   (libuv event lib) re-reads its timer list only when one of its own events
@@ -222,6 +223,38 @@ async def test_durable_channel_evicted_recovers_from_the_store(server_factory, f
     r = await c.ok("publish", channel=target, data={"i": 5})
     assert (r["offset"], r["epoch"]) == (6, epoch), r
     await c.close()
+
+
+# -- subscriptions per connection ------------------------------------------------
+
+@pytest.mark.timeout(60)
+async def test_max_channels_per_conn_above_65535(server_factory):
+    """n_subs was 16 bits: with a limit of 70,000 a connection's 65,537th
+    subscription must count (the 70,001st gets 106, not a wrapped
+    counter's ok). Each subscribe and its reply found the connection's
+    subscription by walking all of them: 70,000 subscriptions took over
+    two minutes of server CPU (quadratic); now a few seconds."""
+    limit = 70000
+    s = server_factory({"max_channels_per_conn": limit, "max_channels": 200000},
+                       workers=2)
+    c = await s.client()
+    names = ["s%d" % i for i in range(limit)]
+    for i in range(0, limit, 500):
+        replies = await c.batch([("subscribe", {"channel": n}) for n in names[i:i + 500]],
+                                one_frame=True)
+        bad = [r for r in replies if "ok" not in r]
+        assert not bad, bad[:3]
+    e = await c.error("subscribe", channel="one-too-many")
+    assert e["code"] == 106, e
+    assert s.healthz()[1]["channels"] == limit
+    # Unsubscribing one makes room for exactly one.
+    await c.ok("unsubscribe", channel=names[123])
+    await c.ok("subscribe", channel="one-more")
+    e = await c.error("subscribe", channel="and-another")
+    assert e["code"] == 106, e
+    await c.close()
+    hh.wait_for(lambda: s.healthz()[1]["channels"] == 0, t(10),
+                what=lambda: "streams gone with the connection: %r" % (s.healthz(),))
 
 
 # -- close deadlines on a quiet worker --------------------------------------------

@@ -21,6 +21,18 @@ static size_t list_len(hub_sub *conn_list)
     return n;
 }
 
+/* hub_sub_find walks the shorter of two lists: both ways must agree. */
+static hub_sub *find(const hub *h, hub_sub *conn_list, const void *conn,
+                     const char *name, size_t len)
+{
+    hub_sub *by_conn = hub_sub_find(h, conn_list, 0, conn, name, len);
+    hub_sub *by_chan = hub_sub_find(h, conn_list, UINT32_MAX, conn, name,
+                                    len);
+    cr_assert_eq(by_conn, by_chan, "%.*s: the connection's list and the "
+                 "channel's agree", (int)len, name);
+    return by_conn;
+}
+
 Test(hub, add_find_remove_and_channel_lifetime)
 {
     hub h;
@@ -38,9 +50,9 @@ Test(hub, add_find_remove_and_channel_lifetime)
     cr_assert_eq(a->chan, news);
     cr_assert_eq(b->chan, news);
     cr_assert_eq(list_len(l1), 2);
-    cr_assert_eq(hub_sub_find(l1, "chat:x", 6), c);
-    cr_assert_null(hub_sub_find(l2, "chat:x", 6));
-    cr_assert_null(hub_sub_find(l1, "new", 3), "prefix is not a match");
+    cr_assert_eq(find(&h, l1, &c1, "chat:x", 6), c);
+    cr_assert_null(find(&h, l2, &c2, "chat:x", 6));
+    cr_assert_null(find(&h, l1, &c1, "new", 3), "prefix is not a match");
     cr_assert_eq(a->active, 0, "subscriptions start pending");
 
     cr_assert_eq(hub_sub_remove(&h, &l1, a), 0);
@@ -159,19 +171,19 @@ Test(hub, connection_lists_are_independent)
     }
     cr_assert_eq(hub_chan_find(&h, "c", 1)->n, 3);
     cr_assert_eq(chan_len(hub_chan_find(&h, "c", 1)), 3);
-    cr_assert_eq(hub_sub_find(list[1], "c", 1), s[1][2]);
-    cr_assert_eq(hub_sub_find(list[2], "c", 1), s[2][2]);
-    cr_assert_null(hub_sub_find(list[1], "a", 1));
+    cr_assert_eq(find(&h, list[1], &conn[1], "c", 1), s[1][2]);
+    cr_assert_eq(find(&h, list[2], &conn[2], "c", 1), s[2][2]);
+    cr_assert_null(find(&h, list[1], &conn[1], "a", 1));
 
     /* Removing from the middle of one list leaves the others whole. */
     cr_assert_eq(hub_sub_remove(&h, &list[1], s[1][2]), 0);
     cr_assert_eq(list_len(list[1]), 2);
     cr_assert_eq(list[1], s[1][1]);
     cr_assert_eq(list[1]->cnext, s[1][3]);
-    cr_assert_null(hub_sub_find(list[1], "c", 1));
+    cr_assert_null(find(&h, list[1], &conn[1], "c", 1));
     cr_assert_eq(list_len(list[0]), 4);
     cr_assert_eq(list_len(list[2]), 2);
-    cr_assert_eq(hub_sub_find(list[0], "c", 1), s[0][2]);
+    cr_assert_eq(find(&h, list[0], &conn[0], "c", 1), s[0][2]);
     cr_assert_eq(hub_chan_find(&h, "c", 1)->n, 2);
 
     /* Connection 0 goes away: only channel "a" was its alone. */
@@ -213,8 +225,8 @@ Test(hub, names_are_compared_by_length_and_bytes)
     cr_assert_eq(hub_chan_find(&h, "a\0b", 3), c->chan);
     cr_assert_null(hub_chan_find(&h, "a", 1));
     cr_assert_null(hub_chan_find(&h, "newsroo", 7));
-    cr_assert_eq(hub_sub_find(l, "newsroom", 8), b);
-    cr_assert_eq(hub_sub_find(l, "news", 4), a);
+    cr_assert_eq(find(&h, l, &conn, "newsroom", 8), b);
+    cr_assert_eq(find(&h, l, &conn, "news", 4), a);
     while (l)
         hub_sub_remove(&h, &l, l);
     cr_assert_eq(h.n_chans, 0);
@@ -326,8 +338,8 @@ Test(hub, orphan_in_the_middle_and_last_orphan_frees_the_channel)
     cr_assert_eq(list_len(l), 2);
     cr_assert_eq(l, x);
     cr_assert_eq(x->cnext, z);
-    cr_assert_null(hub_sub_find(l, "y", 1), "no longer the connection's");
-    cr_assert_eq(hub_sub_find(l, "z", 1), z);
+    cr_assert_null(find(&h, l, &conn, "y", 1), "no longer the connection's");
+    cr_assert_eq(find(&h, l, &conn, "z", 1), z);
     /* Same token in other channels: found only where it is orphaned. */
     cr_assert_null(hub_orphan_find(&h, "x", 1, 5));
     cr_assert_eq(hub_orphan_find(&h, "y", 1, 5), y);
