@@ -78,6 +78,8 @@ static const key_def top_keys[] = {
     UINT_KEY(config, connection_rate_per_ip, 0, 1000000),
     UINT_KEY(config, max_message_size, 256, 16777216),
     UINT_KEY(config, max_channels_per_conn, 1, 100000),
+    UINT_KEY(config, max_channels, 1, 1000000000),
+    UINT_KEY(config, history_memory_mb, 1, 1048576),
     UINT_KEY(config, send_queue_max, 4096, 1073741824),
     UINT_KEY(config, max_batch_bytes, 1024, 16777216),
     UINT_KEY(config, history_max_limit, 1, 1000000),
@@ -1293,6 +1295,8 @@ void config_defaults(config *c)
     c->max_connections = 0;
     c->max_message_size = 65536;
     c->max_channels_per_conn = 128;
+    c->max_channels = 1000000;
+    c->history_memory_mb = 2048;
     c->send_queue_max = 1048576;
     c->max_batch_bytes = 65536;
     c->history_max_limit = 1000;

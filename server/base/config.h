@@ -53,6 +53,9 @@ typedef struct config {
     uint32_t connection_rate_per_ip;/* new per second per address; 0 = off */
     uint32_t max_message_size;      /* bytes of one received message: 65536 */
     uint32_t max_channels_per_conn; /* 128 */
+    uint32_t max_channels;          /* channel streams per node: 1000000 */
+    uint32_t history_memory_mb;     /* MiB of history rings per node above
+                                       which idle channels are evicted */
     uint32_t send_queue_max;        /* bytes queued per connection: 1 MiB */
     uint32_t max_batch_bytes;       /* coalesced frame size cap: 65536 */
     uint32_t history_max_limit;     /* cap on history limit: 1000 */

@@ -31,6 +31,8 @@ typedef struct server {
     atomic_uint connections;      /* WebSocket connections, all workers */
     atomic_uint draining;         /* workers still draining at shutdown */
     atomic_uint broker_down;      /* cluster: worker-Redis links not up */
+    atomic_uint channels;         /* channel streams, all owners */
+    atomic_ullong channels_evicted; /* idle streams evicted for room */
     struct store *store;          /* durable history, or NULL */
     struct admit *admit;          /* per-address admission, or NULL (off) */
     uv_async_t *drained;          /* main loop: a worker finished draining */

@@ -94,6 +94,12 @@ typedef struct broker_ops {
      * may free it now (the broker let go of it), 0 when the broker keeps
      * it for now (it calls idle() when it lets go). */
     int (*release)(broker *b, chan_state *c);
+    /* The owner needs room (max_channels, history_memory_mb): like
+     * release, but what only retention keeps (the ring's history) does not
+     * keep c; what correctness needs does (a durable stream with writes
+     * not yet in the store would later reload an older top). NULL: the
+     * owner uses release. */
+    int (*evict)(broker *b, chan_state *c);
     /* The owner frees c whatever the broker holds (shutdown). */
     void (*forget)(broker *b, chan_state *c);
     /* Sequences r->p on the channel (c is the owner's stream). */

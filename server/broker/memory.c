@@ -84,7 +84,8 @@ static void mem_forget(broker *b, chan_state *c)
     c->bs = NULL;
 }
 
-static int mem_release(broker *b, chan_state *c)
+/* release (keep_history) and evict: whether c may be freed now. */
+static int mem_let_go(broker *b, chan_state *c, int keep_history)
 {
     memory_broker *m = mem_of(b);
     if (c->bs && c->bs->state == MEM_LOADING)
@@ -99,12 +100,27 @@ static int mem_release(broker *b, chan_state *c)
         mem_forget(b, c);
         return 1;
     }
-    if (history_count(&c->hist) > 0)
+    /* A non-durable stream's history exists only here. */
+    if (keep_history && history_count(&c->hist) > 0)
         return 0;
+    /* Reloaded from the store while a publication is on its way there,
+     * the stream would take an older top and hand out an offset twice. */
     if (c->bs && store_backlog(m->st) > 0)
         return 0;
     mem_forget(b, c);
     return 1;
+}
+
+static int mem_release(broker *b, chan_state *c)
+{
+    return mem_let_go(b, c, 1);
+}
+
+/* Evicted, a durable stream is reloaded from the store when used again
+ * (recovery continues from there); a non-durable one starts a new epoch. */
+static int mem_evict(broker *b, chan_state *c)
+{
+    return mem_let_go(b, c, 0);
 }
 
 /* Sequences the draft: the next offset of the stream, delivered at once. */
@@ -192,6 +208,7 @@ static const broker_ops memory_ops = {
     .destroy = mem_destroy,
     .follow = mem_follow,
     .release = mem_release,
+    .evict = mem_evict,
     .forget = mem_forget,
     .publish = mem_publish,
     .read = mem_read,

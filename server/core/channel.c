@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <utlist.h>
+
 #include "base/mem.h"
 
 #undef uthash_fatal
@@ -41,6 +43,46 @@ void chanreg_free(chanreg *r)
         chan_free(r, c);
     }
     r->n = 0;
+    r->idle = NULL;
+    r->walk = NULL;
+}
+
+static void chanreg_idle_add(chanreg *r, chan_state *c)
+{
+    DL_APPEND2(r->idle, c, iprev, inext);
+}
+
+static void chanreg_idle_del(chanreg *r, chan_state *c)
+{
+    if (!c->iprev)
+        return;
+    DL_DELETE2(r->idle, c, iprev, inext);
+    c->iprev = c->inext = NULL;
+}
+
+void chanreg_touch(chanreg *r, chan_state *c)
+{
+    if (!c->iprev || !c->inext)
+        return;   /* not idle, or the most recent already */
+    chanreg_idle_del(r, c);
+    chanreg_idle_add(r, c);
+}
+
+size_t chanreg_walk(chanreg *r, size_t max,
+                    void (*fn)(void *ctx, chan_state *c), void *ctx)
+{
+    size_t n = 0;
+    if (!r->walk)
+        r->walk = r->chans;
+    while (r->walk && n < max) {
+        chan_state *c = r->walk;
+        /* Past c before fn runs: chanreg_drop moves the cursor on from a
+         * stream it frees, so fn may drop c or any other. */
+        r->walk = c->hh.next;
+        fn(ctx, c);
+        n++;
+    }
+    return n;
 }
 
 chan_state *chanreg_find(chanreg *r, const char *name, size_t len)
@@ -62,15 +104,20 @@ chan_state *chanreg_get(chanreg *r, const char *name, size_t len,
     ids_hex(ids_next(&r->rng), c->epoch);
     history_init(&c->hist, ns->history_size > r->min_ring ? ns->history_size
                                                           : r->min_ring);
+    c->hist.total = &r->bytes;
     memcpy(c->name, name, len);
     c->len = (uint16_t)len;
     HASH_ADD(hh, r->chans, name[0], len, c);
+    chanreg_idle_add(r, c);
     r->n++;
     return c;
 }
 
 void chanreg_drop(chanreg *r, chan_state *c)
 {
+    if (r->walk == c)
+        r->walk = c->hh.next;
+    chanreg_idle_del(r, c);
     HASH_DEL(r->chans, c);
     r->n--;
     chan_free(r, c);
@@ -114,34 +161,40 @@ void chan_ring_take(chan_state *c, uint64_t after, uint32_t limit,
                              publist_room(out, limit));
 }
 
-void chan_append(chan_state *c, pub *p, int64_t now_ms)
+void chan_expire(chan_state *c, int64_t now_ms)
 {
     history_expire(&c->hist, now_ms, (int64_t)c->ns->history_ttl * 1000);
+}
+
+void chan_append(chanreg *r, chan_state *c, pub *p, int64_t now_ms)
+{
+    chan_expire(c, now_ms);
     history_push(&c->hist, p);
     c->top = p->offset;
+    chanreg_touch(r, c);
 }
 
 void chan_restart(chan_state *c, const char *epoch, uint64_t top)
 {
-    uint32_t cap = c->hist.capacity;
     history_free(&c->hist);
-    history_init(&c->hist, cap);
     memcpy(c->epoch, epoch, IDS_LEN);
     c->epoch[IDS_LEN] = '\0';
     c->top = top;
 }
 
-void chan_sub_add(chan_state *c, uint16_t worker)
+void chan_sub_add(chanreg *r, chan_state *c, uint16_t worker)
 {
-    c->total++;
+    if (c->total++ == 0)
+        chanreg_idle_del(r, c);
     c->wcount[worker]++;
 }
 
-void chan_sub_del(chan_state *c, uint16_t worker)
+void chan_sub_del(chanreg *r, chan_state *c, uint16_t worker)
 {
     if (c->wcount[worker] > 0) {
         c->wcount[worker]--;
-        c->total--;
+        if (--c->total == 0)
+            chanreg_idle_add(r, c);
     }
 }
 

@@ -14,16 +14,34 @@ void history_init(history *h, uint32_t capacity)
     h->capacity = capacity;
 }
 
+/* A publication of `size` bytes comes in (in) or goes out of the ring. */
+static void history_account(history *h, size_t size, int in)
+{
+    if (in)
+        h->bytes += size;
+    else
+        h->bytes -= size;
+    if (h->total) {
+        if (in)
+            *h->total += size;
+        else
+            *h->total -= size;
+    }
+}
+
 void history_free(history *h)
 {
     while (h->count) {
-        pub_unref(h->ring[h->head]);
+        pub *p = h->ring[h->head];
+        history_account(h, p->size, 0);
+        pub_unref(p);
         h->head = (h->head + 1) & (h->slots - 1);
         h->count--;
     }
     free(h->ring);
     h->ring = NULL;
     h->slots = 0;
+    h->head = 0;
 }
 
 static void history_grow(history *h)
@@ -42,6 +60,7 @@ static void history_grow(history *h)
 
 static void history_drop_oldest(history *h)
 {
+    history_account(h, h->ring[h->head]->size, 0);
     pub_unref(h->ring[h->head]);
     h->ring[h->head] = NULL;
     h->head = (h->head + 1) & (h->slots - 1);
@@ -58,6 +77,7 @@ void history_push(history *h, pub *p)
         history_grow(h);
     h->ring[(h->head + h->count) & (h->slots - 1)] = pub_ref(p);
     h->count++;
+    history_account(h, p->size, 1);
 }
 
 void history_expire(history *h, int64_t now_ms, int64_t ttl_ms)

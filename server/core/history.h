@@ -18,9 +18,15 @@ typedef struct history {
     uint32_t slots;      /* allocated slots (power of two) */
     uint32_t head;       /* index of the oldest */
     uint32_t count;
+    size_t bytes;        /* sizes of the retained publications (pub.size) */
+    size_t *total;       /* also kept here when not NULL (an owner's sum
+                            over its rings) */
 } history;
 
+/* An empty ring (total NULL: set it after, to account elsewhere too). */
 void history_init(history *h, uint32_t capacity);
+/* Releases every publication and the ring; capacity and total stay (the
+ * ring may be used again). */
 void history_free(history *h);
 
 /* Appends p (takes a reference of its own); evicts the oldest when full. */

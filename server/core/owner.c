@@ -30,9 +30,16 @@
 
 /* Store reads one recovery may take when the ring moves on meanwhile. */
 #define OWNER_READ_ROUNDS 8
+/* Idle streams one eviction looks at before it gives up (a stream with
+ * requests in flight, or that the broker keeps for now, goes to the end
+ * of the list). */
+#define OWNER_EVICT_SCAN 64
+/* The "too many channels" warning, at most once per this many ms. */
+#define OWNER_FULL_LOG_MS 10000
 
 static const char *const STORE_DOWN = "durable store unavailable";
 static const char *const WINDOW_DOWN = "broker unavailable";
+static const char *const TOO_MANY = "too many channels on this node";
 
 /* ---- replies -------------------------------------------------------------- */
 
@@ -58,8 +65,67 @@ static void owner_fail(owner *o, chan_req *r, int code, const char *why)
 
 /* ---- streams -------------------------------------------------------------- */
 
+static void owner_drop(owner *o, chan_state *c)
+{
+    chanreg_drop(&o->reg, c);
+    atomic_fetch_sub_explicit(&o->srv->channels, 1, memory_order_relaxed);
+}
+
+/* Evicts streams without subscribers, least recently used first, while
+ * the registry is over its bounds: max_channels when `for_new` (room for
+ * one more stream), history_memory_mb always. `keep` is never evicted
+ * (the stream just published to). A stream with requests in flight, or
+ * that the broker keeps for now (a durable stream with writes not yet in
+ * MongoDB, a Redis UNSUBSCRIBE not yet confirmed), goes to the end of the
+ * list. Evicting loses a non-durable stream's history and epoch: a client
+ * recovering on it gets recovered:false with the new epoch, never a gap.
+ * Returns 0 when a new stream does not fit. */
+static int owner_evict(owner *o, const chan_state *keep, int for_new)
+{
+    chanreg *r = &o->reg;
+    const chan_state *kept = NULL;   /* the first one skipped */
+    for (int scan = 0; scan < OWNER_EVICT_SCAN; scan++) {
+        if (!(for_new && chanreg_full(r)) && !chanreg_over_bytes(r))
+            return 1;
+        chan_state *c = chanreg_idle_oldest(r);
+        if (!c || c == kept)
+            break;   /* none, or every one was skipped: order kept */
+        int gone = c != keep && !c->waiting && !c->reads &&
+                   (o->b->ops->evict ? o->b->ops->evict(o->b, c)
+                                     : o->b->ops->release(o->b, c));
+        if (!gone) {
+            if (!kept)
+                kept = c;
+            chanreg_touch(r, c);
+            continue;
+        }
+        owner_drop(o, c);
+        atomic_fetch_add_explicit(&o->srv->channels_evicted, 1,
+                                  memory_order_relaxed);
+    }
+    if (!(for_new && chanreg_full(r)))
+        return 1;
+    int64_t now = server_now_ms(o->srv);
+    if (now - o->full_logged_ms >= OWNER_FULL_LOG_MS) {
+        o->full_logged_ms = now;
+        log_warn("channel limit reached, no idle channel to evict: new "
+                 "channels get 106",
+                 LOG_INT("worker", o->index), LOG_INT("channels", r->n),
+                 LOG_INT("limit", r->max_n));
+    }
+    return 0;
+}
+
+/* The stream of r's channel, created when it has none (NULL when the
+ * owner is full: answered 106). */
 static chan_state *owner_stream(owner *o, const chan_req *r)
 {
+    chan_state *c = chanreg_find(&o->reg, r->chan, r->chan_len);
+    if (c)
+        return c;
+    if (!owner_evict(o, NULL, 1))
+        return NULL;
+    atomic_fetch_add_explicit(&o->srv->channels, 1, memory_order_relaxed);
     return chanreg_get(&o->reg, r->chan, r->chan_len, r->ns);
 }
 
@@ -72,12 +138,11 @@ static store *owner_store(const owner *o, const config_ns *ns)
  * or reads in flight, expired history, and the broker lets go of it. */
 static void owner_release(owner *o, chan_state *c)
 {
-    history_expire(&c->hist, server_now_ms(o->srv),
-                   (int64_t)c->ns->history_ttl * 1000);
+    chan_expire(c, server_now_ms(o->srv));
     if (c->total || c->waiting || c->reads)
         return;
     if (o->b->ops->release(o->b, c))
-        chanreg_drop(&o->reg, c);
+        owner_drop(o, c);
 }
 
 /* A worker holding worker_queue_max undelivered fan-out messages makes a
@@ -204,7 +269,7 @@ static void owner_sub_finish(owner *o, chan_state *c, sub_req *r,
     r->recovered = (int8_t)recovered;
     if (recovered != 1)
         publist_clear(&r->pubs);
-    chan_sub_add(c, r->h.route.worker);
+    chan_sub_add(&o->reg, c, r->h.route.worker);
     /* Presence entries are kept for join/leave too: they tell a client's
      * first subscription from a repeated one. */
     if ((ns->presence || ns->join_leave) &&
@@ -232,6 +297,10 @@ static void owner_subscribe(owner *o, sub_req *r)
     publist_clear(&r->pubs);
     memset(&r->prog, 0, sizeof(r->prog));
     chan_state *c = owner_stream(o, &r->h);
+    if (!c) {
+        owner_fail(o, &r->h, PROTO_E_LIMIT, TOO_MANY);
+        return;
+    }
     if (!owner_followed(o, c, r))
         return;
     const config_ns *ns = c->ns;
@@ -240,7 +309,7 @@ static void owner_subscribe(owner *o, sub_req *r)
         owner_release(o, c);
         return;
     }
-    history_expire(&c->hist, server_now_ms(o->srv), (int64_t)ns->history_ttl * 1000);
+    chan_expire(c, server_now_ms(o->srv));
     if (!r->has_since) {
         owner_sub_finish(o, c, r, -1);
         return;
@@ -371,7 +440,7 @@ static void owner_unsubscribe(owner *o, chan_req *r)
 {
     chan_state *c = chanreg_find(&o->reg, r->chan, r->chan_len);
     if (c) {
-        chan_sub_del(c, r->route.worker);
+        chan_sub_del(&o->reg, c, r->route.worker);
         char *user = NULL;
         if ((c->ns->presence || c->ns->join_leave) &&
             presence_del(&c->presence, r->client, &user))
@@ -392,8 +461,10 @@ static void owner_publish(owner *o, pub_req *r)
         owner_fail(o, &r->h, PROTO_E_RATE_LIMITED, NULL);
         return;
     }
-    if (!c)
-        c = owner_stream(o, &r->h);
+    if (!c && !(c = owner_stream(o, &r->h))) {
+        owner_fail(o, &r->h, PROTO_E_LIMIT, TOO_MANY);
+        return;
+    }
     const config_ns *ns = r->h.ns;
     /* Durable namespaces: room in the writer queue (or the spill file)
      * first, so a publish is refused rather than acknowledged and then
@@ -467,7 +538,12 @@ static void owner_history(owner *o, hist_req *r)
     /* A parked request starts over: what it had read is stale. */
     publist_clear(&r->pubs);
     memset(&r->prog, 0, sizeof(r->prog));
-    owner_hist_step(o, owner_stream(o, &r->h), r);
+    chan_state *c = owner_stream(o, &r->h);
+    if (!c) {
+        owner_fail(o, &r->h, PROTO_E_LIMIT, TOO_MANY);
+        return;
+    }
+    owner_hist_step(o, c, r);
 }
 
 /* Reads the window from the request's position (the client's since, or
@@ -478,8 +554,7 @@ static void owner_hist_step(owner *o, chan_state *c, hist_req *r)
                   : r->prog.store_done ? 1
                   : r->has_since ? r->since.offset + 1 : 1;
     const char *why = NULL;
-    history_expire(&c->hist, server_now_ms(o->srv),
-                   (int64_t)c->ns->history_ttl * 1000);
+    chan_expire(c, server_now_ms(o->srv));
     c->reads++;
     int rc = o->b->ops->read(o->b, c, &r->h, lo,
                              r->limit - (uint32_t)r->pubs.n, r->reverse,
@@ -604,6 +679,10 @@ static void owner_hist_read(owner *o, chan_state *c, hist_req *r)
 static void owner_presence(owner *o, pres_req *r)
 {
     chan_state *c = owner_stream(o, &r->h);
+    if (!c) {
+        owner_fail(o, &r->h, PROTO_E_LIMIT, TOO_MANY);
+        return;
+    }
     const char *why = NULL;
     int rc = o->b->ops->presence_query(o->b, c, r, &why);
     if (rc)
@@ -665,8 +744,10 @@ static msg *owner_make_reset(const chan_state *c, const void *arg)
 static void owner_deliver(void *ctx, chan_state *c, pub *p)
 {
     owner *o = ctx;
-    chan_append(c, p, server_now_ms(o->srv));
+    chan_append(&o->reg, c, p, server_now_ms(o->srv));
     owner_to_subscribers(o, c, owner_make_deliver, p);
+    if (chanreg_over_bytes(&o->reg))
+        owner_evict(o, c, 0);
 }
 
 /* The stream has a gap the broker cannot fill, or its data was lost (a
@@ -770,11 +851,16 @@ void owner_receive(owner *o, msg *m)
     }
 }
 
+static void owner_tick_one(void *ctx, chan_state *c)
+{
+    owner_release(ctx, c);
+}
+
 void owner_tick(owner *o)
 {
-    chan_state *c, *tmp;
-    HASH_ITER(hh, o->reg.chans, c, tmp)
-        owner_release(o, c);
+    chanreg_walk(&o->reg, OWNER_WALK_PER_TICK, owner_tick_one, o);
+    if (chanreg_over_bytes(&o->reg))
+        owner_evict(o, NULL, 0);
 }
 
 void owner_init(owner *o, server *srv, uint16_t index, struct broker *b)
@@ -786,6 +872,11 @@ void owner_init(owner *o, server *srv, uint16_t index, struct broker *b)
     o->st = srv->store;
     chanreg_init(&o->reg, srv->n_workers, requests_free);
     o->reg.min_ring = b->min_ring;
+    /* The node's bounds, shared evenly: a channel's owner is a hash of
+     * its name. */
+    const config *cfg = srv->cfg;
+    o->reg.max_n = (cfg->max_channels + srv->n_workers - 1) / srv->n_workers;
+    o->reg.max_bytes = ((size_t)cfg->history_memory_mb << 20) / srv->n_workers;
     b->sink = (broker_sink){
         .ctx = o,
         .find = owner_find,
@@ -807,5 +898,7 @@ void owner_free(owner *o)
     HASH_ITER(hh, o->reg.chans, c, tmp)
         if (c->bs)
             o->b->ops->forget(o->b, c);
+    atomic_fetch_sub_explicit(&o->srv->channels, (unsigned)o->reg.n,
+                              memory_order_relaxed);
     chanreg_free(&o->reg);
 }

@@ -31,6 +31,7 @@ typedef struct owner {
     chanreg reg;             /* the streams of the channels it owns */
     struct broker *b;
     struct store *st;        /* durable store, or NULL */
+    int64_t full_logged_ms;  /* last "too many channels" warning */
 } owner;
 
 /* Sets up the owner of worker `index` over broker b (whose sink it
@@ -42,7 +43,15 @@ void owner_free(owner *o);
 /* A message for the owner side (OWN_*); takes it. */
 void owner_receive(owner *o, msg *m);
 
-/* Periodic: history expiry by age, dropping unused streams. */
+/* Streams the periodic walk (history expiry, dropping unused streams)
+ * visits per tick: a bounded pause of the owner's loop, whatever the
+ * number of streams (a million streams on one owner: a round in about
+ * four minutes; a stream in use is expired when used, too). */
+#define OWNER_WALK_PER_TICK 4096
+
+/* Once a second: history expiry by age and dropping unused streams, for
+ * a bounded number of streams per call (the walk resumes where it
+ * stopped); eviction while the rings are over history_memory_mb. */
 void owner_tick(owner *o);
 
 #endif

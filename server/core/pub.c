@@ -30,6 +30,7 @@ pub *pub_new(proto_slice channel, uint64_t offset, proto_slice epoch,
         n += info->client.len + info->user.len;
     pub *p = mem_alloc(sizeof(*p) + n);
     atomic_init(&p->refs, 1);
+    p->size = (uint32_t)(sizeof(*p) + n);
     p->offset = offset;
     p->time_ms = time_ms;
     memset(&p->view, 0, sizeof(p->view));

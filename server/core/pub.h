@@ -21,6 +21,8 @@
 
 typedef struct pub {
     atomic_uint refs;
+    uint32_t size;               /* bytes of the allocation (what a history
+                                    ring retains) */
     uint64_t offset;
     int64_t time_ms;             /* wall clock when sequenced */
     proto_pub view;              /* slices into _mem, ready to encode */

@@ -44,6 +44,17 @@ enum { PROTO_ID_JSON = 0, PROTO_ID_MSGPACK = 1 };
 
 static void conn_message(conn *c, const char *buf, size_t len, int binary);
 
+/* Arms an lws timeout of the connection. lws 4.1 on libuv re-reads its
+ * timer list only after one of its own events (its idle handler re-arms
+ * its timer), so a timeout armed from a libuv timer, the mailbox or the
+ * flush point never fired on a worker where nothing else happened: the
+ * worker wakes lws before its loop waits (conns_lws_wake). */
+static void conn_set_timeout(conn *c, enum pending_timeout reason, int secs)
+{
+    lws_set_timeout(c->wsi, reason, secs);
+    c->n->lws_wake = lws_get_context(c->wsi);
+}
+
 /* --- connection table ---------------------------------------------------- */
 
 static uint32_t conns_slot_alloc(conns *n, conn *c, uint32_t *gen)
@@ -194,7 +205,7 @@ void conn_close(conn *c, int code, const char *reason, int reconnect)
     if (code != PROTO_CLOSE_SHUTDOWN) {
         /* Hard stop if the client does not take the close in time. (At
          * shutdown the worker's own deadline does this for everyone.) */
-        lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, CONN_CLOSE_GRACE_S);
+        conn_set_timeout(c, PENDING_TIMEOUT_USER_OK, CONN_CLOSE_GRACE_S);
     }
 }
 
@@ -212,7 +223,7 @@ static void conn_fail(conn *c, int code)
     sendq_clear(&c->q);
     conn_rx(c, 0);
     conn_want_write(c);
-    lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, CONN_CLOSE_GRACE_S);
+    conn_set_timeout(c, PENDING_TIMEOUT_USER_OK, CONN_CLOSE_GRACE_S);
 }
 
 /* One lws_write per WRITEABLE callback: a ping, or one frame, or several
@@ -250,8 +261,8 @@ static int conn_writeable(conn *c)
              * shutdown, when every connection closes at once, the worker's
              * drain deadline stands in for this timeout. */
             if (!n->draining)
-                lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_ACK,
-                                CONN_CLOSE_GRACE_S);
+                conn_set_timeout(c, PENDING_TIMEOUT_CLOSE_ACK,
+                                 CONN_CLOSE_GRACE_S);
         }
         return 0;
     }
@@ -311,10 +322,20 @@ int conns_flush(conns *n)
             continue;
         }
         if (conn_writeable(c) < 0)
-            lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK,
-                            LWS_TO_KILL_ASYNC);
+            conn_set_timeout(c, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
     }
     return n->flush != NULL;
+}
+
+void conns_lws_wake(conns *n)
+{
+    if (!n->lws_wake)
+        return;
+    /* lws_cancel_service signals the context's event pipe: lws services
+     * it, runs its idle handler, which handles what is due and re-arms
+     * its timer for the next deadline. */
+    lws_cancel_service(n->lws_wake);
+    n->lws_wake = NULL;
 }
 
 /* --- heartbeats ---------------------------------------------------------- */
@@ -540,7 +561,7 @@ static void conn_do_subscribe(conn *c, const proto_cmd *cmd)
 static void conn_do_unsubscribe(conn *c, const proto_cmd *cmd)
 {
     hub_sub *s = hub_sub_find(&c->n->hub, c->subs, cmd->channel.ptr,
-                     cmd->channel.len);
+                              cmd->channel.len);
     if (s)
         conn_sub_end(c, s);
     proto_enc_ok_empty(conn_encbuf(c), c->enc, cmd->id);

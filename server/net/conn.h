@@ -108,6 +108,8 @@ typedef struct conns {
     proto_buf enc;            /* encoding of replies, stolen into frames */
     int draining;             /* shutting down: no new connections */
     log_gate gates[CONN_LOG_LINES];
+    struct lws_context *lws_wake; /* a timeout was armed: wake lws (see
+                                     conns_lws_wake) */
 } conns;
 
 extern const struct lws_protocols conn_protocols[];
@@ -123,6 +125,11 @@ void conns_receive(conns *n, msg *m);
  * per loop iteration, before the loop waits (uv_prepare); returns 1 when
  * some have more to write. */
 int conns_flush(conns *n);
+
+/* Before the loop waits: when a connection's lws timeout (a close
+ * deadline) was armed since the last call, makes lws take it into account
+ * (lws 4.1 re-arms its timer only after its own events). */
+void conns_lws_wake(conns *n);
 
 /* Once a second: heartbeats of the connections due now. */
 void conns_tick(conns *n, uint64_t now_s);

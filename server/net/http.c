@@ -5,7 +5,9 @@
  * and, in cluster mode, 503 "degraded" with "broker":"down" while any
  * worker's link to any Redis server is down (so a balancer sends new
  * clients elsewhere; connected clients stay). With a durable store, its
- * state in "store".
+ * state in "store". "channels": the channel streams the owners keep
+ * (bounded by max_channels), "channels_evicted": idle ones evicted to make
+ * room since the start.
  */
 #include "net/http.h"
 
@@ -37,17 +39,20 @@ static int http_reply(struct lws *wsi, unsigned status, const char *body)
 
 static int http_healthz(struct lws *wsi, server *srv, int draining)
 {
-    char body[512];
+    char body[768];
     int cluster = srv->cfg->n_redis > 0;
     int down = cluster && atomic_load(&srv->broker_down) > 0;
     const char *status = draining ? "draining" : down ? "degraded" : "ok";
     int n = snprintf(body, sizeof(body),
                      "{\"status\":\"%s\",\"node\":\"%s\",\"connections\":%u,"
-                     "\"workers\":%u,\"broker\":\"%s\"",
+                     "\"workers\":%u,\"broker\":\"%s\",\"channels\":%u,"
+                     "\"channels_evicted\":%llu",
                      status, srv->node,
                      atomic_load(&srv->connections),
                      srv->n_workers,
-                     !cluster ? "memory" : down ? "down" : "up");
+                     !cluster ? "memory" : down ? "down" : "up",
+                     atomic_load(&srv->channels),
+                     (unsigned long long)atomic_load(&srv->channels_evicted));
     const store *st = srv->store;
     if (st && n > 0 && (size_t)n < sizeof(body))
         n += snprintf(body + n, sizeof(body) - (size_t)n,

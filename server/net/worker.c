@@ -2,8 +2,9 @@
  * Worker threads (worker.h): the event loop and what runs on it. Each
  * iteration of the loop: events (accepts, reads, Redis replies, timers,
  * the mailbox), then, before the loop waits, the output queued meanwhile
- * is written (conns_flush). Once a second the tick runs heartbeats, every
- * few seconds history expiry, and at shutdown the drain deadline.
+ * is written (conns_flush). Once a second the tick runs heartbeats, a
+ * bounded part of the owner's history expiry, and at shutdown the drain
+ * deadline.
  */
 #include "net/worker.h"
 
@@ -23,7 +24,6 @@
 /* Flush passes per loop iteration before the rest waits for the next
  * iteration (worker_on_prepare). */
 #define WORKER_FLUSH_ROUNDS 8
-#define EXPIRE_EVERY_S 5
 
 void worker_post_all(server *srv, uint8_t type)
 {
@@ -139,6 +139,7 @@ static void worker_on_prepare(uv_prepare_t *p)
         uv_idle_start(&w->flush_idle, worker_flush_idle);
     else
         uv_idle_stop(&w->flush_idle);
+    conns_lws_wake(&w->net);
 }
 
 static void worker_on_tick(uv_timer_t *t)
@@ -148,8 +149,7 @@ static void worker_on_tick(uv_timer_t *t)
     conns_tick(&w->net, now_s);
     if (w->index == 0)
         admit_sweep(w->srv->admit, uv_now(&w->loop));
-    if (now_s % EXPIRE_EVERY_S == 0)
-        owner_tick(&w->own);
+    owner_tick(&w->own);
     if (w->draining && !w->drained_reported &&
         (w->net.count == 0 || now_s >= w->drain_deadline_s)) {
         if (w->net.count)
@@ -241,6 +241,7 @@ static void *worker_main(void *arg)
 {
     worker *w = arg;
     w->net.now_s = uv_now(&w->loop) / 1000;
+    hb_init(&w->net.wheel, w->net.now_s);
     if (worker_create_lws(w) < 0) {
         log_error("cannot create the libwebsockets context",
                   LOG_INT("worker", w->index));

@@ -27,11 +27,14 @@ static pub *draft(void)
                    (proto_slice){ "0000000000000000", 16 }, &d, NULL, 0);
 }
 
+/* The registry of the test (chan_append needs it). */
+static chanreg *cur;
+
 /* Sequences a draft as the memory broker does. */
 static void chan_publish(chan_state *c, pub *p, int64_t now)
 {
     pub_seal(p, c->top + 1, c->epoch, now);
-    chan_append(c, p, now);
+    chan_append(cur, c, p, now);
 }
 
 static void publish(chan_state *c, int n, int64_t now)
@@ -46,6 +49,7 @@ static void publish(chan_state *c, int n, int64_t now)
 static void reg_init(chanreg *r, uint32_t n_workers)
 {
     chanreg_init(r, n_workers, requests_free);
+    cur = r;
 }
 
 /* chan_recover into a fresh list: 1 with v/n set (v NULL when empty), 0
@@ -144,14 +148,14 @@ Test(channel, per_worker_counts)
     chanreg r;
     reg_init(&r, 3);
     chan_state *c = chanreg_get(&r, "p", 1, &ns_hist);
-    chan_sub_add(c, 0);
-    chan_sub_add(c, 2);
-    chan_sub_add(c, 2);
+    chan_sub_add(&r, c, 0);
+    chan_sub_add(&r, c, 2);
+    chan_sub_add(&r, c, 2);
     cr_assert_eq(c->total, 3);
     cr_assert_eq(c->wcount[2], 2);
-    chan_sub_del(c, 1);
+    chan_sub_del(&r, c, 1);
     cr_assert_eq(c->total, 3, "no subscriber there: nothing changes");
-    chan_sub_del(c, 2);
+    chan_sub_del(&r, c, 2);
     cr_assert_eq(c->wcount[2], 1);
     cr_assert_eq(c->total, 2);
     chanreg_free(&r);
@@ -357,11 +361,11 @@ Test(channel, subscriber_counts_per_worker)
     for (int i = 0; i < 5000; i++) {
         uint16_t w = (uint16_t)(rand() % W);
         if (rand() % 3) {
-            chan_sub_add(c, w);
+            chan_sub_add(&r, c, w);
             want[w]++;
             total++;
         } else {
-            chan_sub_del(c, w);
+            chan_sub_del(&r, c, w);
             if (want[w]) {
                 want[w]--;
                 total--;
@@ -372,9 +376,191 @@ Test(channel, subscriber_counts_per_worker)
     }
     for (uint16_t w = 0; w < W; w++)
         while (want[w]--)
-            chan_sub_del(c, w);
+            chan_sub_del(&r, c, w);
     cr_assert_eq(c->total, 0);
     for (int w = 0; w < W; w++)
         cr_assert_eq(c->wcount[w], 0);
     chanreg_free(&r);
+}
+
+/* ---- bounds: the idle list, the walk, the bytes retained ---------------- */
+
+/* The idle list from the least recently used, as names joined by ','. */
+static const char *idle_names(const chanreg *r)
+{
+    static char buf[256];
+    buf[0] = '\0';
+    for (chan_state *c = chanreg_idle_oldest(r); c; c = c->inext) {
+        if (buf[0])
+            strcat(buf, ",");
+        strcat(buf, c->name);
+    }
+    return buf;
+}
+
+Test(channel, idle_streams_are_listed_least_recently_used_first)
+{
+    chanreg r;
+    reg_init(&r, 2);
+    chan_state *a = chanreg_get(&r, "a", 1, &ns_hist);
+    chan_state *b = chanreg_get(&r, "b", 1, &ns_hist);
+    chan_state *c = chanreg_get(&r, "c", 1, &ns_hist);
+    cr_assert_str_eq(idle_names(&r), "a,b,c", "in the order created");
+    publish(a, 1, 1000);
+    cr_assert_str_eq(idle_names(&r), "b,c,a", "a publication makes it newest");
+    publish(a, 1, 1000);
+    cr_assert_str_eq(idle_names(&r), "b,c,a", "the newest stays newest");
+    chan_sub_add(&r, b, 1);
+    cr_assert_str_eq(idle_names(&r), "c,a", "a subscriber takes it out");
+    chan_sub_add(&r, b, 0);
+    publish(b, 1, 1000);
+    cr_assert_str_eq(idle_names(&r), "c,a", "not idle: a publication leaves it out");
+    chan_sub_del(&r, b, 1);
+    cr_assert_str_eq(idle_names(&r), "c,a", "one subscriber left");
+    chan_sub_del(&r, b, 1);
+    cr_assert_str_eq(idle_names(&r), "c,a", "none there: nothing changes");
+    chan_sub_del(&r, b, 0);
+    cr_assert_str_eq(idle_names(&r), "c,a,b", "the last one left: newest");
+    chanreg_touch(&r, c);
+    cr_assert_str_eq(idle_names(&r), "a,b,c");
+    chanreg_drop(&r, b);
+    cr_assert_str_eq(idle_names(&r), "a,c");
+    chanreg_drop(&r, a);
+    chanreg_drop(&r, c);
+    cr_assert_str_eq(idle_names(&r), "");
+    cr_assert_null(chanreg_idle_oldest(&r));
+    chan_state *d = chanreg_get(&r, "d", 1, &ns_hist);
+    cr_assert_eq(chanreg_idle_oldest(&r), d);
+    chanreg_free(&r);
+}
+
+Test(channel, full_means_max_streams)
+{
+    chanreg r;
+    reg_init(&r, 1);
+    cr_assert_not(chanreg_full(&r), "no bound");
+    r.max_n = 2;
+    chanreg_get(&r, "a", 1, &ns_hist);
+    cr_assert_not(chanreg_full(&r));
+    chanreg_get(&r, "b", 1, &ns_hist);
+    cr_assert(chanreg_full(&r));
+    chanreg_drop(&r, chanreg_find(&r, "a", 1));
+    cr_assert_not(chanreg_full(&r));
+    chanreg_free(&r);
+}
+
+static int visits[64];
+
+static void count_visit(void *ctx, chan_state *c)
+{
+    (void)ctx;
+    visits[atoi(c->name)]++;
+}
+
+static chanreg *walk_reg;
+static int drop_next_of;   /* the stream after this one is dropped too */
+
+static void visit_and_drop(void *ctx, chan_state *c)
+{
+    (void)ctx;
+    int i = atoi(c->name);
+    visits[i]++;
+    if (i % 2 == 0) {
+        chanreg_drop(walk_reg, c);   /* the stream being visited */
+    } else if (i == drop_next_of) {
+        chan_state *n = c->hh.next;  /* the walk's next stream */
+        if (n) {
+            visits[atoi(n->name)] += 100;   /* never visited */
+            chanreg_drop(walk_reg, n);
+        }
+    }
+}
+
+Test(channel, the_walk_is_bounded_and_resumes_where_it_stopped)
+{
+    chanreg r;
+    reg_init(&r, 1);
+    char name[8];
+    for (int i = 0; i < 10; i++) {
+        snprintf(name, sizeof(name), "%d", i);
+        chanreg_get(&r, name, strlen(name), &ns_hist);
+    }
+    memset(visits, 0, sizeof(visits));
+    cr_assert_eq(chanreg_walk(&r, 4, count_visit, NULL), 4);
+    cr_assert_eq(chanreg_walk(&r, 4, count_visit, NULL), 4);
+    for (int i = 0; i < 8; i++)
+        cr_assert_eq(visits[i], 1, "stream %d visited once", i);
+    cr_assert_eq(visits[8] + visits[9], 0);
+    /* Added during the round: visited in it. */
+    chanreg_get(&r, "10", 2, &ns_hist);
+    cr_assert_eq(chanreg_walk(&r, 4, count_visit, NULL), 3,
+                 "the round ends at the last stream");
+    for (int i = 0; i <= 10; i++)
+        cr_assert_eq(visits[i], 1, "stream %d visited once in the round", i);
+    cr_assert_eq(chanreg_walk(&r, 100, count_visit, NULL), 11,
+                 "a new round from the first");
+    for (int i = 0; i <= 10; i++)
+        cr_assert_eq(visits[i], 2);
+    chanreg_free(&r);
+}
+
+Test(channel, the_walk_survives_drops)
+{
+    chanreg r;
+    reg_init(&r, 1);
+    walk_reg = &r;
+    char name[8];
+    for (int i = 0; i < 12; i++) {
+        snprintf(name, sizeof(name), "%d", i);
+        chanreg_get(&r, name, strlen(name), &ns_hist);
+    }
+    memset(visits, 0, sizeof(visits));
+    drop_next_of = 5;   /* 5 drops 6, even ones drop themselves */
+    size_t seen = 0;
+    do   /* one round: it ends when the cursor is back at the start */
+        seen += chanreg_walk(&r, 3, visit_and_drop, NULL);
+    while (r.walk && seen < 100);
+    cr_assert_eq(seen, 11, "12 streams, one dropped before its visit");
+    for (int i = 0; i < 12; i++)
+        cr_assert_eq(visits[i], i == 6 ? 100 : 1, "stream %d: %d", i, visits[i]);
+    cr_assert_eq(r.n, 6, "the odd ones stay");
+    chanreg_free(&r);
+}
+
+Test(channel, the_registry_counts_the_bytes_its_rings_hold)
+{
+    chanreg r;
+    reg_init(&r, 1);
+    config_ns small = ns_hist;   /* keeps 5 */
+    small.history_ttl = 10;
+    chan_state *a = chanreg_get(&r, "a", 1, &small);
+    chan_state *b = chanreg_get(&r, "b", 1, &small);
+    pub *p = draft();
+    size_t one = p->size;
+    pub_unref(p);
+    cr_assert_gt(one, sizeof(pub));
+    cr_assert_eq(r.bytes, 0);
+    publish(a, 3, 1000);
+    publish(b, 2, 5000);
+    cr_assert_eq(r.bytes, 5 * one);
+    cr_assert_eq(a->hist.bytes, 3 * one);
+    publish(a, 4, 2000);   /* 7 published, 5 kept */
+    cr_assert_eq(a->hist.bytes, 5 * one, "eviction at capacity");
+    cr_assert_eq(r.bytes, 7 * one);
+    chan_expire(a, 11500);   /* the three of time 1000 are older than 10 s */
+    cr_assert_eq(history_count(&a->hist), 4);
+    cr_assert_eq(r.bytes, 6 * one, "expiry");
+    chan_restart(a, "0123456789abcdef", 50);
+    cr_assert_eq(r.bytes, 2 * one, "a restart empties the ring");
+    publish(a, 1, 12000);
+    cr_assert_eq(a->top, 51);
+    cr_assert_eq(r.bytes, 3 * one, "the ring works after a restart");
+    chanreg_drop(&r, b);
+    cr_assert_eq(r.bytes, one, "a dropped stream's ring");
+    r.max_bytes = one;
+    cr_assert_not(chanreg_over_bytes(&r));
+    publish(a, 1, 12000);
+    cr_assert(chanreg_over_bytes(&r));
+    chanreg_free(&r);
+    cr_assert_eq(r.bytes, 0);
 }

@@ -556,3 +556,205 @@ Test(owner, history_pages)
     cr_assert_eq(h->top, 8);
     requests_free(&h->h.hdr);
 }
+
+/* ---- bounds: max_channels, history_memory_mb, the walk --------------------- */
+
+/* The epoch a fresh history page reports for chan (its stream now). */
+static void epoch_of(const char *chan, char *epoch)
+{
+    hist_req *h = hist(chan, 0, 0, NULL, 0);
+    cr_assert_eq(h->h.code, 0);
+    memcpy(epoch, h->epoch, IDS_LEN + 1);
+    requests_free(&h->h.hdr);
+}
+
+Test(owner, bounds_come_from_the_configuration)
+{
+    /* config_defaults: 1,000,000 channels and 2048 MiB, two workers. */
+    cr_assert_eq(own.reg.max_n, 500000);
+    cr_assert_eq(own.reg.max_bytes, (size_t)1024 << 20);
+}
+
+Test(owner, the_least_recently_used_idle_stream_is_evicted)
+{
+    own.reg.max_n = 3;
+    publish_ok("h:a", 0, NULL);
+    publish_ok("h:b", 0, NULL);
+    publish_ok("h:c", 0, NULL);
+    cr_assert_eq(own.reg.n, 3, "kept for their history");
+    cr_assert_eq(atomic_load(&srv.channels), 3);
+    publish_ok("h:a", 0, NULL);   /* a is the most recent now */
+    publish_ok("h:d", 0, NULL);
+    cr_assert_eq(own.reg.n, 3);
+    cr_assert_null(chanreg_find(&own.reg, "h:b", 3), "b: least recently used");
+    cr_assert_not_null(chanreg_find(&own.reg, "h:a", 3));
+    cr_assert_eq(atomic_load(&srv.channels_evicted), 1);
+    publish_ok("h:e", 0, NULL);
+    cr_assert_null(chanreg_find(&own.reg, "h:c", 3));
+    publish_ok("h:f", 0, NULL);
+    cr_assert_null(chanreg_find(&own.reg, "h:a", 3));
+    cr_assert_eq(atomic_load(&srv.channels_evicted), 3);
+    cr_assert_eq(atomic_load(&srv.channels), 3);
+}
+
+Test(owner, a_stream_with_subscribers_is_never_evicted)
+{
+    own.reg.max_n = 3;
+    requests_free(&subscribe("h:s", 1, B, NULL, 0)->h.hdr);   /* the oldest */
+    publish_ok("h:s", 0, NULL);
+    drop_from(1, take(1));
+    publish_ok("h:a", 0, NULL);
+    publish_ok("h:b", 0, NULL);
+    publish_ok("h:c", 0, NULL);
+    cr_assert_not_null(chanreg_find(&own.reg, "h:s", 3));
+    cr_assert_null(chanreg_find(&own.reg, "h:a", 3));
+    /* Its subscriber leaves: it is idle, and the most recent. */
+    unsubscribe("h:s", 1, B);
+    cr_assert_not_null(chanreg_find(&own.reg, "h:s", 3), "history keeps it");
+    publish_ok("h:d", 0, NULL);
+    cr_assert_null(chanreg_find(&own.reg, "h:b", 3));
+    cr_assert_not_null(chanreg_find(&own.reg, "h:s", 3));
+}
+
+Test(owner, full_and_nothing_idle_refuses_new_channels_with_106)
+{
+    own.reg.max_n = 2;
+    requests_free(&subscribe("h:x", 1, B, NULL, 0)->h.hdr);
+    requests_free(&subscribe("plain", 1, B, NULL, 0)->h.hdr);
+    pub_req *r = publish("h:new", 0, "1", NULL);
+    cr_assert_eq(r->h.code, PROTO_E_LIMIT, "publish to a new channel: 106");
+    cr_assert_not_null(r->h.errmsg);
+    requests_free(&r->h.hdr);
+    sub_req *s = subscribe("h:new", 0, A, NULL, 0);
+    cr_assert_eq(s->h.code, PROTO_E_LIMIT, "subscribe: 106");
+    requests_free(&s->h.hdr);
+    hist_req *h = hist("h:new", 10, 0, NULL, 0);
+    cr_assert_eq(h->h.code, PROTO_E_LIMIT, "history: 106");
+    requests_free(&h->h.hdr);
+    pres_req *p = request(sizeof(pres_req), OWN_PRESENCE, "h:new", 0, C, "");
+    owner_receive(&own, &p->h.hdr);
+    p = (pres_req *)only(0, CON_PRESENCE);
+    cr_assert_eq(p->h.code, PROTO_E_LIMIT, "presence: 106");
+    requests_free(&p->h.hdr);
+    cr_assert_eq(own.reg.n, 2, "nothing created");
+    /* The channels that exist are served. */
+    cr_assert_eq(publish_ok("h:x", 0, NULL), 1);
+    drop_from(1, take(1));
+    /* A subscriber leaves: its stream can go, the new channel fits. */
+    unsubscribe("plain", 1, B);
+    cr_assert_eq(publish_ok("h:new", 0, NULL), 1);
+    cr_assert_eq(own.reg.n, 2);
+}
+
+Test(owner, recovery_on_an_evicted_stream_is_honest)
+{
+    own.reg.max_n = 2;
+    publish_ok("h:gone", 0, NULL);
+    publish_ok("h:gone", 0, NULL);
+    char old[IDS_LEN + 1];
+    epoch_of("h:gone", old);
+    publish_ok("h:b", 0, NULL);
+    publish_ok("h:c", 0, NULL);
+    cr_assert_null(chanreg_find(&own.reg, "h:gone", 6), "evicted");
+    /* The client had offset 1: 2 is gone with the stream. */
+    sub_req *s = subscribe("h:gone", 0, A, old, 1);
+    cr_assert_eq(s->h.code, 0);
+    cr_assert_eq(s->recovered, 0, "not a silent gap");
+    cr_assert_str_neq(s->epoch, old, "a new epoch");
+    cr_assert_eq(s->top, 0);
+    cr_assert_eq(s->pubs.n, 0);
+    requests_free(&s->h.hdr);
+    unsubscribe("h:gone", 0, A);
+    /* Even a client that had seen everything is told: its position
+     * belongs to a stream that no longer exists. */
+    s = subscribe("h:gone", 0, A, old, 2);
+    cr_assert_eq(s->recovered, 0);
+    requests_free(&s->h.hdr);
+}
+
+Test(owner, idle_streams_are_evicted_above_history_memory)
+{
+    pub_req *r = publish("h:z", 0, "\"x\"", NULL);
+    requests_free(&r->h.hdr);
+    size_t one = own.reg.bytes;
+    cr_assert_gt(one, 0);
+    /* Room for three publications; every channel keeps up to five. */
+    own.reg.max_bytes = 3 * one;
+    publish_ok("h:a", 0, NULL);
+    publish_ok("h:b", 0, NULL);
+    cr_assert_eq(own.reg.n, 3);
+    publish_ok("h:c", 0, NULL);
+    cr_assert_eq(own.reg.bytes, 3 * one);
+    cr_assert_null(chanreg_find(&own.reg, "h:z", 3), "least recently used");
+    /* A subscribed stream is never evicted; the one published to isn't
+     * either, even when it alone is over. */
+    requests_free(&subscribe("h:c", 1, B, NULL, 0)->h.hdr);
+    for (int i = 0; i < 4; i++) {
+        publish_ok("h:c", 0, NULL);
+        drop_from(1, take(1));
+    }
+    cr_assert_null(chanreg_find(&own.reg, "h:a", 3));
+    cr_assert_null(chanreg_find(&own.reg, "h:b", 3));
+    cr_assert_eq(own.reg.n, 1);
+    cr_assert_eq(own.reg.bytes, 5 * one, "held by a subscribed stream");
+    publish_ok("h:d", 0, NULL);
+    cr_assert_eq(own.reg.n, 2, "the stream published to stays");
+    owner_tick(&own);
+    cr_assert_null(chanreg_find(&own.reg, "h:d", 3),
+                   "the tick evicts while over");
+    cr_assert_eq(atomic_load(&srv.channels_evicted), 4);
+}
+
+Test(owner, the_expiry_walk_is_incremental)
+{
+    /* Namespace t: history_ttl 2 s. More streams than one tick visits. */
+    enum { N = OWNER_WALK_PER_TICK + OWNER_WALK_PER_TICK / 2 };
+    char name[32];
+    for (int i = 0; i < N; i++) {
+        snprintf(name, sizeof(name), "t:%d", i);
+        publish_ok(name, 0, NULL);
+    }
+    cr_assert_eq(own.reg.n, N);
+    now_ms += 3000;   /* every publication has aged out */
+    owner_tick(&own);
+    cr_assert_eq(own.reg.n, N - OWNER_WALK_PER_TICK,
+                 "one tick visits OWNER_WALK_PER_TICK streams");
+    cr_assert_eq(atomic_load(&srv.channels), N - OWNER_WALK_PER_TICK);
+    snprintf(name, sizeof(name), "t:%d", OWNER_WALK_PER_TICK);
+    cr_assert_not_null(chanreg_find(&own.reg, name, strlen(name)),
+                       "where the walk stopped");
+    snprintf(name, sizeof(name), "t:%d", OWNER_WALK_PER_TICK - 1);
+    cr_assert_null(chanreg_find(&own.reg, name, strlen(name)));
+    owner_tick(&own);
+    cr_assert_eq(own.reg.n, 0, "the next tick resumes there");
+    cr_assert_eq(atomic_load(&srv.channels_evicted), 0, "expired, not evicted");
+}
+
+Test(owner, streams_in_use_are_skipped_and_keep_their_order)
+{
+    own.reg.max_n = 3;
+    publish_ok("h:a", 0, NULL);
+    publish_ok("h:b", 0, NULL);
+    publish_ok("h:c", 0, NULL);
+    chan_state *a = chanreg_find(&own.reg, "h:a", 3);
+    chan_state *b = chanreg_find(&own.reg, "h:b", 3);
+    chan_state *c = chanreg_find(&own.reg, "h:c", 3);
+    /* Every one has a read in flight: nothing can go. */
+    a->reads = b->reads = c->reads = 1;
+    pub_req *r = publish("h:d", 0, "1", NULL);
+    cr_assert_eq(r->h.code, PROTO_E_LIMIT);
+    requests_free(&r->h.hdr);
+    cr_assert_eq(chanreg_idle_oldest(&own.reg), a, "the order is kept");
+    cr_assert_eq(a->inext, b);
+    cr_assert_eq(b->inext, c);
+    /* c's read is back: a and b are skipped, c goes. */
+    c->reads = 0;
+    publish_ok("h:d", 0, NULL);
+    cr_assert_null(chanreg_find(&own.reg, "h:c", 3));
+    a->reads = b->reads = 0;
+    publish_ok("h:e", 0, NULL);
+    cr_assert_null(chanreg_find(&own.reg, "h:a", 3), "then the oldest of "
+                   "the ones skipped");
+    cr_assert_not_null(chanreg_find(&own.reg, "h:b", 3));
+    cr_assert_not_null(chanreg_find(&own.reg, "h:d", 3));
+}
