@@ -309,12 +309,10 @@ int conns_flush(conns *n)
         if (!c->live || c->writable_req)
             continue;
         /* Control frames (a ping; the close frame once the queue is empty)
-         * go out from the WRITEABLE callback, as before the flush point:
-         * the close frame arms lws's close timeout, and armed from here
-         * (outside any lws callback) that timeout did not fire, so a
-         * client that stopped reading was never dropped and its channels
-         * never saw its leave (seen with lws 4.1 on libuv). Rare: one ping
-         * per interval, one close per connection. */
+         * go out from the WRITEABLE callback, where lws expects them
+         * (lws_write of a close frame arms lws's own close timeout; one
+         * armed here, outside its callbacks, needs conns_lws_wake to
+         * fire). Rare: one ping per interval, one close per connection. */
         if (lws_partial_buffered(c->wsi) || c->ping_due ||
             (c->closing && !sendq_count(&c->q))) {
             c->writable_req = 1;
