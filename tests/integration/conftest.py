@@ -30,9 +30,17 @@ def pytest_pyfunc_call(pyfuncitem):
     timeout = hh.t(marker.args[0] if marker else 30)
     args = {a: pyfuncitem.funcargs[a] for a in pyfuncitem._fixtureinfo.argnames}
 
+    async def body():
+        # A socket or wait_for timeout inside the test is a TimeoutError
+        # too: keep its traceback, apart from the overall timeout's.
+        try:
+            await fn(**args)
+        except TimeoutError as e:
+            raise AssertionError("a wait inside the test timed out: %r" % (e,)) from e
+
     async def run():
         try:
-            await asyncio.wait_for(fn(**args), timeout)
+            await asyncio.wait_for(body(), timeout)
         except asyncio.TimeoutError:
             raise AssertionError("test timed out after %.0fs" % timeout) from None
         finally:
