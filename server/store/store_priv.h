@@ -18,6 +18,7 @@
 struct server;
 struct read_job;
 struct store_item;
+struct store_wslot;
 struct spill;
 
 struct store {
@@ -46,7 +47,17 @@ struct store {
     atomic_ullong written;
     atomic_int failing;
     atomic_int indexed;
-    pthread_t *threads;
+    /* Every pushed publication gets the next sequence number (under lock;
+     * read without it by store_push_seq). What is still unwritten has
+     * the lowest ones at the ring's head, in each writer's batch
+     * (wslots[i].busy_min) and, for the spill file, at most spill_min_seq:
+     * store_pending_before answers a read's question "is anything pushed
+     * before me still on its way?" from these. */
+    atomic_ullong pushed;
+    uint64_t spill_min_seq;    /* lowest sequence number that went to the
+                                * spill file since it was last empty
+                                * (0 for an earlier run's records) */
+    struct store_wslot *wslots;
     uint32_t n_threads;
     /* The spill file (NULL: mongodb_spill_mb = 0); spill.c is called under
      * lock, except the replaying writer's reads. */
@@ -117,6 +128,12 @@ int store_find_pos(mongoc_collection_t *coll, const bson_t *filter,
 
 /* Sleeps ms milliseconds (any thread; EINTR resumed). */
 void store_sleep_ms(uint32_t ms);
+
+/* The sequence number the next pushed publication gets (any thread). */
+uint64_t store_push_seq(store *s);
+/* 1 while a publication pushed with a sequence number below `barrier` is
+ * not in MongoDB yet (queued, being written, or in the spill file). */
+int store_pending_before(store *s, uint64_t barrier);
 
 /* Reader threads: started after the pool exists, stopped before it goes. */
 void store_read_start(store *s);

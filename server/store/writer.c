@@ -84,8 +84,17 @@ static int store_index(store *s, mongoc_client_t *cl)
 typedef struct store_item {
     pub *p;
     msg *ack;
+    uint64_t seq;            /* store_push order (store_pending_before) */
     uint16_t ack_to;         /* the worker the ack goes to */
 } store_item;
+
+/* One writer thread; busy_min (under lock) is the lowest sequence number
+ * in the batch it is writing, UINT64_MAX when it has none. */
+typedef struct store_wslot {
+    store *s;
+    pthread_t th;
+    uint64_t busy_min;
+} store_wslot;
 
 /* Every write error a duplicate key: the documents are there (an earlier
  * attempt wrote them and its answer was lost). */
@@ -195,8 +204,8 @@ static int store_spill_active(store *s)
 }
 
 /* Appends one publication; SPILL_OK, SPILL_FULL or SPILL_ERROR (logged;
- * the spill is not used again). */
-static int store_spill_pub(store *s, pub *p)
+ * the spill is not used again). seq is its store_push order. */
+static int store_spill_pub(store *s, pub *p, uint64_t seq)
 {
     if (!s->spill || s->spill_broken)
         return SPILL_ERROR;
@@ -205,6 +214,8 @@ static int store_spill_pub(store *s, pub *p)
     int rc = spill_append(s->spill, bson_get_data(&d), d.len);
     bson_destroy(&d);
     if (rc == SPILL_OK) {
+        if (seq < s->spill_min_seq)
+            s->spill_min_seq = seq;
         store_spill_sync(s);
         if (!s->spilling_logged) {
             s->spilling_logged = 1;
@@ -224,12 +235,12 @@ static int store_spill_pub(store *s, pub *p)
 
 /* Moves a queued publication to the spill, leaving the room promised to
  * owners (and building no document when there is no room). */
-static int store_spill_move(store *s, pub *p)
+static int store_spill_move(store *s, pub *p, uint64_t seq)
 {
     if (!s->spill || s->spill_broken ||
         !spill_fits(s->spill, s->spill_promised + store_doc_bound(p)))
         return SPILL_FULL;
-    return store_spill_pub(s, p);
+    return store_spill_pub(s, p, seq);
 }
 
 /* Reserves spill room for p; 1 done. */
@@ -243,7 +254,8 @@ static int store_spill_promise(store *s, const pub *p)
     return 1;
 }
 
-static void store_ring_put(store *s, pub *p, msg *ack, uint16_t ack_to)
+static void store_ring_put(store *s, pub *p, msg *ack, uint16_t ack_to,
+                           uint64_t seq)
 {
     if (s->count == s->alloc) {
         /* Only past `cap`, when the spill failed what it had promised. */
@@ -257,7 +269,8 @@ static void store_ring_put(store *s, pub *p, msg *ack, uint16_t ack_to)
         s->head = 0;
         s->alloc *= 2;
     }
-    s->ring[(s->head + s->count) % s->alloc] = (store_item){ p, ack, ack_to };
+    s->ring[(s->head + s->count) % s->alloc] =
+        (store_item){ .p = p, .ack = ack, .seq = seq, .ack_to = ack_to };
     s->count++;
 }
 
@@ -269,7 +282,7 @@ static void store_ring_to_spill(store *s)
     uint32_t kept = 0;
     for (uint32_t i = 0; i < s->count; i++) {
         store_item it = s->ring[(s->head + i) % s->alloc];
-        if (!it.ack && store_spill_move(s, it.p) == SPILL_OK) {
+        if (!it.ack && store_spill_move(s, it.p, it.seq) == SPILL_OK) {
             pub_unref(it.p);
             atomic_fetch_sub(&s->reserved, 1);
             continue;
@@ -284,7 +297,7 @@ static void store_ring_to_spill(store *s)
  * (an ack "durable" one too: its client got no reply). */
 static void store_keep_at_stop(store *s, store_item *it)
 {
-    if (store_spill_pub(s, it->p) == SPILL_OK)
+    if (store_spill_pub(s, it->p, it->seq) == SPILL_OK)
         s->stop_spilled++;
     else
         s->stop_lost++;
@@ -310,8 +323,9 @@ static void store_check_idle(store *s)
 
 /* Writes a batch taken from the ring, retrying with backoff; on a failure
  * its ack "broker" publications and the queue's move to the spill. */
-static void store_write_batch(store *s, store_item *v, uint32_t n)
+static void store_write_batch(store_wslot *w, store_item *v, uint32_t n)
 {
+    store *s = w->s;
     uint32_t delay = STORE_RETRY_MIN_MS;
     while (n) {
         if (store_write(s, v, n) == 0) {
@@ -323,6 +337,7 @@ static void store_write_batch(store *s, store_item *v, uint32_t n)
             }
             pthread_mutex_lock(&s->lock);
             s->busy -= n;
+            w->busy_min = UINT64_MAX;
             atomic_fetch_sub(&s->reserved, n);
             store_check_idle(s);
             pthread_mutex_unlock(&s->lock);
@@ -333,7 +348,8 @@ static void store_write_batch(store *s, store_item *v, uint32_t n)
         for (uint32_t i = 0; i < n; i++) {
             if (s->abandon) {
                 store_keep_at_stop(s, &v[i]);
-            } else if (!v[i].ack && store_spill_move(s, v[i].p) == SPILL_OK) {
+            } else if (!v[i].ack &&
+                       store_spill_move(s, v[i].p, v[i].seq) == SPILL_OK) {
                 pub_unref(v[i].p);
             } else {
                 v[kept++] = v[i];
@@ -343,6 +359,7 @@ static void store_write_batch(store *s, store_item *v, uint32_t n)
             atomic_fetch_sub(&s->reserved, 1);
         }
         n = kept;
+        w->busy_min = n ? v[0].seq : UINT64_MAX;   /* kept in order */
         if (!s->abandon && s->spill)
             store_ring_to_spill(s);
         store_check_idle(s);
@@ -357,6 +374,7 @@ static void store_write_batch(store *s, store_item *v, uint32_t n)
             for (uint32_t i = 0; i < n; i++)
                 store_keep_at_stop(s, &v[i]);
             s->busy -= n;
+            w->busy_min = UINT64_MAX;
             atomic_fetch_sub(&s->reserved, n);
             store_check_idle(s);
             n = 0;
@@ -413,6 +431,8 @@ static void store_replay(store *s, spill_batch *b, uint64_t from, uint64_t to)
     spill_consume(s->spill, b->end, b->n);
     if (rc != SPILL_OK)
         spill_drop_rest(s->spill);
+    if (!spill_records(s->spill))
+        s->spill_min_seq = UINT64_MAX;
     store_spill_sync(s);
     if (!spill_records(s->spill) && s->spilling_logged) {
         s->spilling_logged = 0;
@@ -428,7 +448,8 @@ static void store_replay(store *s, spill_batch *b, uint64_t from, uint64_t to)
 
 static void *store_writer(void *arg)
 {
-    store *s = arg;
+    store_wslot *w = arg;
+    store *s = w->s;
     store_item *v = malloc(sizeof(*v) * s->batch);
     if (!v)
         abort();
@@ -449,8 +470,9 @@ static void *store_writer(void *arg)
             }
             s->count -= n;
             s->busy += n;
+            w->busy_min = v[0].seq;   /* the ring is in push order */
             pthread_mutex_unlock(&s->lock);
-            store_write_batch(s, v, n);
+            store_write_batch(w, v, n);
             continue;
         }
         if (store_replay_due(s)) {
@@ -510,6 +532,7 @@ store *store_start(const config *cfg, server *srv, char *err, size_t errlen)
     s->ring = calloc(s->alloc, sizeof(store_item));
     if (!s->ring)
         abort();
+    s->spill_min_seq = UINT64_MAX;
     if (cfg->mongodb_spill_mb) {
         s->spill = spill_open(cfg->mongodb_spill_path,
                               (uint64_t)cfg->mongodb_spill_mb << 20, err,
@@ -527,6 +550,7 @@ store *store_start(const config *cfg, server *srv, char *err, size_t errlen)
              * everything: replayed first thing (streams wait for it in
              * memory, and their tops take it into account). */
             s->spilling_logged = 1;
+            s->spill_min_seq = 0;   /* older than anything pushed now */
             log_warn("MongoDB: replaying the spill file of an earlier run",
                      LOG_STR("path", cfg->mongodb_spill_path),
                      LOG_INT("count", (int64_t)spill_records(s->spill)),
@@ -537,11 +561,14 @@ store *store_start(const config *cfg, server *srv, char *err, size_t errlen)
     pthread_cond_init(&s->more, NULL);
     pthread_cond_init(&s->idle, NULL);
     s->n_threads = cfg->mongodb_writers;
-    s->threads = calloc(s->n_threads, sizeof(pthread_t));
-    if (!s->threads)
+    s->wslots = calloc(s->n_threads, sizeof(store_wslot));
+    if (!s->wslots)
         abort();
-    for (uint32_t i = 0; i < s->n_threads; i++)
-        pthread_create(&s->threads[i], NULL, store_writer, s);
+    for (uint32_t i = 0; i < s->n_threads; i++) {
+        s->wslots[i].s = s;
+        s->wslots[i].busy_min = UINT64_MAX;
+        pthread_create(&s->wslots[i].th, NULL, store_writer, &s->wslots[i]);
+    }
     store_read_start(s);
     store_retention_start(s);
     return s;
@@ -571,7 +598,7 @@ void store_stop(store *s, uint32_t timeout_ms)
     store_retention_stop(s);
     store_read_stop(s);
     for (uint32_t i = 0; i < s->n_threads; i++)
-        pthread_join(s->threads[i], NULL);
+        pthread_join(s->wslots[i].th, NULL);
     /* The writers are gone: what is still queued goes to the spill. */
     pthread_mutex_lock(&s->lock);
     while (s->count) {
@@ -591,7 +618,7 @@ void store_stop(store *s, uint32_t timeout_ms)
                   "(no spill file, or it cannot take them)",
                   LOG_INT("count", (int64_t)s->stop_lost));
     spill_close(s->spill);
-    free(s->threads);
+    free(s->wslots);
     free(s->ring);
     pthread_cond_destroy(&s->more);
     pthread_cond_destroy(&s->idle);
@@ -651,24 +678,42 @@ void store_unreserve(store *s, int where, const pub *p)
 void store_push(store *s, int where, pub *p, msg *ack, uint16_t ack_to)
 {
     pthread_mutex_lock(&s->lock);
+    uint64_t seq = atomic_fetch_add(&s->pushed, 1);
     if (where == STORE_TO_SPILL) {
         s->spill_promised -= store_doc_bound(p);
-        int rc = store_spill_pub(s, p);
+        int rc = store_spill_pub(s, p, seq);
         atomic_fetch_sub(&s->spill_promised_n, 1);
         if (rc != SPILL_OK) {
             /* Promised, so kept: in memory past the queue's bound. */
             atomic_fetch_add(&s->reserved, 1);
-            store_ring_put(s, pub_ref(p), NULL, 0);
+            store_ring_put(s, pub_ref(p), NULL, 0, seq);
         }
     } else if (!ack && s->spill && store_spill_active(s) &&
-               store_spill_move(s, p) == SPILL_OK) {
+               store_spill_move(s, p, seq) == SPILL_OK) {
         /* The spill filled in while this one was reserved: after them. */
         atomic_fetch_sub(&s->reserved, 1);
     } else {
-        store_ring_put(s, pub_ref(p), ack, ack_to);
+        store_ring_put(s, pub_ref(p), ack, ack_to, seq);
     }
     pthread_cond_signal(&s->more);
     pthread_mutex_unlock(&s->lock);
+}
+
+uint64_t store_push_seq(store *s)
+{
+    return atomic_load(&s->pushed);
+}
+
+int store_pending_before(store *s, uint64_t barrier)
+{
+    pthread_mutex_lock(&s->lock);
+    int pending = s->count && s->ring[s->head].seq < barrier;
+    for (uint32_t i = 0; i < s->n_threads && !pending; i++)
+        pending = s->wslots[i].busy_min < barrier;
+    if (!pending && s->spill && spill_records(s->spill))
+        pending = s->spill_min_seq < barrier;
+    pthread_mutex_unlock(&s->lock);
+    return pending;
 }
 
 int store_spill_last(store *s, const char *chan, size_t len, char *epoch,
