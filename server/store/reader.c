@@ -2,7 +2,9 @@
  * Durable store readers (store.h, store_priv.h): threads that answer the
  * owners' questions to MongoDB (a stream's last epoch and offset; history
  * and recovery reads) and post the answers to the owner's mailbox, so no
- * loop thread ever waits for MongoDB.
+ * loop thread ever waits for MongoDB. A read that finds the store behind
+ * (publications still on their way) goes to a waiting list and is tried
+ * again a little later; it never holds a reader thread while it waits.
  */
 #include "store/store_priv.h"
 
@@ -31,6 +33,10 @@ typedef struct read_job {
     msg *m;                  /* range reads: the request, NULL for a top */
     publist *out;            /* range reads: where the answer goes (in m) */
     int16_t *status;         /* range reads: its status (in m) */
+    uint32_t waited;         /* range reads: times it was behind */
+    int64_t deadline_ms;     /* range reads: answer 108 when still behind
+                                then (monotonic; 0 until the first try) */
+    int64_t due_ms;          /* on the waiting list: the next try */
     uint64_t barrier;        /* range reads: publications pushed before
                                 the request have store sequence numbers
                                 below it (store_pending_before) */
@@ -210,10 +216,17 @@ static int store_start_trimmed(store *s, mongoc_client_t *cl, const read_job *j)
     return rc == 0;
 }
 
-static void store_answer_range(store *s, read_job *j)
+/* One attempt at a range read: answers it (posts the request back to its
+ * owner; returns 1), or, when publications may still be on their way,
+ * returns 0 and the caller puts the job on the waiting list, to be tried
+ * again READ_BEHIND_POLL_MS later: a read that waits holds no reader
+ * thread, so it does not delay other channels' reads. */
+static int store_answer_range(store *s, read_job *j)
 {
     publist v = { 0 };
-    int64_t deadline = store_mono_ms() + READ_BEHIND_WAIT_MS;
+    int64_t now = store_mono_ms();
+    if (!j->deadline_ms)
+        j->deadline_ms = now + READ_BEHIND_WAIT_MS;
     int code = PROTO_E_NOT_AVAILABLE, failures = 0;
     for (;;) {
         /* Taken before the query: every publication of the range that
@@ -221,7 +234,8 @@ static void store_answer_range(store *s, read_job *j)
          * barrier), so when none of those is unwritten any more, what the
          * query misses is not on its way from here. */
         int pending = store_pending_before(s, j->barrier);
-        int timed_out = store_mono_ms() >= deadline || store_read_stopping(s);
+        int timed_out = store_mono_ms() >= j->deadline_ms ||
+                        store_read_stopping(s);
         mongoc_client_t *cl = mongoc_client_pool_pop(s->pool);
         int rc = store_query_range(s, cl, j, &v);
         int shape = 0, answer = STORE_ANSWER_UNAVAILABLE;
@@ -245,9 +259,13 @@ static void store_answer_range(store *s, read_job *j)
             break;
         }
         if (answer == STORE_ANSWER_RETRY) {
-            publist_clear(&v);
-            store_sleep_ms(READ_BEHIND_POLL_MS);
-            continue;
+            if (!j->waited++)
+                log_debug("MongoDB: a read waits for publications on their "
+                          "way to the store",
+                          LOG_STRN("channel", j->chan, j->len),
+                          LOG_INT("pending_here", pending));
+            publist_free(&v);
+            return 0;
         }
         code = answer == STORE_ANSWER_OK ? 0
                : answer == STORE_ANSWER_GONE ? PROTO_E_UNRECOVERABLE
@@ -262,31 +280,69 @@ static void store_answer_range(store *s, read_job *j)
     msg *m = j->m;
     j->m = NULL;
     server_post(s->srv, j->owner, m);
+    return 1;
+}
+
+/* The next job under rlock: a waiting read whose time has come first (it
+ * is older), else a new one; NULL when stopping. Sleeps meanwhile. */
+static read_job *store_next_job(store *s)
+{
+    for (;;) {
+        if (s->rstop)
+            return NULL;
+        read_job *j;
+        if (s->waits && s->waits->due_ms <= store_mono_ms()) {
+            j = s->waits;
+            s->waits = j->next;
+            if (!s->waits)
+                s->waits_tail = NULL;
+        } else if (s->reads) {
+            j = s->reads;
+            s->reads = j->next;
+            if (!s->reads)
+                s->reads_tail = NULL;
+        } else if (s->waits) {
+            int64_t due = s->waits->due_ms;
+            struct timespec ts = { (time_t)(due / 1000),
+                                   (long)(due % 1000) * 1000000L };
+            pthread_cond_timedwait(&s->rmore, &s->rlock, &ts);
+            continue;
+        } else {
+            pthread_cond_wait(&s->rmore, &s->rlock);
+            continue;
+        }
+        j->next = NULL;
+        return j;
+    }
 }
 
 static void *store_reader(void *arg)
 {
     store *s = arg;
-    for (;;) {
-        pthread_mutex_lock(&s->rlock);
-        while (!s->reads && !s->rstop)
-            pthread_cond_wait(&s->rmore, &s->rlock);
-        read_job *j = s->reads;
-        if (s->rstop) {
-            pthread_mutex_unlock(&s->rlock);
-            break;
-        }
-        s->reads = j->next;
-        if (!s->reads)
-            s->reads_tail = NULL;
+    pthread_mutex_lock(&s->rlock);
+    read_job *j;
+    while ((j = store_next_job(s))) {
         pthread_mutex_unlock(&s->rlock);
-
+        int done = 1;
         if (j->m)
-            store_answer_range(s, j);
+            done = store_answer_range(s, j);
         else
             store_answer_last(s, j);
-        free(j);
+        pthread_mutex_lock(&s->rlock);
+        if (done) {
+            free(j);
+            continue;
+        }
+        /* Behind: again in READ_BEHIND_POLL_MS, after the others waiting
+         * (the list stays in order of due time). */
+        j->due_ms = store_mono_ms() + READ_BEHIND_POLL_MS;
+        if (s->waits_tail)
+            s->waits_tail->next = j;
+        else
+            s->waits = j;
+        s->waits_tail = j;
     }
+    pthread_mutex_unlock(&s->rlock);
     return NULL;
 }
 
@@ -342,7 +398,11 @@ void store_read_range(store *s, uint16_t owner, msg *m, publist *out,
 void store_read_start(store *s)
 {
     pthread_mutex_init(&s->rlock, NULL);
-    pthread_cond_init(&s->rmore, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->rmore, &ca);
+    pthread_condattr_destroy(&ca);
     s->n_readers = s->cfg->mongodb_readers;
     s->readers = calloc(s->n_readers, sizeof(pthread_t));
     if (!s->readers)
@@ -361,12 +421,16 @@ void store_read_stop(store *s)
     pthread_mutex_unlock(&s->rlock);
     for (uint32_t i = 0; i < s->n_readers; i++)
         pthread_join(s->readers[i], NULL);
-    while (s->reads) {
-        read_job *j = s->reads;
-        s->reads = j->next;
-        requests_free(j->m);
-        free(j);
+    for (int list = 0; list < 2; list++) {
+        read_job *j = list ? s->waits : s->reads;
+        while (j) {
+            read_job *next = j->next;
+            requests_free(j->m);
+            free(j);
+            j = next;
+        }
     }
+    s->reads = s->reads_tail = s->waits = s->waits_tail = NULL;
     free(s->readers);
     pthread_cond_destroy(&s->rmore);
     pthread_mutex_destroy(&s->rlock);

@@ -74,8 +74,11 @@ struct store {
 
     /* ---- readers (store_read.c) ---- */
     pthread_mutex_t rlock;
-    pthread_cond_t rmore;
-    struct read_job *reads, *reads_tail;   /* under rlock */
+    pthread_cond_t rmore;      /* CLOCK_MONOTONIC */
+    struct read_job *reads, *reads_tail;   /* new jobs, under rlock */
+    struct read_job *waits, *waits_tail;   /* reads that found the store
+                                              behind, by due time, under
+                                              rlock */
     int rstop;                             /* under rlock */
     pthread_t *readers;
     uint32_t n_readers;

@@ -113,3 +113,50 @@ async def test_recovery_while_earlier_publications_land_late(
                 await c.close()
     finally:
         proxy.close()
+
+
+async def test_a_waiting_read_does_not_hold_up_other_channels(
+        server_factory, make_redis, ferretdb):
+    """One reader thread; a recovery across a hole in the store (cluster
+    mode: other nodes' writers may still fill it, so the read waits up to
+    3 s before it answers 108) must not delay another channel's recovery,
+    which the store can answer at once."""
+    redis = make_redis()
+    s = server_factory(node_config(mongo_uri(ferretdb.port), mongodb_readers=1,
+                                   log_level="debug"),
+                       args=["--redis", redis.url])
+    hole, fine = hh.chan("d:"), hh.chan("d:")
+    c = await s.client()
+    epochs = {}
+    for chan in (hole, fine):
+        replies = await publish_range(c, chan, 0, 120)
+        epochs[chan] = replies[0]["ok"]["epoch"]
+    await hh.async_wait_for(
+        lambda: len(stored_offsets(ferretdb, hole)) == 120 and
+        len(stored_offsets(ferretdb, fine)) == 120, t(10), what="all stored")
+    ferretdb.client().herald.publications.delete_many(
+        {"channel": hole, "offset": {"$gte": 30, "$lte": 40}})
+
+    waiting = await s.client()
+    _, cmd, hole_reply = waiting.start("subscribe", channel=hole,
+                                       since={"offset": 5, "epoch": epochs[hole]})
+    await waiting.send(cmd)
+
+    def hole_read_waits():
+        return any(line.get("msg", "").startswith("MongoDB: a read waits") and
+                   line.get("channel") == hole for line in s.log_lines())
+    await hh.async_wait_for(hole_read_waits, t(5), what="the hole's read waiting")
+
+    other = await s.client()
+    _, cmd, fine_reply = other.start("subscribe", channel=fine,
+                                     since={"offset": 5, "epoch": epochs[fine]})
+    await other.send(cmd)
+    done, _ = await asyncio.wait([hole_reply, fine_reply], timeout=t(15),
+                                 return_when=asyncio.FIRST_COMPLETED)
+    assert fine_reply in done and hole_reply not in done, \
+        "the other channel's recovery waited behind the waiting read"
+    ok = fine_reply.result()["ok"]
+    assert ok["recovered"] is True
+    assert [p["offset"] for p in ok["publications"]] == list(range(6, 121))
+    r = await asyncio.wait_for(hole_reply, t(15))
+    assert r["error"]["code"] == 108, r
