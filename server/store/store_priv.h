@@ -19,6 +19,7 @@ struct server;
 struct read_job;
 struct store_item;
 struct store_wslot;
+struct store_ack;
 struct spill;
 
 struct store {
@@ -59,6 +60,13 @@ struct store {
                                 * (0 for an earlier run's records) */
     struct store_wslot *wslots;
     uint32_t n_threads;
+    /* ack "durable" replies not sent yet, oldest (first deadline) first,
+     * under lock; the ack thread answers those whose deadline passed with
+     * 108 (durable_ack_timeout_ms) and leaves their publications queued. */
+    struct store_ack *acks, *acks_tail;
+    pthread_cond_t ack_cond;   /* CLOCK_MONOTONIC, with lock */
+    pthread_t ack_thread;
+    int ack_stop;              /* under lock */
     /* The spill file (NULL: mongodb_spill_mb = 0); spill.c is called under
      * lock, except the replaying writer's reads. */
     struct spill *spill;

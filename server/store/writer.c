@@ -35,6 +35,98 @@ void store_sleep_ms(uint32_t ms)
         ;
 }
 
+static int64_t store_now_mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- ack "durable" replies (under s->lock) ---------------------------- */
+
+/* The reply of an ack "durable" publish, owned by its store_item. While
+ * m is set it is on s->acks (under lock): the writer that stores the
+ * publication takes it and posts it; the ack thread takes it when the
+ * deadline passes and posts it as error 108 instead. */
+typedef struct store_ack {
+    struct store_ack *prev, *next;
+    msg *m;                  /* NULL once answered */
+    int64_t deadline_ms;     /* CLOCK_MONOTONIC */
+    uint16_t to;             /* the worker the reply goes to */
+} store_ack;
+
+
+static store_ack *store_ack_new(store *s, msg *m, uint16_t to)
+{
+    store_ack *a = calloc(1, sizeof(*a));
+    if (!a)
+        abort();
+    a->m = m;
+    a->to = to;
+    a->deadline_ms = store_now_mono_ms() + s->cfg->durable_ack_timeout_ms;
+    /* Pushed under the lock with a constant timeout: the list stays in
+     * deadline order. */
+    a->prev = s->acks_tail;
+    if (s->acks_tail)
+        s->acks_tail->next = a;
+    else
+        s->acks = a;
+    s->acks_tail = a;
+    if (s->acks == a)
+        pthread_cond_signal(&s->ack_cond);
+    return a;
+}
+
+/* Takes the reply off the list (NULL when the deadline answered it). */
+static msg *store_ack_take(store *s, store_ack *a)
+{
+    msg *m = a->m;
+    if (!m)
+        return NULL;
+    if (a->prev)
+        a->prev->next = a->next;
+    else
+        s->acks = a->next;
+    if (a->next)
+        a->next->prev = a->prev;
+    else
+        s->acks_tail = a->prev;
+    a->prev = a->next = NULL;
+    a->m = NULL;
+    return m;
+}
+
+/* Answers the replies whose deadline passed with 108: MongoDB has not
+ * confirmed the write in time. Their publications stay queued (the items
+ * keep the emptied store_ack) and are written when MongoDB answers. */
+static void *store_ack_thread(void *arg)
+{
+    store *s = arg;
+    pthread_mutex_lock(&s->lock);
+    while (!s->ack_stop) {
+        store_ack *a = s->acks;
+        if (!a) {
+            pthread_cond_wait(&s->ack_cond, &s->lock);
+            continue;
+        }
+        if (a->deadline_ms > store_now_mono_ms()) {
+            struct timespec ts = { (time_t)(a->deadline_ms / 1000),
+                                   (long)(a->deadline_ms % 1000) * 1000000L };
+            pthread_cond_timedwait(&s->ack_cond, &s->lock, &ts);
+            continue;
+        }
+        uint16_t to = a->to;
+        chan_req *r = (chan_req *)store_ack_take(s, a);
+        r->code = PROTO_E_NOT_AVAILABLE;
+        r->errmsg = "durable write not confirmed in time";
+        pthread_mutex_unlock(&s->lock);
+        server_post(s->srv, to, &r->hdr);
+        pthread_mutex_lock(&s->lock);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return NULL;
+}
+
 /* One createIndexes command for one index; 0 when it exists afterwards. */
 static int store_index_one(store *s, mongoc_client_t *cl, const char *name,
                            const char *const *fields, int unique)
@@ -80,12 +172,12 @@ static int store_index(store *s, mongoc_client_t *cl)
 }
 
 /* One queued publication; ack is the reply of an ack "durable" publish
- * (posted once the publication is in MongoDB), else NULL. */
+ * (posted once the publication is in MongoDB, or as 108 at its
+ * deadline), else NULL. */
 typedef struct store_item {
     pub *p;
-    msg *ack;
+    store_ack *ack;
     uint64_t seq;            /* store_push order (store_pending_before) */
-    uint16_t ack_to;         /* the worker the ack goes to */
 } store_item;
 
 /* One writer thread; busy_min (under lock) is the lowest sequence number
@@ -254,8 +346,7 @@ static int store_spill_promise(store *s, const pub *p)
     return 1;
 }
 
-static void store_ring_put(store *s, pub *p, msg *ack, uint16_t ack_to,
-                           uint64_t seq)
+static void store_ring_put(store *s, pub *p, store_ack *ack, uint64_t seq)
 {
     if (s->count == s->alloc) {
         /* Only past `cap`, when the spill failed what it had promised. */
@@ -270,7 +361,7 @@ static void store_ring_put(store *s, pub *p, msg *ack, uint16_t ack_to,
         s->alloc *= 2;
     }
     s->ring[(s->head + s->count) % s->alloc] =
-        (store_item){ .p = p, .ack = ack, .seq = seq, .ack_to = ack_to };
+        (store_item){ .p = p, .ack = ack, .seq = seq };
     s->count++;
 }
 
@@ -302,7 +393,10 @@ static void store_keep_at_stop(store *s, store_item *it)
     else
         s->stop_lost++;
     pub_unref(it->p);
-    requests_free(it->ack);
+    if (it->ack) {
+        requests_free(store_ack_take(s, it->ack));
+        free(it->ack);
+    }
     it->p = NULL;
     it->ack = NULL;
 }
@@ -330,9 +424,23 @@ static void store_write_batch(store_wslot *w, store_item *v, uint32_t n)
     while (n) {
         if (store_write(s, v, n) == 0) {
             atomic_fetch_add(&s->written, n);
+            /* The replies not answered by their deadline yet, then posted
+             * outside the lock (in the items' own slots). */
+            pthread_mutex_lock(&s->lock);
             for (uint32_t i = 0; i < n; i++) {
-                if (v[i].ack)
-                    server_post(s->srv, v[i].ack_to, v[i].ack);
+                store_ack *a = v[i].ack;
+                if (a) {
+                    msg *m = store_ack_take(s, a);
+                    a->m = m;        /* now only this thread holds it */
+                }
+            }
+            pthread_mutex_unlock(&s->lock);
+            for (uint32_t i = 0; i < n; i++) {
+                if (v[i].ack) {
+                    if (v[i].ack->m)
+                        server_post(s->srv, v[i].ack->to, v[i].ack->m);
+                    free(v[i].ack);
+                }
                 pub_unref(v[i].p);
             }
             pthread_mutex_lock(&s->lock);
@@ -560,6 +668,12 @@ store *store_start(const config *cfg, server *srv, char *err, size_t errlen)
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->more, NULL);
     pthread_cond_init(&s->idle, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->ack_cond, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_create(&s->ack_thread, NULL, store_ack_thread, s);
     s->n_threads = cfg->mongodb_writers;
     s->wslots = calloc(s->n_threads, sizeof(store_wslot));
     if (!s->wslots)
@@ -594,7 +708,11 @@ void store_stop(store *s, uint32_t timeout_ms)
         ;
     s->abandon = 1;
     pthread_cond_broadcast(&s->more);
+    /* The workers are gone: no reply can reach a client any more. */
+    s->ack_stop = 1;
+    pthread_cond_signal(&s->ack_cond);
     pthread_mutex_unlock(&s->lock);
+    pthread_join(s->ack_thread, NULL);
     store_retention_stop(s);
     store_read_stop(s);
     for (uint32_t i = 0; i < s->n_threads; i++)
@@ -622,6 +740,7 @@ void store_stop(store *s, uint32_t timeout_ms)
     free(s->ring);
     pthread_cond_destroy(&s->more);
     pthread_cond_destroy(&s->idle);
+    pthread_cond_destroy(&s->ack_cond);
     pthread_mutex_destroy(&s->lock);
     mongoc_client_pool_destroy(s->pool);
     mongoc_uri_destroy(s->uri);
@@ -686,14 +805,15 @@ void store_push(store *s, int where, pub *p, msg *ack, uint16_t ack_to)
         if (rc != SPILL_OK) {
             /* Promised, so kept: in memory past the queue's bound. */
             atomic_fetch_add(&s->reserved, 1);
-            store_ring_put(s, pub_ref(p), NULL, 0, seq);
+            store_ring_put(s, pub_ref(p), NULL, seq);
         }
     } else if (!ack && s->spill && store_spill_active(s) &&
                store_spill_move(s, p, seq) == SPILL_OK) {
         /* The spill filled in while this one was reserved: after them. */
         atomic_fetch_sub(&s->reserved, 1);
     } else {
-        store_ring_put(s, pub_ref(p), ack, ack_to, seq);
+        store_ring_put(s, pub_ref(p), ack ? store_ack_new(s, ack, ack_to) : NULL,
+                       seq);
     }
     pthread_cond_signal(&s->more);
     pthread_mutex_unlock(&s->lock);
