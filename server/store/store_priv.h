@@ -20,6 +20,7 @@ struct read_job;
 struct store_item;
 struct store_wslot;
 struct store_ack;
+struct spill_item;
 struct spill;
 
 struct store {
@@ -68,8 +69,19 @@ struct store {
     pthread_t ack_thread;
     int ack_stop;              /* under lock */
     /* The spill file (NULL: mongodb_spill_mb = 0); spill.c is called under
-     * lock, except the replaying writer's reads. */
+     * lock, except the replaying writer's reads and the appender's writes.
+     * What goes to the spill waits in the spill queue (spq, in order,
+     * under lock) for the one thread at a time that holds the append
+     * token (appending): it encodes and writes each record without the
+     * lock and commits it under the lock, so a move of the whole writer
+     * queue never holds the lock for more than a pointer copy each. */
     struct spill *spill;
+    struct spill_item *spq;    /* ring of spq_cap, under lock */
+    uint32_t spq_head, spq_n, spq_cap;
+    int appending;             /* the append token is taken (under lock) */
+    uint64_t ring_min_extra;   /* lowest sequence number put back into the
+                                * ring out of order (an append failed),
+                                * UINT64_MAX when none; under lock */
     int spill_broken;          /* an append failed: no more spilling */
     int spilling_logged;       /* "spilling to" said, "drained" not yet */
     int replaying;             /* one writer replays the spill at a time */
