@@ -43,6 +43,7 @@ struct store {
     uint32_t head, count;      /* under lock */
     uint32_t busy;             /* publications taken by writers, unwritten */
     int stopping;
+    int hurry;                 /* store_hurry: stop waiting for MongoDB */
     int abandon;               /* stop now, even with work left */
     atomic_uint reserved;      /* ring: queued + taken + promised (owners
                                 * add by CAS, writers subtract) */

@@ -881,10 +881,16 @@ void store_stop(store *s, uint32_t timeout_ms)
     }
     pthread_mutex_lock(&s->lock);
     s->stopping = 1;
+    log_info("MongoDB: writing what is queued before exit",
+             LOG_INT("backlog", (int64_t)store_backlog(s)),
+             LOG_INT("timeout_ms", timeout_ms));
     pthread_cond_broadcast(&s->more);
-    while (!store_all_done(s) &&
+    while (!store_all_done(s) && !s->hurry &&
            pthread_cond_timedwait(&s->idle, &s->lock, &dl) == 0)
         ;
+    if (s->hurry && !store_all_done(s))
+        log_warn("MongoDB: told to stop now: what is not written goes to the "
+                 "spill file", LOG_INT("backlog", (int64_t)store_backlog(s)));
     s->abandon = 1;
     pthread_cond_broadcast(&s->more);
     /* The workers are gone: no reply can reach a client any more. */
@@ -917,6 +923,23 @@ void store_stop(store *s, uint32_t timeout_ms)
                   "(no spill file, or it cannot take them)",
                   LOG_INT("count", (int64_t)s->stop_lost));
     spill_close(s->spill);
+    s->spill = NULL;
+}
+
+void store_hurry(store *s)
+{
+    if (!s)
+        return;
+    pthread_mutex_lock(&s->lock);
+    s->hurry = 1;
+    pthread_cond_broadcast(&s->idle);
+    pthread_mutex_unlock(&s->lock);
+}
+
+void store_free(store *s)
+{
+    if (!s)
+        return;
     free(s->wslots);
     free(s->ring);
     free(s->spq);
