@@ -2,10 +2,15 @@
  * herald: command line, configuration, start-up and shutdown. The main
  * thread only starts the workers and waits for signals on its own loop:
  * SIGTERM/SIGINT drain every worker (disconnect push 4000, close 4000)
- * within shutdown_timeout, then the workers stop and the process exits 0.
- * A second signal stops at once.
+ * within shutdown_timeout, then the workers stop, the durable store writes
+ * what is queued (or spills it) and the process exits 0. A second signal
+ * stops at once: the workers without draining, the store without waiting
+ * for MongoDB (but still spilling what is not written); the signal
+ * handlers stay installed until the store has stopped, so that no signal
+ * kills the process while unwritten publications are only in memory.
  */
 #include <getopt.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,6 +44,7 @@ typedef struct main_state {
     uv_signal_t sigterm, sigint;
     uv_async_t drained;
     uv_timer_t deadline;
+    uv_async_t store_done;   /* the store's stopper thread is done */
     int stopping;
     int stop_sent;
 } main_state;
@@ -72,8 +78,9 @@ static void main_send_stop(main_state *ms)
         return;
     ms->stop_sent = 1;
     worker_post_all(&ms->srv, WRK_STOP);
-    uv_close((uv_handle_t *)&ms->sigterm, NULL);
-    uv_close((uv_handle_t *)&ms->sigint, NULL);
+    /* Still handled (main_stop_store), but no longer keeping the loop. */
+    uv_unref((uv_handle_t *)&ms->sigterm);
+    uv_unref((uv_handle_t *)&ms->sigint);
     uv_close((uv_handle_t *)&ms->drained, NULL);
     uv_timer_stop(&ms->deadline);
     uv_close((uv_handle_t *)&ms->deadline, NULL);
@@ -102,9 +109,11 @@ static void main_on_deadline(uv_timer_t *t)
 static void main_on_signal(uv_signal_t *s, int signum)
 {
     main_state *ms = s->data;
-    if (ms->stopping) {
+    if (ms->stopping || ms->stop_sent) {
         log_warn("second signal: stopping now", LOG_INT("signal", signum));
         main_send_stop(ms);
+        /* The store (still there until the loop ends) spills at once. */
+        store_hurry(ms->srv.store);
         return;
     }
     ms->stopping = 1;
@@ -115,6 +124,49 @@ static void main_on_signal(uv_signal_t *s, int signum)
      * backstop if one of them is wedged. */
     uv_timer_start(&ms->deadline, main_on_deadline,
                    (uint64_t)(ms->srv.cfg->shutdown_timeout + 3) * 1000, 0);
+}
+
+static void *main_store_stopper(void *arg)
+{
+    main_state *ms = arg;
+    store_stop(ms->srv.store, (ms->srv.cfg->shutdown_timeout + 1) * 1000);
+    uv_async_send(&ms->store_done);
+    return NULL;
+}
+
+static void main_on_store_done(uv_async_t *a)
+{
+    main_state *ms = a->data;
+    uv_close((uv_handle_t *)&ms->sigterm, NULL);
+    uv_close((uv_handle_t *)&ms->sigint, NULL);
+    uv_close((uv_handle_t *)&ms->store_done, NULL);
+}
+
+/* Stops the durable store on a thread of its own while this loop goes on
+ * handling signals (a second one hurries it), then closes the signal
+ * handlers. What the workers queued is written now, within the shutdown
+ * budget; the rest goes to the spill file (store.h). Before the workers
+ * are freed: the reader may still post to a mailbox (which only queues
+ * now, and is emptied by worker_free). */
+static void main_stop_store(main_state *ms)
+{
+    server *srv = &ms->srv;
+    if (!srv->store) {
+        uv_close((uv_handle_t *)&ms->sigterm, NULL);
+        uv_close((uv_handle_t *)&ms->sigint, NULL);
+        uv_run(&ms->loop, UV_RUN_DEFAULT);
+        return;
+    }
+    uv_async_init(&ms->loop, &ms->store_done, main_on_store_done);
+    ms->store_done.data = ms;
+    pthread_t th;
+    if (pthread_create(&th, NULL, main_store_stopper, ms) != 0)
+        abort();
+    uv_run(&ms->loop, UV_RUN_DEFAULT);
+    pthread_join(th, NULL);
+    store_free(srv->store);
+    srv->store = NULL;
+    mongoc_cleanup();
 }
 
 static uint32_t main_max_connections(const config *cfg, uint32_t workers)
@@ -291,14 +343,7 @@ int main(int argc, char **argv)
         worker_join(ms.workers[i]);
         failed |= ms.workers[i]->startup_error;
     }
-    if (srv->store) {
-        /* What the workers queued is written now, within the shutdown
-         * budget; the rest goes to the spill file (store.h). Before
-         * the workers are freed: the reader may still post to a mailbox
-         * (which only queues now, and is emptied by worker_free). */
-        store_stop(srv->store, (cfg.shutdown_timeout + 1) * 1000);
-        mongoc_cleanup();
-    }
+    main_stop_store(&ms);
     for (uint32_t i = 0; i < srv->n_workers; i++)
         worker_free(ms.workers[i]);
     free(ms.workers);

@@ -113,6 +113,7 @@ static const key_def top_keys[] = {
     { "mongodb_spill_path", KT_STR, FIELD(config, mongodb_spill_path), 0, 0,
       NULL },
     UINT_KEY(config, mongodb_spill_mb, 0, 1048576),
+    UINT_KEY(config, durable_ack_timeout_ms, 100, 600000),
     UINT_KEY(config, retention_interval, 1, 86400),
 };
 #define N_TOP_KEYS (sizeof top_keys / sizeof top_keys[0])
@@ -1323,6 +1324,7 @@ void config_defaults(config *c)
     snprintf(c->mongodb_spill_path, sizeof c->mongodb_spill_path,
              "herald.spill");
     c->mongodb_spill_mb = 1024;
+    c->durable_ack_timeout_ms = 5000;
     c->retention_interval = 60;
 
     c->n_namespaces = 1;

@@ -90,6 +90,8 @@ typedef struct config {
     uint32_t mongodb_readers;       /* history/recovery reader threads: 2 */
     char mongodb_spill_path[512];   /* append-only spill file: "herald.spill" */
     uint32_t mongodb_spill_mb;      /* spill file bound, MiB; 0 = no spill */
+    uint32_t durable_ack_timeout_ms; /* ack "durable": 108 when MongoDB has
+                                       not confirmed by then: 5000 */
     uint32_t retention_interval;    /* seconds between retention passes: 60 */
 
     char tls_cert[512];             /* PEM path; "" = plain ws:// */

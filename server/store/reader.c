@@ -2,7 +2,9 @@
  * Durable store readers (store.h, store_priv.h): threads that answer the
  * owners' questions to MongoDB (a stream's last epoch and offset; history
  * and recovery reads) and post the answers to the owner's mailbox, so no
- * loop thread ever waits for MongoDB.
+ * loop thread ever waits for MongoDB. A read that finds the store behind
+ * (publications still on their way) goes to a waiting list and is tried
+ * again a little later; it never holds a reader thread while it waits.
  */
 #include "store/store_priv.h"
 
@@ -16,19 +18,13 @@
 #include "base/mem.h"
 #include "base/server.h"
 #include "core/requests.h"
+#include "store/judge.h"
+#include "store/retention.h"
 
 /* How long a read waits for publications still on their way to the store
  * (written by the writers meanwhile) before it answers 108. */
 #define READ_BEHIND_WAIT_MS 3000
 #define READ_BEHIND_POLL_MS 20
-
-/* A range read (store_read_range). */
-typedef struct store_range {
-    char epoch[IDS_LEN + 1];
-    uint64_t lo, hi;
-    uint32_t n;
-    uint8_t reverse, strict, others;
-} store_range;
 
 typedef struct read_job {
     struct read_job *next;
@@ -37,6 +33,13 @@ typedef struct read_job {
     msg *m;                  /* range reads: the request, NULL for a top */
     publist *out;            /* range reads: where the answer goes (in m) */
     int16_t *status;         /* range reads: its status (in m) */
+    uint32_t waited;         /* range reads: times it was behind */
+    int64_t deadline_ms;     /* range reads: answer 108 when still behind
+                                then (monotonic; 0 until the first try) */
+    int64_t due_ms;          /* on the waiting list: the next try */
+    uint64_t barrier;        /* range reads: publications pushed before
+                                the request have store sequence numbers
+                                below it (store_pending_before) */
     store_range r;
     char chan[];
 } read_job;
@@ -168,40 +171,6 @@ static int store_query_range(store *s, mongoc_client_t *cl, const read_job *j,
     return rc;
 }
 
-enum { JUDGE_OK, JUDGE_GONE, JUDGE_BEHIND, JUDGE_NONE };
-
-/* Keeps the contiguous run at the start of v (offsets stepping by one in
- * the query's direction) and says what it is: the whole answer, one whose
- * start is gone (retention removes the oldest), one that ends early or
- * lacks the newest (the writers are behind: they write oldest first), or
- * nothing at all. */
-static int store_judge(const store_range *r, publist *l)
-{
-    pub **v = l->v;
-    size_t k = 0;
-    while (k < l->n && (k == 0 || v[k]->offset ==
-                        (r->reverse ? v[k - 1]->offset - 1
-                                    : v[k - 1]->offset + 1)))
-        k++;
-    for (size_t i = k; i < l->n; i++)
-        pub_unref(v[i]);
-    l->n = k;
-    uint64_t want = r->hi - r->lo - 1;   /* offsets in (lo, hi) */
-    if (want > r->n)
-        want = r->n;
-    if (want == 0)
-        return JUDGE_OK;
-    if (k == 0)
-        return JUDGE_NONE;
-    if (r->reverse)
-        return v[0]->offset == r->hi - 1 ? JUDGE_OK : JUDGE_BEHIND;
-    if (r->strict && v[0]->offset != r->lo + 1)
-        return JUDGE_GONE;
-    if (k < want && v[k - 1]->offset != r->hi - 1)
-        return JUDGE_BEHIND;
-    return JUDGE_OK;
-}
-
 static int store_read_stopping(store *s)
 {
     pthread_mutex_lock(&s->rlock);
@@ -210,18 +179,78 @@ static int store_read_stopping(store *s)
     return stop;
 }
 
-static void store_answer_range(store *s, read_job *j)
+/* Cluster mode: is the start of the range gone by retention? 1 when the
+ * channel's namespace has retention and no document of the epoch at or
+ * below lo is stored (retention deletes the oldest first, so one still
+ * there means the start was not deleted: it is on its way, or lost in
+ * flight); 0 otherwise; -1 when the store did not answer. */
+static int store_start_trimmed(store *s, mongoc_client_t *cl, const read_job *j)
+{
+    uint32_t age, count;
+    if (!store_retention_of(s->cfg, j->chan, j->len, &age, &count))
+        return 0;
+    if (j->r.lo == 0)
+        return 1;
+    bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER, range;
+    bson_append_utf8(&filter, "channel", 7, j->chan, j->len);
+    bson_append_utf8(&filter, "epoch", 5, j->r.epoch, IDS_LEN);
+    BSON_APPEND_DOCUMENT_BEGIN(&filter, "offset", &range);
+    BSON_APPEND_INT64(&range, "$lte", (int64_t)j->r.lo);
+    bson_append_document_end(&filter, &range);
+    store_pos_projection(&opts);
+    BSON_APPEND_INT64(&opts, "limit", 1);
+    mongoc_collection_t *coll = mongoc_client_get_collection(cl, s->db,
+                                                             s->coll);
+    store_pos pos;
+    bson_error_t err;
+    int rc = store_find_pos(coll, &filter, &opts, &pos, &err);
+    mongoc_collection_destroy(coll);
+    bson_destroy(&filter);
+    bson_destroy(&opts);
+    if (rc < 0) {
+        log_warn("MongoDB: cannot read history",
+                 LOG_STRN("channel", j->chan, j->len),
+                 LOG_STR("error", err.message));
+        return -1;
+    }
+    return rc == 0;
+}
+
+/* One attempt at a range read: answers it (posts the request back to its
+ * owner; returns 1), or, when publications may still be on their way,
+ * returns 0 and the caller puts the job on the waiting list, to be tried
+ * again READ_BEHIND_POLL_MS later: a read that waits holds no reader
+ * thread, so it does not delay other channels' reads. */
+static int store_answer_range(store *s, read_job *j)
 {
     publist v = { 0 };
-    int64_t deadline = store_mono_ms() + READ_BEHIND_WAIT_MS;
+    int64_t now = store_mono_ms();
+    if (!j->deadline_ms)
+        j->deadline_ms = now + READ_BEHIND_WAIT_MS;
     int code = PROTO_E_NOT_AVAILABLE, failures = 0;
     for (;;) {
-        /* Taken before the query: every publication in the range was
-         * queued before the request, so with no backlog then, what the
-         * query misses is not on its way. */
-        int behind = j->r.others || store_backlog(s) > 0;
+        /* Taken before the query: every publication of the range that
+         * this node writes was pushed before the request (below the
+         * barrier), so when none of those is unwritten any more, what the
+         * query misses is not on its way from here. */
+        int pending = store_pending_before(s, j->barrier);
+        int timed_out = store_mono_ms() >= j->deadline_ms ||
+                        store_read_stopping(s);
         mongoc_client_t *cl = mongoc_client_pool_pop(s->pool);
         int rc = store_query_range(s, cl, j, &v);
+        int shape = 0, answer = STORE_ANSWER_UNAVAILABLE;
+        if (rc == 0) {
+            shape = store_judge_shape(&j->r, &v);
+            answer = store_judge_answer(&j->r, shape, pending, timed_out, -1);
+            if (answer == STORE_ANSWER_CHECK) {
+                int trimmed = store_start_trimmed(s, cl, j);
+                if (trimmed < 0)
+                    rc = -1;
+                else
+                    answer = store_judge_answer(&j->r, shape, pending,
+                                                timed_out, trimmed);
+            }
+        }
         mongoc_client_pool_push(s->pool, cl);
         if (rc < 0) {
             publist_clear(&v);
@@ -229,34 +258,18 @@ static void store_answer_range(store *s, read_job *j)
                 continue;
             break;
         }
-        int verdict = store_judge(&j->r, &v);
-        if (verdict == JUDGE_OK) {
-            code = 0;
-            break;
+        if (answer == STORE_ANSWER_RETRY) {
+            if (!j->waited++)
+                log_debug("MongoDB: a read waits for publications on their "
+                          "way to the store",
+                          LOG_STRN("channel", j->chan, j->len),
+                          LOG_INT("pending_here", pending));
+            publist_free(&v);
+            return 0;
         }
-        if (verdict == JUDGE_GONE) {
-            code = PROTO_E_UNRECOVERABLE;
-            break;
-        }
-        if (verdict == JUDGE_NONE && !j->r.strict) {
-            /* Without a start to keep (history without since, reverse):
-             * nothing older is retained, the memory part is the answer. */
-            code = 0;
-            break;
-        }
-        /* Missing publications may still be on their way to the store:
-         * wait while the writers have work. */
-        if (behind && store_mono_ms() < deadline && !store_read_stopping(s)) {
-            publist_clear(&v);
-            store_sleep_ms(READ_BEHIND_POLL_MS);
-            continue;
-        }
-        if (behind)
-            code = PROTO_E_NOT_AVAILABLE;
-        else if (verdict == JUDGE_NONE && !j->r.strict)
-            code = 0;    /* none retained before the memory ring */
-        else
-            code = PROTO_E_UNRECOVERABLE;
+        code = answer == STORE_ANSWER_OK ? 0
+               : answer == STORE_ANSWER_GONE ? PROTO_E_UNRECOVERABLE
+                                             : PROTO_E_NOT_AVAILABLE;
         break;
     }
     if (code != 0)
@@ -267,31 +280,69 @@ static void store_answer_range(store *s, read_job *j)
     msg *m = j->m;
     j->m = NULL;
     server_post(s->srv, j->owner, m);
+    return 1;
+}
+
+/* The next job under rlock: a waiting read whose time has come first (it
+ * is older), else a new one; NULL when stopping. Sleeps meanwhile. */
+static read_job *store_next_job(store *s)
+{
+    for (;;) {
+        if (s->rstop)
+            return NULL;
+        read_job *j;
+        if (s->waits && s->waits->due_ms <= store_mono_ms()) {
+            j = s->waits;
+            s->waits = j->next;
+            if (!s->waits)
+                s->waits_tail = NULL;
+        } else if (s->reads) {
+            j = s->reads;
+            s->reads = j->next;
+            if (!s->reads)
+                s->reads_tail = NULL;
+        } else if (s->waits) {
+            int64_t due = s->waits->due_ms;
+            struct timespec ts = { (time_t)(due / 1000),
+                                   (long)(due % 1000) * 1000000L };
+            pthread_cond_timedwait(&s->rmore, &s->rlock, &ts);
+            continue;
+        } else {
+            pthread_cond_wait(&s->rmore, &s->rlock);
+            continue;
+        }
+        j->next = NULL;
+        return j;
+    }
 }
 
 static void *store_reader(void *arg)
 {
     store *s = arg;
-    for (;;) {
-        pthread_mutex_lock(&s->rlock);
-        while (!s->reads && !s->rstop)
-            pthread_cond_wait(&s->rmore, &s->rlock);
-        read_job *j = s->reads;
-        if (s->rstop) {
-            pthread_mutex_unlock(&s->rlock);
-            break;
-        }
-        s->reads = j->next;
-        if (!s->reads)
-            s->reads_tail = NULL;
+    pthread_mutex_lock(&s->rlock);
+    read_job *j;
+    while ((j = store_next_job(s))) {
         pthread_mutex_unlock(&s->rlock);
-
+        int done = 1;
         if (j->m)
-            store_answer_range(s, j);
+            done = store_answer_range(s, j);
         else
             store_answer_last(s, j);
-        free(j);
+        pthread_mutex_lock(&s->rlock);
+        if (done) {
+            free(j);
+            continue;
+        }
+        /* Behind: again in READ_BEHIND_POLL_MS, after the others waiting
+         * (the list stays in order of due time). */
+        j->due_ms = store_mono_ms() + READ_BEHIND_POLL_MS;
+        if (s->waits_tail)
+            s->waits_tail->next = j;
+        else
+            s->waits = j;
+        s->waits_tail = j;
     }
+    pthread_mutex_unlock(&s->rlock);
     return NULL;
 }
 
@@ -340,13 +391,18 @@ void store_read_range(store *s, uint16_t owner, msg *m, publist *out,
     j->r.reverse = (flags & STORE_READ_REVERSE) != 0;
     j->r.strict = (flags & STORE_READ_STRICT) != 0;
     j->r.others = (flags & STORE_READ_OTHERS) != 0;
+    j->barrier = store_push_seq(s);
     store_enqueue(s, j);
 }
 
 void store_read_start(store *s)
 {
     pthread_mutex_init(&s->rlock, NULL);
-    pthread_cond_init(&s->rmore, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->rmore, &ca);
+    pthread_condattr_destroy(&ca);
     s->n_readers = s->cfg->mongodb_readers;
     s->readers = calloc(s->n_readers, sizeof(pthread_t));
     if (!s->readers)
@@ -365,12 +421,16 @@ void store_read_stop(store *s)
     pthread_mutex_unlock(&s->rlock);
     for (uint32_t i = 0; i < s->n_readers; i++)
         pthread_join(s->readers[i], NULL);
-    while (s->reads) {
-        read_job *j = s->reads;
-        s->reads = j->next;
-        requests_free(j->m);
-        free(j);
+    for (int list = 0; list < 2; list++) {
+        read_job *j = list ? s->waits : s->reads;
+        while (j) {
+            read_job *next = j->next;
+            requests_free(j->m);
+            free(j);
+            j = next;
+        }
     }
+    s->reads = s->reads_tail = s->waits = s->waits_tail = NULL;
     free(s->readers);
     pthread_cond_destroy(&s->rmore);
     pthread_mutex_destroy(&s->rlock);

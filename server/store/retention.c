@@ -5,9 +5,10 @@
  * are not available on every MongoDB-protocol server (FerretDB has none).
  *
  * A pass, every retention_interval seconds after the previous one ended:
- * the stored channel names (the `distinct` command, after where the last
- * pass stopped), then for each channel whose namespace has retention, at
- * most RET_CHANNELS_PER_PASS of them, the count cut (one find) and one
+ * the stored channel names (an aggregation read through a cursor, after
+ * where the last pass stopped), then for each channel whose namespace has
+ * retention, at most RET_CHANNELS_PER_PASS of them, the count cut (one
+ * find) and one
  * deleteMany that removes both what is too old and what is beyond the
  * newest retention_count. The next pass resumes after the last channel
  * done; past the end it starts over. Channels of other namespaces are
@@ -66,6 +67,54 @@ void store_retention_cut_opts(bson_t *opts, uint32_t count)
     store_pos_projection(opts);
     BSON_APPEND_INT64(opts, "skip", (int64_t)count);
     BSON_APPEND_INT64(opts, "limit", 1);
+}
+
+void store_retention_names_pipeline(bson_t *pipeline, const char *after,
+                                    size_t after_len)
+{
+    bson_t stage, doc, cmp;
+    int n = 0;
+    char key[16];
+    const char *k;
+    bson_init(pipeline);
+    if (after_len) {
+        bson_uint32_to_string((uint32_t)n++, &k, key, sizeof(key));
+        BSON_APPEND_DOCUMENT_BEGIN(pipeline, k, &stage);
+        BSON_APPEND_DOCUMENT_BEGIN(&stage, "$match", &doc);
+        BSON_APPEND_DOCUMENT_BEGIN(&doc, "channel", &cmp);
+        bson_append_utf8(&cmp, "$gt", 3, after, (int)after_len);
+        bson_append_document_end(&doc, &cmp);
+        bson_append_document_end(&stage, &doc);
+        bson_append_document_end(pipeline, &stage);
+    }
+    /* Sorted on the indexed key first: MongoDB can then read the names
+     * from the (channel, epoch, offset) index, as `distinct` does. */
+    bson_uint32_to_string((uint32_t)n++, &k, key, sizeof(key));
+    BSON_APPEND_DOCUMENT_BEGIN(pipeline, k, &stage);
+    BSON_APPEND_DOCUMENT_BEGIN(&stage, "$sort", &doc);
+    BSON_APPEND_INT32(&doc, "channel", 1);
+    bson_append_document_end(&stage, &doc);
+    bson_append_document_end(pipeline, &stage);
+    bson_uint32_to_string((uint32_t)n++, &k, key, sizeof(key));
+    BSON_APPEND_DOCUMENT_BEGIN(pipeline, k, &stage);
+    BSON_APPEND_DOCUMENT_BEGIN(&stage, "$group", &doc);
+    BSON_APPEND_UTF8(&doc, "_id", "$channel");
+    bson_append_document_end(&stage, &doc);
+    bson_append_document_end(pipeline, &stage);
+    /* $group's output has no order: byte order for the resume point. */
+    bson_uint32_to_string((uint32_t)n++, &k, key, sizeof(key));
+    BSON_APPEND_DOCUMENT_BEGIN(pipeline, k, &stage);
+    BSON_APPEND_DOCUMENT_BEGIN(&stage, "$sort", &doc);
+    BSON_APPEND_INT32(&doc, "_id", 1);
+    bson_append_document_end(&stage, &doc);
+    bson_append_document_end(pipeline, &stage);
+}
+
+void store_retention_names_opts(bson_t *opts)
+{
+    bson_init(opts);
+    BSON_APPEND_BOOL(opts, "allowDiskUse", true);
+    BSON_APPEND_INT32(opts, "batchSize", 1000);
 }
 
 /* Opens the next alternative of the $or array (keys "0", "1", ...). */
@@ -129,20 +178,9 @@ int store_retention_filter(bson_t *f, const char *chan, size_t len,
 /* ---- the pass ----------------------------------------------------------- */
 
 typedef struct ret_name {
-    const char *ptr;   /* into the distinct reply */
+    const char *ptr;   /* into the aggregation's current document */
     uint32_t len;
 } ret_name;
-
-static int ret_name_cmp(const void *a, const void *b)
-{
-    /* Byte order, as MongoDB compares strings without a collation. */
-    const ret_name *x = a, *y = b;
-    uint32_t n = x->len < y->len ? x->len : y->len;
-    int c = memcmp(x->ptr, y->ptr, n);
-    if (c)
-        return c;
-    return x->len < y->len ? -1 : x->len > y->len;
-}
 
 /* Logs the first failure of a streak with MongoDB's message; -1. */
 static int ret_fail(store *s, const char *what, const bson_error_t *err)
@@ -240,67 +278,43 @@ static int ret_channel(store *s, mongoc_collection_t *coll, const ret_name *c,
 static int ret_pass(store *s, mongoc_client_t *cl)
 {
     int64_t start = server_now_ms(s->srv);
-    mongoc_database_t *db = mongoc_client_get_database(cl, s->db);
     mongoc_collection_t *coll = mongoc_client_get_collection(cl, s->db,
                                                              s->coll);
-    bson_t cmd = BSON_INITIALIZER, reply, q, gt;
-    BSON_APPEND_UTF8(&cmd, "distinct", s->coll);
-    BSON_APPEND_UTF8(&cmd, "key", "channel");
-    if (s->tcursor_len) {
-        BSON_APPEND_DOCUMENT_BEGIN(&cmd, "query", &q);
-        BSON_APPEND_DOCUMENT_BEGIN(&q, "channel", &gt);
-        bson_append_utf8(&gt, "$gt", 3, s->tcursor, (int)s->tcursor_len);
-        bson_append_document_end(&q, &gt);
-        bson_append_document_end(&cmd, &q);
-    }
+    bson_t pipeline, opts;
+    store_retention_names_pipeline(&pipeline, s->tcursor, s->tcursor_len);
+    store_retention_names_opts(&opts);
+    mongoc_cursor_t *cur = mongoc_collection_aggregate(
+        coll, MONGOC_QUERY_NONE, &pipeline, &opts, NULL);
     bson_error_t err;
-    ret_name *names = NULL;
-    size_t n = 0, cap = 0;
     uint64_t deleted = 0;
     uint32_t done_channels = 0;
     int rc = 0, more = 0;
-    if (!mongoc_database_read_command_with_opts(db, &cmd, NULL, NULL, &reply,
-                                                &err)) {
-        rc = ret_fail(s, "distinct channel", &err);
-        goto done;
-    }
-    bson_iter_t it, v;
-    if (bson_iter_init_find(&it, &reply, "values") &&
-        BSON_ITER_HOLDS_ARRAY(&it) && bson_iter_recurse(&it, &v)) {
-        while (bson_iter_next(&v)) {
-            if (!BSON_ITER_HOLDS_UTF8(&v))
-                continue;
-            if (n == cap) {
-                cap = cap ? cap * 2 : 256;
-                names = realloc(names, cap * sizeof(*names));
-                if (!names)
-                    abort();
-            }
-            names[n].ptr = bson_iter_utf8(&v, &names[n].len);
-            n++;
-        }
-    }
-    if (n)
-        qsort(names, n, sizeof(*names), ret_name_cmp);
-
-    for (size_t i = 0; i < n; i++) {
+    const bson_t *doc;
+    /* The names arrive in byte order, in batches (no 16 MiB reply). */
+    while (mongoc_cursor_next(cur, &doc)) {
+        bson_iter_t it;
+        ret_name name;
+        if (!bson_iter_init_find(&it, doc, "_id") || !BSON_ITER_HOLDS_UTF8(&it))
+            continue;
+        name.ptr = bson_iter_utf8(&it, &name.len);
         uint32_t age, count;
-        if (!store_retention_of(s->cfg, names[i].ptr, names[i].len, &age,
-                                &count))
+        if (!store_retention_of(s->cfg, name.ptr, name.len, &age, &count))
             continue;
         if (done_channels == RET_CHANNELS_PER_PASS || ret_stopping(s)) {
             more = 1;
             break;
         }
-        if (ret_channel(s, coll, &names[i], age, count, start, &deleted) < 0) {
+        if (ret_channel(s, coll, &name, age, count, start, &deleted) < 0) {
             rc = -1;
             break;
         }
         done_channels++;
         /* Valid channel names are at most 255 bytes (store_retention_of). */
-        memcpy(s->tcursor, names[i].ptr, names[i].len);
-        s->tcursor_len = names[i].len;
+        memcpy(s->tcursor, name.ptr, name.len);
+        s->tcursor_len = name.len;
     }
+    if (rc == 0 && !more && mongoc_cursor_error(cur, &err))
+        rc = ret_fail(s, "list channel names", &err);
     if (rc == 0 && !more)
         s->tcursor_len = 0;    /* the end: the next pass starts over */
     atomic_fetch_add(&s->tdeleted, deleted);
@@ -310,17 +324,15 @@ static int ret_pass(store *s, mongoc_client_t *cl)
             log_info("MongoDB: retention passes work again");
         s->tfailing = 0;
     }
-done:
     log_at(deleted ? LOG_INFO : LOG_DEBUG, "MongoDB: retention pass",
            LOG_INT("deleted", (int64_t)deleted),
            LOG_INT("channels", done_channels),
            LOG_INT("complete", rc == 0 && !more), LOG_INT("failed", rc < 0),
            LOG_INT("ms", server_now_ms(s->srv) - start));
-    bson_destroy(&reply);    /* initialised by the command, even failed */
-    free(names);
-    bson_destroy(&cmd);
+    mongoc_cursor_destroy(cur);
+    bson_destroy(&opts);
+    bson_destroy(&pipeline);
     mongoc_collection_destroy(coll);
-    mongoc_database_destroy(db);
     return rc;
 }
 

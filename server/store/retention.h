@@ -24,6 +24,17 @@ int store_retention_wanted(const config *c);
 int store_retention_of(const config *c, const char *chan, size_t len,
                        uint32_t *age, uint32_t *count);
 
+/* The aggregation that lists the stored channel names after `after`
+ * (after_len 0: from the start), each once, in byte order: { $match
+ * channel > after }, { $sort channel }, { $group _id channel }, { $sort
+ * _id }. Read through a cursor, in batches: unlike the `distinct` command,
+ * whose one reply document must stay under MongoDB's 16 MiB limit, it
+ * works whatever the number of channels. And its options (allowDiskUse:
+ * the $group of a very large store may exceed the 100 MB stage limit). */
+void store_retention_names_pipeline(bson_t *pipeline, const char *after,
+                                    size_t after_len);
+void store_retention_names_opts(bson_t *opts);
+
 /* The newest document a count cut deletes: the (count+1)-th newest of the
  * channel in the order time, offset, epoch (all descending). The epoch only
  * breaks a tie of time and offset, so the order is total and the cut exact

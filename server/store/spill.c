@@ -264,9 +264,17 @@ int spill_fits(const spill *sp, uint64_t bytes)
 
 int spill_append(spill *sp, const uint8_t *doc, uint32_t len)
 {
+    int rc = spill_write(sp, sp->size, doc, len);
+    if (rc == SPILL_OK)
+        spill_commit(sp, doc, len);
+    return rc;
+}
+
+int spill_write(spill *sp, uint64_t at, const uint8_t *doc, uint32_t len)
+{
     if (len > SPILL_MAX_RECORD)
         return SPILL_ERROR;
-    if (!spill_fits(sp, SPILL_HEADER + (uint64_t)len))
+    if (at + SPILL_HEADER + (uint64_t)len > sp->max)
         return SPILL_FULL;
     uint8_t h[SPILL_HEADER];
     spill_put_u32(h, len);
@@ -288,22 +296,26 @@ int spill_append(spill *sp, const uint8_t *doc, uint32_t len)
             skip = 0;
             nv++;
         }
-        ssize_t w = pwritev(sp->fd, v, nv, (off_t)(sp->size + done));
+        ssize_t w = pwritev(sp->fd, v, nv, (off_t)(at + done));
         if (w < 0 && errno == EINTR)
             continue;
         if (w <= 0) {
             int e = errno;
-            if (ftruncate(sp->fd, (off_t)sp->size) < 0)
+            if (ftruncate(sp->fd, (off_t)at) < 0)
                 (void)0;   /* the next scan drops the torn record */
             errno = e;
             return SPILL_ERROR;
         }
         done += (size_t)w;
     }
-    sp->size += want;
+    return SPILL_OK;
+}
+
+void spill_commit(spill *sp, const uint8_t *doc, uint32_t len)
+{
+    sp->size += SPILL_HEADER + (uint64_t)len;
     sp->records++;
     spill_note(sp, doc, len);
-    return SPILL_OK;
 }
 
 uint64_t spill_records(const spill *sp)
@@ -382,10 +394,17 @@ void spill_batch_free(spill_batch *b)
     memset(b, 0, sizeof(*b));
 }
 
-int spill_consume(spill *sp, uint64_t pos, uint64_t n)
+int spill_consume(spill *sp, uint64_t pos, uint64_t n, int may_truncate)
 {
     sp->rpos = pos;
     sp->records = n > sp->records ? 0 : sp->records - n;
+    if (sp->rpos < sp->size || !may_truncate)
+        return 0;
+    return spill_truncate_consumed(sp) < 0 ? -1 : 1;
+}
+
+int spill_truncate_consumed(spill *sp)
+{
     if (sp->rpos < sp->size)
         return 0;
     sp->rpos = 0;
@@ -400,14 +419,15 @@ int spill_consume(spill *sp, uint64_t pos, uint64_t n)
     return 1;
 }
 
-int spill_drop_rest(spill *sp)
+int spill_drop_rest(spill *sp, int may_truncate)
 {
     if (sp->rpos >= sp->size)
         return 0;
     log_error("spill file: unreadable record, the rest of the file is lost",
               LOG_STR("path", sp->path),
               LOG_INT("bytes", (int64_t)(sp->size - sp->rpos)));
-    return spill_consume(sp, sp->size, sp->records) < 0 ? -1 : 0;
+    return spill_consume(sp, sp->size, sp->records, may_truncate) < 0 ? -1
+                                                                     : 0;
 }
 
 int spill_last(const spill *sp, const char *chan, size_t len,

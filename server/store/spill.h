@@ -15,7 +15,11 @@
  * Not thread-safe: the store calls everything under its lock, except
  * spill_read, which reads a range below a size it took under the lock
  * (appends only ever go after it, and only the one replaying writer
- * consumes or truncates).
+ * consumes or truncates), and spill_write, which the one thread appending
+ * at a time calls without the lock at the committed end of the file, and
+ * commits (spill_commit) under the lock afterwards; meanwhile consuming
+ * the last record does not truncate the file (spill_consume's
+ * may_truncate), so the write cannot land beyond a cut.
  */
 #ifndef HERALD_SPILL_H
 #define HERALD_SPILL_H
@@ -43,8 +47,17 @@ spill *spill_open(const char *path, uint64_t max_bytes, char *err,
 void spill_close(spill *sp);
 
 /* Appends one record (SPILL_OK, SPILL_FULL or SPILL_ERROR; on an error
- * the file is cut back to where it was). */
+ * the file is cut back to where it was): spill_write at spill_size, then
+ * spill_commit. */
 int spill_append(spill *sp, const uint8_t *doc, uint32_t len);
+/* Writes one record at `at` (the committed size, read under the store's
+ * lock) without changing the spill's state, so the store's lock need not
+ * be held: SPILL_OK, SPILL_FULL (the bound) or SPILL_ERROR (the file is
+ * cut back to `at`). Only one thread may write at a time. */
+int spill_write(spill *sp, uint64_t at, const uint8_t *doc, uint32_t len);
+/* The record spill_write wrote at the committed size is part of the file
+ * now: counted, and its channel's newest publication noted. */
+void spill_commit(spill *sp, const uint8_t *doc, uint32_t len);
 /* 1 when `bytes` more would fit within the bound. */
 int spill_fits(const spill *sp, uint64_t bytes);
 
@@ -70,13 +83,19 @@ int spill_read(spill *sp, uint64_t from, uint64_t to, uint32_t max_n,
 void spill_batch_free(spill_batch *b);
 
 /* The records before `pos` (n of them) are written: the read position
- * moves there; when it reaches the end the file is truncated to 0 and the
- * channel map emptied. Returns 1 when the file is empty afterwards, -1
- * when truncating failed. */
-int spill_consume(spill *sp, uint64_t pos, uint64_t n);
+ * moves there; when it reaches the end and may_truncate, the file is
+ * truncated to 0 and the channel map emptied (without may_truncate, a
+ * record being written after the end, it stays until
+ * spill_truncate_consumed). Returns 1 when the file is empty afterwards,
+ * -1 when truncating failed. */
+int spill_consume(spill *sp, uint64_t pos, uint64_t n, int may_truncate);
+/* Truncates a file whose every record is consumed: 1 when it is empty
+ * afterwards, 0 when records are left, -1 when truncating failed. */
+int spill_truncate_consumed(spill *sp);
 /* Drops every record from the read position on (one of them could not be
- * read back): logged, the file is truncated to 0. */
-int spill_drop_rest(spill *sp);
+ * read back): logged, the file is truncated to 0 (when may_truncate; see
+ * spill_consume). */
+int spill_drop_rest(spill *sp, int may_truncate);
 
 /* The newest publication of a channel in the spill (in the same epoch by
  * offset, across epochs by time): 1 found, 0 none. */

@@ -49,8 +49,14 @@ typedef struct store store;
 struct server;
 store *store_start(const config *cfg, struct server *srv, char *err,
                    size_t errlen);
-/* Writes what is queued (for up to timeout_ms), stops the threads, frees. */
+/* Writes what is queued (for up to timeout_ms, or until store_hurry),
+ * stops the threads and appends what is left to the spill file. */
 void store_stop(store *s, uint32_t timeout_ms);
+/* "Stop now" (a second signal; any thread, before or during store_stop):
+ * store_stop waits no longer for MongoDB, but still spills what is left. */
+void store_hurry(store *s);
+/* Frees a stopped store. */
+void store_free(store *s);
 
 /* MongoDB's document limit (16 MiB). A publication carries its data twice
  * (JSON and msgpack), so with max_message_size above about 8 MiB one may

@@ -18,6 +18,9 @@
 struct server;
 struct read_job;
 struct store_item;
+struct store_wslot;
+struct store_ack;
+struct spill_item;
 struct spill;
 
 struct store {
@@ -40,17 +43,46 @@ struct store {
     uint32_t head, count;      /* under lock */
     uint32_t busy;             /* publications taken by writers, unwritten */
     int stopping;
+    int hurry;                 /* store_hurry: stop waiting for MongoDB */
     int abandon;               /* stop now, even with work left */
     atomic_uint reserved;      /* ring: queued + taken + promised (owners
                                 * add by CAS, writers subtract) */
     atomic_ullong written;
     atomic_int failing;
     atomic_int indexed;
-    pthread_t *threads;
+    /* Every pushed publication gets the next sequence number (under lock;
+     * read without it by store_push_seq). What is still unwritten has
+     * the lowest ones at the ring's head, in each writer's batch
+     * (wslots[i].busy_min) and, for the spill file, at most spill_min_seq:
+     * store_pending_before answers a read's question "is anything pushed
+     * before me still on its way?" from these. */
+    atomic_ullong pushed;
+    uint64_t spill_min_seq;    /* lowest sequence number that went to the
+                                * spill file since it was last empty
+                                * (0 for an earlier run's records) */
+    struct store_wslot *wslots;
     uint32_t n_threads;
+    /* ack "durable" replies not sent yet, oldest (first deadline) first,
+     * under lock; the ack thread answers those whose deadline passed with
+     * 108 (durable_ack_timeout_ms) and leaves their publications queued. */
+    struct store_ack *acks, *acks_tail;
+    pthread_cond_t ack_cond;   /* CLOCK_MONOTONIC, with lock */
+    pthread_t ack_thread;
+    int ack_stop;              /* under lock */
     /* The spill file (NULL: mongodb_spill_mb = 0); spill.c is called under
-     * lock, except the replaying writer's reads. */
+     * lock, except the replaying writer's reads and the appender's writes.
+     * What goes to the spill waits in the spill queue (spq, in order,
+     * under lock) for the one thread at a time that holds the append
+     * token (appending): it encodes and writes each record without the
+     * lock and commits it under the lock, so a move of the whole writer
+     * queue never holds the lock for more than a pointer copy each. */
     struct spill *spill;
+    struct spill_item *spq;    /* ring of spq_cap, under lock */
+    uint32_t spq_head, spq_n, spq_cap;
+    int appending;             /* the append token is taken (under lock) */
+    uint64_t ring_min_extra;   /* lowest sequence number put back into the
+                                * ring out of order (an append failed),
+                                * UINT64_MAX when none; under lock */
     int spill_broken;          /* an append failed: no more spilling */
     int spilling_logged;       /* "spilling to" said, "drained" not yet */
     int replaying;             /* one writer replays the spill at a time */
@@ -63,8 +95,11 @@ struct store {
 
     /* ---- readers (store_read.c) ---- */
     pthread_mutex_t rlock;
-    pthread_cond_t rmore;
-    struct read_job *reads, *reads_tail;   /* under rlock */
+    pthread_cond_t rmore;      /* CLOCK_MONOTONIC */
+    struct read_job *reads, *reads_tail;   /* new jobs, under rlock */
+    struct read_job *waits, *waits_tail;   /* reads that found the store
+                                              behind, by due time, under
+                                              rlock */
     int rstop;                             /* under rlock */
     pthread_t *readers;
     uint32_t n_readers;
@@ -117,6 +152,12 @@ int store_find_pos(mongoc_collection_t *coll, const bson_t *filter,
 
 /* Sleeps ms milliseconds (any thread; EINTR resumed). */
 void store_sleep_ms(uint32_t ms);
+
+/* The sequence number the next pushed publication gets (any thread). */
+uint64_t store_push_seq(store *s);
+/* 1 while a publication pushed with a sequence number below `barrier` is
+ * not in MongoDB yet (queued, being written, or in the spill file). */
+int store_pending_before(store *s, uint64_t barrier);
 
 /* Reader threads: started after the pool exists, stopped before it goes. */
 void store_read_start(store *s);

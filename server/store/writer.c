@@ -6,7 +6,10 @@
  * is full or writes fail, and, when a write fails, what was queued and the
  * failed batch too, so a crash during an outage loses little; one writer
  * at a time replays it (after the ring's work) and truncates it when it
- * is all written.
+ * is all written. Publications on their way to the spill wait in the
+ * spill queue, in order; one thread at a time (the append token) encodes
+ * and writes them without the lock, so moving a full ring costs the lock a
+ * pointer copy each, and no publisher waits behind 65,536 writes.
  */
 #include "store/store_priv.h"
 
@@ -33,6 +36,98 @@ void store_sleep_ms(uint32_t ms)
     struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
     while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
         ;
+}
+
+static int64_t store_now_mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- ack "durable" replies (under s->lock) ---------------------------- */
+
+/* The reply of an ack "durable" publish, owned by its store_item. While
+ * m is set it is on s->acks (under lock): the writer that stores the
+ * publication takes it and posts it; the ack thread takes it when the
+ * deadline passes and posts it as error 108 instead. */
+typedef struct store_ack {
+    struct store_ack *prev, *next;
+    msg *m;                  /* NULL once answered */
+    int64_t deadline_ms;     /* CLOCK_MONOTONIC */
+    uint16_t to;             /* the worker the reply goes to */
+} store_ack;
+
+
+static store_ack *store_ack_new(store *s, msg *m, uint16_t to)
+{
+    store_ack *a = calloc(1, sizeof(*a));
+    if (!a)
+        abort();
+    a->m = m;
+    a->to = to;
+    a->deadline_ms = store_now_mono_ms() + s->cfg->durable_ack_timeout_ms;
+    /* Pushed under the lock with a constant timeout: the list stays in
+     * deadline order. */
+    a->prev = s->acks_tail;
+    if (s->acks_tail)
+        s->acks_tail->next = a;
+    else
+        s->acks = a;
+    s->acks_tail = a;
+    if (s->acks == a)
+        pthread_cond_signal(&s->ack_cond);
+    return a;
+}
+
+/* Takes the reply off the list (NULL when the deadline answered it). */
+static msg *store_ack_take(store *s, store_ack *a)
+{
+    msg *m = a->m;
+    if (!m)
+        return NULL;
+    if (a->prev)
+        a->prev->next = a->next;
+    else
+        s->acks = a->next;
+    if (a->next)
+        a->next->prev = a->prev;
+    else
+        s->acks_tail = a->prev;
+    a->prev = a->next = NULL;
+    a->m = NULL;
+    return m;
+}
+
+/* Answers the replies whose deadline passed with 108: MongoDB has not
+ * confirmed the write in time. Their publications stay queued (the items
+ * keep the emptied store_ack) and are written when MongoDB answers. */
+static void *store_ack_thread(void *arg)
+{
+    store *s = arg;
+    pthread_mutex_lock(&s->lock);
+    while (!s->ack_stop) {
+        store_ack *a = s->acks;
+        if (!a) {
+            pthread_cond_wait(&s->ack_cond, &s->lock);
+            continue;
+        }
+        if (a->deadline_ms > store_now_mono_ms()) {
+            struct timespec ts = { (time_t)(a->deadline_ms / 1000),
+                                   (long)(a->deadline_ms % 1000) * 1000000L };
+            pthread_cond_timedwait(&s->ack_cond, &s->lock, &ts);
+            continue;
+        }
+        uint16_t to = a->to;
+        chan_req *r = (chan_req *)store_ack_take(s, a);
+        r->code = PROTO_E_NOT_AVAILABLE;
+        r->errmsg = "durable write not confirmed in time";
+        pthread_mutex_unlock(&s->lock);
+        server_post(s->srv, to, &r->hdr);
+        pthread_mutex_lock(&s->lock);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return NULL;
 }
 
 /* One createIndexes command for one index; 0 when it exists afterwards. */
@@ -80,12 +175,21 @@ static int store_index(store *s, mongoc_client_t *cl)
 }
 
 /* One queued publication; ack is the reply of an ack "durable" publish
- * (posted once the publication is in MongoDB), else NULL. */
+ * (posted once the publication is in MongoDB, or as 108 at its
+ * deadline), else NULL. */
 typedef struct store_item {
     pub *p;
-    msg *ack;
-    uint16_t ack_to;         /* the worker the ack goes to */
+    store_ack *ack;
+    uint64_t seq;            /* store_push order (store_pending_before) */
 } store_item;
+
+/* One writer thread; busy_min (under lock) is the lowest sequence number
+ * in the batch it is writing, UINT64_MAX when it has none. */
+typedef struct store_wslot {
+    store *s;
+    pthread_t th;
+    uint64_t busy_min;
+} store_wslot;
 
 /* Every write error a duplicate key: the documents are there (an earlier
  * attempt wrote them and its answer was lost). */
@@ -194,44 +298,6 @@ static int store_spill_active(store *s)
            atomic_load(&s->spill_promised_n);
 }
 
-/* Appends one publication; SPILL_OK, SPILL_FULL or SPILL_ERROR (logged;
- * the spill is not used again). */
-static int store_spill_pub(store *s, pub *p)
-{
-    if (!s->spill || s->spill_broken)
-        return SPILL_ERROR;
-    bson_t d;
-    store_doc(&d, p);
-    int rc = spill_append(s->spill, bson_get_data(&d), d.len);
-    bson_destroy(&d);
-    if (rc == SPILL_OK) {
-        store_spill_sync(s);
-        if (!s->spilling_logged) {
-            s->spilling_logged = 1;
-            log_warn("MongoDB: spilling to file",
-                     LOG_STR("path", spill_path(s->spill)),
-                     LOG_INT("backlog", (int64_t)store_backlog(s)));
-        }
-        pthread_cond_signal(&s->more);
-    } else if (rc == SPILL_ERROR) {
-        s->spill_broken = 1;
-        log_error("MongoDB: cannot append to the spill file, not spilling "
-                  "any more", LOG_STR("path", spill_path(s->spill)),
-                  LOG_STR("error", strerror(errno)));
-    }
-    return rc;
-}
-
-/* Moves a queued publication to the spill, leaving the room promised to
- * owners (and building no document when there is no room). */
-static int store_spill_move(store *s, pub *p)
-{
-    if (!s->spill || s->spill_broken ||
-        !spill_fits(s->spill, s->spill_promised + store_doc_bound(p)))
-        return SPILL_FULL;
-    return store_spill_pub(s, p);
-}
-
 /* Reserves spill room for p; 1 done. */
 static int store_spill_promise(store *s, const pub *p)
 {
@@ -243,7 +309,7 @@ static int store_spill_promise(store *s, const pub *p)
     return 1;
 }
 
-static void store_ring_put(store *s, pub *p, msg *ack, uint16_t ack_to)
+static void store_ring_put(store *s, pub *p, store_ack *ack, uint64_t seq)
 {
     if (s->count == s->alloc) {
         /* Only past `cap`, when the spill failed what it had promised. */
@@ -257,39 +323,232 @@ static void store_ring_put(store *s, pub *p, msg *ack, uint16_t ack_to)
         s->head = 0;
         s->alloc *= 2;
     }
-    s->ring[(s->head + s->count) % s->alloc] = (store_item){ p, ack, ack_to };
+    s->ring[(s->head + s->count) % s->alloc] =
+        (store_item){ .p = p, .ack = ack, .seq = seq };
     s->count++;
 }
 
-/* A write failed: the queued ack "broker" publications go to the spill
- * (kept in order, the others stay queued in theirs), so that a crash
- * during the outage loses at most what was not moved yet. */
-static void store_ring_to_spill(store *s)
+/* ---- the spill queue (under s->lock) ----------------------------------- */
+
+/* A publication on its way to the spill file. */
+typedef struct spill_item {
+    pub *p;                  /* a reference of its own */
+    uint64_t seq;            /* store_push order */
+    uint32_t bound;          /* store_doc_bound(p) */
+    uint8_t promised;        /* holds a spill promise (bound bytes, one of
+                                spill_promised_n) */
+    uint8_t at_stop;         /* shutdown: counted in stop_spilled or
+                                stop_lost */
+} spill_item;
+
+static void store_spq_room(store *s, uint32_t more)
 {
-    uint32_t kept = 0;
+    if (s->spq_n + more <= s->spq_cap)
+        return;
+    uint32_t cap = s->spq_cap ? s->spq_cap : 64;
+    while (cap < s->spq_n + more)
+        cap *= 2;
+    spill_item *q = malloc(sizeof(*q) * cap);
+    if (!q)
+        abort();
+    for (uint32_t i = 0; i < s->spq_n; i++)
+        q[i] = s->spq[(s->spq_head + i) % s->spq_cap];
+    free(s->spq);
+    s->spq = q;
+    s->spq_cap = cap;
+    s->spq_head = 0;
+}
+
+static void store_spq_note(store *s, const spill_item *it)
+{
+    if (it->seq < s->spill_min_seq)
+        s->spill_min_seq = it->seq;
+}
+
+static void store_spq_push(store *s, const spill_item *it)
+{
+    store_spq_room(s, 1);
+    s->spq[(s->spq_head + s->spq_n) % s->spq_cap] = *it;
+    s->spq_n++;
+    store_spq_note(s, it);
+}
+
+/* Puts v[0..n) in front of what waits, in that order (they are older). */
+static void store_spq_push_front(store *s, const spill_item *v, uint32_t n)
+{
+    if (!n)
+        return;
+    store_spq_room(s, n);
+    s->spq_head = (s->spq_head + s->spq_cap - n % s->spq_cap) % s->spq_cap;
+    for (uint32_t i = 0; i < n; i++) {
+        s->spq[(s->spq_head + i) % s->spq_cap] = v[i];
+        store_spq_note(s, &v[i]);
+    }
+    s->spq_n += n;
+}
+
+static spill_item store_spq_pop(store *s)
+{
+    spill_item it = s->spq[s->spq_head];
+    s->spq_head = (s->spq_head + 1) % s->spq_cap;
+    s->spq_n--;
+    return it;
+}
+
+/* Promises spill room for a queued publication that moves to the spill:
+ * 1 with *out filled (taking the item's reference), 0 when there is no
+ * room (it stays where it is). */
+static int store_spill_take(store *s, const store_item *v, spill_item *out)
+{
+    uint64_t need = store_doc_bound(v->p);
+    if (!s->spill || s->spill_broken ||
+        !spill_fits(s->spill, s->spill_promised + need))
+        return 0;
+    s->spill_promised += need;
+    atomic_fetch_add(&s->spill_promised_n, 1);
+    *out = (spill_item){ .p = v->p, .seq = v->seq, .bound = (uint32_t)need,
+                         .promised = 1 };
+    return 1;
+}
+
+/* The spill file's state in the counters /healthz reads, and the log line
+ * the first record of an outage writes. */
+static void store_spilled_one(store *s)
+{
+    store_spill_sync(s);
+    if (!s->spilling_logged) {
+        s->spilling_logged = 1;
+        log_warn("MongoDB: spilling to file",
+                 LOG_STR("path", spill_path(s->spill)),
+                 LOG_INT("backlog", (int64_t)store_backlog(s)));
+    }
+}
+
+/* Writes what waits in the spill queue to the file, in order: called with
+ * the lock held and the append token taken, it encodes and writes each
+ * record without the lock (spill_write at the committed end: nobody else
+ * appends meanwhile, and the replay does not truncate under it) and
+ * commits it under the lock. At most max records: an owner thread writes
+ * one (the one it pushed, or an older one), a writer thread all of them.
+ * Returns with the lock held and the token given back. */
+static void store_spill_drain(store *s, uint32_t max)
+{
+    for (uint32_t done = 0; s->spq_n && done < max; done++) {
+        spill_item it = store_spq_pop(s);
+        uint64_t at = spill_size(s->spill);
+        int broken = s->spill_broken;
+        pthread_mutex_unlock(&s->lock);
+        bson_t d;
+        store_doc(&d, it.p);
+        int rc = broken ? SPILL_ERROR
+                        : spill_write(s->spill, at, bson_get_data(&d), d.len);
+        int err = errno;
+        pthread_mutex_lock(&s->lock);
+        if (rc == SPILL_OK) {
+            /* spilled first, promise given back after: store_backlog may
+             * count it twice meanwhile, never not at all */
+            spill_commit(s->spill, bson_get_data(&d), d.len);
+            store_spilled_one(s);
+            if (it.at_stop)
+                s->stop_spilled++;
+        } else if (rc == SPILL_ERROR && !broken) {
+            s->spill_broken = 1;
+            log_error("MongoDB: cannot append to the spill file, not spilling "
+                      "any more", LOG_STR("path", spill_path(s->spill)),
+                      LOG_STR("error", strerror(err)));
+        }
+        bson_destroy(&d);
+        if (it.promised) {
+            s->spill_promised -= it.bound;
+            atomic_fetch_sub(&s->spill_promised_n, 1);
+        }
+        if (rc == SPILL_OK) {
+            pub_unref(it.p);
+        } else if (it.at_stop) {
+            s->stop_lost++;
+            pub_unref(it.p);
+        } else {
+            /* Promised, so kept: in memory past the queue's bound. */
+            atomic_fetch_add(&s->reserved, 1);
+            store_ring_put(s, it.p, NULL, it.seq);
+            if (it.seq < s->ring_min_extra)
+                s->ring_min_extra = it.seq;
+        }
+    }
+    s->appending = 0;
+    /* A writer goes on with what is left, and replays what was written. */
+    pthread_cond_signal(&s->more);
+    if (!s->spq_n) {
+        spill_truncate_consumed(s->spill);
+        store_spill_sync(s);
+        if (!spill_records(s->spill))
+            s->spill_min_seq = UINT64_MAX;
+    }
+}
+
+/* Takes the append token when it is free: 1 when the caller must drain. */
+static int store_spill_token(store *s)
+{
+    if (s->appending || !s->spq_n)
+        return 0;
+    s->appending = 1;
+    return 1;
+}
+
+/* A write failed: the failed batch's and the queue's ack "broker"
+ * publications go to the spill (kept in order, in front of what waits for
+ * it; the others stay queued in theirs), so that a crash during the outage
+ * loses at most what was not written to the file yet. Moving them is a
+ * pointer copy each under the lock; the caller then appends them. v[0..n)
+ * is the failed batch; returns how many of it stay (compacted in v). */
+static uint32_t store_move_to_spill(store *s, store_item *v, uint32_t n)
+{
+    spill_item *block = malloc(sizeof(*block) * ((size_t)n + s->count + 1));
+    if (!block)
+        abort();
+    uint32_t nb = 0, kept = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        if (!v[i].ack && store_spill_take(s, &v[i], &block[nb])) {
+            nb++;
+            s->busy--;
+            atomic_fetch_sub(&s->reserved, 1);
+        } else {
+            v[kept++] = v[i];
+        }
+    }
+    uint32_t rkept = 0;
     for (uint32_t i = 0; i < s->count; i++) {
         store_item it = s->ring[(s->head + i) % s->alloc];
-        if (!it.ack && store_spill_move(s, it.p) == SPILL_OK) {
-            pub_unref(it.p);
+        if (!it.ack && store_spill_take(s, &it, &block[nb])) {
+            nb++;
             atomic_fetch_sub(&s->reserved, 1);
             continue;
         }
-        s->ring[(s->head + kept) % s->alloc] = it;
-        kept++;
+        s->ring[(s->head + rkept) % s->alloc] = it;
+        rkept++;
     }
-    s->count = kept;
+    s->count = rkept;
+    store_spq_push_front(s, block, nb);
+    free(block);
+    return kept;
 }
 
 /* Shutdown: a publication that could not be written goes to the spill
- * (an ack "durable" one too: its client got no reply). */
+ * (an ack "durable" one too: its client got no reply); store_stop
+ * appends what waits once the writers are gone. */
 static void store_keep_at_stop(store *s, store_item *it)
 {
-    if (store_spill_pub(s, it->p) == SPILL_OK)
-        s->stop_spilled++;
-    else
+    if (s->spill) {
+        spill_item sp = { .p = it->p, .seq = it->seq, .at_stop = 1 };
+        store_spq_push(s, &sp);
+    } else {
         s->stop_lost++;
-    pub_unref(it->p);
-    requests_free(it->ack);
+        pub_unref(it->p);
+    }
+    if (it->ack) {
+        requests_free(store_ack_take(s, it->ack));
+        free(it->ack);
+    }
     it->p = NULL;
     it->ack = NULL;
 }
@@ -300,51 +559,83 @@ static int store_replay_due(store *s)
            spill_read_pos(s->spill) < spill_size(s->spill);
 }
 
+/* Nothing left to write, append or replay. */
+static int store_all_done(store *s)
+{
+    return !s->count && !s->busy && !s->replaying && !store_replay_due(s) &&
+           !s->spq_n && !s->appending;
+}
+
 static void store_check_idle(store *s)
 {
-    if (!s->count && !s->busy && !s->replaying && !store_replay_due(s))
+    if (store_all_done(s))
         pthread_cond_broadcast(&s->idle);
 }
 
 /* ---- writers ---------------------------------------------------------- */
 
+/* The lowest sequence number of a batch (in push order, except what an
+ * append that failed put back into the ring). */
+static uint64_t store_min_seq(const store_item *v, uint32_t n)
+{
+    uint64_t m = UINT64_MAX;
+    for (uint32_t i = 0; i < n; i++)
+        if (v[i].seq < m)
+            m = v[i].seq;
+    return m;
+}
+
 /* Writes a batch taken from the ring, retrying with backoff; on a failure
  * its ack "broker" publications and the queue's move to the spill. */
-static void store_write_batch(store *s, store_item *v, uint32_t n)
+static void store_write_batch(store_wslot *w, store_item *v, uint32_t n)
 {
+    store *s = w->s;
     uint32_t delay = STORE_RETRY_MIN_MS;
     while (n) {
         if (store_write(s, v, n) == 0) {
             atomic_fetch_add(&s->written, n);
+            /* The replies not answered by their deadline yet, then posted
+             * outside the lock (in the items' own slots). */
+            pthread_mutex_lock(&s->lock);
             for (uint32_t i = 0; i < n; i++) {
-                if (v[i].ack)
-                    server_post(s->srv, v[i].ack_to, v[i].ack);
+                store_ack *a = v[i].ack;
+                if (a) {
+                    msg *m = store_ack_take(s, a);
+                    a->m = m;        /* now only this thread holds it */
+                }
+            }
+            pthread_mutex_unlock(&s->lock);
+            for (uint32_t i = 0; i < n; i++) {
+                if (v[i].ack) {
+                    if (v[i].ack->m)
+                        server_post(s->srv, v[i].ack->to, v[i].ack->m);
+                    free(v[i].ack);
+                }
                 pub_unref(v[i].p);
             }
             pthread_mutex_lock(&s->lock);
             s->busy -= n;
+            w->busy_min = UINT64_MAX;
             atomic_fetch_sub(&s->reserved, n);
             store_check_idle(s);
             pthread_mutex_unlock(&s->lock);
             return;
         }
         pthread_mutex_lock(&s->lock);
-        uint32_t kept = 0;
-        for (uint32_t i = 0; i < n; i++) {
-            if (s->abandon) {
+        if (s->abandon) {
+            for (uint32_t i = 0; i < n; i++)
                 store_keep_at_stop(s, &v[i]);
-            } else if (!v[i].ack && store_spill_move(s, v[i].p) == SPILL_OK) {
-                pub_unref(v[i].p);
-            } else {
-                v[kept++] = v[i];
-                continue;
-            }
-            s->busy--;
-            atomic_fetch_sub(&s->reserved, 1);
+            s->busy -= n;
+            atomic_fetch_sub(&s->reserved, n);
+            n = 0;
+        } else if (s->spill) {
+            n = store_move_to_spill(s, v, n);
         }
-        n = kept;
-        if (!s->abandon && s->spill)
-            store_ring_to_spill(s);
+        w->busy_min = store_min_seq(v, n);
+        /* This thread appends what moved (the lock is not held while it
+         * writes), unless another one is appending already. */
+        if (!s->abandon && store_spill_token(s))
+            store_spill_drain(s, UINT32_MAX);
         store_check_idle(s);
         pthread_mutex_unlock(&s->lock);
         if (!n)
@@ -357,6 +648,7 @@ static void store_write_batch(store *s, store_item *v, uint32_t n)
             for (uint32_t i = 0; i < n; i++)
                 store_keep_at_stop(s, &v[i]);
             s->busy -= n;
+            w->busy_min = UINT64_MAX;
             atomic_fetch_sub(&s->reserved, n);
             store_check_idle(s);
             n = 0;
@@ -410,9 +702,13 @@ static void store_replay(store *s, spill_batch *b, uint64_t from, uint64_t to)
         atomic_fetch_add(&s->written, b->n);
     }
     pthread_mutex_lock(&s->lock);
-    spill_consume(s->spill, b->end, b->n);
+    /* Not truncated under a record being appended (the appender does it
+     * when it is done). */
+    spill_consume(s->spill, b->end, b->n, !s->appending);
     if (rc != SPILL_OK)
-        spill_drop_rest(s->spill);
+        spill_drop_rest(s->spill, !s->appending);
+    if (!spill_records(s->spill) && !s->spq_n && !s->appending)
+        s->spill_min_seq = UINT64_MAX;
     store_spill_sync(s);
     if (!spill_records(s->spill) && s->spilling_logged) {
         s->spilling_logged = 0;
@@ -428,18 +724,27 @@ static void store_replay(store *s, spill_batch *b, uint64_t from, uint64_t to)
 
 static void *store_writer(void *arg)
 {
-    store *s = arg;
+    store_wslot *w = arg;
+    store *s = w->s;
     store_item *v = malloc(sizeof(*v) * s->batch);
     if (!v)
         abort();
     spill_batch b = { 0 };
     for (;;) {
         pthread_mutex_lock(&s->lock);
-        while (!s->count && !store_replay_due(s) && !s->stopping)
+        while (!s->count && !store_replay_due(s) &&
+               !(s->spq_n && !s->appending) && !s->stopping)
             pthread_cond_wait(&s->more, &s->lock);
         if (s->abandon) {
             pthread_mutex_unlock(&s->lock);
             break;
+        }
+        if (store_spill_token(s)) {
+            /* First: what is in the file survives a crash. */
+            store_spill_drain(s, UINT32_MAX);
+            store_check_idle(s);
+            pthread_mutex_unlock(&s->lock);
+            continue;
         }
         if (s->count) {
             uint32_t n = s->count < s->batch ? s->count : s->batch;
@@ -449,8 +754,11 @@ static void *store_writer(void *arg)
             }
             s->count -= n;
             s->busy += n;
+            w->busy_min = store_min_seq(v, n);
+            if (!s->count)
+                s->ring_min_extra = UINT64_MAX;
             pthread_mutex_unlock(&s->lock);
-            store_write_batch(s, v, n);
+            store_write_batch(w, v, n);
             continue;
         }
         if (store_replay_due(s)) {
@@ -510,6 +818,8 @@ store *store_start(const config *cfg, server *srv, char *err, size_t errlen)
     s->ring = calloc(s->alloc, sizeof(store_item));
     if (!s->ring)
         abort();
+    s->spill_min_seq = UINT64_MAX;
+    s->ring_min_extra = UINT64_MAX;
     if (cfg->mongodb_spill_mb) {
         s->spill = spill_open(cfg->mongodb_spill_path,
                               (uint64_t)cfg->mongodb_spill_mb << 20, err,
@@ -527,6 +837,7 @@ store *store_start(const config *cfg, server *srv, char *err, size_t errlen)
              * everything: replayed first thing (streams wait for it in
              * memory, and their tops take it into account). */
             s->spilling_logged = 1;
+            s->spill_min_seq = 0;   /* older than anything pushed now */
             log_warn("MongoDB: replaying the spill file of an earlier run",
                      LOG_STR("path", cfg->mongodb_spill_path),
                      LOG_INT("count", (int64_t)spill_records(s->spill)),
@@ -536,12 +847,21 @@ store *store_start(const config *cfg, server *srv, char *err, size_t errlen)
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->more, NULL);
     pthread_cond_init(&s->idle, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->ack_cond, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_create(&s->ack_thread, NULL, store_ack_thread, s);
     s->n_threads = cfg->mongodb_writers;
-    s->threads = calloc(s->n_threads, sizeof(pthread_t));
-    if (!s->threads)
+    s->wslots = calloc(s->n_threads, sizeof(store_wslot));
+    if (!s->wslots)
         abort();
-    for (uint32_t i = 0; i < s->n_threads; i++)
-        pthread_create(&s->threads[i], NULL, store_writer, s);
+    for (uint32_t i = 0; i < s->n_threads; i++) {
+        s->wslots[i].s = s;
+        s->wslots[i].busy_min = UINT64_MAX;
+        pthread_create(&s->wslots[i].th, NULL, store_writer, &s->wslots[i]);
+    }
     store_read_start(s);
     store_retention_start(s);
     return s;
@@ -561,17 +881,27 @@ void store_stop(store *s, uint32_t timeout_ms)
     }
     pthread_mutex_lock(&s->lock);
     s->stopping = 1;
+    log_info("MongoDB: writing what is queued before exit",
+             LOG_INT("backlog", (int64_t)store_backlog(s)),
+             LOG_INT("timeout_ms", timeout_ms));
     pthread_cond_broadcast(&s->more);
-    while ((s->count || s->busy || s->replaying || store_replay_due(s)) &&
+    while (!store_all_done(s) && !s->hurry &&
            pthread_cond_timedwait(&s->idle, &s->lock, &dl) == 0)
         ;
+    if (s->hurry && !store_all_done(s))
+        log_warn("MongoDB: told to stop now: what is not written goes to the "
+                 "spill file", LOG_INT("backlog", (int64_t)store_backlog(s)));
     s->abandon = 1;
     pthread_cond_broadcast(&s->more);
+    /* The workers are gone: no reply can reach a client any more. */
+    s->ack_stop = 1;
+    pthread_cond_signal(&s->ack_cond);
     pthread_mutex_unlock(&s->lock);
+    pthread_join(s->ack_thread, NULL);
     store_retention_stop(s);
     store_read_stop(s);
     for (uint32_t i = 0; i < s->n_threads; i++)
-        pthread_join(s->threads[i], NULL);
+        pthread_join(s->wslots[i].th, NULL);
     /* The writers are gone: what is still queued goes to the spill. */
     pthread_mutex_lock(&s->lock);
     while (s->count) {
@@ -579,6 +909,8 @@ void store_stop(store *s, uint32_t timeout_ms)
         s->head = (s->head + 1) % s->alloc;
         s->count--;
     }
+    if (s->spill && store_spill_token(s))
+        store_spill_drain(s, UINT32_MAX);
     pthread_mutex_unlock(&s->lock);
     if (s->spill && spill_records(s->spill))
         log_warn("MongoDB: publications not written at shutdown are in the "
@@ -591,10 +923,29 @@ void store_stop(store *s, uint32_t timeout_ms)
                   "(no spill file, or it cannot take them)",
                   LOG_INT("count", (int64_t)s->stop_lost));
     spill_close(s->spill);
-    free(s->threads);
+    s->spill = NULL;
+}
+
+void store_hurry(store *s)
+{
+    if (!s)
+        return;
+    pthread_mutex_lock(&s->lock);
+    s->hurry = 1;
+    pthread_cond_broadcast(&s->idle);
+    pthread_mutex_unlock(&s->lock);
+}
+
+void store_free(store *s)
+{
+    if (!s)
+        return;
+    free(s->wslots);
     free(s->ring);
+    free(s->spq);
     pthread_cond_destroy(&s->more);
     pthread_cond_destroy(&s->idle);
+    pthread_cond_destroy(&s->ack_cond);
     pthread_mutex_destroy(&s->lock);
     mongoc_client_pool_destroy(s->pool);
     mongoc_uri_destroy(s->uri);
@@ -650,25 +1001,53 @@ void store_unreserve(store *s, int where, const pub *p)
 
 void store_push(store *s, int where, pub *p, msg *ack, uint16_t ack_to)
 {
+    uint32_t bound = (uint32_t)store_doc_bound(p);
     pthread_mutex_lock(&s->lock);
+    uint64_t seq = atomic_fetch_add(&s->pushed, 1);
+    store_item it = { .p = p, .seq = seq };
+    spill_item sp;
     if (where == STORE_TO_SPILL) {
-        s->spill_promised -= store_doc_bound(p);
-        int rc = store_spill_pub(s, p);
-        atomic_fetch_sub(&s->spill_promised_n, 1);
-        if (rc != SPILL_OK) {
-            /* Promised, so kept: in memory past the queue's bound. */
-            atomic_fetch_add(&s->reserved, 1);
-            store_ring_put(s, pub_ref(p), NULL, 0);
-        }
+        /* Promised at store_reserve: the promise goes with it. */
+        sp = (spill_item){ .p = pub_ref(p), .seq = seq, .bound = bound,
+                           .promised = 1 };
+        store_spq_push(s, &sp);
     } else if (!ack && s->spill && store_spill_active(s) &&
-               store_spill_move(s, p) == SPILL_OK) {
+               store_spill_take(s, &it, &sp)) {
         /* The spill filled in while this one was reserved: after them. */
+        sp.p = pub_ref(p);
         atomic_fetch_sub(&s->reserved, 1);
+        store_spq_push(s, &sp);
     } else {
-        store_ring_put(s, pub_ref(p), ack, ack_to);
+        store_ring_put(s, pub_ref(p), ack ? store_ack_new(s, ack, ack_to) : NULL,
+                       seq);
     }
+    /* The owner appends one record itself (its own, unless older ones
+     * wait) when nobody is appending: what is acknowledged is in the file
+     * as before; while a writer appends (a queue moving after a failure)
+     * it leaves it to that writer and does not wait. */
+    if (store_spill_token(s))
+        store_spill_drain(s, 1);
     pthread_cond_signal(&s->more);
     pthread_mutex_unlock(&s->lock);
+}
+
+uint64_t store_push_seq(store *s)
+{
+    return atomic_load(&s->pushed);
+}
+
+int store_pending_before(store *s, uint64_t barrier)
+{
+    pthread_mutex_lock(&s->lock);
+    int pending = s->count && (s->ring[s->head].seq < barrier ||
+                               s->ring_min_extra < barrier);
+    for (uint32_t i = 0; i < s->n_threads && !pending; i++)
+        pending = s->wslots[i].busy_min < barrier;
+    if (!pending && s->spill &&
+        (spill_records(s->spill) || s->spq_n || s->appending))
+        pending = s->spill_min_seq < barrier;
+    pthread_mutex_unlock(&s->lock);
+    return pending;
 }
 
 int store_spill_last(store *s, const char *chan, size_t len, char *epoch,

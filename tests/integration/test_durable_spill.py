@@ -36,6 +36,9 @@ def config(fd, tmp_path, **extra):
         "mongodb_spill_path": str(tmp_path / "herald.spill"),
         "mongodb_queue_max": 64,
         "mongodb_batch": 16,
+        # ack=durable replies wait for the store here (the deadline's 108
+        # is tested in test_durable_ack.py)
+        "durable_ack_timeout_ms": 600000,
         "namespaces": [{"name": "d", "history_size": 100, "durable": True},
                        {"name": "a", "history_size": 100, "durable": True,
                         "ack": "durable"}],

@@ -30,7 +30,7 @@ static const char *const top_key_names[] = {
     "stream_ttl", "mongodb", "mongodb_database", "mongodb_collection",
     "mongodb_writers", "mongodb_queue_max", "mongodb_batch",
     "mongodb_readers", "mongodb_spill_path", "mongodb_spill_mb",
-    "retention_interval",
+    "durable_ack_timeout_ms", "retention_interval",
 };
 static const char *const ns_key_names[] = {
     "history_size", "history_ttl", "presence", "join_leave", "allow_publish",

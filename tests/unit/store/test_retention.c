@@ -155,3 +155,29 @@ Test(store_retention, filter_age_and_count)
     cr_assert_eq(n, 4, "age, then the three parts of the cut");
     bson_destroy(&f);
 }
+
+/* The channel names come from an aggregation read through a cursor (the
+ * `distinct` command's single reply document is capped at 16 MiB, which
+ * a store with a few hundred thousand channels exceeds on MongoDB). */
+Test(store_retention, names_pipeline_from_the_start_and_after_a_name)
+{
+    bson_t p;
+    store_retention_names_pipeline(&p, NULL, 0);
+    assert_json(&p, "{ \"0\" : { \"$sort\" : { \"channel\" : "
+                "{ \"$numberInt\" : \"1\" } } }, "
+                "\"1\" : { \"$group\" : { \"_id\" : \"$channel\" } }, "
+                "\"2\" : { \"$sort\" : { \"_id\" : { \"$numberInt\" : \"1\" } } } }");
+    bson_destroy(&p);
+    store_retention_names_pipeline(&p, "c:x9", 3);
+    assert_json(&p, "{ \"0\" : { \"$match\" : { \"channel\" : { \"$gt\" : \"c:x\" } } }, "
+                "\"1\" : { \"$sort\" : { \"channel\" : "
+                "{ \"$numberInt\" : \"1\" } } }, "
+                "\"2\" : { \"$group\" : { \"_id\" : \"$channel\" } }, "
+                "\"3\" : { \"$sort\" : { \"_id\" : { \"$numberInt\" : \"1\" } } } }");
+    bson_destroy(&p);
+    bson_t o;
+    store_retention_names_opts(&o);
+    assert_json(&o, "{ \"allowDiskUse\" : true, \"batchSize\" : "
+                "{ \"$numberInt\" : \"1000\" } }");
+    bson_destroy(&o);
+}

@@ -127,6 +127,51 @@ Test(spill, append_and_read_back)
     spill_close(sp);
 }
 
+/* The store writes a record without its lock (spill_write at the
+ * committed end) and commits it afterwards; a replay that consumes every
+ * committed record meanwhile must not cut the file under that write. */
+Test(spill, write_then_commit_and_no_cut_under_a_write)
+{
+    spill *sp = open_ok(1 << 20);
+    append(sp, "a", "0123456789abcdef", 1, 1001);
+    bson_t *d = mkdoc("a", "0123456789abcdef", 2, 1002, 10);
+    uint64_t at = spill_size(sp);
+    cr_assert_eq(spill_write(sp, at, bson_get_data(d), d->len), SPILL_OK);
+    cr_assert_eq(spill_size(sp), at, "not part of the file before the commit");
+    cr_assert_eq(spill_records(sp), 1);
+    /* the replay consumes record 1 while record 2 is being written */
+    spill_batch b = { 0 };
+    cr_assert_eq(spill_read(sp, 0, at, 10, &b), SPILL_OK);
+    cr_assert_eq(b.n, 1);
+    cr_assert_eq(spill_consume(sp, b.end, b.n, 0), 0);
+    cr_assert_eq(spill_size(sp), at, "not truncated under the write");
+    spill_commit(sp, bson_get_data(d), d->len);
+    cr_assert_eq(spill_records(sp), 1);
+    cr_assert_eq((off_t)spill_size(sp), file_size());
+    char e[IDS_LEN + 1];
+    uint64_t o;
+    int64_t t;
+    cr_assert_eq(spill_last(sp, "a", 1, e, &o, &t), 1);
+    cr_assert_eq(o, 2);
+    int64_t rest[] = { 2 };
+    expect_offsets(sp, rest, 1);
+    cr_assert_eq(spill_truncate_consumed(sp), 0, "a record is left");
+    cr_assert_eq(spill_read(sp, spill_read_pos(sp), spill_size(sp), 10, &b),
+                 SPILL_OK);
+    cr_assert_eq(spill_consume(sp, b.end, b.n, 0), 0);
+    cr_assert_eq(spill_truncate_consumed(sp), 1);
+    cr_assert_eq(spill_size(sp), 0);
+    cr_assert_eq(file_size(), 0);
+    /* a write over the bound is refused before any byte is written */
+    spill_batch_free(&b);
+    spill_close(sp);
+    sp = open_ok(64);
+    cr_assert_eq(spill_write(sp, 0, bson_get_data(d), d->len), SPILL_FULL);
+    cr_assert_eq(file_size(), 0);
+    bson_destroy(d);
+    spill_close(sp);
+}
+
 Test(spill, consume_truncates_and_close_removes_empty)
 {
     spill *sp = open_ok(1 << 20);
@@ -134,13 +179,13 @@ Test(spill, consume_truncates_and_close_removes_empty)
         append(sp, "a", "0123456789abcdef", i, 1000 + i);
     spill_batch b = { 0 };
     cr_assert_eq(spill_read(sp, 0, spill_size(sp), 2, &b), SPILL_OK);
-    cr_assert_eq(spill_consume(sp, b.end, b.n), 0);
+    cr_assert_eq(spill_consume(sp, b.end, b.n, 1), 0);
     cr_assert_eq(spill_records(sp), 2);
     int64_t rest[] = { 3, 4 };
     expect_offsets(sp, rest, 2);
     cr_assert_eq(spill_read(sp, spill_read_pos(sp), spill_size(sp), 10, &b),
                  SPILL_OK);
-    cr_assert_eq(spill_consume(sp, b.end, b.n), 1);
+    cr_assert_eq(spill_consume(sp, b.end, b.n, 1), 1);
     cr_assert_eq(spill_records(sp), 0);
     cr_assert_eq(spill_size(sp), 0);
     cr_assert_eq(file_size(), 0);
@@ -224,7 +269,7 @@ Test(spill, bound_reached)
     /* drained: room again */
     spill_batch b = { 0 };
     cr_assert_eq(spill_read(sp, 0, spill_size(sp), 10, &b), SPILL_OK);
-    cr_assert_eq(spill_consume(sp, b.end, b.n), 1);
+    cr_assert_eq(spill_consume(sp, b.end, b.n, 1), 1);
     cr_assert_eq(spill_append(sp, bson_get_data(d), d->len), SPILL_OK);
     spill_batch_free(&b);
     bson_destroy(d);
