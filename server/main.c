@@ -22,6 +22,7 @@
 #include "base/mem.h"
 #include "base/server.h"
 #include "core/requests.h"
+#include "net/tls.h"
 #include "net/worker.h"
 #include "store/store.h"
 
@@ -207,6 +208,11 @@ int main(int argc, char **argv)
             fputs(err, stderr);
             bad = 1;
         }
+    }
+    if (!bad && cfg.tls_cert[0] &&
+        tls_check_files(cfg.tls_cert, cfg.tls_key, err, sizeof(err)) < 0) {
+        fputs(err, stderr);
+        bad = 1;
     }
     if (bad) {
         fprintf(stderr, "herald: invalid configuration\n");
