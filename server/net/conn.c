@@ -1013,6 +1013,9 @@ static void conn_established(conn *c, struct lws *wsi)
     ids_hex(ids_next(&n->rng), c->id);
     c->slot = conns_slot_alloc(n, c, &c->gen);
     c->live = 1;
+    /* Which worker serves which client (tests check the spread with it). */
+    log_debug("connection open", LOG_STR("client", c->id),
+              LOG_INT("worker", n->worker));
     c->last_rx_s = n->now_s;
     /* Spread the first ping over the interval so that connections made
      * together do not ping together. */
@@ -1025,7 +1028,8 @@ static void conn_established(conn *c, struct lws *wsi)
     } else if (count > n->srv->max_connections) {
         log_warn("connection limit reached",
                  LOG_INT("limit", n->srv->max_connections),
-                 LOG_INT("code", PROTO_CLOSE_CONN_LIMIT));
+                 LOG_INT("code", PROTO_CLOSE_CONN_LIMIT),
+                 LOG_INT("worker", n->worker));
         conn_close(c, PROTO_CLOSE_CONN_LIMIT, "connection limit reached", 1);
     }
 }

@@ -12,6 +12,7 @@ import herald_harness as hh
 from herald_harness import chan, t
 
 server = hh.server_fixture({
+    "log_level": "debug",          # "connection open" names each client's worker
     "max_message_size": 1024,
     "max_channels_per_conn": 3,
     "namespaces": [
@@ -247,8 +248,8 @@ async def test_namespace_max_subscribers_is_106(server):
     a, b = [await server.client() for _ in range(2)]
     await a.ok("subscribe", channel=ch)
     await b.ok("subscribe", channel=ch)
-    # several more, so that both workers are asked
-    others = [await server.client() for _ in range(5)]
+    # refused on both workers
+    others = await hh.spread_clients(server, 5)
     for o in others:
         assert (await o.error("subscribe", channel=ch))["code"] == 106
     x = others[0]
@@ -298,12 +299,20 @@ async def test_connection_limit_4103(server_factory):
     first = [await s.client() for _ in range(3)]
     for c in first:
         await c.ok("connect")
-    # several extra ones, so that both workers refuse
-    for _ in range(4):
+    # extra ones until both workers have refused some
+    def refused_on():
+        return {l.get("worker") for l in s.log_lines() if l.get("msg") == "connection limit reached"}
+    extras = 0
+    while extras < 4 or refused_on() != {0, 1}:
+        assert extras < 40, "refused only on workers %r" % refused_on()
         extra = await s.client()
+        extras += 1
         p = await extra.push("disconnect", timeout=t(5))
         assert p["code"] == 4103 and p["reconnect"] is True, p
         assert await extra.wait_closed() == 4103
+        await hh.async_wait_for(lambda: len([l for l in s.log_lines() if l.get("msg") ==
+                                             "connection limit reached"]) == extras,
+                                t(5), what="%d refusals logged" % extras)
     for c in first:
         await still_works(c)
     await first[0].close()

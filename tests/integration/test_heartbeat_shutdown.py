@@ -103,9 +103,8 @@ def test_silent_client_is_closed_4002(server_factory):
 
 async def _shutdown(s, sig):
     ch = chan()
-    # enough clients to land on both workers
-    clients = [await s.client() for _ in range(8)] + \
-        [await s.client(enc="msgpack") for _ in range(4)]
+    # JSON and msgpack clients on both workers
+    clients = await hh.spread_clients(s, 12, encs=("json", "json", "msgpack"))
     for c in clients:
         await c.ok("subscribe", channel=ch)
     start = time.monotonic()
@@ -121,11 +120,11 @@ async def _shutdown(s, sig):
 
 
 async def test_sigterm_disconnects_clients_and_exits_0(server_factory):
-    await _shutdown(server_factory({"shutdown_timeout": 2}), signal.SIGTERM)
+    await _shutdown(server_factory({"shutdown_timeout": 2, "log_level": "debug"}), signal.SIGTERM)
 
 
 async def test_sigint_disconnects_clients_and_exits_0(server_factory):
-    await _shutdown(server_factory({"shutdown_timeout": 2}), signal.SIGINT)
+    await _shutdown(server_factory({"shutdown_timeout": 2, "log_level": "debug"}), signal.SIGINT)
 
 
 def test_sigterm_idle_server_exits_0_quickly(server_factory):

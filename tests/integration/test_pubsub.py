@@ -11,6 +11,7 @@ from herald_harness import chan, t
 
 server = hh.server_fixture({
     "node_name": "pubsub-node",
+    "log_level": "debug",          # "connection open" names each client's worker
     "namespace_defaults": {"history_size": 0},
     "namespaces": [{"name": "chat", "history_size": 10}],
 })
@@ -206,17 +207,18 @@ async def test_large_ids_are_echoed(server):
 
 @pytest.mark.timeout(60)
 async def test_ordering_across_workers_concurrent_publishers(server):
-    """~10 subscribers (spread over both workers by SO_REUSEPORT) and 4
-    concurrent publishers: every subscriber sees offsets 1..N, no gap, no
-    duplicate, and the same data at the same offset."""
+    """10 or more subscribers (JSON and msgpack ones on both workers) and 4
+    or more concurrent publishers (on both workers): every subscriber sees
+    offsets 1..N, no gap, no duplicate, and the same data at the same
+    offset."""
     ch = chan()
-    n_subs, n_pubs, per_pub = 10, 4, 60
-    total = n_pubs * per_pub
-    subs = [await server.client(enc="msgpack" if i % 3 == 2 else "json")
-            for i in range(n_subs)]
+    n_pubs, per_pub = 4, 60
+    subs = await hh.spread_clients(server, 10, encs=("json", "json", "msgpack"))
     for s in subs:
         assert (await s.ok("subscribe", channel=ch))["offset"] == 0
-    pubs = [await server.client() for _ in range(n_pubs)]
+    pubs = await hh.spread_clients(server, n_pubs)
+    n_pubs = len(pubs)
+    total = n_pubs * per_pub
 
     async def publisher(k, c):
         offsets = []
@@ -378,9 +380,13 @@ async def test_subscribe_during_publishing_continues_from_reply_offset(server):
             await asyncio.sleep(0.003)
 
     task = asyncio.get_running_loop().create_task(publisher())
-    subs = []
-    for i in range(10):
-        c = await server.client(enc="msgpack" if i % 2 else "json")
+    subs, seen = [], set()
+    want = {(e, w) for e in ("json", "msgpack") for w in (0, 1)}
+    while len(subs) < 10 or not want <= seen:   # JSON and msgpack on both workers
+        assert len(subs) < 40, "no subscriber on %r" % sorted(want - seen)
+        enc = "msgpack" if len(subs) % 2 else "json"
+        c = await server.client(enc=enc)
+        seen.add((enc, await c.worker()))
         ok = await c.ok("subscribe", channel=ch)
         subs.append((c, ok["offset"]))
         await asyncio.sleep(0.01)
