@@ -61,17 +61,20 @@ def test_pings_follow_ping_interval_not_pong_timeout(server_factory):
     try:
         times = []
         # First ping within ~4 s of connecting, then one every ~3 s.
-        deadline = time.monotonic() + 4 + 2 * 3 + t(10)
-        while len(times) < 3:
+        deadline = time.monotonic() + 4 + 3 * 3 + t(10)
+        while len(times) < 4:
             ev = raw.recv_event(timeout=max(0.01, deadline - time.monotonic()))
             assert ev[0] not in ("eof", "close"), "closed: %r" % (ev,)
             if ev[0] == "ping":
                 times.append(time.monotonic())
                 raw.send_frame(hh.OP_PONG, ev[1])
-        gaps = [b - a for a, b in zip(times, times[1:])]
-        # One-second timer granularity: each gap is 3 s give or take 1 s
-        # (more on a loaded machine); pinging every pong_timeout gives ~1 s.
-        assert all(1.9 <= g <= 6.0 for g in gaps), gaps
+        # Three intervals: each is at least 2 s (3 s, less the one-second
+        # granularity of the server's clock), so together at least 6 s less
+        # how late this client read the first ping; pinging every
+        # pong_timeout would take about 3 s. Only a lower bound: a loaded
+        # machine makes pings later, never earlier.
+        span = times[-1] - times[0]
+        assert span >= 4.5, "4 pings in %.1fs: %r" % (span, [b - a for a, b in zip(times, times[1:])])
     finally:
         raw.close()
 
@@ -79,24 +82,24 @@ def test_pings_follow_ping_interval_not_pong_timeout(server_factory):
 def test_silent_client_is_closed_4002(server_factory):
     s = server_factory(HB)
     raw = s.raw()
-    start = time.monotonic()
+    # ping_interval + pong_timeout + clock granularity is 3 s: the wait
+    # allows for a loaded machine
+    deadline = time.monotonic() + t(10)
     events = []
     try:
         while True:
-            ev = raw.recv_event(timeout=t(8))   # never answers pings
+            ev = raw.recv_event(timeout=max(0.01, deadline - time.monotonic()))  # no pongs
             events.append(ev)
             if ev[0] in ("close", "eof"):
                 break
     finally:
         raw.close()
-    elapsed = time.monotonic() - start
     assert events[-1][0] == "close", events
     assert events[-1][1] == 4002, events
     texts = [json.loads(e[1]) for e in events if e[0] == "text"]
     assert texts and texts[-1].get("push") == "disconnect", events
     assert texts[-1]["code"] == 4002 and texts[-1]["reconnect"] is True, texts[-1]
     assert any(e[0] == "ping" for e in events), events
-    assert elapsed < t(1 + 1 + 3), "4002 took %.1fs" % elapsed
 
 
 # -- shutdown ------------------------------------------------------------------------
@@ -107,32 +110,31 @@ async def _shutdown(s, sig):
     clients = await hh.spread_clients(s, 12, encs=("json", "json", "msgpack"))
     for c in clients:
         await c.ok("subscribe", channel=ch)
-    start = time.monotonic()
     s.send_signal(sig)
     for c in clients:
         p = await c.push("disconnect", timeout=t(5))
         assert p["code"] == 4000 and p["reconnect"] is True, p
         assert isinstance(p.get("reason"), str)
         assert await c.wait_closed(t(5)) == 4000
-    rc = await asyncio.get_running_loop().run_in_executor(None, s.wait_exit, t(2 + 3))
+    # every client took its close: the server exits then, long before its
+    # shutdown_timeout (60 s)
+    rc = await asyncio.get_running_loop().run_in_executor(None, s.wait_exit, t(10))
     assert rc == 0, "exit status %r after %s; stderr:\n%s" % (rc, sig, s.stderr_tail())
-    assert time.monotonic() - start < t(2 + 3)
 
 
 async def test_sigterm_disconnects_clients_and_exits_0(server_factory):
-    await _shutdown(server_factory({"shutdown_timeout": 2, "log_level": "debug"}), signal.SIGTERM)
+    await _shutdown(server_factory({"shutdown_timeout": 60, "log_level": "debug"}), signal.SIGTERM)
 
 
 async def test_sigint_disconnects_clients_and_exits_0(server_factory):
-    await _shutdown(server_factory({"shutdown_timeout": 2, "log_level": "debug"}), signal.SIGINT)
+    await _shutdown(server_factory({"shutdown_timeout": 60, "log_level": "debug"}), signal.SIGINT)
 
 
 def test_sigterm_idle_server_exits_0_quickly(server_factory):
-    s = server_factory({"shutdown_timeout": 2})
-    start = time.monotonic()
+    """Without connections nothing waits for shutdown_timeout (60 s here)."""
+    s = server_factory({"shutdown_timeout": 60})
     s.send_signal(signal.SIGTERM)
-    assert s.wait_exit(t(5)) == 0, s.stderr_tail()
-    assert time.monotonic() - start < t(3)
+    assert s.wait_exit(t(10)) == 0, s.stderr_tail()
 
 
 def test_sigterm_with_unresponsive_client_exits_0_within_timeout(server_factory):
@@ -144,11 +146,9 @@ def test_sigterm_with_unresponsive_client_exits_0_within_timeout(server_factory)
         reply, _ = raw.call({"id": 1, "op": "subscribe", "channel": "stuck"})
         assert "ok" in reply, reply
         # from now on the client reads nothing and never answers the close
-        start = time.monotonic()
         s.send_signal(signal.SIGTERM)
         rc = s.wait_exit(t(2 + 4))
         assert rc == 0, "exit status %r; stderr:\n%s" % (rc, s.stderr_tail())
-        assert time.monotonic() - start < t(2 + 4)
     finally:
         raw.close()
 
