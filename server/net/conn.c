@@ -280,6 +280,18 @@ int conns_flush(conns *n)
 
 /* --- heartbeats ---------------------------------------------------------- */
 
+/* The heartbeat also closes a connection whose token expired (4100): its
+ * next check comes no later than the second after the expiry, not at the
+ * next ping. */
+static uint64_t conn_hb_due(const conn *c, uint64_t due)
+{
+    if (!c->expires)
+        return due;
+    int64_t left = c->expires - (int64_t)time(NULL);
+    uint64_t at = c->n->now_s + (left > 0 ? (uint64_t)left : 0) + 1;
+    return at < due ? at : due;
+}
+
 static void conn_heartbeat(conn *c, uint64_t now_s)
 {
     const config *cfg = c->n->srv->cfg;
@@ -313,7 +325,7 @@ static void conn_heartbeat(conn *c, uint64_t now_s)
         c->awaiting_pong = 0;
         /* Alive: the next ping is due ping_interval after the last one. */
         if (c->ping_sent_s + cfg->ping_interval > now_s) {
-            c->hb.due_s = c->ping_sent_s + cfg->ping_interval;
+            c->hb.due_s = conn_hb_due(c, c->ping_sent_s + cfg->ping_interval);
             hb_insert(&c->n->wheel, &c->hb);
             return;
         }
@@ -322,8 +334,9 @@ static void conn_heartbeat(conn *c, uint64_t now_s)
     c->awaiting_pong = 1;
     c->ping_sent_s = now_s;
     conn_want_write(c);
-    c->hb.due_s = now_s + (cfg->pong_timeout < cfg->ping_interval
-                               ? cfg->pong_timeout : cfg->ping_interval);
+    c->hb.due_s = conn_hb_due(c, now_s + (cfg->pong_timeout < cfg->ping_interval
+                                              ? cfg->pong_timeout
+                                              : cfg->ping_interval));
     hb_insert(&c->n->wheel, &c->hb);
 }
 
@@ -446,6 +459,12 @@ static int conn_do_connect(conn *c, const proto_cmd *cmd)
         }
         c->user = user;
         c->expires = exp;
+        uint64_t due = conn_hb_due(c, c->hb.due_s);
+        if (due < c->hb.due_s) {
+            hb_remove(&c->n->wheel, &c->hb);
+            c->hb.due_s = due;
+            hb_insert(&c->n->wheel, &c->hb);
+        }
     } else if (!cfg->allow_anonymous) {
         conn_reply_error(c, cmd->id, PROTO_E_UNAUTHORIZED, "token required",
                          UINT64_MAX);
