@@ -229,3 +229,63 @@ def test_traffic_counts_as_liveness(server_factory):
             time.sleep(0.3)
     finally:
         raw.close()
+
+
+# -- SIGHUP --------------------------------------------------------------------------
+
+def hup_lines(s, msg):
+    return [l for l in s.log_lines() if l.get("msg", "").startswith(msg)]
+
+
+async def test_sighup_reloads_log_level_and_keeps_serving(server_factory):
+    """SIGHUP reads the configuration again: log_level takes effect, other
+    changes are reported as needing a restart and not applied, a broken
+    file is reported and the running configuration stays; connections are
+    untouched throughout."""
+    s = server_factory({"log_level": "info", "ping_interval": 25})
+    c = await s.client()
+    await c.ok("connect")
+    ch = chan()
+    await c.ok("subscribe", channel=ch)
+    with open(s.config_path, "w") as f:
+        f.write(hh.render_config({"log_level": "debug", "ping_interval": 30}))
+    s.proc.send_signal(signal.SIGHUP)
+    await hh.async_wait_for(lambda: hup_lines(s, "SIGHUP: configuration reloaded"), t(5),
+                            what="the reload logged")
+    (line,) = hup_lines(s, "SIGHUP: configuration reloaded")
+    assert line["log_level"] == "debug" and line["restart_needed"] == 1, line
+    assert hup_lines(s, "SIGHUP: configuration changes other than log_level"), s.log_lines()
+    assert s.alive()
+    # debug lines now appear; ping_interval is still the running one
+    d = await s.client()
+    assert (await d.ok("connect"))["ping"] == 25
+    assert await d.worker() in (0, 1)          # its "connection open" debug line
+    await c.ok("publish", channel=ch, data="after the reload")
+    assert (await c.push("pub"))["data"] == "after the reload"
+
+    with open(s.config_path, "w") as f:
+        f.write("log_level = ;\n")
+    s.proc.send_signal(signal.SIGHUP)
+    await hh.async_wait_for(lambda: hup_lines(s, "SIGHUP: configuration not reloaded"), t(5),
+                            what="the failed reload logged")
+    (bad,) = hup_lines(s, "SIGHUP: configuration not reloaded")
+    assert bad["level"] == "warn" and "syntax error" in bad["error"], bad
+    assert s.alive()
+    e = await s.client()
+    assert await e.worker() in (0, 1)          # still at debug
+    assert not c.closed.is_set() and not d.closed.is_set()
+    await c.ok("ping")
+    assert s.stop() == 0
+
+
+def test_sighup_without_changes_changes_nothing(server_factory):
+    s = server_factory(None, args=["--log-level", "info"])
+    for _ in range(3):
+        n = len(hup_lines(s, "SIGHUP: configuration reloaded"))
+        s.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: len(hup_lines(s, "SIGHUP: configuration reloaded")) == n + 1, t(5),
+                 what="the reload logged")
+    assert all(l["log_level"] == "info" and l["restart_needed"] == 0
+               for l in hup_lines(s, "SIGHUP: configuration reloaded"))
+    assert s.healthz()[0] == 200
+    assert s.stop() == 0
