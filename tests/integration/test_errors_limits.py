@@ -292,6 +292,48 @@ async def test_rate_limit_is_per_connection(rate_server):
     assert await b.ok("ping") == {}
 
 
+# -- worker_queue_max -------------------------------------------------------------
+
+@pytest.mark.timeout(60)
+async def test_worker_queue_max_refuses_110_before_an_offset(server_factory):
+    """Publishing faster than a subscriber's worker takes deliveries
+    (worker_queue_max = 64, bursts of 4 x 500 publishes): some publishes
+    are refused with 110, none of them took an offset (the acknowledged
+    offsets are exactly 1..N), the subscriber gets exactly those, and the
+    next publication gets N + 1."""
+    s = server_factory({"worker_queue_max": 64})
+    ch = chan()
+    reader = await s.client()
+    await reader.ok("subscribe", channel=ch)
+    pubs = [await s.client() for _ in range(4)]
+    acked, refused = {}, 0
+    for rnd in range(20):
+        res = await asyncio.gather(*(
+            p.batch([("publish", {"channel": ch, "data": [rnd, k, i]}) for i in range(500)],
+                    one_frame=True) for k, p in enumerate(pubs)))
+        for k, replies in enumerate(res):
+            mine = []
+            for r in replies:
+                if "ok" in r:
+                    mine.append(r["ok"]["offset"])
+                    acked[r["ok"]["offset"]] = r["id"]
+                else:
+                    assert r["error"]["code"] == 110, r
+                    refused += 1
+            assert mine == sorted(mine), "one publisher's offsets must increase"
+        if refused:
+            break
+    assert refused, "no publish refused with 110 in 20 bursts"
+    n = len(acked)
+    assert sorted(acked) == list(range(1, n + 1)), "a refused publish took an offset"
+    got = await reader.pubs(n, timeout=t(20))
+    assert [p["offset"] for p in got] == list(range(1, n + 1))
+    r = await pubs[0].call("publish", channel=ch, data="next", timeout=t(10))
+    assert r["ok"]["offset"] == n + 1, r
+    assert (await reader.push("pub"))["offset"] == n + 1
+    assert not any(p.closed.is_set() for p in pubs)
+
+
 # -- connection limit -------------------------------------------------------------
 
 async def test_connection_limit_4103(server_factory):
