@@ -2,6 +2,7 @@
 (SIGTERM/SIGINT: disconnect push 4000, close 4000, exit 0)."""
 
 import asyncio
+import http.client
 import json
 import signal
 import socket
@@ -289,3 +290,111 @@ def test_sighup_without_changes_changes_nothing(server_factory):
                for l in hup_lines(s, "SIGHUP: configuration reloaded"))
     assert s.healthz()[0] == 200
     assert s.stop() == 0
+
+
+# -- shutdown under load ---------------------------------------------------------------
+
+def read_all(raw, timeout):
+    """Everything a raw client is sent until its close frame or the end of
+    the stream: (messages, last event)."""
+    msgs = []
+    deadline = time.monotonic() + timeout
+    while True:
+        ev = raw.recv_event(timeout=max(0.01, deadline - time.monotonic()), auto_pong=True)
+        if ev[0] in ("close", "eof"):
+            return msgs, ev
+        if ev[0] == "text":
+            msgs += hh.decode_frame(ev[1], "json")
+
+
+@pytest.mark.timeout(90)
+async def test_sigterm_with_publications_in_flight_and_full_send_queues(server_factory):
+    """SIGTERM while publishes are in flight and subscribers that stopped
+    reading hold full send queues: every subscriber gets everything that
+    was queued for it, gap-free from offset 1 and including every
+    publication acknowledged before the signal, then the disconnect push
+    4000 and close 4000; every publish that got a reply got it before the
+    publisher's 4000; /healthz answers 503 "draining" on a connection that
+    was already open; the process exits 0 once everyone took the close."""
+    s = server_factory({"shutdown_timeout": 60, "send_queue_max": 8 << 20,
+                        "log_level": "debug"})
+    ch = chan()
+    payload = "q" * 2000
+    # subscribers that stop reading, on both workers
+    stuck, workers = [], set()
+    while len(stuck) < 4 or workers != {0, 1}:
+        assert len(stuck) < 40, "all on worker %r" % workers
+        raw = s.raw(rcvbuf=4096)
+        reply, _ = raw.call({"id": 1, "op": "connect"})
+        cid = reply["ok"]["client"]
+        wait_for(lambda: s.worker_of(cid) is not None, t(5), what="its worker logged")
+        workers.add(s.worker_of(cid))
+        reply, _ = raw.call({"id": 2, "op": "subscribe", "channel": ch})
+        assert reply["ok"]["offset"] == 0, reply
+        stuck.append(raw)
+    readers = await hh.spread_clients(s, 2)
+    for c in readers:
+        await c.ok("subscribe", channel=ch)
+    pub = await s.client()
+    health = http.client.HTTPConnection("127.0.0.1", s.port, timeout=t(5))
+    health.request("GET", "/healthz")
+    r = health.getresponse()
+    assert r.status == 200 and json.loads(r.read())["status"] == "ok"
+
+    # 600 kB each for the stuck subscribers: far more than their sockets hold
+    replies = await pub.batch([("publish", {"channel": ch, "data": {"i": i, "p": payload}})
+                               for i in range(300)])
+    acked_before = [x["ok"]["offset"] for x in replies]
+    assert acked_before == list(range(1, 301))
+    for c in readers:
+        assert [p["offset"] for p in await c.pubs(300, timeout=t(20))] == acked_before
+
+    # more publishes in flight, then the signal
+    in_flight = [pub.start("publish", channel=ch, data={"i": 300 + i, "p": payload})
+                 for i in range(200)]
+    for k in range(0, len(in_flight), 20):     # frames under max_message_size
+        await pub.send_raw("\n".join(hh.encode(cmd, "json") for _, cmd, _ in in_flight[k:k + 20]))
+    s.send_signal(signal.SIGTERM)
+
+    # a connection opened before the signal is told the node is draining
+    # (once the signal reached its worker)
+    def draining():
+        health.request("GET", "/healthz")
+        r = health.getresponse()
+        body = json.loads(r.read())
+        assert (r.status, body["status"]) in ((200, "ok"), (503, "draining")), (r.status, body)
+        return r.status == 503
+    wait_for(draining, t(5), interval=0.01, what="503 draining on an open connection")
+    health.close()
+
+    # the publisher: replies (each one at most once), then 4000
+    p = await pub.push("disconnect", timeout=t(20))
+    assert p["code"] == 4000 and p["reconnect"] is True, p
+    assert await pub.wait_closed(t(10)) == 4000
+    answered = [f.result() for _, _, f in in_flight if f.done() and not f.exception()]
+    acked_after = [x["ok"]["offset"] for x in answered if "ok" in x]
+    assert acked_after == list(range(301, 301 + len(acked_after))), acked_after[:5]
+
+    def check(label, msgs):
+        assert msgs and msgs[-1].get("push") == "disconnect", (label, msgs[-1:])
+        assert msgs[-1]["code"] == 4000 and msgs[-1]["reconnect"] is True, (label, msgs[-1])
+        offs = [m["offset"] for m in msgs[:-1] if m.get("push") == "pub"]
+        assert all(m.get("push") == "pub" for m in msgs[:-1] if "id" not in m), label
+        assert offs == list(range(1, len(offs) + 1)), "%s: gap or duplicate" % label
+        assert len(offs) >= 300, "%s: got %d of the 300 acknowledged before" % (label, len(offs))
+
+    # the stuck subscribers read now: their whole queue, then 4000
+    loop = asyncio.get_running_loop()
+    outcomes = await asyncio.gather(*(loop.run_in_executor(None, read_all, raw, t(30))
+                                      for raw in stuck))
+    for k, (msgs, last) in enumerate(outcomes):
+        assert last[:2] == ("close", 4000), ("stuck %d" % k, last)
+        check("stuck %d" % k, [m for m in msgs if "id" not in m])
+    for k, c in enumerate(readers):
+        assert await c.wait_closed(t(10)) == 4000
+        rest = c.pending_pushes()
+        check("reader %d" % k, [{"push": "pub", "offset": o} for o in acked_before] + rest)
+    for raw in stuck:
+        raw.close()
+    rc = await loop.run_in_executor(None, s.wait_exit, t(20))
+    assert rc == 0, "exit status %r; stderr:\n%s" % (rc, s.stderr_tail())
