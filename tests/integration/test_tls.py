@@ -102,6 +102,35 @@ async def test_wss_pubsub_large_and_small(tls_server):
         assert [len(p["data"]) for p in pushes] == sizes
 
 
+async def test_wss_served_by_every_worker(tmp_path):
+    """Every worker's vhost serves TLS (only worker 0's context does the
+    library's global TLS set-up)."""
+    cert, key = make_cert(str(tmp_path))
+    s = TLSServer(cert, key, tmpdir=str(tmp_path))
+    s.config = dict(s.config, log_level="debug")
+    s.start()
+    try:
+        url = "wss://127.0.0.1:%d/ws" % s.port
+        seen, conns = set(), []
+        while seen != {0, 1}:
+            assert len(conns) < 40, "wss connections only on worker %r" % seen
+            ws = await websockets.connect(url, ssl=s.ctx)
+            conns.append(ws)
+            await ws.send(json.dumps({"id": 1, "op": "connect"}))
+            (reply,) = await recv_msgs(ws, 1, hh.t(5))
+            cid = reply["ok"]["client"]
+            await hh.async_wait_for(lambda: s.worker_of(cid) is not None, hh.t(5),
+                                    what="its worker logged")
+            seen.add(s.worker_of(cid))
+        for ws in conns:
+            await ws.send(json.dumps({"id": 2, "op": "ping"}))
+            assert await recv_msgs(ws, 1, hh.t(5)) == [{"id": 2, "ok": {}}]
+            await ws.close()
+    finally:
+        assert s.stop() == 0
+        assert s.sanitizer_report() is None
+
+
 def refused_promptly(port, send):
     """Connects, sends `send` (bytes) and reads until the server ends the
     connection; returns what it sent back. A timeout (the server keeping a
