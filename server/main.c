@@ -8,6 +8,10 @@
  * for MongoDB (but still spilling what is not written); the signal
  * handlers stay installed until the store has stopped, so that no signal
  * kills the process while unwritten publications are only in memory.
+ * SIGHUP reads the configuration again (file, environment, command line)
+ * and applies log_level, the one key that can change safely while
+ * running; other changes are logged as needing a restart, and a
+ * configuration that does not load is logged and ignored.
  */
 #include <getopt.h>
 #include <pthread.h>
@@ -28,6 +32,7 @@
 #include "base/server.h"
 #include "core/requests.h"
 #include "net/admit.h"
+#include "net/tls.h"
 #include "net/worker.h"
 #include "store/store.h"
 
@@ -36,12 +41,16 @@ extern char **environ;
 /* Descriptors kept for everything that is not a client connection:
  * listening sockets, spares, loops, logs, outgoing connections. */
 #define MAIN_FD_RESERVE 64
+/* Command-line options that set configuration keys (main()). */
+#define MAIN_CLI_N 5
 
 typedef struct main_state {
     server srv;
     worker **workers;
     uv_loop_t loop;
-    uv_signal_t sigterm, sigint;
+    uv_signal_t sigterm, sigint, sighup;
+    const char *path;               /* --config or HERALD_CONFIG, or NULL */
+    const char *const *cli_keys, *const *cli_src, *const *cli_vals;
     uv_async_t drained;
     uv_timer_t deadline;
     uv_async_t store_done;   /* the store's stopper thread is done */
@@ -81,6 +90,7 @@ static void main_send_stop(main_state *ms)
     /* Still handled (main_stop_store), but no longer keeping the loop. */
     uv_unref((uv_handle_t *)&ms->sigterm);
     uv_unref((uv_handle_t *)&ms->sigint);
+    uv_close((uv_handle_t *)&ms->sighup, NULL);
     uv_close((uv_handle_t *)&ms->drained, NULL);
     uv_timer_stop(&ms->deadline);
     uv_close((uv_handle_t *)&ms->deadline, NULL);
@@ -169,6 +179,64 @@ static void main_stop_store(main_state *ms)
     mongoc_cleanup();
 }
 
+/* The configuration from its sources, each later one winning: defaults,
+ * the file, the environment, the command line (the n options of cli_keys
+ * given in cli_vals). Returns -1 with one line per problem in err. */
+static int main_load_config(config *cfg, const char *path,
+                            const char *const *cli_keys,
+                            const char *const *cli_src,
+                            const char *const *cli_vals, int n, char *err,
+                            size_t errlen)
+{
+    char one[4096];
+    size_t used = 0;
+    int bad = 0;
+    err[0] = '\0';
+    config_defaults(cfg);
+    if (config_load(cfg, path, environ, one, sizeof(one)) < 0) {
+        used += (size_t)snprintf(err + used, errlen - used, "%s", one);
+        bad = 1;
+    }
+    for (int i = 0; i < n && used < errlen; i++) {
+        if (cli_vals[i] && config_set(cfg, cli_keys[i], cli_vals[i],
+                                      cli_src[i], one, sizeof(one)) < 0) {
+            used += (size_t)snprintf(err + used, errlen - used, "%s", one);
+            bad = 1;
+        }
+    }
+    return bad ? -1 : 0;
+}
+
+/* SIGHUP: see the top of the file. The workers read the configuration
+ * without locks, so it is never changed in place; the log threshold is an
+ * atomic of its own (base/log.h). */
+static void main_on_hup(uv_signal_t *s, int signum)
+{
+    main_state *ms = s->data;
+    static config fresh;    /* large; only this thread reloads */
+    char err[4096];
+    (void)signum;
+    if (main_load_config(&fresh, ms->path, ms->cli_keys, ms->cli_src,
+                         ms->cli_vals, MAIN_CLI_N, err, sizeof(err)) < 0) {
+        size_t n = strlen(err);
+        while (n && err[n - 1] == '\n')
+            err[--n] = '\0';
+        log_warn("SIGHUP: configuration not reloaded, the running one stays",
+                 LOG_STR("error", err));
+        return;
+    }
+    int level = fresh.log_level;
+    fresh.log_level = ms->srv.cfg->log_level;
+    int others = memcmp(&fresh, ms->srv.cfg, sizeof(fresh)) != 0;
+    log_set_level(level);
+    log_info("SIGHUP: configuration reloaded",
+             LOG_STR("log_level", log_level_name(level)),
+             LOG_INT("restart_needed", others));
+    if (others)
+        log_warn("SIGHUP: configuration changes other than log_level take "
+                 "effect at the next start");
+}
+
 static uint32_t main_max_connections(const config *cfg, uint32_t workers)
 {
     struct rlimit rl;
@@ -205,13 +273,14 @@ int main(int argc, char **argv)
     /* One slot per option; a repeated option keeps its last value. */
     enum { CLI_LISTEN, CLI_WORKERS, CLI_LOG_LEVEL, CLI_REDIS, CLI_MONGODB,
            CLI_N };
+    _Static_assert(CLI_N == MAIN_CLI_N, "MAIN_CLI_N");
     static const char *const cli_keys[CLI_N] = { "listen", "workers",
                                                  "log_level", "redis",
                                                  "mongodb" };
     static const char *const cli_src[CLI_N] = { "--listen", "--workers",
                                                 "--log-level", "--redis",
                                                 "--mongodb" };
-    const char *cli_vals[CLI_N] = { NULL, NULL, NULL, NULL, NULL };
+    static const char *cli_vals[CLI_N] = { NULL, NULL, NULL, NULL, NULL };
     /* --redis may be repeated: the URIs add up to one list. */
     static char redis_list[CONFIG_REDIS_MAX * 600];
     size_t redis_used = 0;
@@ -249,17 +318,14 @@ int main(int argc, char **argv)
 
     static config cfg;
     char err[4096];
-    config_defaults(&cfg);
-    int bad = config_load(&cfg, path, environ, err, sizeof(err)) < 0;
+    int bad = main_load_config(&cfg, path, cli_keys, cli_src, cli_vals, CLI_N,
+                               err, sizeof(err)) < 0;
     if (bad)
         fputs(err, stderr);
-    for (int i = 0; i < CLI_N; i++) {
-        if (cli_vals[i] &&
-            config_set(&cfg, cli_keys[i], cli_vals[i], cli_src[i], err,
-                       sizeof(err)) < 0) {
-            fputs(err, stderr);
-            bad = 1;
-        }
+    if (!bad && cfg.tls_cert[0] &&
+        tls_check_files(cfg.tls_cert, cfg.tls_key, err, sizeof(err)) < 0) {
+        fputs(err, stderr);
+        bad = 1;
     }
     if (bad) {
         fprintf(stderr, "herald: invalid configuration\n");
@@ -303,9 +369,15 @@ int main(int argc, char **argv)
     srv->drained = &ms.drained;
     uv_signal_init(&ms.loop, &ms.sigterm);
     uv_signal_init(&ms.loop, &ms.sigint);
-    ms.sigterm.data = ms.sigint.data = &ms;
+    uv_signal_init(&ms.loop, &ms.sighup);
+    ms.sigterm.data = ms.sigint.data = ms.sighup.data = &ms;
+    ms.path = path;
+    ms.cli_keys = cli_keys;
+    ms.cli_src = cli_src;
+    ms.cli_vals = cli_vals;
     uv_signal_start(&ms.sigterm, main_on_signal, SIGTERM);
     uv_signal_start(&ms.sigint, main_on_signal, SIGINT);
+    uv_signal_start(&ms.sighup, main_on_hup, SIGHUP);
     uv_timer_init(&ms.loop, &ms.deadline);
     ms.deadline.data = &ms;
 

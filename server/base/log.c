@@ -62,6 +62,11 @@ static int log_clamp(int level)
                                                               : level;
 }
 
+const char *log_level_name(int level)
+{
+    return log_level_names[log_clamp(level)];
+}
+
 void log_set_level(int level)
 {
     atomic_store_explicit(&log_threshold, log_clamp(level),

@@ -15,6 +15,8 @@ enum log_level { LOG_DEBUG = 0, LOG_INFO = 1, LOG_WARN = 2, LOG_ERROR = 3 };
 
 /* Parses "debug", "info", "warn", "error"; returns -1 when unknown. */
 int log_level_parse(const char *s);
+/* The name of a level: "debug", "info", "warn" or "error". */
+const char *log_level_name(int level);
 void log_set_level(int level);
 int log_enabled(int level);
 

@@ -338,6 +338,18 @@ void conns_lws_wake(conns *n)
 
 /* --- heartbeats ---------------------------------------------------------- */
 
+/* The heartbeat also closes a connection whose token expired (4100): its
+ * next check comes no later than the second after the expiry, not at the
+ * next ping. */
+static uint64_t conn_hb_due(const conn *c, uint64_t due)
+{
+    if (!c->expires)
+        return due;
+    int64_t left = c->expires - (int64_t)time(NULL);
+    uint64_t at = c->n->now_s + (left > 0 ? (uint64_t)left : 0) + 1;
+    return at < due ? at : due;
+}
+
 static void conn_heartbeat(conn *c, uint64_t now_s)
 {
     const config *cfg = c->n->srv->cfg;
@@ -380,7 +392,7 @@ static void conn_heartbeat(conn *c, uint64_t now_s)
         c->awaiting_pong = 0;
         /* Alive: the next ping is due ping_interval after the last one. */
         if (c->ping_sent_s + cfg->ping_interval > now_s) {
-            c->hb.due_s = c->ping_sent_s + cfg->ping_interval;
+            c->hb.due_s = conn_hb_due(c, c->ping_sent_s + cfg->ping_interval);
             hb_insert(&c->n->wheel, &c->hb);
             return;
         }
@@ -389,8 +401,9 @@ static void conn_heartbeat(conn *c, uint64_t now_s)
     c->awaiting_pong = 1;
     c->ping_sent_s = now_s;
     conn_want_write(c);
-    c->hb.due_s = now_s + (cfg->pong_timeout < cfg->ping_interval
-                               ? cfg->pong_timeout : cfg->ping_interval);
+    c->hb.due_s = conn_hb_due(c, now_s + (cfg->pong_timeout < cfg->ping_interval
+                                              ? cfg->pong_timeout
+                                              : cfg->ping_interval));
     hb_insert(&c->n->wheel, &c->hb);
 }
 
@@ -514,6 +527,12 @@ static int conn_do_connect(conn *c, const proto_cmd *cmd)
         }
         c->user = user;
         c->expires = exp;
+        uint64_t due = conn_hb_due(c, c->hb.due_s);
+        if (due < c->hb.due_s) {
+            hb_remove(&c->n->wheel, &c->hb);
+            c->hb.due_s = due;
+            hb_insert(&c->n->wheel, &c->hb);
+        }
     } else if (!cfg->allow_anonymous) {
         conn_reply_error(c, cmd->id, PROTO_E_UNAUTHORIZED, "token required",
                          UINT64_MAX);
@@ -1089,6 +1108,9 @@ static void conn_established(conn *c, struct lws *wsi)
     ids_hex(ids_next(&n->rng), c->id);
     c->slot = conns_slot_alloc(n, c, &c->gen);
     c->live = 1;
+    /* Which worker serves which client (tests check the spread with it). */
+    log_debug("connection open", LOG_STR("client", c->id),
+              LOG_INT("worker", n->worker));
     c->last_rx_s = n->now_s;
     /* Spread the first ping over the interval so that connections made
      * together do not ping together. */
@@ -1104,7 +1126,8 @@ static void conn_established(conn *c, struct lws *wsi)
     } else if (count > n->srv->max_connections) {
         conn_log(n, CONN_LOG_LIMIT, LOG_WARN, "connection limit reached",
                  LOG_INT("limit", n->srv->max_connections),
-                 LOG_INT("code", PROTO_CLOSE_CONN_LIMIT));
+                 LOG_INT("code", PROTO_CLOSE_CONN_LIMIT),
+                 LOG_INT("worker", n->worker));
         conn_close(c, PROTO_CLOSE_CONN_LIMIT, "connection limit reached", 1);
     }
 }

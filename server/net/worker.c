@@ -195,8 +195,13 @@ static int worker_create_lws(worker *w)
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof(info));
     void *loops[1] = { &w->loop };
-    info.options = LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_EXPLICIT_VHOSTS;
-    if (cfg->tls_cert[0])
+    /* VALIDATE_UTF8: a text frame that is not UTF-8 fails the connection
+     * with close 1007 (RFC 6455 8.1), checked by lws across fragments.
+     * (lws 4.1 does not check that client frames are masked, and does not
+     * tell the callback: see docs/architecture.md.) */
+    info.options = LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_EXPLICIT_VHOSTS |
+                   LWS_SERVER_OPTION_VALIDATE_UTF8;
+    if (cfg->tls_cert[0] && w->index == 0)   /* see worker_create_in_order */
         info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
     info.foreign_loops = loops;
     info.count_threads = 1;
@@ -237,12 +242,40 @@ static int worker_create_lws(worker *w)
     return 0;
 }
 
+/* lws 4.1 does the library's global TLS set-up (OpenSSL's ex_data
+ * indexes, kept in process-wide statics) for every context created with
+ * LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT. With that on every worker's
+ * context, a TLS server leaked a vhost's whole SSL_CTX at exit now and then
+ * (LSan, two workers). So only worker 0's context does it, and the other
+ * workers create theirs after it (their vhosts still serve TLS: that is
+ * the vhost's option). */
+static pthread_mutex_t worker_first_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t worker_first_cond = PTHREAD_COND_INITIALIZER;
+static int worker_first_created;
+
+static int worker_create_in_order(worker *w)
+{
+    if (w->index != 0) {
+        pthread_mutex_lock(&worker_first_lock);
+        while (!worker_first_created)
+            pthread_cond_wait(&worker_first_cond, &worker_first_lock);
+        pthread_mutex_unlock(&worker_first_lock);
+        return worker_create_lws(w);
+    }
+    int rc = worker_create_lws(w);
+    pthread_mutex_lock(&worker_first_lock);
+    worker_first_created = 1;
+    pthread_cond_broadcast(&worker_first_cond);
+    pthread_mutex_unlock(&worker_first_lock);
+    return rc;
+}
+
 static void *worker_main(void *arg)
 {
     worker *w = arg;
     w->net.now_s = uv_now(&w->loop) / 1000;
     hb_init(&w->net.wheel, w->net.now_s);
-    if (worker_create_lws(w) < 0) {
+    if (worker_create_in_order(w) < 0) {
         log_error("cannot create the libwebsockets context",
                   LOG_INT("worker", w->index));
         w->startup_error = 1;

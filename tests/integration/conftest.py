@@ -6,7 +6,9 @@
 * `server_factory` starts servers for one test and stops them afterwards;
 * after every test, each server it used is checked for sanitizer reports
   and for dying without being told to; on failure, their stderr is added
-  to the report.
+  to the report;
+* with CI=true, a skip or xfail that expected_skips.txt does not name is a
+  failure (skip_policy.py).
 """
 
 import asyncio
@@ -15,6 +17,9 @@ import inspect
 import pytest
 
 import herald_harness as hh
+
+# In CI, a skip or xfail not named in expected_skips.txt fails the test.
+pytest_plugins = ("skip_policy",)
 
 
 def pytest_configure(config):

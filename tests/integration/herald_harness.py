@@ -444,6 +444,15 @@ class HeraldServer:
                 out.append(v)
         return out
 
+    def worker_of(self, client_id):
+        """The worker (0..N-1) serving a client, from the server's debug
+        line "connection open" (needs log_level "debug"); None when not
+        logged (yet)."""
+        for l in self.log_lines():
+            if l.get("msg") == "connection open" and l.get("client") == client_id:
+                return l.get("worker")
+        return None
+
     def sanitizer_report(self):
         err = self.stderr()
         for m in SANITIZER_MARKERS:
@@ -679,6 +688,17 @@ class Client:
             raise CommandError("no reply to %r within %.1fs (closed=%s code=%s)" % (
                 cmd, timeout or t(5), self.closed.is_set(), self.close_code)) from None
 
+    async def worker(self, timeout=None):
+        """The worker serving this connection (server at log_level debug).
+        Sends `connect` first if this client has not (so call it before any
+        other command: a connect after one is 107)."""
+        if self.client_id is None:
+            await self.ok("connect")
+        await async_wait_for(lambda: self.server.worker_of(self.client_id) is not None,
+                             timeout or t(5), what="the \"connection open\" debug line of %s "
+                             "(log_level debug?)" % self.client_id)
+        return self.server.worker_of(self.client_id)
+
     async def wait_closed(self, timeout=None):
         """Waits for the connection to close; returns the close code."""
         try:
@@ -712,6 +732,26 @@ def _hashable(x):
         return True
     except TypeError:
         return False
+
+
+async def spread_clients(server, n, encs=("json",), workers=2, max_clients=64):
+    """At least n connected clients, their encodings taking turns from
+    `encs`, with every worker serving at least one client of every
+    encoding. The kernel spreads connections over the workers' SO_REUSEPORT
+    sockets by a hash, so this opens more than n when needed (each client's
+    worker comes from the server's debug log: log_level "debug"). Each
+    client gets a `worker` attribute. Returns the list."""
+    clients, seen = [], set()
+    want = {(e, w) for e in encs for w in range(workers)}
+    while len(clients) < n or not want <= seen:
+        assert len(clients) < max_clients, \
+            "%d clients, still no client on %r" % (len(clients), sorted(want - seen))
+        enc = encs[len(clients) % len(encs)]
+        c = await server.client(enc=enc)
+        c.worker = await c.worker()
+        seen.add((enc, c.worker))
+        clients.append(c)
+    return clients
 
 
 async def history_from(c, channel, epoch, since, limit):

@@ -110,6 +110,57 @@ async def test_expired_token_is_109_then_4100(server):
     await expect_4100(c, 109)
 
 
+@pytest.mark.timeout(40)
+async def test_token_expiring_while_connected_closes_4100(server):
+    """A connection whose token expires is closed at its expiry (the
+    connect reply's `expires`), with the default ping_interval of 25 s:
+    disconnect push 4100 (reconnect false), close 4100. Its subscriptions
+    end (the channel goes on for the others)."""
+    ch = chan()
+    other = await server.client()
+    await other.ok("subscribe", channel=ch)
+    c = await server.client()
+    exp = int(time.time()) + 3
+    ok = await c.ok("connect", token=hh.make_jwt(SECRET, sub="eve", exp=exp))
+    assert ok["expires"] == exp and ok["ping"] == 25
+    await c.ok("subscribe", channel=ch)
+    await c.ok("publish", channel=ch, data="before")
+    assert (await c.push("pub"))["data"] == "before"
+    assert (await other.push("pub"))["data"] == "before"
+    # open until the expiry, closed within a few seconds after it (the
+    # server's clock ticks in seconds), not at the next heartbeat
+    p = await c.push("disconnect", timeout=max(0.1, exp - time.time()) + hh.t(4))
+    assert time.time() >= exp - 1, "closed %.1fs before the expiry" % (exp - time.time())
+    assert p["code"] == 4100 and p["reconnect"] is False, p
+    assert await c.wait_closed() == 4100
+    r = await other.ok("publish", channel=ch, data="after")
+    assert (await other.push("pub"))["data"] == "after" and r["offset"] == 2
+
+
+async def test_second_connect_is_107_and_the_connection_stays(server):
+    c = await server.client()
+    first = await c.ok("connect", token=hh.make_jwt(SECRET, sub="gina"))
+    e = await c.error("connect", token=hh.make_jwt(SECRET, sub="mallory"))
+    assert e["code"] == 107, e
+    e = await c.error("connect")
+    assert e["code"] == 107, e
+    # still connected as the first user
+    ch = chan()
+    await c.ok("subscribe", channel=ch)
+    await c.ok("publish", channel=ch, data=1)
+    p = await c.push("pub")
+    assert p["info"] == {"client": first["client"], "user": "gina"}, p
+    assert not c.closed.is_set()
+
+
+async def test_connect_after_an_implied_anonymous_connect_is_107(server):
+    c = await server.client()
+    await c.ok("ping")                       # connects anonymously
+    e = await c.error("connect", token=hh.make_jwt(SECRET, sub="gina"))
+    assert e["code"] == 107, e
+    await c.ok("ping")
+
+
 async def test_bad_token_does_not_affect_others(server):
     ch = chan()
     good = await server.client()

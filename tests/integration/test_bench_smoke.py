@@ -120,9 +120,11 @@ def test_fanout(server, tmp_path, enc, transport):
     # channel, once (after the drain).
     assert r["expected_deliveries"] == r["publications_total"] * 20, out
     assert r["deliveries_total"] == r["expected_deliveries"], out
-    # In the measured window, within the publications in flight at its edges.
-    ratio = r["deliveries"] / (r["publications"] * 20)
-    assert 0.8 < ratio < 1.2, out
+    # The measured window is a part of the run. (How many of the window's
+    # publications are delivered inside it depends on how loaded the
+    # machine is: no ratio is asserted here; throughput belongs to bench/.)
+    assert 0 < r["publications"] <= r["publications_total"], out
+    assert 0 < r["deliveries"] <= r["deliveries_total"], out
     check_latency(r["latency"], out)
     check_latency(r["ack_latency"], out)
     assert r["deliveries_per_s"] > 0
@@ -146,8 +148,11 @@ def test_fanout_refused_handshake_is_a_setup_error(server, tmp_path):
 def test_fanout_fixed_rate(server, tmp_path):
     r, out = run_bench(server, tmp_path, "fanout", "--channels", 2, "--subs", 5,
                        "--pubs", 2, "--rate", 200)
-    # 2 publishers x 200/s for 2 s, give or take the edges of the window.
-    assert 500 < r["publications"] < 1000, out
+    # 2 publishers x 200/s: a loaded machine may publish fewer, never more
+    # than the schedule allows (the window's length, plus one second for
+    # acknowledgements arriving at its start and the one-second catch-up
+    # after a stall); a closed loop would publish thousands per second.
+    assert 0 < r["publications"] <= 2 * 200 * (r["duration_s"] + 1), out
     assert r["deliveries_total"] == r["publications_total"] * 5, out
 
 

@@ -122,6 +122,7 @@ async def test_store_stopped_during_publishing_spills_and_replays(
         assert st["spill_bytes"] > 0, st
         assert os.path.getsize(tmp_path / "herald.spill") == st["spill_bytes"]
     finally:
+        outage_end = time.monotonic()
         await in_thread(ferretdb.start)
     n_outage = sum(len(v) for v in acked.values())
     await hh.async_wait_for(lambda: sum(len(v) for v in acked.values()) >= n_outage + 25,
@@ -144,7 +145,10 @@ async def test_store_stopped_during_publishing_spills_and_replays(
         assert offs == list(range(1, len(offs) + 1)) == acked[ch]
         times = [a for a, _ in arrivals[k]]
         gap = max(b - a for a, b in zip(times, times[1:]))
-        assert gap < 1.0, "a %.2fs stall in live delivery on %s" % (gap, ch)
+        # live delivery went on while FerretDB was down (a count, not a
+        # timing bound: the largest gap is printed, timing is bench/'s)
+        during = sum(1 for a in times if outage < a < outage_end)
+        assert during >= 10, "%d publications delivered on %s during the outage" % (during, ch)
         print("%s: %d publications, largest gap between pushes %.3fs" % (ch, len(offs), gap))
 
     # the store: every acknowledged publication exactly once

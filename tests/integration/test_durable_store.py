@@ -9,7 +9,6 @@ are refused with 108 instead of being acknowledged and lost.
 
 import asyncio
 import os
-import time
 
 import msgpack
 
@@ -106,13 +105,12 @@ async def test_store_stall_does_not_stop_live_fanout(server_factory, ferretdb):
 
     ferretdb.pause()
     try:
-        start = time.monotonic()
         replies = await publish_all(pub, ch, list(range(10, 60)))
         assert all("ok" in r for r in replies), replies
-        # delivered live at once, the store notwithstanding
+        # delivered live while the store stays paused: delivery does not
+        # wait for it (it would never come)
         got = await sub.pubs(60, timeout=t(5))
         assert [p["offset"] for p in got] == list(range(1, 61))
-        assert time.monotonic() - start < t(3)
         hh.wait_for(lambda: s.healthz()[1]["store"]["backlog"] >= 50 and
                     s.healthz()[1]["store"]["status"] == "failing", t(10),
                     what="/healthz shows the backlog and the failing store")

@@ -12,6 +12,7 @@ import herald_harness as hh
 from herald_harness import chan, t
 
 server = hh.server_fixture({
+    "log_level": "debug",          # "connection open" names each client's worker
     "max_message_size": 1024,
     "max_channels_per_conn": 3,
     "namespaces": [
@@ -247,8 +248,8 @@ async def test_namespace_max_subscribers_is_106(server):
     a, b = [await server.client() for _ in range(2)]
     await a.ok("subscribe", channel=ch)
     await b.ok("subscribe", channel=ch)
-    # several more, so that both workers are asked
-    others = [await server.client() for _ in range(5)]
+    # refused on both workers
+    others = await hh.spread_clients(server, 5)
     for o in others:
         assert (await o.error("subscribe", channel=ch))["code"] == 106
     x = others[0]
@@ -291,6 +292,48 @@ async def test_rate_limit_is_per_connection(rate_server):
     assert await b.ok("ping") == {}
 
 
+# -- worker_queue_max -------------------------------------------------------------
+
+@pytest.mark.timeout(60)
+async def test_worker_queue_max_refuses_110_before_an_offset(server_factory):
+    """Publishing faster than a subscriber's worker takes deliveries
+    (worker_queue_max = 64, bursts of 4 x 500 publishes): some publishes
+    are refused with 110, none of them took an offset (the acknowledged
+    offsets are exactly 1..N), the subscriber gets exactly those, and the
+    next publication gets N + 1."""
+    s = server_factory({"worker_queue_max": 64})
+    ch = chan()
+    reader = await s.client()
+    await reader.ok("subscribe", channel=ch)
+    pubs = [await s.client() for _ in range(4)]
+    acked, refused = {}, 0
+    for rnd in range(20):
+        res = await asyncio.gather(*(
+            p.batch([("publish", {"channel": ch, "data": [rnd, k, i]}) for i in range(500)],
+                    one_frame=True) for k, p in enumerate(pubs)))
+        for k, replies in enumerate(res):
+            mine = []
+            for r in replies:
+                if "ok" in r:
+                    mine.append(r["ok"]["offset"])
+                    acked[r["ok"]["offset"]] = r["id"]
+                else:
+                    assert r["error"]["code"] == 110, r
+                    refused += 1
+            assert mine == sorted(mine), "one publisher's offsets must increase"
+        if refused:
+            break
+    assert refused, "no publish refused with 110 in 20 bursts"
+    n = len(acked)
+    assert sorted(acked) == list(range(1, n + 1)), "a refused publish took an offset"
+    got = await reader.pubs(n, timeout=t(20))
+    assert [p["offset"] for p in got] == list(range(1, n + 1))
+    r = await pubs[0].call("publish", channel=ch, data="next", timeout=t(10))
+    assert r["ok"]["offset"] == n + 1, r
+    assert (await reader.push("pub"))["offset"] == n + 1
+    assert not any(p.closed.is_set() for p in pubs)
+
+
 # -- connection limit -------------------------------------------------------------
 
 async def test_connection_limit_4103(server_factory):
@@ -298,12 +341,20 @@ async def test_connection_limit_4103(server_factory):
     first = [await s.client() for _ in range(3)]
     for c in first:
         await c.ok("connect")
-    # several extra ones, so that both workers refuse
-    for _ in range(4):
+    # extra ones until both workers have refused some
+    def refused_on():
+        return {l.get("worker") for l in s.log_lines() if l.get("msg") == "connection limit reached"}
+    extras = 0
+    while extras < 4 or refused_on() != {0, 1}:
+        assert extras < 40, "refused only on workers %r" % refused_on()
         extra = await s.client()
+        extras += 1
         p = await extra.push("disconnect", timeout=t(5))
         assert p["code"] == 4103 and p["reconnect"] is True, p
         assert await extra.wait_closed() == 4103
+        await hh.async_wait_for(lambda: len([l for l in s.log_lines() if l.get("msg") ==
+                                             "connection limit reached"]) == extras,
+                                t(5), what="%d refusals logged" % extras)
     for c in first:
         await still_works(c)
     await first[0].close()

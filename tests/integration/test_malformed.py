@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import random
+import socket
 import struct
 
 import pytest
@@ -169,39 +170,153 @@ async def test_deep_nesting_in_data(server, depth):
     assert await flush(c)
 
 
+# The replies the first hand-made nasties get: (id or None, code). Ids that
+# are not integers in 1..2^32-1 (or numbers the JSON reader cannot hold)
+# make the command unreadable: 107 without an id.
+HUGE_NUMBER_REPLIES = [
+    (None, 107),   # id 1e400
+    (None, 107),   # id 2^64
+    (None, 107),   # id 10^38
+    (None, 107),   # id -0 (0 is not a usable id)
+    (1, 107),      # limit 1e300
+    (2, 107),      # limit 2^64 + 1
+    (3, 107),      # since.offset 1e30
+    (4, 107),      # since.offset 2^64 - 1: above what the JSON reader holds
+    (5, 107),      # since.epoch of 5000 bytes
+    (6, 107),      # nesting deeper than the reader allows
+]
+
+
 async def test_huge_numbers_get_errors_not_crashes(server):
     c = await server.client()
-    for frame in json_nasties()[:5]:
+    frames = json_nasties()[:len(HUGE_NUMBER_REPLIES)]
+    for frame, (cid, code) in zip(frames, HUGE_NUMBER_REPLIES):
         await c.send_raw(frame)
-    assert await flush(c)
+        # (the ping also keeps the run of malformed commands short of 4101)
+        assert await flush(c)
+        got = c.pending_strays()
+        assert len(got) == 1, (frame[:80], got)
+        r = got[0]
+        assert r.get("id") == cid and r.get("error", {}).get("code") == code, (frame[:80], r)
+        assert isinstance(r["error"].get("message"), str) and r["error"]["message"], r
+    assert not c.closed.is_set()
     assert server.alive()
 
 
-def test_broken_websocket_framing(server):
-    """Framing errors close that connection only."""
-    cases = [
-        lambda r: r.send_frame(hh.OP_TEXT, b'{"id":1,"op":"ping"}', mask=False),  # unmasked
-        lambda r: r.send_frame(0x3, b"reserved opcode"),
-        lambda r: r.send_frame(hh.OP_CONT, b"continuation without start"),
-        lambda r: r.send_frame(hh.OP_PING, b"x" * 200),                      # control > 125
-        lambda r: r.send_frame(hh.OP_TEXT, b"\xff\xfe invalid utf-8"),
-        lambda r: r.sock.sendall(b"\x81\xff" + struct.pack("!Q", 2**63) + b"mask"),  # huge length
-        lambda r: r.sock.sendall(b"\x81"),                                     # truncated header
-        lambda r: r.send_frame(hh.OP_TEXT, b'{"id":1,', fin=False),           # unfinished fragment
-    ]
-    for case in cases:
-        raw = server.raw()
-        try:
-            case(raw)
-        except OSError:
-            pass
-        raw.close()
-    # the server still serves normally
+def read_until_closed(raw, timeout):
+    """Everything the server sends until its close frame or the end of the
+    stream: (data events, last event)."""
+    data = []
+    while True:
+        ev = raw.recv_event(timeout=timeout)
+        if ev[0] in ("close", "eof"):
+            return data, ev
+        if ev[0] not in ("ping", "pong"):   # heartbeats are not answers
+            data.append(ev)
+
+
+# Frames that fail the WebSocket connection (RFC 6455 5.2, 5.4, 5.5, 8.1):
+# (name, how to send it, close codes accepted; None = the end of the
+# stream without a close frame, which lws 4.1 chooses for the two length
+# violations). Nothing is ever answered on such a connection.
+FRAMING_FAILURES = [
+    ("reserved_opcode", lambda r: r.send_frame(0x3, b"reserved opcode"), {1002}),
+    ("continuation_without_start",
+     lambda r: r.send_frame(hh.OP_CONT, b"continuation without start"), {1002}),
+    ("fragmented_control", lambda r: r.send_frame(hh.OP_PING, b"x", fin=False), {1002}),
+    ("reserved_bits", lambda r: r.send_frame(0x40 | hh.OP_TEXT, b'{"id":1,"op":"ping"}'), {1002}),
+    ("control_over_125_bytes", lambda r: r.send_frame(hh.OP_PING, b"x" * 200), {1002, None}),
+    ("length_2_63", lambda r: r.sock.sendall(b"\x81\xff" + struct.pack("!Q", 2**63) + b"mask"),
+     {1002, None}),
+    ("invalid_utf8", lambda r: r.send_frame(hh.OP_TEXT, b"\xff\xfe invalid utf-8"), {1007}),
+    ("invalid_utf8_across_fragments",
+     lambda r: (r.send_frame(hh.OP_TEXT, b'{"id":1,"op":"ping","x":"\xe2\x82', fin=False),
+                r.send_frame(hh.OP_CONT, b'("}')), {1007}),
+    ("utf8_cut_at_the_end", lambda r: r.send_frame(hh.OP_TEXT, b'{"id":1,"op":"ping"}\xe2\x82'),
+     {1007}),
+    ("new_message_inside_a_fragmented_one",
+     lambda r: (r.send_frame(hh.OP_TEXT, b'{"id":1,', fin=False),
+                r.send_frame(hh.OP_TEXT, b'{"id":2,"op":"ping"}')), {1002}),
+]
+
+
+@pytest.mark.parametrize("name,send,codes", FRAMING_FAILURES, ids=[f[0] for f in FRAMING_FAILURES])
+def test_broken_websocket_framing_fails_the_connection(server, name, send, codes):
+    """A framing error closes that connection (with the RFC's close code
+    where lws sends one), unanswered; the server serves others meanwhile."""
     raw = server.raw()
-    reply, _ = raw.call({"id": 1, "op": "ping"})
-    assert reply == {"id": 1, "ok": {}}
+    try:
+        send(raw)
+        data, last = read_until_closed(raw, t(5))
+    finally:
+        raw.close()
+    assert data == [], "answered a broken frame: %r" % (data,)
+    code = last[1] if last[0] == "close" else None
+    assert code in codes, "%s: closed with %r, expected one of %r" % (name, last, codes)
+    other = server.raw()
+    assert other.call({"id": 1, "op": "ping"})[0] == {"id": 1, "ok": {}}
+    other.close()
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "libwebsockets 4.1.6 (Debian 12) accepts unmasked client frames and does "
+    "not tell the protocol callback whether a frame was masked; upstream "
+    "checks it only since commit cae06c63a (\"client unmasked\", 1002)"))
+def test_unmasked_client_frame_is_closed_1002(server):
+    """RFC 6455 5.1: a server must close the connection on an unmasked
+    client frame (1002), not answer it."""
+    raw = server.raw()
+    try:
+        raw.send_frame(hh.OP_TEXT, b'{"id":1,"op":"ping"}', mask=False)
+        data, last = read_until_closed(raw, t(5))
+    finally:
+        raw.close()
+    assert data == [] and last == ("close", 1002, last[2]), (data, last)
+
+
+def test_frame_header_split_across_segments_is_read(server):
+    """A frame whose header arrives one byte at a time is read once whole."""
+    raw = server.raw()
+    raw.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    payload = b'{"id":7,"op":"ping"}'
+    key = b"\x01\x02\x03\x04"
+    frame = bytes([0x81, 0x80 | len(payload)]) + key + \
+        bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+    for i in range(0, 6):
+        raw.sock.sendall(frame[i:i + 1])
+        if i == 0:
+            # nothing can be answered before the frame is complete
+            with pytest.raises(socket.timeout):
+                raw.recv_frame(timeout=0.3)
+    raw.sock.sendall(frame[6:])
+    assert raw.recv_msgs() == [{"id": 7, "ok": {}}]
     raw.close()
-    assert server.healthz()[0] == 200
+
+
+def test_unfinished_fragment_waits_for_its_continuation(server):
+    raw = server.raw()
+    raw.send_frame(hh.OP_TEXT, b'{"id":1,', fin=False)
+    with pytest.raises(socket.timeout):
+        raw.recv_frame(timeout=0.3)
+    raw.send_frame(hh.OP_CONT, b'"op":"ping"}')
+    assert raw.recv_msgs() == [{"id": 1, "ok": {}}]
+    raw.close()
+
+
+def test_multibyte_utf8_split_across_fragments_and_buffers(server):
+    """Valid UTF-8 cut inside a character, by the client's fragments or by
+    the server's 1 KiB receive buffer, is accepted."""
+    raw = server.raw()
+    ch = chan()
+    text = "\u20ac" * 1500 + "\u00e9x"          # 3-byte characters over many buffers
+    msg = json.dumps({"id": 5, "op": "publish", "channel": ch, "data": text},
+                     ensure_ascii=False).encode()
+    cut = msg.index("\u20ac".encode()) + 1          # inside the first euro sign
+    raw.send_frame(hh.OP_TEXT, msg[:cut], fin=False)
+    raw.send_frame(hh.OP_CONT, msg[cut:])
+    (reply,) = raw.recv_msgs()
+    assert reply["id"] == 5 and reply["ok"]["offset"] == 1, reply
+    raw.close()
 
 
 def test_fragmented_command_is_reassembled(server):

@@ -6,6 +6,7 @@ from herald_harness import chan
 SECRET = "presence-secret"
 
 server = hh.server_fixture({
+    "log_level": "debug",          # "connection open" names each client's worker
     "token_secret": SECRET,
     "allow_anonymous": True,
     "namespaces": [
@@ -153,13 +154,17 @@ async def test_presence_across_encodings(server):
 
 
 async def test_presence_and_join_leave_across_workers(server):
-    """8 subscribers (spread over the 2 workers): presence lists all of
-    them, each one's join reaches every earlier subscriber, and a leave
-    reaches all the others."""
+    """8 or more subscribers, on both workers: presence lists all of them,
+    each one's join reaches every earlier subscriber, and a leave reaches
+    all the others."""
     ch = chan("room:")
-    clients = []
-    for i in range(8):
+    clients, workers = [], set()
+    i = -1
+    while len(clients) < 8 or workers != {0, 1}:
+        assert len(clients) < 40, "every subscriber on worker %r" % workers
+        i += 1
         c, cid = await user_client(server, "u%d" % i)
+        workers.add(await c.worker())
         await c.ok("subscribe", channel=ch)
         for prev, _ in clients:
             j = await prev.push("join")

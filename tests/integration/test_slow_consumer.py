@@ -3,6 +3,7 @@ its send queue passes send_queue_max; everybody else keeps receiving."""
 
 import asyncio
 import json
+import threading
 import time
 
 import pytest
@@ -38,8 +39,19 @@ def drain_raw(raw, timeout):
             return events
 
 
+def slow_consumer_closed(s, client):
+    return any(l.get("msg") == "slow consumer closed" and l.get("client") == client
+               for l in s.log_lines())
+
+
 @pytest.mark.timeout(90)
 async def test_slow_consumer_closed_4001_others_unaffected(server_factory):
+    """The slow subscriber stops reading; once the server has decided to
+    close it (its log line), it reads everything the server still sends,
+    within the server's close grace (CONN_CLOSE_GRACE_S, 3 s: after it the
+    socket is dropped and the kernel discards what was not read): the
+    publications it was sent, gap-free from 1, then the disconnect push 4001
+    and the close frame 4001."""
     s = server_factory({"send_queue_max": QUEUE_MAX})
     ch = chan()
     normal = await s.client()
@@ -48,31 +60,37 @@ async def test_slow_consumer_closed_4001_others_unaffected(server_factory):
     await pub.ok("connect")
 
     slow = s.raw(rcvbuf=4096)
-    reply, _ = slow.call({"id": 1, "op": "subscribe", "channel": ch})
+    reply, _ = slow.call({"id": 1, "op": "connect"})
+    slow_id = reply["ok"]["client"]
+    reply, _ = slow.call({"id": 2, "op": "subscribe", "channel": ch})
     assert "ok" in reply, reply
-    # from now on `slow` reads nothing
+    # from now on `slow` reads nothing until the server has closed it
     await hh.async_wait_for(lambda: connections(s) >= 3, t(5), what="3 connections")
     base = connections(s)
 
+    decided = threading.Event()
+
+    def wait_then_drain():
+        hh.wait_for(lambda: slow_consumer_closed(s, slow_id), t(60), interval=0.01,
+                    what="the slow consumer's close to be logged")
+        decided.set()
+        return drain_raw(slow, t(15))
+
+    drained = asyncio.get_running_loop().run_in_executor(None, wait_then_drain)
     received = []
     sent = 0
-    dropped_at = None
     batch = 4
-    while sent * len(PAYLOAD) < MAX_BYTES:
+    while not decided.is_set() and not drained.done():
+        assert sent * len(PAYLOAD) < MAX_BYTES, \
+            "no slow consumer close after %d bytes" % (sent * len(PAYLOAD))
         replies = await pub.batch([("publish", {"channel": ch, "data": {"i": sent + k, "p": PAYLOAD}})
                                    for k in range(batch)])
         assert all("ok" in r for r in replies), [r for r in replies if "ok" not in r][:1]
         sent += batch
         # pace on the normal subscriber so it is never the slow one
         received += await normal.pubs(batch, timeout=t(10))
-        if sent % 32 == 0 and connections(s) < base:
-            dropped_at = sent
-            break
-    if dropped_at is None:
-        # the server may need a moment to give up on the blocked socket
-        await hh.async_wait_for(lambda: connections(s) < base, t(15),
-                                what="the slow consumer to be dropped after %d bytes"
-                                % (sent * len(PAYLOAD)))
+    events = await drained
+    slow.close()
 
     # the normal subscriber got everything, in order, without gaps
     assert [p["offset"] for p in received] == list(range(1, sent + 1))
@@ -80,26 +98,23 @@ async def test_slow_consumer_closed_4001_others_unaffected(server_factory):
     assert not normal.closed.is_set()
     assert not pub.closed.is_set()
 
-    # the slow one now reads: data without gaps, then (if the server could
-    # still send it) the disconnect push 4001 and close frame 4001
-    events = await asyncio.get_running_loop().run_in_executor(None, drain_raw, slow, t(15))
-    slow.close()
-    assert events[-1][0] in ("close", "eof"), "slow consumer still open: %r" % (events[-1],)
+    # the slow one: data without gaps, then the disconnect push 4001 and
+    # the close frame 4001, nothing else
+    assert events[-1][:2] == ("close", 4001), "no close frame 4001: %r" % (events[-3:],)
     msgs = []
-    for ev in events:
-        if ev[0] == "text":
-            msgs += hh.decode_frame(ev[1], "json")
-    pubs = [m for m in msgs if m.get("push") == "pub"]
+    for ev in events[:-1]:
+        assert ev[0] == "text", ev
+        msgs += hh.decode_frame(ev[1], "json")
+    assert msgs, "nothing before the close frame"
+    assert msgs[-1] == {"push": "disconnect", "code": 4001, "reason": msgs[-1].get("reason"),
+                        "reconnect": True}, msgs[-1]
+    pubs = msgs[:-1]
+    assert all(m.get("push") == "pub" for m in pubs), [m for m in pubs if m.get("push") != "pub"][:1]
     offs = [p["offset"] for p in pubs]
     assert offs == list(range(1, len(offs) + 1)), "gap in what the slow consumer got"
     assert len(offs) < sent
-    if events[-1][0] == "close":
-        assert events[-1][1] == 4001, events[-1]
-        assert msgs and msgs[-1].get("push") == "disconnect", msgs[-1:]
-        assert msgs[-1]["code"] == 4001 and msgs[-1]["reconnect"] is True, msgs[-1]
-    else:
-        discon = [m for m in msgs if m.get("push") == "disconnect"]
-        assert all(d["code"] == 4001 for d in discon), discon
+    await hh.async_wait_for(lambda: connections(s) < base, t(10),
+                            what="the slow consumer's connection to be gone")
 
     # and the channel still works for the others
     r = await pub.ok("publish", channel=ch, data="after")
