@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what Herald needs to build, run and test, idempotently.
 #   scripts/deps.sh build   packages to build and run the server
-#   scripts/deps.sh test    plus what the test suite needs
+#   scripts/deps.sh test    plus what the test suite needs, including a
+#                           go >= 1.26 (scripts/go.sh) for FerretDB and the
+#                           Centrifugo peer
 #   scripts/deps.sh bench   build packages plus what `make bench` needs
 #                           (matplotlib for bench/report.py)
 # Debian packages are installed with apt-get (as root, or through sudo);
@@ -35,5 +37,6 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 if [ "$what" = test ]; then "$(dirname "$0")/../bench/peers/socketio/setup.sh"; fi  # herald-bench Socket.IO peer
 if [ "$what" = test ]; then "$(dirname "$0")/../bench/peers/nchan/setup.sh"; fi  # herald-bench Nchan peer (nginx + nchan)
+if [ "$what" = test ]; then "$(dirname "$0")/go.sh" >/dev/null; fi  # Go >= 1.26 for the two Go builds below (downloads the pinned toolchain when missing)
 if [ "$what" = test ]; then "$(dirname "$0")/../bench/peers/centrifugo/setup.sh"; fi  # herald-bench Centrifugo peer (go build, ~2.5 min cold)
 if [ "$what" = test ]; then "$(dirname "$0")/ferretdb/setup.sh"; fi  # FerretDB, the MongoDB stand-in for durable history tests (go build, ~2 min cold)
