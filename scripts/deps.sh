@@ -6,10 +6,19 @@
 #                           Centrifugo peer
 #   scripts/deps.sh bench   build packages plus what `make bench` needs
 #                           (matplotlib for bench/report.py)
+#   scripts/deps.sh --list PROFILE
+#                           prints the profile's Debian packages, one a line,
+#                           and installs nothing (scripts/check_deps.sh)
 # Debian packages are installed with apt-get (as root, or through sudo);
 # nothing is done when everything is already present.
 set -euo pipefail
+list=0
+if [ "${1:-}" = --list ]; then list=1; shift; fi
 what=${1:-build}
+case "$what" in
+  build|test|bench) ;;
+  *) echo "deps: unknown profile '$what' (build, test or bench)" >&2; exit 2 ;;
+esac
 
 build_pkgs=(build-essential cmake ninja-build pkg-config
   libwebsockets-dev libuv1-dev libjansson-dev libmsgpack-dev libconfig-dev
@@ -23,6 +32,7 @@ bench_pkgs=(python3 python3-matplotlib)
 pkgs=("${build_pkgs[@]}")
 [ "$what" = test ] && pkgs+=("${test_pkgs[@]}")
 [ "$what" = bench ] && pkgs+=("${bench_pkgs[@]}")
+if [ "$list" = 1 ]; then printf '%s\n' "${pkgs[@]}"; exit 0; fi
 
 missing=()
 for p in "${pkgs[@]}"; do
