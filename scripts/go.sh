@@ -35,9 +35,11 @@ say() { echo "go.sh: $*" >&2; }
 # Prints a go binary's version ("go1.26.8" from "go version go1.26.8
 # linux/amd64"), or nothing when it does not run. GOTOOLCHAIN=local and
 # cd /: a go >= 1.21 must report itself, not a toolchain that some go.mod or
-# go env file asks for.
+# go env file asks for. GOROOT unset: a go finds its own root (a GOROOT
+# left in the environment makes every other go fail), and the setup
+# scripts run the printed go without it too.
 go_version() {
-  (cd / && GOTOOLCHAIN=local "$1" version 2>/dev/null) | awk '$3 ~ /^go[0-9]/ { print $3 }'
+  (cd / && env -u GOROOT GOTOOLCHAIN=local "$1" version 2>/dev/null) | awk '$3 ~ /^go[0-9]/ { print $3 }'
 }
 recent_enough() { # go binary
   go_version "$1" | awk -v want="$GO_MIN" '{
@@ -93,8 +95,8 @@ fi
 # reads them (environment and go env file). The download itself runs with
 # GOENV=off and only these, so that no GONOSUMDB/GOPRIVATE/GOFLAGS from the
 # environment or a go env file can skip the checksum database.
-proxy=$(cd / && "$boot" env GOPROXY)
-sumdb=$(cd / && "$boot" env GOSUMDB)
+proxy=$(cd / && env -u GOROOT GOTOOLCHAIN=local "$boot" env GOPROXY)
+sumdb=$(cd / && env -u GOROOT GOTOOLCHAIN=local "$boot" env GOSUMDB)
 case "$proxy" in
   ""|off) say "GOPROXY is '${proxy}': go $GO_VERSION cannot be downloaded (set GOPROXY, e.g. https://proxy.golang.org)"; exit 2 ;;
 esac
@@ -131,7 +133,7 @@ fi
 find "$dir/bin" "$dir/pkg/tool" -type f -exec chmod a+x {} +
 if [ "$(go_version "$dir/bin/go")" != "go$GO_VERSION" ]; then
   say "$dir/bin/go does not report go$GO_VERSION:"
-  (cd / && GOTOOLCHAIN=local "$dir/bin/go" version) >&2 || true
+  (cd / && env -u GOROOT GOTOOLCHAIN=local "$dir/bin/go" version) >&2 || true
   exit 2
 fi
 echo "$module $sum" >"$stamp"
