@@ -1,13 +1,24 @@
 #!/usr/bin/env bash
 # Installs what Herald needs to build, run and test, idempotently.
 #   scripts/deps.sh build   packages to build and run the server
-#   scripts/deps.sh test    plus what the test suite needs
+#   scripts/deps.sh test    plus what the test suite needs, including a
+#                           go >= 1.26 (scripts/go.sh) for FerretDB and the
+#                           Centrifugo peer
 #   scripts/deps.sh bench   build packages plus what `make bench` needs
 #                           (matplotlib for bench/report.py)
+#   scripts/deps.sh --list PROFILE
+#                           prints the profile's Debian packages, one a line,
+#                           and installs nothing (scripts/check_deps.sh)
 # Debian packages are installed with apt-get (as root, or through sudo);
 # nothing is done when everything is already present.
 set -euo pipefail
+list=0
+if [ "${1:-}" = --list ]; then list=1; shift; fi
 what=${1:-build}
+case "$what" in
+  build|test|bench) ;;
+  *) echo "deps: unknown profile '$what' (build, test or bench)" >&2; exit 2 ;;
+esac
 
 build_pkgs=(build-essential cmake ninja-build pkg-config
   libwebsockets-dev libuv1-dev libjansson-dev libmsgpack-dev libconfig-dev
@@ -21,6 +32,7 @@ bench_pkgs=(python3 python3-matplotlib)
 pkgs=("${build_pkgs[@]}")
 [ "$what" = test ] && pkgs+=("${test_pkgs[@]}")
 [ "$what" = bench ] && pkgs+=("${bench_pkgs[@]}")
+if [ "$list" = 1 ]; then printf '%s\n' "${pkgs[@]}"; exit 0; fi
 
 missing=()
 for p in "${pkgs[@]}"; do
@@ -35,5 +47,6 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 if [ "$what" = test ]; then "$(dirname "$0")/../bench/peers/socketio/setup.sh"; fi  # herald-bench Socket.IO peer
 if [ "$what" = test ]; then "$(dirname "$0")/../bench/peers/nchan/setup.sh"; fi  # herald-bench Nchan peer (nginx + nchan)
+if [ "$what" = test ]; then "$(dirname "$0")/go.sh" >/dev/null; fi  # Go >= 1.26 for the two Go builds below (downloads the pinned toolchain when missing)
 if [ "$what" = test ]; then "$(dirname "$0")/../bench/peers/centrifugo/setup.sh"; fi  # herald-bench Centrifugo peer (go build, ~2.5 min cold)
 if [ "$what" = test ]; then "$(dirname "$0")/ferretdb/setup.sh"; fi  # FerretDB, the MongoDB stand-in for durable history tests (go build, ~2 min cold)

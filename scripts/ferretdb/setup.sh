@@ -7,12 +7,14 @@
 #
 #   setup.sh [--force]
 #
-# Needs Go >= 1.24 (PATH or /usr/local/go/bin) and the Go module proxy on a
-# cold module cache. A cold build (download + compile) takes a few minutes
-# on 2 cores; later runs return at once. Prints one line on success:
+# Needs Go >= 1.24, which scripts/go.sh provides (a go on the machine, or
+# the project's pinned toolchain, downloaded into .toolchain/ when missing),
+# and the Go module proxy on a cold module cache. A cold build (download +
+# compile) takes a few minutes on 2 cores; later runs return at once. Prints
+# one line on success:
 #   ferretdb v1.24.2 built|up to date: /path/to/bin/ferretdb
-# and exits 2 when Go is missing or too old, 1 when the build fails (with
-# the build's output on stderr).
+# and exits 2 when no Go can be provided, 1 when the build fails (with the
+# build's output on stderr).
 #
 # Why the vendor step: FerretDB embeds build/version/version.txt, a file its
 # release process generates and the published module does not contain. A
@@ -28,20 +30,6 @@ here=$(cd "$(dirname "$0")" && pwd)
 force=0
 [ "${1:-}" = "--force" ] && force=1
 
-go=$(command -v go 2>/dev/null || true)
-[ -n "$go" ] || go=/usr/local/go/bin/go
-if [ ! -x "$go" ]; then
-  echo "ferretdb setup: Go is not installed (need go >= 1.24 in PATH or /usr/local/go/bin)" >&2
-  exit 2
-fi
-# GOTOOLCHAIN=local: never fetch another Go toolchain.
-export GOTOOLCHAIN=local
-gover=$("$go" env GOVERSION 2>/dev/null || true)   # e.g. go1.26.8
-if ! printf '%s\n' "$gover" | awk -F'[go.]+' '{ exit !($2 > 1 || ($2 == 1 && $3 >= 24)) }'; then
-  echo "ferretdb setup: $go is ${gover:-unusable}; need go >= 1.24 (tool directives)" >&2
-  exit 2
-fi
-
 bin="$here/bin/ferretdb"
 stampf="$here/bin/.built-from"
 want=$(cd "$here/tool" && sha256sum go.mod go.sum | sha256sum | cut -d' ' -f1)
@@ -55,6 +43,14 @@ if [ "$force" = 0 ] && [ -x "$bin" ] && [ -f "$stampf" ] \
   echo "ferretdb $version up to date: $bin"
   exit 0
 fi
+
+# scripts/go.sh prints a go >= 1.26 (FerretDB needs 1.24), downloading the
+# project's pinned toolchain when the machine has none; it exits 2 with its
+# own message when it cannot. GOTOOLCHAIN=local: never fetch another one;
+# GOROOT unset: that go finds its own.
+go=$("$here/../go.sh") || exit 2
+export GOTOOLCHAIN=local
+unset GOROOT
 
 mkdir -p "$here/bin"
 work=$(mktemp -d "$here/bin/.build.XXXXXX")

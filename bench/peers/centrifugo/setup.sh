@@ -2,9 +2,11 @@
 # Builds the Centrifugo peer (github.com/centrifugal/centrifugo/v6, the
 # version pinned in tool/go.mod and tool/go.sum) into bin/centrifugo,
 # idempotently: nothing is done when bin/centrifugo was built from the
-# current tool/go.sum. Needs Go >= 1.26 (/usr/local/go/bin or PATH) and the
-# Go module proxy. A cold build (module download + compile) takes about
-# 2.5 minutes on 2 cores; later runs are instant.
+# current tool/go.sum. Needs Go >= 1.26, which scripts/go.sh provides (a go
+# on the machine, or the project's pinned toolchain, downloaded into
+# .toolchain/ when missing), and the Go module proxy. A cold build (module
+# download + compile) takes about 2.5 minutes on 2 cores; later runs are
+# instant.
 #
 #   setup.sh [--force]
 #
@@ -14,13 +16,6 @@ here=$(cd "$(dirname "$0")" && pwd)
 force=0
 [ "${1:-}" = "--force" ] && force=1
 
-go=$(command -v go 2>/dev/null || true)
-[ -n "$go" ] || go=/usr/local/go/bin/go
-if [ ! -x "$go" ]; then
-  echo "centrifugo setup: Go is not installed (need go >= 1.26)" >&2
-  exit 2
-fi
-
 bin="$here/bin/centrifugo"
 stampf="$here/bin/.built-from"
 want=$(cd "$here/tool" && sha256sum go.mod go.sum | sha256sum | cut -d' ' -f1)
@@ -29,6 +24,12 @@ if [ "$force" = 0 ] && [ -x "$bin" ] && [ -f "$stampf" ] \
   echo "$bin"
   exit 0
 fi
+
+# scripts/go.sh prints a go >= 1.26, downloading the project's pinned
+# toolchain when the machine has none; it exits 2 with its own message when
+# it cannot. GOROOT unset: that go finds its own.
+go=$("$here/../../../scripts/go.sh") || exit 2
+unset GOROOT
 
 version=$(awk '$1 == "github.com/centrifugal/centrifugo/v6" { sub(/^v/, "", $2); print $2 }' \
   "$here/tool/go.mod")
