@@ -357,6 +357,36 @@ Test(data, null_and_empty_inputs)
     cr_expect_eq(proto_data_from_json("   ", 3, &d, &o, NULL), PROTO_E_BAD_REQUEST);
 }
 
+/* jansson skips a raw NUL between tokens ("[1\0,2]" loads as [1,2]); the
+ * codec refuses it, since the publisher's bytes are passed on as they are
+ * and no subscriber's parser would read them (found by
+ * tests/fuzz/fuzz_cmd_json). \u0000 inside a string stays valid. */
+Test(data, raw_nul_is_not_json)
+{
+    static const char *const bad[] = { "[1\0,2]", "{\"a\":5\0}", "\0 7",
+                                       "7\0", "\"a\0b\"" };
+    static const size_t len[] = { 6, 8, 3, 2, 5 };
+    proto_data d;
+    void *o;
+    proto_error e;
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        cr_expect_eq(proto_data_from_json(bad[i], len[i], &d, &o, &e),
+                     PROTO_E_BAD_REQUEST, "case %zu", i);
+        cr_expect_null(o);
+    }
+    cr_assert_eq(proto_data_from_json("\"a\\u0000b\"", 10, &d, &o, &e),
+                 PROTO_OK);
+    free(o);
+
+    /* In a command: 107, with the id read before the damage. */
+    static const char cmd[] = "{\"id\":9,\"op\":\"publish\",\"channel\":\"a\","
+                              "\"data\":{\"k\":5\0,\"j\":6}}";
+    e = decode_err(PROTO_JSON, cmd, sizeof(cmd) - 1);
+    cr_expect_eq(e.code, PROTO_E_BAD_REQUEST);
+    cr_expect_eq(e.id, 9);
+}
+
 /* --- Hostile input ------------------------------------------------------- */
 
 Test(hostile, msgpack_truncated_at_every_byte)
