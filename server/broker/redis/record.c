@@ -47,7 +47,11 @@ pub *record_parse(const char *chan, size_t clen, const char *rec, size_t len)
         goto bad;
     proto_slice epoch = { rec + i + 1, IDS_LEN };
     const char *body = rec + i + 2 + IDS_LEN;
-    size_t blen = len - (i + 2 + IDS_LEN), pos = 0;
+    size_t blen = len - (i + 2 + IDS_LEN), pos = 0, objlen = 0;
+    /* Framed first: a count in a damaged body must not become a
+     * many-gigabyte allocation in msgpack-c. The body is one object. */
+    if (proto_mp_frame(body, blen, &objlen) < 0 || objlen != blen)
+        goto bad;
     msgpack_unpacked u;
     msgpack_unpacked_init(&u);
     pub *p = NULL;

@@ -3,8 +3,9 @@
  * from Redis: a publication's record carries offset, epoch, time, the data
  * byte-exact in both encodings and the publisher, and parses back to the
  * same publication; malformed records are refused (NULL), never half
- * read, offsets beyond 2^64-1 included; join and leave records parse into
- * their parts.
+ * read (offsets beyond 2^64-1, bodies whose counts would make msgpack-c
+ * allocate gigabytes, bytes after the body); join and leave records parse
+ * into their parts.
  */
 #include <criterion/criterion.h>
 #include <stdio.h>
@@ -143,6 +144,33 @@ Test(record, offsets_beyond_64_bits_are_refused)
         cr_assert_not_null(q, "%s", cases[i].offset);
         cr_assert_eq(q->offset, cases[i].want, "%s", cases[i].offset);
         pub_unref(q);
+    }
+}
+
+/* A damaged body whose container counts ask for gigabytes is refused
+ * before msgpack-c allocates them (under ASan the allocation itself would
+ * fail the test), and a body with bytes after it is not one of ours
+ * (found by tests/fuzz/fuzz_record). */
+Test(record, bodies_are_framed_before_unpacking)
+{
+    static const char *const bodies[] = {
+        "\x96\xdd\x7f\xff\xff\xff",          /* an element of 2^31-1 items */
+        "\xdf\x7f\xff\xff\xff\x01",          /* a map of 2^31-1 pairs */
+        "\x96\x01\xc2\xc4\x01" "1\xc4\x01\x01\xa0\xa0" "x", /* trailing */
+    };
+    static const size_t blen[] = { 6, 6, 12 };
+    for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
+        char rec[64];
+        int n = snprintf(rec, sizeof(rec), "7:%s:", E);
+        memcpy(rec + n, bodies[i], blen[i]);
+        cr_assert_null(record_parse("c", 1, rec, (size_t)n + blen[i]),
+                       "body %zu", i);
+        /* The third without its trailing byte is a good record. */
+        if (i == 2) {
+            pub *p = record_parse("c", 1, rec, (size_t)n + blen[i] - 1);
+            cr_assert_not_null(p);
+            pub_unref(p);
+        }
     }
 }
 

@@ -487,7 +487,32 @@ Test(hostile, huge_numbers_and_counts)
     for (size_t i = 0; i < sizeof(mps) / sizeof(mps[0]); i++) {
         proto_error e = decode_err(PROTO_MSGPACK, mps[i], mplen[i]);
         cr_expect_eq(e.code, 107, "mp #%zu", i);
+        size_t objlen = 99;
+        cr_expect_eq(proto_mp_frame(mps[i], mplen[i], &objlen), -1,
+                     "frame mp #%zu", i);
     }
+}
+
+/* proto_mp_frame, the same framing for msgpack read outside the codec
+ * (the Redis records): where one object ends, what follows left alone. */
+Test(hostile, mp_frame)
+{
+    size_t objlen = 0;
+    cr_assert_eq(proto_mp_frame("\x92\x01\xa1x\xc0", 5, &objlen), 0);
+    cr_expect_eq(objlen, 4, "[1, \"x\"], then nil");
+    cr_assert_eq(proto_mp_frame("\x90", 1, &objlen), 0);
+    cr_expect_eq(objlen, 1, "empty array");
+    cr_expect_eq(proto_mp_frame("\x92\x01", 2, &objlen), -1, "truncated");
+    cr_expect_eq(proto_mp_frame("\xc1", 1, &objlen), -1, "reserved byte");
+    cr_expect_eq(proto_mp_frame("", 0, &objlen), -1, "nothing");
+    cr_expect_eq(proto_mp_frame(NULL, 4, &objlen), -1, "NULL");
+    char deep[40];
+    memset(deep, 0x91, sizeof(deep));   /* [[[...]]], 39 deep, then 1 */
+    deep[39] = 1;
+    cr_expect_eq(proto_mp_frame(deep, sizeof(deep), &objlen), -1, "too deep");
+    cr_assert_eq(proto_mp_frame(deep + 8, sizeof(deep) - 8, &objlen), 0,
+                 "31 deep");
+    cr_expect_eq(objlen, sizeof(deep) - 8);
 }
 
 Test(hostile, overlong_fields)
