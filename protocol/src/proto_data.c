@@ -63,7 +63,9 @@ void proto__json_str(proto_buf *b, const char *s, size_t n)
             proto_buf_append(b, two, sizeof(two));
         }
     }
-    proto_buf_append(b, s + run, n - run);
+    /* s is NULL for msgpack-c's empty strings: no arithmetic on it then. */
+    if (run < n)
+        proto_buf_append(b, s + run, n - run);
     proto__buf_byte(b, '"');
 }
 

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "herald/proto.h"
+#include "herald/proto_client.h"
 
 static proto_slice S(const char *s)
 {
@@ -355,6 +356,38 @@ Test(data, null_and_empty_inputs)
     cr_expect_null(o);
     cr_expect_eq(proto_data_from_msgpack(NULL, 0, &d, &o, NULL), PROTO_E_BAD_REQUEST);
     cr_expect_eq(proto_data_from_json("   ", 3, &d, &o, NULL), PROTO_E_BAD_REQUEST);
+}
+
+/* Empty strings, keys and bin: msgpack-c may hand them out as NULL with
+ * length 0, which the JSON writer must not do arithmetic on (UBSan in the
+ * fuzzing build, found by tests/fuzz/fuzz_cmd_msgpack). */
+Test(data, empty_strings_and_bin)
+{
+    static const struct { const char *mp; size_t n; const char *json; } c[] = {
+        { "\xa0", 1, "\"\"" },
+        { "\x81\xa0\xa0", 3, "{\"\":\"\"}" },
+        { "\x81\xa0\x6b", 3, "{\"\":107}" },
+        { "\xc4\x00", 2, "\"\"" },
+        { "\x92\xa0\xd9\x00", 4, "[\"\",\"\"]" },
+    };
+    for (size_t i = 0; i < sizeof(c) / sizeof(c[0]); i++) {
+        proto_data d;
+        void *o;
+        proto_error e;
+        cr_assert_eq(proto_data_from_msgpack(c[i].mp, c[i].n, &d, &o, &e),
+                     PROTO_OK, "case %zu: %s", i, e.message);
+        cr_expect(d.json.len == strlen(c[i].json) &&
+                  !memcmp(d.json.ptr, c[i].json, d.json.len),
+                  "case %zu: %.*s", i, (int)d.json.len, d.json.ptr);
+        /* And back: what a client converts is the same text. */
+        proto_buf b;
+        proto_buf_init(&b, 0);
+        cr_assert_eq(proto_data_to_json(PROTO_MSGPACK, d.mp, &b, &e), PROTO_OK);
+        cr_expect(b.len == d.json.len &&
+                  !memcmp(proto_buf_data(&b), d.json.ptr, b.len));
+        proto_buf_free(&b);
+        free(o);
+    }
 }
 
 /* jansson skips a raw NUL between tokens ("[1\0,2]" loads as [1,2]); the
