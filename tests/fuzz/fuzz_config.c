@@ -1,12 +1,12 @@
 /*
  * Fuzzing harness of the configuration loader (server/base/config.c). The
  * same input is used three ways: as the configuration file given to
- * config_load (libconfig syntax, written to a scratch file), its lines
- * starting with HERALD_ as the environment of a second config_load, and
- * every line as a command-line override "key=value" for config_set. The
- * first byte also picks the size of the error buffer, so messages cut to
- * fit are exercised too. Beyond not crashing, leaking or tripping a
- * sanitizer:
+ * config_load (libconfig syntax, written to a scratch file), and its first
+ * 16 lines: those starting with HERALD_ as the environment of a second
+ * config_load, and every one as a command-line override "key=value" for
+ * config_set. The first byte also picks the size of the error buffer, so
+ * messages cut to fit are exercised too. Beyond not crashing, leaking or
+ * tripping a sanitizer:
  *  - a load succeeds (0) or fails (-1) with at least one message, and the
  *    error text is NUL-terminated within the buffer, one '\n' per line;
  *  - a configuration that loads keeps every documented range and has
@@ -122,18 +122,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         check_config(&c, 1);
     unlink(path);
 
-    /* Lines: HERALD_* ones as the environment, all as overrides. */
-    enum { MAX_LINES = 64 };
+    /* The first lines: HERALD_* ones as the environment, all as
+     * overrides. (Every line is handled on its own, so a few per input
+     * reach as much and keep the runs fast.) */
+    enum { MAX_LINES = 16 };
     char *env[MAX_LINES + 1], line[1024];
-    size_t n_env = 0, at = 0;
+    size_t n_env = 0, at = 0, n_lines = 0;
     static config base, before;
     config_defaults(&base);
-    while (at < size) {
+    while (at < size && n_lines++ < MAX_LINES) {
         const uint8_t *nl = memchr(data + at, '\n', size - at);
         size_t len = nl ? (size_t)(nl - (data + at)) : size - at;
         fuzz_cstr(line, sizeof line, data + at, len);
         at += len + (nl != NULL);
-        if (!strncmp(line, "HERALD_", 7) && n_env < MAX_LINES) {
+        if (!strncmp(line, "HERALD_", 7)) {
             env[n_env] = strdup(line);
             FUZZ_CHECK(env[n_env]);
             n_env++;

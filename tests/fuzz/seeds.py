@@ -165,6 +165,16 @@ namespaces = ( { presence = 1; }, { name = "chat"; name2 = 3; } );
 history_size = 5;
 pong_timout = 10;
 """)
+    # libconfig opens an include relative to the main file's directory
+    # (the harness's scratch directory): missing here, so it is an error.
+    c.add("include", 'workers = 2;\n@include "herald-other.conf"\nlog_level = "warn";\n')
+    c.add("include text in comments and strings", """\
+/* @include "a" */
+# @include "b"
+token_secret = "x
+@include \\"c\\"
+";
+""")
     c.add("overrides and environment", """\
 listen=0.0.0.0:8081
 log-level=warn
