@@ -292,6 +292,11 @@ static const char *suggest(const char *word, const key_def *keys, size_t n,
         return NULL;
     for (size_t i = 0; i < n + n_extra; i++) {
         const char *cand = i < n ? keys[i].name : extra[i - n];
+        size_t clen = strlen(cand);
+        /* The distance is at least the difference in length: a candidate
+         * that cannot beat best_d needs no table. */
+        if ((len > clen ? len - clen : clen - len) >= best_d)
+            continue;
         size_t d = edit_distance(word, cand);
         if (d < best_d && d < len / 2) {
             best_d = d;
