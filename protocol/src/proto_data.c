@@ -17,7 +17,8 @@
  * by PROTO_DATA_DEPTH_MAX.
  *
  * The JSON text helpers used by the encoders (string escaping, doubles,
- * base64, UTF-8 validation) live here too.
+ * base64, UTF-8 validation) live here too, with the loader every JSON text
+ * from a client goes through (proto__json_loadb).
  */
 #include <math.h>
 #include <stdio.h>
@@ -62,7 +63,9 @@ void proto__json_str(proto_buf *b, const char *s, size_t n)
             proto_buf_append(b, two, sizeof(two));
         }
     }
-    proto_buf_append(b, s + run, n - run);
+    /* s is NULL for msgpack-c's empty strings: no arithmetic on it then. */
+    if (run < n)
+        proto_buf_append(b, s + run, n - run);
     proto__buf_byte(b, '"');
 }
 
@@ -159,6 +162,26 @@ void proto__base64(proto_buf *b, const unsigned char *p, size_t n)
         o[w++] = '=';
     }
     b->len += w;
+}
+
+json_t *proto__json_loadb(const char *s, size_t n, size_t flags,
+                          json_error_t *je)
+{
+    /* A raw NUL is never JSON: outside strings it is not a token and inside
+     * them control characters must be escaped. jansson refuses it only
+     * inside strings. */
+    const char *nul = memchr(s, '\0', n);
+    if (nul) {
+        if (je) {
+            memset(je, 0, sizeof(*je));
+            je->line = 1;
+            je->column = (int)(nul - s) + 1;
+            je->position = (int)(nul - s);
+            snprintf(je->text, sizeof(je->text), "NUL byte in JSON text");
+        }
+        return NULL;
+    }
+    return json_loadb(s, n, flags, je);
 }
 
 /* --- Building the owned block -------------------------------------------- */
@@ -298,9 +321,10 @@ int proto_data_from_json(const void *json, size_t len, proto_data *d,
 
     if (!s && len)
         len = 0;
-    v = json_loadb(s ? s : "", len,
-                   JSON_DECODE_ANY | JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL,
-                   &je);
+    v = proto__json_loadb(s ? s : "", len,
+                          JSON_DECODE_ANY | JSON_REJECT_DUPLICATES |
+                              JSON_ALLOW_NUL,
+                          &je);
     if (!v) {
         data_clear(d, owned);
         proto__err(err, 0, PROTO_E_BAD_REQUEST, "invalid JSON data: %s",

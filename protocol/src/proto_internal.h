@@ -53,6 +53,12 @@ void proto__json_double(proto_buf *b, double v, int single);
 int proto__utf8_valid(const char *s, size_t n);
 /* Appends the RFC 4648 base64 (standard alphabet, padded) of p. */
 void proto__base64(proto_buf *b, const unsigned char *p, size_t n);
+/* json_loadb for text received from a client: the same, except that text
+ * holding a NUL byte is refused (jansson 2.14 skips a raw NUL between
+ * tokens, so "[1\0,2]" would load as [1,2] and its bytes, passed on as they
+ * are, reach subscribers that no other JSON parser reads). */
+json_t *proto__json_loadb(const char *s, size_t n, size_t flags,
+                          json_error_t *je);
 
 /* --- Errors. ------------------------------------------------------------- */
 void proto__err(proto_error *err, uint32_t id, int code, const char *fmt, ...)

@@ -273,7 +273,8 @@ int proto__json_next(proto_reader *r, proto_cmd *cmd, proto_error *err)
         proto__err(err, 0, PROTO_E_BAD_REQUEST, "empty command");
         return -1;
     }
-    root = json_loadb(line, n, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &je);
+    root = proto__json_loadb(line, n, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL,
+                             &je);
     if (!root) {
         proto__err(err, salvage_id(line, n), PROTO_E_BAD_REQUEST,
                    "invalid JSON: %s (column %d)", je.text, je.column);

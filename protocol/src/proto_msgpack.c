@@ -118,6 +118,11 @@ int proto__mp_scan(const char *p, size_t n, size_t *objlen)
     }
 }
 
+int proto_mp_frame(const void *p, size_t n, size_t *objlen)
+{
+    return p && proto__mp_scan(p, n, objlen) == PROTO__MP_OK ? 0 : -1;
+}
+
 const char *proto__mp_scan_text(int rc)
 {
     switch (rc) {

@@ -29,8 +29,10 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 
 /* ---- key table ---------------------------------------------------------- */
 
@@ -295,6 +297,11 @@ static const char *suggest(const char *word, const key_def *keys, size_t n,
         return NULL;
     for (size_t i = 0; i < n + n_extra; i++) {
         const char *cand = i < n ? keys[i].name : extra[i - n];
+        size_t clen = strlen(cand);
+        /* The distance is at least the difference in length: a candidate
+         * that cannot beat best_d needs no table. */
+        if ((len > clen ? len - clen : clen - len) >= best_d)
+            continue;
         size_t d = edit_distance(word, cand);
         if (d < best_d && d < len / 2) {
             best_d = d;
@@ -1037,6 +1044,225 @@ static void load_ns_list(loader *L, const config_setting_t *list,
     }
 }
 
+/* ---- files libconfig will read ------------------------------------------ */
+
+/* libconfig 1.5 ends the whole process (exit 2 after "input in flex scanner
+ * failed", with no file or line) when the configuration file or a file it
+ * includes is a directory or fails to read, and waits forever on a FIFO or
+ * a terminal. So before libconfig reads anything, every file it would
+ * open is checked to be a regular file that reads to its end, and a
+ * configuration naming anything else is refused with the line of its
+ * @include. */
+
+/* libconfig's MAX_INCLUDE_DEPTH: it refuses to open an include deeper. */
+#define INCLUDE_DEPTH_MAX 10
+
+/* 1: a regular file; 0: missing (libconfig says so itself); -1: anything
+ * else. */
+static int file_kind(const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) < 0)
+        return 0;
+    return S_ISREG(st.st_mode) ? 1 : -1;
+}
+
+/* The whole of a regular file, NUL-terminated (malloc'd). NULL with *err
+ * 0 when it cannot be opened (libconfig reports that itself), or with *err
+ * the errno of a failed read (libconfig would end the process on it). */
+static char *read_whole(const char *path, size_t *len, int *err)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL;
+    size_t n = 0, cap = 0;
+    *err = 0;
+    if (f == NULL)
+        return NULL;
+    for (;;) {
+        if (cap - n < 4096) {
+            char *nb = realloc(buf, cap = cap ? cap * 2 : 8192);
+            if (nb == NULL)
+                abort();   /* the out-of-memory policy (base/mem.h) */
+            buf = nb;
+        }
+        size_t r = fread(buf + n, 1, cap - n - 1, f);
+        n += r;
+        if (r == 0)
+            break;
+    }
+    if (ferror(f)) {
+        *err = errno ? errno : EIO;
+        free(buf);
+        buf = NULL;
+    } else {
+        buf[n] = '\0';
+        *len = n;
+    }
+    fclose(f);
+    return buf;
+}
+
+/* The @include names of text t (n bytes) as libconfig 1.5's scanner sees
+ * them: `^[ \t]*@include[ \t]+"NAME"` where a line starts outside comments
+ * and strings, NAME taking \\ and \" as escapes (and dropping any other
+ * backslash). Calls found(name, line) for each; stops early when it
+ * returns non-zero. */
+static void scan_includes(const char *t, size_t n,
+                          int (*found)(void *ctx, const char *name,
+                                       unsigned line),
+                          void *ctx)
+{
+    unsigned line = 1;
+    size_t i = 0;
+
+    while (i < n) {
+        if (i == 0 || t[i - 1] == '\n') {
+            size_t k = i;
+            while (k < n && (t[k] == ' ' || t[k] == '\t'))
+                k++;
+            if (n - k > 8 && memcmp(t + k, "@include", 8) == 0 &&
+                (t[k + 8] == ' ' || t[k + 8] == '\t')) {
+                k += 8;
+                while (k < n && (t[k] == ' ' || t[k] == '\t'))
+                    k++;
+                if (k < n && t[k] == '"') {
+                    char name[1024];
+                    size_t w = 0;
+                    unsigned at = line;
+                    for (k++; k < n && t[k] != '"'; k++) {
+                        char c = t[k];
+                        if (c == '\\') {
+                            if (k + 1 < n && (t[k + 1] == '\\' || t[k + 1] == '"'))
+                                c = t[++k];
+                            else
+                                continue;   /* libconfig drops it */
+                        }
+                        if (c == '\n')
+                            line++;
+                        if (w < sizeof name - 1)
+                            name[w++] = c;
+                    }
+                    if (k >= n)
+                        return;   /* unterminated: libconfig's syntax error */
+                    name[w] = '\0';
+                    if (found(ctx, name, at))
+                        return;
+                    i = k + 1;
+                    continue;
+                }
+            }
+        }
+        char c = t[i];
+        if (c == '\n') {
+            line++;
+            i++;
+        } else if (c == '#' || (c == '/' && i + 1 < n && t[i + 1] == '/')) {
+            while (i < n && t[i] != '\n')
+                i++;
+        } else if (c == '/' && i + 1 < n && t[i + 1] == '*') {
+            for (i += 2; i < n && !(t[i] == '*' && i + 1 < n && t[i + 1] == '/');
+                 i++)
+                line += t[i] == '\n';
+            i += 2;
+        } else if (c == '"') {
+            for (i++; i < n && t[i] != '"'; i++) {
+                if (t[i] == '\\' && i + 1 < n && t[i + 1] != '\n')
+                    i++;   /* \" \\ \n ...; \xHH needs no care */
+                line += t[i] == '\n';
+            }
+            i++;
+        } else {
+            i++;
+        }
+    }
+}
+
+typedef struct include_walk {
+    loader *L;
+    const char *dir;     /* libconfig's include directory, or NULL */
+    const char *shown;   /* the file as messages name it */
+    const char *from;    /* the file that includes it (NULL: main file) */
+    int depth;           /* of the file being scanned; 0: the main one */
+    int bad;             /* problems found */
+} include_walk;
+
+static void check_file_includes(include_walk *w, const char *path,
+                                unsigned line);
+
+static int include_found(void *ctx, const char *name, unsigned line)
+{
+    include_walk *w = ctx;
+    char full[2048], where[WHERE_MAX], shown[64];
+
+    if (w->depth >= INCLUDE_DEPTH_MAX)
+        return 1;   /* libconfig refuses it as too deep */
+    /* libconfig 1.5 puts the include directory before every name, even an
+     * absolute one. */
+    if (w->dir != NULL)
+        snprintf(full, sizeof full, "%s/%s", w->dir, name);
+    else
+        snprintf(full, sizeof full, "%s", name);
+    switch (file_kind(full)) {
+    case 0:
+        return 0;
+    case -1:
+        snprintf(where, sizeof where, "%s:%u", w->shown, line);
+        err_key(w->L->e, where, NULL, "@include \"%s\": not a regular file",
+                show_value(name, shown, sizeof shown));
+        w->bad++;
+        return 0;
+    }
+    include_walk inner = *w;
+    inner.shown = name;
+    inner.depth = w->depth + 1;
+    inner.bad = 0;
+    inner.from = w->shown;
+    check_file_includes(&inner, full, line);
+    w->bad += inner.bad;
+    return 0;
+}
+
+/* Scans the file at path (included at `line` of w->from; the main file
+ * when w->depth is 0). */
+static void check_file_includes(include_walk *w, const char *path,
+                                unsigned line)
+{
+    size_t len = 0;
+    int err;
+    char *text = read_whole(path, &len, &err);
+    if (text == NULL) {
+        if (err != 0) {
+            char where[WHERE_MAX], shown[64];
+            if (w->depth == 0)
+                snprintf(where, sizeof where, "%s", path);
+            else
+                snprintf(where, sizeof where, "%s:%u", w->from, line);
+            err_key(w->L->e, where, NULL, "cannot read %s: %s",
+                    w->depth == 0 ? "configuration file"
+                                  : show_value(w->shown, shown, sizeof shown),
+                    strerror(err));
+            w->bad++;
+        }
+        return;
+    }
+    scan_includes(text, len, include_found, w);
+    free(text);
+}
+
+/* 0 when libconfig may read path: it is missing or unreadable (libconfig
+ * says so) or a regular file whose includes are all regular files. */
+static int check_files(loader *L, const char *path, const char *dir)
+{
+    if (file_kind(path) < 0) {
+        err_key(L->e, path, NULL, "cannot read configuration file: not a "
+                "regular file");
+        return -1;
+    }
+    include_walk w = { L, dir, path, NULL, 0, 0 };
+    check_file_includes(&w, path, 0);
+    return w.bad ? -1 : 0;
+}
+
 static void load_file(loader *L, const char *path)
 {
     config_t lc;
@@ -1053,6 +1279,10 @@ static void load_file(loader *L, const char *path)
         memcpy(dir, path, dlen);
         dir[dlen] = '\0';
         config_set_include_dir(&lc, dir);
+    }
+    if (check_files(L, path, config_get_include_dir(&lc)) < 0) {
+        config_destroy(&lc);
+        return;
     }
     if (!config_read_file(&lc, path)) {
         if (config_error_type(&lc) == CONFIG_ERR_FILE_IO) {

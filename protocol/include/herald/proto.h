@@ -163,6 +163,15 @@ int proto_data_from_json(const void *json, size_t len, proto_data *d,
 int proto_data_from_msgpack(const void *mp, size_t len, proto_data *d,
                             void **owned, proto_error *err);
 
+/* Finds where the one msgpack object at the start of p (n bytes) ends,
+ * without building it, and refuses what msgpack-c would turn into a huge
+ * allocation before reading a byte of the elements: a container that
+ * declares more elements than bytes remain (a 5-byte input can ask for
+ * 100 GB), or more than 32 nested containers (msgpack-c's own limit).
+ * Returns 0 with *objlen, or -1 (also when truncated or invalid). Call it
+ * on msgpack from outside the process before msgpack_unpack_next(). */
+int proto_mp_frame(const void *p, size_t n, size_t *objlen);
+
 /* --- Encoding ------------------------------------------------------------
  * Everything is appended to a proto_buf. A buffer may reserve `headroom`
  * bytes in front of the payload (the server uses LWS_PRE) so the payload can

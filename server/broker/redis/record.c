@@ -35,14 +35,23 @@ pub *record_parse(const char *chan, size_t clen, const char *rec, size_t len)
 {
     uint64_t off = 0;
     size_t i = 0;
-    while (i < len && rec[i] >= '0' && rec[i] <= '9' && i < 20)
-        off = off * 10 + (uint64_t)(rec[i++] - '0');
+    while (i < len && rec[i] >= '0' && rec[i] <= '9' && i < 20) {
+        uint64_t d = (uint64_t)(rec[i++] - '0');
+        /* 20 digits can spell more than 2^64-1: refused, not wrapped. */
+        if (off > (UINT64_MAX - d) / 10)
+            goto bad;
+        off = off * 10 + d;
+    }
     if (i == 0 || off == 0 || i + 2 + IDS_LEN > len || rec[i] != ':' ||
         rec[i + 1 + IDS_LEN] != ':')
         goto bad;
     proto_slice epoch = { rec + i + 1, IDS_LEN };
     const char *body = rec + i + 2 + IDS_LEN;
-    size_t blen = len - (i + 2 + IDS_LEN), pos = 0;
+    size_t blen = len - (i + 2 + IDS_LEN), pos = 0, objlen = 0;
+    /* Framed first: a count in a damaged body must not become a
+     * many-gigabyte allocation in msgpack-c. The body is one object. */
+    if (proto_mp_frame(body, blen, &objlen) < 0 || objlen != blen)
+        goto bad;
     msgpack_unpacked u;
     msgpack_unpacked_init(&u);
     pub *p = NULL;

@@ -1,8 +1,9 @@
 /*
  * The record of a publication in Redis (the hot window's members and what
  * pub/sub carries): "<offset>:<epoch>:<body>", the body a msgpack array
- * [time_ms, binary, json, msgpack, client, user] with the data byte-exact
- * in both encodings, so no node converts it again. Join and leave travel
+ * [time_ms, binary, json, msgpack, client, user] and nothing after it,
+ * with the data byte-exact in both encodings, so no node converts it
+ * again. Join and leave travel
  * on the same pub/sub channel as "J:<client>:<user>" and
  * "L:<client>:<user>". Pure (no I/O).
  */

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define ERRLEN 8192
@@ -328,6 +329,67 @@ Test(config, include_is_relative_to_the_file)
     cr_assert_eq(r, 0, "%s", err);
     cr_assert_eq(c.ping_interval, 42);
     cr_assert_eq(c.workers, 2);
+}
+
+/* libconfig 1.5 exits the process ("input in flex scanner failed") on a
+ * directory or a read error and blocks on a FIFO; every file it would read
+ * is checked first (found by tests/fuzz/fuzz_config). */
+Test(config, include_of_a_directory_or_fifo_is_refused)
+{
+    config c;
+    char err[ERRLEN], text[512];
+
+    cr_assert_eq(load_text("workers = 2;\n@include \".\"\n", no_env, &c, err,
+                           NULL), -1);
+    assert_has(err, ":2: @include \".\": not a regular file");
+    cr_assert_eq(count_lines(err), 1, "%s", err);
+
+    /* One level down: the message names the including file as written. */
+    char *inc = write_tmp("\n  @include \"\"\n");
+    const char *base = strrchr(inc, '/') + 1;
+    snprintf(text, sizeof text, "@include \"%s\"\n", base);
+    cr_assert_eq(load_text(text, no_env, &c, err, NULL), -1);
+    assert_has(err, "%s:2: @include \"\": not a regular file", base);
+    unlink(inc);
+    free(inc);
+
+    char fifo[] = "/tmp/herald-test-config-fifo-XXXXXX";
+    int fd = mkstemp(fifo);
+    cr_assert(fd >= 0);
+    close(fd);
+    unlink(fifo);
+    cr_assert_eq(mkfifo(fifo, 0600), 0);
+    snprintf(text, sizeof text, "@include \"%s\"\n", strrchr(fifo, '/') + 1);
+    cr_assert_eq(load_text(text, no_env, &c, err, NULL), -1);
+    assert_has(err, "not a regular file");
+    unlink(fifo);
+
+    /* A regular file that fails to read (EIO): libconfig exits on it too.
+     * The files are in /tmp, which is the include directory. */
+    cr_assert_eq(load_text("@include \"../proc/self/mem\"\n", no_env, &c, err,
+                           NULL), -1);
+    assert_has(err, ":1: cannot read ../proc/self/mem: ");
+
+    cr_assert_eq(config_load(&c, "/tmp", no_env, err, ERRLEN), -1);
+    assert_has(err, "/tmp: cannot read configuration file: not a regular file");
+}
+
+/* Only what libconfig would open is checked: @include text in comments and
+ * strings, or not at the start of a line, is left alone. */
+Test(config, include_text_in_comments_and_strings_is_not_an_include)
+{
+    config c;
+    char err[ERRLEN];
+    const char *text =
+        "/* a comment\n@include \".\"\n*/\n"
+        "# @include \".\"\n"
+        "// @include \".\"\n"
+        "token_secret = \"a \\\" b\n@include \\\".\\\"\n\";\n"
+        "node_name = \"x\"; workers = 3;\n";
+
+    cr_assert_eq(load_text(text, no_env, &c, err, NULL), 0, "%s", err);
+    cr_assert_eq(c.workers, 3);
+    cr_assert_str_eq(c.token_secret, "a \" b\n@include \".\"\n");
 }
 
 /* ---- namespace lookup --------------------------------------------------- */

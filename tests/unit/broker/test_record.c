@@ -3,7 +3,9 @@
  * from Redis: a publication's record carries offset, epoch, time, the data
  * byte-exact in both encodings and the publisher, and parses back to the
  * same publication; malformed records are refused (NULL), never half
- * read; join and leave records parse into their parts.
+ * read (offsets beyond 2^64-1, bodies whose counts would make msgpack-c
+ * allocate gigabytes, bytes after the body); join and leave records parse
+ * into their parts.
  */
 #include <criterion/criterion.h>
 #include <stdio.h>
@@ -111,6 +113,65 @@ Test(record, malformed_records_are_refused)
     cr_assert_null(record_parse("c", 1, bad, (size_t)n + 4), "wrong shape");
     cr_assert_not_null(p = record_parse("c", 1, good, len), "the good one");
     pub_unref(p);
+}
+
+/* Twenty digits can spell more than 2^64-1; such an offset is refused,
+ * never wrapped into a small one (found by tests/fuzz/fuzz_record). */
+Test(record, offsets_beyond_64_bits_are_refused)
+{
+    pub *p = source(0, NULL, NULL);
+    char good[512];
+    size_t len = make(good, sizeof(good), 7, p);
+    pub_unref(p);
+    const char *body = memchr(good + 2, ':', len - 2) + 1;
+    size_t blen = len - (size_t)(body - good);
+    struct { const char *offset; uint64_t want; } cases[] = {
+        { "18446744073709551615", UINT64_MAX },
+        { "00000000000000000009", 9 },
+        { "18446744073709551616", 0 },   /* 2^64: wrapped to 0 before */
+        { "18446744307709551615", 0 },   /* wrapped to 233999999999 */
+        { "99999999999999999999", 0 },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char rec[512];
+        int n = snprintf(rec, sizeof(rec), "%s:%s:", cases[i].offset, E);
+        memcpy(rec + n, body, blen);
+        pub *q = record_parse("c", 1, rec, (size_t)n + blen);
+        if (!cases[i].want) {
+            cr_assert_null(q, "%s", cases[i].offset);
+            continue;
+        }
+        cr_assert_not_null(q, "%s", cases[i].offset);
+        cr_assert_eq(q->offset, cases[i].want, "%s", cases[i].offset);
+        pub_unref(q);
+    }
+}
+
+/* A damaged body whose container counts ask for gigabytes is refused
+ * before msgpack-c allocates them (under ASan the allocation itself would
+ * fail the test), and a body with bytes after it is not one of ours
+ * (found by tests/fuzz/fuzz_record). */
+Test(record, bodies_are_framed_before_unpacking)
+{
+    static const char *const bodies[] = {
+        "\x96\xdd\x7f\xff\xff\xff",          /* an element of 2^31-1 items */
+        "\xdf\x7f\xff\xff\xff\x01",          /* a map of 2^31-1 pairs */
+        "\x96\x01\xc2\xc4\x01" "1\xc4\x01\x01\xa0\xa0" "x", /* trailing */
+    };
+    static const size_t blen[] = { 6, 6, 12 };
+    for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
+        char rec[64];
+        int n = snprintf(rec, sizeof(rec), "7:%s:", E);
+        memcpy(rec + n, bodies[i], blen[i]);
+        cr_assert_null(record_parse("c", 1, rec, (size_t)n + blen[i]),
+                       "body %zu", i);
+        /* The third without its trailing byte is a good record. */
+        if (i == 2) {
+            pub *p = record_parse("c", 1, rec, (size_t)n + blen[i] - 1);
+            cr_assert_not_null(p);
+            pub_unref(p);
+        }
+    }
 }
 
 Test(record, join_and_leave_records)

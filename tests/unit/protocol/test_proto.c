@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "herald/proto.h"
+#include "herald/proto_client.h"
 
 static proto_slice S(const char *s)
 {
@@ -357,6 +358,68 @@ Test(data, null_and_empty_inputs)
     cr_expect_eq(proto_data_from_json("   ", 3, &d, &o, NULL), PROTO_E_BAD_REQUEST);
 }
 
+/* Empty strings, keys and bin: msgpack-c may hand them out as NULL with
+ * length 0, which the JSON writer must not do arithmetic on (UBSan in the
+ * fuzzing build, found by tests/fuzz/fuzz_cmd_msgpack). */
+Test(data, empty_strings_and_bin)
+{
+    static const struct { const char *mp; size_t n; const char *json; } c[] = {
+        { "\xa0", 1, "\"\"" },
+        { "\x81\xa0\xa0", 3, "{\"\":\"\"}" },
+        { "\x81\xa0\x6b", 3, "{\"\":107}" },
+        { "\xc4\x00", 2, "\"\"" },
+        { "\x92\xa0\xd9\x00", 4, "[\"\",\"\"]" },
+    };
+    for (size_t i = 0; i < sizeof(c) / sizeof(c[0]); i++) {
+        proto_data d;
+        void *o;
+        proto_error e;
+        cr_assert_eq(proto_data_from_msgpack(c[i].mp, c[i].n, &d, &o, &e),
+                     PROTO_OK, "case %zu: %s", i, e.message);
+        cr_expect(d.json.len == strlen(c[i].json) &&
+                  !memcmp(d.json.ptr, c[i].json, d.json.len),
+                  "case %zu: %.*s", i, (int)d.json.len, d.json.ptr);
+        /* And back: what a client converts is the same text. */
+        proto_buf b;
+        proto_buf_init(&b, 0);
+        cr_assert_eq(proto_data_to_json(PROTO_MSGPACK, d.mp, &b, &e), PROTO_OK);
+        cr_expect(b.len == d.json.len &&
+                  !memcmp(proto_buf_data(&b), d.json.ptr, b.len));
+        proto_buf_free(&b);
+        free(o);
+    }
+}
+
+/* jansson skips a raw NUL between tokens ("[1\0,2]" loads as [1,2]); the
+ * codec refuses it, since the publisher's bytes are passed on as they are
+ * and no subscriber's parser would read them (found by
+ * tests/fuzz/fuzz_cmd_json). \u0000 inside a string stays valid. */
+Test(data, raw_nul_is_not_json)
+{
+    static const char *const bad[] = { "[1\0,2]", "{\"a\":5\0}", "\0 7",
+                                       "7\0", "\"a\0b\"" };
+    static const size_t len[] = { 6, 8, 3, 2, 5 };
+    proto_data d;
+    void *o;
+    proto_error e;
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        cr_expect_eq(proto_data_from_json(bad[i], len[i], &d, &o, &e),
+                     PROTO_E_BAD_REQUEST, "case %zu", i);
+        cr_expect_null(o);
+    }
+    cr_assert_eq(proto_data_from_json("\"a\\u0000b\"", 10, &d, &o, &e),
+                 PROTO_OK);
+    free(o);
+
+    /* In a command: 107, with the id read before the damage. */
+    static const char cmd[] = "{\"id\":9,\"op\":\"publish\",\"channel\":\"a\","
+                              "\"data\":{\"k\":5\0,\"j\":6}}";
+    e = decode_err(PROTO_JSON, cmd, sizeof(cmd) - 1);
+    cr_expect_eq(e.code, PROTO_E_BAD_REQUEST);
+    cr_expect_eq(e.id, 9);
+}
+
 /* --- Hostile input ------------------------------------------------------- */
 
 Test(hostile, msgpack_truncated_at_every_byte)
@@ -457,7 +520,32 @@ Test(hostile, huge_numbers_and_counts)
     for (size_t i = 0; i < sizeof(mps) / sizeof(mps[0]); i++) {
         proto_error e = decode_err(PROTO_MSGPACK, mps[i], mplen[i]);
         cr_expect_eq(e.code, 107, "mp #%zu", i);
+        size_t objlen = 99;
+        cr_expect_eq(proto_mp_frame(mps[i], mplen[i], &objlen), -1,
+                     "frame mp #%zu", i);
     }
+}
+
+/* proto_mp_frame, the same framing for msgpack read outside the codec
+ * (the Redis records): where one object ends, what follows left alone. */
+Test(hostile, mp_frame)
+{
+    size_t objlen = 0;
+    cr_assert_eq(proto_mp_frame("\x92\x01\xa1x\xc0", 5, &objlen), 0);
+    cr_expect_eq(objlen, 4, "[1, \"x\"], then nil");
+    cr_assert_eq(proto_mp_frame("\x90", 1, &objlen), 0);
+    cr_expect_eq(objlen, 1, "empty array");
+    cr_expect_eq(proto_mp_frame("\x92\x01", 2, &objlen), -1, "truncated");
+    cr_expect_eq(proto_mp_frame("\xc1", 1, &objlen), -1, "reserved byte");
+    cr_expect_eq(proto_mp_frame("", 0, &objlen), -1, "nothing");
+    cr_expect_eq(proto_mp_frame(NULL, 4, &objlen), -1, "NULL");
+    char deep[40];
+    memset(deep, 0x91, sizeof(deep));   /* [[[...]]], 39 deep, then 1 */
+    deep[39] = 1;
+    cr_expect_eq(proto_mp_frame(deep, sizeof(deep), &objlen), -1, "too deep");
+    cr_assert_eq(proto_mp_frame(deep + 8, sizeof(deep) - 8, &objlen), 0,
+                 "31 deep");
+    cr_expect_eq(objlen, sizeof(deep) - 8);
 }
 
 Test(hostile, overlong_fields)
