@@ -128,14 +128,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     (void)spill_last(sp, "chat:x", 6, epoch, &offset, &time_ms);
 
     /* Everything written: the file empties, and takes appends again. */
-    FUZZ_CHECK(spill_consume(sp, end, records) == 1);
+    FUZZ_CHECK(spill_consume(sp, end, records, 1) == 1);
     FUZZ_CHECK(spill_size(sp) == 0 && spill_records(sp) == 0);
     static const uint8_t doc[5] = { 5, 0, 0, 0, 0 };   /* {} in BSON */
     FUZZ_CHECK(spill_append(sp, doc, sizeof doc) == SPILL_OK);
     FUZZ_CHECK(spill_read(sp, 0, spill_size(sp), 4, &b) == SPILL_OK);
     FUZZ_CHECK(b.n == 1 && b.len[0] == sizeof doc);
     /* Empty again, so closing removes the file instead of syncing it. */
-    FUZZ_CHECK(spill_consume(sp, b.end, 1) == 1);
+    FUZZ_CHECK(spill_consume(sp, b.end, 1, 1) == 1);
     spill_batch_free(&b);
     spill_close(sp);
     unlink(path);
