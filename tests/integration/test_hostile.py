@@ -621,6 +621,37 @@ async def test_continuation_flood_past_max_message_size(server_factory, piece):
     w.check()
 
 
+@pytest.mark.timeout(90)
+async def test_invalid_utf8_text_frames_close_1007(server_factory):
+    """200 clients each sending a text frame that is not UTF-8 (a lone
+    continuation byte, an overlong encoding, a surrogate, a code point
+    past U+10FFFF, and one cut across fragments): every one is closed with
+    1007, none gets an answer, memory stays bounded, the probe is served."""
+    s = server_factory()
+    w = Watch(s)
+    bad = [b'{"id":1,"op":"ping","x":"\x80"}',
+           b'{"id":1,"op":"ping","x":"\xc0\xaf"}',
+           b'{"id":1,"op":"ping","x":"\xed\xa0\x80"}',
+           b'{"id":1,"op":"ping","x":"\xf4\x90\x80\x80"}']
+
+    def attack():
+        codes = []
+        for i in range(200):
+            raw = s.raw()
+            if i % 5 == 4:   # a valid start, then a continuation that breaks it
+                raw.sock.sendall(frame_bytes(b'{"id":1,"op":"ping","x":"\xe2\x82', fin=False)
+                                 + frame_bytes(b'\x41"}', opcode=hh.OP_CONT))
+            else:
+                raw.sock.sendall(frame_bytes(bad[i % 5]))
+            ev = raw.recv_event(timeout=t(5))   # the first thing back
+            codes.append(ev[1] if ev[0] == "close" else ev)
+            raw.close()
+        return codes
+    codes = await w.run(attack)
+    assert codes == [1007] * 200, sorted(set(map(str, codes)))
+    w.check()
+
+
 @pytest.mark.timeout(60)
 async def test_oversized_control_frame_closes_1002(server_factory):
     """A ping with 200 bytes of payload breaks RFC 6455 (5.5): the
@@ -707,7 +738,8 @@ async def test_many_subscriptions_on_one_connection(server_factory):
 # per-address limits (off by default)
 
 def refusal(port, source):
-    """(status, body) of a refused handshake from source."""
+    """(status, body) of a handshake from source: 101 and no body when it
+    was admitted (the socket is closed), else the refusal and its body."""
     so = socket.socket()
     so.bind((source, 0))
     so.settimeout(t(5))
@@ -722,11 +754,27 @@ def refusal(port, source):
             if not chunk:
                 break
             data += chunk
+            if data.startswith(b"HTTP/1.1 101") and b"\r\n\r\n" in data:
+                break
     except ConnectionResetError:
         pass
     so.close()
     head, _, body = data.decode("latin-1").partition("\r\n\r\n")
     return int(head.split()[1]) if head else None, body
+
+
+def refused(port, source):
+    """(status, body) of the first handshake from source that is not
+    admitted. Sockets just connected are counted when a worker accepts
+    them, and the two workers accept in their own order: until all are
+    counted, a probe may be admitted (it is closed and tried again)."""
+    got = []
+
+    def probe():
+        got[:] = refusal(port, source)
+        return got[0] != 101
+    hh.wait_for(probe, t(5), interval=0.05, what="a refused handshake")
+    return tuple(got)
 
 
 @pytest.mark.timeout(60)
@@ -737,7 +785,7 @@ async def test_max_connections_per_ip(server_factory):
     s = server_factory({"max_connections_per_ip": 5})
     held = [hh.RawWS(s.port, source="127.0.0.3") for _ in range(3)]
     half = open_sockets_from("127.0.0.3", s.port, 2)
-    status, body = refusal(s.port, "127.0.0.3")
+    status, body = refused(s.port, "127.0.0.3")
     assert status == 429, (status, body)
     assert json.loads(body) == {"error": "too many connections from this address"}
     other = [hh.RawWS(s.port, source="127.0.0.4") for _ in range(5)]
