@@ -565,8 +565,17 @@ static void redis_on_timer(uv_timer_t *t)
     redis_broker *rb = t->data;
     const config *cfg = rb->srv->cfg;
     uint64_t now = redis_now(rb);
+    /* A tick that comes far too late means this loop was busy (or the
+     * machine starved it): replies may sit unread in the sockets, so the
+     * links get one more iteration before anything is declared timed
+     * out. Only once in a row, so a loop that is always late still
+     * times out. */
+    int late = !rb->late_tick && rb->last_tick_ms &&
+               now - rb->last_tick_ms > 3 * REDIS_TICK_MS;
+    rb->late_tick = late;
+    rb->last_tick_ms = now;
     for (uint32_t i = 0; i < rb->n; i++)
-        rlink_tick(&rb->links[i], now);
+        rlink_tick(&rb->links[i], now, late);
     if (now >= rb->next_refresh_ms) {
         rb->next_refresh_ms = now + (uint64_t)cfg->presence_ttl * 1000 / 3;
         redis_presence_refresh(rb);
@@ -643,7 +652,9 @@ broker *broker_redis_new(server *srv, uint16_t worker, uv_loop_t *loop)
     ids_rng_seed(&rb->rng);
     rb->n = cfg->n_redis;
     rb->links = mem_calloc(rb->n, sizeof(rlink));
-    snprintf(rb->ctl, sizeof(rb->ctl), "%s:!node", cfg->redis_prefix);
+    char id[IDS_LEN + 1];
+    ids_hex(ids_next(&rb->rng), id);
+    snprintf(rb->hb, sizeof(rb->hb), "%s:!hb:%s", cfg->redis_prefix, id);
     for (uint32_t i = 0; i < rb->n; i++) {
         rlink *l = &rb->links[i];
         l->rb = rb;

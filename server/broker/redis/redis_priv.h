@@ -51,9 +51,10 @@ struct rreq {
 };
 
 /* The connections to one Redis server: a command connection and a
- * pub/sub connection (which always holds a subscription to a private
- * control channel: hiredis 0.14 leaves subscribed mode when the count
- * drops to 0 and would then abort on a confirmation still in flight). */
+ * pub/sub connection (which always holds a subscription to the worker's
+ * private heartbeat channel: hiredis 0.14 leaves subscribed mode when the
+ * count drops to 0 and would then abort on a confirmation still in
+ * flight). */
 struct rlink {
     redis_broker *rb;
     uint32_t idx;
@@ -68,8 +69,12 @@ struct rlink {
     uint64_t connect_ms;
     uint64_t retry_at_ms;    /* reconnect due (0: not scheduled) */
     uint32_t attempt;
-    uint64_t last_send_ms;
     int down_logged;
+    /* Heartbeat: a PUBLISH to the heartbeat channel on cmd, which must come
+     * back on sub within redis_timeout_ms (sub's only liveness check). */
+    uint64_t hb_seq;         /* the last one sent */
+    uint64_t hb_sent_ms;     /* when it was sent; 0: none outstanding */
+    uint64_t hb_next_ms;     /* when the next one is due */
 };
 
 /* Where a followed stream stands with Redis. */
@@ -105,7 +110,11 @@ struct redis_broker {
     uint64_t next_refresh_ms;
     uint64_t next_keep_ms;   /* stream keys of followed channels */
     char sha[SC_N][41];
-    char ctl[REDIS_KEY_MAX]; /* the control channel */
+    char hb[REDIS_KEY_MAX];  /* this worker's heartbeat channel, P:!hb:<id>
+                                (private: a random id per start) */
+    uint64_t last_tick_ms;   /* the timer's previous run */
+    int late_tick;           /* the previous run came late: its timeout
+                                verdicts were deferred by one tick */
 };
 
 /* ---- redis.c ---- */
@@ -135,8 +144,10 @@ int rlink_eval(rlink *l, rreq *rq, int script, int nkeys, const char **kv,
 int rlink_pubsub(rlink *l, const char *verb, const char *key, size_t klen);
 void rlink_connect(rlink *l);
 void rlink_down(rlink *l, const char *why);
-/* Timeouts, idle pings, reconnects (every REDIS_TICK_MS). */
-void rlink_tick(rlink *l, uint64_t now);
+/* Timeouts, heartbeats, reconnects (every REDIS_TICK_MS). `late`: the
+ * loop itself was stalled since the previous tick, so replies may be
+ * waiting unread in the sockets: no timeout verdicts this time. */
+void rlink_tick(rlink *l, uint64_t now, int late);
 /* Closes the connections for good (the worker stops). */
 void rlink_close(rlink *l);
 
