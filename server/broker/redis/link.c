@@ -21,6 +21,13 @@
  * The PUBLISH is also the command connection's keep-alive probe. Both
  * sockets have TCP keepalive too, for peers that vanished without a word.
  *
+ * hiredis resolves a host name with a blocking getaddrinfo on the calling
+ * thread, which would stop the worker's loop (every connection of it) for
+ * as long as a resolver takes, at every reconnect. A name is therefore
+ * resolved with uv_getaddrinfo on libuv's thread pool and hiredis is given
+ * the numeric address (logs keep the name); a resolution counts against
+ * the connect timeout like the connect itself.
+ *
  * A link is up when both connections are open, AUTH and SELECT are done,
  * the scripts are loaded and the heartbeat channel is subscribed. "broker
  * down" is logged once per outage with Redis's reason (a wrong password
@@ -200,6 +207,24 @@ static void rlink_free_contexts(rlink *l)
         redisAsyncFree(sub);
 }
 
+/* A name resolution in flight. Detached (l NULL) when the link gave up on
+ * it meanwhile (timeout, stop): its callback then only frees it. */
+struct rresolve {
+    uv_getaddrinfo_t req;
+    rlink *l;
+};
+
+static void rlink_resolve_detach(rlink *l)
+{
+    if (!l->resolving)
+        return;
+    l->resolving->l = NULL;
+    /* Cancelled if it has not started; otherwise it finishes on the pool
+     * and its callback frees it. */
+    uv_cancel((uv_req_t *)&l->resolving->req);
+    l->resolving = NULL;
+}
+
 void rlink_down(rlink *l, const char *why)
 {
     redis_broker *rb = l->rb;
@@ -213,6 +238,7 @@ void rlink_down(rlink *l, const char *why)
     l->scripts_left = 0;
     l->hb_sent_ms = 0;
     l->hb_next_ms = 0;
+    rlink_resolve_detach(l);
     if ((was_up || !l->down_logged) && !rb->stopping) {
         log_warn("broker down", LOG_INT("worker", rb->worker),
                  LOG_STR("redis", l->rc->host), LOG_INT("port", l->rc->port),
@@ -276,7 +302,8 @@ static void rlink_keepalive(const rlink *l, int fd)
 
 static redisAsyncContext *rlink_open(rlink *l)
 {
-    redisAsyncContext *ac = redisAsyncConnect(l->rc->host, l->rc->port);
+    /* Numeric: hiredis's getaddrinfo returns at once. */
+    redisAsyncContext *ac = redisAsyncConnect(l->addr, l->rc->port);
     if (!ac)
         return NULL;
     if (ac->err) {
@@ -330,12 +357,10 @@ static void rlink_on_script(rreq *rq, redisReply *rep)
     }
 }
 
-void rlink_connect(rlink *l)
+/* Opens both connections to the numeric address l->addr and starts the
+ * connect sequence. */
+static void rlink_connect_addr(rlink *l)
 {
-    l->retry_at_ms = 0;
-    l->connecting = 1;
-    l->connect_ms = redis_now(l->rb);
-    l->progress_ms = l->connect_ms;
     l->cmd = rlink_open(l);
     l->sub = l->cmd ? rlink_open(l) : NULL;
     if (!l->cmd || !l->sub) {
@@ -360,6 +385,59 @@ void rlink_connect(rlink *l)
     const char *argv[] = { "SUBSCRIBE", l->rb->hb };
     size_t lens[] = { 9, strlen(l->rb->hb) };
     redisAsyncCommandArgv(l->sub, rlink_on_sub, l, 2, argv, lens);
+}
+
+static void rlink_on_resolved(uv_getaddrinfo_t *req, int status,
+                              struct addrinfo *res)
+{
+    rresolve *rr = req->data;
+    rlink *l = rr->l;
+    if (l) {
+        l->resolving = NULL;
+        char why[128];
+        if (status < 0) {
+            snprintf(why, sizeof(why), "cannot resolve the host: %s",
+                     uv_strerror(status));
+            rlink_down(l, why);
+        } else if (resolve_pick(res, l->attempt, l->addr,
+                                sizeof(l->addr)) < 0) {
+            rlink_down(l, "cannot resolve the host: no IPv4 or IPv6 address");
+        } else {
+            rlink_connect_addr(l);
+        }
+    }
+    uv_freeaddrinfo(res);
+    free(rr);
+}
+
+void rlink_connect(rlink *l)
+{
+    l->retry_at_ms = 0;
+    l->connecting = 1;
+    l->connect_ms = redis_now(l->rb);
+    l->progress_ms = l->connect_ms;
+    if (resolve_is_numeric(l->rc->host)) {
+        /* (a numeric address has at most 45 characters) */
+        snprintf(l->addr, sizeof(l->addr), "%.45s", l->rc->host);
+        rlink_connect_addr(l);
+        return;
+    }
+    rresolve *rr = mem_calloc(1, sizeof(*rr));
+    rr->l = l;
+    rr->req.data = rr;
+    struct addrinfo hints = { .ai_family = AF_UNSPEC,
+                              .ai_socktype = SOCK_STREAM };
+    int rc = uv_getaddrinfo(l->rb->loop, &rr->req, rlink_on_resolved,
+                            l->rc->host, NULL, &hints);
+    if (rc < 0) {
+        free(rr);
+        char why[128];
+        snprintf(why, sizeof(why), "cannot resolve the host: %s",
+                 uv_strerror(rc));
+        rlink_down(l, why);
+        return;
+    }
+    l->resolving = rr;
 }
 
 /* Redis's answer to a heartbeat's PUBLISH: how many connections got it.
@@ -400,7 +478,8 @@ void rlink_tick(rlink *l, uint64_t now, int late)
     } else if (l->cmd && l->pending && now - l->progress_ms > timeout) {
         rlink_down(l, l->connecting ? "connect timeout" : "no answer in time");
     } else if (l->connecting && now - l->connect_ms > timeout) {
-        rlink_down(l, "connect timeout");
+        rlink_down(l, l->resolving ? "host name not resolved in time"
+                                   : "connect timeout");
     } else if (l->up && l->hb_sent_ms && now - l->hb_sent_ms > timeout) {
         rlink_down(l, "pub/sub connection silent: heartbeat not back in time");
     } else if (l->up && !l->hb_sent_ms && now >= l->hb_next_ms) {
@@ -415,5 +494,6 @@ void rlink_close(rlink *l)
 {
     l->up = 0;
     l->connecting = 0;
+    rlink_resolve_detach(l);
     rlink_free_contexts(l);
 }

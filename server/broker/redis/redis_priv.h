@@ -21,6 +21,7 @@
 #include "base/server.h"
 #include "broker/broker.h"
 #include "broker/redis/order.h"
+#include "broker/redis/resolve.h"
 #include "broker/redis/scripts.h"
 
 #define REDIS_KEY_MAX 340
@@ -34,6 +35,7 @@ extern const char *const REDIS_DOWN;   /* "broker unavailable" */
 typedef struct redis_broker redis_broker;
 typedef struct rlink rlink;
 typedef struct rreq rreq;
+typedef struct rresolve rresolve;
 
 /* One command sent to Redis and what to do with its reply. */
 typedef void (*rreq_fn)(rreq *rq, redisReply *r);
@@ -60,6 +62,8 @@ struct rlink {
     uint32_t idx;
     const config_redis *rc;
     redisAsyncContext *cmd, *sub;
+    rresolve *resolving;     /* the host name being resolved (connecting) */
+    char addr[RESOLVE_ADDR_MAX];   /* numeric address of the last connect */
     int up;                  /* counted as up (srv->broker_down) */
     int connecting;
     int scripts_left;        /* SCRIPT LOAD replies still expected */
