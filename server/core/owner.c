@@ -36,6 +36,9 @@
 #define OWNER_EVICT_SCAN 64
 /* The "too many channels" warning, at most once per this many ms. */
 #define OWNER_FULL_LOG_MS 10000
+/* Waits (each up to the broker's timeout) for this node to catch up with
+ * a subscribe's since before it is answered 108. */
+#define OWNER_CATCH_UP_WAITS 2
 
 static const char *const STORE_DOWN = "durable store unavailable";
 static const char *const WINDOW_DOWN = "broker unavailable";
@@ -258,6 +261,8 @@ static void owner_refused(owner *o, chan_state *c, chan_req *r, uint8_t type,
 /* ---- subscribe ------------------------------------------------------------ */
 
 static void owner_sub_step(owner *o, chan_state *c, sub_req *r);
+static void owner_sub_ahead(owner *o, chan_state *c, sub_req *r);
+static void owner_subscribe(owner *o, sub_req *r);
 
 /* The subscription starts: the subscriber is counted (publications from
  * now on reach its worker after this reply), presence, reply with the
@@ -314,8 +319,12 @@ static void owner_subscribe(owner *o, sub_req *r)
         owner_sub_finish(o, c, r, -1);
         return;
     }
-    if (!owner_same_epoch(r->since.epoch, r->since.epoch_len, c->epoch) ||
-        r->since.offset > c->top ||
+    int same = owner_same_epoch(r->since.epoch, r->since.epoch_len, c->epoch);
+    if (same && r->since.offset > c->top && o->b->ops->catch_up) {
+        owner_sub_ahead(o, c, r);
+        return;
+    }
+    if (!same || r->since.offset > c->top ||
         c->top - r->since.offset > owner_recovery_max(o, ns)) {
         owner_sub_finish(o, c, r, 0);
         return;
@@ -326,6 +335,55 @@ static void owner_subscribe(owner *o, sub_req *r)
         return;
     }
     owner_sub_step(o, c, r);
+}
+
+/* Cluster: the client knows the stream beyond what this node delivered
+ * (it comes from a node that is ahead). Answering at this node's top
+ * would push again what the client has; the broker's window says first
+ * whether the position exists at all (owner_sub_ahead_window). */
+static void owner_sub_ahead(owner *o, chan_state *c, sub_req *r)
+{
+    if (r->waits >= OWNER_CATCH_UP_WAITS) {
+        /* Still behind after the waits: the node's link to the stream is
+         * failing (its heartbeat will tell); the client retries. */
+        owner_fail(o, &r->h, PROTO_E_NOT_AVAILABLE, WINDOW_DOWN);
+        owner_release(o, c);
+        return;
+    }
+    r->prog.ahead = 1;
+    const char *why = NULL;
+    c->reads++;
+    int rc = o->b->ops->read(o->b, c, &r->h, r->since.offset, 0, 0, 0, &why);
+    if (rc) {
+        c->reads--;
+        owner_refused(o, c, &r->h, OWN_SUBSCRIBE, rc, why);
+    }
+}
+
+/* The window's position for a since beyond this node's top. Beyond the
+ * stream's top, or of another epoch: the position is not in the stream,
+ * recovered:false. Otherwise this node is behind: the subscribe waits
+ * (parked) until the broker has delivered up to since, then starts over
+ * and recovers from the ring like any other. */
+static void owner_sub_ahead_window(owner *o, chan_state *c, sub_req *r,
+                                   broker_window *w)
+{
+    publist_clear(&w->pubs);
+    if (memcmp(w->epoch, c->epoch, IDS_LEN) != 0 ||
+        r->since.offset > w->top) {
+        owner_sub_finish(o, c, r, 0);
+        return;
+    }
+    const char *why = NULL;
+    int rc = 0;
+    if (c->top < r->since.offset) {
+        r->waits++;
+        rc = o->b->ops->catch_up(o->b, c, r->since.offset, &why);
+    }
+    if (rc == 0)
+        owner_subscribe(o, r);   /* caught up: start over */
+    else
+        owner_refused(o, c, &r->h, OWN_SUBSCRIBE, rc, why);
 }
 
 /* One step of a recovery the ring could not answer alone: r->pubs holds
@@ -387,6 +445,10 @@ static void owner_sub_step(owner *o, chan_state *c, sub_req *r)
 static void owner_sub_window(owner *o, chan_state *c, sub_req *r,
                              broker_window *w)
 {
+    if (r->prog.ahead) {
+        owner_sub_ahead_window(o, c, r, w);
+        return;
+    }
     if (memcmp(w->epoch, c->epoch, IDS_LEN) != 0 ||
         memcmp(r->since.epoch, c->epoch, IDS_LEN) != 0) {
         publist_clear(&w->pubs);

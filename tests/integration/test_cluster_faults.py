@@ -1074,3 +1074,57 @@ async def test_pubsub_flow_blackholed_is_noticed_and_repaired(proxies, make_clus
     assert wsub.starts[1] - last_before > 64, \
         "recovered:false although the window still held the gap (%d missed)" % (
             wsub.starts[1] - last_before)
+
+
+# --------------------------------------------------------------------------
+# (k) a client moving from a node ahead to a node behind
+
+@pytest.mark.timeout(60)
+async def test_subscribe_since_beyond_a_lagging_node_waits_for_it(proxies, make_cluster):
+    """Node B's pub/sub lags (its records arrive a second late through a
+    proxy; the heartbeat's timeout, 5 s, is longer). A client that has
+    everything up to offset N from node A subscribes on B with since N
+    while B has delivered less: B must not answer recovered:false at an
+    offset below N and then push what the client has; it waits until it
+    has caught up and answers recovered:true at N, and the next push is
+    N+1. A since beyond what the stream ever had is answered
+    recovered:false (honestly: that position does not exist)."""
+    def via_proxy(redises):
+        proxies.append(ch.TcpProxy(redises[0].port))
+        return {1: [proxies[0].url]}
+    cl = make_cluster(config(5000), n=2, node_urls=via_proxy)
+    proxy = proxies[0]
+    a, b = cl
+    chname = hh.chan("h:")
+    # B follows the channel (a subscriber there), then its pub/sub lags
+    local = await connect(b)
+    await local.ok("subscribe", channel=chname)
+    pub = await connect(a)
+    await pub.ok("publish", channel=chname, data={"k": "warm"})
+    assert (await local.push("pub"))["offset"] == 1
+    proxy.delay_pubsub(1.0)
+
+    mover = await connect(a)
+    first = await mover.ok("subscribe", channel=chname)
+    for i in range(5):
+        ok = await pub.ok("publish", channel=chname, data={"k": "p%d" % i})
+    got = [(await mover.push("pub"))["offset"] for _ in range(5)]
+    assert got == [2, 3, 4, 5, 6], got
+    top, epoch = ok["offset"], ok["epoch"]
+
+    moved = await connect(b)
+    r = await moved.ok("subscribe", channel=chname, since={"offset": top, "epoch": epoch})
+    assert r["recovered"] is True and r["epoch"] == epoch and r["offset"] == top, r
+    assert r.get("publications", []) == [], r
+    ok = await pub.ok("publish", channel=chname, data={"k": "next"})
+    p = await moved.push("pub")
+    assert p["offset"] == ok["offset"] == top + 1, \
+        "after recovering at %d the first push was %d (a duplicate)" % (top, p["offset"])
+
+    # a position the stream never reached: recovered:false, not a wait forever
+    bogus = await connect(b)
+    r = await bogus.ok("subscribe", channel=chname,
+                       since={"offset": top + 1000, "epoch": epoch})
+    assert r["recovered"] is False and r["epoch"] == epoch, r
+    assert r["offset"] <= top + 1, r
+    assert first["offset"] == 1

@@ -97,6 +97,10 @@ struct broker_stream {
     chan_state *c;
     rlink *l;
     uint8_t state;           /* enum rstream_state */
+    uint8_t await_reset;     /* reset while a catch-up waited */
+    uint64_t await_top;      /* a subscribe waits until delivered this far
+                                (catch_up); 0: none */
+    uint64_t await_until_ms; /* ... or until then */
     order ord;
 };
 
@@ -109,6 +113,7 @@ struct redis_broker {
     uint32_t n;
     rlink *links;
     struct broker_stream *streams;   /* uthash by name */
+    uint32_t n_awaiting;     /* streams with await_top set */
     uv_timer_t timer;
     int stopping;
     uint64_t next_refresh_ms;
