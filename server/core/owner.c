@@ -275,6 +275,9 @@ static void owner_sub_finish(owner *o, chan_state *c, sub_req *r,
     if (recovered != 1)
         publist_clear(&r->pubs);
     chan_sub_add(&o->reg, c, r->h.route.worker);
+    /* This reply reaches its worker after any reset posted there: the new
+     * subscriber is not being reset, fan-out to that worker resumes. */
+    c->wcut[r->h.route.worker] = 0;
     /* Presence entries are kept for join/leave too: they tell a client's
      * first subscription from a repeated one. */
     if ((ns->presence || ns->join_leave) &&
@@ -791,6 +794,54 @@ static void owner_to_subscribers(owner *o, const chan_state *c,
             server_post(o->srv, (uint16_t)i, make(c, arg));
 }
 
+static msg *owner_make_reset(const chan_state *c, const void *arg);
+
+/* Fan-out messages (publications, join and leave) a worker may have
+ * waiting before the owner stops queueing more for it. A publish through
+ * this node is refused (110) already at worker_queue_max; publications
+ * that come numbered from other nodes cannot be, hence the cut-off at
+ * twice that (and on a single node only concurrent owners could ever
+ * reach it). */
+static uint64_t owner_fanout_max(const owner *o)
+{
+    return 2 * (uint64_t)o->srv->cfg->worker_queue_max;
+}
+
+#define OWNER_CUT_LOG_MS 10000
+
+/* Like owner_to_subscribers, bounded: a worker whose mailbox holds
+ * owner_fanout_max() messages gets no more for c; its subscribers of c
+ * are closed with 4003 instead (one reset message), reconnect and recover
+ * with since. Until a new subscriber of c on that worker is answered
+ * (owner_sub_finish clears the cut), nothing more goes there: every
+ * subscriber it had is being reset. */
+static void owner_fan_out(owner *o, chan_state *c,
+                          msg *(*make)(const chan_state *c, const void *arg),
+                          const void *arg)
+{
+    for (uint32_t i = 0; i < o->srv->n_workers; i++) {
+        if (!c->wcount[i] || c->wcut[i])
+            continue;
+        if (server_backlog(o->srv, (uint16_t)i) < owner_fanout_max(o)) {
+            server_post(o->srv, (uint16_t)i, make(c, arg));
+            continue;
+        }
+        c->wcut[i] = 1;
+        server_post(o->srv, (uint16_t)i, owner_make_reset(c, NULL));
+        o->cuts++;
+        int64_t now = server_now_ms(o->srv);
+        if (now - o->cut_logged_ms >= OWNER_CUT_LOG_MS) {
+            log_warn("fan-out cut off: a worker's mailbox is full, closing its "
+                     "subscribers of the channel with 4003",
+                     LOG_STRN("channel", c->name, c->len), LOG_INT("worker", i),
+                     LOG_INT("queued", server_backlog(o->srv, (uint16_t)i)),
+                     LOG_INT("cut_offs", o->cuts));
+            o->cut_logged_ms = now;
+            o->cuts = 0;
+        }
+    }
+}
+
 static msg *owner_make_deliver(const chan_state *c, const void *p)
 {
     return &deliver_msg_new((pub *)p)->hdr;
@@ -807,7 +858,7 @@ static void owner_deliver(void *ctx, chan_state *c, pub *p)
 {
     owner *o = ctx;
     chan_append(&o->reg, c, p, server_now_ms(o->srv));
-    owner_to_subscribers(o, c, owner_make_deliver, p);
+    owner_fan_out(o, c, owner_make_deliver, p);
     if (chanreg_over_bytes(&o->reg))
         owner_evict(o, c, 0);
 }
@@ -871,7 +922,7 @@ static void owner_announce(void *ctx, chan_state *c, int join,
                            size_t user_len)
 {
     owner_join j = { join, client, user, user_len };
-    owner_to_subscribers(ctx, c, owner_make_join, &j);
+    owner_fan_out(ctx, c, owner_make_join, &j);
 }
 
 static void owner_window(void *ctx, chan_state *c, chan_req *r,

@@ -414,3 +414,61 @@ Test(owner_sink, a_since_beyond_this_node_waits_until_it_caught_up)
     requests_free(&s->h.hdr);
     cr_assert_eq(c->total, 3, "the answered subscribers only");
 }
+
+/* Counts the messages of each type queued for worker w (takes them). */
+static void drain_count(uint16_t w, int *delivers, int *joins, int *resets,
+                        int *subscribed)
+{
+    *delivers = *joins = *resets = *subscribed = 0;
+    msg *m = mailbox_take(&boxes[w]);
+    while (m) {
+        msg *n = m->next;
+        mailbox_done(&boxes[w], m);
+        *delivers += m->type == CON_DELIVER;
+        *joins += m->type == CON_JOIN;
+        *resets += m->type == CON_RESET;
+        *subscribed += m->type == CON_SUBSCRIBED;
+        requests_free(m);
+        m = n;
+    }
+}
+
+Test(owner_sink, fan_out_to_a_worker_that_does_not_drain_is_cut_off)
+{
+    cfg.worker_queue_max = 64;
+    owner_receive(&own, &sub_new("h:f", 1, "aaaaaaaaaaaaaaaa", NULL, -1)->h.hdr);
+    owner_receive(&own, &sub_new("h:f", 0, "bbbbbbbbbbbbbbbb", NULL, -1)->h.hdr);
+    chan_state *c = fb.sink.find(fb.sink.ctx, "h:f", 3);
+    fb.sink.position(fb.sink.ctx, c, E, 0);
+    int d, j, r, s;
+    drain_count(0, &d, &j, &r, &s);
+    /* Worker 1 drains nothing: 128 deliveries (2 x worker_queue_max)
+     * queue, then one reset and nothing more; worker 0 gets them all. */
+    int d0 = 0;
+    for (uint64_t o = 1; o <= 300; o++) {
+        deliver(c, E, o, o);
+        drain_count(0, &d, &j, &r, &s);   /* worker 0 keeps up */
+        d0 += d;
+        cr_assert_eq(r, 0);
+    }
+    cr_assert_eq(d0, 300);
+    cr_assert_eq(server_backlog(&srv, 1), 128, "128 deliveries (the reset is not counted)");
+    fb.sink.announce(fb.sink.ctx, c, 1, "cccccccccccccccc", "u", 1);
+    cr_assert_eq(server_backlog(&srv, 0), 1, "a join counts like a delivery");
+    cr_assert_eq(server_backlog(&srv, 1), 128, "none for the cut-off worker");
+    drain_count(0, &d, &j, &r, &s);
+    cr_assert_eq(j, 1);
+
+    /* A new subscriber on worker 1, answered after the reset: fan-out
+     * resumes for it (once the worker has room). */
+    owner_receive(&own, &sub_new("h:f", 1, "dddddddddddddddd", NULL, -1)->h.hdr);
+    drain_count(1, &d, &j, &r, &s);
+    cr_assert_eq(d, 128, "what was queued before the cut");
+    cr_assert_eq(r, 1, "one reset, however many were cut off");
+    cr_assert_eq(s, 2);
+    deliver(c, E, 301, 302);
+    drain_count(1, &d, &j, &r, &s);
+    cr_assert_eq(d, 2);
+    cr_assert_eq(r, 0);
+    drain_count(0, &d, &j, &r, &s);
+}
