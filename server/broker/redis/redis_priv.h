@@ -29,6 +29,9 @@
 /* Commands awaiting Redis per link: beyond this, client requests are
  * refused (110) instead of growing hiredis's output buffer without bound. */
 #define REDIS_PENDING_MAX 65536
+/* Presence entries per refresh script call (presence.c), and expired
+ * entries one call removes at most. */
+#define REDIS_PRESENCE_BATCH 256
 
 extern const char *const REDIS_DOWN;   /* "broker unavailable" */
 
