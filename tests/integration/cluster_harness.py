@@ -489,8 +489,9 @@ class Cluster:
     NAMES = "abcdefgh"
 
     def __init__(self, redis, n=3, config=None, tmpdir=None, workers=2, forms=None,
-                 node_urls=None):
+                 node_urls=None, env=None):
         self.node_urls = dict(node_urls or {})   # node index -> its own URL list
+        self.env = dict(env or {})               # extra environment of every node
         self.redis = list(redis) if isinstance(redis, (list, tuple)) else [redis]
         self.n = n
         self.config = dict(config or {})
@@ -522,7 +523,7 @@ class Cluster:
         urls = self.node_urls.get(i) or self.urls()
         cfg = dict(self.config)
         cfg["node_name"] = "node-" + self.NAMES[i]
-        args, env = [], {}
+        args, env = [], dict(self.env)
         form = self.forms[i]
         if form == "args":
             for u in urls:
@@ -651,12 +652,13 @@ def cluster_factory_fixture():
     def _fixture(tmp_path):
         made = []
 
-        def make(config, n=3, redis_names=("redis",), forms=None, node_urls=None):
+        def make(config, n=3, redis_names=("redis",), forms=None, node_urls=None, env=None):
             """node_urls: called with the started RedisServers, returns
             {node index: [URL, ...]} for nodes that reach Redis another way
-            (through a TcpProxy)."""
+            (through a TcpProxy). env: extra environment of every node."""
             redises = [RedisServer(str(tmp_path / nm), name=nm) for nm in redis_names]
-            cl = Cluster(redises, n=n, config=config, tmpdir=str(tmp_path), forms=forms)
+            cl = Cluster(redises, n=n, config=config, tmpdir=str(tmp_path), forms=forms,
+                         env=env)
             made.append(cl)
             for r in redises:
                 r.start()
