@@ -1081,8 +1081,8 @@ async def test_pubsub_flow_blackholed_is_noticed_and_repaired(proxies, make_clus
 
 @pytest.mark.timeout(60)
 async def test_subscribe_since_beyond_a_lagging_node_waits_for_it(proxies, make_cluster):
-    """Node B's pub/sub lags (its records arrive a second late through a
-    proxy; the heartbeat's timeout, 5 s, is longer). A client that has
+    """Node B's pub/sub lags (its records arrive two seconds late through
+    a proxy; the heartbeat's timeout, 5 s, is longer). A client that has
     everything up to offset N from node A subscribes on B with since N
     while B has delivered less: B must not answer recovered:false at an
     offset below N and then push what the client has; it waits until it
@@ -1102,7 +1102,7 @@ async def test_subscribe_since_beyond_a_lagging_node_waits_for_it(proxies, make_
     pub = await connect(a)
     await pub.ok("publish", channel=chname, data={"k": "warm"})
     assert (await local.push("pub"))["offset"] == 1
-    proxy.delay_pubsub(1.0)
+    proxy.delay_pubsub(2.0)
 
     mover = await connect(a)
     first = await mover.ok("subscribe", channel=chname)
@@ -1113,6 +1113,9 @@ async def test_subscribe_since_beyond_a_lagging_node_waits_for_it(proxies, make_
     top, epoch = ok["offset"], ok["epoch"]
 
     moved = await connect(b)
+    # (the case under test: B has not delivered `top` yet, its records are
+    # two seconds late)
+    assert local.pushes.empty(), "B delivered before the client moved: nothing tested"
     r = await moved.ok("subscribe", channel=chname, since={"offset": top, "epoch": epoch})
     assert r["recovered"] is True and r["epoch"] == epoch and r["offset"] == top, r
     assert r.get("publications", []) == [], r
