@@ -30,8 +30,8 @@
  * refused (110) instead of growing hiredis's output buffer without bound. */
 #define REDIS_PENDING_MAX 65536
 /* Presence entries per refresh script call (presence.c), and expired
- * entries one call removes at most. */
-#define REDIS_PRESENCE_BATCH 256
+ * entries one call removes at most (the script's own bound). */
+#define REDIS_PRESENCE_BATCH SCRIPT_REFRESH_SWEEP
 
 extern const char *const REDIS_DOWN;   /* "broker unavailable" */
 

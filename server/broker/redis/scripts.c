@@ -6,6 +6,9 @@
  */
 #include "broker/redis/scripts.h"
 
+#define SCRIPT_STR_(x) #x
+#define SCRIPT_STR(x) SCRIPT_STR_(x)
+
 /* The stream's epoch (KEYS[1] field e), created with the candidate epoch
  * ARGV[1] and an empty window (KEYS[2]) when the stream does not exist. */
 #define LUA_STREAM \
@@ -85,9 +88,9 @@ static const char SCRIPT_LEAVE[] =
  * this node (a batch of them: a node sends its entries in several calls).
  * Renews them (an entry that had gone, after a partition or a Redis
  * restart without data, is announced as joining again), then removes
- * (and announces) up to 256 expired entries, which are those of nodes
- * that stopped refreshing, and returns how many (256: the node sweeps on
- * with calls of no pairs). */
+ * (and announces) up to SCRIPT_REFRESH_SWEEP expired entries, which are
+ * those of nodes that stopped refreshing, and returns how many (that many:
+ * the node sweeps on with calls of no pairs). */
 static const char SCRIPT_REFRESH[] =
     LUA_NOW
     "local ttl = tonumber(ARGV[1])\n"
@@ -98,7 +101,8 @@ static const char SCRIPT_REFRESH[] =
     "    redis.call('PUBLISH', ARGV[2], 'J:' .. ARGV[i] .. ':' .. ARGV[i + 1])\n"
     "  end\n"
     "end\n"
-    "local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 256)\n"
+    "local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, "
+    SCRIPT_STR(SCRIPT_REFRESH_SWEEP) ")\n"
     "for _, c in ipairs(dead) do\n"
     "  local u = redis.call('HGET', KEYS[2], c)\n"
     "  redis.call('ZREM', KEYS[1], c)\n"
