@@ -90,6 +90,14 @@ typedef struct broker_ops {
     /* This node has subscribers of c: deliver its publications. 0 when
      * the stream is ready, BROKER_AGAIN (ready() follows), or an error. */
     int (*follow)(broker *b, chan_state *c, const char **errmsg);
+    /* Cluster: a client knows the stream up to `offset`, beyond what
+     * this node has delivered (it comes from a node ahead). 0 when the
+     * node has delivered that far, BROKER_AGAIN when it is on its way
+     * (ready() follows once delivered that far, when the stream was reset
+     * meanwhile, or after the broker's timeout in any case), or an error.
+     * NULL for a broker that is itself the stream (single node). */
+    int (*catch_up)(broker *b, chan_state *c, uint64_t offset,
+                    const char **errmsg);
     /* c has no subscribers, parked requests or reads: 1 when the owner
      * may free it now (the broker let go of it), 0 when the broker keeps
      * it for now (it calls idle() when it lets go). */

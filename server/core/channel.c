@@ -99,7 +99,9 @@ chan_state *chanreg_get(chanreg *r, const char *name, size_t len,
     if (c)
         return c;
     c = mem_calloc(1, sizeof(*c) + len + 1);
-    c->wcount = mem_calloc(r->n_workers, sizeof(*c->wcount));
+    /* wcount and wcut in one block (freed with wcount) */
+    c->wcount = mem_calloc(1, r->n_workers * (sizeof(*c->wcount) + 1));
+    c->wcut = (uint8_t *)(c->wcount + r->n_workers);
     c->ns = ns;
     ids_hex(ids_next(&r->rng), c->epoch);
     history_init(&c->hist, ns->history_size > r->min_ring ? ns->history_size

@@ -46,6 +46,9 @@ typedef struct chan_state {
     history hist;
     uint32_t total;          /* subscribers, all workers */
     uint32_t *wcount;        /* subscribers per worker */
+    uint8_t *wcut;           /* per worker: fan-out cut off (its mailbox was
+                                full), its subscribers told to recover
+                                (core/owner.c); in wcount's allocation */
     presence_set presence;
     msg *waiting;            /* requests parked until the broker has the
                                 stream ready (FIFO through msg.next) */

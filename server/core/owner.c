@@ -36,6 +36,9 @@
 #define OWNER_EVICT_SCAN 64
 /* The "too many channels" warning, at most once per this many ms. */
 #define OWNER_FULL_LOG_MS 10000
+/* Waits (each up to the broker's timeout) for this node to catch up with
+ * a subscribe's since before it is answered 108. */
+#define OWNER_CATCH_UP_WAITS 2
 
 static const char *const STORE_DOWN = "durable store unavailable";
 static const char *const WINDOW_DOWN = "broker unavailable";
@@ -258,6 +261,8 @@ static void owner_refused(owner *o, chan_state *c, chan_req *r, uint8_t type,
 /* ---- subscribe ------------------------------------------------------------ */
 
 static void owner_sub_step(owner *o, chan_state *c, sub_req *r);
+static void owner_sub_ahead(owner *o, chan_state *c, sub_req *r);
+static void owner_subscribe(owner *o, sub_req *r);
 
 /* The subscription starts: the subscriber is counted (publications from
  * now on reach its worker after this reply), presence, reply with the
@@ -270,6 +275,9 @@ static void owner_sub_finish(owner *o, chan_state *c, sub_req *r,
     if (recovered != 1)
         publist_clear(&r->pubs);
     chan_sub_add(&o->reg, c, r->h.route.worker);
+    /* This reply reaches its worker after any reset posted there: the new
+     * subscriber is not being reset, fan-out to that worker resumes. */
+    c->wcut[r->h.route.worker] = 0;
     /* Presence entries are kept for join/leave too: they tell a client's
      * first subscription from a repeated one. */
     if ((ns->presence || ns->join_leave) &&
@@ -314,8 +322,12 @@ static void owner_subscribe(owner *o, sub_req *r)
         owner_sub_finish(o, c, r, -1);
         return;
     }
-    if (!owner_same_epoch(r->since.epoch, r->since.epoch_len, c->epoch) ||
-        r->since.offset > c->top ||
+    int same = owner_same_epoch(r->since.epoch, r->since.epoch_len, c->epoch);
+    if (same && r->since.offset > c->top && o->b->ops->catch_up) {
+        owner_sub_ahead(o, c, r);
+        return;
+    }
+    if (!same || r->since.offset > c->top ||
         c->top - r->since.offset > owner_recovery_max(o, ns)) {
         owner_sub_finish(o, c, r, 0);
         return;
@@ -326,6 +338,55 @@ static void owner_subscribe(owner *o, sub_req *r)
         return;
     }
     owner_sub_step(o, c, r);
+}
+
+/* Cluster: the client knows the stream beyond what this node delivered
+ * (it comes from a node that is ahead). Answering at this node's top
+ * would push again what the client has; the broker's window says first
+ * whether the position exists at all (owner_sub_ahead_window). */
+static void owner_sub_ahead(owner *o, chan_state *c, sub_req *r)
+{
+    if (r->waits >= OWNER_CATCH_UP_WAITS) {
+        /* Still behind after the waits: the node's link to the stream is
+         * failing (its heartbeat will tell); the client retries. */
+        owner_fail(o, &r->h, PROTO_E_NOT_AVAILABLE, WINDOW_DOWN);
+        owner_release(o, c);
+        return;
+    }
+    r->prog.ahead = 1;
+    const char *why = NULL;
+    c->reads++;
+    int rc = o->b->ops->read(o->b, c, &r->h, r->since.offset, 0, 0, 0, &why);
+    if (rc) {
+        c->reads--;
+        owner_refused(o, c, &r->h, OWN_SUBSCRIBE, rc, why);
+    }
+}
+
+/* The window's position for a since beyond this node's top. Beyond the
+ * stream's top, or of another epoch: the position is not in the stream,
+ * recovered:false. Otherwise this node is behind: the subscribe waits
+ * (parked) until the broker has delivered up to since, then starts over
+ * and recovers from the ring like any other. */
+static void owner_sub_ahead_window(owner *o, chan_state *c, sub_req *r,
+                                   broker_window *w)
+{
+    publist_clear(&w->pubs);
+    if (memcmp(w->epoch, c->epoch, IDS_LEN) != 0 ||
+        r->since.offset > w->top) {
+        owner_sub_finish(o, c, r, 0);
+        return;
+    }
+    const char *why = NULL;
+    int rc = 0;
+    if (c->top < r->since.offset) {
+        r->waits++;
+        rc = o->b->ops->catch_up(o->b, c, r->since.offset, &why);
+    }
+    if (rc == 0)
+        owner_subscribe(o, r);   /* caught up: start over */
+    else
+        owner_refused(o, c, &r->h, OWN_SUBSCRIBE, rc, why);
 }
 
 /* One step of a recovery the ring could not answer alone: r->pubs holds
@@ -387,6 +448,10 @@ static void owner_sub_step(owner *o, chan_state *c, sub_req *r)
 static void owner_sub_window(owner *o, chan_state *c, sub_req *r,
                              broker_window *w)
 {
+    if (r->prog.ahead) {
+        owner_sub_ahead_window(o, c, r, w);
+        return;
+    }
     if (memcmp(w->epoch, c->epoch, IDS_LEN) != 0 ||
         memcmp(r->since.epoch, c->epoch, IDS_LEN) != 0) {
         publist_clear(&w->pubs);
@@ -729,6 +794,54 @@ static void owner_to_subscribers(owner *o, const chan_state *c,
             server_post(o->srv, (uint16_t)i, make(c, arg));
 }
 
+static msg *owner_make_reset(const chan_state *c, const void *arg);
+
+/* Fan-out messages (publications, join and leave) a worker may have
+ * waiting before the owner stops queueing more for it. A publish through
+ * this node is refused (110) already at worker_queue_max; publications
+ * that come numbered from other nodes cannot be, hence the cut-off at
+ * twice that (and on a single node only concurrent owners could ever
+ * reach it). */
+static uint64_t owner_fanout_max(const owner *o)
+{
+    return 2 * (uint64_t)o->srv->cfg->worker_queue_max;
+}
+
+#define OWNER_CUT_LOG_MS 10000
+
+/* Like owner_to_subscribers, bounded: a worker whose mailbox holds
+ * owner_fanout_max() messages gets no more for c; its subscribers of c
+ * are closed with 4003 instead (one reset message), reconnect and recover
+ * with since. Until a new subscriber of c on that worker is answered
+ * (owner_sub_finish clears the cut), nothing more goes there: every
+ * subscriber it had is being reset. */
+static void owner_fan_out(owner *o, chan_state *c,
+                          msg *(*make)(const chan_state *c, const void *arg),
+                          const void *arg)
+{
+    for (uint32_t i = 0; i < o->srv->n_workers; i++) {
+        if (!c->wcount[i] || c->wcut[i])
+            continue;
+        if (server_backlog(o->srv, (uint16_t)i) < owner_fanout_max(o)) {
+            server_post(o->srv, (uint16_t)i, make(c, arg));
+            continue;
+        }
+        c->wcut[i] = 1;
+        server_post(o->srv, (uint16_t)i, owner_make_reset(c, NULL));
+        o->cuts++;
+        int64_t now = server_now_ms(o->srv);
+        if (now - o->cut_logged_ms >= OWNER_CUT_LOG_MS) {
+            log_warn("fan-out cut off: a worker's mailbox is full, closing its "
+                     "subscribers of the channel with 4003",
+                     LOG_STRN("channel", c->name, c->len), LOG_INT("worker", i),
+                     LOG_INT("queued", server_backlog(o->srv, (uint16_t)i)),
+                     LOG_INT("cut_offs", o->cuts));
+            o->cut_logged_ms = now;
+            o->cuts = 0;
+        }
+    }
+}
+
 static msg *owner_make_deliver(const chan_state *c, const void *p)
 {
     return &deliver_msg_new((pub *)p)->hdr;
@@ -745,7 +858,7 @@ static void owner_deliver(void *ctx, chan_state *c, pub *p)
 {
     owner *o = ctx;
     chan_append(&o->reg, c, p, server_now_ms(o->srv));
-    owner_to_subscribers(o, c, owner_make_deliver, p);
+    owner_fan_out(o, c, owner_make_deliver, p);
     if (chanreg_over_bytes(&o->reg))
         owner_evict(o, c, 0);
 }
@@ -809,7 +922,7 @@ static void owner_announce(void *ctx, chan_state *c, int join,
                            size_t user_len)
 {
     owner_join j = { join, client, user, user_len };
-    owner_to_subscribers(ctx, c, owner_make_join, &j);
+    owner_fan_out(ctx, c, owner_make_join, &j);
 }
 
 static void owner_window(void *ctx, chan_state *c, chan_req *r,

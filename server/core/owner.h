@@ -32,6 +32,8 @@ typedef struct owner {
     struct broker *b;
     struct store *st;        /* durable store, or NULL */
     int64_t full_logged_ms;  /* last "too many channels" warning */
+    uint64_t cuts;           /* fan-out cut-offs not yet logged */
+    int64_t cut_logged_ms;   /* the last "fan-out cut off" line */
 } owner;
 
 /* Sets up the owner of worker `index` over broker b (whose sink it

@@ -55,6 +55,7 @@ join_msg *join_msg_new(int join, const char *chan, size_t chan_len,
     char *s;
     join_msg *j = requests_alloc(sizeof(*j), MSG_TO_CONNS, CON_JOIN, chan,
                                  chan_len, user, user_len, &s);
+    j->h.hdr.counted = 1;    /* fan-out, like a delivery */
     j->h.chan = s;
     j->h.chan_len = (uint16_t)chan_len;
     j->join = (uint8_t)join;

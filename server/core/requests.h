@@ -88,6 +88,9 @@ typedef struct sub_req {
     uint64_t token;          /* matches the reply to the subscription */
     uint8_t has_since;
     stream_pos since;
+    uint8_t waits;           /* cluster: times the owner waited for its
+                                node to catch up with since (kept when the
+                                request is handled again) */
     /* reply */
     int8_t recovered;        /* -1 no since, 0, 1 */
     char epoch[IDS_LEN + 1];
@@ -99,6 +102,8 @@ typedef struct sub_req {
                                 at the last read (0: not read since the
                                 last store read) */
         int16_t read_status; /* the last store read: 0 or an error code */
+        uint8_t ahead;       /* reading the window because since is beyond
+                                this node's top (cluster) */
     } prog;
 } sub_req;
 

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 
 #include "base/log.h"
@@ -273,6 +274,11 @@ static int worker_create_in_order(worker *w)
 static void *worker_main(void *arg)
 {
     worker *w = arg;
+    /* "herald-w<index>": which thread is which worker in top -H, gdb, and
+     * the tests that stop one worker (test_cluster_fanout_bound.py). */
+    char name[16];
+    snprintf(name, sizeof(name), "herald-w%u", (unsigned)w->index);
+    prctl(PR_SET_NAME, name, 0, 0, 0);
     w->net.now_s = uv_now(&w->loop) / 1000;
     hb_init(&w->net.wheel, w->net.now_s);
     if (worker_create_in_order(w) < 0) {

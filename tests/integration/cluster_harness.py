@@ -256,8 +256,15 @@ class TcpProxy:
     connection. cut(): closes every connection and closes new ones at once
     (the node sees the link drop). stall(): forwards nothing and accepts new
     connections without forwarding either (the node must notice by its own
-    timeout). heal(): forwards again; connections from before a stall are
-    closed (as after a long partition) rather than delivering stale bytes."""
+    timeout). blackhole_pubsub(): only the flows of the pub/sub connections
+    open now (those whose client sent SUBSCRIBE) stop forwarding, in both
+    directions, while staying open; command connections keep working, and
+    new connections are closed at once (so a node that noticed stays down
+    until heal()). delay_pubsub(s): bytes from Redis on pub/sub connections
+    reach the node `s` seconds late (in order; a node whose pub/sub lags).
+    heal(): forwards again; connections from before a stall or black hole
+    are closed (as after a long partition) rather than delivering stale
+    bytes."""
 
     def __init__(self, target_port):
         import threading
@@ -268,11 +275,19 @@ class TcpProxy:
         self.ls.listen(64)
         self.port = self.ls.getsockname()[1]
         self.lock = threading.Lock()
-        self.conns = []          # (client side, upstream side)
-        self.mode = "open"       # "open", "cut" or "stall"
+        self.conns = []          # _Flow
+        self.mode = "open"       # "open", "cut", "stall" or "blackhole-pubsub"
+        self.pubsub_delay = 0.0
         self.running = True
         self._threading = threading
         threading.Thread(target=self._accept, daemon=True).start()
+
+    class _Flow:
+        def __init__(self, client, upstream):
+            self.client, self.upstream = client, upstream
+            self.pubsub = False      # its client sent SUBSCRIBE
+            self.held = False        # black-holed
+            self.seen = b""          # the client's first bytes (classification)
 
     @property
     def url(self):
@@ -284,7 +299,7 @@ class TcpProxy:
                 c, _ = self.ls.accept()
             except OSError:
                 return
-            if self.mode == "cut":
+            if self.mode in ("cut", "blackhole-pubsub"):
                 c.close()
                 continue
             try:
@@ -292,23 +307,37 @@ class TcpProxy:
             except OSError:
                 c.close()
                 continue
+            f = self._Flow(c, u)
             with self.lock:
-                self.conns.append((c, u))
-            self._threading.Thread(target=self._pump, args=(c, u), daemon=True).start()
+                self.conns.append(f)
+            self._threading.Thread(target=self._pump, args=(f,), daemon=True).start()
 
-    def _pump(self, a, b):
+    def _pump(self, f):
         import select
+        a, b = f.client, f.upstream
+        late = []                # (due, bytes) from Redis, delayed
         try:
             while self.running:
-                if self.mode == "stall":
+                if self.mode == "stall" or f.held:
                     time.sleep(0.02)
                     continue
-                r, _, _ = select.select([a, b], [], [], 0.1)
+                if late and late[0][0] <= time.monotonic():
+                    a.sendall(late.pop(0)[1])
+                    continue
+                r, _, _ = select.select([a, b], [], [], 0.01 if late else 0.1)
                 for x in r:
                     d = x.recv(65536)
                     if not d:
                         raise OSError("closed")
-                    (b if x is a else a).sendall(d)
+                    if x is a:
+                        if not f.pubsub and len(f.seen) < 4096:
+                            f.seen += d
+                            f.pubsub = b"SUBSCRIBE" in f.seen.upper()
+                        b.sendall(d)
+                    elif f.pubsub and (self.pubsub_delay or late):
+                        late.append((time.monotonic() + self.pubsub_delay, d))
+                    else:
+                        a.sendall(d)
         except (OSError, ValueError):
             pass
         finally:
@@ -326,11 +355,20 @@ class TcpProxy:
             except OSError:
                 pass
 
-    def _drop_all(self):
+    def _drop(self, which):
         with self.lock:
-            conns, self.conns = self.conns, []
-        for a, b in conns:
-            self._close_pair(a, b)
+            gone = [f for f in self.conns if which(f)]
+            self.conns = [f for f in self.conns if not which(f)]
+        for f in gone:
+            self._close_pair(f.client, f.upstream)
+
+    def _drop_all(self):
+        self._drop(lambda f: True)
+
+    def pubsub_flows(self):
+        """How many open connections were classified as pub/sub."""
+        with self.lock:
+            return sum(1 for f in self.conns if f.pubsub)
 
     def cut(self):
         self.mode = "cut"
@@ -340,9 +378,22 @@ class TcpProxy:
         with self.lock:
             self.mode = "stall"
 
+    def blackhole_pubsub(self):
+        """Returns how many pub/sub flows were black-holed."""
+        with self.lock:
+            self.mode = "blackhole-pubsub"
+            held = [f for f in self.conns if f.pubsub]
+            for f in held:
+                f.held = True
+        return len(held)
+
+    def delay_pubsub(self, seconds):
+        self.pubsub_delay = seconds
+
     def heal(self):
         if self.mode == "stall":
             self._drop_all()
+        self._drop(lambda f: f.held)
         self.mode = "open"
 
     def close(self):
@@ -438,8 +489,9 @@ class Cluster:
     NAMES = "abcdefgh"
 
     def __init__(self, redis, n=3, config=None, tmpdir=None, workers=2, forms=None,
-                 node_urls=None):
+                 node_urls=None, env=None):
         self.node_urls = dict(node_urls or {})   # node index -> its own URL list
+        self.env = dict(env or {})               # extra environment of every node
         self.redis = list(redis) if isinstance(redis, (list, tuple)) else [redis]
         self.n = n
         self.config = dict(config or {})
@@ -471,7 +523,7 @@ class Cluster:
         urls = self.node_urls.get(i) or self.urls()
         cfg = dict(self.config)
         cfg["node_name"] = "node-" + self.NAMES[i]
-        args, env = [], {}
+        args, env = [], dict(self.env)
         form = self.forms[i]
         if form == "args":
             for u in urls:
@@ -600,12 +652,13 @@ def cluster_factory_fixture():
     def _fixture(tmp_path):
         made = []
 
-        def make(config, n=3, redis_names=("redis",), forms=None, node_urls=None):
+        def make(config, n=3, redis_names=("redis",), forms=None, node_urls=None, env=None):
             """node_urls: called with the started RedisServers, returns
             {node index: [URL, ...]} for nodes that reach Redis another way
-            (through a TcpProxy)."""
+            (through a TcpProxy). env: extra environment of every node."""
             redises = [RedisServer(str(tmp_path / nm), name=nm) for nm in redis_names]
-            cl = Cluster(redises, n=n, config=config, tmpdir=str(tmp_path), forms=forms)
+            cl = Cluster(redises, n=n, config=config, tmpdir=str(tmp_path), forms=forms,
+                         env=env)
             made.append(cl)
             for r in redises:
                 r.start()

@@ -18,6 +18,7 @@ before the link was declared down), but nothing else may.
 
 import asyncio
 import signal
+import subprocess
 import time
 
 import pytest
@@ -970,3 +971,163 @@ async def test_redis_rolled_back_under_the_same_epoch_closes_subscribers_with_40
         assert s.starts[1] == 3, s.starts
         ch.check_stream(s.label + " after the roll-back", s.segments[1], acked, start=3,
                         epoch=epoch)
+
+
+# --------------------------------------------------------------------------
+# (j) only the pub/sub flow of one node black-holed
+
+def notice_bound(redis_timeout_ms):
+    """How long a node may take to notice a silent pub/sub connection: a
+    heartbeat goes out at most every redis_timeout_ms / 2 (1 s at most) and
+    must be back within redis_timeout_ms, sent and checked on a 100 ms
+    tick; plus a second of slack for a loaded machine."""
+    ms = redis_timeout_ms
+    return t((min(1000, ms / 2) + ms + 200) / 1000.0 + 1.0)
+
+
+@pytest.mark.timeout(60)
+async def test_pubsub_flow_blackholed_is_noticed_and_repaired(proxies, make_cluster):
+    """Node B reaches Redis through a proxy that stops forwarding B's
+    pub/sub connections only (both directions), keeping them open, as a
+    stateful firewall that lost one flow would; B's command connections keep
+    working, so no command times out. B must notice by the heartbeat that
+    goes through pub/sub, say so in /healthz while it cannot reconnect, and
+    once it can, repair: its subscribers get every publication made
+    meanwhile (the window covers the gap), or 4003 and recovered:false
+    where it does not - never a silent gap."""
+    timeout_ms = 500
+
+    def via_proxy(redises):
+        proxies.append(ch.TcpProxy(redises[0].port))
+        return {1: [proxies[0].url]}
+    cl = make_cluster(config(timeout_ms), n=2, node_urls=via_proxy)
+    proxy = proxies[0]
+    a, b = cl
+    hch, wch = hh.chan("h:"), hh.chan("w:")
+    subs = [await ResilientSub([a], hch, "json", "h-sub-A").start(),
+            await ResilientSub([b], hch, "msgpack", "h-sub-B").start(),
+            await ResilientSub([b], hch, "json", "h-sub-B2").start()]
+    wsub = await ResilientSub([b], wch, "json", "w-sub-B").start()
+    pubs = [await Publisher(a, hch, "A", 50).start()]
+    wpub = await Publisher(a, wch, "W", 100).start()
+    await hh.async_wait_for(lambda: len(pubs[0].oks()) >= 20, t(5), what="20 publishes ok")
+    # every worker of B has its pub/sub connection through the proxy
+    assert proxy.pubsub_flows() == b.workers, proxy.pubsub_flows()
+    # and B's sockets to Redis (here: to the proxy) have TCP keepalive on
+    ss = subprocess.run(["ss", "-tnoH", "state", "established",
+                         "( dport = :%d )" % proxy.port],
+                        capture_output=True, text=True, check=True).stdout.splitlines()
+    assert len(ss) == 2 * b.workers and all("keepalive" in x for x in ss), ss
+
+    held = proxy.blackhole_pubsub()
+    assert held == b.workers, held
+    holed = now()
+    try:
+        await wait_all([b], ch.broker_down, notice_bound(timeout_ms),
+                       what="node B /healthz 503 broker down (its pub/sub is silent)")
+        noticed = now()
+        print("noticed after %.2fs" % (noticed - holed))
+
+        def silent_workers():
+            return {l.get("worker") for l in b.log_lines()
+                    if l.get("msg") == "broker down" and "pub/sub" in str(l.get("reason"))}
+        # every worker notices by its own heartbeat, within the bound
+        await hh.async_wait_for(lambda: len(silent_workers()) == b.workers,
+                                max(0.1, holed + notice_bound(timeout_ms) - now()),
+                                what=lambda: "every worker of B to log its pub/sub silent "
+                                "(%r)" % [l for l in b.log_lines() if l.get("msg") == "broker down"])
+        # while down: B's clients stay, B's commands get 108, A is unaffected
+        probe = await connect(b)
+        e = await probe.error("publish", channel=hch, data={"k": "probe"})
+        assert e["code"] == 108, e
+        await probe.close()
+        assert ch.broker_up(a)
+        # down long enough for more than the window channel's 64
+        await hh.async_wait_for(lambda: wpub.oks_sent_after(holed) >= 100, t(10),
+                                what="100 publications to the window channel meanwhile")
+        assert ch.broker_down(b)
+    finally:
+        proxy.heal()
+    await wait_all([b], ch.broker_up, t(12), what="node B /healthz 200 broker up")
+    for s in subs:
+        assert not s.closes, "%s disconnected: %r" % (s.label, s.closes)
+
+    # the window channel (64) lost more than its window meanwhile: 4003
+    await wsub.until(lambda: wsub.recovered, t(10),
+                     what=lambda: "w-sub-B to be closed with 4003 and resubscribe "
+                     "(closes %r)" % wsub.closes)
+    await finish(cl, subs, pubs, window_covers=True)
+    await wpub.stop()
+    final = await final_publication(a, wch)
+    wacked = wpub.acked()
+    wacked[final[0]] = final[1]
+    await wsub.wait_offset(final[0])
+    await wsub.stop()
+    assert [code for code, _ in wsub.closes] == [4003], wsub.closes
+    assert wsub.recovered == [False] and len(wsub.segments) == 2, wsub.recovered
+    before, after = wsub.segments
+    last_before = before[-1][0] if before else wsub.starts[0]
+    ch.check_stream("w-sub-B before 4003", before, wacked, wpub.ambiguous(),
+                    start=wsub.starts[0], epoch=wsub.epoch, upto=last_before)
+    ch.check_stream("w-sub-B after 4003", after, wacked, wpub.ambiguous(),
+                    start=wsub.starts[1], epoch=wsub.epoch)
+    assert wsub.starts[1] - last_before > 64, \
+        "recovered:false although the window still held the gap (%d missed)" % (
+            wsub.starts[1] - last_before)
+
+
+# --------------------------------------------------------------------------
+# (k) a client moving from a node ahead to a node behind
+
+@pytest.mark.timeout(60)
+async def test_subscribe_since_beyond_a_lagging_node_waits_for_it(proxies, make_cluster):
+    """Node B's pub/sub lags (its records arrive two seconds late through
+    a proxy; the heartbeat's timeout, 5 s, is longer). A client that has
+    everything up to offset N from node A subscribes on B with since N
+    while B has delivered less: B must not answer recovered:false at an
+    offset below N and then push what the client has; it waits until it
+    has caught up and answers recovered:true at N, and the next push is
+    N+1. A since beyond what the stream ever had is answered
+    recovered:false (honestly: that position does not exist)."""
+    def via_proxy(redises):
+        proxies.append(ch.TcpProxy(redises[0].port))
+        return {1: [proxies[0].url]}
+    cl = make_cluster(config(5000), n=2, node_urls=via_proxy)
+    proxy = proxies[0]
+    a, b = cl
+    chname = hh.chan("h:")
+    # B follows the channel (a subscriber there), then its pub/sub lags
+    local = await connect(b)
+    await local.ok("subscribe", channel=chname)
+    pub = await connect(a)
+    await pub.ok("publish", channel=chname, data={"k": "warm"})
+    assert (await local.push("pub"))["offset"] == 1
+    proxy.delay_pubsub(2.0)
+
+    mover = await connect(a)
+    first = await mover.ok("subscribe", channel=chname)
+    for i in range(5):
+        ok = await pub.ok("publish", channel=chname, data={"k": "p%d" % i})
+    got = [(await mover.push("pub"))["offset"] for _ in range(5)]
+    assert got == [2, 3, 4, 5, 6], got
+    top, epoch = ok["offset"], ok["epoch"]
+
+    moved = await connect(b)
+    # (the case under test: B has not delivered `top` yet, its records are
+    # two seconds late)
+    assert local.pushes.empty(), "B delivered before the client moved: nothing tested"
+    r = await moved.ok("subscribe", channel=chname, since={"offset": top, "epoch": epoch})
+    assert r["recovered"] is True and r["epoch"] == epoch and r["offset"] == top, r
+    assert r.get("publications", []) == [], r
+    ok = await pub.ok("publish", channel=chname, data={"k": "next"})
+    p = await moved.push("pub")
+    assert p["offset"] == ok["offset"] == top + 1, \
+        "after recovering at %d the first push was %d (a duplicate)" % (top, p["offset"])
+
+    # a position the stream never reached: recovered:false, not a wait forever
+    bogus = await connect(b)
+    r = await bogus.ok("subscribe", channel=chname,
+                       since={"offset": top + 1000, "epoch": epoch})
+    assert r["recovered"] is False and r["epoch"] == epoch, r
+    assert r["offset"] <= top + 1, r
+    assert first["offset"] == 1

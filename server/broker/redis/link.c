@@ -8,28 +8,47 @@
  * command (or connect) is older than redis_timeout_ms is torn down with
  * redisAsyncFree (which fails every pending callback with a NULL reply)
  * and reconnected after a random delay in [0, min(5 s, 100 ms * 2^n)].
- * The pub/sub connection gets no PINGs (in subscribed mode hiredis would
- * hand a pong to the wrong callback): it lives and dies with its command
- * connection, which is pinged every second when idle.
+ *
+ * The pub/sub connection answers no commands that could be timed (in
+ * subscribed mode hiredis would hand a pong to the wrong callback), and
+ * a flow that silently stops (a firewall or NAT that lost it) would leave
+ * the node delivering nothing while its command connection works. So the
+ * worker's heartbeat goes through it: every min(1 s, redis_timeout_ms / 2)
+ * the command connection PUBLISHes a sequence number to the worker's
+ * private heartbeat channel, which the pub/sub connection subscribes to;
+ * a heartbeat not back within redis_timeout_ms takes the link down (both
+ * connections; the reconnect repairs the streams as after any outage).
+ * The PUBLISH is also the command connection's keep-alive probe. Both
+ * sockets have TCP keepalive too, for peers that vanished without a word.
+ *
+ * hiredis resolves a host name with a blocking getaddrinfo on the calling
+ * thread, which would stop the worker's loop (every connection of it) for
+ * as long as a resolver takes, at every reconnect. A name is therefore
+ * resolved with uv_getaddrinfo on libuv's thread pool and hiredis is given
+ * the numeric address (logs keep the name); a resolution counts against
+ * the connect timeout like the connect itself.
  *
  * A link is up when both connections are open, AUTH and SELECT are done,
- * the scripts are loaded and the control channel is subscribed. "broker
+ * the scripts are loaded and the heartbeat channel is subscribed. "broker
  * down" is logged once per outage with Redis's reason (a wrong password
  * would otherwise repeat at every reconnect), "broker up" at every
  * transition.
  */
 #include "broker/redis/redis_priv.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include <hiredis/adapters/libuv.h>
 
 #include "base/log.h"
 #include "base/mem.h"
 
-#define LINK_PING_IDLE_MS 1000
+#define LINK_HEARTBEAT_MS 1000   /* at most; redis_timeout_ms / 2 if less */
 #define LINK_BACKOFF_BASE_MS 100
 #define LINK_BACKOFF_CAP_MS 5000
 #define LINK_ARGS_ON_STACK 64
@@ -78,10 +97,8 @@ static int rlink_command(rlink *l, redisAsyncContext *ac, rreq *rq,
     if (redisAsyncCommandArgv(ac, rlink_on_reply, rq, argc, argv, lens) !=
         REDIS_OK)
         return -1;
-    uint64_t now = redis_now(l->rb);
     if (l->pending++ == 0)
-        l->progress_ms = now;
-    l->last_send_ms = now;
+        l->progress_ms = redis_now(l->rb);
     return 0;
 }
 
@@ -152,10 +169,15 @@ static void rlink_on_sub(redisAsyncContext *ac, void *r, void *priv)
         return;
     const char *name = rep->element[1]->str;
     size_t nlen = rep->element[1]->len;
-    if (nlen == strlen(l->rb->ctl) && memcmp(name, l->rb->ctl, nlen) == 0) {
-        if (strcmp(rep->element[0]->str, "subscribe") == 0) {
+    if (nlen == strlen(l->rb->hb) && memcmp(name, l->rb->hb, nlen) == 0) {
+        const char *kind = rep->element[0]->str;
+        if (strcmp(kind, "subscribe") == 0) {
             l->sub_ready = 1;
             rlink_check_up(l);
+        } else if (strcmp(kind, "message") == 0 &&
+                   rep->element[2]->type == REDIS_REPLY_STRING &&
+                   strtoull(rep->element[2]->str, NULL, 10) == l->hb_seq) {
+            l->hb_sent_ms = 0;   /* back: the pub/sub flow is alive */
         }
         return;
     }
@@ -185,6 +207,24 @@ static void rlink_free_contexts(rlink *l)
         redisAsyncFree(sub);
 }
 
+/* A name resolution in flight. Detached (l NULL) when the link gave up on
+ * it meanwhile (timeout, stop): its callback then only frees it. */
+struct rresolve {
+    uv_getaddrinfo_t req;
+    rlink *l;
+};
+
+static void rlink_resolve_detach(rlink *l)
+{
+    if (!l->resolving)
+        return;
+    l->resolving->l = NULL;
+    /* Cancelled if it has not started; otherwise it finishes on the pool
+     * and its callback frees it. */
+    uv_cancel((uv_req_t *)&l->resolving->req);
+    l->resolving = NULL;
+}
+
 void rlink_down(rlink *l, const char *why)
 {
     redis_broker *rb = l->rb;
@@ -196,6 +236,9 @@ void rlink_down(rlink *l, const char *why)
     l->connecting = 0;
     l->sub_ready = 0;
     l->scripts_left = 0;
+    l->hb_sent_ms = 0;
+    l->hb_next_ms = 0;
+    rlink_resolve_detach(l);
     if ((was_up || !l->down_logged) && !rb->stopping) {
         log_warn("broker down", LOG_INT("worker", rb->worker),
                  LOG_STR("redis", l->rc->host), LOG_INT("port", l->rc->port),
@@ -242,15 +285,32 @@ static void rlink_on_connect(const redisAsyncContext *ac, int status)
         rlink_lost_context(ac, "connect failed");
 }
 
+/* TCP keepalive: a Redis machine that vanished (power, a lost route)
+ * closes the socket within about 4 x max(1 s, redis_timeout_ms) even when
+ * nothing is being sent. Best effort: a failure only loses the probe. */
+static void rlink_keepalive(const rlink *l, int fd)
+{
+    int on = 1, cnt = 3;
+    int secs = (int)(l->rb->srv->cfg->redis_timeout_ms / 1000);
+    if (secs < 1)
+        secs = 1;
+    (void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &secs, sizeof(secs));
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &secs, sizeof(secs));
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+}
+
 static redisAsyncContext *rlink_open(rlink *l)
 {
-    redisAsyncContext *ac = redisAsyncConnect(l->rc->host, l->rc->port);
+    /* Numeric: hiredis's getaddrinfo returns at once. */
+    redisAsyncContext *ac = redisAsyncConnect(l->addr, l->rc->port);
     if (!ac)
         return NULL;
     if (ac->err) {
         redisAsyncFree(ac);
         return NULL;
     }
+    rlink_keepalive(l, ac->c.fd);
     ac->data = l;
     redisLibuvAttach(ac, l->rb->loop);
     redisAsyncSetConnectCallback(ac, rlink_on_connect);
@@ -297,12 +357,10 @@ static void rlink_on_script(rreq *rq, redisReply *rep)
     }
 }
 
-void rlink_connect(rlink *l)
+/* Opens both connections to the numeric address l->addr and starts the
+ * connect sequence. */
+static void rlink_connect_addr(rlink *l)
 {
-    l->retry_at_ms = 0;
-    l->connecting = 1;
-    l->connect_ms = redis_now(l->rb);
-    l->progress_ms = l->connect_ms;
     l->cmd = rlink_open(l);
     l->sub = l->cmd ? rlink_open(l) : NULL;
     if (!l->cmd || !l->sub) {
@@ -324,25 +382,108 @@ void rlink_connect(rlink *l)
             return;
         }
     }
-    const char *argv[] = { "SUBSCRIBE", l->rb->ctl };
-    size_t lens[] = { 9, strlen(l->rb->ctl) };
+    const char *argv[] = { "SUBSCRIBE", l->rb->hb };
+    size_t lens[] = { 9, strlen(l->rb->hb) };
     redisAsyncCommandArgv(l->sub, rlink_on_sub, l, 2, argv, lens);
 }
 
-void rlink_tick(rlink *l, uint64_t now)
+static void rlink_on_resolved(uv_getaddrinfo_t *req, int status,
+                              struct addrinfo *res)
+{
+    rresolve *rr = req->data;
+    rlink *l = rr->l;
+    if (l) {
+        l->resolving = NULL;
+        char why[128];
+        if (status < 0) {
+            snprintf(why, sizeof(why), "cannot resolve the host: %s",
+                     uv_strerror(status));
+            rlink_down(l, why);
+        } else if (resolve_pick(res, l->attempt, l->addr,
+                                sizeof(l->addr)) < 0) {
+            rlink_down(l, "cannot resolve the host: no IPv4 or IPv6 address");
+        } else {
+            rlink_connect_addr(l);
+        }
+    }
+    uv_freeaddrinfo(res);
+    free(rr);
+}
+
+void rlink_connect(rlink *l)
+{
+    l->retry_at_ms = 0;
+    l->connecting = 1;
+    l->connect_ms = redis_now(l->rb);
+    l->progress_ms = l->connect_ms;
+    if (resolve_is_numeric(l->rc->host)) {
+        /* (a numeric address has at most 45 characters) */
+        snprintf(l->addr, sizeof(l->addr), "%.45s", l->rc->host);
+        rlink_connect_addr(l);
+        return;
+    }
+    rresolve *rr = mem_calloc(1, sizeof(*rr));
+    rr->l = l;
+    rr->req.data = rr;
+    struct addrinfo hints = { .ai_family = AF_UNSPEC,
+                              .ai_socktype = SOCK_STREAM };
+    int rc = uv_getaddrinfo(l->rb->loop, &rr->req, rlink_on_resolved,
+                            l->rc->host, NULL, &hints);
+    if (rc < 0) {
+        free(rr);
+        char why[128];
+        snprintf(why, sizeof(why), "cannot resolve the host: %s",
+                 uv_strerror(rc));
+        rlink_down(l, why);
+        return;
+    }
+    l->resolving = rr;
+}
+
+/* Redis's answer to a heartbeat's PUBLISH: how many connections got it.
+ * None means Redis no longer has this link's pub/sub connection
+ * subscribed (closed by Redis, the close not seen here yet). */
+static void rlink_on_hb_published(rreq *rq, redisReply *rep)
+{
+    rlink *l = rq->l;
+    if (rep && rep->type == REDIS_REPLY_INTEGER && rep->integer == 0 &&
+        l->up && l->hb_sent_ms)
+        rlink_down(l, "pub/sub connection not subscribed in Redis");
+}
+
+static void rlink_heartbeat(rlink *l, uint64_t now)
+{
+    uint64_t every = l->rb->srv->cfg->redis_timeout_ms / 2;
+    if (every > LINK_HEARTBEAT_MS)
+        every = LINK_HEARTBEAT_MS;
+    char seq[24];
+    snprintf(seq, sizeof(seq), "%llu", (unsigned long long)(l->hb_seq + 1));
+    const char *argv[] = { "PUBLISH", l->rb->hb, seq };
+    size_t lens[] = { 7, strlen(l->rb->hb), strlen(seq) };
+    rreq *rq = rreq_new(l, rlink_on_hb_published, NULL, 0);
+    if (rlink_send(l, rq, 3, argv, lens) < 0) {
+        free(rq);
+        return;
+    }
+    l->hb_seq++;
+    l->hb_sent_ms = now;
+    l->hb_next_ms = now + every;
+}
+
+void rlink_tick(rlink *l, uint64_t now, int late)
 {
     uint64_t timeout = l->rb->srv->cfg->redis_timeout_ms;
-    if (l->cmd && l->pending && now - l->progress_ms > timeout) {
+    if (late) {
+        /* no verdicts: see redis_on_timer */
+    } else if (l->cmd && l->pending && now - l->progress_ms > timeout) {
         rlink_down(l, l->connecting ? "connect timeout" : "no answer in time");
     } else if (l->connecting && now - l->connect_ms > timeout) {
-        rlink_down(l, "connect timeout");
-    } else if (l->up && !l->pending &&
-               now - l->last_send_ms >= LINK_PING_IDLE_MS) {
-        const char *argv[] = { "PING" };
-        size_t lens[] = { 4 };
-        rreq *rq = rreq_new(l, NULL, NULL, 0);
-        if (rlink_send(l, rq, 1, argv, lens) < 0)
-            free(rq);
+        rlink_down(l, l->resolving ? "host name not resolved in time"
+                                   : "connect timeout");
+    } else if (l->up && l->hb_sent_ms && now - l->hb_sent_ms > timeout) {
+        rlink_down(l, "pub/sub connection silent: heartbeat not back in time");
+    } else if (l->up && !l->hb_sent_ms && now >= l->hb_next_ms) {
+        rlink_heartbeat(l, now);
     }
     if (!l->cmd && !l->sub && !l->connecting && l->retry_at_ms &&
         now >= l->retry_at_ms)
@@ -353,5 +494,6 @@ void rlink_close(rlink *l)
 {
     l->up = 0;
     l->connecting = 0;
+    rlink_resolve_detach(l);
     rlink_free_contexts(l);
 }

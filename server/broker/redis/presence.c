@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "base/mem.h"
+#include "base/log.h"
 #include "core/presence.h"
 
 /* The keys every presence script takes: expiry set, users, pub/sub. */
@@ -59,6 +59,69 @@ void redis_presence_change(broker *b, chan_state *c, int join,
         free(rq);   /* the refresh after reconnecting puts it right */
 }
 
+static void redis_presence_refresh_batch(struct broker_stream *rs,
+                                         const pres_keys *k,
+                                         presence_entry **e);
+
+/* A refresh call's answer: how many expired entries it removed. A full
+ * batch may have left more: another call (entries of none) goes on
+ * sweeping, each a short script, until one removes fewer. */
+static void redis_on_refresh(rreq *rq, redisReply *r)
+{
+    redis_broker *rb = rq->l->rb;
+    if (r && r->type == REDIS_REPLY_ERROR) {
+        log_warn("Redis command failed", LOG_STRN("error", r->str, r->len));
+        return;
+    }
+    if (!r || r->type != REDIS_REPLY_INTEGER ||
+        r->integer < REDIS_PRESENCE_BATCH || !rq->l->up)
+        return;
+    struct broker_stream *rs = NULL;
+    HASH_FIND(hh, rb->streams, rq->name, rq->len, rs);
+    if (!rs)
+        return;
+    pres_keys k;
+    pres_keys_of(rb, &k, rs->c);
+    presence_entry *none = NULL;
+    redis_presence_refresh_batch(rs, &k, &none);
+}
+
+/* One refresh script call: the keys of c, then up to REDIS_PRESENCE_BATCH
+ * client, user pairs from *e on (advanced past them). */
+static void redis_presence_refresh_batch(struct broker_stream *rs,
+                                         const pres_keys *k,
+                                         presence_entry **e)
+{
+    enum { HEAD = 5 };
+    const char *kv[HEAD + 2 * REDIS_PRESENCE_BATCH];
+    size_t kl[HEAD + 2 * REDIS_PRESENCE_BATCH];
+    kv[0] = k->t;
+    kl[0] = k->tl;
+    kv[1] = k->u;
+    kl[1] = k->ul;
+    kv[2] = k->ttl;
+    kl[2] = strlen(k->ttl);
+    kv[3] = k->ch;
+    kl[3] = k->chl;
+    kv[4] = rs->c->ns->join_leave ? "1" : "0";
+    kl[4] = 1;
+    size_t i = HEAD;
+    for (; *e && i < HEAD + 2 * REDIS_PRESENCE_BATCH; *e = (*e)->hh.next) {
+        kv[i] = (*e)->client;
+        kl[i++] = IDS_LEN;
+        kv[i] = (*e)->user;
+        kl[i++] = strlen((*e)->user);
+    }
+    rreq *rq = rreq_new(rs->l, redis_on_refresh, rs->c->name, rs->c->len);
+    if (rlink_eval(rs->l, rq, SC_REFRESH, 2, kv, kl, (int)i) < 0)
+        free(rq);
+}
+
+/* Every followed channel with presence: this node's entries renewed,
+ * REDIS_PRESENCE_BATCH per script call (a huge channel in one call would
+ * be one enormous command, and one script holding Redis for its whole
+ * run), each call also sweeping up to that many expired entries (and
+ * more calls while there are more: redis_on_refresh). */
 void redis_presence_refresh(redis_broker *rb)
 {
     struct broker_stream *rs, *tmp;
@@ -69,32 +132,10 @@ void redis_presence_refresh(redis_broker *rb)
             continue;
         pres_keys k;
         pres_keys_of(rb, &k, c);
-        size_t n = 5 + 2 * (size_t)c->presence.n;
-        const char **kv = mem_alloc(sizeof(char *) * n);
-        size_t *kl = mem_alloc(sizeof(size_t) * n);
-        kv[0] = k.t;
-        kl[0] = k.tl;
-        kv[1] = k.u;
-        kl[1] = k.ul;
-        kv[2] = k.ttl;
-        kl[2] = strlen(k.ttl);
-        kv[3] = k.ch;
-        kl[3] = k.chl;
-        kv[4] = c->ns->join_leave ? "1" : "0";
-        kl[4] = 1;
-        size_t i = 5;
-        presence_entry *e, *et;
-        HASH_ITER(hh, c->presence.h, e, et) {
-            kv[i] = e->client;
-            kl[i++] = IDS_LEN;
-            kv[i] = e->user;
-            kl[i++] = strlen(e->user);
-        }
-        rreq *rq = rreq_new(rs->l, NULL, NULL, 0);
-        if (rlink_eval(rs->l, rq, SC_REFRESH, 2, kv, kl, (int)i) < 0)
-            free(rq);
-        free(kv);
-        free(kl);
+        presence_entry *e = c->presence.h;
+        do
+            redis_presence_refresh_batch(rs, &k, &e);
+        while (e);
     }
 }
 

@@ -97,11 +97,21 @@ static struct broker_stream *redis_stream_find(redis_broker *rb,
     return rs;
 }
 
+static void redis_await_clear(redis_broker *rb, struct broker_stream *rs)
+{
+    if (rs->await_top)
+        rb->n_awaiting--;
+    rs->await_top = 0;
+    rs->await_until_ms = 0;
+    rs->await_reset = 0;
+}
+
 static void redis_forget(broker *b, chan_state *c)
 {
     struct broker_stream *rs = c->bs;
     if (!rs)
         return;
+    redis_await_clear(rb_of(b), rs);
     HASH_DEL(rb_of(b)->streams, rs);
     order_free(&rs->ord);
     free(rs);
@@ -122,6 +132,8 @@ static void redis_out_reset(void *ctx, const char *epoch, uint64_t top,
 {
     struct broker_stream *rs = ctx;
     redis_broker *rb = rs->l->rb;
+    if (rs->await_top)
+        rs->await_reset = 1;   /* the waiting subscribe is answered again */
     rb->b.sink.reset(rb->b.sink.ctx, rs->c, epoch, top, why);
 }
 
@@ -160,12 +172,26 @@ static order_out redis_out(struct broker_stream *rs)
     };
 }
 
-/* The stream is live again (or could not be): its parked requests go.
- * The last thing done with rs: the owner may free the stream. */
+/* The stream is live again (or could not be): its parked requests go
+ * (a catch-up's included: it is handled again from the start). The last
+ * thing done with rs: the owner may free the stream. */
 static void redis_ready(redis_broker *rb, struct broker_stream *rs, int code,
                         const char *why)
 {
+    redis_await_clear(rb, rs);
     rb->b.sink.ready(rb->b.sink.ctx, rs->c, code, why);
+}
+
+/* After deliveries: a subscribe waiting for the stream to catch up goes
+ * once it has, or once the stream was reset. 1 when ready() was called
+ * (rs may be gone). */
+static int redis_await_check(redis_broker *rb, struct broker_stream *rs)
+{
+    if (!rs->await_top ||
+        (rs->c->top < rs->await_top && !rs->await_reset))
+        return 0;
+    redis_ready(rb, rs, 0, NULL);
+    return 1;
 }
 
 /* ---- reads of the hot window ---------------------------------------------- */
@@ -337,6 +363,8 @@ static void redis_on_fill(rreq *rq, redisReply *r)
     publist_free(&w.pubs);
     if (order_ready(&rs->ord))
         redis_ready(rb, rs, 0, NULL);
+    else
+        redis_await_check(rb, rs);
 }
 
 static int redis_follow(broker *b, chan_state *c, const char **errmsg)
@@ -357,6 +385,41 @@ static int redis_follow(broker *b, chan_state *c, const char **errmsg)
     /* Subscribing, syncing, filling a gap, or unsubscribing (subscribed
      * again when that is confirmed, since a request waits). */
     return BROKER_AGAIN;
+}
+
+static int redis_catch_up(broker *b, chan_state *c, uint64_t offset,
+                          const char **errmsg)
+{
+    redis_broker *rb = rb_of(b);
+    struct broker_stream *rs = c->bs;
+    if (!rs || !rs->l->up || rs->state == RS_IDLE || rs->state == RS_DOWN ||
+        rs->state == RS_UNSUBSCRIBING) {
+        *errmsg = REDIS_DOWN;
+        return PROTO_E_NOT_AVAILABLE;
+    }
+    if (c->top >= offset)
+        return 0;
+    if (!rs->await_top) {
+        rb->n_awaiting++;
+        rs->await_until_ms =
+            redis_now(rb) + rb->srv->cfg->redis_timeout_ms;
+    }
+    if (offset > rs->await_top)
+        rs->await_top = offset;
+    return BROKER_AGAIN;
+}
+
+/* Catch-ups that waited redis_timeout_ms: their subscribes are handled
+ * again (and decide what to answer). A lagging pub/sub connection is
+ * dropped by its heartbeat within about that time anyway. */
+static void redis_await_expire(redis_broker *rb, uint64_t now)
+{
+    if (!rb->n_awaiting)
+        return;
+    struct broker_stream *rs, *tmp;
+    HASH_ITER(hh, rb->streams, rs, tmp)
+        if (rs->await_top && now >= rs->await_until_ms)
+            redis_ready(rb, rs, 0, NULL);
 }
 
 static int redis_release(broker *b, chan_state *c)
@@ -421,6 +484,7 @@ void redis_on_sub(rlink *l, redisReply *rep)
         if (p) {
             order_out out = redis_out(rs);
             order_record(&rs->ord, p, &out);
+            redis_await_check(rb, rs);
         }
     } else if (strcmp(kind, "subscribe") == 0) {
         if (rs->state == RS_SUBSCRIBING)
@@ -565,8 +629,18 @@ static void redis_on_timer(uv_timer_t *t)
     redis_broker *rb = t->data;
     const config *cfg = rb->srv->cfg;
     uint64_t now = redis_now(rb);
+    /* A tick that comes far too late means this loop was busy (or the
+     * machine starved it): replies may sit unread in the sockets, so the
+     * links get one more iteration before anything is declared timed
+     * out. Only once in a row, so a loop that is always late still
+     * times out. */
+    int late = !rb->late_tick && rb->last_tick_ms &&
+               now - rb->last_tick_ms > 3 * REDIS_TICK_MS;
+    rb->late_tick = late;
+    rb->last_tick_ms = now;
     for (uint32_t i = 0; i < rb->n; i++)
-        rlink_tick(&rb->links[i], now);
+        rlink_tick(&rb->links[i], now, late);
+    redis_await_expire(rb, now);
     if (now >= rb->next_refresh_ms) {
         rb->next_refresh_ms = now + (uint64_t)cfg->presence_ttl * 1000 / 3;
         redis_presence_refresh(rb);
@@ -621,6 +695,7 @@ static const broker_ops redis_ops = {
     .stop = redis_stop,
     .destroy = redis_destroy,
     .follow = redis_follow,
+    .catch_up = redis_catch_up,
     .release = redis_release,
     .forget = redis_forget,
     .publish = redis_publish,
@@ -643,7 +718,9 @@ broker *broker_redis_new(server *srv, uint16_t worker, uv_loop_t *loop)
     ids_rng_seed(&rb->rng);
     rb->n = cfg->n_redis;
     rb->links = mem_calloc(rb->n, sizeof(rlink));
-    snprintf(rb->ctl, sizeof(rb->ctl), "%s:!node", cfg->redis_prefix);
+    char id[IDS_LEN + 1];
+    ids_hex(ids_next(&rb->rng), id);
+    snprintf(rb->hb, sizeof(rb->hb), "%s:!hb:%s", cfg->redis_prefix, id);
     for (uint32_t i = 0; i < rb->n; i++) {
         rlink *l = &rb->links[i];
         l->rb = rb;

@@ -21,6 +21,7 @@
 #include "base/server.h"
 #include "broker/broker.h"
 #include "broker/redis/order.h"
+#include "broker/redis/resolve.h"
 #include "broker/redis/scripts.h"
 
 #define REDIS_KEY_MAX 340
@@ -28,12 +29,16 @@
 /* Commands awaiting Redis per link: beyond this, client requests are
  * refused (110) instead of growing hiredis's output buffer without bound. */
 #define REDIS_PENDING_MAX 65536
+/* Presence entries per refresh script call (presence.c), and expired
+ * entries one call removes at most (the script's own bound). */
+#define REDIS_PRESENCE_BATCH SCRIPT_REFRESH_SWEEP
 
 extern const char *const REDIS_DOWN;   /* "broker unavailable" */
 
 typedef struct redis_broker redis_broker;
 typedef struct rlink rlink;
 typedef struct rreq rreq;
+typedef struct rresolve rresolve;
 
 /* One command sent to Redis and what to do with its reply. */
 typedef void (*rreq_fn)(rreq *rq, redisReply *r);
@@ -51,14 +56,17 @@ struct rreq {
 };
 
 /* The connections to one Redis server: a command connection and a
- * pub/sub connection (which always holds a subscription to a private
- * control channel: hiredis 0.14 leaves subscribed mode when the count
- * drops to 0 and would then abort on a confirmation still in flight). */
+ * pub/sub connection (which always holds a subscription to the worker's
+ * private heartbeat channel: hiredis 0.14 leaves subscribed mode when the
+ * count drops to 0 and would then abort on a confirmation still in
+ * flight). */
 struct rlink {
     redis_broker *rb;
     uint32_t idx;
     const config_redis *rc;
     redisAsyncContext *cmd, *sub;
+    rresolve *resolving;     /* the host name being resolved (connecting) */
+    char addr[RESOLVE_ADDR_MAX];   /* numeric address of the last connect */
     int up;                  /* counted as up (srv->broker_down) */
     int connecting;
     int scripts_left;        /* SCRIPT LOAD replies still expected */
@@ -68,8 +76,12 @@ struct rlink {
     uint64_t connect_ms;
     uint64_t retry_at_ms;    /* reconnect due (0: not scheduled) */
     uint32_t attempt;
-    uint64_t last_send_ms;
     int down_logged;
+    /* Heartbeat: a PUBLISH to the heartbeat channel on cmd, which must come
+     * back on sub within redis_timeout_ms (sub's only liveness check). */
+    uint64_t hb_seq;         /* the last one sent */
+    uint64_t hb_sent_ms;     /* when it was sent; 0: none outstanding */
+    uint64_t hb_next_ms;     /* when the next one is due */
 };
 
 /* Where a followed stream stands with Redis. */
@@ -88,6 +100,10 @@ struct broker_stream {
     chan_state *c;
     rlink *l;
     uint8_t state;           /* enum rstream_state */
+    uint8_t await_reset;     /* reset while a catch-up waited */
+    uint64_t await_top;      /* a subscribe waits until delivered this far
+                                (catch_up); 0: none */
+    uint64_t await_until_ms; /* ... or until then */
     order ord;
 };
 
@@ -100,12 +116,17 @@ struct redis_broker {
     uint32_t n;
     rlink *links;
     struct broker_stream *streams;   /* uthash by name */
+    uint32_t n_awaiting;     /* streams with await_top set */
     uv_timer_t timer;
     int stopping;
     uint64_t next_refresh_ms;
     uint64_t next_keep_ms;   /* stream keys of followed channels */
     char sha[SC_N][41];
-    char ctl[REDIS_KEY_MAX]; /* the control channel */
+    char hb[REDIS_KEY_MAX];  /* this worker's heartbeat channel, P:!hb:<id>
+                                (private: a random id per start) */
+    uint64_t last_tick_ms;   /* the timer's previous run */
+    int late_tick;           /* the previous run came late: its timeout
+                                verdicts were deferred by one tick */
 };
 
 /* ---- redis.c ---- */
@@ -135,8 +156,10 @@ int rlink_eval(rlink *l, rreq *rq, int script, int nkeys, const char **kv,
 int rlink_pubsub(rlink *l, const char *verb, const char *key, size_t klen);
 void rlink_connect(rlink *l);
 void rlink_down(rlink *l, const char *why);
-/* Timeouts, idle pings, reconnects (every REDIS_TICK_MS). */
-void rlink_tick(rlink *l, uint64_t now);
+/* Timeouts, heartbeats, reconnects (every REDIS_TICK_MS). `late`: the
+ * loop itself was stalled since the previous tick, so replies may be
+ * waiting unread in the sockets: no timeout verdicts this time. */
+void rlink_tick(rlink *l, uint64_t now, int late);
 /* Closes the connections for good (the worker stops). */
 void rlink_close(rlink *l);
 

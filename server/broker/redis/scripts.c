@@ -6,6 +6,9 @@
  */
 #include "broker/redis/scripts.h"
 
+#define SCRIPT_STR_(x) #x
+#define SCRIPT_STR(x) SCRIPT_STR_(x)
+
 /* The stream's epoch (KEYS[1] field e), created with the candidate epoch
  * ARGV[1] and an empty window (KEYS[2]) when the stream does not exist. */
 #define LUA_STREAM \
@@ -82,10 +85,12 @@ static const char SCRIPT_LEAVE[] =
     "return 1\n";
 
 /* ARGV: ttl ms, pub/sub channel, announce, then client, user pairs of
- * this node. Renews them (an entry that had gone, after a partition or a
- * Redis restart without data, is announced as joining again), then
- * removes (and announces) expired entries, which are those of nodes that
- * stopped refreshing. */
+ * this node (a batch of them: a node sends its entries in several calls).
+ * Renews them (an entry that had gone, after a partition or a Redis
+ * restart without data, is announced as joining again), then removes
+ * (and announces) up to SCRIPT_REFRESH_SWEEP expired entries, which are
+ * those of nodes that stopped refreshing, and returns how many (that many:
+ * the node sweeps on with calls of no pairs). */
 static const char SCRIPT_REFRESH[] =
     LUA_NOW
     "local ttl = tonumber(ARGV[1])\n"
@@ -96,7 +101,8 @@ static const char SCRIPT_REFRESH[] =
     "    redis.call('PUBLISH', ARGV[2], 'J:' .. ARGV[i] .. ':' .. ARGV[i + 1])\n"
     "  end\n"
     "end\n"
-    "local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)\n"
+    "local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, "
+    SCRIPT_STR(SCRIPT_REFRESH_SWEEP) ")\n"
     "for _, c in ipairs(dead) do\n"
     "  local u = redis.call('HGET', KEYS[2], c)\n"
     "  redis.call('ZREM', KEYS[1], c)\n"

@@ -15,6 +15,11 @@
 
 enum { SC_PUB, SC_RANGE, SC_JOIN, SC_LEAVE, SC_REFRESH, SC_QUERY, SC_N };
 
+/* Expired presence entries one SC_REFRESH call removes at most (it
+ * returns how many it removed: this many means there may be more). A
+ * literal: it is spliced into the script's text. */
+#define SCRIPT_REFRESH_SWEEP 256
+
 extern const char *const redis_scripts[SC_N];
 
 #endif

@@ -8,7 +8,9 @@
  * meanwhile); a recovery whose store read comes back after the broker lost
  * the stream starts over once it follows the stream again; a reset closes
  * the local subscribers and restarts the stream; a stream that cannot be
- * followed fails its parked requests.
+ * followed fails its parked requests; a subscribe whose since is beyond
+ * what this node delivered waits for it to catch up (and is answered
+ * recovered:false when the position is beyond the stream itself).
  */
 #include <criterion/criterion.h>
 #include <stdio.h>
@@ -68,7 +70,9 @@ void store_read_range(store *s, uint16_t owner_index, msg *m, publist *out,
 static int follow_rc;            /* what follow answers */
 static int follows;
 static int window_first;         /* the window read answers [first, top] */
+static int64_t window_top;       /* the window's top; -1: the owner's */
 static int window_reads;
+static int catch_ups;            /* catch_up calls */
 
 static const char *E = "eeeeeeeeeeeeeeee", *F = "ffffffffffffffff";
 
@@ -100,7 +104,8 @@ static int fb_read(broker *b, chan_state *c, chan_req *r, uint64_t lo,
                    const char **errmsg)
 {
     window_reads++;
-    broker_window w = { .epoch = c->epoch, .top = c->top,
+    broker_window w = { .epoch = c->epoch,
+                        .top = window_top < 0 ? c->top : (uint64_t)window_top,
                         .first = (uint64_t)window_first };
     for (uint64_t o = lo > (uint64_t)window_first ? lo : (uint64_t)window_first;
          o <= c->top && w.pubs.n < limit; o++)
@@ -108,6 +113,13 @@ static int fb_read(broker *b, chan_state *c, chan_req *r, uint64_t lo,
     b->sink.window(b->sink.ctx, c, r, &w);
     publist_free(&w.pubs);
     return 0;
+}
+
+static int fb_catch_up(broker *b, chan_state *c, uint64_t offset,
+                       const char **errmsg)
+{
+    catch_ups++;
+    return c->top >= offset ? 0 : BROKER_AGAIN;
 }
 
 static void fb_presence_change(broker *b, chan_state *c, int join,
@@ -118,6 +130,7 @@ static void fb_presence_change(broker *b, chan_state *c, int join,
 static const broker_ops fake_ops = {
     .name = "fake",
     .follow = fb_follow,
+    .catch_up = fb_catch_up,
     .release = fb_release,
     .forget = fb_forget,
     .read = fb_read,
@@ -159,8 +172,9 @@ static void setup(void)
     fb.min_ring = 64;
     fb.multi_node = 1;
     follow_rc = 0;
-    follows = reads = window_reads = 0;
+    follows = reads = window_reads = catch_ups = 0;
     window_first = 1;
+    window_top = -1;
     read_msg = NULL;
     owner_init(&own, &srv, 0, &fb);
 }
@@ -347,4 +361,114 @@ Test(owner_sink, a_stream_that_cannot_be_followed_fails_what_waits)
         requests_free(&s->h.hdr);
     }
     cr_assert_null(fb.sink.find(fb.sink.ctx, "h:w", 3), "dropped: unused");
+}
+
+Test(owner_sink, a_since_beyond_this_node_waits_until_it_caught_up)
+{
+    owner_receive(&own, &sub_new("h:k", 0, "aaaaaaaaaaaaaaaa", NULL, -1)->h.hdr);
+    requests_free(&reply(0)->h.hdr);
+    chan_state *c = fb.sink.find(fb.sink.ctx, "h:k", 3);
+    fb.sink.position(fb.sink.ctx, c, E, 0);
+    deliver(c, E, 1, 5);
+    reply(0);
+
+    /* Redis is at 8, this node delivered 5; a client has 8 (from a node
+     * ahead). */
+    window_top = 8;
+    owner_receive(&own, &sub_new("h:k", 1, "bbbbbbbbbbbbbbbb", E, 8)->h.hdr);
+    cr_assert_eq(window_reads, 1, "asks the window where the stream is");
+    cr_assert_eq(catch_ups, 1);
+    cr_assert_null(reply(1), "waits, not recovered:false at 5");
+    cr_assert_not_null(c->waiting);
+    deliver(c, E, 6, 8);
+    reply(0);
+    fb.sink.ready(fb.sink.ctx, c, 0, NULL);   /* the broker: caught up */
+    sub_req *s = reply(1);
+    cr_assert_not_null(s);
+    cr_assert_eq(s->h.code, 0);
+    cr_assert_eq(s->recovered, 1);
+    cr_assert_eq(s->top, 8, "continues where the client is");
+    cr_assert_eq(s->pubs.n, 0);
+    requests_free(&s->h.hdr);
+
+    /* since 20 > the stream's top: that position never existed. */
+    owner_receive(&own, &sub_new("h:k", 1, "cccccccccccccccc", E, 20)->h.hdr);
+    s = reply(1);
+    cr_assert_not_null(s);
+    cr_assert_eq(s->recovered, 0);
+    cr_assert_eq(s->top, 8);
+    requests_free(&s->h.hdr);
+
+    /* A node that stays behind: after two waits the client is told 108
+     * (it retries) rather than kept forever. */
+    window_top = 12;
+    owner_receive(&own, &sub_new("h:k", 1, "dddddddddddddddd", E, 12)->h.hdr);
+    cr_assert_null(reply(1));
+    fb.sink.ready(fb.sink.ctx, c, 0, NULL);   /* the broker's timeout */
+    cr_assert_null(reply(1), "waits once more");
+    fb.sink.ready(fb.sink.ctx, c, 0, NULL);
+    s = reply(1);
+    cr_assert_not_null(s);
+    cr_assert_eq(s->h.code, PROTO_E_NOT_AVAILABLE);
+    cr_assert_eq(catch_ups, 3);
+    requests_free(&s->h.hdr);
+    cr_assert_eq(c->total, 3, "the answered subscribers only");
+}
+
+/* Counts the messages of each type queued for worker w (takes them). */
+static void drain_count(uint16_t w, int *delivers, int *joins, int *resets,
+                        int *subscribed)
+{
+    *delivers = *joins = *resets = *subscribed = 0;
+    msg *m = mailbox_take(&boxes[w]);
+    while (m) {
+        msg *n = m->next;
+        mailbox_done(&boxes[w], m);
+        *delivers += m->type == CON_DELIVER;
+        *joins += m->type == CON_JOIN;
+        *resets += m->type == CON_RESET;
+        *subscribed += m->type == CON_SUBSCRIBED;
+        requests_free(m);
+        m = n;
+    }
+}
+
+Test(owner_sink, fan_out_to_a_worker_that_does_not_drain_is_cut_off)
+{
+    cfg.worker_queue_max = 64;
+    owner_receive(&own, &sub_new("h:f", 1, "aaaaaaaaaaaaaaaa", NULL, -1)->h.hdr);
+    owner_receive(&own, &sub_new("h:f", 0, "bbbbbbbbbbbbbbbb", NULL, -1)->h.hdr);
+    chan_state *c = fb.sink.find(fb.sink.ctx, "h:f", 3);
+    fb.sink.position(fb.sink.ctx, c, E, 0);
+    int d, j, r, s;
+    drain_count(0, &d, &j, &r, &s);
+    /* Worker 1 drains nothing: 128 deliveries (2 x worker_queue_max)
+     * queue, then one reset and nothing more; worker 0 gets them all. */
+    int d0 = 0;
+    for (uint64_t o = 1; o <= 300; o++) {
+        deliver(c, E, o, o);
+        drain_count(0, &d, &j, &r, &s);   /* worker 0 keeps up */
+        d0 += d;
+        cr_assert_eq(r, 0);
+    }
+    cr_assert_eq(d0, 300);
+    cr_assert_eq(server_backlog(&srv, 1), 128, "128 deliveries (the reset is not counted)");
+    fb.sink.announce(fb.sink.ctx, c, 1, "cccccccccccccccc", "u", 1);
+    cr_assert_eq(server_backlog(&srv, 0), 1, "a join counts like a delivery");
+    cr_assert_eq(server_backlog(&srv, 1), 128, "none for the cut-off worker");
+    drain_count(0, &d, &j, &r, &s);
+    cr_assert_eq(j, 1);
+
+    /* A new subscriber on worker 1, answered after the reset: fan-out
+     * resumes for it (once the worker has room). */
+    owner_receive(&own, &sub_new("h:f", 1, "dddddddddddddddd", NULL, -1)->h.hdr);
+    drain_count(1, &d, &j, &r, &s);
+    cr_assert_eq(d, 128, "what was queued before the cut");
+    cr_assert_eq(r, 1, "one reset, however many were cut off");
+    cr_assert_eq(s, 2);
+    deliver(c, E, 301, 302);
+    drain_count(1, &d, &j, &r, &s);
+    cr_assert_eq(d, 2);
+    cr_assert_eq(r, 0);
+    drain_count(0, &d, &j, &r, &s);
 }
