@@ -213,7 +213,15 @@ static int worker_create_lws(worker *w)
     /* An adopted socket waits for its request headers under this one. */
     info.timeout_secs_ah_idle = cfg->handshake_timeout;
     info.keepalive_timeout = 5;
-    info.max_http_header_pool = 1024;
+    /* Every connection still in its HTTP handshake holds one of lws's
+     * header tables; with all of a worker's in use, new connections wait
+     * for one to be freed (1,024 half-open handshakes on a worker kept
+     * newcomers waiting up to handshake_timeout: a slowloris). lws
+     * allocates a table (about 4.3 KB) when a handshake starts and frees
+     * it when it ends, so the pool is as large as the descriptors allow
+     * (lws counts it in 16 bits): no connection waits for a table, and
+     * their memory stays bounded by the open-file limit. */
+    info.max_http_header_pool = (unsigned short)(fds < 65535 ? fds : 65535);
     info.pt_serv_buf_size = 4096;
     info.user = &w->net;      /* the protocol callback's lws_context_user */
     info.pcontext = &w->ctx;
