@@ -67,16 +67,19 @@ source_rev() {
 # adds each herald's command to SERVER_CMDS (for the report; the caller
 # adds REDIS_CMD where redis stands among its --server-pid).
 
-# start_redis PORT LOG DIR: a redis-server without persistence, its files
-# in DIR, ready when it answers PING. REDIS_SERVER: the binary.
+# start_redis PORT LOG DIR [ARG...]: a redis-server without persistence,
+# its files in DIR, ready when it answers PING; ARGs are added to its
+# command line, where they override (e.g. --appendonly yes). REDIS_SERVER:
+# the binary.
 start_redis() {
   local port=$1 log=$2 dir=$3 rs=${REDIS_SERVER:-/usr/bin/redis-server}
+  shift 3
   port_free "$port" || return 1
   mkdir -p "$dir"
   "$rs" --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
-    --dir "$dir" --logfile "" >"$log" 2>&1 &
+    --dir "$dir" --logfile "" "$@" >"$log" 2>&1 &
   REDIS=$!
-  REDIS_CMD="$rs --port $port --bind 127.0.0.1 --save '' --appendonly no"
+  REDIS_CMD="$rs --port $port --bind 127.0.0.1 --save '' --appendonly no${*:+ $*}"
   for _ in $(seq 100); do
     [ "$(redis-cli -p "$port" ping 2>/dev/null)" = PONG ] && return 0
     kill -0 "$REDIS" 2>/dev/null || break
@@ -88,12 +91,13 @@ start_redis() {
 
 # start_herald BIN PORT LOG ARGS...: a herald listening on 127.0.0.1:PORT
 # with server_env, ready when /healthz says 200 (in cluster mode: the
-# broker is up).
+# broker is up). Its stdout goes to LOG too: libmongoc prints its own
+# lines there (no log handler of herald's; durable.sh, soak.sh).
 start_herald() {
   local bin=$1 port=$2 log=$3
   shift 3
   port_free "$port" || return 1
-  env "${server_env[@]}" "$bin" --listen "127.0.0.1:$port" "$@" 2>"$log" &
+  env "${server_env[@]}" "$bin" --listen "127.0.0.1:$port" "$@" >"$log" 2>&1 &
   HERALDS+=($!)
   SERVER_CMDS+=("${server_env[*]} $bin --listen 127.0.0.1:$port $*")
   wait_healthy "$port" || {

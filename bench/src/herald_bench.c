@@ -10,6 +10,13 @@
  *   reconnect    N subscribers drop at once while a publisher continues;
  *                time until all resubscribed, gaps (must be 0), recovered
  *   request      publish-acknowledgement round trips
+ *   churn        clients that keep connecting, subscribing with recovery,
+ *                unsubscribing and going away while publishers publish at a
+ *                fixed rate; every position is checked across connections
+ *                and nodes (gaps, duplicates, misreported recoveries), and
+ *                witness subscribers check that every acknowledged
+ *                publication arrives (bench/soak.sh runs it for 10 minutes
+ *                with faults)
  *
  * Targets: Herald (the default) is driven through the C client library,
  * except the fanout scenario's subscribers, which read through the lean
@@ -42,6 +49,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <math.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -63,14 +71,16 @@
 
 #define MAX_SERVERS 16
 #define MAX_URLS 16
+#define MAX_PREFIXES 8
 #define LD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
 #define ST(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELAXED)
 /* Increment of a counter written by one thread only and read by main. */
 #define INC(x, n) ST(x, (x) + (n))
 
-enum scenario { SC_FANOUT, SC_CONNECTIONS, SC_RECONNECT, SC_REQUEST };
+enum scenario { SC_FANOUT, SC_CONNECTIONS, SC_RECONNECT, SC_REQUEST,
+                SC_CHURN, SC_COUNT };
 static const char *scenario_names[] = { "fanout", "connections",
-                                        "reconnect", "request" };
+                                        "reconnect", "request", "churn" };
 
 enum phase { PH_SETUP, PH_WARMUP, PH_MEASURE, PH_DRAIN, PH_STOP };
 
@@ -90,7 +100,11 @@ typedef struct config {
     double duration, warmup;
     const char *json;
     int threads;
+    /* --server-pid [LABEL=]PID, --server-pidfile [LABEL=]FILE: a pidfile
+     * is read again at every sample (a process the caller restarts). */
     pid_t servers[MAX_SERVERS];
+    const char *server_labels[MAX_SERVERS];    /* NULL: none given */
+    const char *server_pidfiles[MAX_SERVERS];  /* NULL: servers[i] */
     int n_servers;
     unsigned channels, subs, pubs;
     double rate;                 /* pubs/s per publisher; connections: conn/s */
@@ -100,11 +114,22 @@ typedef struct config {
     unsigned procs;
     double connect_rate;         /* ramp of fanout/reconnect/request clients */
     unsigned conns_per_addr;     /* 0: no source address spreading */
-    const char *channel_prefix;
+    const char *channel_prefix;  /* prefixes[0] */
+    const char *prefixes[MAX_PREFIXES];  /* channel i: prefixes[i % n] */
+    int n_prefixes;
     double drop_after;           /* reconnect: seconds into the measurement */
     unsigned backoff_ms;
     double setup_timeout;
     int quiet;
+    /* churn */
+    unsigned per_client;         /* channels per churning client */
+    double lifetime;             /* mean connection lifetime, s */
+    double resub_every;          /* mean s between unsubscribe/resubscribe */
+    double offline;              /* s away before a replacement, at most */
+    double long_offline;         /* ... or this long (0: never) */
+    double long_share;           /* ... for this share of replacements */
+    double drain_timeout;        /* s for the witnesses to catch up */
+    const char *samples;         /* per-second CSV */
 } config;
 
 static config cfg;
@@ -120,10 +145,16 @@ typedef struct chan_state {
     uint64_t seen[MAX_URLS];
     unsigned n_pubs;
     uint32_t sentinel_urls;      /* bit u: the channel has a sentinel on u */
+    /* churn: the highest acknowledged offset and its epoch (FNV-1a 32 of
+     * the string), written by the publishers' threads (atomics), read by
+     * the witnesses' threads. */
+    uint64_t top_acked;
+    uint32_t ack_epoch;
 } chan_state;
 static chan_state *g_chans;
 
 struct bthread;
+struct bchurn;
 
 /* Per-subscriber state: a few integers (bounded memory at 100k). */
 typedef struct bsub {
@@ -169,6 +200,11 @@ typedef struct bthread {
     size_t n_subs, created_subs;
     bpub *pubs;
     size_t n_pubs, created_pubs;
+    struct bchurn *churn;        /* churn: witnesses first */
+    size_t n_churn, created_churn;
+    uint64_t rng;                /* churn: this thread's random numbers */
+    uint64_t next_churn_ns;
+    uint64_t witness_checked_ns; /* atomic: the last churn_witness_check */
     hc_client **conns;           /* connections scenario */
     uint64_t *conn_t0;
     size_t n_conns, created_conns, conn_base;
@@ -185,6 +221,16 @@ typedef struct bthread {
     uint64_t gaps, dups, lost;
     uint64_t resubscribed, recovered_true, recovered_false, last_recover_ns;
     uint64_t p99_ns;
+    /* churn (see the churn section) */
+    uint64_t opens, closes, cuts, drops, unsubs, resubs_since, switches;
+    uint64_t sub_refused, sub_refused_108, live, active_slots, ready;
+    uint64_t resets_4003, resets_4001, closes_4000, closes_other;
+    uint64_t client_dups, false_recoveries, regressions, epoch_changes;
+    uint64_t unexpected;         /* churn: events for no slot held */
+    uint64_t witness_deliveries, witness_behind, witness_undelivered,
+        witness_epoch_mismatch;
+    uint64_t stalled, stalled_max_ms;   /* gauges, churn_stalls() */
+    uint64_t next_stall_ns;
     track_counts tc;
     /* Several URLs only (else NULL): per URL, the deliveries to its
      * subscribers in the window and in all, and their latency (request:
@@ -233,14 +279,14 @@ static void sub_ready(bsub *s)
     INC(s->th->subscribed, 1);
 }
 
-/* One delivery to subscriber s, at position pos of track t (a Herald
- * offset, or a peer publisher's sequence number): gaps and duplicates, the
- * channel's sentinel count, and in the measured window the latency of the
- * payload's stamp (st, or decoded from data when st is NULL). */
-static void sub_delivered(bsub *s, track *t, uint64_t pos, const stamp *st,
-                          const char *data, size_t len)
+/* One delivery on thread th to a subscriber of URL url, at position pos of
+ * track t (a Herald offset, or a peer publisher's sequence number): gaps
+ * and duplicates, and in the measured window the latency of the payload's
+ * stamp (st, or decoded from data when st is NULL). */
+static void count_delivery(bthread *th, unsigned url, track *t, uint64_t pos,
+                           const stamp *st, const char *data, size_t len,
+                           int live)
 {
-    bthread *th = s->th;
     uint64_t gaps0 = th->tc.gaps, dups0 = th->tc.duplicates, now, lat;
     stamp dec;
 
@@ -250,14 +296,13 @@ static void sub_delivered(bsub *s, track *t, uint64_t pos, const stamp *st,
     if (th->tc.duplicates != dups0)
         ST(th->dups, th->tc.duplicates);
     INC(th->deliveries_total, 1);
-    if (s->sentinel)
-        __atomic_fetch_add(&g_chans[s->chan].seen[s->url], 1,
-                           __ATOMIC_RELAXED);
     if (th->url_lat)
-        th->url_deliveries_total[s->url]++;
+        th->url_deliveries_total[url]++;
     if (LD(g_phase) != PH_MEASURE)
         return;
     INC(th->deliveries, 1);
+    if (!live)
+        return;              /* recovered: its latency is the absence's */
     if (!st) {
         if (stamp_decode(cfg.enc == HC_MSGPACK, data, len, &dec) != 0) {
             INC(th->errors, 1);
@@ -269,9 +314,20 @@ static void sub_delivered(bsub *s, track *t, uint64_t pos, const stamp *st,
     lat = now > st->t_ns ? now - st->t_ns : 0;
     hist_record(&th->lat, lat);
     if (th->url_lat) {
-        th->url_deliveries[s->url]++;
-        hist_record(&th->url_lat[s->url], lat);
+        th->url_deliveries[url]++;
+        hist_record(&th->url_lat[url], lat);
     }
+}
+
+/* One delivery to subscriber s (count_delivery), and the channel's
+ * sentinel count. */
+static void sub_delivered(bsub *s, track *t, uint64_t pos, const stamp *st,
+                          const char *data, size_t len)
+{
+    if (s->sentinel)
+        __atomic_fetch_add(&g_chans[s->chan].seen[s->url], 1,
+                           __ATOMIC_RELAXED);
+    count_delivery(s->th, s->url, t, pos, st, data, len, 1);
 }
 
 /* A client's connection failed before it was ready (a setup failure,
@@ -292,6 +348,18 @@ static void client_lost(bthread *th, int ready_before, const char *what,
         INC(th->disconnects, 1);
         if (why && !cfg.quiet && th->disconnects <= 3)
             fprintf(stderr, "%s %s lost: %s\n", cfg.target, what, why);
+    }
+}
+
+/* A connection of the library's ended with close code `code` (1006: none,
+ * or not open): the server's resets and closes, for the churn report. */
+static void count_close(bthread *th, int code)
+{
+    switch (code) {
+    case 4003: INC(th->resets_4003, 1); break;
+    case 4001: INC(th->resets_4001, 1); break;
+    case 4000: INC(th->closes_4000, 1); break;
+    default: INC(th->closes_other, 1); break;
     }
 }
 
@@ -472,8 +540,8 @@ static void lib_sub_disconnected(hc_client *c, const hc_disconnected *ev,
                                  void *user)
 {
     client_lost(((bsub *)user)->th, 1, "subscriber", NULL);
+    count_close(((bsub *)user)->th, ev->code);
     (void)c;
-    (void)ev;
 }
 
 static void lib_pub_connected(hc_client *c, const hc_connected *ev,
@@ -488,9 +556,11 @@ static void lib_pub_disconnected(hc_client *c, const hc_disconnected *ev,
                                  void *user)
 {
     client_lost(((bpub *)user)->th, 1, "publisher", NULL);
+    count_close(((bpub *)user)->th, ev->code);
     (void)c;
-    (void)ev;
 }
+
+static void churn_acked(chan_state *ch, hc_str epoch, uint64_t offset);
 
 static void lib_pub_ack(hc_client *c, const hc_reply *r, void *arg)
 {
@@ -499,10 +569,13 @@ static void lib_pub_ack(hc_client *c, const hc_reply *r, void *arg)
                          : r->code == HC_ERR_CONNECTION_LOST ? PUB_UNCERTAIN
                          : r->code == HC_ERR_CLOSED          ? PUB_CLOSED
                                                              : PUB_REFUSED;
+    bpub *p = hc_client_user(c);
     if (o == PUB_REFUSED)
         snprintf(why, sizeof(why), "%d %.*s", r->code, (int)r->message.len,
                  r->message.ptr);
-    pub_answered(hc_client_user(c), (uint64_t)(uintptr_t)arg, o, why);
+    if (o == PUB_ACKED && cfg.sc == SC_CHURN)
+        churn_acked(&g_chans[p->chan], r->epoch, r->offset);
+    pub_answered(p, (uint64_t)(uintptr_t)arg, o, why);
 }
 
 static void lib_conn_connected(hc_client *c, const hc_connected *ev,
@@ -748,6 +821,565 @@ static void pub_pump(bpub *p)
     }
 }
 
+/* --- churn ------------------------------------------------------------------ */
+
+/* Churning clients (the churn scenario; bench/soak.sh). Each is one
+ * logical subscriber that outlives its connections: it holds `per_client`
+ * channel slots, and for each slot the position it has delivered (track,
+ * plus the epoch), kept by the bench across connections. A client:
+ *
+ *   - opens a connection (hc_client) to a random URL (with two nodes, one
+ *     replacement in two lands on the other node) and subscribes every
+ *     slot, with `since` = the slot's position when it has one;
+ *   - every ~resub_every s (exponential) unsubscribes one slot, then after
+ *     0-2 s subscribes again: three times in four the same channel with
+ *     `since`, else another channel afresh;
+ *   - after a lifetime (exponential, mean `lifetime`) ends the connection
+ *     one of three ways: a close frame (hc_client_close), a cut without a
+ *     close frame (hc_client_drop, then close), each followed by a new
+ *     connection after 0..offline s (or, for a `long_share` of them,
+ *     `long_offline` s: a recovery older than the hot window) that
+ *     recovers with `since`; or a drop that the library recovers from
+ *     itself (reconnect, resubscribe with its own position).
+ *
+ * Witnesses are clients that never churn: one per channel per URL,
+ * subscribed from the start. When publishing stops, every witness must
+ * reach its channel's highest acknowledged offset: acknowledged
+ * publications that never arrived are counted (undelivered), as are
+ * witnesses that cannot be compared (another epoch, not subscribed).
+ *
+ * What is counted against the server: gaps (an offset skipped without
+ * notice, as the library announces them or the track sees them),
+ * duplicates (an offset delivered twice or out of order in a slot's epoch,
+ * as the track sees them, plus those the library dropped:
+ * hc_client_faults_get), misreported recoveries (recovered:true that did
+ * not continue the position), regressions (recovered:false at an offset
+ * below the delivered position in the same epoch: the offsets in between
+ * come again and count as duplicates too), unexpected events (a
+ * publication or subscription event for a channel the client does not
+ * hold, or a publication outside the epoch the library announced). Each
+ * fails the run. Allowed and reported separately, never folded into the
+ * above: recovered:false (the publications between the position and the
+ * reply's offset are counted as lost, announced; in another epoch, as an
+ * epoch change, since the loss cannot be counted), subscribes refused (108
+ * while Redis or the store is away: retried after 0.2-1 s), publishes
+ * refused.
+ */
+static void setup_failed(const char *what, const char *url, const char *err);
+
+#define CHURN_SLOTS 8
+#define CHURN_EPOCH_MAX 64
+#define CHURN_TICK_NS 10000000u      /* the churn actions' check, 10 ms */
+
+enum { CS_IDLE, CS_PENDING, CS_ACTIVE };
+
+typedef struct cslot {
+    track tr;                    /* the delivered position, across conns */
+    uint64_t retry_ns;           /* CS_IDLE: subscribe at (0: at open) */
+    uint64_t recover_top;        /* the bench's subscribe's reply offset:
+                                    publications up to it were recovered */
+    uint64_t pending_ns;         /* CS_PENDING: since when */
+    uint32_t chan;
+    uint8_t state;
+    uint8_t epoch_len;           /* 0: no epoch known (no since) */
+    char epoch[CHURN_EPOCH_MAX + 1];
+} cslot;
+
+typedef struct bchurn {
+    hc_client *c;                /* NULL while away */
+    struct bthread *th;
+    uint64_t end_ns, resub_ns;   /* lifetime end, next unsubscribe */
+    uint64_t reopen_ns;          /* away: when the replacement connects */
+    uint8_t url, witness, n_slots;
+    uint8_t connected, ending, dead, ready;
+    cslot slots[CHURN_SLOTS];
+} bchurn;
+
+/* xorshift64*: the thread's random numbers. */
+static uint64_t churn_rand(bthread *th)
+{
+    th->rng ^= th->rng >> 12;
+    th->rng ^= th->rng << 25;
+    th->rng ^= th->rng >> 27;
+    return th->rng * 2685821657736338717ull;
+}
+
+/* Uniform in [0, 1). */
+static double churn_unit(bthread *th)
+{
+    return (double)(churn_rand(th) >> 11) / 9007199254740992.0;
+}
+
+/* Exponential with mean `mean` seconds, in ns. */
+static uint64_t churn_exp_ns(bthread *th, double mean)
+{
+    return (uint64_t)(-log(1.0 - churn_unit(th)) * mean * 1e9);
+}
+
+static uint32_t epoch_hash(const char *p, size_t n)
+{
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (uint8_t)p[i]) * 16777619u;
+    return h;
+}
+
+/* A publisher's publish was acknowledged at `offset` of `epoch`: the
+ * channel's highest acknowledged offset (a new epoch starts it again). */
+static void churn_acked(chan_state *ch, hc_str epoch, uint64_t offset)
+{
+    uint32_t h = epoch_hash(epoch.ptr, epoch.len);
+    uint64_t top;
+    if (__atomic_load_n(&ch->ack_epoch, __ATOMIC_ACQUIRE) != h) {
+        /* With one publisher per channel (the default), acks come in
+         * order, so the new epoch's first ack lands here once. */
+        __atomic_store_n(&ch->top_acked, offset, __ATOMIC_RELAXED);
+        __atomic_store_n(&ch->ack_epoch, h, __ATOMIC_RELEASE);
+        return;
+    }
+    top = __atomic_load_n(&ch->top_acked, __ATOMIC_RELAXED);
+    while (offset > top &&
+           !__atomic_compare_exchange_n(&ch->top_acked, &top, offset, 1,
+                                        __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+        ;
+}
+
+static void slot_state(bthread *th, cslot *s, int state)
+{
+    if (s->state == CS_ACTIVE && state != CS_ACTIVE)
+        INC(th->active_slots, -1);
+    else if (s->state != CS_ACTIVE && state == CS_ACTIVE)
+        INC(th->active_slots, 1);
+    s->state = (uint8_t)state;
+}
+
+static int slot_epoch_is(const cslot *s, hc_str e)
+{
+    return s->epoch_len && e.len == s->epoch_len &&
+           !memcmp(s->epoch, e.ptr, e.len);
+}
+
+static void slot_set_epoch(cslot *s, hc_str e)
+{
+    if (e.len > CHURN_EPOCH_MAX) {
+        s->epoch_len = 0;            /* not Herald's: no since from it */
+        return;
+    }
+    memcpy(s->epoch, e.ptr, e.len);
+    s->epoch[e.len] = '\0';
+    s->epoch_len = (uint8_t)e.len;
+}
+
+/* The slot of client ch subscribed (or subscribing) to `channel`. */
+static cslot *churn_slot(bchurn *ch, hc_str channel)
+{
+    for (unsigned i = 0; i < ch->n_slots; i++) {
+        const char *n = g_chans[ch->slots[i].chan].name;
+        if (ch->slots[i].state != CS_IDLE && strlen(n) == channel.len &&
+            !memcmp(n, channel.ptr, channel.len))
+            return &ch->slots[i];
+    }
+    return NULL;
+}
+
+/* Adds what the library absorbed on ch's connection (before it closes). */
+static void churn_collect_faults(bchurn *ch)
+{
+    hc_client_faults f;
+    hc_client_faults_get(ch->c, &f);
+    INC(ch->th->client_dups, f.duplicates);
+    INC(ch->th->false_recoveries, f.false_recoveries);
+}
+
+static void churn_sub_reply(hc_client *c, const hc_reply *r, void *arg);
+
+/* Subscribes slot s on ch's connection: with `since` when the slot has a
+ * position. Refused locally (the client's queue): retried later. */
+static void slot_subscribe(bchurn *ch, cslot *s)
+{
+    bthread *th = ch->th;
+    hc_since since = { s->tr.last, s->epoch };
+    int with = (s->tr.flags & TRACK_ACTIVE) && s->epoch_len;
+    int rc = hc_subscribe(ch->c, g_chans[s->chan].name, with ? &since : NULL,
+                          churn_sub_reply, s);
+    if (rc != HC_OK) {
+        INC(th->errors, 1);
+        s->retry_ns = stamp_now_ns() + 1000000000u;
+        return;
+    }
+    if (with)
+        INC(th->resubs_since, 1);
+    slot_state(th, s, CS_PENDING);
+    s->pending_ns = stamp_now_ns();
+}
+
+/* A subscribe was refused by the server (code > 0): the slot waits
+ * 0.2-1 s and subscribes again (with since). */
+static void slot_refused(bthread *th, cslot *s, int code)
+{
+    slot_state(th, s, CS_IDLE);
+    s->retry_ns = stamp_now_ns() + 200000000u +
+                  (uint64_t)(churn_unit(th) * 800000000.0);
+    INC(th->sub_refused, 1);
+    if (code == 108)
+        INC(th->sub_refused_108, 1);
+}
+
+static void churn_sub_reply(hc_client *c, const hc_reply *r, void *arg)
+{
+    bchurn *ch = hc_client_user(c);
+    cslot *s = arg;
+    /* Called before the recovered publications are delivered. */
+    if (r->code == 0)
+        s->recover_top = r->offset;
+    /* Negative: the client closed or the slot unsubscribed before the
+     * answer; the bench has already moved the slot on. */
+    if (r->code > 0 && c == ch->c && s->state == CS_PENDING)
+        slot_refused(ch->th, s, r->code);
+}
+
+static void churn_on_sub(hc_client *c, const hc_sub_event *ev, void *user)
+{
+    bchurn *ch = user;
+    bthread *th = ch->th;
+    cslot *s = churn_slot(ch, ev->channel);
+    int same;
+    (void)c;
+
+    if (!s) {
+        INC(th->unexpected, 1);      /* a channel this client does not hold */
+        return;
+    }
+    switch (ev->kind) {
+    case HC_SUB_SUBSCRIBED:
+    case HC_SUB_RESUBSCRIBED:
+        s->recover_top = 0;          /* the bench's reply, if any, follows */
+        same = slot_epoch_is(s, ev->epoch);
+        if (ev->recovered == -1 || !(s->tr.flags & TRACK_ACTIVE)) {
+            track_start(&s->tr, ev->offset);
+        } else if (ev->recovered == 0) {
+            INC(th->recovered_false, 1);
+            if (!same) {
+                INC(th->epoch_changes, 1);
+                track_start(&s->tr, ev->offset);
+            } else if (ev->offset < s->tr.last) {
+                /* Behind what this client already has: keep the position,
+                 * so that what comes again counts as duplicates. */
+                INC(th->regressions, 1);
+            } else {
+                track_resubscribed(&s->tr, 0, ev->offset, &th->tc);
+                ST(th->lost, th->tc.lost);
+            }
+        } else {
+            INC(th->recovered_true, 1);
+            /* The library compares epochs only for positions it has
+             * itself; the server's recovery of the bench's `since` must
+             * be in the same epoch too. */
+            if (!same && s->epoch_len)
+                INC(th->false_recoveries, 1);
+        }
+        if (ev->kind == HC_SUB_RESUBSCRIBED)
+            INC(th->resubscribed, 1);
+        slot_set_epoch(s, ev->epoch);
+        slot_state(th, s, CS_ACTIVE);
+        if (ch->witness && !ch->ready) {
+            ch->ready = 1;
+            INC(th->ready, 1);
+        }
+        break;
+    case HC_SUB_GAP:
+        track_gap_event(&s->tr, &th->tc);
+        ST(th->gaps, th->tc.gaps);
+        slot_set_epoch(s, ev->epoch);
+        break;
+    case HC_SUB_FAILED:
+        slot_refused(th, s, ev->code);
+        break;
+    }
+}
+
+static void churn_on_pub(hc_client *c, const hc_pub *p, void *user)
+{
+    bchurn *ch = user;
+    bthread *th = ch->th;
+    cslot *s = churn_slot(ch, p->channel);
+    (void)c;
+    if (!s || s->state != CS_ACTIVE || !slot_epoch_is(s, p->epoch)) {
+        /* Not subscribed, or not in the epoch the library announced: a
+         * delivery the client did not ask for. */
+        INC(th->unexpected, 1);
+        return;
+    }
+    /* Latency of live publications only (the library's own recoveries,
+     * after a drop or a server's reset, are not told apart). */
+    count_delivery(th, ch->url, &s->tr, p->offset, NULL, p->data,
+                   p->data_len, p->offset > s->recover_top);
+    if (ch->witness)
+        INC(th->witness_deliveries, 1);
+}
+
+static void churn_on_connected(hc_client *c, const hc_connected *ev,
+                               void *user)
+{
+    bchurn *ch = user;
+    (void)c;
+    (void)ev;
+    if (!ch->connected) {
+        ch->connected = 1;
+        INC(ch->th->live, 1);
+    }
+}
+
+static void churn_on_disconnected(hc_client *c, const hc_disconnected *ev,
+                                  void *user)
+{
+    bchurn *ch = user;
+    (void)c;
+    if (ch->connected) {
+        ch->connected = 0;
+        INC(ch->th->live, -1);
+    }
+    if (ch->ending)
+        return;                      /* the bench's own close, cut or drop */
+    count_close(ch->th, ev->code);
+    if (LD(g_phase) < PH_DRAIN)
+        INC(ch->th->disconnects, 1);
+    if (!ev->reconnect)
+        ch->dead = 1;                /* the library gave up: replace it */
+}
+
+/* Opens ch's next connection and subscribes its slots. */
+static void churn_open(bchurn *ch)
+{
+    bthread *th = ch->th;
+    uint64_t now = stamp_now_ns();
+    char err[256] = "";
+    hc_options o;
+
+    if (!ch->witness)
+        ch->url = (uint8_t)(churn_rand(th) % (uint64_t)cfg.n_urls);
+    base_options(&o, cfg.urls[ch->url], NULL, ch);
+    o.max_pending = 4096;
+    o.max_queue_bytes = 1u << 20;
+    o.cb.connected = churn_on_connected;
+    o.cb.disconnected = churn_on_disconnected;
+    o.cb.pub = churn_on_pub;
+    o.cb.subscription = churn_on_sub;
+    o.cb.error = lib_on_error;
+    ch->c = hc_client_new(th->ctx, &o, err, sizeof(err));
+    if (!ch->c)
+        setup_failed("churning client", cfg.urls[ch->url], err);
+    ch->dead = 0;
+    INC(th->opens, 1);
+    ch->end_ns = now + churn_exp_ns(th, cfg.lifetime);
+    ch->resub_ns = now + churn_exp_ns(th, cfg.resub_every);
+    for (unsigned i = 0; i < ch->n_slots; i++) {
+        cslot *s = &ch->slots[i];
+        if (s->state == CS_IDLE && s->retry_ns <= now)
+            slot_subscribe(ch, s);
+    }
+}
+
+/* Ends ch's connection for good (a close frame, or cut without one); its
+ * slots keep their positions for the replacement. */
+static void churn_close(bchurn *ch, int cut)
+{
+    bthread *th = ch->th;
+    ch->ending = 1;
+    churn_collect_faults(ch);
+    if (cut)
+        hc_client_drop(ch->c);
+    hc_client_close(ch->c);
+    ch->ending = 0;
+    ch->c = NULL;
+    if (ch->connected) {
+        ch->connected = 0;
+        INC(th->live, -1);
+    }
+    for (unsigned i = 0; i < ch->n_slots; i++) {
+        slot_state(th, &ch->slots[i], CS_IDLE);
+        ch->slots[i].retry_ns = 0;
+    }
+    ch->reopen_ns = stamp_now_ns() +
+                    (uint64_t)((cfg.long_offline > 0 &&
+                                churn_unit(th) < cfg.long_share
+                                    ? cfg.long_offline
+                                    : churn_unit(th) * cfg.offline) * 1e9);
+}
+
+/* The end of a lifetime: close, cut, or drop (the library recovers). */
+static void churn_end(bchurn *ch)
+{
+    bthread *th = ch->th;
+    switch (churn_rand(th) % 3) {
+    case 0:
+        INC(th->closes, 1);
+        churn_close(ch, 0);
+        break;
+    case 1:
+        INC(th->cuts, 1);
+        churn_close(ch, 1);
+        break;
+    default:
+        INC(th->drops, 1);
+        ch->ending = 1;
+        hc_client_drop(ch->c);
+        ch->ending = 0;
+        ch->end_ns = stamp_now_ns() + churn_exp_ns(th, cfg.lifetime);
+        break;
+    }
+}
+
+/* Unsubscribes one slot; it subscribes again 0-2 s later: the same
+ * channel with since (3 in 4), or another channel afresh. */
+static void churn_resub(bchurn *ch)
+{
+    bthread *th = ch->th;
+    uint64_t now = stamp_now_ns();
+    cslot *s = &ch->slots[churn_rand(th) % ch->n_slots];
+
+    ch->resub_ns = now + churn_exp_ns(th, cfg.resub_every);
+    if (s->state == CS_IDLE)
+        return;
+    if (hc_unsubscribe(ch->c, g_chans[s->chan].name, NULL, NULL) != HC_OK) {
+        INC(th->errors, 1);
+        return;
+    }
+    INC(th->unsubs, 1);
+    slot_state(th, s, CS_IDLE);
+    s->retry_ns = now + (uint64_t)(churn_unit(th) * 2e9);
+    if (cfg.channels > ch->n_slots && churn_rand(th) % 4 == 0) {
+        uint32_t c;
+        unsigned i;
+        do {
+            c = (uint32_t)(churn_rand(th) % cfg.channels);
+            for (i = 0; i < ch->n_slots && ch->slots[i].chan != c; i++)
+                ;
+        } while (i < ch->n_slots);
+        s->chan = c;
+        memset(&s->tr, 0, sizeof(s->tr));
+        s->epoch_len = 0;
+        INC(th->switches, 1);
+    }
+}
+
+/* Drain: how far this thread's witnesses are from their channels' highest
+ * acknowledged offsets. */
+static void churn_witness_check(bthread *th)
+{
+    uint64_t behind = 0, undelivered = 0, mismatch = 0;
+    for (size_t i = 0; i < th->created_churn; i++) {
+        bchurn *ch = &th->churn[i];
+        cslot *s = &ch->slots[0];
+        chan_state *cs = &g_chans[s->chan];
+        uint32_t h = __atomic_load_n(&cs->ack_epoch, __ATOMIC_ACQUIRE);
+        uint64_t top = __atomic_load_n(&cs->top_acked, __ATOMIC_RELAXED);
+        if (!ch->witness)
+            break;                   /* witnesses come first */
+        if (!top)
+            continue;                /* nothing acknowledged */
+        if (s->state != CS_ACTIVE || !s->epoch_len ||
+            epoch_hash(s->epoch, s->epoch_len) != h) {
+            behind++;
+            mismatch++;
+        } else if (s->tr.last < top) {
+            behind++;
+            undelivered += top - s->tr.last;
+        }
+    }
+    ST(th->witness_behind, behind);
+    ST(th->witness_undelivered, undelivered);
+    ST(th->witness_epoch_mismatch, mismatch);
+    __atomic_store_n(&th->witness_checked_ns, stamp_now_ns(),
+                     __ATOMIC_RELEASE);
+}
+
+/* Once a second: subscribes sent on an open connection and unanswered
+ * for CHURN_STALL_S or more (the server owes an answer: ok, or 108 when
+ * Redis or the store is away), and the oldest such wait. With `dump`, each
+ * is printed (at the end of the run). */
+#define CHURN_STALL_S 30
+static void churn_stalls(bthread *th, uint64_t now, int dump)
+{
+    uint64_t n = 0, oldest = 0;
+    for (size_t i = 0; i < th->created_churn; i++) {
+        bchurn *ch = &th->churn[i];
+        for (unsigned k = 0; ch->c && k < ch->n_slots; k++) {
+            cslot *s = &ch->slots[k];
+            uint64_t age;
+            if (s->state != CS_PENDING ||
+                hc_client_state(ch->c) != HC_STATE_CONNECTED)
+                continue;
+            age = now > s->pending_ns ? now - s->pending_ns : 0;
+            if (age > oldest)
+                oldest = age;
+            if (age < (uint64_t)CHURN_STALL_S * 1000000000u)
+                continue;
+            n++;
+            if (dump && n <= 20)
+                fprintf(stderr, "herald-bench: subscribe unanswered for %.1f s:"
+                        " %s on %s, since %s %" PRIu64 "%s\n",
+                        (double)age / 1e9, g_chans[s->chan].name,
+                        cfg.urls[ch->url],
+                        s->epoch_len ? s->epoch : "-", s->tr.last,
+                        ch->witness ? " (witness)" : "");
+        }
+    }
+    ST(th->stalled, n);
+    ST(th->stalled_max_ms, oldest / 1000000u);
+}
+
+/* Every CHURN_TICK_NS: replacements, lifetimes, resubscribes, retries. */
+static void churn_tick(bthread *th)
+{
+    uint64_t now = stamp_now_ns();
+    int ph = LD(g_phase), churning = ph < PH_DRAIN;
+
+    if (now < th->next_churn_ns)
+        return;
+    th->next_churn_ns = now + CHURN_TICK_NS;
+    for (size_t i = 0; i < th->created_churn; i++) {
+        bchurn *ch = &th->churn[i];
+        if (!ch->c) {
+            if (now >= ch->reopen_ns)
+                churn_open(ch);
+            continue;
+        }
+        if (ch->dead) {
+            churn_close(ch, 0);
+            continue;
+        }
+        if (churning && !ch->witness && now >= ch->end_ns) {
+            churn_end(ch);
+            if (!ch->c)
+                continue;
+        } else if (churning && !ch->witness && now >= ch->resub_ns) {
+            churn_resub(ch);
+        }
+        for (unsigned k = 0; k < ch->n_slots; k++) {
+            cslot *s = &ch->slots[k];
+            if (s->state == CS_IDLE && now >= s->retry_ns)
+                slot_subscribe(ch, s);
+        }
+    }
+    if (ph >= PH_DRAIN)
+        churn_witness_check(th);
+    if (now >= th->next_stall_ns) {
+        th->next_stall_ns = now + 1000000000u;
+        churn_stalls(th, now, 0);
+    }
+}
+
+/* Before the context closes: what the live clients' library absorbed. */
+static void churn_stop(bthread *th)
+{
+    churn_witness_check(th);
+    churn_stalls(th, stamp_now_ns(), 1);
+    for (size_t i = 0; i < th->created_churn; i++)
+        if (th->churn[i].c)
+            churn_collect_faults(&th->churn[i]);
+}
+
 /* --- Thread ------------------------------------------------------------------------ */
 
 /* The source address of client number g (--conns-per-addr): 127.x.y.z
@@ -866,8 +1498,9 @@ static void open_conn(bthread *th, size_t i)
  * rate: subscribers first, then publishers, then idle connections. */
 static void create_clients(bthread *th)
 {
-    size_t total = th->n_subs + th->n_pubs + th->n_conns;
-    size_t made = th->created_subs + th->created_pubs + th->created_conns;
+    size_t total = th->n_subs + th->n_pubs + th->n_conns + th->n_churn;
+    size_t made = th->created_subs + th->created_pubs + th->created_conns +
+                  th->created_churn;
     double el = (double)(stamp_now_ns() - th->ramp_start_ns) / 1e9;
     size_t due = th->ramp_rate > 0 ? (size_t)(el * th->ramp_rate) + 1 : total;
 
@@ -878,6 +1511,8 @@ static void create_clients(bthread *th)
             th->created_subs++;
         } else if (th->created_pubs < th->n_pubs) {
             open_pub(th, &th->pubs[th->created_pubs++]);
+        } else if (th->created_churn < th->n_churn) {
+            churn_open(&th->churn[th->created_churn++]);
         } else {
             open_conn(th, th->created_conns++);
         }
@@ -901,6 +1536,8 @@ static void tick_cb(uv_timer_t *t)
                     fastsub_close(th->subs[i].fs);
                     th->subs[i].fs = NULL;
                 }
+            if (cfg.sc == SC_CHURN)
+                churn_stop(th);
             if (cfg.drv)
                 cfg.drv->ctx_close(th->pctx);
             else
@@ -909,6 +1546,8 @@ static void tick_cb(uv_timer_t *t)
         return;
     }
     create_clients(th);
+    if (cfg.sc == SC_CHURN)
+        churn_tick(th);
     if (LD(g_drop_gen) != th->drop_gen) {
         /* reconnect: every subscriber (the library's) loses its connection. */
         th->drop_gen = LD(g_drop_gen);
@@ -963,6 +1602,13 @@ typedef struct sums {
         uncertain, inflight, errors, disconnects, connected, connect_failures,
         subscribed, sub_failed, gaps, dups, lost, resubscribed,
         recovered_true, recovered_false, last_recover_ns, p99_ns;
+    uint64_t opens, closes, cuts, drops, unsubs, resubs_since, switches,
+        sub_refused, sub_refused_108, live, active_slots, ready, resets_4003,
+        resets_4001, closes_4000, closes_other, client_dups,
+        false_recoveries, regressions, epoch_changes, unexpected,
+        witness_deliveries,
+        witness_behind, witness_undelivered, witness_epoch_mismatch,
+        stalled, stalled_max_ms;
 } sums;
 
 static void sum_threads(sums *s)
@@ -976,7 +1622,17 @@ static void sum_threads(sums *s)
         S_(connected); S_(connect_failures); S_(subscribed); S_(sub_failed);
         S_(gaps); S_(dups); S_(lost); S_(resubscribed); S_(recovered_true);
         S_(recovered_false);
+        S_(opens); S_(closes); S_(cuts); S_(drops); S_(unsubs);
+        S_(resubs_since); S_(switches); S_(sub_refused); S_(sub_refused_108);
+        S_(live); S_(active_slots); S_(ready); S_(resets_4003);
+        S_(resets_4001); S_(closes_4000); S_(closes_other); S_(client_dups);
+        S_(false_recoveries); S_(regressions); S_(epoch_changes);
+        S_(unexpected);
+        S_(witness_deliveries); S_(witness_behind); S_(witness_undelivered);
+        S_(witness_epoch_mismatch); S_(stalled);
 #undef S_
+        if (LD(th->stalled_max_ms) > s->stalled_max_ms)
+            s->stalled_max_ms = LD(th->stalled_max_ms);
         if (LD(th->last_recover_ns) > s->last_recover_ns)
             s->last_recover_ns = LD(th->last_recover_ns);
         if (LD(th->p99_ns) > s->p99_ns)
@@ -995,6 +1651,9 @@ typedef struct tl_sample {
 } tl_sample;
 static tl_sample g_timeline[TIMELINE_MAX];
 static size_t g_n_timeline;
+
+static void samples_row(const sums *s, double t, const char *phase,
+                        double dt);
 
 static void progress(double t0, uint64_t *prev, double *prev_t,
                      const char *what)
@@ -1015,7 +1674,20 @@ static void progress(double t0, uint64_t *prev, double *prev_t,
             .errors = s.errors,
             .phase = what,
         };
-    if (!cfg.quiet)
+    if (cfg.samples)
+        samples_row(&s, now - t0, what, now - *prev_t);
+    if (!cfg.quiet && cfg.sc == SC_CHURN)
+        fprintf(stderr,
+                "[%6.1fs] %-8s deliveries/s=%-8.0f clients=%" PRIu64
+                " subs=%" PRIu64 " errors=%" PRIu64 " gaps=%" PRIu64
+                " dups=%" PRIu64 " lost=%" PRIu64 " 4003=%" PRIu64
+                " 4001=%" PRIu64 " refused=%" PRIu64 " failed_pubs=%" PRIu64
+                "\n", now - t0, what,
+                (double)(cur - *prev) / (now - *prev_t), s.live,
+                s.active_slots, s.errors, s.gaps,
+                s.dups + s.client_dups, s.lost, s.resets_4003,
+                s.resets_4001, s.sub_refused, s.failed_pubs);
+    else if (!cfg.quiet)
         fprintf(stderr,
                 "[%6.1fs] %-8s %s/s=%-10.0f conns=%" PRIu64
                 " p99=%.0fus errors=%" PRIu64 " gaps=%" PRIu64
@@ -1087,7 +1759,33 @@ static int all_recovered(void)
 typedef struct srv_sample {
     procstat a, b;
     int ok_a, ok_b;
+    pid_t pid_a, pid_b;          /* the process sampled */
 } srv_sample;
+
+/* Server i's pid now: its --server-pid, or what its --server-pidfile
+ * says (0 when unreadable). */
+static pid_t server_pid(int i)
+{
+    FILE *f;
+    long pid = 0;
+    if (!cfg.server_pidfiles[i])
+        return cfg.servers[i];
+    if ((f = fopen(cfg.server_pidfiles[i], "r")) != NULL) {
+        if (fscanf(f, "%ld", &pid) != 1)
+            pid = 0;
+        fclose(f);
+    }
+    return (pid_t)pid;
+}
+
+/* Server i's name in reports: its label, else "server<i>". */
+static const char *server_label(int i, char *buf, size_t n)
+{
+    if (cfg.server_labels[i])
+        return cfg.server_labels[i];
+    snprintf(buf, n, "server%d", i);
+    return buf;
+}
 
 static void lat_table(const char *name, const hist *h)
 {
@@ -1152,24 +1850,32 @@ static void timeline_json(jw *w)
 #define P_C (1u << SC_CONNECTIONS)
 #define P_R (1u << SC_RECONNECT)
 #define P_Q (1u << SC_REQUEST)
+#define P_H (1u << SC_CHURN)
 static const struct scenario_param {
     unsigned scenarios;
     const char *key;
     const unsigned *u;
     const double *d;
 } scenario_params[] = {
-    { P_F | P_R, "channels", &cfg.channels, NULL },
+    { P_F | P_R | P_H, "channels", &cfg.channels, NULL },
     { P_F, "subs_per_channel", &cfg.subs, NULL },
-    { P_F, "publishers", &cfg.pubs, NULL },
+    { P_F | P_H, "publishers", &cfg.pubs, NULL },
     { P_Q, "clients", &cfg.pubs, NULL },
-    { P_C | P_R, "count", &cfg.count, NULL },
-    { P_F | P_C | P_R | P_Q, "rate", NULL, &cfg.rate },
-    { P_F | P_R | P_Q, "size", &cfg.size, NULL },
+    { P_C | P_R | P_H, "count", &cfg.count, NULL },
+    { P_F | P_C | P_R | P_Q | P_H, "rate", NULL, &cfg.rate },
+    { P_F | P_R | P_Q | P_H, "size", &cfg.size, NULL },
     { P_F | P_Q, "window", &cfg.window, NULL },
     { P_C, "procs", &cfg.procs, NULL },
     { P_C, "conns_per_addr", &cfg.conns_per_addr, NULL },
     { P_R, "drop_after_s", NULL, &cfg.drop_after },
-    { P_R, "backoff_ms", &cfg.backoff_ms, NULL },
+    { P_R | P_H, "backoff_ms", &cfg.backoff_ms, NULL },
+    { P_H, "per_client", &cfg.per_client, NULL },
+    { P_H, "lifetime_s", NULL, &cfg.lifetime },
+    { P_H, "resub_s", NULL, &cfg.resub_every },
+    { P_H, "offline_s", NULL, &cfg.offline },
+    { P_H, "long_offline_s", NULL, &cfg.long_offline },
+    { P_H, "long_share", NULL, &cfg.long_share },
+    { P_H, "drain_timeout_s", NULL, &cfg.drain_timeout },
 };
 
 static void params_json(jw *w)
@@ -1203,6 +1909,13 @@ static void params_json(jw *w)
             jw_kdbl(w, sp->key, *sp->d);
     }
     jw_kstr(w, "channel_prefix", cfg.channel_prefix);
+    if (cfg.n_prefixes > 1) {
+        jw_key(w, "channel_prefixes");
+        jw_arr_begin(w);
+        for (int i = 0; i < cfg.n_prefixes; i++)
+            jw_str(w, cfg.prefixes[i]);
+        jw_arr_end(w);
+    }
     jw_obj_end(w);
 }
 
@@ -1227,13 +1940,16 @@ static void resources(jw *w, const procstat *self_a, const procstat *self_b,
     jw_arr_begin(w);
     for (int i = 0; i < cfg.n_servers; i++) {
         const srv_sample *s = &srv[i];
+        pid_t pid = s->pid_b ? s->pid_b : cfg.servers[i];
         jw_obj_begin(w);
-        jw_ki64(w, "pid", (int64_t)cfg.servers[i]);
+        jw_ki64(w, "pid", (int64_t)pid);
+        if (cfg.server_labels[i])
+            jw_kstr(w, "label", cfg.server_labels[i]);
         if (!s->ok_a || !s->ok_b) {
             jw_kbool(w, "ok", 0);
             jw_obj_end(w);
-            printf("  server %-6d          (could not be sampled)\n",
-                   (int)cfg.servers[i]);
+            printf("  server %-6d          (could not be sampled%s)\n",
+                   (int)pid, s->pid_a != s->pid_b ? ": restarted" : "");
             continue;
         }
         uint64_t scpu = s->b.cpu_ns - s->a.cpu_ns;
@@ -1250,7 +1966,7 @@ static void resources(jw *w, const procstat *self_a, const procstat *self_b,
         jw_ku64(w, "threads", s->b.threads);
         printf("  server %-6d          cpu %.2f s (%.0f%%), %s %.0f, rss %.1f MiB,"
                " pss %.1f MiB\n",
-               (int)cfg.servers[i], (double)scpu / 1e9,
+               (int)pid, (double)scpu / 1e9,
                wall > 0 ? 100.0 * (double)scpu / 1e9 / wall : 0, per_name,
                per ? (double)scpu / (double)per : 0.0,
                (double)s->b.rss_bytes / 1048576.0,
@@ -1312,10 +2028,16 @@ static int report_end(jw *w)
 static void sample_servers(srv_sample *srv, int second)
 {
     for (int i = 0; i < cfg.n_servers; i++) {
-        if (second)
-            srv[i].ok_b = procstat_read(cfg.servers[i], &srv[i].b) == 0;
-        else
-            srv[i].ok_a = procstat_read(cfg.servers[i], &srv[i].a) == 0;
+        pid_t pid = server_pid(i);
+        if (second) {
+            srv[i].pid_b = pid;
+            /* A restarted process (pidfile): its CPU is not comparable. */
+            srv[i].ok_b = pid > 0 && procstat_read(pid, &srv[i].b) == 0 &&
+                          pid == srv[i].pid_a;
+        } else {
+            srv[i].pid_a = pid;
+            srv[i].ok_a = pid > 0 && procstat_read(pid, &srv[i].a) == 0;
+        }
     }
 }
 
@@ -1385,7 +2107,7 @@ static int run_streams(void)
     g_chans = calloc(chans, sizeof(*g_chans));
     for (unsigned i = 0; i < chans; i++)
         snprintf(g_chans[i].name, sizeof(g_chans[i].name), "%s%06x.%u",
-                 cfg.channel_prefix, run_id, i);
+                 cfg.prefixes[i % (unsigned)cfg.n_prefixes], run_id, i);
     /* Per thread at most n / threads + 1 from each URL (see below). */
     size_t cap_subs = n_subs / (unsigned)cfg.threads + (unsigned)cfg.n_urls;
     size_t cap_pubs = n_pubs / (unsigned)cfg.threads + (unsigned)cfg.n_urls;
@@ -1634,6 +2356,367 @@ static int run_streams(void)
     return rc;
 }
 
+/* --- churn ------------------------------------------------------------------ */
+
+static FILE *g_samples;
+
+/* The --samples CSV's header: the run's figures, then per server its pid,
+ * RSS and CPU time (columns named by the server's label). */
+static void samples_header(void)
+{
+    char b[32];
+    fprintf(g_samples, "unix_s,t_s,phase,clients,subscriptions,"
+            "deliveries_per_s,acks_per_s,gaps,duplicates,false_recoveries,"
+            "lost,recovered_false,resets_4003,resets_4001,closes_4000,"
+            "closes_other,sub_refused,failed_pubs,uncertain_pubs,inflight,"
+            "errors,stalled_subscribes,oldest_pending_s");
+    for (int i = 0; i < cfg.n_servers; i++) {
+        const char *l = server_label(i, b, sizeof(b));
+        fprintf(g_samples, ",%s_pid,%s_rss_mib,%s_cpu_s", l, l, l);
+    }
+    fputc('\n', g_samples);
+    fflush(g_samples);
+}
+
+/* One row a second (from progress()): rates over the last dt seconds,
+ * counters so far, and each server's RSS and CPU time read now. */
+static void samples_row(const sums *s, double t, const char *phase,
+                        double dt)
+{
+    static uint64_t prev_d, prev_a;
+    struct timespec ts;
+    procstat ps;
+
+    if (!g_samples)
+        return;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    fprintf(g_samples, "%.3f,%.1f,%s,%" PRIu64 ",%" PRIu64 ",%.0f,%.0f,%"
+            PRIu64 ",%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%"
+            PRIu64 ",%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%"
+            PRIu64 ",%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%.1f",
+            (double)ts.tv_sec + (double)ts.tv_nsec / 1e9, t, phase, s->live,
+            s->active_slots,
+            dt > 0 ? (double)(s->deliveries_total - prev_d) / dt : 0,
+            dt > 0 ? (double)(s->acked_total - prev_a) / dt : 0, s->gaps,
+            s->dups + s->client_dups, s->false_recoveries, s->lost,
+            s->recovered_false, s->resets_4003, s->resets_4001,
+            s->closes_4000, s->closes_other, s->sub_refused, s->failed_pubs,
+            s->uncertain, s->inflight, s->errors, s->stalled,
+            (double)s->stalled_max_ms / 1e3);
+    prev_d = s->deliveries_total;
+    prev_a = s->acked_total;
+    for (int i = 0; i < cfg.n_servers; i++) {
+        pid_t pid = server_pid(i);
+        if (pid > 0 && procstat_read(pid, &ps) == 0)
+            fprintf(g_samples, ",%d,%.2f,%.2f", (int)pid,
+                    (double)ps.rss_bytes / 1048576.0,
+                    (double)ps.cpu_ns / 1e9);
+        else
+            fprintf(g_samples, ",%d,,", (int)pid);
+    }
+    fputc('\n', g_samples);
+    fflush(g_samples);
+}
+
+static unsigned g_witnesses;
+static uint64_t g_drain_ns;
+
+static int churn_setup_done(void)
+{
+    sums s;
+    sum_threads(&s);
+    return s.ready >= g_witnesses && s.connected >= cfg.pubs;
+}
+
+/* Publishing has stopped: every publication is answered, and every
+ * thread has checked its witnesses since (so against the final
+ * acknowledged offsets), finding none behind. */
+static int churn_drained(void)
+{
+    static uint64_t quiet_ns;    /* since when nothing is in flight */
+    sums s;
+    sum_threads(&s);
+    if (s.inflight) {
+        quiet_ns = 0;
+        return 0;
+    }
+    if (!quiet_ns)
+        quiet_ns = stamp_now_ns();
+    for (int i = 0; i < cfg.threads; i++)
+        if (__atomic_load_n(&g_th[i].witness_checked_ns, __ATOMIC_ACQUIRE) <
+            quiet_ns)
+            return 0;
+    sum_threads(&s);
+    return s.witness_behind == 0;
+}
+
+static int run_churn(void)
+{
+    unsigned chans = cfg.channels, n_urls = (unsigned)cfg.n_urls;
+    unsigned run_id = (unsigned)(getpid() ^ (unsigned)time(NULL)) & 0xffffff;
+    unsigned n_churn, per_th, k = 0;
+    double t0 = now_s(), prev_t = t0, t_meas, wall = 0, drain_s = -1;
+    uint64_t prev = 0, rng = stamp_now_ns() | 1;
+    procstat self_a, self_b;
+    srv_sample srv[MAX_SERVERS];
+    hist lat, ack;
+    sums s;
+    int rc = 0, drained = 0;
+
+    memset(srv, 0, sizeof(srv));
+    if (cfg.samples) {
+        if (!(g_samples = fopen(cfg.samples, "w"))) {
+            fprintf(stderr, "herald-bench: cannot write %s\n", cfg.samples);
+            return 2;
+        }
+        samples_header();
+    }
+    g_chans = calloc(chans, sizeof(*g_chans));
+    for (unsigned i = 0; i < chans; i++)
+        snprintf(g_chans[i].name, sizeof(g_chans[i].name), "%s%06x.%u",
+                 cfg.prefixes[i % (unsigned)cfg.n_prefixes], run_id, i);
+    g_witnesses = chans * n_urls;
+    n_churn = g_witnesses + cfg.count;
+    per_th = n_churn / (unsigned)cfg.threads + 1;
+    g_th = calloc((size_t)cfg.threads, sizeof(*g_th));
+    for (int i = 0; i < cfg.threads; i++) {
+        bthread *th = &g_th[i];
+        th->idx = i;
+        th->churn = calloc(per_th, sizeof(bchurn));
+        th->pubs = calloc(cfg.pubs / (unsigned)cfg.threads + 1, sizeof(bpub));
+        th->ramp_rate = cfg.connect_rate / cfg.threads;
+        th->rng = (stamp_now_ns() ^ (0x9e3779b97f4a7c15ull * (uint64_t)(i + 1)))
+                  | 1;
+        hist_reset(&th->lat);
+        hist_reset(&th->ack);
+    }
+    /* Witnesses first (in every thread's array), round-robin over the
+     * threads: channel c's witness on URL u; then the churning clients,
+     * each with per_client distinct channels drawn at random. */
+    for (unsigned i = 0; i < n_churn; i++) {
+        bthread *th = &g_th[i % (unsigned)cfg.threads];
+        bchurn *ch = &th->churn[th->n_churn++];
+        ch->th = th;
+        if (i < g_witnesses) {
+            ch->witness = 1;
+            ch->n_slots = 1;
+            ch->slots[0].chan = i / n_urls;
+            ch->url = (uint8_t)(i % n_urls);
+            continue;
+        }
+        ch->n_slots = (uint8_t)cfg.per_client;
+        for (unsigned j = 0; j < cfg.per_client; j++) {
+            uint32_t c;
+            unsigned x;
+            do {
+                rng ^= rng >> 12;
+                rng ^= rng << 25;
+                rng ^= rng >> 27;
+                c = (uint32_t)((rng * 2685821657736338717ull >> 16) % chans);
+                for (x = 0; x < j && ch->slots[x].chan != c; x++)
+                    ;
+            } while (x < j);
+            ch->slots[j].chan = c;
+        }
+    }
+    /* Publisher p: channel p % C, URL p % urls, thread round-robin. */
+    for (unsigned p = 0; p < cfg.pubs; p++) {
+        bthread *th = &g_th[k++ % (unsigned)cfg.threads];
+        bpub *pb = &th->pubs[th->n_pubs++];
+        pb->th = th;
+        pb->id = p;
+        pb->chan = p % chans;
+        pb->url = p % n_urls;
+        g_chans[pb->chan].n_pubs++;
+    }
+
+    ST(g_phase, PH_SETUP);
+    for (int i = 0; i < cfg.threads; i++)
+        pthread_create(&g_th[i].tid, NULL, thread_main, &g_th[i]);
+    if (!run_for(cfg.setup_timeout, t0, &prev, &prev_t, "setup",
+                 churn_setup_done)) {
+        fprintf(stderr, "herald-bench: setup did not complete in %.0f s "
+                "(witnesses subscribed, publishers connected)\n",
+                cfg.setup_timeout);
+        rc = 2;
+    }
+    if (rc == 0) {
+        ST(g_phase, PH_WARMUP);
+        run_for(cfg.warmup, t0, &prev, &prev_t, "warmup", NULL);
+        procstat_read(0, &self_a);
+        sample_servers(srv, 0);
+        t_meas = now_s();
+        ST(g_phase, PH_MEASURE);
+        run_for(cfg.duration, t0, &prev, &prev_t, "measure", NULL);
+        wall = now_s() - t_meas;
+        procstat_read(0, &self_b);
+        sample_servers(srv, 1);
+        g_drain_ns = stamp_now_ns();
+        ST(g_phase, PH_DRAIN);
+        drained = run_for(cfg.drain_timeout, t0, &prev, &prev_t, "drain",
+                          churn_drained);
+        drain_s = (double)(stamp_now_ns() - g_drain_ns) / 1e9;
+        if (!drained)
+            fprintf(stderr, "herald-bench: the witnesses did not reach every "
+                    "acknowledged publication within %.0f s\n",
+                    cfg.drain_timeout);
+    } else {
+        procstat_read(0, &self_a);
+        self_b = self_a;
+    }
+    ST(g_phase, PH_STOP);
+    for (int i = 0; i < cfg.threads; i++)
+        pthread_join(g_th[i].tid, NULL);
+    if (g_samples)
+        fclose(g_samples);
+    g_samples = NULL;
+
+    sum_threads(&s);
+    hist_reset(&lat);
+    hist_reset(&ack);
+    for (int i = 0; i < cfg.threads; i++) {
+        hist_merge(&lat, &g_th[i].lat);
+        hist_merge(&ack, &g_th[i].ack);
+    }
+    uint64_t dups = s.dups + s.client_dups;
+    double dps = wall > 0 ? (double)s.deliveries / wall : 0;
+    double aps = wall > 0 ? (double)s.acked / wall : 0;
+
+    printf("herald-bench churn: %s\n", g_cmdline);
+    printf("  measured               %.2f s (after %.0f s of warm-up)\n",
+           wall, cfg.warmup);
+    printf("  clients                %u churning (%u channels each) + %u"
+           " witnesses, %u channels, %u publishers x %.0f/s\n", cfg.count,
+           cfg.per_client, g_witnesses, chans, cfg.pubs, cfg.rate);
+    printf("  churn                  %" PRIu64 " connections opened; ends: %"
+           PRIu64 " closed, %" PRIu64 " cut, %" PRIu64 " dropped (library"
+           " reconnect)\n", s.opens, s.closes, s.cuts, s.drops);
+    printf("  subscriptions          %" PRIu64 " unsubscribes, %" PRIu64
+           " subscribes with since, %" PRIu64 " channel switches, %" PRIu64
+           " refused (%" PRIu64 " with 108)\n", s.unsubs, s.resubs_since,
+           s.switches, s.sub_refused, s.sub_refused_108);
+    printf("  publications           %" PRIu64 " acknowledged (%.0f/s in the"
+           " window), %" PRIu64 " refused or unanswered (%" PRIu64
+           " connection lost)\n", s.acked_total, aps, s.failed_pubs,
+           s.uncertain);
+    printf("  deliveries             %" PRIu64 " (%.0f/s in the window), %"
+           PRIu64 " to witnesses\n", s.deliveries_total, dps,
+           s.witness_deliveries);
+    lat_table("publish-to-delivery", &lat);
+    lat_table("publish ack", &ack);
+    printf("  recovery               recovered true %" PRIu64 ", false %"
+           PRIu64 " (lost, announced: %" PRIu64 "; new epoch %" PRIu64 ")\n",
+           s.recovered_true, s.recovered_false, s.lost, s.epoch_changes);
+    printf("  server closes          4003 %" PRIu64 ", 4001 %" PRIu64
+           ", 4000 %" PRIu64 ", other %" PRIu64 "\n", s.resets_4003,
+           s.resets_4001, s.closes_4000, s.closes_other);
+    printf("  witnesses              %s in %.1f s; acknowledged not delivered %"
+           PRIu64 ", behind %" PRIu64 " (other epoch or unsubscribed %"
+           PRIu64 ")\n", drained ? "caught up" : "NOT caught up", drain_s,
+           s.witness_undelivered, s.witness_behind,
+           s.witness_epoch_mismatch);
+    printf("  subscribes             %" PRIu64 " unanswered for %d s or more"
+           " at the end (on open connections); longest wait %.1f s\n",
+           s.stalled, CHURN_STALL_S, (double)s.stalled_max_ms / 1e3);
+    printf("  gaps %" PRIu64 ", duplicates %" PRIu64 " (dropped by the"
+           " client library %" PRIu64 "), misreported recoveries %" PRIu64
+           ", regressions %" PRIu64 ", unexpected events %" PRIu64
+           ", errors %" PRIu64 "\n", s.gaps, dups, s.client_dups,
+           s.false_recoveries, s.regressions, s.unexpected, s.errors);
+
+    jw w;
+    jw_init(&w);
+    header_json(&w, wall);
+    jw_ku64(&w, "clients", cfg.count);
+    jw_ku64(&w, "witnesses", g_witnesses);
+    jw_ku64(&w, "publications", s.acked);
+    jw_ku64(&w, "publications_total", s.acked_total);
+    jw_kdbl(&w, "publications_per_s", aps);
+    jw_ku64(&w, "failed_publishes", s.failed_pubs);
+    jw_ku64(&w, "uncertain_publishes", s.uncertain);
+    jw_ku64(&w, "deliveries", s.deliveries);
+    jw_ku64(&w, "deliveries_total", s.deliveries_total);
+    jw_ku64(&w, "witness_deliveries", s.witness_deliveries);
+    jw_kdbl(&w, "deliveries_per_s", dps);
+    lat_json(&w, "latency", &lat);
+    lat_json(&w, "ack_latency", &ack);
+    jw_ku64(&w, "gaps", s.gaps);
+    jw_ku64(&w, "duplicates", dups);
+    jw_ku64(&w, "duplicates_dropped_by_client", s.client_dups);
+    jw_ku64(&w, "false_recoveries", s.false_recoveries);
+    jw_ku64(&w, "regressions", s.regressions);
+    jw_ku64(&w, "unexpected_events", s.unexpected);
+    jw_ku64(&w, "lost", s.lost);
+    jw_ku64(&w, "errors", s.errors);
+    jw_ku64(&w, "disconnects", s.disconnects);
+    jw_key(&w, "recovery");
+    jw_obj_begin(&w);
+    jw_ku64(&w, "recovered_true", s.recovered_true);
+    jw_ku64(&w, "recovered_false", s.recovered_false);
+    jw_ku64(&w, "epoch_changes", s.epoch_changes);
+    jw_ku64(&w, "library_resubscribes", s.resubscribed);
+    jw_obj_end(&w);
+    jw_key(&w, "churn");
+    jw_obj_begin(&w);
+    jw_ku64(&w, "opens", s.opens);
+    jw_ku64(&w, "closes", s.closes);
+    jw_ku64(&w, "cuts", s.cuts);
+    jw_ku64(&w, "drops", s.drops);
+    jw_ku64(&w, "unsubscribes", s.unsubs);
+    jw_ku64(&w, "subscribes_with_since", s.resubs_since);
+    jw_ku64(&w, "switches", s.switches);
+    jw_ku64(&w, "subscribes_refused", s.sub_refused);
+    jw_ku64(&w, "subscribes_refused_108", s.sub_refused_108);
+    jw_ku64(&w, "subscribes_stalled", s.stalled);
+    jw_kdbl(&w, "subscribe_longest_wait_s", (double)s.stalled_max_ms / 1e3);
+    jw_obj_end(&w);
+    jw_key(&w, "server_closes");
+    jw_obj_begin(&w);
+    jw_ku64(&w, "4003", s.resets_4003);
+    jw_ku64(&w, "4001", s.resets_4001);
+    jw_ku64(&w, "4000", s.closes_4000);
+    jw_ku64(&w, "other", s.closes_other);
+    jw_obj_end(&w);
+    jw_key(&w, "witness");
+    jw_obj_begin(&w);
+    jw_kbool(&w, "drained", drained);
+    jw_kdbl(&w, "drain_s", drain_s);
+    jw_ku64(&w, "undelivered_acked", s.witness_undelivered);
+    jw_ku64(&w, "behind", s.witness_behind);
+    jw_ku64(&w, "other_epoch_or_unsubscribed", s.witness_epoch_mismatch);
+    jw_obj_end(&w);
+    resources(&w, &self_a, &self_b, 0, wall, srv, s.deliveries,
+              "ns_per_delivery", 0, NULL);
+    if (report_end(&w))
+        rc = 2;
+
+    if (rc == 0 && (s.gaps || dups || s.false_recoveries || s.regressions ||
+                    s.unexpected)) {
+        fprintf(stderr, "herald-bench: FAILED: %" PRIu64 " gaps, %" PRIu64
+                " duplicates, %" PRIu64 " misreported recoveries, %" PRIu64
+                " regressions, %" PRIu64 " unexpected events\n", s.gaps,
+                dups, s.false_recoveries, s.regressions, s.unexpected);
+        rc = 1;
+    }
+    if (rc == 0 && !drained) {
+        fprintf(stderr, "herald-bench: FAILED: %" PRIu64 " witnesses behind"
+                " (%" PRIu64 " acknowledged publications not delivered)\n",
+                s.witness_behind, s.witness_undelivered);
+        rc = 1;
+    }
+    if (rc == 0 && s.deliveries == 0) {
+        fprintf(stderr, "herald-bench: FAILED: no deliveries\n");
+        rc = 1;
+    }
+    for (int i = 0; i < cfg.threads; i++) {
+        free(g_th[i].churn);
+        free(g_th[i].pubs);
+    }
+    free(g_th);
+    free(g_chans);
+    return rc;
+}
+
 /* --- connections --------------------------------------------------------- */
 
 /* What a child process sends to the parent through its pipe: once when its
@@ -1752,8 +2835,10 @@ static int run_connections(void)
 
     memset(srv, 0, sizeof(srv));
     memset(base, 0, sizeof(base));
-    for (int i = 0; i < cfg.n_servers; i++)
-        procstat_read(cfg.servers[i], &base[i]);
+    for (int i = 0; i < cfg.n_servers; i++) {
+        srv[i].pid_a = server_pid(i);
+        srv[i].ok_a = procstat_read(srv[i].pid_a, &base[i]) == 0;
+    }
     procstat_read(0, &self_a);
     fflush(stdout);
     fflush(stderr);
@@ -1797,10 +2882,8 @@ static int run_connections(void)
     /* Every connection is up: sample the servers half-way into the hold. */
     sleep_s(cfg.duration / 2);
     sample_servers(srv, 1);
-    for (int i = 0; i < cfg.n_servers; i++) {
+    for (int i = 0; i < cfg.n_servers; i++)
         srv[i].a = base[i];
-        srv[i].ok_a = 1;
-    }
     hist_reset(&lat);
     for (unsigned k = 0; k < K; k++) {
         int st;
@@ -1877,7 +2960,8 @@ static void usage(FILE *f)
 {
     fprintf(f,
 "usage: herald-bench SCENARIO [options]\n"
-"scenarios: fanout | connections | reconnect | request (see bench/README.md)\n"
+"scenarios: fanout | connections | reconnect | request | churn\n"
+"           (see bench/README.md)\n"
 "common:\n"
 "  --target T           herald | a peer: %s(herald)\n"
 "  --url URL            ws://127.0.0.1:8080/ws (peers: the driver's); repeat\n"
@@ -1888,11 +2972,15 @@ static void usage(FILE *f)
 "  --warmup S           seconds before measuring (1)\n"
 "  --json FILE          write the JSON report (- for stdout)\n"
 "  --threads N          client threads, one uv loop each (1)\n"
-"  --server-pid PID     sample a server's CPU and memory (repeatable)\n"
+"  --server-pid [L=]PID sample a server's CPU and memory (repeatable; L\n"
+"                       names it in reports)\n"
+"  --server-pidfile [L=]FILE  the same, the pid read from FILE at every\n"
+"                       sample (a server that is restarted)\n"
 "  --connect-rate R     client connects per second during setup (5000)\n"
 "  --conns-per-addr N   spread source addresses over 127.0.0.0/8, N per\n"
 "                       address (connections: 1000; others: 0 = off)\n"
-"  --channel-prefix P   channel names P<run>.<i> (bench.)\n"
+"  --channel-prefix P   channel names P<run>.<i> (bench.); repeat it and\n"
+"                       channel i takes the (i mod n)-th\n"
 "  --setup-timeout S    give up setting up after S seconds (60)\n"
 "  --quiet              no progress line\n"
 "fanout:      --channels C (1) --subs S (100) --pubs P (1) --rate R (0 = as\n"
@@ -1902,7 +2990,16 @@ static void usage(FILE *f)
 "             --size B (100) --drop-after S (duration/4) --backoff-ms MS (250)\n"
 "request:     --clients N (1) --rate R per client (0 = closed loop)\n"
 "             --window W (1) --size B (100)\n"
-"exit status: 0 ok, 1 gaps/duplicates or nothing measured, 2 usage/setup\n",
+"churn:       --count N churning clients (100) --channels C (16)\n"
+"             --per-client K channels each (3) --pubs P (C) --rate R per\n"
+"             publisher (5) --size B (100) --lifetime S mean (20) --resub S\n"
+"             mean (10) --offline S at most (5) --long-offline S (0 = never)\n"
+"             --long-share F of the replacements (0.02) --drain-timeout S\n"
+"             (30)\n"
+"             --samples FILE (a CSV row a second: counters, server RSS)\n"
+"exit status: 0 ok, 1 gaps/duplicates (churn: also misreported\n"
+"             recoveries, acknowledged publications a witness never got)\n"
+"             or nothing measured, 2 usage/setup\n",
         peer_names());
 }
 
@@ -1930,7 +3027,8 @@ static int parse_args(int argc, char **argv)
         O_URL = 256, O_ENC, O_DUR, O_WARM, O_JSON, O_THREADS, O_PID, O_CH,
         O_SUBS, O_PUBS, O_RATE, O_SIZE, O_WIN, O_COUNT, O_PROCS, O_CRATE,
         O_CPA, O_PREFIX, O_DROP, O_BACKOFF, O_SETUP, O_QUIET, O_HELP,
-        O_TARGET
+        O_TARGET, O_PIDFILE, O_PER_CLIENT, O_LIFETIME, O_RESUB, O_OFFLINE,
+        O_DRAIN, O_SAMPLES, O_LONG_OFF, O_LONG_SHARE
     };
     static const struct option opts[] = {
         { "url", 1, 0, O_URL }, { "encoding", 1, 0, O_ENC },
@@ -1945,11 +3043,17 @@ static int parse_args(int argc, char **argv)
         { "channel-prefix", 1, 0, O_PREFIX }, { "drop-after", 1, 0, O_DROP },
         { "backoff-ms", 1, 0, O_BACKOFF }, { "setup-timeout", 1, 0, O_SETUP },
         { "quiet", 0, 0, O_QUIET }, { "help", 0, 0, O_HELP },
-        { "target", 1, 0, O_TARGET },
+        { "target", 1, 0, O_TARGET }, { "server-pidfile", 1, 0, O_PIDFILE },
+        { "per-client", 1, 0, O_PER_CLIENT }, { "lifetime", 1, 0, O_LIFETIME },
+        { "resub", 1, 0, O_RESUB }, { "offline", 1, 0, O_OFFLINE },
+        { "drain-timeout", 1, 0, O_DRAIN }, { "samples", 1, 0, O_SAMPLES },
+        { "long-offline", 1, 0, O_LONG_OFF },
+        { "long-share", 1, 0, O_LONG_SHARE },
         { 0, 0, 0, 0 }
     };
     int c, have_rate = 0, have_cpa = 0, have_count = 0, have_win = 0;
-    int have_url = 0;
+    int have_url = 0, have_pubs = 0, have_ch = 0;
+    char *eq;
     double drop = -1;
     char *end;
 
@@ -1957,10 +3061,10 @@ static int parse_args(int argc, char **argv)
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : -1;
     }
-    for (c = 0; c < 4; c++)
+    for (c = 0; c < SC_COUNT; c++)
         if (!strcmp(argv[1], scenario_names[c]))
             break;
-    if (c == 4) {
+    if (c == SC_COUNT) {
         fprintf(stderr, "herald-bench: unknown scenario '%s'\n", argv[1]);
         usage(stderr);
         return 2;
@@ -1972,7 +3076,9 @@ static int parse_args(int argc, char **argv)
                     .subs = 100, .pubs = 1, .size = 100, .window = 16,
                     .count = 1000, .procs = 1, .connect_rate = 5000,
                     .channel_prefix = "bench.", .backoff_ms = 250,
-                    .setup_timeout = 60 };
+                    .setup_timeout = 60, .per_client = 3, .lifetime = 20,
+                    .resub_every = 10, .offline = 5, .drain_timeout = 30,
+                    .long_share = 0.02 };
 
     optind = 2;
     while ((c = getopt_long(argc, argv, "n:", opts, NULL)) != -1) {
@@ -1998,13 +3104,31 @@ static int parse_args(int argc, char **argv)
         case O_JSON: cfg.json = optarg; break;
         case O_THREADS: cfg.threads = (int)strtol(optarg, &end, 10); break;
         case O_PID:
+        case O_PIDFILE:
+            /* [LABEL=]PID or [LABEL=]FILE: the label names the server in
+             * reports (argv is ours to cut). */
             if (cfg.n_servers == MAX_SERVERS)
                 goto bad;
-            cfg.servers[cfg.n_servers++] = (pid_t)strtol(optarg, &end, 10);
+            if ((eq = strchr(optarg, '=')) != NULL) {
+                *eq = '\0';
+                cfg.server_labels[cfg.n_servers] = optarg;
+                optarg = eq + 1;
+            }
+            if (c == O_PIDFILE)
+                cfg.server_pidfiles[cfg.n_servers++] = optarg;
+            else
+                cfg.servers[cfg.n_servers++] =
+                    (pid_t)strtol(optarg, &end, 10);
             break;
-        case O_CH: cfg.channels = (unsigned)strtoul(optarg, &end, 10); break;
+        case O_CH:
+            cfg.channels = (unsigned)strtoul(optarg, &end, 10);
+            have_ch = 1;
+            break;
         case O_SUBS: cfg.subs = (unsigned)strtoul(optarg, &end, 10); break;
-        case O_PUBS: cfg.pubs = (unsigned)strtoul(optarg, &end, 10); break;
+        case O_PUBS:
+            cfg.pubs = (unsigned)strtoul(optarg, &end, 10);
+            have_pubs = 1;
+            break;
         case O_RATE: cfg.rate = strtod(optarg, &end); have_rate = 1; break;
         case O_SIZE: cfg.size = (unsigned)strtoul(optarg, &end, 10); break;
         case O_WIN:
@@ -2022,7 +3146,21 @@ static int parse_args(int argc, char **argv)
             cfg.conns_per_addr = (unsigned)strtoul(optarg, &end, 10);
             have_cpa = 1;
             break;
-        case O_PREFIX: cfg.channel_prefix = optarg; break;
+        case O_PREFIX:
+            if (cfg.n_prefixes == MAX_PREFIXES)
+                goto bad;
+            cfg.prefixes[cfg.n_prefixes++] = optarg;
+            break;
+        case O_PER_CLIENT:
+            cfg.per_client = (unsigned)strtoul(optarg, &end, 10);
+            break;
+        case O_LIFETIME: cfg.lifetime = strtod(optarg, &end); break;
+        case O_RESUB: cfg.resub_every = strtod(optarg, &end); break;
+        case O_OFFLINE: cfg.offline = strtod(optarg, &end); break;
+        case O_DRAIN: cfg.drain_timeout = strtod(optarg, &end); break;
+        case O_LONG_OFF: cfg.long_offline = strtod(optarg, &end); break;
+        case O_LONG_SHARE: cfg.long_share = strtod(optarg, &end); break;
+        case O_SAMPLES: cfg.samples = optarg; break;
         case O_DROP: drop = strtod(optarg, &end); break;
         case O_BACKOFF:
             cfg.backoff_ms = (unsigned)strtoul(optarg, &end, 10);
@@ -2053,10 +3191,11 @@ static int parse_args(int argc, char **argv)
                     " peer targets carry JSON-string stamps (--encoding json)\n");
             return 2;
         }
-        if (cfg.sc == SC_RECONNECT) {
-            fprintf(stderr, "herald-bench: the reconnect scenario measures "
+        if (cfg.sc == SC_RECONNECT || cfg.sc == SC_CHURN) {
+            fprintf(stderr, "herald-bench: the %s scenario measures "
                     "Herald's recovery (resubscribe with since); it has no "
-                    "equivalent on --target %s\n", cfg.target);
+                    "equivalent on --target %s\n", scenario_names[cfg.sc],
+                    cfg.target);
             return 2;
         }
         if (!have_url)
@@ -2066,7 +3205,31 @@ static int parse_args(int argc, char **argv)
         cfg.url = cfg.urls[0];
     else
         cfg.urls[cfg.n_urls++] = cfg.url;
+    if (!cfg.n_prefixes)
+        cfg.prefixes[cfg.n_prefixes++] = "bench.";
+    cfg.channel_prefix = cfg.prefixes[0];
     cfg.sub_kind = choose_sub_kind();
+    if (cfg.sc == SC_CHURN) {
+        if (!have_ch)
+            cfg.channels = 16;
+        if (!have_count)
+            cfg.count = 100;
+        if (!have_pubs)
+            cfg.pubs = cfg.channels;
+        if (!have_rate)
+            cfg.rate = 5;
+        if (cfg.rate <= 0 || cfg.per_client < 1 ||
+            cfg.per_client > CHURN_SLOTS || cfg.per_client > cfg.channels ||
+            cfg.lifetime <= 0 || cfg.resub_every <= 0 || cfg.offline < 0 ||
+            cfg.long_offline < 0 || cfg.long_share < 0 ||
+            cfg.long_share > 1 || cfg.drain_timeout <= 0) {
+            fprintf(stderr, "herald-bench: churn needs --rate > 0, --per-client"
+                    " 1..%d (at most --channels), --lifetime and --resub > 0,"
+                    " --offline and --long-offline >= 0, --long-share 0..1,"
+                    " --drain-timeout > 0\n", CHURN_SLOTS);
+            return 2;
+        }
+    }
     if (cfg.sc == SC_CONNECTIONS) {
         if (!have_rate)
             cfg.rate = 5000;
@@ -2121,5 +3284,7 @@ int main(int argc, char **argv)
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (cfg.sc == SC_CONNECTIONS)
         return run_connections();
+    if (cfg.sc == SC_CHURN)
+        return run_churn();
     return run_streams();
 }

@@ -500,8 +500,10 @@ static void deliver(hc_client *c, hc_sub *s, const hc_pub *p)
 {
     hc__verdict v = hc__stream_pub(&s->st, p->epoch.ptr, p->epoch.len,
                                    p->offset);
-    if (v == HC__DUPLICATE)
+    if (v == HC__DUPLICATE) {
+        c->faults.duplicates++;
         return;
+    }
     if (v == HC__GAP)
         sub_event(c, s, HC_SUB_GAP, 0, 0, hcs(NULL));
     if (c->app_closed || !s->active)
@@ -554,6 +556,8 @@ static void on_sub_reply(hc_client *c, hc_cmd *cmd, const hc_reply *r)
         }
         if (recovered && pos < r->offset)
             recovered = 0;
+        if (r->recovered == 1 && !recovered)
+            c->faults.false_recoveries++;
     }
     if (recovered != 1) {
         hc__stream_set(&s->st, r->epoch.ptr, r->epoch.len, r->offset);
@@ -1014,6 +1018,11 @@ void hc_client_drop(hc_client *c)
     enter(c);
     kill_conn(c, 1006, "dropped by the application");
     leave(c);
+}
+
+void hc_client_faults_get(const hc_client *c, hc_client_faults *out)
+{
+    *out = c->faults;
 }
 
 hc_state hc_client_state(const hc_client *c)

@@ -95,6 +95,7 @@ struct hc_client {
     uint32_t ping_s;
     int app_closed;
     int depth;                         /* entry points on the stack */
+    hc_client_faults faults;           /* hc_client_faults_get() */
 };
 
 #endif

@@ -232,6 +232,24 @@ void hc_client_close(hc_client *c);
  * reconnect scenario). */
 void hc_client_drop(hc_client *c);
 
+/* Protocol faults of the server that the library absorbed, counted over
+ * the client's life (every connection). A server that keeps the contract
+ * (protocol-v1.md) causes none; the application cannot see them otherwise,
+ * since the library hides the first and reports the second as an ordinary
+ * recovered = 0. For tests and load generators (herald-bench's churn
+ * scenario counts them as duplicates and misreported recoveries). */
+typedef struct hc_client_faults {
+    /* Publications at or below the channel's delivered position in its
+     * epoch (a repeated offset, or one older than a subscribe reply's top
+     * or than `since`): dropped, not delivered. */
+    uint64_t duplicates;
+    /* Subscribe replies with recovered:true whose publications did not
+     * continue the position up to the reply's offset, or whose epoch was
+     * not the position's: reported to the application as recovered = 0. */
+    uint64_t false_recoveries;
+} hc_client_faults;
+void hc_client_faults_get(const hc_client *c, hc_client_faults *out);
+
 hc_state hc_client_state(const hc_client *c);
 void *hc_client_user(const hc_client *c);
 hc_encoding hc_client_encoding(const hc_client *c);
