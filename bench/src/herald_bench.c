@@ -92,6 +92,7 @@ typedef struct config {
     enum scenario sc;
     const char *target;          /* "herald" or a peer driver's name */
     enum sub_kind sub_kind;
+    int force_client;            /* --sub-transport client */
     const peer_driver *drv;      /* NULL for herald */
     const char *url;             /* urls[0] */
     const char *urls[MAX_URLS];  /* every --url, in the order given */
@@ -2985,6 +2986,8 @@ static void usage(FILE *f)
 "  --quiet              no progress line\n"
 "fanout:      --channels C (1) --subs S (100) --pubs P (1) --rate R (0 = as\n"
 "             fast as acknowledged) --size B (100) --window W (16)\n"
+"             --sub-transport auto | client (auto: the lean reader where\n"
+"             it can go, ws:// to an IPv4 address; client: the library)\n"
 "connections: --count N (1000) --rate R connects/s (5000) --procs K (1)\n"
 "reconnect:   --count N (1000) --channels C (1) --rate R (1000)\n"
 "             --size B (100) --drop-after S (duration/4) --backoff-ms MS (250)\n"
@@ -3013,7 +3016,7 @@ static enum sub_kind choose_sub_kind(void)
 {
     if (cfg.drv)
         return SUB_PEER;
-    if (cfg.sc != SC_FANOUT)
+    if (cfg.sc != SC_FANOUT || cfg.force_client)
         return SUB_LIB;
     for (int u = 0; u < cfg.n_urls; u++)
         if (fastsub_url_ok(cfg.urls[u]) != 0)
@@ -3028,7 +3031,7 @@ static int parse_args(int argc, char **argv)
         O_SUBS, O_PUBS, O_RATE, O_SIZE, O_WIN, O_COUNT, O_PROCS, O_CRATE,
         O_CPA, O_PREFIX, O_DROP, O_BACKOFF, O_SETUP, O_QUIET, O_HELP,
         O_TARGET, O_PIDFILE, O_PER_CLIENT, O_LIFETIME, O_RESUB, O_OFFLINE,
-        O_DRAIN, O_SAMPLES, O_LONG_OFF, O_LONG_SHARE
+        O_DRAIN, O_SAMPLES, O_LONG_OFF, O_LONG_SHARE, O_SUBTR
     };
     static const struct option opts[] = {
         { "url", 1, 0, O_URL }, { "encoding", 1, 0, O_ENC },
@@ -3049,6 +3052,7 @@ static int parse_args(int argc, char **argv)
         { "drain-timeout", 1, 0, O_DRAIN }, { "samples", 1, 0, O_SAMPLES },
         { "long-offline", 1, 0, O_LONG_OFF },
         { "long-share", 1, 0, O_LONG_SHARE },
+        { "sub-transport", 1, 0, O_SUBTR },
         { 0, 0, 0, 0 }
     };
     int c, have_rate = 0, have_cpa = 0, have_count = 0, have_win = 0;
@@ -3161,6 +3165,12 @@ static int parse_args(int argc, char **argv)
         case O_LONG_OFF: cfg.long_offline = strtod(optarg, &end); break;
         case O_LONG_SHARE: cfg.long_share = strtod(optarg, &end); break;
         case O_SAMPLES: cfg.samples = optarg; break;
+        case O_SUBTR:
+            if (!strcmp(optarg, "client"))
+                cfg.force_client = 1;
+            else if (strcmp(optarg, "auto"))
+                goto bad;
+            break;
         case O_DROP: drop = strtod(optarg, &end); break;
         case O_BACKOFF:
             cfg.backoff_ms = (unsigned)strtoul(optarg, &end, 10);
