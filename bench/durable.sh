@@ -102,10 +102,7 @@ SRV=; SAMPLER=; FERRET_DIR=
 stop_step() {
   stop_pid "$SAMPLER"; SAMPLER=
   stop_pid "$SRV"; SRV=
-  if [ -n "$FERRET_DIR" ]; then
-    "$ferret/stop.sh" "$FERRET_DIR" >/dev/null 2>&1
-    FERRET_DIR=
-  fi
+  stop_ferret
 }
 
 run_prepare durable

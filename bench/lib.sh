@@ -1,6 +1,7 @@
 # Shell helpers shared by the bench scripts that start their own servers
-# (bench/run.sh, bench/cluster.sh, bench/durable.sh, bench/ab.sh). Sourced,
-# so `wait` reaches the caller's children. Needs $py (a python3) and
+# (bench/run.sh, bench/cluster.sh, bench/durable.sh, bench/ab.sh,
+# bench/spill_lock.sh, bench/soak.sh). Sourced, so `wait` reaches the
+# caller's children. Needs $py (a python3) and
 # $bench_name (for messages).
 
 # stop_pid PID: SIGTERM, up to 5 s, then SIGKILL; reaps it. Empty: nothing.
@@ -12,6 +13,15 @@ stop_pid() {
   for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
   kill -KILL "$p" 2>/dev/null
   wait "$p" 2>/dev/null
+}
+
+# stop_ferret: stops the FerretDB the script started in $FERRET_DIR (with
+# $ferret/start.sh; stop.sh also resumes it if paused), if any.
+stop_ferret() {
+  if [ -n "${FERRET_DIR:-}" ]; then
+    "$ferret/stop.sh" "$FERRET_DIR" >/dev/null 2>&1
+    FERRET_DIR=
+  fi
 }
 
 # stop_bench: stops the herald-bench run in $BENCH_PID, if any (the

@@ -121,10 +121,7 @@ fi
 FERRET_DIR=; FERRET_PID=
 stop_step() {
   stop_servers
-  if [ -n "$FERRET_DIR" ]; then
-    "$ferret/stop.sh" "$FERRET_DIR" >/dev/null 2>&1
-    FERRET_DIR=
-  fi
+  stop_ferret
 }
 run_prepare soak
 base_env=("${server_env[@]}")

@@ -59,10 +59,7 @@ stop_step() {
   stop_pid "$PROBE"; PROBE=
   stop_pid "$FILLER"; FILLER=
   stop_pid "$SRV"; SRV=
-  if [ -n "$FERRET_DIR" ]; then
-    "$ferret/stop.sh" "$FERRET_DIR" >/dev/null 2>&1
-    FERRET_DIR=
-  fi
+  stop_ferret
 }
 
 run_prepare spill_lock

@@ -2042,6 +2042,15 @@ static void sample_servers(srv_sample *srv, int second)
     }
 }
 
+/* The measured window's two ends: the bench's own CPU and every server's
+ * sampled at each (resources()). Returns the time of that end. */
+static double window_edge(srv_sample *srv, procstat *self, int second)
+{
+    procstat_read(0, self);
+    sample_servers(srv, second);
+    return now_s();
+}
+
 /* Several URLs: each URL's share (its clients, their deliveries and
  * latency), on the human table and as the report's `per_url`. Called after
  * the threads have stopped. */
@@ -2186,9 +2195,7 @@ static int run_streams(void)
     if (rc == 0) {
         ST(g_phase, PH_WARMUP);
         run_for(cfg.warmup, t0, &prev, &prev_t, "warmup", NULL);
-        procstat_read(0, &self_a);
-        sample_servers(srv, 0);
-        t_meas = now_s();
+        t_meas = window_edge(srv, &self_a, 0);
         ST(g_phase, PH_MEASURE);
         if (cfg.sc == SC_RECONNECT) {
             run_for(cfg.drop_after, t0, &prev, &prev_t, "measure", NULL);
@@ -2210,9 +2217,7 @@ static int run_streams(void)
             run_for(cfg.duration, t0, &prev, &prev_t, "measure", NULL);
         }
         ST(g_phase, PH_DRAIN);
-        wall = now_s() - t_meas;
-        procstat_read(0, &self_b);
-        sample_servers(srv, 1);
+        wall = window_edge(srv, &self_b, 1) - t_meas;
         /* Recovery slower than the run: keep waiting (publishing has
          * stopped), so that the report still says how long it took. */
         if (cfg.sc == SC_RECONNECT && recovery_s < 0 &&
@@ -2544,14 +2549,10 @@ static int run_churn(void)
     if (rc == 0) {
         ST(g_phase, PH_WARMUP);
         run_for(cfg.warmup, t0, &prev, &prev_t, "warmup", NULL);
-        procstat_read(0, &self_a);
-        sample_servers(srv, 0);
-        t_meas = now_s();
+        t_meas = window_edge(srv, &self_a, 0);
         ST(g_phase, PH_MEASURE);
         run_for(cfg.duration, t0, &prev, &prev_t, "measure", NULL);
-        wall = now_s() - t_meas;
-        procstat_read(0, &self_b);
-        sample_servers(srv, 1);
+        wall = window_edge(srv, &self_b, 1) - t_meas;
         g_drain_ns = stamp_now_ns();
         ST(g_phase, PH_DRAIN);
         drained = run_for(cfg.drain_timeout, t0, &prev, &prev_t, "drain",

@@ -44,6 +44,20 @@ typedef struct read_job {
     char chan[];
 } read_job;
 
+/* store_find_pos on the publications collection through the reader's
+ * client; the query's filter and options are freed. */
+static int reader_find_pos(store *s, mongoc_client_t *cl, bson_t *filter,
+                           bson_t *opts, store_pos *pos, bson_error_t *err)
+{
+    mongoc_collection_t *coll = mongoc_client_get_collection(cl, s->db,
+                                                             s->coll);
+    int rc = store_find_pos(coll, filter, opts, pos, err);
+    mongoc_collection_destroy(coll);
+    bson_destroy(filter);
+    bson_destroy(opts);
+    return rc;
+}
+
 /* Last (epoch, offset) of a channel: the newest document by time, then
  * offset, or the newest in the spill file when that is newer (not written
  * yet; the spill is asked first: what leaves it is in MongoDB already).
@@ -64,14 +78,9 @@ static int store_last(store *s, mongoc_client_t *cl, const read_job *j,
     bson_append_document_end(&opts, &sort);
     store_pos_projection(&opts);
     BSON_APPEND_INT64(&opts, "limit", 1);
-    mongoc_collection_t *coll = mongoc_client_get_collection(cl, s->db,
-                                                             s->coll);
     store_pos pos;
     bson_error_t err;
-    int rc = store_find_pos(coll, &filter, &opts, &pos, &err);
-    mongoc_collection_destroy(coll);
-    bson_destroy(&filter);
-    bson_destroy(&opts);
+    int rc = reader_find_pos(s, cl, &filter, &opts, &pos, &err);
     if (rc < 0) {
         log_warn("MongoDB: cannot read a stream's last offset",
                  LOG_STRN("channel", j->chan, j->len),
@@ -199,14 +208,9 @@ static int store_start_trimmed(store *s, mongoc_client_t *cl, const read_job *j)
     bson_append_document_end(&filter, &range);
     store_pos_projection(&opts);
     BSON_APPEND_INT64(&opts, "limit", 1);
-    mongoc_collection_t *coll = mongoc_client_get_collection(cl, s->db,
-                                                             s->coll);
     store_pos pos;
     bson_error_t err;
-    int rc = store_find_pos(coll, &filter, &opts, &pos, &err);
-    mongoc_collection_destroy(coll);
-    bson_destroy(&filter);
-    bson_destroy(&opts);
+    int rc = reader_find_pos(s, cl, &filter, &opts, &pos, &err);
     if (rc < 0) {
         log_warn("MongoDB: cannot read history",
                  LOG_STRN("channel", j->chan, j->len),

@@ -148,19 +148,9 @@ static void world_start(const char *(*sub_answer)(const char *),
     cr_assert(W.c, "%s", err);
 }
 
-static int (*g_until)(void);
-static void poll_cb(uv_timer_t *t)
-{
-    if (g_until())
-        uv_timer_stop(t);
-}
-
 static void run_until(int (*until)(void))
 {
-    g_until = until;
-    uv_timer_start(&W.poll, poll_cb, 1, 1);
-    while (uv_is_active((uv_handle_t *)&W.poll))
-        uv_run(&W.loop, UV_RUN_ONCE);
+    ws_run_until(&W.loop, &W.poll, until);
 }
 
 static void world_end(void)

@@ -137,19 +137,9 @@ static hc_ws *world_open(const char *path, size_t max_message)
 }
 
 /* Runs the loop until `until` holds (checked on a 1 ms timer). */
-static int (*g_until)(void);
-static void poll_cb(uv_timer_t *t)
-{
-    if (g_until())
-        uv_timer_stop(t);
-}
-
 static void run_until(int (*until)(void))
 {
-    g_until = until;
-    uv_timer_start(&W.poll, poll_cb, 1, 1);
-    while (uv_is_active((uv_handle_t *)&W.poll))
-        uv_run(&W.loop, UV_RUN_ONCE);
+    ws_run_until(&W.loop, &W.poll, until);
 }
 
 /* Shuts everything down the way owners do and frees it (the sanitizer

@@ -289,4 +289,23 @@ static inline void srv_free(srv *s)
     }
 }
 
+/* Runs loop until `until` holds, checked on `poll` (an initialised timer)
+ * every millisecond. */
+static int (*ws_until)(void);
+
+static inline void ws_until_check(uv_timer_t *t)
+{
+    if (ws_until())
+        uv_timer_stop(t);
+}
+
+static inline void ws_run_until(uv_loop_t *loop, uv_timer_t *poll,
+                                int (*until)(void))
+{
+    ws_until = until;
+    uv_timer_start(poll, ws_until_check, 1, 1);
+    while (uv_is_active((uv_handle_t *)poll))
+        uv_run(loop, UV_RUN_ONCE);
+}
+
 #endif
