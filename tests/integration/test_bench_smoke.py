@@ -231,11 +231,11 @@ def test_churn(server, tmp_path):
 
 
 def test_bad_usage_exits_2():
-    # --sub-transport is gone: fanout subscribers read through the lean
-    # reader wherever it can go (bench/README.md).
+    # --sub-transport takes auto or client only (the lean reader is used
+    # wherever it can go unless told otherwise, bench/README.md).
     for args in (["nosuch"], ["fanout", "--encoding", "xml"],
                  ["fanout", "--subs", "x"], ["fanout", "extra"],
-                 ["fanout", "--sub-transport", "client"]):
+                 ["fanout", "--sub-transport", "fast"]):
         p = subprocess.run([BENCH] + args, capture_output=True, text=True,
                            env=bench_env(), timeout=t(10))
         assert p.returncode == 2, (args, p.stderr)
