@@ -189,6 +189,8 @@ static void conn_push(conn *c, frame *f)
     conn_want_write(c);
 }
 
+static void conn_rx(conn *c, int on);
+
 void conn_close(conn *c, int code, const char *reason, int reconnect)
 {
     if (c->closing)
@@ -200,6 +202,15 @@ void conn_close(conn *c, int code, const char *reason, int reconnect)
          * time, and holding it is what the limit prevents. */
         sendq_clear(&c->q);
     }
+    /* Commands still waiting are dropped, and the socket is read again if
+     * their wait had stopped reading it: the peer's answer to the close
+     * frame, or the end of its stream, must be seen (what else it sends is
+     * ignored now). At shutdown nothing else ended such a connection
+     * before the drain deadline. */
+    free(c->held);
+    c->held = NULL;
+    c->held_len = 0;
+    conn_rx(c, 1);
     proto_enc_push_disconnect(conn_encbuf(c), c->enc, code, reason, reconnect);
     conn_send_encoded(c, UINT64_MAX);
     if (code != PROTO_CLOSE_SHUTDOWN) {
@@ -208,8 +219,6 @@ void conn_close(conn *c, int code, const char *reason, int reconnect)
         conn_set_timeout(c, PENDING_TIMEOUT_USER_OK, CONN_CLOSE_GRACE_S);
     }
 }
-
-static void conn_rx(conn *c, int on);
 
 /* Fails the WebSocket connection (RFC 6455 7.1.7) with a close frame and
  * no disconnect push: the client broke the framing layer, and what it sends
@@ -1154,6 +1163,10 @@ static void conn_closed(conn *c)
     c->user = NULL;
     conns_slot_free(n, c->slot);
     atomic_fetch_sub(&n->srv->connections, 1);
+    log_debug("connection closed", LOG_STR("client", c->id),
+              LOG_INT("worker", n->worker), LOG_INT("code", c->close_code),
+              LOG_INT("close_sent", c->close_sent),
+              LOG_INT("connections", n->count));
 }
 
 void conns_drain(conns *n)

@@ -398,3 +398,31 @@ async def test_sigterm_with_publications_in_flight_and_full_send_queues(server_f
         raw.close()
     rc = await loop.run_in_executor(None, s.wait_exit, t(20))
     assert rc == 0, "exit status %r; stderr:\n%s" % (rc, s.stderr_tail())
+
+
+def test_sigterm_reads_the_close_answer_of_a_client_whose_commands_wait(server_factory):
+    """A client whose commands wait (it sent pings without reading the
+    replies: over send_queue_max the server stops reading its socket) is
+    told 4000 at SIGTERM; it reads everything, answers the close and
+    hangs up. The server must read that answer (it read nothing from the
+    socket while the commands waited, and dropped them at the close), so it
+    exits on drain, not at shutdown_timeout (60 s here)."""
+    s = server_factory({"shutdown_timeout": 60, "send_queue_max": 65536})
+    raw = s.raw()
+    batch = "\n".join(json.dumps({"id": i + 1, "op": "ping"}) for i in range(2000)).encode()
+    raw.sock.settimeout(0.5)
+    sent = 0
+    try:   # until the server stops reading: its replies are over the bound
+        while sent < 20000:
+            raw.send_frame(hh.OP_TEXT, batch)
+            sent += 1
+    except (socket.timeout, BlockingIOError):
+        pass
+    assert sent < 20000, "the server never stopped reading"
+    s.send_signal(signal.SIGTERM)
+    msgs, last = read_all(raw, t(20))
+    assert last[:2] == ("close", 4000), last
+    assert msgs and msgs[-1].get("push") == "disconnect" and msgs[-1]["code"] == 4000, msgs[-1:]
+    raw.send_close(1000)
+    raw.close()
+    assert s.wait_exit(t(15)) == 0, s.stderr_tail()
