@@ -24,6 +24,14 @@ name=$(basename "$harness")
 [ -d "$corpus" ] || { echo "$0: no corpus directory $corpus" >&2; exit 2; }
 [ "$fresh" = 1 ] && rm -rf "$work/corpus/$name"
 mkdir -p "$work/corpus/$name" "$work/artifacts/$name"
+# The suppressions name functions, so the reports need symbols: without
+# llvm-symbolizer (Debian package llvm) a packaged library's known leak
+# would be reported as a finding.
+if [ -z "${ASAN_SYMBOLIZER_PATH:-}" ]; then
+  sym=$(command -v llvm-symbolizer || command -v llvm-symbolizer-14 || true)
+  [ -n "$sym" ] || { echo "$0: no llvm-symbolizer (Debian package llvm)" >&2; exit 2; }
+  export ASAN_SYMBOLIZER_PATH="$sym"
+fi
 # Leaks are checked by libFuzzer after each input that allocated more than
 # it freed (minus the packaged libraries' own, lsan.supp); UBSan reports
 # abort (-fno-sanitize-recover) with a stack.
