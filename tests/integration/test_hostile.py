@@ -257,6 +257,19 @@ async def fill_history(s, ch, n, size):
     await p.close()
 
 
+async def flood_until_4001(s, w, raw, frame):
+    """Sends frame again and again on raw without reading, while w probes:
+    the server must stop reading it, then close it 4001 (slow consumer)
+    with memory bounded and the probe served."""
+    def attack():
+        assert flood_until_stalled(raw, frame, t(30)), "never stopped reading"
+        wait_log(s, "slow consumer closed", t(10), code=4001)
+        return read_close(raw, t(10))
+    assert await w.run(attack) == 4001
+    raw.close()
+    w.check()
+
+
 @pytest.mark.timeout(90)
 async def test_never_reading_history_flood(server_factory):
     """History replies of ~100 KiB each, asked 200 at a time by a client
@@ -269,13 +282,7 @@ async def test_never_reading_history_flood(server_factory):
     frame = frame_bytes(batched(
         lambda i: {"id": i + 2, "op": "history", "channel": ch, "limit": 100}, 200))
 
-    def attack():
-        assert flood_until_stalled(raw, frame, t(30)), "never stopped reading"
-        wait_log(s, "slow consumer closed", t(10), code=4001)
-        return read_close(raw, t(10))
-    assert await w.run(attack) == 4001
-    raw.close()
-    w.check()
+    await flood_until_4001(s, w, raw, frame)
 
 
 @pytest.mark.timeout(90)
@@ -291,13 +298,7 @@ async def test_never_reading_presence_flood(server_factory):
     frame = frame_bytes(batched(
         lambda i: {"id": i + 2, "op": "presence", "channel": ch}, 500))
 
-    def attack():
-        assert flood_until_stalled(raw, frame, t(30)), "never stopped reading"
-        wait_log(s, "slow consumer closed", t(10), code=4001)
-        return read_close(raw, t(10))
-    assert await w.run(attack) == 4001
-    raw.close()
-    w.check()
+    await flood_until_4001(s, w, raw, frame)
 
 
 @pytest.mark.timeout(90)
@@ -319,13 +320,7 @@ async def test_never_reading_subscribe_flood(server_factory):
         return {"id": i + 2, "op": "unsubscribe", "channel": ch}
     frame = frame_bytes(batched(pair, 500))
 
-    def attack():
-        assert flood_until_stalled(raw, frame, t(30)), "never stopped reading"
-        wait_log(s, "slow consumer closed", t(10), code=4001)
-        return read_close(raw, t(10))
-    assert await w.run(attack) == 4001
-    raw.close()
-    w.check()
+    await flood_until_4001(s, w, raw, frame)
 
 
 @pytest.mark.timeout(90)
