@@ -468,6 +468,22 @@ def broker_down(node):
             and doc.get("status") == "degraded")
 
 
+def broker_down_on_every_worker(node):
+    """/healthz says broker down and every worker has logged "broker down"
+    since its last "broker up". /healthz is degraded as soon as one worker's
+    link is down, while another worker may still be waiting for its own
+    timeout: a publish sent to that worker in between is still in flight
+    (108 "... may have been published"), not refused."""
+    if not broker_down(node):
+        return False
+    state = {}
+    for line in node.log_lines():
+        if line.get("msg") in ("broker up", "broker down") and "worker" in line:
+            state[line["worker"]] = line["msg"]
+    return (len(state) == node.workers
+            and all(v == "broker down" for v in state.values()))
+
+
 def log_msgs(node):
     """The "msg" fields of the node's JSON log lines, in order."""
     return [str(l.get("msg", "")) for l in node.log_lines()]

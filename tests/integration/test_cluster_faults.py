@@ -463,8 +463,10 @@ async def test_redis_stopped_for_3s_during_publishing(make_cluster, how):
         assert redis.proc.returncode == -9
     stopped = now()
     # every node notices (its connections were closed) before Redis is back
-    await wait_all(cl.nodes, ch.broker_down, max(0.5, stopped + OUTAGE - 0.3 - now()),
-                   what="every node's /healthz to answer 503 broker down")
+    await wait_all(cl.nodes, ch.broker_down_on_every_worker,
+                   max(0.5, stopped + OUTAGE - 0.3 - now()),
+                   what="every node's /healthz to answer 503 broker down, "
+                   "every worker's link down")
     noticed = now()
     # clients stay connected; commands that need Redis get 108, others work
     assert await probe.ok("ping") == {}
@@ -518,8 +520,10 @@ async def test_redis_paused_for_3s_during_publishing(make_cluster):
     try:
         # every node notices by its own timeout (500 ms), the publishing
         # ones and node A, which only has subscriptions
-        await wait_all(cl.nodes, ch.broker_down, max(0.5, paused + OUTAGE - 0.3 - now()),
-                       what="every node's /healthz 503 broker down while Redis is paused")
+        await wait_all(cl.nodes, ch.broker_down_on_every_worker,
+                       max(0.5, paused + OUTAGE - 0.3 - now()),
+                       what="every node's /healthz 503 broker down while Redis is "
+                       "paused, every worker's link down")
         noticed = now()
         probe = await connect(cl[1])
         assert await probe.ok("ping") == {}
@@ -727,8 +731,9 @@ async def test_one_node_cut_off_from_redis_while_the_others_publish(proxies, mak
     getattr(proxy, how)()
     parted = now()
     try:
-        await wait_all([b], ch.broker_down, max(0.5, parted + OUTAGE - 0.3 - now()),
-                       what="node B /healthz 503 broker down")
+        await wait_all([b], ch.broker_down_on_every_worker,
+                       max(0.5, parted + OUTAGE - 0.3 - now()),
+                       what="node B /healthz 503 broker down, every worker's link down")
         noticed = now()
         await asyncio.sleep(max(0.0, parted + OUTAGE - now()))
         states = await health_states([a, c])

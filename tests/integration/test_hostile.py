@@ -792,7 +792,7 @@ async def test_max_connections_per_ip(server_factory):
     sixth (and one of them refused instead); one listening socket accepts
     in connection order. test_per_ip_cap_holds_a_flood_from_one_address
     shows the cap is shared by the workers."""
-    s = server_factory({"max_connections_per_ip": 5, "workers": 1})
+    s = server_factory({"max_connections_per_ip": 5}, workers=1)
     held = [hh.RawWS(s.port, source="127.0.0.3") for _ in range(3)]
     half = open_sockets_from("127.0.0.3", s.port, 2)
     status, body = refusal(s.port, "127.0.0.3")
