@@ -32,6 +32,9 @@
 
 #define CONN_MAX_MALFORMED 10
 #define CONN_CLOSE_GRACE_S 3
+/* The workers tick every 1000 ms: a tick more than this after the last
+ * one was held up by its loop (conns_tick). */
+#define CONN_LATE_TICK_MS 1500
 /* A message over max_message_size is discarded (error 112 when it ends);
  * one still going at this many times the limit fails the connection with
  * 1009. */
@@ -392,7 +395,11 @@ static void conn_heartbeat(conn *c, uint64_t now_s)
         /* While the socket is not read (flow control) a pong cannot be
          * seen: output over the limit is judged above, waiting replies are
          * not the client's fault. */
-        if (!c->flow_off && c->last_rx_s + cfg->pong_timeout < now_s) {
+        /* Stale: nothing read since the ping went out, for longer than
+         * pong_timeout. A pong read after the ping counts even when this
+         * check comes late (the loop stalled past the verdict's second). */
+        if (!c->flow_off && c->last_rx_s < c->ping_sent_s &&
+            c->last_rx_s + cfg->pong_timeout < now_s) {
             log_debug("stale connection closed", LOG_STR("client", c->id),
                       LOG_INT("code", PROTO_CLOSE_STALE));
             conn_close(c, PROTO_CLOSE_STALE, "no pong", 1);
@@ -416,9 +423,23 @@ static void conn_heartbeat(conn *c, uint64_t now_s)
     hb_insert(&c->n->wheel, &c->hb);
 }
 
-void conns_tick(conns *n, uint64_t now_s)
+void conns_tick(conns *n, uint64_t now_ms)
 {
-    n->now_s = now_s;
+    /* A tick far later than its second means the loop was stalled (a long
+     * burst of work, or the machine starved it). libuv runs due timers
+     * before it polls, so the pongs and commands that arrived meanwhile
+     * still wait unread in the sockets: judging now would close live
+     * clients. Such a tick only moves the clock; the next one, after a
+     * poll, takes every slot since (hb_take). Only once in a row, so a
+     * loop that is always late still judges. */
+    int late = !n->late_tick && n->last_tick_ms &&
+               now_ms - n->last_tick_ms > CONN_LATE_TICK_MS;
+    n->late_tick = late;
+    n->last_tick_ms = now_ms;
+    n->now_s = now_ms / 1000;
+    if (late)
+        return;
+    uint64_t now_s = n->now_s;
     /* conn_heartbeat moves each connection to the slot of its next
      * check. */
     hb_node *h = hb_take(&n->wheel, now_s);

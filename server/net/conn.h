@@ -103,6 +103,8 @@ typedef struct conns {
     uint32_t count;           /* live connections */
     hb_wheel wheel;
     uint64_t now_s;           /* monotonic seconds, updated each tick */
+    uint64_t last_tick_ms;    /* when the last tick ran (conns_tick) */
+    int late_tick;            /* the last tick was late and judged nothing */
     conn *flush;              /* connections with output to write */
     proto_buf scratch;        /* coalescing of batched frames */
     proto_buf enc;            /* encoding of replies, stolen into frames */
@@ -131,8 +133,10 @@ int conns_flush(conns *n);
  * (lws 4.1 re-arms its timer only after its own events). */
 void conns_lws_wake(conns *n);
 
-/* Once a second: heartbeats of the connections due now. */
-void conns_tick(conns *n, uint64_t now_s);
+/* Once a second (now_ms: the loop's monotonic clock): heartbeats of the
+ * connections due now. A tick far later than its second only moves the
+ * clock (see conns_tick). */
+void conns_tick(conns *n, uint64_t now_ms);
 
 /* Shutdown: every connection is closed with 4000 after what is queued,
  * and new ones are closed at once. */

@@ -146,8 +146,8 @@ static void worker_on_prepare(uv_prepare_t *p)
 static void worker_on_tick(uv_timer_t *t)
 {
     worker *w = t->data;
-    uint64_t now_s = uv_now(&w->loop) / 1000;
-    conns_tick(&w->net, now_s);
+    conns_tick(&w->net, uv_now(&w->loop));
+    uint64_t now_s = w->net.now_s;
     if (w->index == 0)
         admit_sweep(w->srv->admit, uv_now(&w->loop));
     owner_tick(&w->own);

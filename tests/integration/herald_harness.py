@@ -32,6 +32,7 @@ import socket
 import struct
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 
@@ -962,6 +963,40 @@ class RawWS:
             self.sock.close()
         except OSError:
             pass
+
+
+class Ponger:
+    """Reads a RawWS in a thread of its own, answering pings as they come
+    (as a browser does, whatever the test's main thread is waiting for)
+    and keeping what arrives: .msgs (decoded data messages), .pings
+    (monotonic times of the pings answered), .closed (the close or eof
+    event, with its time). stop() ends the thread, leaving the socket to
+    the caller."""
+
+    def __init__(self, ws, enc="json"):
+        self.ws, self.enc = ws, enc
+        self.msgs, self.pings, self.closed = [], [], None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while not self._stop.is_set() and self.closed is None:
+            try:
+                ev = self.ws.recv_event(timeout=0.05)
+            except (TimeoutError, socket.timeout):
+                continue
+            if ev[0] == "ping":
+                self.ws.send_frame(OP_PONG, ev[1])
+                self.pings.append(time.monotonic())
+            elif ev[0] in ("text", "binary"):
+                self.msgs.extend(decode_frame(ev[1], self.enc))
+            elif ev[0] in ("close", "eof"):
+                self.closed = ev + (time.monotonic(),)
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join()
 
 
 def _mask_fast(payload, key):

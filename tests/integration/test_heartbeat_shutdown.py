@@ -12,6 +12,7 @@ import pytest
 
 import herald_harness as hh
 from herald_harness import chan, t, wait_for
+from stopped_thread import StoppedThread, worker_tids
 
 HB = {"ping_interval": 1, "pong_timeout": 1}
 
@@ -188,25 +189,79 @@ def test_stale_client_leave_reaches_other_subscribers(server_factory):
     watcher = s.raw()
     reply, _ = watcher.call({"id": 1, "op": "subscribe", "channel": ch})
     assert "ok" in reply
-    stale = s.raw()
-    reply, _ = stale.call({"id": 1, "op": "connect"})
-    stale_id = reply["ok"]["client"]
-    reply, _ = stale.call({"id": 2, "op": "subscribe", "channel": ch})
-    assert "ok" in reply
-    # the watcher answers pings (auto_pong); the stale one never reads again
-    pushes = []
-    deadline = time.monotonic() + t(8)
-    while not any(p.get("push") == "leave" for p in pushes):
-        assert time.monotonic() < deadline, "no leave push; got %r" % pushes
-        pushes += watcher.recv_msgs(timeout=max(0.01, deadline - time.monotonic()))
-    join = [p for p in pushes if p.get("push") == "join"]
-    leave = [p for p in pushes if p.get("push") == "leave"]
+    # The watcher answers pings from its own thread while this one waits
+    # for the other client's replies (with pong_timeout = 1 s, a watcher
+    # answering only inside its own calls was closed 4002 on a slow run).
+    ponger = hh.Ponger(watcher)
+    try:
+        stale = s.raw()
+        reply, _ = stale.call({"id": 1, "op": "connect"})
+        stale_id = reply["ok"]["client"]
+        reply, _ = stale.call({"id": 2, "op": "subscribe", "channel": ch})
+        assert "ok" in reply
+        # the stale one never reads again
+        wait_for(lambda: ponger.closed or any(p.get("push") == "leave" for p in ponger.msgs),
+                 t(8), what=lambda: "a leave push; got %r" % ponger.msgs)
+    finally:
+        ponger.stop()
+    assert ponger.closed is None, "the watcher was closed: %r" % (ponger.closed,)
+    join = [p for p in ponger.msgs if p.get("push") == "join"]
+    leave = [p for p in ponger.msgs if p.get("push") == "leave"]
     assert join and join[0]["info"]["client"] == stale_id
     assert leave[0]["info"]["client"] == stale_id and leave[0]["channel"] == ch
     reply, _ = watcher.call({"id": 2, "op": "presence", "channel": ch})
     assert stale_id not in reply["ok"]["clients"]
     watcher.close()
     stale.close()
+
+
+def test_a_stalled_loop_does_not_close_clients_that_answer(server_factory):
+    """A worker's loop that stalls past pong_timeout (its thread stopped in
+    epoll_wait for 2.5 s, three times) closes none of its clients that
+    answer pings: when it runs again libuv fires the overdue tick before it
+    reads the sockets, where the pongs wait, and a pong read before the
+    stall counts even though the verdict comes late. A client that does not
+    answer is still closed 4002, after the stall."""
+    s = server_factory(HB, workers=1)
+    alive = [s.raw() for _ in range(4)]
+    for i, r in enumerate(alive):
+        reply, _ = r.call({"id": 1, "op": "connect"})
+        assert "ok" in reply, reply
+    pongers = [hh.Ponger(r) for r in alive]
+    tid = worker_tids(s)[0]
+    try:
+        for round_ in range(3):
+            # between stalls the loop runs and pings everyone
+            since = time.monotonic()
+            wait_for(lambda: all(p.closed or any(x > since for x in p.pings) for p in pongers),
+                     t(5), what="a ping to every client between the stalls")
+            if round_ == 2:
+                silent = s.raw()
+                reply, _ = silent.call({"id": 1, "op": "connect"})
+                assert "ok" in reply, reply
+            stopped = StoppedThread(s.proc.pid, tid).stop()
+            time.sleep(2.5)       # the stall itself, not a wait for an outcome
+            stopped.resume()
+            resumed = time.monotonic()
+        # two pings after the last stall: every verdict of the pings sent
+        # before it has been made
+        wait_for(lambda: all(p.closed or sum(x > resumed for x in p.pings) >= 2
+                             for p in pongers),
+                 t(6), what="two pings after the last stall")
+    finally:
+        for p in pongers:
+            p.stop()
+    closed = [p.closed for p in pongers if p.closed]
+    assert not closed, "clients answering pings were closed after a stall: %r" % closed
+    for r in alive:
+        reply, _ = r.call({"id": 2, "op": "ping"})
+        assert reply == {"id": 2, "ok": {}}, reply
+        r.close()
+    ev = silent.recv_event(timeout=t(5))
+    while ev[0] in ("ping", "text"):
+        ev = silent.recv_event(timeout=t(5))
+    assert ev[:2] == ("close", 4002), ev
+    silent.close()
 
 
 def test_traffic_counts_as_liveness(server_factory):
