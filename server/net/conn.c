@@ -1231,6 +1231,15 @@ static int conn_callback(struct lws *wsi, enum lws_callback_reasons reason,
         return http_serve(wsi, in ? (const char *)in : "", n->srv,
                           n->draining);
     }
+    case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
+        /* WebSocket only: lws would otherwise switch a plaintext
+         * connection to HTTP/2 on "Upgrade: h2c". */
+        return http_confirm_upgrade(wsi, in);
+    case LWS_CALLBACK_RAW_ADOPT:
+        /* lws turns a CONNECT request into a raw socket with no timeout,
+         * which would hold its descriptor and its address's place until
+         * the peer leaves: Herald tunnels nothing. */
+        return -1;
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION: {
         char uri[16];
         if (lws_hdr_copy(wsi, uri, sizeof(uri), WSI_TOKEN_GET_URI) <= 0 ||

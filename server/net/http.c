@@ -8,21 +8,33 @@
  * state in "store". "channels": the channel streams the owners keep
  * (bounded by max_channels), "channels_evicted": idle ones evicted to make
  * room since the start.
+ *
+ * Every answer closes its connection (see http_reply).
  */
 #include "net/http.h"
 
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "store/store.h"
 
+/* Every answer closes the connection (Connection: close). lws 4.1.6
+ * parses a pipelined request from its receive buffer after the answer
+ * before it, and one that carries a body sends it round a loop that never
+ * ends (roles/http/server/server.c, lws_http_action re-reading the buffer
+ * the request came from): one packet "GET /healthz ... POST ...
+ * Content-Length: 1 ... 1" stalled a worker for good. A closed connection
+ * parses nothing after its first request. */
 static int http_reply(struct lws *wsi, unsigned status, const char *body)
 {
     unsigned char hdr[LWS_PRE + 512], *start = hdr + LWS_PRE, *p = start,
                                       *end = hdr + sizeof(hdr) - 1;
     size_t len = strlen(body);
-    if (lws_add_http_common_headers(wsi, status, "application/json", len, &p,
-                                    end) ||
+    /* no length here: lws then marks the connection to close and says so */
+    if (lws_add_http_common_headers(wsi, status, "application/json",
+                                    LWS_ILLEGAL_HTTP_CONTENT_LEN, &p, end) ||
+        lws_add_http_header_content_length(wsi, len, &p, end) ||
         lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CACHE_CONTROL,
                                      (const unsigned char *)"no-store", 8, &p,
                                      end) ||
@@ -85,4 +97,13 @@ int http_serve(struct lws *wsi, const char *uri, server *srv,
                           "{\"error\":\"WebSocket upgrade required\"}");
     return http_reply(wsi, HTTP_STATUS_NOT_FOUND,
                       "{\"error\":\"not found\"}");
+}
+
+int http_confirm_upgrade(struct lws *wsi, const char *upgrade)
+{
+    if (upgrade && strcasecmp(upgrade, "websocket") == 0)
+        return 0;
+    http_reply(wsi, HTTP_STATUS_BAD_REQUEST,
+               "{\"error\":\"only WebSocket upgrades are served\"}");
+    return -1;
 }

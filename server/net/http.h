@@ -17,4 +17,8 @@
 int http_serve(struct lws *wsi, const char *uri, server *srv,
                int draining);
 
+/* LWS_CALLBACK_HTTP_CONFIRM_UPGRADE: 0 for a WebSocket upgrade; any other
+ * (HTTP/2's "h2c") is answered 400 and the connection closed (-1). */
+int http_confirm_upgrade(struct lws *wsi, const char *upgrade);
+
 #endif

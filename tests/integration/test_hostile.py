@@ -878,3 +878,104 @@ async def test_per_ip_cap_holds_a_flood_from_one_address(server_factory):
     await w.run(attack)
     assert got["open"] == 50, got
     w.check()
+
+
+# --------------------------------------------------------------------------
+# hostile HTTP requests (the plain HTTP side of the WebSocket port)
+
+def http_exchange(port, data, timeout, source="127.0.0.1"):
+    """Sends data in one write and reads until the server ends the stream;
+    returns what it sent. Fails when the stream does not end in time."""
+    so = socket.socket()
+    so.bind((source, 0))
+    so.settimeout(timeout)
+    so.connect(("127.0.0.1", port))
+    so.sendall(data)
+    out = b""
+    try:
+        while True:
+            chunk = so.recv(65536)
+            if not chunk:
+                break
+            out += chunk
+    except ConnectionResetError:
+        pass
+    except socket.timeout:
+        raise AssertionError("the server did not end the connection in %.0f s after "
+                             "%r; it sent %r" % (timeout, data[:40], out[:200]))
+    finally:
+        so.close()
+    return out
+
+
+def statuses(out):
+    return [int(line.split()[1]) for line in out.split(b"\r\n")
+            if line.startswith(b"HTTP/1.")]
+
+
+PIPELINED_BODY = (b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+                  b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n1")
+H2C = (b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+       b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n")
+
+
+@pytest.mark.timeout(60)
+async def test_pipelined_request_with_a_body_does_not_stall_a_worker(server_factory):
+    """lws 4.1.6 sends a request that was pipelined after another one and
+    carries a body round a loop that never ends: one such packet stalled
+    its worker for good. Every HTTP answer closes the connection, so
+    nothing pipelined is parsed: 200 such packets each get the first
+    answer and the end of the stream, and the probe, on the same (only)
+    worker, stays served."""
+    s = server_factory(workers=1)
+    w = Watch(s)
+
+    def attack():
+        return [http_exchange(s.port, PIPELINED_BODY, t(5)) for _ in range(200)]
+    outs = await w.run(attack)
+    for out in outs:
+        assert statuses(out) == [200], out[:300]
+        assert b"\r\nconnection: close\r\n" in out.lower(), out[:300]
+    w.check()
+
+
+@pytest.mark.timeout(60)
+async def test_connect_h2c_and_bodiless_post_are_not_held(server_factory):
+    """CONNECT (lws made it a raw socket with no timeout, holding its
+    address's place until the peer left), an HTTP/2 upgrade (h2c: lws
+    switched to HTTP/2) and a POST without Content-Length (lws waited for
+    100 MiB of body) are answered at once and their connections closed:
+    after 100 of each from one address, that address's five places
+    (max_connections_per_ip) are free."""
+    src = "127.0.0.9"
+    s = server_factory({"max_connections_per_ip": 5, "handshake_timeout": 30})
+    w = Watch(s)
+
+    def attack():
+        got = {"connect": [], "h2c": [], "post": []}
+        for _ in range(100):
+            got["connect"].append(http_exchange(
+                s.port, b"CONNECT x:1 HTTP/1.1\r\nHost: x\r\n\r\n", t(5), src))
+            got["h2c"].append(http_exchange(s.port, H2C, t(5), src))
+            got["post"].append(http_exchange(
+                s.port, b"POST /healthz HTTP/1.1\r\nHost: x\r\n\r\n", t(5), src))
+        return got
+    got = await w.run(attack)
+    assert all(out == b"" for out in got["connect"]), got["connect"][:3]
+    for out in got["h2c"]:
+        assert statuses(out) == [400], out[:300]
+        assert out.endswith(b'{"error":"only WebSocket upgrades are served"}'), out[:300]
+    for out in got["post"]:
+        assert statuses(out) == [405], out[:300]
+    held = []
+
+    def five_admitted():
+        try:
+            while len(held) < 5:
+                held.append(hh.RawWS(s.port, source=src))
+            return True
+        except hh.HandshakeRefused:
+            return False
+    hh.wait_for(five_admitted, t(5), what="the address's five places free")
+    close_all(r.sock for r in held)
+    w.check()
