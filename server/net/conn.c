@@ -32,9 +32,6 @@
 
 #define CONN_MAX_MALFORMED 10
 #define CONN_CLOSE_GRACE_S 3
-/* The workers tick every 1000 ms: a tick more than this after the last
- * one was held up by its loop (conns_tick). */
-#define CONN_LATE_TICK_MS 1500
 /* A message over max_message_size is discarded (error 112 when it ends);
  * one still going at this many times the limit fails the connection with
  * 1009. */
@@ -362,6 +359,49 @@ static uint64_t conn_hb_due(const conn *c, uint64_t due)
     return at < due ? at : due;
 }
 
+/* A connection to judge after the next poll; out of the wheel meanwhile
+ * (a close in between is found by its slot's generation). */
+static void conns_suspect(conn *c)
+{
+    conns *n = c->n;
+    if (n->n_suspects == n->cap_suspects) {
+        n->cap_suspects = n->cap_suspects ? 2 * n->cap_suspects : 16;
+        n->suspects = mem_realloc_array(n->suspects, n->cap_suspects,
+                                        sizeof(*n->suspects));
+    }
+    n->suspects[n->n_suspects++] =
+        (struct conn_ref){ .slot = c->slot, .gen = c->gen };
+}
+
+void conns_judge(conns *n)
+{
+    uint32_t k = n->n_suspects;
+    n->n_suspects = 0;
+    for (uint32_t i = 0; i < k; i++) {
+        const struct conn_ref *r = &n->suspects[i];
+        if (r->slot >= n->n_slots || n->slots[r->slot].gen != r->gen)
+            continue;
+        conn *c = n->slots[r->slot].c;
+        if (!c || c->closing)
+            continue;
+        if (!c->flow_off && c->last_rx_s < c->ping_sent_s) {
+            log_debug("stale connection closed", LOG_STR("client", c->id),
+                      LOG_INT("code", PROTO_CLOSE_STALE));
+            conn_close(c, PROTO_CLOSE_STALE, "no pong", 1);
+        } else {
+            /* answered after all: the next tick goes on as for any
+             * connection that answered (conn_heartbeat) */
+            c->hb.due_s = n->now_s + 1;
+            hb_insert(&n->wheel, &c->hb);
+        }
+    }
+    if (n->cap_suspects > 4096 && k < n->cap_suspects / 4) {
+        free(n->suspects);   /* a burst of suspects is not kept */
+        n->suspects = NULL;
+        n->cap_suspects = 0;
+    }
+}
+
 static void conn_heartbeat(conn *c, uint64_t now_s)
 {
     const config *cfg = c->n->srv->cfg;
@@ -395,14 +435,15 @@ static void conn_heartbeat(conn *c, uint64_t now_s)
         /* While the socket is not read (flow control) a pong cannot be
          * seen: output over the limit is judged above, waiting replies are
          * not the client's fault. */
-        /* Stale: nothing read since the ping went out, for longer than
-         * pong_timeout. A pong read after the ping counts even when this
-         * check comes late (the loop stalled past the verdict's second). */
+        /* Nothing read since the ping went out, for longer than
+         * pong_timeout, as far as this tick can tell. libuv runs due timers
+         * before it polls, so after a stall of the loop the pong may wait
+         * unread in the socket: the verdict comes after the next poll
+         * (conns_judge). A pong read after the ping counts even when this
+         * check comes late. */
         if (!c->flow_off && c->last_rx_s < c->ping_sent_s &&
             c->last_rx_s + cfg->pong_timeout < now_s) {
-            log_debug("stale connection closed", LOG_STR("client", c->id),
-                      LOG_INT("code", PROTO_CLOSE_STALE));
-            conn_close(c, PROTO_CLOSE_STALE, "no pong", 1);
+            conns_suspect(c);
             return;
         }
         c->awaiting_pong = 0;
@@ -423,23 +464,9 @@ static void conn_heartbeat(conn *c, uint64_t now_s)
     hb_insert(&c->n->wheel, &c->hb);
 }
 
-void conns_tick(conns *n, uint64_t now_ms)
+void conns_tick(conns *n, uint64_t now_s)
 {
-    /* A tick far later than its second means the loop was stalled (a long
-     * burst of work, or the machine starved it). libuv runs due timers
-     * before it polls, so the pongs and commands that arrived meanwhile
-     * still wait unread in the sockets: judging now would close live
-     * clients. Such a tick only moves the clock; the next one, after a
-     * poll, takes every slot since (hb_take). Only once in a row, so a
-     * loop that is always late still judges. */
-    int late = !n->late_tick && n->last_tick_ms &&
-               now_ms - n->last_tick_ms > CONN_LATE_TICK_MS;
-    n->late_tick = late;
-    n->last_tick_ms = now_ms;
-    n->now_s = now_ms / 1000;
-    if (late)
-        return;
-    uint64_t now_s = n->now_s;
+    n->now_s = now_s;
     /* conn_heartbeat moves each connection to the slot of its next
      * check. */
     hb_node *h = hb_take(&n->wheel, now_s);
@@ -1217,6 +1244,7 @@ void conns_free(conns *n)
     proto_buf_free(&n->enc);
     free(n->slots);
     free(n->free_slots);
+    free(n->suspects);
 }
 
 /* --- the lws protocol callback --------------------------------------------- */

@@ -79,6 +79,12 @@ typedef struct conn {
     uint64_t tokens_ms;
 } conn;
 
+/* A connection as it was when referred to: a later close frees its slot
+ * and bumps the generation. */
+struct conn_ref {
+    uint32_t slot, gen;
+};
+
 typedef struct conn_slot {
     conn *c;
     uint32_t gen;
@@ -103,8 +109,9 @@ typedef struct conns {
     uint32_t count;           /* live connections */
     hb_wheel wheel;
     uint64_t now_s;           /* monotonic seconds, updated each tick */
-    uint64_t last_tick_ms;    /* when the last tick ran (conns_tick) */
-    int late_tick;            /* the last tick was late and judged nothing */
+    struct conn_ref *suspects; /* no pong in time as a tick saw it: judged
+                                  after the next poll (conns_judge) */
+    uint32_t n_suspects, cap_suspects;
     conn *flush;              /* connections with output to write */
     proto_buf scratch;        /* coalescing of batched frames */
     proto_buf enc;            /* encoding of replies, stolen into frames */
@@ -133,10 +140,11 @@ int conns_flush(conns *n);
  * (lws 4.1 re-arms its timer only after its own events). */
 void conns_lws_wake(conns *n);
 
-/* Once a second (now_ms: the loop's monotonic clock): heartbeats of the
- * connections due now. A tick far later than its second only moves the
- * clock (see conns_tick). */
-void conns_tick(conns *n, uint64_t now_ms);
+/* Once a second: heartbeats of the connections due now. */
+void conns_tick(conns *n, uint64_t now_s);
+/* After each poll of the loop (a uv_check handle): the stale verdicts of
+ * the last tick, now that the sockets were read (see conn_heartbeat). */
+void conns_judge(conns *n);
 
 /* Shutdown: every connection is closed with 4000 after what is queued,
  * and new ones are closed at once. */

@@ -9,7 +9,8 @@
  * (bounded by max_channels), "channels_evicted": idle ones evicted to make
  * room since the start.
  *
- * Every answer closes its connection (see http_reply).
+ * A request with a body is answered and its connection closed; others may
+ * keep their connection (http_has_body).
  */
 #include "net/http.h"
 
@@ -19,22 +20,20 @@
 
 #include "store/store.h"
 
-/* Every answer closes the connection (Connection: close). lws 4.1.6
- * parses a pipelined request from its receive buffer after the answer
- * before it, and one that carries a body sends it round a loop that never
- * ends (roles/http/server/server.c, lws_http_action re-reading the buffer
- * the request came from): one packet "GET /healthz ... POST ...
- * Content-Length: 1 ... 1" stalled a worker for good. A closed connection
- * parses nothing after its first request. */
-static int http_reply(struct lws *wsi, unsigned status, const char *body)
+/* Writes the answer. close: the connection is closed after it (-1 from
+ * the callback), with "connection: close" (lws sets it when the common
+ * headers get no length); otherwise lws keeps the connection for the
+ * client's next request. */
+static int http_reply(struct lws *wsi, unsigned status, const char *body,
+                      int close)
 {
     unsigned char hdr[LWS_PRE + 512], *start = hdr + LWS_PRE, *p = start,
                                       *end = hdr + sizeof(hdr) - 1;
     size_t len = strlen(body);
-    /* no length here: lws then marks the connection to close and says so */
     if (lws_add_http_common_headers(wsi, status, "application/json",
-                                    LWS_ILLEGAL_HTTP_CONTENT_LEN, &p, end) ||
-        lws_add_http_header_content_length(wsi, len, &p, end) ||
+                                    close ? LWS_ILLEGAL_HTTP_CONTENT_LEN : len,
+                                    &p, end) ||
+        (close && lws_add_http_header_content_length(wsi, len, &p, end)) ||
         lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CACHE_CONTROL,
                                      (const unsigned char *)"no-store", 8, &p,
                                      end) ||
@@ -46,7 +45,29 @@ static int http_reply(struct lws *wsi, unsigned status, const char *body)
     memcpy(buf + LWS_PRE, body, len);
     if (lws_write(wsi, buf + LWS_PRE, len, LWS_WRITE_HTTP_FINAL) != (int)len)
         return -1;
+    if (close)
+        return -1;
     return lws_http_transaction_completed(wsi) ? -1 : 0;
+}
+
+/* Keep-alive only for requests without a body. lws 4.1.6 parses a request
+ * pipelined after another from its receive buffer, and when that request
+ * carries a body, lws_http_action re-reads the buffer it came from in a
+ * loop that never ends (roles/http/server/server.c; still in 4.3): one
+ * packet "GET /healthz ... POST /healthz ... Content-Length: 1 ... 1"
+ * stalled a worker for good. The loop comes after LWS_CALLBACK_HTTP, so a
+ * request that has or announces a body (any method but GET, a
+ * Content-Length other than 0, a Transfer-Encoding) is answered there and
+ * its connection closed: lws never reads the body (nor waits for it:
+ * "Content-Length: 1000" and nothing sent held the socket). */
+static int http_has_body(struct lws *wsi)
+{
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) <= 0 ||
+        lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0)
+        return 1;
+    char cl[24];
+    int n = lws_hdr_copy(wsi, cl, sizeof(cl), WSI_TOKEN_HTTP_CONTENT_LENGTH);
+    return n < 0 || (n > 0 && strcmp(cl, "0") != 0);
 }
 
 static int http_healthz(struct lws *wsi, server *srv, int draining)
@@ -81,29 +102,32 @@ static int http_healthz(struct lws *wsi, server *srv, int draining)
                       (unsigned long long)store_retention_deleted(st));
     if (n > 0 && (size_t)n < sizeof(body) - 1)
         snprintf(body + n, sizeof(body) - (size_t)n, "}");
-    return http_reply(wsi, draining || down ? 503 : HTTP_STATUS_OK, body);
+    return http_reply(wsi, draining || down ? 503 : HTTP_STATUS_OK, body, 0);
 }
 
 int http_serve(struct lws *wsi, const char *uri, server *srv,
                int draining)
 {
-    if (lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) <= 0)
+    if (http_has_body(wsi)) {
+        if (lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) > 0)
+            return http_reply(wsi, HTTP_STATUS_BAD_REQUEST,
+                              "{\"error\":\"a GET request has no body\"}", 1);
         return http_reply(wsi, HTTP_STATUS_METHOD_NOT_ALLOWED,
-                          "{\"error\":\"method not allowed\"}");
+                          "{\"error\":\"method not allowed\"}", 1);
+    }
     if (strcmp(uri, "/healthz") == 0)
         return http_healthz(wsi, srv, draining);
     if (strcmp(uri, "/ws") == 0)
         return http_reply(wsi, 426,
-                          "{\"error\":\"WebSocket upgrade required\"}");
+                          "{\"error\":\"WebSocket upgrade required\"}", 0);
     return http_reply(wsi, HTTP_STATUS_NOT_FOUND,
-                      "{\"error\":\"not found\"}");
+                      "{\"error\":\"not found\"}", 0);
 }
 
 int http_confirm_upgrade(struct lws *wsi, const char *upgrade)
 {
     if (upgrade && strcasecmp(upgrade, "websocket") == 0)
         return 0;
-    http_reply(wsi, HTTP_STATUS_BAD_REQUEST,
-               "{\"error\":\"only WebSocket upgrades are served\"}");
-    return -1;
+    return http_reply(wsi, HTTP_STATUS_BAD_REQUEST,
+                      "{\"error\":\"only WebSocket upgrades are served\"}", 1);
 }

@@ -69,6 +69,8 @@ static void worker_stop(worker *w)
     uv_close((uv_handle_t *)&w->flush_prep, worker_close_cb);
     uv_idle_stop(&w->flush_idle);
     uv_close((uv_handle_t *)&w->flush_idle, worker_close_cb);
+    uv_check_stop(&w->judge_check);
+    uv_close((uv_handle_t *)&w->judge_check, worker_close_cb);
     uv_close((uv_handle_t *)&w->wake, worker_close_cb);
     listener_stop(&w->lis);
     w->broker->ops->stop(w->broker);
@@ -143,11 +145,17 @@ static void worker_on_prepare(uv_prepare_t *p)
     conns_lws_wake(&w->net);
 }
 
+static void worker_on_check(uv_check_t *ck)
+{
+    worker *w = ck->data;
+    conns_judge(&w->net);
+}
+
 static void worker_on_tick(uv_timer_t *t)
 {
     worker *w = t->data;
-    conns_tick(&w->net, uv_now(&w->loop));
-    uint64_t now_s = w->net.now_s;
+    uint64_t now_s = uv_now(&w->loop) / 1000;
+    conns_tick(&w->net, now_s);
     if (w->index == 0)
         admit_sweep(w->srv->admit, uv_now(&w->loop));
     owner_tick(&w->own);
@@ -300,6 +308,7 @@ static void *worker_main(void *arg)
     listener_start(&w->lis, &w->loop, w->vh, &w->net.count, &w->net.now_s);
     uv_timer_start(&w->tick, worker_on_tick, 1000, 1000);
     uv_prepare_start(&w->flush_prep, worker_on_prepare);
+    uv_check_start(&w->judge_check, worker_on_check);
     uv_run(&w->loop, UV_RUN_DEFAULT);
     if (w->ctx) {
         /* Second pass, as lws requires for foreign loops, once the loop
@@ -328,6 +337,8 @@ worker *worker_new(server *srv, uint16_t index, char *err, size_t errlen)
     w->flush_prep.data = w;
     uv_idle_init(&w->loop, &w->flush_idle);
     w->flush_idle.data = w;
+    uv_check_init(&w->loop, &w->judge_check);
+    w->judge_check.data = w;
     mailbox_init(&w->mb, &w->wake, requests_free);
     srv->inbox[index] = &w->mb;
     conns_init(&w->net, srv, index, &w->loop);

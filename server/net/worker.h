@@ -35,6 +35,7 @@ typedef struct worker {
     uv_timer_t tick;
     uv_prepare_t flush_prep;  /* conns_flush before the loop waits */
     uv_idle_t flush_idle;     /* active while output is left to flush */
+    uv_check_t judge_check;   /* conns_judge after each poll */
     listener lis;
     struct lws_context *ctx;
     struct lws_vhost *vh;

@@ -969,30 +969,51 @@ class Ponger:
     """Reads a RawWS in a thread of its own, answering pings as they come
     (as a browser does, whatever the test's main thread is waiting for)
     and keeping what arrives: .msgs (decoded data messages), .pings
-    (monotonic times of the pings answered), .closed (the close or eof
-    event, with its time). stop() ends the thread, leaving the socket to
-    the caller."""
+    (monotonic times of the pings received), .closed (the close or eof
+    event, with its time). hold() keeps the pongs back until release().
+    stop() ends the thread, leaving the socket to the caller."""
 
     def __init__(self, ws, enc="json"):
         self.ws, self.enc = ws, enc
         self.msgs, self.pings, self.closed = [], [], None
+        self.held = []            # payloads of pings not answered yet
+        self._holding = False
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
+
+    def hold(self):
+        with self._lock:
+            self._holding = True
+
+    def release(self):
+        """Answers the held pings (from this thread: the reader waits)."""
+        with self._lock:
+            self._holding = False
+            held, self.held = self.held, []
+            for payload in held:
+                self.ws.send_frame(OP_PONG, payload)
 
     def _run(self):
         while not self._stop.is_set() and self.closed is None:
             try:
                 ev = self.ws.recv_event(timeout=0.05)
+                if ev[0] == "ping":
+                    with self._lock:
+                        self.pings.append(time.monotonic())
+                        if self._holding:
+                            self.held.append(ev[1])
+                        else:
+                            self.ws.send_frame(OP_PONG, ev[1])
+                elif ev[0] in ("text", "binary"):
+                    self.msgs.extend(decode_frame(ev[1], self.enc))
+                elif ev[0] in ("close", "eof"):
+                    self.closed = ev + (time.monotonic(),)
             except (TimeoutError, socket.timeout):
                 continue
-            if ev[0] == "ping":
-                self.ws.send_frame(OP_PONG, ev[1])
-                self.pings.append(time.monotonic())
-            elif ev[0] in ("text", "binary"):
-                self.msgs.extend(decode_frame(ev[1], self.enc))
-            elif ev[0] in ("close", "eof"):
-                self.closed = ev + (time.monotonic(),)
+            except OSError as e:
+                self.closed = ("error", repr(e), time.monotonic())
 
     def stop(self):
         self._stop.set()

@@ -216,35 +216,42 @@ def test_stale_client_leave_reaches_other_subscribers(server_factory):
 
 
 def test_a_stalled_loop_does_not_close_clients_that_answer(server_factory):
-    """A worker's loop that stalls past pong_timeout (its thread stopped in
-    epoll_wait for 2.5 s, three times) closes none of its clients that
-    answer pings: when it runs again libuv fires the overdue tick before it
-    reads the sockets, where the pongs wait, and a pong read before the
-    stall counts even though the verdict comes late. A client that does not
-    answer is still closed 4002, after the stall."""
-    s = server_factory(HB, workers=1)
+    """A worker's loop that stalls past pong_timeout closes none of its
+    clients that answered its pings: each client holds its pong until the
+    worker thread is stopped (ptrace, in epoll_wait), then sends it, so the
+    pongs wait unread in the sockets for the 2.5 s stall. When the loop runs
+    again libuv fires the overdue tick before it reads the sockets; the
+    stale verdict must wait for that read. Three stalls; a client that does
+    not answer at all is still closed 4002."""
+    s = server_factory({"ping_interval": 1, "pong_timeout": 2}, workers=1)
     alive = [s.raw() for _ in range(4)]
-    for i, r in enumerate(alive):
+    for r in alive:
         reply, _ = r.call({"id": 1, "op": "connect"})
         assert "ok" in reply, reply
     pongers = [hh.Ponger(r) for r in alive]
     tid = worker_tids(s)[0]
+    silent = None
     try:
         for round_ in range(3):
-            # between stalls the loop runs and pings everyone
-            since = time.monotonic()
-            wait_for(lambda: all(p.closed or any(x > since for x in p.pings) for p in pongers),
-                     t(5), what="a ping to every client between the stalls")
             if round_ == 2:
                 silent = s.raw()
                 reply, _ = silent.call({"id": 1, "op": "connect"})
                 assert "ok" in reply, reply
+            for p in pongers:
+                p.hold()
+            since = time.monotonic()
+            wait_for(lambda: all(p.closed or any(x > since for x in p.pings) for p in pongers),
+                     t(5), what="a ping to every client (its pong held)")
             stopped = StoppedThread(s.proc.pid, tid).stop()
-            time.sleep(2.5)       # the stall itself, not a wait for an outcome
-            stopped.resume()
+            try:
+                for p in pongers:
+                    p.release()   # into the sockets of the stopped worker
+                time.sleep(2.5)   # the stall itself, not a wait for an outcome
+            finally:
+                stopped.resume()
             resumed = time.monotonic()
-        # two pings after the last stall: every verdict of the pings sent
-        # before it has been made
+        # two pings after the last stall: the verdicts on the pings sent
+        # before it have been made
         wait_for(lambda: all(p.closed or sum(x > resumed for x in p.pings) >= 2
                              for p in pongers),
                  t(6), what="two pings after the last stall")
