@@ -402,7 +402,7 @@ int main(int argc, char **argv)
     }
     for (uint32_t i = 0; i < srv->n_workers; i++)
         worker_start(ms.workers[i]);
-    log_info("listening", LOG_STR("host", cfg.listen_host),
+    log_info("listening", LOG_STR("host", cfg.listen.host),
              LOG_INT("port", srv->listen_port),
              LOG_INT("workers", srv->n_workers), LOG_STR("node", srv->node),
              LOG_INT("max_connections", srv->max_connections),

@@ -26,6 +26,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <libconfig.h>
+#include <openssl/evp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -42,7 +43,7 @@ enum key_type {
     KT_STR,     /* char[size], NUL-terminated, optional charset check */
     KT_LEVEL,   /* int, a log level name in the file/env/CLI */
     KT_ACK,     /* int, "broker" (0) or "durable" (1) */
-    KT_LISTEN,  /* "HOST:PORT" into listen_host and listen_port */
+    KT_LISTEN,  /* "HOST:PORT" into a config_listen; min 1: "" = off */
     KT_REDIS,   /* redis:// URIs (comma-separated, or a list in the file) */
 };
 
@@ -71,7 +72,7 @@ static const char *check_mongo_uri(const char *s);
  * meant) and values that would make the server misbehave (a 0-byte send
  * queue, a 0-second ping interval). */
 static const key_def top_keys[] = {
-    { "listen", KT_LISTEN, FIELD(config, listen_host), 0, 0, NULL },
+    { "listen", KT_LISTEN, FIELD(config, listen), 0, 0, NULL },
     UINT_KEY(config, workers, 0, 256),
     { "log_level", KT_LEVEL, FIELD(config, log_level), 0, 0, NULL },
     { "node_name", KT_STR, FIELD(config, node_name), 0, 0, check_node_name },
@@ -117,6 +118,9 @@ static const key_def top_keys[] = {
     UINT_KEY(config, mongodb_spill_mb, 0, 1048576),
     UINT_KEY(config, durable_ack_timeout_ms, 100, 600000),
     UINT_KEY(config, retention_interval, 1, 86400),
+    { "api_listen", KT_LISTEN, FIELD(config, api_listen), 1, 0, NULL },
+    UINT_KEY(config, api_max_body, 1024, 67108864),
+    UINT_KEY(config, api_timeout_ms, 100, 600000),
 };
 #define N_TOP_KEYS (sizeof top_keys / sizeof top_keys[0])
 
@@ -311,7 +315,9 @@ static const char *suggest(const char *word, const key_def *keys, size_t n,
     return best;
 }
 
-static const char *const top_groups[] = { "namespace_defaults", "namespaces" };
+static const char *const top_groups[] = { "namespace_defaults", "namespaces",
+                                          "api_keys" };
+#define N_TOP_GROUPS (sizeof top_groups / sizeof top_groups[0])
 
 /* Reports an unknown key with a hint; `env_prefix` non-NULL means the hint
  * is spelt as a variable (prefix + KEY upper-cased). */
@@ -732,16 +738,21 @@ static int store_string(const key_def *k, void *base, const char *s,
         *(int *)((char *)base + k->off) = s[0] == 'd';
         return 0;
     case KT_LISTEN: {
-        config *c = base;
-        char host[sizeof c->listen_host];
+        config_listen *l = (config_listen *)((char *)base + k->off);
+        char host[sizeof l->host];
         uint16_t port;
+        if (len == 0 && k->min == 1) {
+            l->host[0] = '\0';
+            l->port = 0;
+            return 0;
+        }
         if (parse_listen(s, host, sizeof host, &port, prob, sizeof prob) < 0) {
             err_key(e, where, label, "invalid address '%s': %s",
                     show_value(s, shown, sizeof shown), prob);
             return -1;
         }
-        memcpy(c->listen_host, host, strlen(host) + 1);
-        c->listen_port = port;
+        memcpy(l->host, host, strlen(host) + 1);
+        l->port = port;
         return 0;
     }
     case KT_REDIS:
@@ -1263,6 +1274,164 @@ static int check_files(loader *L, const char *path, const char *dir)
     return w.bad ? -1 : 0;
 }
 
+/* ---- API keys ------------------------------------------------------------ */
+
+void config_api_key_digest(const char *key, size_t len,
+                           unsigned char out[CONFIG_API_DIGEST_LEN])
+{
+    unsigned int n = 0;
+    if (!EVP_Digest(key, len, out, &n, EVP_sha256(), NULL) ||
+        n != CONFIG_API_DIGEST_LEN)
+        abort();
+}
+
+/* A key is a token of the Authorization header: visible ASCII, no spaces.
+ * Keys are never quoted back in messages. */
+static const char *check_api_key(const char *k)
+{
+    size_t n = strlen(k);
+    if (n < CONFIG_API_KEY_MIN)
+        return "too short (at least 16 bytes; make one with `openssl rand "
+               "-hex 32`)";
+    if (n > CONFIG_API_KEY_MAX)
+        return "too long (at most 256 bytes)";
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)k[i] <= 0x20 || (unsigned char)k[i] >= 0x7f)
+            return "may only contain visible ASCII characters (no spaces)";
+    return NULL;
+}
+
+/* Sets key `name` (added, or its key and limit replaced: HERALD_API_KEY
+ * over a file's "default"). A key given twice under two names is refused:
+ * which name would a request carry? */
+static void api_key_set(loader *L, const char *name, const char *key,
+                        uint32_t rate, const char *where, const char *label)
+{
+    const char *prob = check_api_key(key);
+    if (prob != NULL) {
+        err_key(L->e, where, label, "%s", prob);
+        return;
+    }
+    unsigned char d[CONFIG_API_DIGEST_LEN];
+    config_api_key_digest(key, strlen(key), d);
+    config_api_key *slot = NULL;
+    for (uint32_t i = 0; i < L->c.n_api_keys; i++) {
+        config_api_key *k = &L->c.api_keys[i];
+        if (strcmp(k->name, name) == 0)
+            slot = k;
+        else if (memcmp(k->digest, d, sizeof d) == 0) {
+            err_key(L->e, where, label, "the same key as api_keys '%s'",
+                    k->name);
+            return;
+        }
+    }
+    if (slot == NULL) {
+        if (L->c.n_api_keys == CONFIG_API_KEYS_MAX) {
+            err_key(L->e, where, label, "too many API keys (at most %d)",
+                    CONFIG_API_KEYS_MAX);
+            return;
+        }
+        slot = &L->c.api_keys[L->c.n_api_keys++];
+        snprintf(slot->name, sizeof slot->name, "%s", name);
+    }
+    memcpy(slot->digest, d, sizeof d);
+    slot->rate_limit = rate;
+}
+
+/* api_keys = ( { name = "backend"; key = "..."; rate_limit = 100; }, ... ) */
+static void load_api_keys(loader *L, const config_setting_t *list,
+                          const char *path)
+{
+    char where[WHERE_MAX];
+    if (!config_setting_is_list(list)) {
+        where_of(where, sizeof where, list, path);
+        err_key(L->e, where, "api_keys", "expected a list of groups "
+                "( { name = \"backend\"; key = \"...\"; }, ... ), got %s",
+                setting_type_name(config_setting_type(list)));
+        return;
+    }
+    int n = config_setting_length(list);
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *el =
+            config_setting_get_elem(list, (unsigned)i);
+        char label[128];
+        where_of(where, sizeof where, el, path);
+        snprintf(label, sizeof label, "api_keys[%d]", i);
+        if (!config_setting_is_group(el)) {
+            err_key(L->e, where, label, "expected a group { name = ...; "
+                    "key = ...; }, got %s",
+                    setting_type_name(config_setting_type(el)));
+            continue;
+        }
+        const char *name = NULL, *key = NULL;
+        int64_t rate = 0;
+        int bad = 0, m = config_setting_length(el);
+        for (int j = 0; j < m; j++) {
+            const config_setting_t *s =
+                config_setting_get_elem(el, (unsigned)j);
+            const char *mn = config_setting_name(s);
+            char mw[WHERE_MAX], ml[192];
+            where_of(mw, sizeof mw, s, path);
+            snprintf(ml, sizeof ml, "%s.%s", label, mn);
+            int type = config_setting_type(s);
+            if (strcmp(mn, "name") == 0 || strcmp(mn, "key") == 0) {
+                if (type != CONFIG_TYPE_STRING) {
+                    err_key(L->e, mw, ml, "expected a string, got %s",
+                            setting_type_name(type));
+                    bad = 1;
+                } else if (mn[0] == 'n') {
+                    name = config_setting_get_string(s);
+                } else {
+                    key = config_setting_get_string(s);
+                }
+            } else if (strcmp(mn, "rate_limit") == 0) {
+                if (type != CONFIG_TYPE_INT && type != CONFIG_TYPE_INT64) {
+                    err_key(L->e, mw, ml, "expected an integer, got %s",
+                            setting_type_name(type));
+                    bad = 1;
+                } else {
+                    rate = config_setting_get_int64(s);
+                    if (type == CONFIG_TYPE_INT)
+                        rate = config_setting_get_int(s);
+                    if (rate < 0 || rate > 1000000) {
+                        err_key(L->e, mw, ml, "%" PRId64 " is out of range "
+                                "(0..1000000)", rate);
+                        bad = 1;
+                    }
+                }
+            } else {
+                err_key(L->e, mw, ml, "unknown key (an API key has name, "
+                        "key and rate_limit)");
+                bad = 1;
+            }
+        }
+        if (bad)
+            continue;
+        if (name == NULL || key == NULL) {
+            err_key(L->e, where, label, "needs a name and a key");
+            continue;
+        }
+        const char *prob = check_name(name, "_-", 0, "may only contain "
+                                      "letters, digits, '_' and '-'");
+        if (prob == NULL && strlen(name) >= CONFIG_API_NAME_MAX)
+            prob = "too long (at most 63 bytes)";
+        snprintf(label, sizeof label, "api_keys[%d].name", i);
+        if (prob != NULL) {
+            err_key(L->e, where, label, "%s", prob);
+            continue;
+        }
+        int dup = 0;
+        for (uint32_t k = 0; k < L->c.n_api_keys; k++)
+            dup |= strcmp(L->c.api_keys[k].name, name) == 0;
+        if (dup) {
+            err_key(L->e, where, label, "API key '%s' is defined twice", name);
+            continue;
+        }
+        snprintf(label, sizeof label, "api_keys.%s.key", name);
+        api_key_set(L, name, key, (uint32_t)rate, where, label);
+    }
+}
+
 static void load_file(loader *L, const char *path)
 {
     config_t lc;
@@ -1325,6 +1494,10 @@ static void load_file(loader *L, const char *path)
             load_ns_list(L, s, path);
             continue;
         }
+        if (strcmp(name, "api_keys") == 0) {
+            load_api_keys(L, s, path);
+            continue;
+        }
         k = key_find(top_keys, N_TOP_KEYS, name);
         if (k == NULL && key_find(ns_keys, N_NS_KEYS, name) != NULL) {
             /* A common slip: a namespace option written at the top. */
@@ -1334,7 +1507,7 @@ static void load_file(loader *L, const char *path)
         }
         if (k == NULL) {
             err_unknown(L->e, where, name, name, top_keys, N_TOP_KEYS,
-                        top_groups, 2, NULL);
+                        top_groups, N_TOP_GROUPS, NULL);
             continue;
         }
         if (apply_setting(k, &L->c, s, where, name, L->e) == 0)
@@ -1456,6 +1629,11 @@ static void load_env(loader *L, char *const *envp)
                               rlen - strlen(ENV_NS), val, where);
             continue;
         }
+        if (rlen == 7 && strncmp(rest, "API_KEY", 7) == 0) {
+            /* one key named "default" (docs/api.md) */
+            api_key_set(L, "default", val, 0, where, "api_keys.default.key");
+            continue;
+        }
         lower_copy(lkey, sizeof lkey, rest, rlen);
         k = key_find_env(top_keys, N_TOP_KEYS, rest, rlen);
         if (k == NULL && key_find_env(ns_keys, N_NS_KEYS, rest, rlen)) {
@@ -1519,8 +1697,10 @@ void config_defaults(config *c)
     config_ns *def;
 
     memset(c, 0, sizeof *c);
-    snprintf(c->listen_host, sizeof c->listen_host, "0.0.0.0");
-    c->listen_port = 8080;
+    snprintf(c->listen.host, sizeof c->listen.host, "0.0.0.0");
+    c->listen.port = 8080;
+    c->api_max_body = 1048576;
+    c->api_timeout_ms = 5000;
     c->workers = 0;
     c->log_level = LOG_INFO;
     c->max_connections = 0;

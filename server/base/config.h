@@ -41,9 +41,27 @@ typedef struct config_ns {
     uint32_t retention_count;       /* newest kept per channel; 0 = all */
 } config_ns;
 
+/* A listening address ("HOST:PORT"; port 0 = any free one). */
+typedef struct config_listen {
+    char host[256];
+    uint16_t port;
+} config_listen;
+
+/* One key of the server API. The key itself is not kept: its SHA-256
+ * digest is, so it cannot be logged (api/keys.h). */
+#define CONFIG_API_KEYS_MAX 64
+#define CONFIG_API_NAME_MAX 64
+#define CONFIG_API_KEY_MIN 16       /* bytes of a key */
+#define CONFIG_API_KEY_MAX 256
+#define CONFIG_API_DIGEST_LEN 32
+typedef struct config_api_key {
+    char name[CONFIG_API_NAME_MAX]; /* in logs and metrics */
+    unsigned char digest[CONFIG_API_DIGEST_LEN];
+    uint32_t rate_limit;            /* requests per second on a node; 0 = any */
+} config_api_key;
+
 typedef struct config {
-    char listen_host[256];          /* "0.0.0.0" */
-    uint16_t listen_port;           /* 8080 */
+    config_listen listen;           /* "0.0.0.0:8080" */
     uint32_t workers;               /* 0 in the file = number of cores */
     int log_level;                  /* enum log_level */
     char node_name[64];             /* "" = hostname-pid */
@@ -94,12 +112,23 @@ typedef struct config {
                                        not confirmed by then: 5000 */
     uint32_t retention_interval;    /* seconds between retention passes: 60 */
 
+    /* Server API (docs/api.md). */
+    config_listen api_listen;       /* host "" = on the main listener only */
+    uint32_t api_max_body;          /* bytes of a request body: 1 MiB */
+    uint32_t api_timeout_ms;        /* an answer not ready by then: 504 */
+    uint32_t n_api_keys;
+    config_api_key api_keys[CONFIG_API_KEYS_MAX];
+
     char tls_cert[512];             /* PEM path; "" = plain ws:// */
     char tls_key[512];
 
     size_t n_namespaces;            /* namespaces[0] is "default" */
     config_ns namespaces[CONFIG_MAX_NAMESPACES];
 } config;
+
+/* The digest an API key is kept as (SHA-256). */
+void config_api_key_digest(const char *key, size_t len,
+                           unsigned char out[CONFIG_API_DIGEST_LEN]);
 
 /* Fills *c with built-in defaults. */
 void config_defaults(config *c);

@@ -32,15 +32,15 @@ int listener_open(listener *l, server *srv, uint16_t worker, char *err,
     l->spare_fd = -1;
     char port[16];
     snprintf(port, sizeof(port), "%d",
-             srv->listen_port ? srv->listen_port : cfg->listen_port);
+             srv->listen_port ? srv->listen_port : cfg->listen.port);
     struct addrinfo hints = { 0 }, *res = NULL;
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-    const char *host = cfg->listen_host[0] ? cfg->listen_host : NULL;
+    const char *host = cfg->listen.host[0] ? cfg->listen.host : NULL;
     int rc = getaddrinfo(host, port, &hints, &res);
     if (rc != 0) {
-        snprintf(err, errlen, "listen address %s: %s", cfg->listen_host,
+        snprintf(err, errlen, "listen address %s: %s", cfg->listen.host,
                  gai_strerror(rc));
         return -1;
     }
@@ -81,7 +81,7 @@ int listener_open(listener *l, server *srv, uint16_t worker, char *err,
     l->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     return 0;
 fail:
-    snprintf(err, errlen, "listen on %s:%s: %s", cfg->listen_host, port,
+    snprintf(err, errlen, "listen on %s:%s: %s", cfg->listen.host, port,
              strerror(errno));
     if (fd >= 0)
         close(fd);

@@ -47,7 +47,7 @@ static void check_errbuf(int rc, const char *err, size_t errlen)
 /* `loaded`: the cross-key rules config_load adds to config_set's. */
 static void check_config(const config *c, int loaded)
 {
-    NUL_WITHIN(c->listen_host);
+    NUL_WITHIN(c->listen.host);
     NUL_WITHIN(c->node_name);
     NUL_WITHIN(c->token_secret);
     NUL_WITHIN(c->redis_prefix);
@@ -57,7 +57,7 @@ static void check_config(const config *c, int loaded)
     NUL_WITHIN(c->mongodb_spill_path);
     NUL_WITHIN(c->tls_cert);
     NUL_WITHIN(c->tls_key);
-    FUZZ_CHECK(c->listen_host[0] != '\0');
+    FUZZ_CHECK(c->listen.host[0] != '\0');
     FUZZ_CHECK(c->log_level >= LOG_DEBUG && c->log_level <= LOG_ERROR);
     FUZZ_CHECK(c->workers <= 256);
     FUZZ_CHECK(c->max_message_size >= 256 && c->max_message_size <= 16777216);

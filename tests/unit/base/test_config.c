@@ -31,7 +31,8 @@ static const char *const top_key_names[] = {
     "stream_ttl", "mongodb", "mongodb_database", "mongodb_collection",
     "mongodb_writers", "mongodb_queue_max", "mongodb_batch",
     "mongodb_readers", "mongodb_spill_path", "mongodb_spill_mb",
-    "durable_ack_timeout_ms", "retention_interval",
+    "durable_ack_timeout_ms", "retention_interval", "api_listen",
+    "api_max_body", "api_timeout_ms",
 };
 static const char *const ns_key_names[] = {
     "history_size", "history_ttl", "presence", "join_leave", "allow_publish",
@@ -100,8 +101,8 @@ static int count_lines(const char *s)
 /* The top-level fields of two configs are equal (namespaces ignored). */
 static void assert_top_equal(const config *a, const config *b)
 {
-    cr_assert_str_eq(a->listen_host, b->listen_host);
-    cr_assert_eq(a->listen_port, b->listen_port);
+    cr_assert_str_eq(a->listen.host, b->listen.host);
+    cr_assert_eq(a->listen.port, b->listen.port);
     cr_assert_eq(a->workers, b->workers);
     cr_assert_eq(a->log_level, b->log_level);
     cr_assert_str_eq(a->node_name, b->node_name);
@@ -165,8 +166,8 @@ Test(config, defaults)
 
     memset(&c, 0xab, sizeof c);
     config_defaults(&c);
-    cr_assert_str_eq(c.listen_host, "0.0.0.0");
-    cr_assert_eq(c.listen_port, 8080);
+    cr_assert_str_eq(c.listen.host, "0.0.0.0");
+    cr_assert_eq(c.listen.port, 8080);
     cr_assert_eq(c.workers, 0);
     cr_assert_eq(c.log_level, LOG_INFO);
     cr_assert_str_eq(c.node_name, "");
@@ -239,8 +240,8 @@ Test(config, file_sets_every_key)
         "  allow_anonymous = false; max_subscribers = 99; };\n";
 
     cr_assert_eq(load_text(text, no_env, &c, err, NULL), 0, "%s", err);
-    cr_assert_str_eq(c.listen_host, "127.0.0.1");
-    cr_assert_eq(c.listen_port, 9001);
+    cr_assert_str_eq(c.listen.host, "127.0.0.1");
+    cr_assert_eq(c.listen.port, 9001);
     cr_assert_eq(c.workers, 3);
     cr_assert_eq(c.log_level, LOG_DEBUG);
     cr_assert_str_eq(c.node_name, "node-a.1");
@@ -285,8 +286,8 @@ Test(config, file_range_limits_are_inclusive)
     cr_assert_eq(c.pong_timeout, 1);
     cr_assert_eq(c.send_queue_max, 4096);
     cr_assert_eq(c.max_batch_bytes, 1024);
-    cr_assert_str_eq(c.listen_host, "::");
-    cr_assert_eq(c.listen_port, 0);
+    cr_assert_str_eq(c.listen.host, "::");
+    cr_assert_eq(c.listen.port, 0);
     cr_assert_eq(c.namespaces[0].history_size, 1000000);
 }
 
@@ -443,8 +444,8 @@ Test(config, precedence_file_env_cli)
     cr_assert_eq(c.workers, 8);         /* command line beats env */
     cr_assert_eq(config_set(&c, "listen", "127.0.0.1:9000", "--listen", err,
                             sizeof err), 0, "%s", err);
-    cr_assert_str_eq(c.listen_host, "127.0.0.1");
-    cr_assert_eq(c.listen_port, 9000);
+    cr_assert_str_eq(c.listen.host, "127.0.0.1");
+    cr_assert_eq(c.listen.port, 9000);
     cr_assert_eq(config_set(&c, "log_level", "warn", "--log-level", err,
                             sizeof err), 0, "%s", err);
     cr_assert_eq(c.log_level, LOG_WARN);
@@ -561,8 +562,8 @@ Test(config, env_sets_every_top_level_key)
     };
 
     cr_assert_eq(config_load(&c, NULL, env, err, sizeof err), 0, "%s", err);
-    cr_assert_str_eq(c.listen_host, "::1");
-    cr_assert_eq(c.listen_port, 7000);
+    cr_assert_str_eq(c.listen.host, "::1");
+    cr_assert_eq(c.listen.port, 7000);
     cr_assert_eq(c.workers, 5);
     cr_assert_eq(c.log_level, LOG_ERROR);
     cr_assert_str_eq(c.node_name, "n1");
@@ -1025,8 +1026,8 @@ Test(config, set_listen_forms)
     for (size_t i = 0; i < COUNT(good); i++) {
         cr_assert_eq(config_set(&c, "listen", good[i].in, "--listen", err,
                                 sizeof err), 0, "%s: %s", good[i].in, err);
-        cr_assert_str_eq(c.listen_host, good[i].host);
-        cr_assert_eq(c.listen_port, good[i].port);
+        cr_assert_str_eq(c.listen.host, good[i].host);
+        cr_assert_eq(c.listen.port, good[i].port);
     }
 }
 
@@ -1252,4 +1253,101 @@ Test(config, redis_bad_uris_name_key_and_line_without_the_password)
         strcat(big, i ? ",redis://h" : "redis://h");
     cr_assert_eq(config_set(&c, "redis", big, "--redis", err, ERRLEN), -1);
     assert_has(err, "at most 16 Redis servers");
+}
+
+/* The digest a test key should be kept as. */
+static int has_key(const config *c, const char *name, const char *key,
+                   uint32_t rate)
+{
+    unsigned char d[CONFIG_API_DIGEST_LEN];
+    config_api_key_digest(key, strlen(key), d);
+    for (uint32_t i = 0; i < c->n_api_keys; i++)
+        if (strcmp(c->api_keys[i].name, name) == 0)
+            return memcmp(c->api_keys[i].digest, d, sizeof d) == 0 &&
+                   c->api_keys[i].rate_limit == rate;
+    return 0;
+}
+
+#define KEY_A "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+#define KEY_B "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+#define KEY_E "eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee"
+
+Test(config, api_keys_and_listener_from_file_and_env)
+{
+    config c;
+    char err[ERRLEN];
+    const char *text =
+        "api_listen = \"127.0.0.1:9090\";\n"
+        "api_max_body = 4096;\n"
+        "api_timeout_ms = 250;\n"
+        "api_keys = ( { name = \"backend\"; key = \"" KEY_A "\"; rate_limit = 100; },\n"
+        "             { name = \"default\"; key = \"" KEY_B "\"; } );\n";
+    cr_assert_eq(load_text(text, no_env, &c, err, NULL), 0, "%s", err);
+    cr_assert_str_eq(c.api_listen.host, "127.0.0.1");
+    cr_assert_eq(c.api_listen.port, 9090);
+    cr_assert_eq(c.api_max_body, 4096);
+    cr_assert_eq(c.api_timeout_ms, 250);
+    cr_assert_eq(c.n_api_keys, 2);
+    cr_assert(has_key(&c, "backend", KEY_A, 100));
+    cr_assert(has_key(&c, "default", KEY_B, 0));
+    /* HERALD_API_KEY replaces the key named "default" */
+    char *const env[] = { "HERALD_API_KEY=" KEY_E, NULL };
+    cr_assert_eq(load_text(text, env, &c, err, NULL), 0, "%s", err);
+    cr_assert_eq(c.n_api_keys, 2);
+    cr_assert(has_key(&c, "default", KEY_E, 0));
+    /* alone, it is the only key */
+    cr_assert_eq(config_load(&c, NULL, env, err, ERRLEN), 0, "%s", err);
+    cr_assert_eq(c.n_api_keys, 1);
+    cr_assert(has_key(&c, "default", KEY_E, 0));
+    /* defaults: no API listener, no key */
+    cr_assert_eq(config_load(&c, NULL, no_env, err, ERRLEN), 0, "%s", err);
+    cr_assert_eq(c.n_api_keys, 0);
+    cr_assert_str_eq(c.api_listen.host, "");
+    cr_assert_eq(c.api_max_body, 1048576);
+    cr_assert_eq(c.api_timeout_ms, 5000);
+}
+
+Test(config, api_key_errors_name_key_and_line_and_never_show_the_key)
+{
+    static const struct { const char *text, *problem; } bad[] = {
+        { "api_keys = ( { name = \"a\"; key = \"short-KEYSECRET\"; } );",
+          "key 'api_keys.a.key': too short" },
+        { "api_keys = ( { name = \"a\"; key = \"KEYSECRET KEYSECRET\"; } );",
+          "key 'api_keys.a.key': may only contain visible ASCII" },
+        { "api_keys = ( { name = \"a\"; key = \"KEYSECRET" KEY_A "\"; },"
+          " { name = \"a\"; key = \"KEYSECRET" KEY_B "\"; } );",
+          "key 'api_keys[1].name': API key 'a' is defined twice" },
+        { "api_keys = ( { name = \"a\"; key = \"KEYSECRET" KEY_A "\"; },"
+          " { name = \"b\"; key = \"KEYSECRET" KEY_A "\"; } );",
+          "key 'api_keys.b.key': the same key as api_keys 'a'" },
+        { "api_keys = ( { name = \"a\"; key = \"KEYSECRET" KEY_A "\"; rate = 1; } );",
+          "key 'api_keys[0].rate': unknown key (an API key has name, key and rate_limit)" },
+        { "api_keys = ( { name = \"a\"; } );", "key 'api_keys[0]': needs a name and a key" },
+        { "api_keys = ( { name = \"a b\"; key = \"KEYSECRET" KEY_A "\"; } );",
+          "key 'api_keys[0].name': may only contain letters, digits" },
+        { "api_keys = ( { name = \"a\"; key = \"KEYSECRET" KEY_A "\"; rate_limit = 1000001; } );",
+          "key 'api_keys[0].rate_limit': 1000001 is out of range (0..1000000)" },
+        { "api_keys = ( { name = \"a\"; key = 5; } );",
+          "key 'api_keys[0].key': expected a string, got an integer" },
+        { "api_keys = \"KEYSECRET" KEY_A "\";", "key 'api_keys': expected a list of groups" },
+        { "api_listen = \"nowhere\";", "key 'api_listen': invalid address" },
+        { "api_max_body = 10;", "key 'api_max_body': 10 is out of range" },
+    };
+    config c;
+    char err[ERRLEN], *path;
+
+    for (size_t i = 0; i < COUNT(bad); i++) {
+        char text[512];
+        snprintf(text, sizeof text, "\n%s\n", bad[i].text);
+        cr_assert_eq(load_text(text, no_env, &c, err, &path), -1,
+                     "accepted: %s", bad[i].text);
+        assert_has(err, "%s:2: ", path);
+        assert_has(err, "%s", bad[i].problem);
+        cr_assert(strstr(err, "KEYSECRET") == NULL, "key shown: %s", err);
+        free(path);
+    }
+    char *const env[] = { "HERALD_API_KEY=KEYSECRET", NULL };
+    cr_assert_eq(config_load(&c, NULL, env, err, ERRLEN), -1);
+    assert_has(err, "env HERALD_API_KEY: key 'api_keys.default.key': too short");
+    cr_assert(strstr(err, "KEYSECRET") == NULL, "key shown: %s", err);
 }
