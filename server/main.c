@@ -26,6 +26,7 @@
 
 #include <mongoc/mongoc.h>
 
+#include "api/keys.h"
 #include "base/config.h"
 #include "base/log.h"
 #include "base/mem.h"
@@ -358,6 +359,8 @@ int main(int argc, char **argv)
     srv->admit = admit_new(cfg.max_connections_per_ip,
                            cfg.connection_rate_per_ip,
                            (size_t)srv->max_connections + 65536);
+    srv->api_keys = api_keys_new(&cfg);
+    srv->started_ms = server_now_ms(srv);
     atomic_init(&srv->connections, 0);
     atomic_init(&srv->draining, srv->n_workers);
     /* Every worker's link to every Redis server starts down. */
@@ -407,6 +410,10 @@ int main(int argc, char **argv)
              LOG_INT("workers", srv->n_workers), LOG_STR("node", srv->node),
              LOG_INT("max_connections", srv->max_connections),
              LOG_STR("version", HERALD_VERSION));
+    if (srv->api_port)
+        log_info("API listening", LOG_STR("host", cfg.api_listen.host),
+                 LOG_INT("port", srv->api_port),
+                 LOG_INT("api_keys", (long long)cfg.n_api_keys));
 
     uv_run(&ms.loop, UV_RUN_DEFAULT);
 
@@ -421,6 +428,7 @@ int main(int argc, char **argv)
     free(ms.workers);
     free(srv->inbox);
     admit_free(srv->admit);
+    api_keys_free(srv->api_keys);
     uv_loop_close(&ms.loop);
     log_info("stopped");
     return failed ? 1 : 0;

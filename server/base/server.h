@@ -20,13 +20,15 @@
 
 struct store;
 struct admit;
+struct api_keys;
 
 typedef struct server {
     const config *cfg;
     uint32_t n_workers;
     mailbox **inbox;              /* each worker's mailbox, by index */
     char node[64];
-    int listen_port;              /* the bound port (config may say 0) */
+    uint16_t listen_port;         /* the bound port (config may say 0) */
+    uint16_t api_port;            /* api_listen's bound port; 0 = none */
     uint32_t max_connections;     /* resolved from config or RLIMIT_NOFILE */
     atomic_uint connections;      /* WebSocket connections, all workers */
     atomic_uint draining;         /* workers still draining at shutdown */
@@ -35,6 +37,8 @@ typedef struct server {
     atomic_ullong channels_evicted; /* idle streams evicted for room */
     struct store *store;          /* durable history, or NULL */
     struct admit *admit;          /* per-address admission, or NULL (off) */
+    struct api_keys *api_keys;    /* server API keys (api/keys.h) */
+    int64_t started_ms;           /* wall clock at start (uptime) */
     uv_async_t *drained;          /* main loop: a worker finished draining */
     int64_t (*clock_ms)(void);    /* wall clock; NULL: the real one (tests
                                      set their own) */

@@ -21,26 +21,26 @@
 #define ACCEPT_PAUSE_MS 100
 #define EMFILE_LOG_EVERY_S 10
 
-int listener_open(listener *l, server *srv, uint16_t worker, char *err,
-                  size_t errlen)
+int listener_open(listener *l, server *srv, uint16_t worker,
+                  const config_listen *addr, const char *what,
+                  uint16_t *bound, char *err, size_t errlen)
 {
-    const config *cfg = srv->cfg;
     memset(l, 0, sizeof(*l));
     l->srv = srv;
     l->worker = worker;
+    l->what = what;
     l->fd = -1;
     l->spare_fd = -1;
     char port[16];
-    snprintf(port, sizeof(port), "%d",
-             srv->listen_port ? srv->listen_port : cfg->listen.port);
+    snprintf(port, sizeof(port), "%d", *bound ? *bound : addr->port);
     struct addrinfo hints = { 0 }, *res = NULL;
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-    const char *host = cfg->listen.host[0] ? cfg->listen.host : NULL;
+    const char *host = addr->host[0] ? addr->host : NULL;
     int rc = getaddrinfo(host, port, &hints, &res);
     if (rc != 0) {
-        snprintf(err, errlen, "listen address %s: %s", cfg->listen.host,
+        snprintf(err, errlen, "%s address %s: %s", what, addr->host,
                  gai_strerror(rc));
         return -1;
     }
@@ -68,11 +68,11 @@ int listener_open(listener *l, server *srv, uint16_t worker, char *err,
         goto fail;
     if (listen(fd, 4096) < 0)
         goto fail;
-    if (!srv->listen_port) {
+    if (!*bound) {
         struct sockaddr_storage ss;
         socklen_t sl = sizeof(ss);
         getsockname(fd, (struct sockaddr *)&ss, &sl);
-        srv->listen_port = ntohs(ss.ss_family == AF_INET6
+        *bound = ntohs(ss.ss_family == AF_INET6
             ? ((struct sockaddr_in6 *)&ss)->sin6_port
             : ((struct sockaddr_in *)&ss)->sin_port);
     }
@@ -81,7 +81,7 @@ int listener_open(listener *l, server *srv, uint16_t worker, char *err,
     l->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     return 0;
 fail:
-    snprintf(err, errlen, "listen on %s:%s: %s", cfg->listen.host, port,
+    snprintf(err, errlen, "%s on %s:%s: %s", what, addr->host, port,
              strerror(errno));
     if (fd >= 0)
         close(fd);
@@ -189,23 +189,20 @@ static void listener_on_accept(uv_poll_t *p, int status, int events)
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        struct lws *wsi = lws_adopt_socket_vhost(l->vh, fd);
-        if (!wsi) {
-            /* lws closes the descriptor when adoption fails. */
+        if (l->adopt(l->adopt_arg, fd, ticket) < 0) {
             admit_release(l->srv->admit, ticket);
             log_warn("could not adopt connection",
-                     LOG_INT("worker", l->worker));
-            continue;
+                     LOG_INT("worker", l->worker), LOG_STR("listener", l->what));
         }
-        /* Given back when lws destroys the connection (conn.c). */
-        lws_set_opaque_user_data(wsi, ticket);
     }
 }
 
-void listener_start(listener *l, uv_loop_t *loop, struct lws_vhost *vh,
-                    const uint32_t *conns, const uint64_t *now_s)
+void listener_start(listener *l, uv_loop_t *loop, listener_adopt_fn adopt,
+                    void *adopt_arg, const uint32_t *conns,
+                    const uint64_t *now_s)
 {
-    l->vh = vh;
+    l->adopt = adopt;
+    l->adopt_arg = adopt_arg;
     l->conns = conns;
     l->now_s = now_s;
     uv_poll_init(loop, &l->poll, l->fd);
@@ -222,7 +219,7 @@ static void listener_closed(uv_handle_t *h)
 
 void listener_close(listener *l)
 {
-    if (l->fd < 0 || !l->vh)
+    if (l->fd < 0 || !l->adopt)
         return;
     /* The poll handle goes first, while the descriptor is still ours
      * (libuv removes it from epoll by number). */
@@ -235,7 +232,7 @@ void listener_close(listener *l)
 
 void listener_stop(listener *l)
 {
-    if (!l->vh)
+    if (!l->adopt)
         return;   /* never started */
     listener_close(l);
     uv_timer_stop(&l->resume);

@@ -15,6 +15,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 
+#include "api/listen.h"
 #include "base/log.h"
 #include "base/mem.h"
 #include "broker/memory.h"
@@ -48,6 +49,12 @@ static void worker_close_cb(uv_handle_t *h)
     (void)h;
 }
 
+/* Connections still open: WebSocket and, with api_listen, API ones. */
+static uint32_t worker_open_conns(const worker *w)
+{
+    return w->net.count + (w->api ? api_listen_count(w->api) : 0);
+}
+
 static void worker_begin_drain(worker *w)
 {
     if (w->draining)
@@ -55,8 +62,12 @@ static void worker_begin_drain(worker *w)
     w->draining = 1;
     w->drain_deadline_s = w->net.now_s + w->srv->cfg->shutdown_timeout;
     listener_close(&w->lis);
+    if (w->api) {
+        listener_close(&w->api_lis);
+        api_listen_drain(w->api);
+    }
     conns_drain(&w->net);
-    if (w->net.count == 0)
+    if (worker_open_conns(w) == 0)
         worker_report_drained(w);
 }
 
@@ -73,6 +84,10 @@ static void worker_stop(worker *w)
     uv_close((uv_handle_t *)&w->judge_check, worker_close_cb);
     uv_close((uv_handle_t *)&w->wake, worker_close_cb);
     listener_stop(&w->lis);
+    if (w->api) {
+        listener_stop(&w->api_lis);
+        api_listen_stop(w->api);
+    }
     w->broker->ops->stop(w->broker);
     /* With a foreign loop lws finishes destroying the context from the
      * loop (closing its handles) and clears w->ctx through pcontext. */
@@ -156,15 +171,17 @@ static void worker_on_tick(uv_timer_t *t)
     worker *w = t->data;
     uint64_t now_s = uv_now(&w->loop) / 1000;
     conns_tick(&w->net, now_s);
+    if (w->api)
+        api_listen_tick(w->api, uv_now(&w->loop));
     if (w->index == 0)
         admit_sweep(w->srv->admit, uv_now(&w->loop));
     owner_tick(&w->own);
     if (w->draining && !w->drained_reported &&
-        (w->net.count == 0 || now_s >= w->drain_deadline_s)) {
-        if (w->net.count)
+        (worker_open_conns(w) == 0 || now_s >= w->drain_deadline_s)) {
+        if (worker_open_conns(w))
             log_warn("shutdown timeout: dropping connections",
                      LOG_INT("worker", w->index),
-                     LOG_INT("connections", w->net.count));
+                     LOG_INT("connections", worker_open_conns(w)));
         worker_report_drained(w);
     }
 }
@@ -287,6 +304,18 @@ static int worker_create_in_order(worker *w)
     return rc;
 }
 
+/* The main listener's sockets become lws connections; the admission
+ * ticket is given back when lws destroys the connection (conn.c). */
+static int worker_adopt_ws(void *arg, int fd, void *ticket)
+{
+    worker *w = arg;
+    struct lws *wsi = lws_adopt_socket_vhost(w->vh, fd);
+    if (!wsi)
+        return -1;           /* lws closed the descriptor */
+    lws_set_opaque_user_data(wsi, ticket);
+    return 0;
+}
+
 static void *worker_main(void *arg)
 {
     worker *w = arg;
@@ -305,7 +334,11 @@ static void *worker_main(void *arg)
         return NULL;
     }
     w->broker->ops->start(w->broker);
-    listener_start(&w->lis, &w->loop, w->vh, &w->net.count, &w->net.now_s);
+    listener_start(&w->lis, &w->loop, worker_adopt_ws, w, &w->net.count,
+                   &w->net.now_s);
+    if (w->api)
+        listener_start(&w->api_lis, &w->loop, api_listen_adopt, w->api,
+                       &w->net.count, &w->net.now_s);
     uv_timer_start(&w->tick, worker_on_tick, 1000, 1000);
     uv_prepare_start(&w->flush_prep, worker_on_prepare);
     uv_check_start(&w->judge_check, worker_on_check);
@@ -324,11 +357,22 @@ worker *worker_new(server *srv, uint16_t index, char *err, size_t errlen)
     worker *w = mem_calloc(1, sizeof(*w));
     w->srv = srv;
     w->index = index;
-    if (listener_open(&w->lis, srv, index, err, errlen) < 0) {
+    if (listener_open(&w->lis, srv, index, &srv->cfg->listen, "listen",
+                      &srv->listen_port, err, errlen) < 0) {
         free(w);
         return NULL;
     }
+    if (srv->cfg->api_listen.host[0]) {
+        if (listener_open(&w->api_lis, srv, index, &srv->cfg->api_listen,
+                          "api_listen", &srv->api_port, err, errlen) < 0) {
+            listener_free(&w->lis);
+            free(w);
+            return NULL;
+        }
+    }
     uv_loop_init(&w->loop);
+    if (srv->cfg->api_listen.host[0])
+        w->api = api_listen_new(srv, index, &w->loop);
     uv_async_init(&w->loop, &w->wake, worker_on_wake);
     w->wake.data = w;
     uv_timer_init(&w->loop, &w->tick);
@@ -373,5 +417,9 @@ void worker_free(worker *w)
     mailbox_destroy(&w->mb);
     conns_free(&w->net);
     listener_free(&w->lis);
+    if (w->api) {
+        listener_free(&w->api_lis);
+        api_listen_free(w->api);
+    }
     free(w);
 }

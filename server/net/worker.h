@@ -37,6 +37,8 @@ typedef struct worker {
     uv_idle_t flush_idle;     /* active while output is left to flush */
     uv_check_t judge_check;   /* conns_judge after each poll */
     listener lis;
+    listener api_lis;         /* api_listen, when configured */
+    struct api_listen *api;   /* its connections, or NULL */
     struct lws_context *ctx;
     struct lws_vhost *vh;
     mailbox mb;

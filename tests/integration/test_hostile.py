@@ -28,20 +28,13 @@ HOSTILE_RSS_MAX = 64 * MiB
 PROBE_MAX_S = 1.0           # a well-behaved client's round trip, at most
 
 
-# Under AddressSanitizer freed memory waits in a quarantine (256 MiB by
-# default) before it is reused, which is growth these tests would measure:
-# a small one keeps the bound meaningful there too.
-ASAN_SMALL_QUARANTINE = ("abort_on_error=0:detect_leaks=1:quarantine_size_mb=4:"
-                         "thread_local_quarantine_size_kb=64")
-
-
 @pytest.fixture
 def server_factory(server_factory):
     """The conftest factory, with a small ASan quarantine."""
     def make(config=None, **kw):
         env = dict(kw.pop("env", {}) or {})
         if hh.SANITIZE:
-            env.setdefault("ASAN_OPTIONS", ASAN_SMALL_QUARANTINE)
+            env.setdefault("ASAN_OPTIONS", hh.ASAN_SMALL_QUARANTINE)
         return server_factory(config, env=env, **kw)
     return make
 

@@ -1,0 +1,291 @@
+/*
+ * The api_listen server (listen.h).
+ *
+ * A connection reads into its input buffer, feeds http1 from it, and on a
+ * whole request stops reading, routes it, writes the answer and, once the
+ * write completed, either closes (no keep-alive, an error, draining) or
+ * goes on with what is left in the buffer (a pipelined request) and reads
+ * again. So one connection never has more than one request in progress and
+ * never more input than max_head + max_body + one read buffered.
+ */
+#include "api/listen.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "api/api.h"
+#include "api/http1.h"
+#include "base/log.h"
+#include "base/mem.h"
+#include "net/admit.h"
+
+#define API_READ_SIZE 65536
+#define API_IDLE_MS 60000
+
+typedef struct api_conn {
+    uv_tcp_t tcp;             /* first: the handle's data is the conn */
+    api_listen *owner;
+    struct api_conn *prev, *next;
+    void *ticket;             /* admission (admit.h) */
+    http1_conn http;
+    char *in;                 /* bytes read and not yet parsed */
+    size_t in_len, in_cap;
+    size_t in_off;            /* parsed up to here */
+    proto_buf out;            /* the answer being written */
+    uv_write_t wr;
+    int reading, writing, closing, close_after;
+    uint64_t request_since_ms;/* first byte of the request in progress, 0 */
+    uint64_t idle_since_ms;   /* last answer written (keep-alive idle) */
+} api_conn;
+
+struct api_listen {
+    server *srv;
+    uint16_t worker;
+    uv_loop_t *loop;
+    api_conn *conns;          /* every open connection */
+    uint32_t count;
+    int draining;
+    http1_limits lim;
+    api_answer ans;           /* scratch: the answer being made */
+};
+
+static void conn_closed(uv_handle_t *h)
+{
+    api_conn *c = h->data;
+    api_listen *a = c->owner;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        a->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    a->count--;
+    admit_release(a->srv->admit, c->ticket);
+    http1_free(&c->http);
+    free(c->in);
+    proto_buf_free(&c->out);
+    free(c);
+}
+
+static void conn_close(api_conn *c)
+{
+    if (c->closing)
+        return;
+    c->closing = 1;
+    uv_close((uv_handle_t *)&c->tcp, conn_closed);
+}
+
+static void conn_read_start(api_conn *c);
+static void conn_process(api_conn *c);
+
+static void conn_wrote(uv_write_t *w, int status)
+{
+    api_conn *c = w->data;
+    c->writing = 0;
+    proto_buf_reset(&c->out);
+    if (status < 0 || c->close_after || c->owner->draining) {
+        conn_close(c);
+        return;
+    }
+    c->idle_since_ms = uv_now(c->owner->loop);
+    http1_next(&c->http);
+    conn_process(c);       /* a pipelined request, or read on */
+}
+
+/* Writes an answer; the connection closes after it when it must. */
+static void conn_answer(api_conn *c, int status, const char *extra,
+                        const proto_buf *body, int keep_alive)
+{
+    c->close_after = !keep_alive;
+    http1_answer(&c->out, status, "application/json", extra,
+                 proto_buf_data(body), body->len, keep_alive);
+    uv_buf_t b = uv_buf_init(proto_buf_data(&c->out), (unsigned)c->out.len);
+    c->writing = 1;
+    c->request_since_ms = 0;
+    c->wr.data = c;
+    if (uv_write(&c->wr, (uv_stream_t *)&c->tcp, &b, 1, conn_wrote) < 0) {
+        c->writing = 0;
+        conn_close(c);
+    }
+}
+
+static void conn_refuse(api_conn *c, int status, const char *message)
+{
+    api_answer *ans = &c->owner->ans;
+    api_error(ans, status, 107, message);
+    conn_answer(c, status, NULL, &ans->body, 0);
+}
+
+/* Parses what is buffered: answers a whole request, tells 100-continue,
+ * refuses malformed input; reads on when it needs more. */
+static void conn_process(api_conn *c)
+{
+    api_listen *a = c->owner;
+    for (;;) {
+        size_t avail = c->in_len - c->in_off, used = 0;
+        if (avail && !c->request_since_ms)
+            c->request_since_ms = uv_now(a->loop);
+        http1_status st = http1_feed(&c->http, c->in + c->in_off, avail,
+                                     &used);
+        c->in_off += used;
+        if (st == HTTP1_CONTINUE) {
+            uv_buf_t b = uv_buf_init((char *)http1_continue_bytes,
+                                     (unsigned)strlen(http1_continue_bytes));
+            if (uv_try_write((uv_stream_t *)&c->tcp, &b, 1) != (int)b.len) {
+                conn_close(c);   /* 25 bytes a socket cannot take: gone */
+                return;
+            }
+            continue;
+        }
+        if (st == HTTP1_ERROR) {
+            uv_read_stop((uv_stream_t *)&c->tcp);
+            c->reading = 0;
+            conn_refuse(c, http1_error_status(&c->http),
+                        http1_reason(http1_error_status(&c->http)));
+            return;
+        }
+        if (st == HTTP1_REQUEST) {
+            /* one at a time: what follows waits in the buffer */
+            uv_read_stop((uv_stream_t *)&c->tcp);
+            c->reading = 0;
+            const http1_request *req = http1_request_get(&c->http);
+            api_route(a->srv, req, uv_now(a->loop), &a->ans);
+            conn_answer(c, a->ans.status,
+                        a->ans.extra[0] ? a->ans.extra : NULL, &a->ans.body,
+                        req->keep_alive && !a->draining);
+            return;
+        }
+        break;                   /* HTTP1_AGAIN: everything taken */
+    }
+    /* all buffered input parsed (http1 keeps what it needs): drop it */
+    c->in_len = c->in_off = 0;
+    conn_read_start(c);
+}
+
+static void conn_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    api_conn *c = h->data;
+    (void)hint;
+    /* room for one read after what is buffered; reads stop while a
+     * request is answered, so at most a pipelined remainder (less than
+     * one read) precedes it */
+    if (c->in_cap < c->in_len + API_READ_SIZE) {
+        c->in_cap = c->in_len + API_READ_SIZE;
+        c->in = mem_realloc(c->in, c->in_cap);
+    }
+    *buf = uv_buf_init(c->in + c->in_len, (unsigned)(c->in_cap - c->in_len));
+}
+
+static void conn_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+    api_conn *c = s->data;
+    (void)buf;
+    if (n < 0) {
+        conn_close(c);           /* EOF or error: nothing to answer */
+        return;
+    }
+    if (n == 0)
+        return;
+    c->in_len += (size_t)n;
+    conn_process(c);
+}
+
+static void conn_read_start(api_conn *c)
+{
+    if (c->reading || c->closing || c->writing)
+        return;
+    c->reading = 1;
+    if (uv_read_start((uv_stream_t *)&c->tcp, conn_alloc, conn_read) < 0)
+        conn_close(c);
+}
+
+api_listen *api_listen_new(server *srv, uint16_t worker, uv_loop_t *loop)
+{
+    api_listen *a = mem_calloc(1, sizeof(*a));
+    a->srv = srv;
+    a->worker = worker;
+    a->loop = loop;
+    a->lim.max_head = 8192;
+    a->lim.max_body = srv->cfg->api_max_body;
+    proto_buf_init(&a->ans.body, 0);
+    return a;
+}
+
+int api_listen_adopt(void *arg, int fd, void *ticket)
+{
+    api_listen *a = arg;
+    if (a->draining) {
+        close(fd);
+        return -1;
+    }
+    api_conn *c = mem_calloc(1, sizeof(*c));
+    c->owner = a;
+    c->ticket = ticket;
+    uv_tcp_init(a->loop, &c->tcp);
+    c->tcp.data = c;
+    http1_init(&c->http, &a->lim);
+    proto_buf_init(&c->out, 0);
+    c->next = a->conns;
+    if (a->conns)
+        a->conns->prev = c;
+    a->conns = c;
+    a->count++;
+    if (uv_tcp_open(&c->tcp, fd) < 0) {
+        close(fd);
+        c->ticket = NULL;        /* the listener gives it back */
+        conn_close(c);
+        return -1;
+    }
+    c->idle_since_ms = uv_now(a->loop);
+    conn_read_start(c);
+    return 0;
+}
+
+void api_listen_tick(api_listen *a, uint64_t now_ms)
+{
+    uint64_t deadline = (uint64_t)a->srv->cfg->handshake_timeout * 1000;
+    for (api_conn *c = a->conns, *next; c; c = next) {
+        next = c->next;
+        if (c->closing || c->writing)
+            continue;
+        if (c->request_since_ms && now_ms - c->request_since_ms > deadline) {
+            /* a head or body that takes too long (slowloris) */
+            uv_read_stop((uv_stream_t *)&c->tcp);
+            c->reading = 0;
+            conn_refuse(c, 408, "request not received in time");
+        } else if (!c->request_since_ms &&
+                   now_ms - c->idle_since_ms > API_IDLE_MS) {
+            conn_close(c);
+        }
+    }
+}
+
+void api_listen_drain(api_listen *a)
+{
+    a->draining = 1;
+    for (api_conn *c = a->conns, *next; c; c = next) {
+        next = c->next;
+        if (!c->writing && !c->request_since_ms)
+            conn_close(c);
+    }
+}
+
+uint32_t api_listen_count(const api_listen *a)
+{
+    return a->count;
+}
+
+void api_listen_stop(api_listen *a)
+{
+    for (api_conn *c = a->conns; c; c = c->next)
+        conn_close(c);
+}
+
+void api_listen_free(api_listen *a)
+{
+    if (!a)
+        return;
+    proto_buf_free(&a->ans.body);
+    free(a);
+}

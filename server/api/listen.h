@@ -1,0 +1,35 @@
+/*
+ * The api_listen server: one worker's HTTP/1.1 connections on its libuv
+ * loop, each parsed by http1 (keep-alive, one request at a time: a
+ * pipelined request waits in the input buffer until the answer before it
+ * is written) and answered by the API's routes (api.h). Bounds: the input
+ * kept per connection (max_head + max_body + one read), a deadline per
+ * request (handshake_timeout from its first byte: a slow head or body
+ * gets 408 and the close), an idle keep-alive timeout, and the worker's
+ * share of max_connections. Owned by the worker thread.
+ */
+#ifndef HERALD_API_LISTEN_H
+#define HERALD_API_LISTEN_H
+
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "base/server.h"
+
+typedef struct api_listen api_listen;
+
+api_listen *api_listen_new(server *srv, uint16_t worker, uv_loop_t *loop);
+/* A listener_adopt_fn: the accepted socket becomes an API connection. */
+int api_listen_adopt(void *arg, int fd, void *ticket);
+/* Once a second: requests past their deadline, idle connections. */
+void api_listen_tick(api_listen *a, uint64_t now_ms);
+/* Shutdown: idle connections close now, busy ones after their answer. */
+void api_listen_drain(api_listen *a);
+/* Connections open (the worker's drain waits for none). */
+uint32_t api_listen_count(const api_listen *a);
+/* The loop is stopping: closes every handle (frees after the loop ran). */
+void api_listen_stop(api_listen *a);
+void api_listen_free(api_listen *a);
+
+#endif

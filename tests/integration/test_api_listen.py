@@ -1,0 +1,229 @@
+"""The server API's own listener (api_listen): keys, routes that exist so
+far, HTTP/1.1 keep-alive and pipelining, and every bound of the transport
+(head, body, slow requests) with real HTTP clients against a real herald.
+The channel routes come with the owner plumbing (docs/http-api-plan.md)."""
+
+import http.client
+import json
+import socket
+import time
+
+import pytest
+
+import herald_harness as hh
+from herald_harness import t
+
+KEY = "k" * 32
+AUTH = {"Authorization": "apikey " + KEY}
+
+
+def api_port(s):
+    line = hh.wait_for(lambda: next((l for l in s.log_lines()
+                                     if l.get("msg") == "API listening"), None),
+                       t(5), what="the API listening line")
+    return line["port"]
+
+
+@pytest.fixture
+def api(server_factory):
+    """A herald with api_listen on a free port and one key; (server, port)."""
+    def make(config=None, env=None, **kw):
+        cfg = {"api_listen": "127.0.0.1:0"}
+        cfg.update(config or {})
+        e = {"HERALD_API_KEY": KEY}
+        if hh.SANITIZE:
+            e["ASAN_OPTIONS"] = hh.ASAN_SMALL_QUARANTINE   # a memory bound is measured
+        e.update(env or {})
+        s = server_factory(cfg, env=e, **kw)
+        return s, api_port(s)
+    return make
+
+
+def call(port, method, path, headers=None, body=None, conn=None):
+    c = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=t(5))
+    c.request(method, path, body=body, headers=headers or {})
+    r = c.getresponse()
+    data = r.read()
+    if conn is None:
+        c.close()
+    return r, json.loads(data) if data else None
+
+
+def exchange(port, data, timeout):
+    """Sends raw bytes, reads until the server closes; returns them."""
+    so = socket.create_connection(("127.0.0.1", port))
+    so.settimeout(timeout)
+    so.sendall(data)
+    out = b""
+    try:
+        while True:
+            chunk = so.recv(65536)
+            if not chunk:
+                return out
+            out += chunk
+    except socket.timeout:
+        raise AssertionError("the server did not close in %.0f s; sent %r" % (timeout, out[:300]))
+    finally:
+        so.close()
+
+
+def test_keys(api):
+    s, port = api()
+    r, doc = call(port, "GET", "/api/v1/info", AUTH)
+    assert r.status == 200, doc
+    assert doc["workers"] == 2 and doc["broker"] == "memory" and doc["version"]
+    assert doc["uptime_s"] >= 0 and doc["connections"] == 0
+    for headers, msg in (({}, "missing Authorization: apikey KEY"),
+                         ({"Authorization": "apikey " + "x" * 32}, "unknown API key"),
+                         ({"Authorization": "Bearer " + KEY}, "unknown API key"),
+                         ({"Authorization": "apikey " + KEY[:-1]}, "unknown API key")):
+        r, doc = call(port, "GET", "/api/v1/info", headers)
+        assert r.status == 401 and r.getheader("WWW-Authenticate") == "apikey", doc
+        assert doc == {"error": {"code": 101, "message": msg}}
+    # the key never reaches the log
+    assert KEY not in s.stderr()
+
+
+def test_no_key_configured_means_no_api(server_factory):
+    s = server_factory({"api_listen": "127.0.0.1:0"})
+    r, doc = call(api_port(s), "GET", "/api/v1/info", AUTH)
+    assert r.status == 503, doc
+    assert doc["error"] == {"code": 108, "message": "no API keys configured "
+                            "(api_keys, HERALD_API_KEY)"}
+
+
+def test_routes_and_methods(api):
+    s, port = api()
+    r, doc = call(port, "POST", "/api/v1/info", dict(AUTH, **{"Content-Type": "application/json"}), b"{}")
+    assert r.status == 405 and r.getheader("Allow") == "GET", doc
+    r, doc = call(port, "GET", "/api/v1/nope", AUTH)
+    assert r.status == 404 and doc["error"]["code"] == 107, doc
+    r, doc = call(port, "GET", "/ws", AUTH)
+    assert r.status == 404, doc
+
+
+def test_keep_alive_and_pipelining(api):
+    s, port = api()
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=t(5))
+    for _ in range(20):
+        r, doc = call(port, "GET", "/api/v1/info", AUTH, conn=c)
+        assert r.status == 200 and not r.will_close
+    c.close()
+    one = ("GET /api/v1/info HTTP/1.1\r\nHost: x\r\nAuthorization: apikey %s\r\n\r\n" % KEY).encode()
+    last = ("GET /api/v1/nope HTTP/1.1\r\nHost: x\r\nAuthorization: apikey %s\r\n"
+            "Connection: close\r\n\r\n" % KEY).encode()
+    out = exchange(port, one * 50 + last, t(5))
+    assert out.count(b"HTTP/1.1 200 OK\r\n") == 50
+    assert out.rindex(b"HTTP/1.1 404 Not Found\r\n") > out.rindex(b"HTTP/1.1 200 OK\r\n")
+
+
+def test_limits(api):
+    s, port = api({"api_max_body": 1024, "handshake_timeout": 1})
+    # a body announced over api_max_body: 413 before any of it is sent
+    out = exchange(port, b"POST /api/v1/info HTTP/1.1\r\nHost: x\r\nContent-Length: 1025\r\n\r\n", t(5))
+    assert out.startswith(b"HTTP/1.1 413 "), out
+    # a chunked body that grows past it
+    chunk = b"200\r\n" + b"x" * 512 + b"\r\n"
+    out = exchange(port, b"POST /api/v1/info HTTP/1.1\r\nHost: x\r\n"
+                         b"Transfer-Encoding: chunked\r\n\r\n" + chunk * 3, t(5))
+    assert out.startswith(b"HTTP/1.1 413 "), out
+    # a head over 8 KiB
+    out = exchange(port, b"GET /api/v1/info HTTP/1.1\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n", t(5))
+    assert out.startswith(b"HTTP/1.1 431 "), out
+    # smuggling shapes and garbage
+    for bad in (b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\nabc",
+                b"GET / HTTP/1.1\r\nAuthorization: a\r\nAuthorization: b\r\n\r\n",
+                b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"):
+        out = exchange(port, bad, t(5))
+        assert out.startswith(b"HTTP/1.1 400 "), (bad, out)
+    # a request that never finishes: 408 after handshake_timeout, closed
+    t0 = time.monotonic()
+    out = exchange(port, b"GET /api/v1/info HTTP/1.1\r\nHost: x\r\n", t(6))
+    assert out.startswith(b"HTTP/1.1 408 "), out
+    assert time.monotonic() - t0 >= 0.9
+    # the server still answers
+    r, doc = call(port, "GET", "/api/v1/info", AUTH)
+    assert r.status == 200
+
+
+def test_rate_limit_per_key(server_factory):
+    conf = {"api_listen": "127.0.0.1:0",
+            "api_keys": [{"name": "slow", "key": "s" * 32, "rate_limit": 5}]}
+    s = server_factory(conf)
+    port = api_port(s)
+    auth = {"Authorization": "apikey " + "s" * 32}
+    statuses = [call(port, "GET", "/api/v1/info", auth)[0] for _ in range(8)]
+    assert [r.status for r in statuses[:5]] == [200] * 5
+    refused = [r for r in statuses[5:] if r.status == 429]
+    assert refused and refused[0].getheader("Retry-After") == "1"
+    hh.wait_for(lambda: call(port, "GET", "/api/v1/info", auth)[0].status == 200,
+                t(2), what="the rate limit to let a call through again")
+
+
+def rss(s):
+    with open("/proc/%d/status" % s.proc.pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+@pytest.mark.timeout(60)
+def test_pipelining_clients_that_never_read_stay_bounded(api):
+    """50 connections pipeline requests as fast as they can and never read
+    the answers: one request at a time is answered, the next only once
+    the answer before it was written, so each holds a socket's worth of
+    answers and at most one read of input. RSS grows by well under 64 MiB
+    and another client is answered within a second throughout."""
+    s, port = api()
+    base = rss(s)
+    req = ("GET /api/v1/info HTTP/1.1\r\nHost: x\r\nAuthorization: apikey %s\r\n\r\n"
+           % KEY).encode() * 200
+    socks = []
+    for _ in range(50):
+        so = socket.create_connection(("127.0.0.1", port))
+        so.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        so.setblocking(False)
+        socks.append(so)
+    worst, peak, end = 0.0, base, time.monotonic() + 4
+    stalled = 0
+    while time.monotonic() < end:
+        for so in socks:
+            try:
+                so.send(req)
+            except BlockingIOError:
+                stalled += 1
+        t0 = time.monotonic()
+        r, _ = call(port, "GET", "/api/v1/info", AUTH)
+        assert r.status == 200
+        worst = max(worst, time.monotonic() - t0)
+        peak = max(peak, rss(s))
+    for so in socks:
+        so.close()
+    grew = (peak - base) / 2**20
+    print("RSS grew %.1f MiB, worst round trip %.3f s, %d sends refused" % (grew, worst, stalled))
+    assert stalled > 0, "the server read everything: nothing was bounded"
+    assert grew < 64, grew
+    assert worst < t(1.0), worst
+
+
+def test_sigterm_closes_idle_api_connections_and_exits(api):
+    """SIGTERM with a kept-alive idle API connection and one mid-request:
+    the idle one is closed at once, the other gets its 408 after
+    handshake_timeout (or its answer, had it finished), and the process
+    exits 0 long before shutdown_timeout."""
+    import signal
+    s, port = api({"shutdown_timeout": 60, "handshake_timeout": 1})
+    idle = http.client.HTTPConnection("127.0.0.1", port, timeout=t(5))
+    r, _ = call(port, "GET", "/api/v1/info", AUTH, conn=idle)
+    assert r.status == 200
+    partial = socket.create_connection(("127.0.0.1", port))
+    partial.sendall(b"GET /api/v1/info HTTP/1.1\r\nHost: x\r\n")
+    t0 = time.monotonic()
+    s.send_signal(signal.SIGTERM)
+    assert s.wait_exit(t(10)) == 0, s.stderr_tail()
+    assert time.monotonic() - t0 < t(5)
+    partial.settimeout(t(2))
+    assert partial.recv(100).startswith(b"HTTP/1.1 408 ")
+    partial.close()
+    idle.close()
