@@ -28,6 +28,9 @@ typedef struct api_conn {
     api_listen *owner;
     struct api_conn *prev, *next;
     void *ticket;             /* admission (admit.h) */
+    uint32_t slot, gen;       /* where an owner's reply finds it */
+    uint32_t call;            /* the number of the request in progress */
+    uint64_t waiting_since_ms;/* waiting for an owner's reply, or 0 */
     http1_conn http;
     char *in;                 /* bytes read and not yet parsed */
     size_t in_len, in_cap;
@@ -45,6 +48,11 @@ struct api_listen {
     uv_loop_t *loop;
     api_conn *conns;          /* every open connection */
     uint32_t count;
+    struct api_slot {
+        api_conn *c;
+        uint32_t gen;
+    } *slots;                 /* by slot: owner replies find their call */
+    uint32_t n_slots, *free_slots, n_free;
     int draining;
     http1_limits lim;
     api_answer ans;           /* scratch: the answer being made */
@@ -61,6 +69,9 @@ static void conn_closed(uv_handle_t *h)
     if (c->next)
         c->next->prev = c->prev;
     a->count--;
+    a->slots[c->slot].c = NULL;
+    a->slots[c->slot].gen++;
+    a->free_slots[a->n_free++] = c->slot;
     admit_release(a->srv->admit, c->ticket);
     http1_free(&c->http);
     free(c->in);
@@ -103,6 +114,8 @@ static void conn_answer(api_conn *c, int status, const char *extra,
     uv_buf_t b = uv_buf_init(proto_buf_data(&c->out), (unsigned)c->out.len);
     c->writing = 1;
     c->request_since_ms = 0;
+    c->waiting_since_ms = 0;
+    c->call++;                /* a late reply for this call is dropped */
     c->wr.data = c;
     if (uv_write(&c->wr, (uv_stream_t *)&c->tcp, &b, 1, conn_wrote) < 0) {
         c->writing = 0;
@@ -150,7 +163,12 @@ static void conn_process(api_conn *c)
             uv_read_stop((uv_stream_t *)&c->tcp);
             c->reading = 0;
             const http1_request *req = http1_request_get(&c->http);
-            api_route(a->srv, req, uv_now(a->loop), &a->ans);
+            route to = { .worker = a->worker, .api = 1, .slot = c->slot,
+                         .gen = c->gen, .cmd_id = c->call };
+            if (api_route(a->srv, req, uv_now(a->loop), &to, &a->ans)) {
+                c->waiting_since_ms = uv_now(a->loop);
+                return;       /* api_listen_receive answers */
+            }
             conn_answer(c, a->ans.status,
                         a->ans.extra[0] ? a->ans.extra : NULL, &a->ans.body,
                         req->keep_alive && !a->draining);
@@ -224,6 +242,21 @@ int api_listen_adopt(void *arg, int fd, void *ticket)
     c->ticket = ticket;
     uv_tcp_init(a->loop, &c->tcp);
     c->tcp.data = c;
+    if (!a->n_free) {
+        uint32_t n = a->n_slots ? 2 * a->n_slots : 64;
+        a->slots = mem_realloc_array(a->slots, n, sizeof(*a->slots));
+        a->free_slots = mem_realloc_array(a->free_slots, n,
+                                          sizeof(*a->free_slots));
+        for (uint32_t i = n; i-- > a->n_slots;) {
+            a->slots[i].c = NULL;
+            a->slots[i].gen = 0;
+            a->free_slots[a->n_free++] = i;
+        }
+        a->n_slots = n;
+    }
+    c->slot = a->free_slots[--a->n_free];
+    c->gen = a->slots[c->slot].gen;
+    a->slots[c->slot].c = c;
     http1_init(&c->http, &a->lim);
     proto_buf_init(&c->out, 0);
     c->next = a->conns;
@@ -242,13 +275,38 @@ int api_listen_adopt(void *arg, int fd, void *ticket)
     return 0;
 }
 
+void api_listen_receive(api_listen *a, msg *m)
+{
+    const route *r = &((chan_req *)m)->route;
+    api_conn *c = r->slot < a->n_slots && a->slots[r->slot].gen == r->gen
+                      ? a->slots[r->slot].c
+                      : NULL;
+    if (c && !c->closing && c->waiting_since_ms && r->cmd_id == c->call) {
+        api_reply(m, &a->ans);
+        const http1_request *req = http1_request_get(&c->http);
+        conn_answer(c, a->ans.status, a->ans.extra[0] ? a->ans.extra : NULL,
+                    &a->ans.body, req && req->keep_alive && !a->draining);
+    }
+    requests_free(m);
+}
+
 void api_listen_tick(api_listen *a, uint64_t now_ms)
 {
     uint64_t deadline = (uint64_t)a->srv->cfg->handshake_timeout * 1000;
+    uint64_t answer_ms = a->srv->cfg->api_timeout_ms;
     for (api_conn *c = a->conns, *next; c; c = next) {
         next = c->next;
         if (c->closing || c->writing)
             continue;
+        if (c->waiting_since_ms) {
+            if (now_ms - c->waiting_since_ms > answer_ms) {
+                api_error(&a->ans, 504, PROTO_E_NOT_AVAILABLE,
+                          "no answer in time (api_timeout_ms): the "
+                          "publication may have been made");
+                conn_answer(c, 504, NULL, &a->ans.body, 0);
+            }
+            continue;
+        }
         if (c->request_since_ms && now_ms - c->request_since_ms > deadline) {
             /* a head or body that takes too long (slowloris) */
             uv_read_stop((uv_stream_t *)&c->tcp);
@@ -266,7 +324,7 @@ void api_listen_drain(api_listen *a)
     a->draining = 1;
     for (api_conn *c = a->conns, *next; c; c = next) {
         next = c->next;
-        if (!c->writing && !c->request_since_ms)
+        if (!c->writing && !c->request_since_ms && !c->waiting_since_ms)
             conn_close(c);
     }
 }
@@ -287,5 +345,7 @@ void api_listen_free(api_listen *a)
     if (!a)
         return;
     proto_buf_free(&a->ans.body);
+    free(a->slots);
+    free(a->free_slots);
     free(a);
 }

@@ -5,8 +5,8 @@
  * is written) and answered by the API's routes (api.h). Bounds: the input
  * kept per connection (max_head + max_body + one read), a deadline per
  * request (handshake_timeout from its first byte: a slow head or body
- * gets 408 and the close), an idle keep-alive timeout, and the worker's
- * share of max_connections. Owned by the worker thread.
+ * gets 408 and the close), api_timeout_ms for an owner's answer (504), an
+ * idle keep-alive timeout. Owned by the worker thread.
  */
 #ifndef HERALD_API_LISTEN_H
 #define HERALD_API_LISTEN_H
@@ -15,6 +15,7 @@
 
 #include <uv.h>
 
+#include "base/mailbox.h"
 #include "base/server.h"
 
 typedef struct api_listen api_listen;
@@ -22,6 +23,10 @@ typedef struct api_listen api_listen;
 api_listen *api_listen_new(server *srv, uint16_t worker, uv_loop_t *loop);
 /* A listener_adopt_fn: the accepted socket becomes an API connection. */
 int api_listen_adopt(void *arg, int fd, void *ticket);
+/* An owner's reply for one of this worker's API calls (requests_for_api):
+ * answered, or dropped when the call is gone (closed, timed out); m is
+ * freed. */
+void api_listen_receive(api_listen *a, msg *m);
 /* Once a second: requests past their deadline, idle connections. */
 void api_listen_tick(api_listen *a, uint64_t now_ms);
 /* Shutdown: idle connections close now, busy ones after their answer. */

@@ -150,3 +150,11 @@ void requests_free(msg *m)
     }
     free(m);
 }
+
+int requests_for_api(const msg *m)
+{
+    return m->to == MSG_TO_CONNS &&
+           (m->type == CON_PUBLISHED || m->type == CON_HISTORY ||
+            m->type == CON_PRESENCE) &&
+           ((const chan_req *)m)->route.api;
+}

@@ -57,9 +57,10 @@ enum worker_msg_type {
  * command id to answer and the reply's reserved send-queue entry. */
 typedef struct route {
     uint16_t worker;
+    uint8_t api;             /* an API call (api/listen.c), not a connection */
     uint32_t slot;
     uint32_t gen;
-    uint32_t cmd_id;
+    uint32_t cmd_id;         /* API: the call's number on its connection */
     uint64_t seq;
 } route;
 
@@ -188,6 +189,9 @@ join_msg *join_msg_new(int join, const char *chan, size_t chan_len,
 reset_msg *reset_msg_new(const char *chan, size_t chan_len);
 store_top_msg *store_top_msg_new(const char *chan, size_t chan_len);
 msg *worker_msg_new(uint8_t type);
+
+/* 1 when m is a reply for an API call rather than a connection. */
+int requests_for_api(const msg *m);
 
 /* The reply type of an owner request type (CON_*). */
 uint8_t requests_reply_type(uint8_t own_type);

@@ -108,7 +108,10 @@ static void worker_on_wake(uv_async_t *a)
             break;
         case MSG_TO_CONNS:
             mailbox_done(&w->mb, m);
-            conns_receive(&w->net, m);
+            if (w->api && requests_for_api(m))
+                api_listen_receive(w->api, m);
+            else
+                conns_receive(&w->net, m);
             break;
         case MSG_TO_WORKER:
             if (m->type == WRK_SHUTDOWN) {

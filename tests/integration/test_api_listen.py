@@ -3,6 +3,7 @@ far, HTTP/1.1 keep-alive and pipelining, and every bound of the transport
 (head, body, slow requests) with real HTTP clients against a real herald.
 The channel routes come with the owner plumbing (docs/http-api-plan.md)."""
 
+import asyncio
 import http.client
 import json
 import socket
@@ -227,3 +228,65 @@ def test_sigterm_closes_idle_api_connections_and_exits(api):
     assert partial.recv(100).startswith(b"HTTP/1.1 408 ")
     partial.close()
     idle.close()
+
+
+JSON_AUTH = dict(AUTH, **{"Content-Type": "application/json"})
+
+
+async def test_publish_reaches_websocket_subscribers(api):
+    """POST /api/v1/publish makes the publication a client's publish makes:
+    subscribers in both encodings get it with the offset and epoch the API
+    answered, and history has it."""
+    s, port = api({"namespace_defaults": {"history_size": 10}})
+    ch = hh.chan("api-")
+    subs = [await s.client(enc) for enc in ("json", "msgpack")]
+    for c in subs:
+        await c.ok("subscribe", channel=ch)
+    offsets = []
+    for i in range(3):
+        r, doc = await asyncio.to_thread(call, port, "POST", "/api/v1/publish", JSON_AUTH,
+                                         json.dumps({"channel": ch, "data": {"i": i, "s": "é"}}))
+        assert r.status == 200, doc
+        assert set(doc) == {"offset", "epoch"}
+        offsets.append(doc["offset"])
+    assert offsets == [1, 2, 3]
+    for c in subs:
+        got = await c.pubs(3, timeout=t(5))
+        assert [p["offset"] for p in got] == [1, 2, 3]
+        assert [p["data"] for p in got] == [{"i": i, "s": "é"} for i in range(3)]
+        assert all(p["epoch"] == doc["epoch"] for p in got)
+        assert all("info" not in p for p in got)     # no client published it
+    hist = await subs[0].ok("history", channel=ch)
+    assert [p["offset"] for p in hist["publications"]] == [1, 2, 3]
+
+
+def test_publish_refusals(api):
+    s, port = api({"namespaces": [{"name": "ro", "allow_publish": False}]})
+    ch = hh.chan("api-")
+    cases = [
+        ({"Content-Type": "text/plain"}, json.dumps({"channel": ch, "data": 1}), 415, 107),
+        ({}, json.dumps({"channel": ch, "data": 1}), 415, 107),
+        ({"Content-Type": "application/json"}, "{not json", 400, 107),
+        ({"Content-Type": "application/json"}, "[1, 2]", 400, 107),
+        ({"Content-Type": "application/json"}, json.dumps({"channel": ch}), 400, 107),
+        ({"Content-Type": "application/json"}, json.dumps({"data": 1}), 400, 107),
+        ({"Content-Type": "application/json"}, json.dumps({"channel": 5, "data": 1}), 400, 107),
+        ({"Content-Type": "application/json"},
+         json.dumps({"channel": ch, "data": 1, "extra": 2}), 400, 107),
+        ({"Content-Type": "application/json"}, '{"channel": "a", "channel": "b", "data": 1}',
+         400, 107),
+        ({"Content-Type": "application/json"}, json.dumps({"channel": "bad channel", "data": 1}),
+         400, 102),
+        ({"Content-Type": "application/json"}, json.dumps({"channel": "nons:x", "data": 1}),
+         400, 102),
+    ]
+    for headers, body, status, code in cases:
+        r, doc = call(port, "POST", "/api/v1/publish", dict(AUTH, **headers), body)
+        assert (r.status, doc["error"]["code"]) == (status, code), (headers, body, doc)
+    # allow_publish restricts clients, not backends
+    r, doc = call(port, "POST", "/api/v1/publish", JSON_AUTH,
+                  json.dumps({"channel": "ro:x", "data": "from the backend"}))
+    assert r.status == 200 and doc["offset"] == 1, doc
+    # GET is not publish
+    r, doc = call(port, "GET", "/api/v1/publish", AUTH)
+    assert r.status == 405 and r.getheader("Allow") == "POST"
