@@ -408,24 +408,22 @@ void proto_enc_ok_publish(proto_buf *b, proto_enc enc, uint32_t id,
     }
 }
 
-void proto_enc_ok_history(proto_buf *b, proto_enc enc, uint32_t id,
-                          proto_slice epoch, uint64_t offset,
-                          const proto_pub *pubs, size_t n)
+void proto_enc_history_result(proto_buf *b, proto_enc enc, proto_slice epoch,
+                              uint64_t offset, const proto_pub *pubs,
+                              size_t n)
 {
     msgpack_packer pk;
 
     if (enc == PROTO_JSON) {
-        json_ok_head(b, id);
         KEY(b, "{\"publications\":");
         json_pubs(b, pubs, n);
         KEY(b, ",\"epoch\":");
         jstr(b, epoch);
         KEY(b, ",\"offset\":");
         proto__buf_u64(b, offset);
-        KEY(b, "}}");
+        proto__buf_byte(b, '}');
     } else {
         mp_init(&pk, b);
-        mp_ok_head(&pk, id);
         msgpack_pack_map(&pk, 3);
         MPKEY(&pk, "publications");
         mp_pubs(b, &pk, pubs, n);
@@ -436,13 +434,29 @@ void proto_enc_ok_history(proto_buf *b, proto_enc enc, uint32_t id,
     }
 }
 
-void proto_enc_ok_presence(proto_buf *b, proto_enc enc, uint32_t id,
-                           const proto_presence_entry *e, size_t n)
+void proto_enc_ok_history(proto_buf *b, proto_enc enc, uint32_t id,
+                          proto_slice epoch, uint64_t offset,
+                          const proto_pub *pubs, size_t n)
+{
+    msgpack_packer pk;
+
+    if (enc == PROTO_JSON)
+        json_ok_head(b, id);
+    else {
+        mp_init(&pk, b);
+        mp_ok_head(&pk, id);
+    }
+    proto_enc_history_result(b, enc, epoch, offset, pubs, n);
+    if (enc == PROTO_JSON)
+        proto__buf_byte(b, '}');
+}
+
+void proto_enc_presence_result(proto_buf *b, proto_enc enc,
+                               const proto_presence_entry *e, size_t n)
 {
     msgpack_packer pk;
 
     if (enc == PROTO_JSON) {
-        json_ok_head(b, id);
         KEY(b, "{\"clients\":{");
         for (size_t i = 0; i < n; i++) {
             if (i)
@@ -456,10 +470,9 @@ void proto_enc_ok_presence(proto_buf *b, proto_enc enc, uint32_t id,
                 KEY(b, ":{}");
             }
         }
-        KEY(b, "}}}");
+        KEY(b, "}}");
     } else {
         mp_init(&pk, b);
-        mp_ok_head(&pk, id);
         msgpack_pack_map(&pk, 1);
         MPKEY(&pk, "clients");
         msgpack_pack_map(&pk, n);
@@ -472,6 +485,22 @@ void proto_enc_ok_presence(proto_buf *b, proto_enc enc, uint32_t id,
             }
         }
     }
+}
+
+void proto_enc_ok_presence(proto_buf *b, proto_enc enc, uint32_t id,
+                           const proto_presence_entry *e, size_t n)
+{
+    msgpack_packer pk;
+
+    if (enc == PROTO_JSON)
+        json_ok_head(b, id);
+    else {
+        mp_init(&pk, b);
+        mp_ok_head(&pk, id);
+    }
+    proto_enc_presence_result(b, enc, e, n);
+    if (enc == PROTO_JSON)
+        proto__buf_byte(b, '}');
 }
 
 /* --- Other pushes -------------------------------------------------------- */

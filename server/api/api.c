@@ -11,6 +11,7 @@
 #include <jansson.h>
 
 #include "api/keys.h"
+#include "base/mem.h"
 #include "core/pub.h"
 #include "core/rules.h"
 
@@ -160,6 +161,147 @@ static int route_publish(server *srv, const http1_request *req,
     return 1;
 }
 
+/* A query parameter: 1 with the value, 0 absent; a malformed one (or one
+ * given twice) answers 400 naming it and returns -1. */
+static int param(const http1_request *req, const char *name, char *out,
+                 size_t cap, api_answer *ans)
+{
+    size_t len;
+    int r = http1_query_get(&req->query, name, out, cap, &len);
+    if (r < 0) {
+        char text[96];
+        snprintf(text, sizeof(text), "query parameter %s: malformed, too long "
+                 "or given twice", name);
+        api_error(ans, 400, PROTO_E_BAD_REQUEST, text);
+    }
+    return r;
+}
+
+/* A non-negative integer parameter (decimal digits only). */
+static int param_u64(const http1_request *req, const char *name,
+                     uint64_t *out, api_answer *ans)
+{
+    char v[24];
+    int r = param(req, name, v, sizeof(v), ans);
+    if (r <= 0)
+        return r;
+    uint64_t n = 0;
+    size_t i = 0;
+    for (; v[i]; i++) {
+        unsigned d = (unsigned)(v[i] - '0');
+        if (d > 9 || n > (UINT64_MAX - d) / 10)
+            break;
+        n = n * 10 + d;
+    }
+    if (!i || v[i]) {
+        char text[96];
+        snprintf(text, sizeof(text), "query parameter %s: expected a "
+                 "non-negative integer", name);
+        api_error(ans, 400, PROTO_E_BAD_REQUEST, text);
+        return -1;
+    }
+    *out = n;
+    return 1;
+}
+
+/* The channel parameter, checked against the namespace rules for op. */
+static int param_channel(server *srv, const http1_request *req,
+                         enum rules_op op, uint32_t limit, char *chan,
+                         size_t cap, const config_ns **ns, api_answer *ans)
+{
+    int r = param(req, "channel", chan, cap, ans);
+    if (r < 0)
+        return -1;
+    if (r == 0) {
+        api_error(ans, 400, PROTO_E_BAD_REQUEST,
+                  "query parameter channel is required");
+        return -1;
+    }
+    size_t clen = strlen(chan);
+    rules_who who = { .anonymous = 0, .client = 0 };
+    int code = proto_channel_valid(chan, clen)
+                   ? rules_check(srv->cfg, op, chan, clen, &who, limit,
+                                 srv->store != NULL, ns)
+                   : PROTO_E_BAD_CHANNEL;
+    if (code) {
+        api_error(ans, status_of(code), code,
+                  code == PROTO_E_BAD_CHANNEL
+                      ? "bad channel name or unknown namespace"
+                  : code == PROTO_E_NOT_AVAILABLE
+                      ? "not available in this channel's namespace"
+                      : "not allowed in this channel's namespace");
+        return -1;
+    }
+    return 0;
+}
+
+/* GET /api/v1/history?channel=&limit=&since_offset=&since_epoch=&reverse= */
+static int route_history(server *srv, const http1_request *req,
+                         const route *reply_to, api_answer *ans)
+{
+    uint64_t limit = rules_history_default_limit(srv->cfg), since = 0;
+    char epoch[IDS_LEN + 2], rev[8], chan[256];
+    int has_limit = param_u64(req, "limit", &limit, ans);
+    int has_since = has_limit < 0 ? -1 : param_u64(req, "since_offset", &since, ans);
+    int has_epoch = has_since < 0 ? -1 : param(req, "since_epoch", epoch,
+                                               sizeof(epoch), ans);
+    int has_rev = has_epoch < 0 ? -1 : param(req, "reverse", rev, sizeof(rev), ans);
+    if (has_rev < 0)
+        return 0;
+    if (has_since != has_epoch) {
+        api_error(ans, 400, PROTO_E_BAD_REQUEST,
+                  "since_offset and since_epoch go together");
+        return 0;
+    }
+    if (has_rev && strcmp(rev, "true") != 0 && strcmp(rev, "false") != 0) {
+        api_error(ans, 400, PROTO_E_BAD_REQUEST,
+                  "query parameter reverse: expected true or false");
+        return 0;
+    }
+    if (limit > UINT32_MAX)
+        limit = UINT32_MAX;
+    const config_ns *ns = NULL;
+    if (param_channel(srv, req, RULES_HISTORY, (uint32_t)limit, chan,
+                      sizeof(chan), &ns, ans) < 0)
+        return 0;
+    hist_req *r = chan_req_new(sizeof(hist_req), OWN_HISTORY, chan,
+                               strlen(chan), "", 0);
+    r->h.route = *reply_to;
+    r->h.ns = ns;
+    r->limit = (uint32_t)limit;
+    r->reverse = has_rev && rev[0] == 't';
+    r->has_since = (uint8_t)(has_since > 0);
+    if (has_since > 0) {
+        r->since.offset = since;
+        size_t elen = strlen(epoch);
+        if (elen <= IDS_LEN) {
+            memcpy(r->since.epoch, epoch, elen);
+            r->since.epoch_len = (uint8_t)elen;
+        } else {
+            r->since.epoch_len = UINT8_MAX;   /* no epoch is that long */
+        }
+    }
+    server_post(srv, server_owner(srv, r->h.chan, r->h.chan_len), &r->h.hdr);
+    return 1;
+}
+
+/* GET /api/v1/presence?channel= */
+static int route_presence(server *srv, const http1_request *req,
+                          const route *reply_to, api_answer *ans)
+{
+    char chan[256];
+    const config_ns *ns = NULL;
+    if (param_channel(srv, req, RULES_PRESENCE, 0, chan, sizeof(chan), &ns,
+                      ans) < 0)
+        return 0;
+    pres_req *r = chan_req_new(sizeof(pres_req), OWN_PRESENCE, chan,
+                               strlen(chan), "", 0);
+    r->h.route = *reply_to;
+    r->h.ns = ns;
+    server_post(srv, server_owner(srv, r->h.chan, r->h.chan_len), &r->h.hdr);
+    return 1;
+}
+
 void api_reply(const msg *m, api_answer *ans)
 {
     const chan_req *r = (const chan_req *)m;
@@ -176,7 +318,22 @@ void api_reply(const msg *m, api_answer *ans)
                               "epoch", p->epoch, (size_t)IDS_LEN));
         return;
     }
-    api_error(ans, 500, PROTO_E_INTERNAL, "unexpected reply");
+    ans->status = 200;
+    proto_buf_reset(&ans->body);
+    if (m->type == CON_HISTORY) {
+        const hist_req *h = (const hist_req *)m;
+        proto_pub *v = h->pubs.n ? mem_alloc(sizeof(*v) * h->pubs.n) : NULL;
+        for (size_t i = 0; i < h->pubs.n; i++)
+            v[i] = h->pubs.v[i]->view;
+        proto_enc_history_result(&ans->body, PROTO_JSON,
+                                 (proto_slice){ h->epoch, IDS_LEN }, h->top, v,
+                                 h->pubs.n);
+        free(v);
+        return;
+    }
+    const pres_req *p = (const pres_req *)m;
+    proto_enc_presence_result(&ans->body, PROTO_JSON, p->entries,
+                              p->n_entries);
 }
 
 /* The routes and their methods; a known path with another method is 405
@@ -190,6 +347,8 @@ static const struct {
 } routes[] = {
     { API_PREFIX "info", HTTP_GET, "GET", route_info },
     { API_PREFIX "publish", HTTP_POST, "POST", route_publish },
+    { API_PREFIX "history", HTTP_GET, "GET", route_history },
+    { API_PREFIX "presence", HTTP_GET, "GET", route_presence },
 };
 
 int api_route(server *srv, const http1_request *req, uint64_t now_ms,

@@ -328,3 +328,68 @@ void http1_answer(proto_buf *out, int status, const char *content_type,
     proto_buf_append(out, "\r\n", 2);
     proto_buf_append(out, body, body_len);
 }
+
+static int hex_value(char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
+/* Decodes s (n bytes) into out; -1 on a bad escape, a NUL or no room. */
+static int pct_decode(const char *s, size_t n, char *out, size_t cap,
+                      size_t *len)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        char ch = s[i];
+        if (ch == '%') {
+            if (n - i < 3)
+                return -1;
+            int hi = hex_value(s[i + 1]), lo = hex_value(s[i + 2]);
+            if (hi < 0 || lo < 0)
+                return -1;
+            ch = (char)(hi * 16 + lo);
+            i += 2;
+        }
+        if (ch == '\0' || o + 1 >= cap)
+            return -1;
+        out[o++] = ch;
+    }
+    out[o] = '\0';
+    *len = o;
+    return 0;
+}
+
+int http1_query_get(const http1_str *query, const char *name, char *out,
+                    size_t cap, size_t *len)
+{
+    if (!query->ptr || !cap)
+        return 0;
+    size_t nlen = strlen(name);
+    int found = 0;
+    const char *p = query->ptr, *end = query->ptr + query->len;
+    while (p < end) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        const char *pe = amp ? amp : end;
+        const char *eq = memchr(p, '=', (size_t)(pe - p));
+        const char *ke = eq ? eq : pe;
+        char key[64];
+        size_t klen;
+        if (pct_decode(p, (size_t)(ke - p), key, sizeof(key), &klen) == 0 &&
+            klen == nlen && memcmp(key, name, nlen) == 0) {
+            if (found)
+                return -1;            /* given twice: which one? */
+            found = 1;
+            const char *v = eq ? eq + 1 : pe;
+            if (pct_decode(v, (size_t)(pe - v), out, cap, len) < 0)
+                return -1;
+        }
+        p = amp ? amp + 1 : end;
+    }
+    return found;
+}

@@ -85,6 +85,13 @@ void http1_next(http1_conn *c);
  * API does not take, 505 not HTTP/1.x. */
 int http1_error_status(const http1_conn *c);
 
+/* The value of query parameter `name` ("a=1&b=x%3Ay"), percent-decoded
+ * ('+' stays '+') into out (cap bytes, NUL-terminated): 1 with *len, 0
+ * when absent, -1 when it is malformed (a bad %-escape, a decoded NUL, a
+ * value longer than cap - 1, or the name given twice). */
+int http1_query_get(const http1_str *query, const char *name, char *out,
+                    size_t cap, size_t *len);
+
 extern const char http1_continue_bytes[];   /* "HTTP/1.1 100 Continue..." */
 
 /* Appends an answer: status line, Content-Type, Content-Length,

@@ -290,3 +290,45 @@ def test_publish_refusals(api):
     # GET is not publish
     r, doc = call(port, "GET", "/api/v1/publish", AUTH)
     assert r.status == 405 and r.getheader("Allow") == "POST"
+
+
+async def test_history_and_presence(api):
+    """GET /api/v1/history and /api/v1/presence answer what the client
+    commands answer (the same encoding of publications and clients), with
+    limit, reverse and since; refusals name the parameter."""
+    s, port = api({"namespaces": [{"name": "room", "history_size": 100, "presence": True},
+                                  {"name": "bare", "history_size": 0}]})
+    ch = hh.chan("room:")
+    member = await s.client()
+    me = (await member.ok("connect"))["client"]
+    await member.ok("subscribe", channel=ch)
+    for i in range(5):
+        await member.ok("publish", channel=ch, data={"i": i})
+    get = lambda q: asyncio.to_thread(call, port, "GET", q, AUTH)   # noqa: E731
+    r, doc = await get("/api/v1/history?channel=" + ch.replace(":", "%3A"))
+    assert r.status == 200, doc
+    assert [p["offset"] for p in doc["publications"]] == [1, 2, 3, 4, 5]
+    assert [p["data"] for p in doc["publications"]] == [{"i": i} for i in range(5)]
+    assert doc["offset"] == 5
+    ws = await member.ok("history", channel=ch)
+    assert doc == ws, "the API and the client command disagree"
+    r, doc = await get("/api/v1/history?channel=%s&limit=2&reverse=true" % ch)
+    assert [p["offset"] for p in doc["publications"]] == [5, 4]
+    r, doc = await get("/api/v1/history?channel=%s&since_offset=3&since_epoch=%s" % (ch, doc["epoch"]))
+    assert [p["offset"] for p in doc["publications"]] == [4, 5]
+    r, doc = await get("/api/v1/presence?channel=" + ch)
+    assert r.status == 200 and me in doc["clients"], doc
+    for q, status, code, text in (
+            ("/api/v1/history", 400, 107, "channel is required"),
+            ("/api/v1/history?channel=%s&limit=x" % ch, 400, 107, "limit"),
+            ("/api/v1/history?channel=%s&limit=1&limit=2" % ch, 400, 107, "limit"),
+            ("/api/v1/history?channel=%s&since_offset=1" % ch, 400, 107, "go together"),
+            ("/api/v1/history?channel=%s&reverse=yes" % ch, 400, 107, "reverse"),
+            ("/api/v1/history?channel=%s&limit=100000000" % ch, 400, 106, ""),
+            ("/api/v1/history?channel=bare:x", 503, 108, "not available"),
+            ("/api/v1/history?channel=nons:x", 400, 102, "unknown namespace"),
+            ("/api/v1/history?channel=a%00b", 400, 107, "channel"),
+            ("/api/v1/presence?channel=bare:x", 503, 108, "not available")):
+        r, doc = await get(q)
+        assert (r.status, doc["error"]["code"]) == (status, code), (q, doc)
+        assert text in doc["error"]["message"], (q, doc)

@@ -231,6 +231,13 @@ void proto_enc_ok_history(proto_buf *b, proto_enc enc, uint32_t id,
                           const proto_pub *pubs, size_t n);
 void proto_enc_ok_presence(proto_buf *b, proto_enc enc, uint32_t id,
                            const proto_presence_entry *e, size_t n);
+/* The result objects of history and presence alone (the "ok" value of the
+ * replies above), for the server API's answers. */
+void proto_enc_history_result(proto_buf *b, proto_enc enc, proto_slice epoch,
+                              uint64_t offset, const proto_pub *pubs,
+                              size_t n);
+void proto_enc_presence_result(proto_buf *b, proto_enc enc,
+                               const proto_presence_entry *e, size_t n);
 
 /* Pushes. */
 void proto_enc_push_pub(proto_buf *b, proto_enc enc, const proto_pub *p);

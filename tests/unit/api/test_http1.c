@@ -205,3 +205,40 @@ Test(http1, answer_bytes)
     cr_assert_eq(memcmp(proto_buf_data(&b), want, b.len), 0);
     proto_buf_free(&b);
 }
+
+static int q(const char *query, const char *name, char *out, size_t cap)
+{
+    http1_str s = { (char *)query, strlen(query) };
+    size_t len = 0;
+    int r = http1_query_get(&s, name, out, cap, &len);
+    if (r == 1)
+        cr_assert_eq(len, strlen(out));
+    return r;
+}
+
+Test(http1, query_parameters)
+{
+    char v[16];
+    cr_assert_eq(q("channel=chat%3Aroom&limit=10", "channel", v, sizeof v), 1);
+    cr_assert_str_eq(v, "chat:room");
+    cr_assert_eq(q("channel=chat%3Aroom&limit=10", "limit", v, sizeof v), 1);
+    cr_assert_str_eq(v, "10");
+    cr_assert_eq(q("channel=a&limit=10", "since", v, sizeof v), 0);
+    cr_assert_eq(q("reverse&x=1", "reverse", v, sizeof v), 1);
+    cr_assert_str_eq(v, "");
+    cr_assert_eq(q("a=1+2", "a", v, sizeof v), 1);
+    cr_assert_str_eq(v, "1+2");
+    cr_assert_eq(q("%61=x", "a", v, sizeof v), 1);    /* an encoded name */
+    cr_assert_str_eq(v, "x");
+    cr_assert_eq(q("a=1&a=2", "a", v, sizeof v), -1); /* twice */
+    cr_assert_eq(q("a=%4", "a", v, sizeof v), -1);
+    cr_assert_eq(q("a=%zz", "a", v, sizeof v), -1);
+    cr_assert_eq(q("a=%00", "a", v, sizeof v), -1);
+    cr_assert_eq(q("a=0123456789abcdef", "a", v, sizeof v), -1); /* too long */
+    cr_assert_eq(q("a=0123456789abcde", "a", v, sizeof v), 1);
+    cr_assert_eq(q("ab=1", "a", v, sizeof v), 0);
+    cr_assert_eq(q("", "a", v, sizeof v), 0);
+    http1_str none = { NULL, 0 };
+    size_t len;
+    cr_assert_eq(http1_query_get(&none, "a", v, sizeof v, &len), 0);
+}
