@@ -9,6 +9,7 @@
 #include <strings.h>
 
 #include <jansson.h>
+#include <msgpack.h>
 
 #include "api/keys.h"
 #include "base/mem.h"
@@ -83,14 +84,141 @@ static int is_json(const http1_request *req)
     return n == 16 && strncasecmp(t, "application/json", 16) == 0;
 }
 
+static int is_msgpack(const http1_request *req)
+{
+    const char *t = media_type(req);
+    size_t n = strcspn(t, "; ");
+    return n == 19 && strncasecmp(t, "application/msgpack", 19) == 0;
+}
+
+/* The body {channel, data} in msgpack: the channel into chan (cap bytes)
+ * and data in both encodings; 0, or -1 after answering 400. */
+static int publish_msgpack(const http1_request *req, char *chan, size_t cap,
+                           proto_data *d, void **owned, api_answer *ans)
+{
+    size_t objlen;
+    if (proto_mp_frame(req->body.ptr, req->body.len, &objlen) < 0 ||
+        objlen != req->body.len) {
+        api_error(ans, 400, PROTO_E_BAD_REQUEST,
+                  "the body must be one msgpack map {channel, data}");
+        return -1;
+    }
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    size_t off = 0;
+    const char *problem = NULL;
+    const msgpack_object *data = NULL;
+    chan[0] = '\0';
+    if (msgpack_unpack_next(&u, req->body.ptr, req->body.len, &off) !=
+            MSGPACK_UNPACK_SUCCESS ||
+        u.data.type != MSGPACK_OBJECT_MAP) {
+        problem = "the body must be one msgpack map {channel, data}";
+    } else {
+        const msgpack_object_map *m = &u.data.via.map;
+        for (uint32_t i = 0; i < m->size && !problem; i++) {
+            const msgpack_object *k = &m->ptr[i].key, *v = &m->ptr[i].val;
+            if (k->type != MSGPACK_OBJECT_STR)
+                problem = "map keys must be strings";
+            else if (k->via.str.size == 7 &&
+                     memcmp(k->via.str.ptr, "channel", 7) == 0) {
+                if (v->type != MSGPACK_OBJECT_STR || chan[0] ||
+                    v->via.str.size == 0 || v->via.str.size >= cap)
+                    problem = "channel (a string) and data are required";
+                else if (memchr(v->via.str.ptr, '\0', v->via.str.size))
+                    problem = "bad channel name or unknown namespace";
+                else {
+                    memcpy(chan, v->via.str.ptr, v->via.str.size);
+                    chan[v->via.str.size] = '\0';
+                }
+            } else if (k->via.str.size == 4 &&
+                       memcmp(k->via.str.ptr, "data", 4) == 0 && !data) {
+                data = v;
+            } else {
+                problem = "unknown field (a publication has channel and data)";
+            }
+        }
+        if (!problem && (!chan[0] || !data))
+            problem = "channel (a string) and data are required";
+    }
+    if (!problem) {
+        msgpack_sbuffer sb;
+        msgpack_packer pk;
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        msgpack_pack_object(&pk, *data);
+        proto_error perr;
+        if (proto_data_from_msgpack(sb.data, sb.size, d, owned, &perr)) {
+            msgpack_sbuffer_destroy(&sb);
+            msgpack_unpacked_destroy(&u);
+            api_error(ans, 400, PROTO_E_BAD_REQUEST, perr.message);
+            return -1;
+        }
+        msgpack_sbuffer_destroy(&sb);
+    }
+    msgpack_unpacked_destroy(&u);
+    if (problem) {
+        api_error(ans, 400, PROTO_E_BAD_REQUEST, problem);
+        return -1;
+    }
+    return 0;
+}
+
+/* Checks the channel and its namespace's rules for a backend's publish;
+ * 0 with *ns, or -1 after answering. */
+static int publish_rules(server *srv, const char *chan, size_t clen,
+                         const config_ns **ns, api_answer *ans)
+{
+    rules_who who = { .anonymous = 0, .client = 0 };
+    int code = proto_channel_valid(chan, clen)
+                   ? rules_check(srv->cfg, RULES_PUBLISH, chan, clen, &who, 0,
+                                 srv->store != NULL, ns)
+                   : PROTO_E_BAD_CHANNEL;
+    if (!code)
+        return 0;
+    api_error(ans, status_of(code), code,
+              code == PROTO_E_BAD_CHANNEL
+                  ? "bad channel name or unknown namespace"
+                  : "not allowed in this channel's namespace");
+    return -1;
+}
+
+/* Sends the publication to the channel's owner (the draft copies d). */
+static void publish_post(server *srv, const char *chan, size_t clen,
+                         const config_ns *ns, const proto_data *d,
+                         const route *reply_to)
+{
+    pub_req *r = chan_req_new(sizeof(pub_req), OWN_PUBLISH, chan, clen, "", 0);
+    r->h.route = *reply_to;
+    r->h.ns = ns;
+    r->p = pub_draft((proto_slice){ chan, clen }, d, NULL);
+    server_post(srv, server_owner(srv, r->h.chan, r->h.chan_len), &r->h.hdr);
+}
+
 /* POST /api/v1/publish {"channel": "...", "data": ...}: the publication a
- * client's publish makes (offsets, history, the durable store, cluster). */
+ * client's publish makes (offsets, history, the durable store, cluster).
+ * The body is JSON, or msgpack with Content-Type application/msgpack. */
 static int route_publish(server *srv, const http1_request *req,
                          const route *reply_to, api_answer *ans)
 {
+    if (is_msgpack(req)) {
+        char chan[256];
+        proto_data d;
+        void *owned = NULL;
+        const config_ns *ns = NULL;
+        if (publish_msgpack(req, chan, sizeof(chan), &d, &owned, ans) < 0)
+            return 0;
+        if (publish_rules(srv, chan, strlen(chan), &ns, ans) < 0) {
+            free(owned);
+            return 0;
+        }
+        publish_post(srv, chan, strlen(chan), ns, &d, reply_to);
+        free(owned);
+        return 1;
+    }
     if (!is_json(req)) {
         api_error(ans, 415, PROTO_E_BAD_REQUEST,
-                  "Content-Type must be application/json");
+                  "Content-Type must be application/json or "
+                  "application/msgpack");
         return 0;
     }
     json_error_t jerr;
@@ -125,17 +253,8 @@ static int route_publish(server *srv, const http1_request *req,
     const char *chan = json_string_value(jchan);
     size_t clen = json_string_length(jchan);
     const config_ns *ns = NULL;
-    rules_who who = { .anonymous = 0, .client = 0 };
-    int code = proto_channel_valid(chan, clen)
-                   ? rules_check(srv->cfg, RULES_PUBLISH, chan, clen, &who, 0,
-                                 srv->store != NULL, &ns)
-                   : PROTO_E_BAD_CHANNEL;
-    if (code) {
+    if (publish_rules(srv, chan, clen, &ns, ans) < 0) {
         json_decref(doc);
-        api_error(ans, status_of(code), code,
-                  code == PROTO_E_BAD_CHANNEL
-                      ? "bad channel name or unknown namespace"
-                      : "not allowed in this channel's namespace");
         return 0;
     }
     char *text = json_dumps(data, JSON_COMPACT | JSON_ENCODE_ANY);
@@ -150,14 +269,10 @@ static int route_publish(server *srv, const http1_request *req,
         api_error(ans, 400, PROTO_E_BAD_REQUEST, perr.message);
         return 0;
     }
-    pub_req *r = chan_req_new(sizeof(pub_req), OWN_PUBLISH, chan, clen, "", 0);
-    r->h.route = *reply_to;
-    r->h.ns = ns;
-    r->p = pub_draft((proto_slice){ chan, clen }, &d, NULL);
+    publish_post(srv, chan, clen, ns, &d, reply_to);
     free(owned);
     free(text);
     json_decref(doc);
-    server_post(srv, server_owner(srv, r->h.chan, r->h.chan_len), &r->h.hdr);
     return 1;
 }
 

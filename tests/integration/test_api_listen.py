@@ -332,3 +332,32 @@ async def test_history_and_presence(api):
         r, doc = await get(q)
         assert (r.status, doc["error"]["code"]) == (status, code), (q, doc)
         assert text in doc["error"]["message"], (q, doc)
+
+
+async def test_publish_with_a_msgpack_body(api):
+    """Content-Type application/msgpack: the same publication; binary data
+    reaches a msgpack subscriber as bytes; malformed maps get 400."""
+    s, port = api()
+    ch = hh.chan("api-")
+    sub = await s.client("msgpack")
+    await sub.ok("subscribe", channel=ch)
+    mp = {"Content-Type": "application/msgpack"}
+    body = hh.mp_pack({"channel": ch, "data": {"k": [1, 2.5, None, True, "x"]}})
+    r, doc = await asyncio.to_thread(call, port, "POST", "/api/v1/publish", dict(AUTH, **mp), body)
+    assert r.status == 200 and doc["offset"] == 1, doc
+    body = hh.mp_pack({"data": b"\x00\x01bytes", "channel": ch})
+    r, doc = await asyncio.to_thread(call, port, "POST", "/api/v1/publish", dict(AUTH, **mp), body)
+    assert r.status == 200 and doc["offset"] == 2, doc
+    got = await sub.pubs(2, timeout=t(5))
+    assert got[0]["data"] == {"k": [1, 2.5, None, True, "x"]}
+    assert got[1]["data"] == b"\x00\x01bytes"
+    for bad in (b"\x93\x01\x02\x03",                                   # an array
+                hh.mp_pack({"channel": ch}),
+                hh.mp_pack({"channel": ch, "data": 1, "x": 2}),
+                hh.mp_pack({"channel": ch + "\x00b", "data": 1}),
+                hh.mp_pack({1: ch, "data": 1}),
+                hh.mp_pack({"channel": ch, "data": 1}) + b"\x01",          # trailing
+                b"\xdf\xff\xff\xff\xff"):                                 # 4 G entries
+        r, doc = await asyncio.to_thread(call, port, "POST", "/api/v1/publish",
+                                         dict(AUTH, **mp), bad)
+        assert r.status == 400 and doc["error"]["code"] in (102, 107), (bad, doc)
