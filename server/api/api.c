@@ -182,6 +182,19 @@ static int publish_rules(server *srv, const char *chan, size_t clen,
     return -1;
 }
 
+/* A publication is pushed to subscribers in one frame: no larger than a
+ * client may publish (max_message_size), or it would close every
+ * subscriber whose send queue it overflows. 0, or -1 after answering. */
+static int publish_size(server *srv, const proto_data *d, api_answer *ans)
+{
+    size_t max = srv->cfg->max_message_size;
+    if (d->json.len <= max && d->mp.len <= max)
+        return 0;
+    api_error(ans, 413, PROTO_E_TOO_LARGE,
+              "data larger than max_message_size");
+    return -1;
+}
+
 /* Sends the publication to the channel's owner (the draft copies d). */
 static void publish_post(server *srv, const char *chan, size_t clen,
                          const config_ns *ns, const proto_data *d,
@@ -207,7 +220,8 @@ static int route_publish(server *srv, const http1_request *req,
         const config_ns *ns = NULL;
         if (publish_msgpack(req, chan, sizeof(chan), &d, &owned, ans) < 0)
             return 0;
-        if (publish_rules(srv, chan, strlen(chan), &ns, ans) < 0) {
+        if (publish_size(srv, &d, ans) < 0 ||
+            publish_rules(srv, chan, strlen(chan), &ns, ans) < 0) {
             free(owned);
             return 0;
         }
@@ -267,6 +281,12 @@ static int route_publish(server *srv, const http1_request *req,
         free(text);
         json_decref(doc);
         api_error(ans, 400, PROTO_E_BAD_REQUEST, perr.message);
+        return 0;
+    }
+    if (publish_size(srv, &d, ans) < 0) {
+        free(owned);
+        free(text);
+        json_decref(doc);
         return 0;
     }
     publish_post(srv, chan, clen, ns, &d, reply_to);

@@ -74,6 +74,13 @@ static void str_clear(http1_str *s)
  * reads. A second Authorization or Content-Type is ambiguous: 400. */
 static int header_done(http1_conn *c)
 {
+    if (c->_trailers) {
+        /* a chunked body's trailer fields: dropped (RFC 9110 6.5.1: not
+         * to be merged into the header section) */
+        proto_buf_reset(&c->_field);
+        proto_buf_reset(&c->_value);
+        return 0;
+    }
     const char *name = proto_buf_data(&c->_field);
     size_t nlen = c->_field.len;
     const char *val = c->_value.len ? proto_buf_data(&c->_value) : "";
@@ -130,6 +137,7 @@ static int on_headers_complete(http_parser *p)
         if (header_done(c))
             return -1;
     }
+    c->_trailers = 1;
     if (p->http_major != 1)
         return refuse(c, 505);
     if (p->method == HTTP_CONNECT || p->upgrade)
@@ -209,6 +217,7 @@ static void request_clear(http1_conn *c)
     proto_buf_reset(&c->_body);
     c->_head_bytes = 0;
     c->_field_done = 0;
+    c->_trailers = 0;
     c->_want_continue = 0;
     c->_continue_told = 0;
     c->_complete = 0;

@@ -56,6 +56,8 @@ typedef struct http1_conn {
     proto_buf _url, _field, _value, _body;
     size_t _head_bytes;
     int _field_done;          /* the last callback was a header value */
+    int _trailers;            /* past the head: fields are chunked
+                                 trailers, never merged into the headers */
     int _want_continue;       /* Expect: 100-continue seen */
     int _continue_told;
     int _complete;

@@ -1301,11 +1301,11 @@ static const char *check_api_key(const char *k)
     return NULL;
 }
 
-/* Sets key `name` (added, or its key and limit replaced: HERALD_API_KEY
- * over a file's "default"). A key given twice under two names is refused:
- * which name would a request carry? */
+/* Sets key `name` (added, or its key replaced: HERALD_API_KEY over a
+ * file's "default", whose rate_limit stays; rate -1). A key given twice
+ * under two names is refused: which name would a request carry? */
 static void api_key_set(loader *L, const char *name, const char *key,
-                        uint32_t rate, const char *where, const char *label)
+                        int64_t rate, const char *where, const char *label)
 {
     const char *prob = check_api_key(key);
     if (prob != NULL) {
@@ -1335,7 +1335,8 @@ static void api_key_set(loader *L, const char *name, const char *key,
         snprintf(slot->name, sizeof slot->name, "%s", name);
     }
     memcpy(slot->digest, d, sizeof d);
-    slot->rate_limit = rate;
+    if (rate >= 0)
+        slot->rate_limit = (uint32_t)rate;   /* -1: keep the file's */
 }
 
 /* api_keys = ( { name = "backend"; key = "..."; rate_limit = 100; }, ... ) */
@@ -1428,7 +1429,7 @@ static void load_api_keys(loader *L, const config_setting_t *list,
             continue;
         }
         snprintf(label, sizeof label, "api_keys.%s.key", name);
-        api_key_set(L, name, key, (uint32_t)rate, where, label);
+        api_key_set(L, name, key, rate, where, label);
     }
 }
 
@@ -1631,7 +1632,7 @@ static void load_env(loader *L, char *const *envp)
         }
         if (rlen == 7 && strncmp(rest, "API_KEY", 7) == 0) {
             /* one key named "default" (docs/api.md) */
-            api_key_set(L, "default", val, 0, where, "api_keys.default.key");
+            api_key_set(L, "default", val, -1, where, "api_keys.default.key");
             continue;
         }
         lower_copy(lkey, sizeof lkey, rest, rlen);

@@ -288,6 +288,11 @@ def test_publish_refusals(api):
     for headers, body, status, code in cases:
         r, doc = call(port, "POST", "/api/v1/publish", dict(AUTH, **headers), body)
         assert (r.status, doc["error"]["code"]) == (status, code), (headers, body, doc)
+    # data larger than a client may publish (max_message_size, 64 KiB by
+    # default) would close every subscriber it overflows: 413 / 112
+    r, doc = call(port, "POST", "/api/v1/publish", JSON_AUTH,
+                  json.dumps({"channel": ch, "data": "x" * 70000}))
+    assert (r.status, doc["error"]["code"]) == (413, 112), doc
     # allow_publish restricts clients, not backends
     r, doc = call(port, "POST", "/api/v1/publish", JSON_AUTH,
                   json.dumps({"channel": "ro:x", "data": "from the backend"}))

@@ -242,3 +242,23 @@ Test(http1, query_parameters)
     size_t len;
     cr_assert_eq(http1_query_get(&none, "a", v, sizeof v, &len), 0);
 }
+
+Test(http1, chunked_trailers_are_not_headers)
+{
+    const char *raw =
+        "POST /p HTTP/1.1\r\nContent-Type: application/json\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n"
+        "2\r\n{}\r\n0\r\nAuthorization: apikey trailer-key\r\n"
+        "Content-Type: application/msgpack\r\nX-A: 1\r\n\r\n";
+    for (size_t step = 0; step <= 3; step += 3) {
+        http1_conn c;
+        http1_init(&c, &lim);
+        size_t rest;
+        cr_assert_eq(feed_all(&c, raw, step, &rest), HTTP1_REQUEST);
+        const http1_request *r = http1_request_get(&c);
+        cr_assert_null(r->authorization.ptr);
+        cr_assert_str_eq(r->content_type.ptr, "application/json");
+        cr_assert_eq(r->body.len, 2);
+        http1_free(&c);
+    }
+}

@@ -1281,7 +1281,7 @@ Test(config, api_keys_and_listener_from_file_and_env)
         "api_max_body = 4096;\n"
         "api_timeout_ms = 250;\n"
         "api_keys = ( { name = \"backend\"; key = \"" KEY_A "\"; rate_limit = 100; },\n"
-        "             { name = \"default\"; key = \"" KEY_B "\"; } );\n";
+        "             { name = \"default\"; key = \"" KEY_B "\"; rate_limit = 7; } );\n";
     cr_assert_eq(load_text(text, no_env, &c, err, NULL), 0, "%s", err);
     cr_assert_str_eq(c.api_listen.host, "127.0.0.1");
     cr_assert_eq(c.api_listen.port, 9090);
@@ -1289,13 +1289,13 @@ Test(config, api_keys_and_listener_from_file_and_env)
     cr_assert_eq(c.api_timeout_ms, 250);
     cr_assert_eq(c.n_api_keys, 2);
     cr_assert(has_key(&c, "backend", KEY_A, 100));
-    cr_assert(has_key(&c, "default", KEY_B, 0));
-    /* HERALD_API_KEY replaces the key named "default" */
+    cr_assert(has_key(&c, "default", KEY_B, 7));
+    /* HERALD_API_KEY replaces the key named "default", its limit stays */
     char *const env[] = { "HERALD_API_KEY=" KEY_E, NULL };
     cr_assert_eq(load_text(text, env, &c, err, NULL), 0, "%s", err);
     cr_assert_eq(c.n_api_keys, 2);
-    cr_assert(has_key(&c, "default", KEY_E, 0));
-    /* alone, it is the only key */
+    cr_assert(has_key(&c, "default", KEY_E, 7));
+    /* alone, it is the only key, without a limit */
     cr_assert_eq(config_load(&c, NULL, env, err, ERRLEN), 0, "%s", err);
     cr_assert_eq(c.n_api_keys, 1);
     cr_assert(has_key(&c, "default", KEY_E, 0));
