@@ -190,6 +190,33 @@ def http_get(port, path, timeout=None, host="127.0.0.1"):
         conn.close()
 
 
+def exchange(port, data, timeout=None, source="127.0.0.1"):
+    """Connects (from source), sends data in one write and reads until the
+    server ends the connection (or resets it); returns what it sent back.
+    A connection still open after timeout (the server holding what it
+    should have answered or refused) fails."""
+    timeout = timeout or t(5)
+    so = socket.socket()
+    so.bind((source, 0))
+    so.settimeout(timeout)
+    so.connect(("127.0.0.1", port))
+    out = b""
+    try:
+        so.sendall(data)
+        while True:
+            chunk = so.recv(65536)
+            if not chunk:
+                return out
+            out += chunk
+    except ConnectionResetError:
+        return out
+    except socket.timeout:
+        raise AssertionError("connection still open %.0f s after %r; the server sent %r"
+                             % (timeout, data[:40], out[:200])) from None
+    finally:
+        so.close()
+
+
 def healthz(port):
     status, body = http_get(port, "/healthz")
     return status, (json.loads(body) if status == 200 else body)

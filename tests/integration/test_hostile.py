@@ -877,31 +877,6 @@ async def test_per_ip_cap_holds_a_flood_from_one_address(server_factory):
 # --------------------------------------------------------------------------
 # hostile HTTP requests (the plain HTTP side of the WebSocket port)
 
-def http_exchange(port, data, timeout, source="127.0.0.1"):
-    """Sends data in one write and reads until the server ends the stream;
-    returns what it sent. Fails when the stream does not end in time."""
-    so = socket.socket()
-    so.bind((source, 0))
-    so.settimeout(timeout)
-    so.connect(("127.0.0.1", port))
-    so.sendall(data)
-    out = b""
-    try:
-        while True:
-            chunk = so.recv(65536)
-            if not chunk:
-                break
-            out += chunk
-    except ConnectionResetError:
-        pass
-    except socket.timeout:
-        raise AssertionError("the server did not end the connection in %.0f s after "
-                             "%r; it sent %r" % (timeout, data[:40], out[:200]))
-    finally:
-        so.close()
-    return out
-
-
 def statuses(out):
     """The status codes of the answers in what the server sent."""
     return [int(code) for code in re.findall(rb"HTTP/1\.[01] (\d{3}) ", out)]
@@ -925,7 +900,7 @@ async def test_pipelined_request_with_a_body_does_not_stall_a_worker(server_fact
     w = Watch(s)
 
     def attack():
-        return [http_exchange(s.port, PIPELINED_BODY, t(5)) for _ in range(200)]
+        return [hh.exchange(s.port, PIPELINED_BODY, t(5)) for _ in range(200)]
     outs = await w.run(attack)
     for out in outs:
         assert statuses(out) == [200, 405], out[:400]
@@ -965,7 +940,7 @@ async def test_requests_lws_would_hold_are_answered_and_closed(server_factory):
     w = Watch(s)
 
     def attack():
-        return {name: [http_exchange(s.port, req, t(5), src) for _ in range(50)]
+        return {name: [hh.exchange(s.port, req, t(5), src) for _ in range(50)]
                 for name, req, _, _ in NOT_HELD}
     got = await w.run(attack)
     for name, _, status, body in NOT_HELD:

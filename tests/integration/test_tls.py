@@ -131,29 +131,10 @@ async def test_wss_served_by_every_worker(tmp_path):
         assert s.sanitizer_report() is None
 
 
-def refused_promptly(port, send):
-    """Connects, sends `send` (bytes) and reads until the server ends the
-    connection; returns what it sent back. A timeout (the server keeping a
-    connection it cannot use) fails."""
-    with socket.create_connection(("127.0.0.1", port), timeout=hh.t(5)) as sk:
-        sk.sendall(send)
-        got = b""
-        try:
-            while True:
-                chunk = sk.recv(4096)
-                if not chunk:
-                    return got
-                got += chunk
-        except ConnectionResetError:
-            return got
-        except socket.timeout:
-            raise AssertionError("connection still open %.0fs after %r" % (hh.t(5), send[:40])) from None
-
-
 def test_plain_client_on_tls_port_is_refused(tls_server):
     """A plain ws:// handshake on the TLS port is not answered as HTTP: the
     TLS layer ends the connection (at once, not by a timeout)."""
-    got = refused_promptly(tls_server.port, b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+    got = hh.exchange(tls_server.port, b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
                            b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
                            b"Sec-WebSocket-Version: 13\r\n\r\n")
     assert b"HTTP/1.1 101" not in got, got
@@ -238,7 +219,7 @@ async def test_garbage_client_hello_does_not_disturb_others(tls_server):
                    b"\x16\x03\x01\x00\x05\x01\x00\x00\x01\x00",   # ClientHello cut short
                    b"\x16\x03\x03\x00\x30" + b"\x01" + b"\xff" * 47]  # nonsense handshake
         for i, g in enumerate(garbage):
-            refused_promptly(tls_server.port, g)
+            hh.exchange(tls_server.port, g)
             await pub.send(json.dumps({"id": 10 + i, "op": "publish", "channel": "g", "data": i}))
             (push,) = [m for m in await recv_msgs(sub, 1, hh.t(5)) if m.get("push") == "pub"]
             assert push["data"] == i
