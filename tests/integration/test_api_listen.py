@@ -50,24 +50,6 @@ def call(port, method, path, headers=None, body=None, conn=None):
     return r, json.loads(data) if data else None
 
 
-def exchange(port, data, timeout):
-    """Sends raw bytes, reads until the server closes; returns them."""
-    so = socket.create_connection(("127.0.0.1", port))
-    so.settimeout(timeout)
-    so.sendall(data)
-    out = b""
-    try:
-        while True:
-            chunk = so.recv(65536)
-            if not chunk:
-                return out
-            out += chunk
-    except socket.timeout:
-        raise AssertionError("the server did not close in %.0f s; sent %r" % (timeout, out[:300]))
-    finally:
-        so.close()
-
-
 def test_keys(api):
     s, port = api()
     r, doc = call(port, "GET", "/api/v1/info", AUTH)
@@ -113,7 +95,7 @@ def test_keep_alive_and_pipelining(api):
     one = ("GET /api/v1/info HTTP/1.1\r\nHost: x\r\nAuthorization: apikey %s\r\n\r\n" % KEY).encode()
     last = ("GET /api/v1/nope HTTP/1.1\r\nHost: x\r\nAuthorization: apikey %s\r\n"
             "Connection: close\r\n\r\n" % KEY).encode()
-    out = exchange(port, one * 50 + last, t(5))
+    out = hh.exchange(port, one * 50 + last, t(5))
     assert out.count(b"HTTP/1.1 200 OK\r\n") == 50
     assert out.rindex(b"HTTP/1.1 404 Not Found\r\n") > out.rindex(b"HTTP/1.1 200 OK\r\n")
 
@@ -121,25 +103,25 @@ def test_keep_alive_and_pipelining(api):
 def test_limits(api):
     s, port = api({"api_max_body": 1024, "handshake_timeout": 1})
     # a body announced over api_max_body: 413 before any of it is sent
-    out = exchange(port, b"POST /api/v1/info HTTP/1.1\r\nHost: x\r\nContent-Length: 1025\r\n\r\n", t(5))
+    out = hh.exchange(port, b"POST /api/v1/info HTTP/1.1\r\nHost: x\r\nContent-Length: 1025\r\n\r\n", t(5))
     assert out.startswith(b"HTTP/1.1 413 "), out
     # a chunked body that grows past it
     chunk = b"200\r\n" + b"x" * 512 + b"\r\n"
-    out = exchange(port, b"POST /api/v1/info HTTP/1.1\r\nHost: x\r\n"
+    out = hh.exchange(port, b"POST /api/v1/info HTTP/1.1\r\nHost: x\r\n"
                          b"Transfer-Encoding: chunked\r\n\r\n" + chunk * 3, t(5))
     assert out.startswith(b"HTTP/1.1 413 "), out
     # a head over 8 KiB
-    out = exchange(port, b"GET /api/v1/info HTTP/1.1\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n", t(5))
+    out = hh.exchange(port, b"GET /api/v1/info HTTP/1.1\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n", t(5))
     assert out.startswith(b"HTTP/1.1 431 "), out
     # smuggling shapes and garbage
     for bad in (b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\nabc",
                 b"GET / HTTP/1.1\r\nAuthorization: a\r\nAuthorization: b\r\n\r\n",
                 b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"):
-        out = exchange(port, bad, t(5))
+        out = hh.exchange(port, bad, t(5))
         assert out.startswith(b"HTTP/1.1 400 "), (bad, out)
     # a request that never finishes: 408 after handshake_timeout, closed
     t0 = time.monotonic()
-    out = exchange(port, b"GET /api/v1/info HTTP/1.1\r\nHost: x\r\n", t(6))
+    out = hh.exchange(port, b"GET /api/v1/info HTTP/1.1\r\nHost: x\r\n", t(6))
     assert out.startswith(b"HTTP/1.1 408 "), out
     assert time.monotonic() - t0 >= 0.9
     # the server still answers
