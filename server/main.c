@@ -362,6 +362,7 @@ int main(int argc, char **argv)
     srv->api_keys = api_keys_new(&cfg);
     srv->started_ms = server_now_ms(srv);
     atomic_init(&srv->connections, 0);
+    atomic_init(&srv->api_connections, 0);
     atomic_init(&srv->draining, srv->n_workers);
     /* Every worker's link to every Redis server starts down. */
     atomic_init(&srv->broker_down, srv->n_workers * cfg.n_redis);

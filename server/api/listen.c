@@ -10,8 +10,10 @@
  */
 #include "api/listen.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "api/api.h"
@@ -69,6 +71,7 @@ static void conn_closed(uv_handle_t *h)
     if (c->next)
         c->next->prev = c->prev;
     a->count--;
+    atomic_fetch_sub(&a->srv->api_connections, 1);
     a->slots[c->slot].c = NULL;
     a->slots[c->slot].gen++;
     a->free_slots[a->n_free++] = c->slot;
@@ -230,12 +233,38 @@ api_listen *api_listen_new(server *srv, uint16_t worker, uv_loop_t *loop)
     return a;
 }
 
+/* Over max_connections (WebSocket and API together): 503 and the close,
+ * before anything is allocated for the connection. */
+static void api_listen_refuse(int fd)
+{
+    static const char body[] =
+        "{\"error\":{\"code\":108,\"message\":\"connection limit reached\"}}";
+    char answer[256];
+    int len = snprintf(answer, sizeof(answer),
+                       "HTTP/1.1 503 Service Unavailable\r\n"
+                       "Content-Type: application/json\r\n"
+                       "Content-Length: %zu\r\nRetry-After: 1\r\n"
+                       "Connection: close\r\n\r\n%s",
+                       sizeof(body) - 1, body);
+    ssize_t w = send(fd, answer, (size_t)len, MSG_DONTWAIT | MSG_NOSIGNAL);
+    (void)w;
+    close(fd);
+}
+
 int api_listen_adopt(void *arg, int fd, void *ticket)
 {
     api_listen *a = arg;
     if (a->draining) {
         close(fd);
         return -1;
+    }
+    unsigned total = atomic_fetch_add(&a->srv->api_connections, 1) + 1 +
+                     atomic_load(&a->srv->connections);
+    if (total > a->srv->max_connections) {
+        atomic_fetch_sub(&a->srv->api_connections, 1);
+        api_listen_refuse(fd);
+        admit_release(a->srv->admit, ticket);
+        return 0;
     }
     api_conn *c = mem_calloc(1, sizeof(*c));
     c->owner = a;
@@ -267,7 +296,7 @@ int api_listen_adopt(void *arg, int fd, void *ticket)
     if (uv_tcp_open(&c->tcp, fd) < 0) {
         close(fd);
         c->ticket = NULL;        /* the listener gives it back */
-        conn_close(c);
+        conn_close(c);           /* counts the connection out */
         return -1;
     }
     c->idle_since_ms = uv_now(a->loop);

@@ -31,6 +31,8 @@ typedef struct server {
     uint16_t api_port;            /* api_listen's bound port; 0 = none */
     uint32_t max_connections;     /* resolved from config or RLIMIT_NOFILE */
     atomic_uint connections;      /* WebSocket connections, all workers */
+    atomic_uint api_connections;  /* api_listen connections, all workers;
+                                     both count against max_connections */
     atomic_uint draining;         /* workers still draining at shutdown */
     atomic_uint broker_down;      /* cluster: worker-Redis links not up */
     atomic_uint channels;         /* channel streams, all owners */

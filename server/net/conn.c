@@ -1180,7 +1180,8 @@ static void conn_established(conn *c, struct lws *wsi)
     unsigned count = atomic_fetch_add(&n->srv->connections, 1) + 1;
     if (n->draining) {
         conn_close(c, PROTO_CLOSE_SHUTDOWN, "server shutting down", 1);
-    } else if (count > n->srv->max_connections) {
+    } else if (count + atomic_load(&n->srv->api_connections) >
+               n->srv->max_connections) {
         conn_log(n, CONN_LOG_LIMIT, LOG_WARN, "connection limit reached",
                  LOG_INT("limit", n->srv->max_connections),
                  LOG_INT("code", PROTO_CLOSE_CONN_LIMIT),

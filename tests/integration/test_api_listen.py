@@ -358,3 +358,25 @@ async def test_publish_with_a_msgpack_body(api):
         r, doc = await asyncio.to_thread(call, port, "POST", "/api/v1/publish",
                                          dict(AUTH, **mp), bad)
         assert r.status == 400 and doc["error"]["code"] in (102, 107), (bad, doc)
+
+
+async def test_api_connections_count_against_max_connections(api):
+    """WebSocket and API connections share max_connections (both hold a
+    descriptor): with 2 WebSocket clients and max_connections = 2 an API
+    connection gets 503 with Retry-After and is closed; once a WebSocket
+    client left, the API answers again."""
+    s, port = api({"max_connections": 2})
+    clients = [await s.client() for _ in range(2)]
+    for c in clients:
+        await c.ok("connect")
+    out = await asyncio.to_thread(hh.exchange, port, b"GET /api/v1/info HTTP/1.1\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 503 ") and b"Retry-After: 1" in out, out
+    assert out.endswith(b'{"error":{"code":108,"message":"connection limit reached"}}'), out
+    await clients.pop().close()
+
+    def answered():
+        try:
+            return call(port, "GET", "/api/v1/info", AUTH)[0].status == 200
+        except (ConnectionError, http.client.HTTPException):
+            return False
+    await asyncio.to_thread(hh.wait_for, answered, t(5), what="the API to answer again")
