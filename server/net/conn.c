@@ -86,12 +86,19 @@ static void conns_slot_free(conns *n, uint32_t slot)
     n->count--;
 }
 
+/* The connection in slot as it was at generation gen, or NULL when it is
+ * gone (closed, the slot reused). */
+static conn *conns_find(conns *n, uint32_t slot, uint32_t gen)
+{
+    if (slot >= n->n_slots || n->slots[slot].gen != gen)
+        return NULL;
+    return n->slots[slot].c;
+}
+
 /* The connection a reply is for, or NULL when it is gone. */
 static conn *conns_route(conns *n, const route *r)
 {
-    if (r->slot >= n->n_slots || n->slots[r->slot].gen != r->gen)
-        return NULL;
-    return n->slots[r->slot].c;
+    return conns_find(n, r->slot, r->gen);
 }
 
 /* Data frames are written directly from the worker's flush point
@@ -376,12 +383,11 @@ static void conns_suspect(conn *c)
 void conns_judge(conns *n)
 {
     uint32_t k = n->n_suspects;
+    if (!k)
+        return;              /* every poll but the one after a verdict */
     n->n_suspects = 0;
     for (uint32_t i = 0; i < k; i++) {
-        const struct conn_ref *r = &n->suspects[i];
-        if (r->slot >= n->n_slots || n->slots[r->slot].gen != r->gen)
-            continue;
-        conn *c = n->slots[r->slot].c;
+        conn *c = conns_find(n, n->suspects[i].slot, n->suspects[i].gen);
         if (!c || c->closing)
             continue;
         if (!c->flow_off && c->last_rx_s < c->ping_sent_s) {
@@ -432,15 +438,14 @@ static void conn_heartbeat(conn *c, uint64_t now_s)
         return;
     }
     if (c->awaiting_pong) {
-        /* While the socket is not read (flow control) a pong cannot be
-         * seen: output over the limit is judged above, waiting replies are
-         * not the client's fault. */
         /* Nothing read since the ping went out, for longer than
          * pong_timeout, as far as this tick can tell. libuv runs due timers
          * before it polls, so after a stall of the loop the pong may wait
          * unread in the socket: the verdict comes after the next poll
          * (conns_judge). A pong read after the ping counts even when this
-         * check comes late. */
+         * check comes late. While the socket is not read (flow control) a
+         * pong cannot be seen: output over the limit is judged above,
+         * waiting replies are not the client's fault. */
         if (!c->flow_off && c->last_rx_s < c->ping_sent_s &&
             c->last_rx_s + cfg->pong_timeout < now_s) {
             conns_suspect(c);
