@@ -171,6 +171,17 @@ static int find_member(const char *s, size_t n, const char *key, size_t *vs,
     }
 }
 
+int proto_json_member(const void *obj, size_t len, const char *key,
+                      proto_slice *value)
+{
+    size_t vs, ve;
+    if (!obj || find_member(obj, len, key, &vs, &ve) < 0)
+        return -1;
+    value->ptr = (const char *)obj + vs;
+    value->len = ve - vs;
+    return 0;
+}
+
 /* The id of a line jansson refused, when it is plainly readable: a
  * top-level "id" member before the damage, written as a decimal integer in
  * 1..2^32-1. Otherwise 0. */

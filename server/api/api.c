@@ -11,12 +11,15 @@
 #include <jansson.h>
 #include <msgpack.h>
 
+#include "api/body.h"
 #include "api/keys.h"
 #include "base/mem.h"
 #include "core/pub.h"
 #include "core/rules.h"
 
 #define API_PREFIX "/api/v1/"
+#define API_BROADCAST_MAX 1000
+#define API_BROADCAST_BYTES (16u << 20)
 
 static void answer_json(api_answer *ans, int status, json_t *doc)
 {
@@ -38,10 +41,11 @@ void api_error(api_answer *ans, int status, int code, const char *message)
 }
 
 static int route_info(server *srv, const http1_request *req,
-                      const route *reply_to, api_answer *ans)
+                      const route *reply_to, api_answer *ans, api_call **call)
 {
     (void)req;
     (void)reply_to;
+    (void)call;
     int cluster = srv->cfg->n_redis > 0;
     int down = cluster && atomic_load(&srv->broker_down) > 0;
     json_t *doc = json_pack(
@@ -69,117 +73,72 @@ static int status_of(int code)
     }
 }
 
-static const char *media_type(const http1_request *req)
+/* The status of an owner's refusal: 106 from an owner is its capacity
+ * (max_channels), not the caller's mistake. */
+static int status_of_owner(int code)
 {
-    if (!req->content_type.ptr)
-        return "";
-    return req->content_type.ptr;
+    return code == PROTO_E_LIMIT ? 503 : status_of(code);
 }
 
-/* "application/json", with or without parameters. */
-static int is_json(const http1_request *req)
+/* --- calls waiting for replies ------------------------------------------ */
+
+enum call_kind { CALL_ONE, CALL_BROADCAST };
+
+typedef struct bc_result {
+    const char *chan;         /* into the call's allocation */
+    int code;                 /* 0 published, or refused with code */
+    const char *message;      /* static text for code */
+    uint8_t done;
+    uint64_t offset;
+    char epoch[IDS_LEN + 1];
+} bc_result;
+
+struct api_call {
+    enum call_kind kind;
+    uint32_t expected, got;
+    api_answer one;           /* CALL_ONE: the answer to its reply */
+    size_t n;                 /* CALL_BROADCAST: results, request order */
+    bc_result *res;
+};
+
+static api_call *call_new(enum call_kind kind, uint32_t expected)
 {
-    const char *t = media_type(req);
-    size_t n = strcspn(t, "; ");
-    return n == 16 && strncasecmp(t, "application/json", 16) == 0;
+    api_call *c = mem_calloc(1, sizeof(*c));
+    c->kind = kind;
+    c->expected = expected;
+    proto_buf_init(&c->one.body, 0);
+    return c;
 }
 
-static int is_msgpack(const http1_request *req)
+void api_call_free(api_call *call)
 {
-    const char *t = media_type(req);
-    size_t n = strcspn(t, "; ");
-    return n == 19 && strncasecmp(t, "application/msgpack", 19) == 0;
+    if (!call)
+        return;
+    proto_buf_free(&call->one.body);
+    if (call->res) {
+        for (size_t i = 0; i < call->n; i++)
+            free((char *)call->res[i].chan);
+        free(call->res);
+    }
+    free(call);
 }
 
-/* The body {channel, data} in msgpack: the channel into chan (cap bytes)
- * and data in both encodings; 0, or -1 after answering 400. */
-static int publish_msgpack(const http1_request *req, char *chan, size_t cap,
-                           proto_data *d, void **owned, api_answer *ans)
-{
-    size_t objlen;
-    if (proto_mp_frame(req->body.ptr, req->body.len, &objlen) < 0 ||
-        objlen != req->body.len) {
-        api_error(ans, 400, PROTO_E_BAD_REQUEST,
-                  "the body must be one msgpack map {channel, data}");
-        return -1;
-    }
-    msgpack_unpacked u;
-    msgpack_unpacked_init(&u);
-    size_t off = 0;
-    const char *problem = NULL;
-    const msgpack_object *data = NULL;
-    chan[0] = '\0';
-    if (msgpack_unpack_next(&u, req->body.ptr, req->body.len, &off) !=
-            MSGPACK_UNPACK_SUCCESS ||
-        u.data.type != MSGPACK_OBJECT_MAP) {
-        problem = "the body must be one msgpack map {channel, data}";
-    } else {
-        const msgpack_object_map *m = &u.data.via.map;
-        for (uint32_t i = 0; i < m->size && !problem; i++) {
-            const msgpack_object *k = &m->ptr[i].key, *v = &m->ptr[i].val;
-            if (k->type != MSGPACK_OBJECT_STR)
-                problem = "map keys must be strings";
-            else if (k->via.str.size == 7 &&
-                     memcmp(k->via.str.ptr, "channel", 7) == 0) {
-                if (v->type != MSGPACK_OBJECT_STR || chan[0] ||
-                    v->via.str.size == 0 || v->via.str.size >= cap)
-                    problem = "channel (a string) and data are required";
-                else if (memchr(v->via.str.ptr, '\0', v->via.str.size))
-                    problem = "bad channel name or unknown namespace";
-                else {
-                    memcpy(chan, v->via.str.ptr, v->via.str.size);
-                    chan[v->via.str.size] = '\0';
-                }
-            } else if (k->via.str.size == 4 &&
-                       memcmp(k->via.str.ptr, "data", 4) == 0 && !data) {
-                data = v;
-            } else {
-                problem = "unknown field (a publication has channel and data)";
-            }
-        }
-        if (!problem && (!chan[0] || !data))
-            problem = "channel (a string) and data are required";
-    }
-    if (!problem) {
-        msgpack_sbuffer sb;
-        msgpack_packer pk;
-        msgpack_sbuffer_init(&sb);
-        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-        msgpack_pack_object(&pk, *data);
-        proto_error perr;
-        if (proto_data_from_msgpack(sb.data, sb.size, d, owned, &perr)) {
-            msgpack_sbuffer_destroy(&sb);
-            msgpack_unpacked_destroy(&u);
-            api_error(ans, 400, PROTO_E_BAD_REQUEST, perr.message);
-            return -1;
-        }
-        msgpack_sbuffer_destroy(&sb);
-    }
-    msgpack_unpacked_destroy(&u);
-    if (problem) {
-        api_error(ans, 400, PROTO_E_BAD_REQUEST, problem);
-        return -1;
-    }
-    return 0;
-}
+/* --- POST /api/v1/publish and /api/v1/broadcast --------------------------- */
 
-/* Checks the channel and its namespace's rules for a backend's publish;
- * 0 with *ns, or -1 after answering. */
-static int publish_rules(server *srv, const char *chan, size_t clen,
-                         const config_ns **ns, api_answer *ans)
+/* Checks a channel and its namespace's rules for a backend's publish: 0
+ * with *ns, or the protocol code (and *message). */
+static int publish_check(server *srv, const char *chan, size_t clen,
+                         const config_ns **ns, const char **message)
 {
     rules_who who = { .anonymous = 0, .client = 0 };
     int code = proto_channel_valid(chan, clen)
                    ? rules_check(srv->cfg, RULES_PUBLISH, chan, clen, &who, 0,
                                  srv->store != NULL, ns)
                    : PROTO_E_BAD_CHANNEL;
-    if (!code)
-        return 0;
-    api_error(ans, status_of(code), code,
-              code == PROTO_E_BAD_CHANNEL
-                  ? "bad channel name or unknown namespace"
-                  : "not allowed in this channel's namespace");
-    return -1;
+    *message = code == PROTO_E_BAD_CHANNEL
+                   ? "bad channel name or unknown namespace"
+                   : "not allowed in this channel's namespace";
+    return code;
 }
 
 /* A publication is pushed to subscribers in one frame: no larger than a
@@ -208,92 +167,170 @@ static void publish_post(server *srv, const char *chan, size_t clen,
 }
 
 /* POST /api/v1/publish {"channel": "...", "data": ...}: the publication a
- * client's publish makes (offsets, history, the durable store, cluster).
- * The body is JSON, or msgpack with Content-Type application/msgpack. */
+ * client's publish makes (offsets, history, the durable store, cluster). */
 static int route_publish(server *srv, const http1_request *req,
-                         const route *reply_to, api_answer *ans)
+                         const route *reply_to, api_answer *ans,
+                         api_call **call)
 {
-    if (is_msgpack(req)) {
-        char chan[256];
-        proto_data d;
-        void *owned = NULL;
-        const config_ns *ns = NULL;
-        if (publish_msgpack(req, chan, sizeof(chan), &d, &owned, ans) < 0)
-            return 0;
-        if (publish_size(srv, &d, ans) < 0 ||
-            publish_rules(srv, chan, strlen(chan), &ns, ans) < 0) {
-            free(owned);
-            return 0;
-        }
-        publish_post(srv, chan, strlen(chan), ns, &d, reply_to);
-        free(owned);
-        return 1;
-    }
-    if (!is_json(req)) {
-        api_error(ans, 415, PROTO_E_BAD_REQUEST,
-                  "Content-Type must be application/json or "
-                  "application/msgpack");
-        return 0;
-    }
-    json_error_t jerr;
-    json_t *doc = json_loadb(req->body.ptr, req->body.len,
-                             JSON_REJECT_DUPLICATES, &jerr);
-    if (!doc || !json_is_object(doc)) {
-        json_decref(doc);
-        api_error(ans, 400, PROTO_E_BAD_REQUEST,
-                  "the body must be a JSON object {\"channel\", \"data\"}");
-        return 0;
-    }
-    const char *key;
-    json_t *v, *jchan = NULL, *data = NULL;
-    json_object_foreach(doc, key, v) {
-        if (strcmp(key, "channel") == 0)
-            jchan = v;
-        else if (strcmp(key, "data") == 0)
-            data = v;
-        else {
-            json_decref(doc);
-            api_error(ans, 400, PROTO_E_BAD_REQUEST,
-                      "unknown field (a publication has channel and data)");
-            return 0;
-        }
-    }
-    if (!json_is_string(jchan) || !data) {
-        json_decref(doc);
-        api_error(ans, 400, PROTO_E_BAD_REQUEST,
-                  "channel (a string) and data are required");
-        return 0;
-    }
-    const char *chan = json_string_value(jchan);
-    size_t clen = json_string_length(jchan);
-    const config_ns *ns = NULL;
-    if (publish_rules(srv, chan, clen, &ns, ans) < 0) {
-        json_decref(doc);
-        return 0;
-    }
-    char *text = json_dumps(data, JSON_COMPACT | JSON_ENCODE_ANY);
-    if (!text)
-        abort();
+    static const char *const fields[] = { "channel", "data", NULL };
+    api_body b;
+    char chan[256];
     proto_data d;
     void *owned = NULL;
-    proto_error perr;
-    if (proto_data_from_json(text, strlen(text), &d, &owned, &perr)) {
-        free(text);
-        json_decref(doc);
-        api_error(ans, 400, PROTO_E_BAD_REQUEST, perr.message);
+    const config_ns *ns = NULL;
+    int posted = 0;
+    if (api_body_parse(req, &b, ans) < 0)
         return 0;
+    int has = api_body_only(&b, fields, ans) < 0
+                  ? -1
+                  : api_body_string(&b, "channel", chan, sizeof(chan), ans);
+    if (has == 0)
+        api_error(ans, 400, PROTO_E_BAD_REQUEST, "field channel is required");
+    if (has > 0 && api_body_data(&b, &d, &owned, ans) == 0 &&
+        publish_size(srv, &d, ans) == 0) {
+        const char *message;
+        int code = publish_check(srv, chan, strlen(chan), &ns, &message);
+        if (code) {
+            api_error(ans, status_of(code), code, message);
+        } else {
+            publish_post(srv, chan, strlen(chan), ns, &d, reply_to);
+            *call = call_new(CALL_ONE, 1);
+            posted = 1;
+        }
     }
-    if (publish_size(srv, &d, ans) < 0) {
-        free(owned);
-        free(text);
-        json_decref(doc);
-        return 0;
-    }
-    publish_post(srv, chan, clen, ns, &d, reply_to);
     free(owned);
-    free(text);
-    json_decref(doc);
-    return 1;
+    api_body_free(&b);
+    return posted;
+}
+
+static int str_cmp(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* The "channels" field of a broadcast: 1..API_BROADCAST_MAX distinct
+ * strings. 0, or -1 after answering 400. */
+static int broadcast_channels(const api_body *b, json_t **out,
+                              api_answer *ans)
+{
+    json_t *list = json_object_get(b->doc, "channels");
+    size_t n = json_array_size(list);
+    if (!json_is_array(list) || n == 0 || n > API_BROADCAST_MAX) {
+        char text[96];
+        snprintf(text, sizeof(text), "field channels: expected an array of "
+                 "1 to %d channel names", API_BROADCAST_MAX);
+        api_error(ans, 400, PROTO_E_BAD_REQUEST, text);
+        return -1;
+    }
+    const char **names = mem_alloc(n * sizeof(*names));
+    int ok = 1;
+    for (size_t i = 0; i < n && ok; i++) {
+        json_t *v = json_array_get(list, i);
+        ok = json_is_string(v) && json_string_length(v) > 0 &&
+             json_string_length(v) < 256 &&
+             strlen(json_string_value(v)) == json_string_length(v);
+        names[i] = ok ? json_string_value(v) : NULL;
+    }
+    if (ok) {
+        qsort(names, n, sizeof(*names), str_cmp);
+        for (size_t i = 1; i < n && ok; i++)
+            ok = strcmp(names[i - 1], names[i]) != 0;
+        if (!ok)
+            api_error(ans, 400, PROTO_E_BAD_REQUEST,
+                      "field channels: a channel is named twice");
+    } else {
+        api_error(ans, 400, PROTO_E_BAD_REQUEST,
+                  "field channels: every channel is a string of 1 to 255 "
+                  "bytes");
+    }
+    free(names);
+    *out = list;
+    return ok ? 0 : -1;
+}
+
+/* POST /api/v1/broadcast {"channels": [...], "data": ...}: one publication
+ * per channel, answered with a result per channel in request order once
+ * every owner replied (a refused channel has its error in its result). */
+static int route_broadcast(server *srv, const http1_request *req,
+                           const route *reply_to, api_answer *ans,
+                           api_call **call)
+{
+    static const char *const fields[] = { "channels", "data", NULL };
+    api_body b;
+    json_t *list = NULL;
+    proto_data d;
+    void *owned = NULL;
+    if (api_body_parse(req, &b, ans) < 0)
+        return 0;
+    if (api_body_only(&b, fields, ans) < 0 ||
+        broadcast_channels(&b, &list, ans) < 0 ||
+        api_body_data(&b, &d, &owned, ans) < 0 ||
+        publish_size(srv, &d, ans) < 0) {
+        free(owned);
+        api_body_free(&b);
+        return 0;
+    }
+    size_t n = json_array_size(list);
+    /* every channel gets its own copy of the data (a publication carries
+     * its channel and offset): bounded per request */
+    if (n * (d.json.len + d.mp.len) > API_BROADCAST_BYTES) {
+        free(owned);
+        api_body_free(&b);
+        api_error(ans, 413, PROTO_E_TOO_LARGE,
+                  "channels x data larger than the broadcast limit (16 MiB)");
+        return 0;
+    }
+    api_call *c = call_new(CALL_BROADCAST, 0);
+    c->n = n;
+    c->res = mem_calloc(n, sizeof(*c->res));
+    for (size_t i = 0; i < n; i++) {
+        json_t *v = json_array_get(list, i);
+        const char *chan = json_string_value(v);
+        size_t clen = json_string_length(v);
+        bc_result *r = &c->res[i];
+        const config_ns *ns = NULL;
+        r->chan = mem_strdup(chan);
+        r->code = publish_check(srv, chan, clen, &ns, &r->message);
+        if (r->code) {
+            r->done = 1;
+            continue;
+        }
+        route to = *reply_to;
+        to.seq = i;
+        publish_post(srv, chan, clen, ns, &d, &to);
+        c->expected++;
+    }
+    free(owned);
+    api_body_free(&b);
+    if (c->expected) {
+        *call = c;
+        return (int)c->expected;
+    }
+    api_call_answer(c, ans, 0);   /* every channel refused */
+    api_call_free(c);
+    return 0;
+}
+
+static void broadcast_answer(const api_call *c, api_answer *ans)
+{
+    json_t *results = json_array();
+    for (size_t i = 0; i < c->n; i++) {
+        const bc_result *r = &c->res[i];
+        json_t *o;
+        if (!r->done)
+            o = json_pack("{s:s,s:{s:i,s:s}}", "channel", r->chan, "error",
+                          "code", PROTO_E_NOT_AVAILABLE, "message",
+                          "no answer in time (api_timeout_ms): the "
+                          "publication may have been made");
+        else if (r->code)
+            o = json_pack("{s:s,s:{s:i,s:s}}", "channel", r->chan, "error",
+                          "code", r->code, "message", r->message);
+        else
+            o = json_pack("{s:s,s:I,s:s}", "channel", r->chan, "offset",
+                          (json_int_t)r->offset, "epoch", r->epoch);
+        json_array_append_new(results, o);
+    }
+    answer_json(ans, 200, json_pack("{s:o}", "results", results));
 }
 
 /* A query parameter: 1 with the value, 0 absent; a malformed one (or one
@@ -372,7 +409,8 @@ static int param_channel(server *srv, const http1_request *req,
 
 /* GET /api/v1/history?channel=&limit=&since_offset=&since_epoch=&reverse= */
 static int route_history(server *srv, const http1_request *req,
-                         const route *reply_to, api_answer *ans)
+                         const route *reply_to, api_answer *ans,
+                         api_call **call)
 {
     uint64_t limit = rules_history_default_limit(srv->cfg), since = 0;
     char epoch[IDS_LEN + 2], rev[8], chan[256];
@@ -417,12 +455,14 @@ static int route_history(server *srv, const http1_request *req,
         }
     }
     server_post(srv, server_owner(srv, r->h.chan, r->h.chan_len), &r->h.hdr);
+    *call = call_new(CALL_ONE, 1);
     return 1;
 }
 
 /* GET /api/v1/presence?channel= */
 static int route_presence(server *srv, const http1_request *req,
-                          const route *reply_to, api_answer *ans)
+                          const route *reply_to, api_answer *ans,
+                          api_call **call)
 {
     char chan[256];
     const config_ns *ns = NULL;
@@ -434,15 +474,17 @@ static int route_presence(server *srv, const http1_request *req,
     r->h.route = *reply_to;
     r->h.ns = ns;
     server_post(srv, server_owner(srv, r->h.chan, r->h.chan_len), &r->h.hdr);
+    *call = call_new(CALL_ONE, 1);
     return 1;
 }
 
-void api_reply(const msg *m, api_answer *ans)
+/* The answer to an owner's reply to a single-request call. */
+static void reply_answer(const msg *m, api_answer *ans)
 {
     const chan_req *r = (const chan_req *)m;
     ans->extra[0] = '\0';
     if (r->code) {
-        api_error(ans, status_of(r->code), r->code,
+        api_error(ans, status_of_owner(r->code), r->code,
                   r->errmsg ? r->errmsg : "refused by the channel's owner");
         return;
     }
@@ -471,6 +513,48 @@ void api_reply(const msg *m, api_answer *ans)
                               p->n_entries);
 }
 
+int api_call_take(api_call *call, const msg *m)
+{
+    if (call->kind == CALL_ONE) {
+        reply_answer(m, &call->one);
+    } else {
+        const pub_req *p = (const pub_req *)m;
+        uint64_t i = p->h.route.seq;
+        if (m->type != CON_PUBLISHED || i >= call->n || call->res[i].done)
+            return call->got >= call->expected;   /* not ours: ignored */
+        bc_result *r = &call->res[i];
+        r->done = 1;
+        r->code = p->h.code;
+        r->message = p->h.errmsg ? p->h.errmsg
+                                 : "refused by the channel's owner";
+        r->offset = p->offset;
+        memcpy(r->epoch, p->epoch, IDS_LEN);
+        r->epoch[IDS_LEN] = '\0';
+    }
+    call->got++;
+    return call->got >= call->expected;
+}
+
+void api_call_answer(api_call *call, api_answer *ans, int timed_out)
+{
+    ans->extra[0] = '\0';
+    if (call->kind == CALL_BROADCAST) {
+        broadcast_answer(call, ans);
+        return;
+    }
+    if (timed_out || call->got < call->expected) {
+        api_error(ans, 504, PROTO_E_NOT_AVAILABLE,
+                  "no answer in time (api_timeout_ms): a publication may "
+                  "have been made");
+        return;
+    }
+    ans->status = call->one.status;
+    memcpy(ans->extra, call->one.extra, sizeof(ans->extra));
+    proto_buf_reset(&ans->body);
+    proto_buf_append(&ans->body, proto_buf_data(&call->one.body),
+                     call->one.body.len);
+}
+
 /* The routes and their methods; a known path with another method is 405
  * (with Allow), an unknown one 404. */
 static const struct {
@@ -478,18 +562,20 @@ static const struct {
     enum http_method method;
     const char *allow;
     int (*fn)(server *srv, const http1_request *req, const route *reply_to,
-              api_answer *ans);
+              api_answer *ans, api_call **call);
 } routes[] = {
     { API_PREFIX "info", HTTP_GET, "GET", route_info },
     { API_PREFIX "publish", HTTP_POST, "POST", route_publish },
     { API_PREFIX "history", HTTP_GET, "GET", route_history },
     { API_PREFIX "presence", HTTP_GET, "GET", route_presence },
+    { API_PREFIX "broadcast", HTTP_POST, "POST", route_broadcast },
 };
 
 int api_route(server *srv, const http1_request *req, uint64_t now_ms,
-              const route *reply_to, api_answer *ans)
+              const route *reply_to, api_answer *ans, api_call **call)
 {
     ans->extra[0] = '\0';
+    *call = NULL;
     api_keys *keys = srv->api_keys;
     if (!keys || api_keys_count(keys) == 0) {
         api_error(ans, 503, PROTO_E_NOT_AVAILABLE,
@@ -520,7 +606,7 @@ int api_route(server *srv, const http1_request *req, uint64_t now_ms,
         allow = routes[i].allow;
         if (req->method != routes[i].method)
             continue;
-        return routes[i].fn(srv, req, reply_to, ans);
+        return routes[i].fn(srv, req, reply_to, ans, call);
     }
     if (allow) {
         snprintf(ans->extra, sizeof(ans->extra), "Allow: %s\r\n", allow);

@@ -25,15 +25,24 @@ typedef struct api_answer {
     proto_buf body;           /* JSON */
 } api_answer;
 
-/* Answers req now (returns 0, ans filled), or sends a request to a
- * channel's owner whose reply comes back to reply_to (returns 1; the
- * transport answers it with api_reply). now_ms: the worker loop's clock,
- * for rate limits. */
-int api_route(server *srv, const http1_request *req, uint64_t now_ms,
-              const route *reply_to, api_answer *ans);
+/* A call waiting for owners' replies (one, or one per channel of a
+ * broadcast). */
+typedef struct api_call api_call;
 
-/* The answer to an owner's reply (requests_for_api). */
-void api_reply(const msg *m, api_answer *ans);
+/* Answers req now (returns 0, ans filled), or sends requests to channels'
+ * owners whose replies come back to reply_to (route.seq tells the parts of
+ * a call apart) and returns how many to wait for, with *call: the
+ * transport gives each reply to api_call_take, then has the answer made
+ * by api_call_answer. now_ms: the worker loop's clock, for rate limits. */
+int api_route(server *srv, const http1_request *req, uint64_t now_ms,
+              const route *reply_to, api_answer *ans, api_call **call);
+
+/* One reply of the call (m stays the caller's): 1 when it was the last. */
+int api_call_take(api_call *call, const msg *m);
+/* The call's answer; timed_out: api_timeout_ms passed first (a single
+ * request answers 504, a broadcast what it has, the rest as 108). */
+void api_call_answer(api_call *call, api_answer *ans, int timed_out);
+void api_call_free(api_call *call);
 
 /* Fills ans with an error: status, protocol code and message. */
 void api_error(api_answer *ans, int status, int code, const char *message);

@@ -32,7 +32,8 @@ typedef struct api_conn {
     void *ticket;             /* admission (admit.h) */
     uint32_t slot, gen;       /* where an owner's reply finds it */
     uint32_t call;            /* the number of the request in progress */
-    uint64_t waiting_since_ms;/* waiting for an owner's reply, or 0 */
+    uint64_t waiting_since_ms;/* waiting for owners' replies, or 0 */
+    api_call *pending;        /* the call those replies are for */
     http1_conn http;
     char *in;                 /* bytes read and not yet parsed */
     size_t in_len, in_cap;
@@ -76,6 +77,7 @@ static void conn_closed(uv_handle_t *h)
     a->slots[c->slot].gen++;
     a->free_slots[a->n_free++] = c->slot;
     admit_release(a->srv->admit, c->ticket);
+    api_call_free(c->pending);
     http1_free(&c->http);
     free(c->in);
     proto_buf_free(&c->out);
@@ -118,6 +120,8 @@ static void conn_answer(api_conn *c, int status, const char *extra,
     c->writing = 1;
     c->request_since_ms = 0;
     c->waiting_since_ms = 0;
+    api_call_free(c->pending);
+    c->pending = NULL;
     c->call++;                /* a late reply for this call is dropped */
     c->wr.data = c;
     if (uv_write(&c->wr, (uv_stream_t *)&c->tcp, &b, 1, conn_wrote) < 0) {
@@ -168,7 +172,8 @@ static void conn_process(api_conn *c)
             const http1_request *req = http1_request_get(&c->http);
             route to = { .worker = a->worker, .api = 1, .slot = c->slot,
                          .gen = c->gen, .cmd_id = c->call };
-            if (api_route(a->srv, req, uv_now(a->loop), &to, &a->ans)) {
+            if (api_route(a->srv, req, uv_now(a->loop), &to, &a->ans,
+                          &c->pending)) {
                 c->waiting_since_ms = uv_now(a->loop);
                 return;       /* api_listen_receive answers */
             }
@@ -310,8 +315,9 @@ void api_listen_receive(api_listen *a, msg *m)
     api_conn *c = r->slot < a->n_slots && a->slots[r->slot].gen == r->gen
                       ? a->slots[r->slot].c
                       : NULL;
-    if (c && !c->closing && c->waiting_since_ms && r->cmd_id == c->call) {
-        api_reply(m, &a->ans);
+    if (c && !c->closing && c->waiting_since_ms && r->cmd_id == c->call &&
+        api_call_take(c->pending, m)) {
+        api_call_answer(c->pending, &a->ans, 0);
         const http1_request *req = http1_request_get(&c->http);
         conn_answer(c, a->ans.status, a->ans.extra[0] ? a->ans.extra : NULL,
                     &a->ans.body, req && req->keep_alive && !a->draining);
@@ -329,10 +335,8 @@ void api_listen_tick(api_listen *a, uint64_t now_ms)
             continue;
         if (c->waiting_since_ms) {
             if (now_ms - c->waiting_since_ms > answer_ms) {
-                api_error(&a->ans, 504, PROTO_E_NOT_AVAILABLE,
-                          "no answer in time (api_timeout_ms): the "
-                          "publication may have been made");
-                conn_answer(c, 504, NULL, &a->ans.body, 0);
+                api_call_answer(c->pending, &a->ans, 1);
+                conn_answer(c, a->ans.status, NULL, &a->ans.body, 0);
             }
             continue;
         }

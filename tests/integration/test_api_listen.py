@@ -380,3 +380,95 @@ async def test_api_connections_count_against_max_connections(api):
         except (ConnectionError, http.client.HTTPException):
             return False
     await asyncio.to_thread(hh.wait_for, answered, t(5), what="the API to answer again")
+
+
+def raw_call(port, method, path, headers, body=None):
+    """The status and the body's bytes, unparsed."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=t(5))
+    c.request(method, path, body=body, headers=headers)
+    r = c.getresponse()
+    data = r.read()
+    c.close()
+    return r.status, data
+
+
+def test_publish_keeps_the_data_bytes_as_written(api):
+    """JSON data reaches subscribers and history as the backend wrote it:
+    numbers are not re-printed (0.1 stays 0.1, 1e2 stays 1e2), key order
+    and escapes too. (An integer beyond 64 bits is refused, as from a
+    client: msgpack subscribers could not get it.)"""
+    s, port = api({"namespace_defaults": {"history_size": 10}})
+    ch = hh.chan("api-")
+    data = '{"n":0.1,"e":1e2,"z":1,"a":"\\u00e9"}'
+    body = '{"data": %s, "channel": "%s"}' % (data, ch)
+    status, out = raw_call(port, "POST", "/api/v1/publish", JSON_AUTH, body)
+    assert status == 200, out
+    status, out = raw_call(port, "GET", "/api/v1/history?channel=" + ch, AUTH)
+    assert status == 200, out
+    assert ('"data":' + data).encode() in out, out
+    status, out = raw_call(port, "POST", "/api/v1/publish", JSON_AUTH,
+                           '{"channel": "%s", "data": 123456789012345678901234567890}' % ch)
+    assert status == 400 and b"too big integer" in out, out
+    status, out = raw_call(port, "POST", "/api/v1/publish", JSON_AUTH,
+                           '{"channel": "%s",\0 "data": 1}' % ch)
+    assert status == 400 and b"NUL" in out, out
+
+
+async def test_broadcast(api):
+    """POST /api/v1/broadcast: one publication per channel, a result per
+    channel in request order; a refused channel has its error in its
+    result and does not stop the others."""
+    s, port = api({"namespaces": [{"name": "room"}]})
+    chans = [hh.chan("api-"), hh.chan("room:"), hh.chan("api-")]
+    subs = []
+    for ch in chans:
+        c = await s.client()
+        await c.ok("subscribe", channel=ch)
+        subs.append(c)
+    r, doc = await asyncio.to_thread(call, port, "POST", "/api/v1/publish", JSON_AUTH,
+                                     json.dumps({"channel": chans[2], "data": "first"}))
+    assert r.status == 200 and doc["offset"] == 1
+    body = {"channels": [chans[0], "nons:x", chans[1], chans[2]], "data": {"v": 7}}
+    r, doc = await asyncio.to_thread(call, port, "POST", "/api/v1/broadcast", JSON_AUTH,
+                                     json.dumps(body))
+    assert r.status == 200, doc
+    res = doc["results"]
+    assert [x["channel"] for x in res] == body["channels"]
+    assert res[1] == {"channel": "nons:x", "error": {
+        "code": 102, "message": "bad channel name or unknown namespace"}}
+    assert [res[i]["offset"] for i in (0, 2, 3)] == [1, 1, 2]
+    assert all(len(res[i]["epoch"]) > 0 for i in (0, 2, 3))
+    for c, want in zip(subs, (1, 1, 2)):
+        got = await c.pubs(2 if want == 2 else 1, timeout=t(5))
+        assert got[-1]["offset"] == want and got[-1]["data"] == {"v": 7}
+    # msgpack body, the same shape
+    mp = dict(AUTH, **{"Content-Type": "application/msgpack"})
+    r, doc = await asyncio.to_thread(call, port, "POST", "/api/v1/broadcast", mp,
+                                     hh.mp_pack({"channels": chans[:1], "data": b"\x01"}))
+    assert r.status == 200 and doc["results"][0]["offset"] == 2, doc
+    # every channel refused: still 200, a result each
+    r, doc = await asyncio.to_thread(call, port, "POST", "/api/v1/broadcast", JSON_AUTH,
+                                     json.dumps({"channels": ["nons:a", "bad ch"], "data": 1}))
+    assert r.status == 200 and [x["error"]["code"] for x in doc["results"]] == [102, 102]
+
+
+def test_broadcast_refusals(api):
+    s, port = api()
+    many = ["api-%d" % i for i in range(1001)]
+    cases = [
+        ({"channels": "api-x", "data": 1}, 400, "channels"),
+        ({"channels": [], "data": 1}, 400, "channels"),
+        ({"channels": many, "data": 1}, 400, "channels"),
+        ({"channels": ["a", 5], "data": 1}, 400, "channels"),
+        ({"channels": ["a", ""], "data": 1}, 400, "channels"),
+        ({"channels": ["a", "b", "a"], "data": 1}, 400, "named twice"),
+        ({"channels": ["a"]}, 400, "data"),
+        ({"channels": ["a"], "data": 1, "channel": "b"}, 400, "unknown field"),
+        ({"channels": many[:1000], "data": "x" * 20000}, 413, "broadcast limit"),
+    ]
+    for body, status, text in cases:
+        r, doc = call(port, "POST", "/api/v1/broadcast", JSON_AUTH, json.dumps(body))
+        assert r.status == status and text in doc["error"]["message"], (body if len(
+            json.dumps(body)) < 200 else "...", doc)
+    r, doc = call(port, "GET", "/api/v1/broadcast", AUTH)
+    assert r.status == 405 and r.getheader("Allow") == "POST"

@@ -163,6 +163,14 @@ int proto_data_from_json(const void *json, size_t len, proto_data *d,
 int proto_data_from_msgpack(const void *mp, size_t len, proto_data *d,
                             void **owned, proto_error *err);
 
+/* The raw bytes of the top-level member `key` (its name may be written
+ * with escapes) of the JSON object text obj, which the caller has
+ * validated (jansson, duplicates refused): 0 with *value, or -1 when
+ * there is no such member. The server API takes publication data this
+ * way, so subscribers get it exactly as the backend wrote it. */
+int proto_json_member(const void *obj, size_t len, const char *key,
+                      proto_slice *value);
+
 /* Finds where the one msgpack object at the start of p (n bytes) ends,
  * without building it, and refuses what msgpack-c would turn into a huge
  * allocation before reading a byte of the elements: a container that

@@ -930,3 +930,22 @@ Test(fuzz, random_bytes)
         free(copy);
     }
 }
+
+/* proto_json_member: the raw bytes of a top-level member, its name
+ * matched after unescaping; nested members of the same name are not it. */
+Test(json_member, raw_bytes_of_top_level_members)
+{
+    static const char doc[] =
+        "{\"x\":{\"data\":0}, \"d\\u0061ta\" : [1.50, \"a,}\"] ,\"z\":null}";
+    proto_slice v;
+    cr_assert_eq(proto_json_member(doc, strlen(doc), "data", &v), 0);
+    cr_assert_eq(v.len, strlen("[1.50, \"a,}\"]"));
+    cr_assert_eq(memcmp(v.ptr, "[1.50, \"a,}\"]", v.len), 0);
+    cr_assert_eq(proto_json_member(doc, strlen(doc), "z", &v), 0);
+    cr_assert_eq(v.len, 4);
+    cr_assert_eq(proto_json_member(doc, strlen(doc), "y", &v), -1);
+    cr_assert_eq(proto_json_member("[1]", 3, "data", &v), -1);
+    cr_assert_eq(proto_json_member(NULL, 0, "data", &v), -1);
+    /* truncated text stops the scan, never reads past len */
+    cr_assert_eq(proto_json_member(doc, 20, "data", &v), -1);
+}
