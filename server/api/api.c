@@ -20,6 +20,7 @@
 #define API_PREFIX "/api/v1/"
 #define API_BROADCAST_MAX 1000
 #define API_BROADCAST_BYTES (16u << 20)
+#define API_CHANNELS_MAX 10000
 
 static void answer_json(api_answer *ans, int status, json_t *doc)
 {
@@ -82,7 +83,7 @@ static int status_of_owner(int code)
 
 /* --- calls waiting for replies ------------------------------------------ */
 
-enum call_kind { CALL_ONE, CALL_BROADCAST };
+enum call_kind { CALL_ONE, CALL_BROADCAST, CALL_CHANNELS, CALL_DISCONNECT };
 
 typedef struct bc_result {
     const char *chan;         /* into the call's allocation */
@@ -99,6 +100,11 @@ struct api_call {
     api_answer one;           /* CALL_ONE: the answer to its reply */
     size_t n;                 /* CALL_BROADCAST: results, request order */
     bc_result *res;
+    chan_count *chans;        /* CALL_CHANNELS: every worker's, merged */
+    size_t n_chans;
+    uint32_t limit;
+    uint8_t truncated;
+    uint32_t closed;          /* CALL_DISCONNECT: connections closed */
 };
 
 static api_call *call_new(enum call_kind kind, uint32_t expected)
@@ -120,6 +126,9 @@ void api_call_free(api_call *call)
             free((char *)call->res[i].chan);
         free(call->res);
     }
+    for (size_t i = 0; i < call->n_chans; i++)
+        free(call->chans[i].name);
+    free(call->chans);
     free(call);
 }
 
@@ -478,6 +487,144 @@ static int route_presence(server *srv, const http1_request *req,
     return 1;
 }
 
+/* GET /api/v1/channels?prefix=&after=&limit=: the channels with
+ * subscribers on this node, by name, with their subscriber counts. Every
+ * worker is asked for its first `limit` channels after `after`, so the
+ * merged first `limit` have exact counts; "truncated" says there are more
+ * (ask again with after = the last name). */
+static int route_channels(server *srv, const http1_request *req,
+                          const route *reply_to, api_answer *ans,
+                          api_call **call)
+{
+    char prefix[256] = "", after[256] = "";
+    uint64_t limit = 1000;
+    int r = param(req, "prefix", prefix, sizeof(prefix), ans);
+    if (r >= 0)
+        r = param(req, "after", after, sizeof(after), ans);
+    if (r >= 0)
+        r = param_u64(req, "limit", &limit, ans);
+    if (r < 0)
+        return 0;
+    if (limit < 1 || limit > API_CHANNELS_MAX) {
+        char text[96];
+        snprintf(text, sizeof(text), "query parameter limit: 1 to %d",
+                 API_CHANNELS_MAX);
+        api_error(ans, 400, PROTO_E_BAD_REQUEST, text);
+        return 0;
+    }
+    api_call *c = call_new(CALL_CHANNELS, srv->n_workers);
+    c->limit = (uint32_t)limit;
+    for (uint32_t w = 0; w < srv->n_workers; w++) {
+        chans_ask *a = chans_ask_new();
+        a->route = *reply_to;
+        memcpy(a->prefix, prefix, sizeof(prefix));
+        memcpy(a->after, after, sizeof(after));
+        a->limit = (uint32_t)limit;
+        server_post(srv, (uint16_t)w, &a->hdr);
+    }
+    *call = c;
+    return (int)c->expected;
+}
+
+static int count_cmp(const void *x, const void *y)
+{
+    return strcmp(((const chan_count *)x)->name, ((const chan_count *)y)->name);
+}
+
+/* Merges a worker's answer in (names taken from the message). */
+static void channels_take(api_call *c, chans_ask *a)
+{
+    c->truncated |= a->truncated;
+    if (!a->n)
+        return;
+    c->chans = mem_realloc_array(c->chans, c->n_chans + a->n,
+                                 sizeof(*c->chans));
+    memcpy(c->chans + c->n_chans, a->v, a->n * sizeof(*a->v));
+    c->n_chans += a->n;
+    a->n = 0;                 /* the names are the call's now */
+}
+
+static void channels_answer(api_call *c, api_answer *ans)
+{
+    if (c->n_chans)
+        qsort(c->chans, c->n_chans, sizeof(*c->chans), count_cmp);
+    json_t *list = json_array();
+    size_t kept = 0;
+    for (size_t i = 0; i < c->n_chans; i++) {
+        uint64_t subs = c->chans[i].subs;
+        while (i + 1 < c->n_chans &&
+               strcmp(c->chans[i].name, c->chans[i + 1].name) == 0)
+            subs += c->chans[++i].subs;
+        if (kept == c->limit) {
+            c->truncated = 1;
+            break;
+        }
+        json_array_append_new(list,
+                              json_pack("{s:s,s:I}", "channel",
+                                        c->chans[i].name, "subscribers",
+                                        (json_int_t)subs));
+        kept++;
+    }
+    answer_json(ans, 200, json_pack("{s:o,s:b}", "channels", list,
+                                    "truncated", c->truncated));
+}
+
+/* POST /api/v1/disconnect {"user": "..."} or {"client": "..."}, "code"?
+ * (4000-4999, default 4102), "reconnect"? (false): closes the matching
+ * connections on this node; answers how many. */
+static int route_disconnect(server *srv, const http1_request *req,
+                            const route *reply_to, api_answer *ans,
+                            api_call **call)
+{
+    static const char *const fields[] = { "user", "client", "code",
+                                          "reconnect", NULL };
+    api_body b;
+    disc_ask proto = { .code = PROTO_CLOSE_KICKED };
+    if (api_body_parse(req, &b, ans) < 0)
+        return 0;
+    int has_user = api_body_only(&b, fields, ans) < 0
+                       ? -1
+                       : api_body_string(&b, "user", proto.user,
+                                         sizeof(proto.user), ans);
+    int has_client = has_user < 0 ? -1
+                                  : api_body_string(&b, "client", proto.client,
+                                                    sizeof(proto.client), ans);
+    json_t *code = json_object_get(b.doc, "code"),
+           *rec = json_object_get(b.doc, "reconnect");
+    const char *problem = NULL;
+    if (has_client < 0)
+        ;
+    else if (has_user + has_client != 1)
+        problem = "exactly one of user and client is required";
+    else if (code && (!json_is_integer(code) ||
+                      json_integer_value(code) < 4000 ||
+                      json_integer_value(code) > 4999))
+        problem = "field code: an integer from 4000 to 4999";
+    else if (rec && !json_is_boolean(rec))
+        problem = "field reconnect: true or false";
+    if (problem)
+        api_error(ans, 400, PROTO_E_BAD_REQUEST, problem);
+    if (problem || has_client < 0) {
+        api_body_free(&b);
+        return 0;
+    }
+    if (code)
+        proto.code = (uint16_t)json_integer_value(code);
+    proto.reconnect = rec && json_is_true(rec);
+    api_body_free(&b);
+    for (uint32_t w = 0; w < srv->n_workers; w++) {
+        disc_ask *a = disc_ask_new();
+        a->route = *reply_to;
+        memcpy(a->user, proto.user, sizeof(a->user));
+        memcpy(a->client, proto.client, sizeof(a->client));
+        a->code = proto.code;
+        a->reconnect = proto.reconnect;
+        server_post(srv, (uint16_t)w, &a->hdr);
+    }
+    *call = call_new(CALL_DISCONNECT, srv->n_workers);
+    return (int)srv->n_workers;
+}
+
 /* The answer to an owner's reply to a single-request call. */
 static void reply_answer(const msg *m, api_answer *ans)
 {
@@ -513,10 +660,18 @@ static void reply_answer(const msg *m, api_answer *ans)
                               p->n_entries);
 }
 
-int api_call_take(api_call *call, const msg *m)
+int api_call_take(api_call *call, msg *m)
 {
     if (call->kind == CALL_ONE) {
         reply_answer(m, &call->one);
+    } else if (call->kind == CALL_CHANNELS) {
+        if (m->type != CON_CHANNELS_DONE)
+            return call->got >= call->expected;
+        channels_take(call, (chans_ask *)m);
+    } else if (call->kind == CALL_DISCONNECT) {
+        if (m->type != CON_DISCONNECT_DONE)
+            return call->got >= call->expected;
+        call->closed += ((const disc_ask *)m)->closed;
     } else {
         const pub_req *p = (const pub_req *)m;
         uint64_t i = p->h.route.seq;
@@ -542,10 +697,21 @@ void api_call_answer(api_call *call, api_answer *ans, int timed_out)
         broadcast_answer(call, ans);
         return;
     }
+    if (call->kind == CALL_CHANNELS && !timed_out) {
+        channels_answer(call, ans);
+        return;
+    }
+    if (call->kind == CALL_DISCONNECT && !timed_out) {
+        answer_json(ans, 200, json_pack("{s:i}", "disconnected",
+                                        (int)call->closed));
+        return;
+    }
     if (timed_out || call->got < call->expected) {
         api_error(ans, 504, PROTO_E_NOT_AVAILABLE,
-                  "no answer in time (api_timeout_ms): a publication may "
-                  "have been made");
+                  call->kind == CALL_ONE
+                      ? "no answer in time (api_timeout_ms): a publication "
+                        "may have been made"
+                      : "no answer in time (api_timeout_ms)");
         return;
     }
     ans->status = call->one.status;
@@ -569,6 +735,8 @@ static const struct {
     { API_PREFIX "history", HTTP_GET, "GET", route_history },
     { API_PREFIX "presence", HTTP_GET, "GET", route_presence },
     { API_PREFIX "broadcast", HTTP_POST, "POST", route_broadcast },
+    { API_PREFIX "channels", HTTP_GET, "GET", route_channels },
+    { API_PREFIX "disconnect", HTTP_POST, "POST", route_disconnect },
 };
 
 int api_route(server *srv, const http1_request *req, uint64_t now_ms,

@@ -37,8 +37,9 @@ typedef struct api_call api_call;
 int api_route(server *srv, const http1_request *req, uint64_t now_ms,
               const route *reply_to, api_answer *ans, api_call **call);
 
-/* One reply of the call (m stays the caller's): 1 when it was the last. */
-int api_call_take(api_call *call, const msg *m);
+/* One reply of the call (m stays the caller's, though what it holds may
+ * be taken): 1 when it was the last. */
+int api_call_take(api_call *call, msg *m);
 /* The call's answer; timed_out: api_timeout_ms passed first (a single
  * request answers 504, a broadcast what it has, the rest as 108). */
 void api_call_answer(api_call *call, api_answer *ans, int timed_out);

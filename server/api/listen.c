@@ -311,7 +311,7 @@ int api_listen_adopt(void *arg, int fd, void *ticket)
 
 void api_listen_receive(api_listen *a, msg *m)
 {
-    const route *r = &((chan_req *)m)->route;
+    const route *r = requests_route(m);
     api_conn *c = r->slot < a->n_slots && a->slots[r->slot].gen == r->gen
                       ? a->slots[r->slot].c
                       : NULL;

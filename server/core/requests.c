@@ -87,6 +87,20 @@ store_top_msg *store_top_msg_new(const char *chan, size_t chan_len)
                                          OWN_STORE_TOP, chan, chan_len);
 }
 
+chans_ask *chans_ask_new(void)
+{
+    char *s;
+    return requests_alloc(sizeof(chans_ask), MSG_TO_CONNS, CON_CHANNELS, NULL,
+                          0, NULL, 0, &s);
+}
+
+disc_ask *disc_ask_new(void)
+{
+    char *s;
+    return requests_alloc(sizeof(disc_ask), MSG_TO_CONNS, CON_DISCONNECT, NULL,
+                          0, NULL, 0, &s);
+}
+
 msg *worker_msg_new(uint8_t type)
 {
     char *s;
@@ -108,7 +122,8 @@ uint8_t requests_reply_type(uint8_t own_type)
 }
 
 /* The family of a message, whichever way it is travelling. */
-enum fam { FAM_PLAIN, FAM_SUB, FAM_PUB, FAM_HIST, FAM_PRES, FAM_DELIVER };
+enum fam { FAM_PLAIN, FAM_SUB, FAM_PUB, FAM_HIST, FAM_PRES, FAM_DELIVER,
+           FAM_CHANS };
 
 static enum fam requests_family(const msg *m)
 {
@@ -130,6 +145,8 @@ static enum fam requests_family(const msg *m)
         case CON_HISTORY: return FAM_HIST;
         case CON_PRESENCE: return FAM_PRES;
         case CON_DELIVER: return FAM_DELIVER;
+        case CON_CHANNELS:
+        case CON_CHANNELS_DONE: return FAM_CHANS;
         default: return FAM_PLAIN;
         }
     }
@@ -146,15 +163,42 @@ void requests_free(msg *m)
     case FAM_HIST: publist_free(&((hist_req *)m)->pubs); break;
     case FAM_PRES: free(((pres_req *)m)->entries); break;
     case FAM_DELIVER: pub_unref(((deliver_msg *)m)->p); break;
+    case FAM_CHANS: {
+        chans_ask *a = (chans_ask *)m;
+        for (size_t i = 0; i < a->n; i++)
+            free(a->v[i].name);
+        free(a->v);
+        break;
+    }
     case FAM_PLAIN: break;
     }
     free(m);
 }
 
+const route *requests_route(const msg *m)
+{
+    if (m->to == MSG_TO_CONNS) {
+        switch (m->type) {
+        case CON_CHANNELS:
+        case CON_CHANNELS_DONE: return &((const chans_ask *)m)->route;
+        case CON_DISCONNECT:
+        case CON_DISCONNECT_DONE: return &((const disc_ask *)m)->route;
+        default: break;
+        }
+    }
+    return &((const chan_req *)m)->route;
+}
+
 int requests_for_api(const msg *m)
 {
-    return m->to == MSG_TO_CONNS &&
-           (m->type == CON_PUBLISHED || m->type == CON_HISTORY ||
-            m->type == CON_PRESENCE) &&
-           ((const chan_req *)m)->route.api;
+    if (m->to != MSG_TO_CONNS)
+        return 0;
+    switch (m->type) {
+    case CON_PUBLISHED:
+    case CON_HISTORY:
+    case CON_PRESENCE:
+    case CON_CHANNELS_DONE:
+    case CON_DISCONNECT_DONE: return requests_route(m)->api;
+    default: return 0;
+    }
 }

@@ -46,6 +46,10 @@ enum conn_msg_type {
     CON_JOIN,           /* join_msg: a join or leave push */
     CON_RESET,          /* reset_msg: close the channel's subscribers with
                            4003 (cluster: a gap that cannot be filled) */
+    CON_CHANNELS,       /* chans_ask: list this worker's channels */
+    CON_CHANNELS_DONE,  /* chans_ask answered, back to the asker */
+    CON_DISCONNECT,     /* disc_ask: close matching connections */
+    CON_DISCONNECT_DONE,/* disc_ask answered, back to the asker */
 };
 
 enum worker_msg_type {
@@ -177,6 +181,40 @@ typedef struct store_top_msg {
     uint64_t offset;
 } store_top_msg;
 
+/* Questions the server API asks every worker's connections (net/admin.h):
+ * answered in place and posted back to the asker's route. */
+typedef struct chan_count {
+    char *name;              /* owned by the message */
+    uint32_t subs;           /* subscriptions on the worker, pending ones
+                                included */
+} chan_count;
+
+typedef struct chans_ask {
+    msg hdr;
+    route route;
+    char prefix[256];        /* channels starting with it ("" = all) */
+    char after[256];         /* and sorting after it ("" = from the first) */
+    uint32_t limit;
+    /* reply: matching channels, by name, at most limit */
+    chan_count *v;
+    size_t n;
+    uint8_t truncated;       /* more matched */
+} chans_ask;
+
+typedef struct disc_ask {
+    msg hdr;
+    route route;
+    char user[256];          /* connections of this user, or "" */
+    char client[IDS_LEN + 1];/* or this connection, or "" */
+    uint16_t code;           /* close code */
+    uint8_t reconnect;       /* told in the disconnect push */
+    /* reply */
+    uint32_t closed;
+} disc_ask;
+
+chans_ask *chans_ask_new(void);
+disc_ask *disc_ask_new(void);
+
 /* A request of `size` bytes (sizeof a family above) for the owner, with
  * type, channel and user copied into the same allocation; zeroed. */
 void *chan_req_new(size_t size, uint8_t type, const char *chan,
@@ -192,6 +230,8 @@ msg *worker_msg_new(uint8_t type);
 
 /* 1 when m is a reply for an API call rather than a connection. */
 int requests_for_api(const msg *m);
+/* Where a reply goes (any request or ask). */
+const route *requests_route(const msg *m);
 
 /* The reply type of an owner request type (CON_*). */
 uint8_t requests_reply_type(uint8_t own_type);

@@ -8,7 +8,6 @@
  */
 #include "net/worker.h"
 
-
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +20,7 @@
 #include "broker/memory.h"
 #include "broker/redis/redis.h"
 #include "core/requests.h"
+#include "net/admin.h"
 #include "net/admit.h"
 
 /* Flush passes per loop iteration before the rest waits for the next
@@ -110,6 +110,8 @@ static void worker_on_wake(uv_async_t *a)
             mailbox_done(&w->mb, m);
             if (w->api && requests_for_api(m))
                 api_listen_receive(w->api, m);
+            else if (m->type == CON_CHANNELS || m->type == CON_DISCONNECT)
+                admin_receive(&w->net, m);
             else
                 conns_receive(&w->net, m);
             break;

@@ -168,14 +168,18 @@ def test_pipelining_clients_that_never_read_stay_bounded(api):
         so.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         so.setblocking(False)
         socks.append(so)
-    worst, peak, end = 0.0, base, time.monotonic() + 4
-    stalled = 0
-    while time.monotonic() < end:
+    # until every connection's sends are refused (its answers unread, the
+    # server stopped reading it), and a few rounds more
+    worst, peak, end = 0.0, base, time.monotonic() + t(30)
+    stalled, extra = set(), 5
+    while extra and time.monotonic() < end:
         for so in socks:
             try:
                 so.send(req)
             except BlockingIOError:
-                stalled += 1
+                stalled.add(so)
+        if len(stalled) == len(socks):
+            extra -= 1
         t0 = time.monotonic()
         r, _ = call(port, "GET", "/api/v1/info", AUTH)
         assert r.status == 200
@@ -184,8 +188,9 @@ def test_pipelining_clients_that_never_read_stay_bounded(api):
     for so in socks:
         so.close()
     grew = (peak - base) / 2**20
-    print("RSS grew %.1f MiB, worst round trip %.3f s, %d sends refused" % (grew, worst, stalled))
-    assert stalled > 0, "the server read everything: nothing was bounded"
+    print("RSS grew %.1f MiB, worst round trip %.3f s, %d of %d connections "
+          "refused sends" % (grew, worst, len(stalled), len(socks)))
+    assert len(stalled) == len(socks), "the server read everything: nothing was bounded"
     assert grew < 64, grew
     assert worst < t(1.0), worst
 
@@ -472,3 +477,75 @@ def test_broadcast_refusals(api):
             json.dumps(body)) < 200 else "...", doc)
     r, doc = call(port, "GET", "/api/v1/broadcast", AUTH)
     assert r.status == 405 and r.getheader("Allow") == "POST"
+
+
+async def test_channels(api):
+    """GET /api/v1/channels: the channels with subscribers on this node,
+    counted over every worker, by name; prefix, and pages with after and
+    limit (truncated says there are more)."""
+    s, port = api({"log_level": "debug"})
+    base = hh.chan("lst-")
+    clients = await hh.spread_clients(s, 4)
+    names = [base + x for x in ("a", "b", "c")]
+    for c in clients:                                   # every worker has a, b
+        for ch in names[:2]:
+            await c.ok("subscribe", channel=ch)
+    await clients[0].ok("subscribe", channel=names[2])
+    get = lambda q: asyncio.to_thread(call, port, "GET", q, AUTH)   # noqa: E731
+    r, doc = await get("/api/v1/channels?prefix=" + base)
+    assert r.status == 200, doc
+    n = len(clients)
+    assert doc == {"channels": [{"channel": names[0], "subscribers": n},
+                                {"channel": names[1], "subscribers": n},
+                                {"channel": names[2], "subscribers": 1}],
+                   "truncated": False}
+    r, doc = await get("/api/v1/channels?prefix=%s&limit=2" % base)
+    assert [x["channel"] for x in doc["channels"]] == names[:2] and doc["truncated"]
+    r, doc = await get("/api/v1/channels?prefix=%s&limit=2&after=%s" % (base, names[1]))
+    assert doc == {"channels": [{"channel": names[2], "subscribers": 1}], "truncated": False}
+    await clients[0].close()
+    r, doc = await get("/api/v1/channels?prefix=" + base)
+    assert [x["subscribers"] for x in doc["channels"]] == [n - 1, n - 1], doc
+    for q in ("limit=0", "limit=10001", "limit=x", "prefix=a&prefix=b"):
+        r, doc = await get("/api/v1/channels?" + q)
+        assert r.status == 400 and doc["error"]["code"] == 107, (q, doc)
+
+
+async def test_disconnect(api):
+    """POST /api/v1/disconnect closes a user's connections on every worker
+    (or one client), with a disconnect push and close code 4102 (or the
+    code asked), and answers how many; others stay."""
+    secret = "s" * 32
+    s, port = api({"token_secret": secret, "allow_anonymous": True, "log_level": "debug"})
+    alice = []
+    while {c.worker for c in alice} != {0, 1}:
+        assert len(alice) < 32
+        c = await s.client()
+        await c.ok("connect", token=hh.make_jwt(secret, sub="alice"))
+        c.worker = await c.worker()
+        alice.append(c)
+    bob = await s.client()
+    await bob.ok("connect", token=hh.make_jwt(secret, sub="bob"))
+    post = lambda body: asyncio.to_thread(call, port, "POST", "/api/v1/disconnect",  # noqa: E731
+                                          JSON_AUTH, json.dumps(body))
+    r, doc = await post({"user": "alice"})
+    assert r.status == 200 and doc == {"disconnected": len(alice)}, doc
+    for c in alice:
+        p = await c.push("disconnect", timeout=t(5))
+        assert (p["code"], p["reconnect"]) == (4102, False), p
+        await c.wait_closed(timeout=t(5))
+        assert c.close_code == 4102
+    assert (await bob.ok("publish", channel=hh.chan("x-"), data=1))["offset"] == 1
+    r, doc = await post({"user": "nobody"})
+    assert doc == {"disconnected": 0}
+    anon = await s.client()
+    me = (await anon.ok("connect"))["client"]
+    r, doc = await post({"client": me, "code": 4321, "reconnect": True})
+    assert doc == {"disconnected": 1}, doc
+    p = await anon.push("disconnect", timeout=t(5))
+    assert (p["code"], p["reconnect"]) == (4321, True), p
+    for body in ({}, {"user": "a", "client": "b"}, {"user": ""}, {"user": 5},
+                 {"user": "a", "code": 1000}, {"user": "a", "code": "4102"},
+                 {"user": "a", "reconnect": 1}, {"user": "a", "why": 1}):
+        r, doc = await post(body)
+        assert r.status == 400 and doc["error"]["code"] == 107, (body, doc)
