@@ -13,14 +13,26 @@
 
 #include "api/body.h"
 #include "api/keys.h"
+#include "broker/broker.h"
 #include "base/mem.h"
 #include "core/pub.h"
 #include "core/rules.h"
+#include "net/admin.h"
 
 #define API_PREFIX "/api/v1/"
 #define API_BROADCAST_MAX 1000
 #define API_BROADCAST_BYTES (16u << 20)
 #define API_CHANNELS_MAX 10000
+
+/* What a route works with. */
+typedef struct api_ctx {
+    server *srv;
+    struct broker *broker;    /* the worker's: asks of every node */
+    const http1_request *req;
+    const route *to;          /* where owners' replies come back */
+    api_answer *ans;          /* an answer made now */
+    api_call **call;          /* or the call waiting for replies */
+} api_ctx;
 
 static void answer_json(api_answer *ans, int status, json_t *doc)
 {
@@ -39,25 +51,6 @@ void api_error(api_answer *ans, int status, int code, const char *message)
     answer_json(ans, status,
                 json_pack("{s:{s:i,s:s}}", "error", "code", code, "message",
                           message));
-}
-
-static int route_info(server *srv, const http1_request *req,
-                      const route *reply_to, api_answer *ans, api_call **call)
-{
-    (void)req;
-    (void)reply_to;
-    (void)call;
-    int cluster = srv->cfg->n_redis > 0;
-    int down = cluster && atomic_load(&srv->broker_down) > 0;
-    json_t *doc = json_pack(
-        "{s:s,s:s,s:I,s:i,s:i,s:s}", "node", srv->node, "version",
-        HERALD_VERSION, "uptime_s",
-        (json_int_t)((server_now_ms(srv) - srv->started_ms) / 1000),
-        "connections", (int)atomic_load(&srv->connections), "workers",
-        (int)srv->n_workers, "broker",
-        !cluster ? "memory" : down ? "down" : "up");
-    answer_json(ans, 200, doc);
-    return 0;
 }
 
 /* The HTTP status of a protocol error code: whose fault, and what to do. */
@@ -83,7 +76,16 @@ static int status_of_owner(int code)
 
 /* --- calls waiting for replies ------------------------------------------ */
 
-enum call_kind { CALL_ONE, CALL_BROADCAST, CALL_CHANNELS, CALL_DISCONNECT };
+enum call_kind {
+    CALL_ONE, CALL_BROADCAST, CALL_CHANNELS, CALL_DISCONNECT, CALL_INFO
+};
+
+/* A channel as one worker counted it. */
+typedef struct chan_seen {
+    char *name;
+    uint32_t subs;
+    uint8_t here;             /* a worker of this node */
+} chan_seen;
 
 typedef struct bc_result {
     const char *chan;         /* into the call's allocation */
@@ -100,11 +102,18 @@ struct api_call {
     api_answer one;           /* CALL_ONE: the answer to its reply */
     size_t n;                 /* CALL_BROADCAST: results, request order */
     bc_result *res;
-    chan_count *chans;        /* CALL_CHANNELS: every worker's, merged */
+    chan_seen *chans;         /* CALL_CHANNELS: every worker's */
     size_t n_chans;
     uint32_t limit;
     uint8_t truncated;
     uint32_t closed;          /* CALL_DISCONNECT: connections closed */
+    /* cluster mode: asks of every worker of every node */
+    uint8_t remote;
+    uint8_t sent;             /* expected is known (the ask's receivers) */
+    uint8_t failed;           /* the ask could not be sent */
+    char node[64];            /* this node */
+    json_t *nodes;            /* node -> its info (CALL_INFO), or true */
+    json_t *info;             /* CALL_INFO: this node's, at the call */
 };
 
 static api_call *call_new(enum call_kind kind, uint32_t expected)
@@ -129,6 +138,8 @@ void api_call_free(api_call *call)
     for (size_t i = 0; i < call->n_chans; i++)
         free(call->chans[i].name);
     free(call->chans);
+    json_decref(call->nodes);
+    json_decref(call->info);
     free(call);
 }
 
@@ -177,9 +188,7 @@ static void publish_post(server *srv, const char *chan, size_t clen,
 
 /* POST /api/v1/publish {"channel": "...", "data": ...}: the publication a
  * client's publish makes (offsets, history, the durable store, cluster). */
-static int route_publish(server *srv, const http1_request *req,
-                         const route *reply_to, api_answer *ans,
-                         api_call **call)
+static int route_publish(api_ctx *x)
 {
     static const char *const fields[] = { "channel", "data", NULL };
     api_body b;
@@ -188,22 +197,22 @@ static int route_publish(server *srv, const http1_request *req,
     void *owned = NULL;
     const config_ns *ns = NULL;
     int posted = 0;
-    if (api_body_parse(req, &b, ans) < 0)
+    if (api_body_parse(x->req, &b, x->ans) < 0)
         return 0;
-    int has = api_body_only(&b, fields, ans) < 0
+    int has = api_body_only(&b, fields, x->ans) < 0
                   ? -1
-                  : api_body_string(&b, "channel", chan, sizeof(chan), ans);
+                  : api_body_string(&b, "channel", chan, sizeof(chan), x->ans);
     if (has == 0)
-        api_error(ans, 400, PROTO_E_BAD_REQUEST, "field channel is required");
-    if (has > 0 && api_body_data(&b, &d, &owned, ans) == 0 &&
-        publish_size(srv, &d, ans) == 0) {
+        api_error(x->ans, 400, PROTO_E_BAD_REQUEST, "field channel is required");
+    if (has > 0 && api_body_data(&b, &d, &owned, x->ans) == 0 &&
+        publish_size(x->srv, &d, x->ans) == 0) {
         const char *message;
-        int code = publish_check(srv, chan, strlen(chan), &ns, &message);
+        int code = publish_check(x->srv, chan, strlen(chan), &ns, &message);
         if (code) {
-            api_error(ans, status_of(code), code, message);
+            api_error(x->ans, status_of(code), code, message);
         } else {
-            publish_post(srv, chan, strlen(chan), ns, &d, reply_to);
-            *call = call_new(CALL_ONE, 1);
+            publish_post(x->srv, chan, strlen(chan), ns, &d, x->to);
+            *x->call = call_new(CALL_ONE, 1);
             posted = 1;
         }
     }
@@ -260,21 +269,19 @@ static int broadcast_channels(const api_body *b, json_t **out,
 /* POST /api/v1/broadcast {"channels": [...], "data": ...}: one publication
  * per channel, answered with a result per channel in request order once
  * every owner replied (a refused channel has its error in its result). */
-static int route_broadcast(server *srv, const http1_request *req,
-                           const route *reply_to, api_answer *ans,
-                           api_call **call)
+static int route_broadcast(api_ctx *x)
 {
     static const char *const fields[] = { "channels", "data", NULL };
     api_body b;
     json_t *list = NULL;
     proto_data d;
     void *owned = NULL;
-    if (api_body_parse(req, &b, ans) < 0)
+    if (api_body_parse(x->req, &b, x->ans) < 0)
         return 0;
-    if (api_body_only(&b, fields, ans) < 0 ||
-        broadcast_channels(&b, &list, ans) < 0 ||
-        api_body_data(&b, &d, &owned, ans) < 0 ||
-        publish_size(srv, &d, ans) < 0) {
+    if (api_body_only(&b, fields, x->ans) < 0 ||
+        broadcast_channels(&b, &list, x->ans) < 0 ||
+        api_body_data(&b, &d, &owned, x->ans) < 0 ||
+        publish_size(x->srv, &d, x->ans) < 0) {
         free(owned);
         api_body_free(&b);
         return 0;
@@ -285,7 +292,7 @@ static int route_broadcast(server *srv, const http1_request *req,
     if (n * (d.json.len + d.mp.len) > API_BROADCAST_BYTES) {
         free(owned);
         api_body_free(&b);
-        api_error(ans, 413, PROTO_E_TOO_LARGE,
+        api_error(x->ans, 413, PROTO_E_TOO_LARGE,
                   "channels x data larger than the broadcast limit (16 MiB)");
         return 0;
     }
@@ -299,23 +306,23 @@ static int route_broadcast(server *srv, const http1_request *req,
         bc_result *r = &c->res[i];
         const config_ns *ns = NULL;
         r->chan = mem_strdup(chan);
-        r->code = publish_check(srv, chan, clen, &ns, &r->message);
+        r->code = publish_check(x->srv, chan, clen, &ns, &r->message);
         if (r->code) {
             r->done = 1;
             continue;
         }
-        route to = *reply_to;
+        route to = *x->to;
         to.seq = i;
-        publish_post(srv, chan, clen, ns, &d, &to);
+        publish_post(x->srv, chan, clen, ns, &d, &to);
         c->expected++;
     }
     free(owned);
     api_body_free(&b);
     if (c->expected) {
-        *call = c;
+        *x->call = c;
         return (int)c->expected;
     }
-    api_call_answer(c, ans, 0);   /* every channel refused */
+    api_call_answer(c, x->ans, 0);   /* every channel refused */
     api_call_free(c);
     return 0;
 }
@@ -417,38 +424,36 @@ static int param_channel(server *srv, const http1_request *req,
 }
 
 /* GET /api/v1/history?channel=&limit=&since_offset=&since_epoch=&reverse= */
-static int route_history(server *srv, const http1_request *req,
-                         const route *reply_to, api_answer *ans,
-                         api_call **call)
+static int route_history(api_ctx *x)
 {
-    uint64_t limit = rules_history_default_limit(srv->cfg), since = 0;
+    uint64_t limit = rules_history_default_limit(x->srv->cfg), since = 0;
     char epoch[IDS_LEN + 2], rev[8], chan[256];
-    int has_limit = param_u64(req, "limit", &limit, ans);
-    int has_since = has_limit < 0 ? -1 : param_u64(req, "since_offset", &since, ans);
-    int has_epoch = has_since < 0 ? -1 : param(req, "since_epoch", epoch,
-                                               sizeof(epoch), ans);
-    int has_rev = has_epoch < 0 ? -1 : param(req, "reverse", rev, sizeof(rev), ans);
+    int has_limit = param_u64(x->req, "limit", &limit, x->ans);
+    int has_since = has_limit < 0 ? -1 : param_u64(x->req, "since_offset", &since, x->ans);
+    int has_epoch = has_since < 0 ? -1 : param(x->req, "since_epoch", epoch,
+                                               sizeof(epoch), x->ans);
+    int has_rev = has_epoch < 0 ? -1 : param(x->req, "reverse", rev, sizeof(rev), x->ans);
     if (has_rev < 0)
         return 0;
     if (has_since != has_epoch) {
-        api_error(ans, 400, PROTO_E_BAD_REQUEST,
+        api_error(x->ans, 400, PROTO_E_BAD_REQUEST,
                   "since_offset and since_epoch go together");
         return 0;
     }
     if (has_rev && strcmp(rev, "true") != 0 && strcmp(rev, "false") != 0) {
-        api_error(ans, 400, PROTO_E_BAD_REQUEST,
+        api_error(x->ans, 400, PROTO_E_BAD_REQUEST,
                   "query parameter reverse: expected true or false");
         return 0;
     }
     if (limit > UINT32_MAX)
         limit = UINT32_MAX;
     const config_ns *ns = NULL;
-    if (param_channel(srv, req, RULES_HISTORY, (uint32_t)limit, chan,
-                      sizeof(chan), &ns, ans) < 0)
+    if (param_channel(x->srv, x->req, RULES_HISTORY, (uint32_t)limit, chan,
+                      sizeof(chan), &ns, x->ans) < 0)
         return 0;
     hist_req *r = chan_req_new(sizeof(hist_req), OWN_HISTORY, chan,
                                strlen(chan), "", 0);
-    r->h.route = *reply_to;
+    r->h.route = *x->to;
     r->h.ns = ns;
     r->limit = (uint32_t)limit;
     r->reverse = has_rev && rev[0] == 't';
@@ -463,28 +468,85 @@ static int route_history(server *srv, const http1_request *req,
             r->since.epoch_len = UINT8_MAX;   /* no epoch is that long */
         }
     }
-    server_post(srv, server_owner(srv, r->h.chan, r->h.chan_len), &r->h.hdr);
-    *call = call_new(CALL_ONE, 1);
+    server_post(x->srv, server_owner(x->srv, r->h.chan, r->h.chan_len), &r->h.hdr);
+    *x->call = call_new(CALL_ONE, 1);
     return 1;
 }
 
 /* GET /api/v1/presence?channel= */
-static int route_presence(server *srv, const http1_request *req,
-                          const route *reply_to, api_answer *ans,
-                          api_call **call)
+static int route_presence(api_ctx *x)
 {
     char chan[256];
     const config_ns *ns = NULL;
-    if (param_channel(srv, req, RULES_PRESENCE, 0, chan, sizeof(chan), &ns,
-                      ans) < 0)
+    if (param_channel(x->srv, x->req, RULES_PRESENCE, 0, chan, sizeof(chan), &ns,
+                      x->ans) < 0)
         return 0;
     pres_req *r = chan_req_new(sizeof(pres_req), OWN_PRESENCE, chan,
                                strlen(chan), "", 0);
-    r->h.route = *reply_to;
+    r->h.route = *x->to;
     r->h.ns = ns;
-    server_post(srv, server_owner(srv, r->h.chan, r->h.chan_len), &r->h.hdr);
-    *call = call_new(CALL_ONE, 1);
+    server_post(x->srv, server_owner(x->srv, r->h.chan, r->h.chan_len), &r->h.hdr);
+    *x->call = call_new(CALL_ONE, 1);
     return 1;
+}
+
+/* --- asks of every node (cluster mode) ----------------------------------- */
+
+static int in_cluster(const api_ctx *x)
+{
+    return x->broker && x->broker->ops->ask_all;
+}
+
+/* Sends `ask` (taken) with the call's address to every worker of every
+ * node; the call c waits for their answers (api_call_sent says how many).
+ * Returns 1, or 0 after answering 503 when the broker cannot send it. */
+static int ask_all(api_ctx *x, api_call *c, json_t *ask)
+{
+    json_object_set_new(ask, "to",
+                        json_pack("{s:i,s:I,s:I,s:I}", "w", (int)x->to->worker,
+                                  "s", (json_int_t)x->to->slot, "g",
+                                  (json_int_t)x->to->gen, "c",
+                                  (json_int_t)x->to->cmd_id));
+    char *text = json_dumps(ask, JSON_COMPACT);
+    json_decref(ask);
+    if (!text)
+        abort();
+    int rc = x->broker->ops->ask_all(x->broker, text, strlen(text), x->to);
+    free(text);
+    if (rc < 0) {
+        api_call_free(c);
+        api_error(x->ans, 503, PROTO_E_NOT_AVAILABLE,
+                  "broker unavailable: the other nodes cannot be asked");
+        return 0;
+    }
+    c->remote = 1;
+    c->expected = 0;
+    snprintf(c->node, sizeof(c->node), "%s", x->srv->node);
+    c->nodes = json_object();
+    *x->call = c;
+    return 1;
+}
+
+json_t *api_call_answer_parse(const char *body, size_t len, uint16_t worker,
+                              route *to)
+{
+    json_error_t jerr;
+    json_t *doc = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *t = json_object_get(doc, "to");
+    json_int_t w = json_integer_value(json_object_get(t, "w")),
+               sl = json_integer_value(json_object_get(t, "s")),
+               g = json_integer_value(json_object_get(t, "g")),
+               c = json_integer_value(json_object_get(t, "c"));
+    if (!json_is_object(t) || w != worker || sl < 0 || sl > UINT32_MAX ||
+        g < 0 || g > UINT32_MAX || c < 0 || c > UINT32_MAX ||
+        !json_is_string(json_object_get(doc, "node")) ||
+        !json_is_object(json_object_get(doc, "result"))) {
+        json_decref(doc);
+        return NULL;
+    }
+    *to = (route){ .worker = worker, .api = 1, .slot = (uint32_t)sl,
+                   .gen = (uint32_t)g, .cmd_id = (uint32_t)c };
+    return doc;
 }
 
 /* GET /api/v1/channels?prefix=&after=&limit=: the channels with
@@ -492,103 +554,225 @@ static int route_presence(server *srv, const http1_request *req,
  * worker is asked for its first `limit` channels after `after`, so the
  * merged first `limit` have exact counts; "truncated" says there are more
  * (ask again with after = the last name). */
-static int route_channels(server *srv, const http1_request *req,
-                          const route *reply_to, api_answer *ans,
-                          api_call **call)
+static int route_channels(api_ctx *x)
 {
     char prefix[256] = "", after[256] = "";
     uint64_t limit = 1000;
-    int r = param(req, "prefix", prefix, sizeof(prefix), ans);
+    int r = param(x->req, "prefix", prefix, sizeof(prefix), x->ans);
     if (r >= 0)
-        r = param(req, "after", after, sizeof(after), ans);
+        r = param(x->req, "after", after, sizeof(after), x->ans);
     if (r >= 0)
-        r = param_u64(req, "limit", &limit, ans);
+        r = param_u64(x->req, "limit", &limit, x->ans);
     if (r < 0)
         return 0;
     if (limit < 1 || limit > API_CHANNELS_MAX) {
         char text[96];
         snprintf(text, sizeof(text), "query parameter limit: 1 to %d",
                  API_CHANNELS_MAX);
-        api_error(ans, 400, PROTO_E_BAD_REQUEST, text);
+        api_error(x->ans, 400, PROTO_E_BAD_REQUEST, text);
         return 0;
     }
-    api_call *c = call_new(CALL_CHANNELS, srv->n_workers);
+    api_call *c = call_new(CALL_CHANNELS, x->srv->n_workers);
     c->limit = (uint32_t)limit;
-    for (uint32_t w = 0; w < srv->n_workers; w++) {
+    if (in_cluster(x))
+        return ask_all(x, c, json_pack("{s:s,s:s,s:s,s:I}", "op", "channels",
+                                       "prefix", prefix, "after", after,
+                                       "limit", (json_int_t)limit));
+    for (uint32_t w = 0; w < x->srv->n_workers; w++) {
         chans_ask *a = chans_ask_new();
-        a->route = *reply_to;
+        a->route = *x->to;
         memcpy(a->prefix, prefix, sizeof(prefix));
         memcpy(a->after, after, sizeof(after));
         a->limit = (uint32_t)limit;
-        server_post(srv, (uint16_t)w, &a->hdr);
+        server_post(x->srv, (uint16_t)w, &a->hdr);
     }
-    *call = c;
+    *x->call = c;
     return (int)c->expected;
 }
 
-static int count_cmp(const void *x, const void *y)
+static int seen_cmp(const void *x, const void *y)
 {
-    return strcmp(((const chan_count *)x)->name, ((const chan_count *)y)->name);
+    return strcmp(((const chan_seen *)x)->name, ((const chan_seen *)y)->name);
+}
+
+static void channels_add(api_call *c, char *name, uint32_t subs, int here)
+{
+    if ((c->n_chans & (c->n_chans + 1)) == 0 || !c->chans)
+        c->chans = mem_realloc_array(c->chans, 2 * c->n_chans + 1,
+                                     sizeof(*c->chans));
+    c->chans[c->n_chans++] = (chan_seen){ name, subs, (uint8_t)here };
 }
 
 /* Merges a worker's answer in (names taken from the message). */
 static void channels_take(api_call *c, chans_ask *a)
 {
     c->truncated |= a->truncated;
-    if (!a->n)
-        return;
-    c->chans = mem_realloc_array(c->chans, c->n_chans + a->n,
-                                 sizeof(*c->chans));
-    memcpy(c->chans + c->n_chans, a->v, a->n * sizeof(*a->v));
-    c->n_chans += a->n;
+    for (size_t i = 0; i < a->n; i++)
+        channels_add(c, a->v[i].name, a->v[i].subs, 1);
     a->n = 0;                 /* the names are the call's now */
+}
+
+/* The same from another node's answer: {"channels": [[name, n], ...],
+ * "truncated": bool}, at most the call's limit of names. */
+static void channels_take_remote(api_call *c, json_t *result, int here)
+{
+    json_t *list = json_object_get(result, "channels");
+    size_t n = json_array_size(list);
+    c->truncated |= json_is_true(json_object_get(result, "truncated")) ||
+                    n > c->limit;
+    for (size_t i = 0; i < n && i < c->limit; i++) {
+        json_t *e = json_array_get(list, i);
+        const char *name = json_string_value(json_array_get(e, 0));
+        json_int_t subs = json_integer_value(json_array_get(e, 1));
+        if (name && proto_channel_valid(name, strlen(name)) && subs > 0 &&
+            subs <= UINT32_MAX)
+            channels_add(c, mem_strdup(name), (uint32_t)subs, here);
+    }
 }
 
 static void channels_answer(api_call *c, api_answer *ans)
 {
     if (c->n_chans)
-        qsort(c->chans, c->n_chans, sizeof(*c->chans), count_cmp);
+        qsort(c->chans, c->n_chans, sizeof(*c->chans), seen_cmp);
     json_t *list = json_array();
     size_t kept = 0;
     for (size_t i = 0; i < c->n_chans; i++) {
-        uint64_t subs = c->chans[i].subs;
-        while (i + 1 < c->n_chans &&
-               strcmp(c->chans[i].name, c->chans[i + 1].name) == 0)
-            subs += c->chans[++i].subs;
+        uint64_t here = 0, all = 0;
+        size_t j = i;
+        for (; j < c->n_chans && strcmp(c->chans[i].name, c->chans[j].name) == 0;
+             j++) {
+            all += c->chans[j].subs;
+            here += c->chans[j].here ? c->chans[j].subs : 0;
+        }
         if (kept == c->limit) {
             c->truncated = 1;
             break;
         }
-        json_array_append_new(list,
-                              json_pack("{s:s,s:I}", "channel",
-                                        c->chans[i].name, "subscribers",
-                                        (json_int_t)subs));
+        json_t *o = json_pack("{s:s,s:I}", "channel", c->chans[i].name,
+                              "subscribers", (json_int_t)here);
+        if (c->remote)
+            json_object_set_new(o, "cluster_subscribers",
+                                json_integer((json_int_t)all));
+        json_array_append_new(list, o);
         kept++;
+        i = j - 1;
     }
     answer_json(ans, 200, json_pack("{s:o,s:b}", "channels", list,
                                     "truncated", c->truncated));
 }
 
+static int call_complete(const api_call *c)
+{
+    return c->failed || (c->sent && c->got >= c->expected);
+}
+
+int api_call_take_answer(api_call *call, json_t *answer)
+{
+    if (!call->remote)
+        return 0;
+    const char *node = json_string_value(json_object_get(answer, "node"));
+    json_t *result = json_object_get(answer, "result");
+    int here = strcmp(node, call->node) == 0;
+    if (call->kind == CALL_CHANNELS) {
+        channels_take_remote(call, result, here);
+    } else if (call->kind == CALL_DISCONNECT) {
+        json_int_t n = json_integer_value(json_object_get(result, "closed"));
+        if (n > 0 && n <= UINT32_MAX)
+            call->closed += (uint32_t)n;
+    }
+    if (!json_object_get(call->nodes, node))
+        json_object_set(call->nodes, node,
+                        call->kind == CALL_INFO ? result : json_true());
+    call->got++;
+    return call_complete(call);
+}
+
+int api_call_sent(api_call *call, long receivers)
+{
+    if (!call->remote)
+        return 0;
+    if (receivers < 0)
+        call->failed = 1;
+    else
+        call->expected = (uint32_t)receivers;
+    call->sent = 1;
+    return call_complete(call);
+}
+
+/* The answer of an ask of every node. */
+static void remote_answer(api_call *c, api_answer *ans, int timed_out)
+{
+    if (c->failed) {
+        api_error(ans, 503, PROTO_E_NOT_AVAILABLE,
+                  "broker unavailable: the other nodes cannot be asked");
+        return;
+    }
+    if (timed_out || !c->sent || c->got < c->expected) {
+        char text[160];
+        if (c->sent)
+            snprintf(text, sizeof(text), "no answer in time (api_timeout_ms):"
+                     " %u of %u workers answered", c->got, c->expected);
+        else
+            snprintf(text, sizeof(text), "no answer in time (api_timeout_ms):"
+                     " the broker did not confirm the ask");
+        api_error(ans, 504, PROTO_E_NOT_AVAILABLE, text);
+        return;
+    }
+    if (c->kind == CALL_CHANNELS) {
+        channels_answer(c, ans);
+    } else if (c->kind == CALL_DISCONNECT) {
+        answer_json(ans, 200, json_pack("{s:i,s:i}", "disconnected",
+                                        (int)c->closed, "nodes",
+                                        (int)json_object_size(c->nodes)));
+    } else {
+        /* this node, then every node that answered, by name */
+        size_t n = json_object_size(c->nodes), i = 0;
+        const char **names = mem_alloc((n + 1) * sizeof(*names));
+        const char *name;
+        json_t *v, *doc = json_deep_copy(c->info), *list = json_array();
+        json_object_foreach(c->nodes, name, v)
+            names[i++] = name;
+        qsort(names, n, sizeof(*names), str_cmp);
+        for (i = 0; i < n; i++)
+            json_array_append(list, json_object_get(c->nodes, names[i]));
+        free(names);
+        json_object_set_new(doc, "nodes", list);
+        answer_json(ans, 200, doc);
+    }
+}
+
+/* GET /api/v1/info: this node (node, version, uptime, connections,
+ * workers, channels, broker, store); in cluster mode "nodes": every node
+ * that answered, this one included. */
+static int route_info(api_ctx *x)
+{
+    if (!in_cluster(x)) {
+        answer_json(x->ans, 200, admin_node_info(x->srv));
+        return 0;
+    }
+    api_call *c = call_new(CALL_INFO, 0);
+    c->info = admin_node_info(x->srv);
+    return ask_all(x, c, json_pack("{s:s}", "op", "info"));
+}
+
 /* POST /api/v1/disconnect {"user": "..."} or {"client": "..."}, "code"?
  * (4000-4999, default 4102), "reconnect"? (false): closes the matching
  * connections on this node; answers how many. */
-static int route_disconnect(server *srv, const http1_request *req,
-                            const route *reply_to, api_answer *ans,
-                            api_call **call)
+static int route_disconnect(api_ctx *x)
 {
     static const char *const fields[] = { "user", "client", "code",
                                           "reconnect", NULL };
     api_body b;
     disc_ask proto = { .code = PROTO_CLOSE_KICKED };
-    if (api_body_parse(req, &b, ans) < 0)
+    if (api_body_parse(x->req, &b, x->ans) < 0)
         return 0;
-    int has_user = api_body_only(&b, fields, ans) < 0
+    int has_user = api_body_only(&b, fields, x->ans) < 0
                        ? -1
                        : api_body_string(&b, "user", proto.user,
-                                         sizeof(proto.user), ans);
+                                         sizeof(proto.user), x->ans);
     int has_client = has_user < 0 ? -1
                                   : api_body_string(&b, "client", proto.client,
-                                                    sizeof(proto.client), ans);
+                                                    sizeof(proto.client), x->ans);
     json_t *code = json_object_get(b.doc, "code"),
            *rec = json_object_get(b.doc, "reconnect");
     const char *problem = NULL;
@@ -603,7 +787,7 @@ static int route_disconnect(server *srv, const http1_request *req,
     else if (rec && !json_is_boolean(rec))
         problem = "field reconnect: true or false";
     if (problem)
-        api_error(ans, 400, PROTO_E_BAD_REQUEST, problem);
+        api_error(x->ans, 400, PROTO_E_BAD_REQUEST, problem);
     if (problem || has_client < 0) {
         api_body_free(&b);
         return 0;
@@ -612,17 +796,23 @@ static int route_disconnect(server *srv, const http1_request *req,
         proto.code = (uint16_t)json_integer_value(code);
     proto.reconnect = rec && json_is_true(rec);
     api_body_free(&b);
-    for (uint32_t w = 0; w < srv->n_workers; w++) {
+    if (in_cluster(x))
+        return ask_all(x, call_new(CALL_DISCONNECT, 0),
+                       json_pack("{s:s,s:s,s:s,s:i,s:b}", "op", "disconnect",
+                                 "user", proto.user, "client", proto.client,
+                                 "code", (int)proto.code, "reconnect",
+                                 (int)proto.reconnect));
+    for (uint32_t w = 0; w < x->srv->n_workers; w++) {
         disc_ask *a = disc_ask_new();
-        a->route = *reply_to;
+        a->route = *x->to;
         memcpy(a->user, proto.user, sizeof(a->user));
         memcpy(a->client, proto.client, sizeof(a->client));
         a->code = proto.code;
         a->reconnect = proto.reconnect;
-        server_post(srv, (uint16_t)w, &a->hdr);
+        server_post(x->srv, (uint16_t)w, &a->hdr);
     }
-    *call = call_new(CALL_DISCONNECT, srv->n_workers);
-    return (int)srv->n_workers;
+    *x->call = call_new(CALL_DISCONNECT, x->srv->n_workers);
+    return (int)x->srv->n_workers;
 }
 
 /* The answer to an owner's reply to a single-request call. */
@@ -693,6 +883,10 @@ int api_call_take(api_call *call, msg *m)
 void api_call_answer(api_call *call, api_answer *ans, int timed_out)
 {
     ans->extra[0] = '\0';
+    if (call->remote) {
+        remote_answer(call, ans, timed_out);
+        return;
+    }
     if (call->kind == CALL_BROADCAST) {
         broadcast_answer(call, ans);
         return;
@@ -727,8 +921,7 @@ static const struct {
     const char *path;
     enum http_method method;
     const char *allow;
-    int (*fn)(server *srv, const http1_request *req, const route *reply_to,
-              api_answer *ans, api_call **call);
+    int (*fn)(api_ctx *x);
 } routes[] = {
     { API_PREFIX "info", HTTP_GET, "GET", route_info },
     { API_PREFIX "publish", HTTP_POST, "POST", route_publish },
@@ -739,8 +932,9 @@ static const struct {
     { API_PREFIX "disconnect", HTTP_POST, "POST", route_disconnect },
 };
 
-int api_route(server *srv, const http1_request *req, uint64_t now_ms,
-              const route *reply_to, api_answer *ans, api_call **call)
+int api_route(server *srv, struct broker *b, const http1_request *req,
+              uint64_t now_ms, const route *reply_to, api_answer *ans,
+              api_call **call)
 {
     ans->extra[0] = '\0';
     *call = NULL;
@@ -774,7 +968,8 @@ int api_route(server *srv, const http1_request *req, uint64_t now_ms,
         allow = routes[i].allow;
         if (req->method != routes[i].method)
             continue;
-        return routes[i].fn(srv, req, reply_to, ans, call);
+        api_ctx x = { srv, b, req, reply_to, ans, call };
+        return routes[i].fn(&x);
     }
     if (allow) {
         snprintf(ans->extra, sizeof(ans->extra), "Allow: %s\r\n", allow);

@@ -13,6 +13,8 @@
 #ifndef HERALD_API_API_H
 #define HERALD_API_API_H
 
+#include <jansson.h>
+
 #include <herald/proto.h>
 
 #include "api/http1.h"
@@ -33,9 +35,15 @@ typedef struct api_call api_call;
  * owners whose replies come back to reply_to (route.seq tells the parts of
  * a call apart) and returns how many to wait for, with *call: the
  * transport gives each reply to api_call_take, then has the answer made
- * by api_call_answer. now_ms: the worker loop's clock, for rate limits. */
-int api_route(server *srv, const http1_request *req, uint64_t now_ms,
-              const route *reply_to, api_answer *ans, api_call **call);
+ * by api_call_answer. In cluster mode channels, disconnect and info ask
+ * every worker of every node through b (the worker's broker): the answers
+ * go to api_call_take_answer, and api_call_sent tells how many to wait
+ * for. now_ms: the worker loop's clock, for rate limits. */
+struct broker;
+
+int api_route(server *srv, struct broker *b, const http1_request *req,
+              uint64_t now_ms, const route *reply_to, api_answer *ans,
+              api_call **call);
 
 /* One reply of the call (m stays the caller's, though what it holds may
  * be taken): 1 when it was the last. */
@@ -44,6 +52,16 @@ int api_call_take(api_call *call, msg *m);
  * request answers 504, a broadcast what it has, the rest as 108). */
 void api_call_answer(api_call *call, api_answer *ans, int timed_out);
 void api_call_free(api_call *call);
+
+/* Cluster mode: an answer to an ask, parsed, with the call it is for
+ * (its route, on worker `worker`); NULL when it is not readable. */
+json_t *api_call_answer_parse(const char *body, size_t len, uint16_t worker,
+                              route *to);
+/* Takes a parsed answer: 1 when the call has every answer. */
+int api_call_take_answer(api_call *call, json_t *answer);
+/* The ask reached `receivers` workers (-1: not sent): 1 when the call
+ * has every answer (or failed) and can be answered. */
+int api_call_sent(api_call *call, long receivers);
 
 /* Fills ans with an error: status, protocol code and message. */
 void api_error(api_answer *ans, int status, int code, const char *message);

@@ -47,6 +47,7 @@ typedef struct api_conn {
 
 struct api_listen {
     server *srv;
+    struct broker *broker;
     uint16_t worker;
     uv_loop_t *loop;
     api_conn *conns;          /* every open connection */
@@ -172,8 +173,8 @@ static void conn_process(api_conn *c)
             const http1_request *req = http1_request_get(&c->http);
             route to = { .worker = a->worker, .api = 1, .slot = c->slot,
                          .gen = c->gen, .cmd_id = c->call };
-            if (api_route(a->srv, req, uv_now(a->loop), &to, &a->ans,
-                          &c->pending)) {
+            if (api_route(a->srv, a->broker, req, uv_now(a->loop), &to,
+                          &a->ans, &c->pending)) {
                 c->waiting_since_ms = uv_now(a->loop);
                 return;       /* api_listen_receive answers */
             }
@@ -226,10 +227,12 @@ static void conn_read_start(api_conn *c)
         conn_close(c);
 }
 
-api_listen *api_listen_new(server *srv, uint16_t worker, uv_loop_t *loop)
+api_listen *api_listen_new(server *srv, uint16_t worker, uv_loop_t *loop,
+                           struct broker *b)
 {
     api_listen *a = mem_calloc(1, sizeof(*a));
     a->srv = srv;
+    a->broker = b;
     a->worker = worker;
     a->loop = loop;
     a->lim.max_head = 8192;
@@ -309,20 +312,51 @@ int api_listen_adopt(void *arg, int fd, void *ticket)
     return 0;
 }
 
-void api_listen_receive(api_listen *a, msg *m)
+/* The connection whose call a reply is for, or NULL (closed, timed out,
+ * answered). */
+static api_conn *call_of(api_listen *a, const route *r)
 {
-    const route *r = requests_route(m);
     api_conn *c = r->slot < a->n_slots && a->slots[r->slot].gen == r->gen
                       ? a->slots[r->slot].c
                       : NULL;
-    if (c && !c->closing && c->waiting_since_ms && r->cmd_id == c->call &&
-        api_call_take(c->pending, m)) {
-        api_call_answer(c->pending, &a->ans, 0);
-        const http1_request *req = http1_request_get(&c->http);
-        conn_answer(c, a->ans.status, a->ans.extra[0] ? a->ans.extra : NULL,
-                    &a->ans.body, req && req->keep_alive && !a->draining);
-    }
+    if (c && !c->closing && c->waiting_since_ms && r->cmd_id == c->call)
+        return c;
+    return NULL;
+}
+
+static void call_done(api_listen *a, api_conn *c)
+{
+    api_call_answer(c->pending, &a->ans, 0);
+    const http1_request *req = http1_request_get(&c->http);
+    conn_answer(c, a->ans.status, a->ans.extra[0] ? a->ans.extra : NULL,
+                &a->ans.body, req && req->keep_alive && !a->draining);
+}
+
+void api_listen_receive(api_listen *a, msg *m)
+{
+    api_conn *c = call_of(a, requests_route(m));
+    if (c && api_call_take(c->pending, m))
+        call_done(a, c);
     requests_free(m);
+}
+
+void api_listen_answered(api_listen *a, const char *body, size_t len)
+{
+    route r;
+    json_t *doc = api_call_answer_parse(body, len, a->worker, &r);
+    if (!doc)
+        return;
+    api_conn *c = call_of(a, &r);
+    if (c && api_call_take_answer(c->pending, doc))
+        call_done(a, c);
+    json_decref(doc);
+}
+
+void api_listen_sent(api_listen *a, const route *to, long receivers)
+{
+    api_conn *c = call_of(a, to);
+    if (c && api_call_sent(c->pending, receivers))
+        call_done(a, c);
 }
 
 void api_listen_tick(api_listen *a, uint64_t now_ms)

@@ -17,16 +17,26 @@
 
 #include "base/mailbox.h"
 #include "base/server.h"
+#include "core/requests.h"
 
 typedef struct api_listen api_listen;
 
-api_listen *api_listen_new(server *srv, uint16_t worker, uv_loop_t *loop);
+struct broker;
+
+/* b: the worker's broker, for asks of every node (cluster mode). */
+api_listen *api_listen_new(server *srv, uint16_t worker, uv_loop_t *loop,
+                           struct broker *b);
 /* A listener_adopt_fn: the accepted socket becomes an API connection. */
 int api_listen_adopt(void *arg, int fd, void *ticket);
 /* An owner's reply for one of this worker's API calls (requests_for_api):
  * answered, or dropped when the call is gone (closed, timed out); m is
  * freed. */
 void api_listen_receive(api_listen *a, msg *m);
+/* Cluster mode: an answer (JSON) from some node's worker to an ask of
+ * this worker's API calls, and how many workers an ask reached (-1: it
+ * could not be sent). */
+void api_listen_answered(api_listen *a, const char *body, size_t len);
+void api_listen_sent(api_listen *a, const route *to, long receivers);
 /* Once a second: requests past their deadline, idle connections. */
 void api_listen_tick(api_listen *a, uint64_t now_ms);
 /* Shutdown: idle connections close now, busy ones after their answer. */

@@ -77,6 +77,21 @@ typedef struct broker_sink {
     void (*presence)(void *ctx, pres_req *r, int code, const char *errmsg);
 } broker_sink;
 
+/* Cluster control, the server API's questions to every node (channels,
+ * disconnect, info): the worker's side, set by the worker. */
+typedef struct broker_ctl {
+    void *ctx;
+    /* An ask (JSON) from some node's API, for this worker: answer it with
+     * answer(reply_to). */
+    void (*asked)(void *ctx, const char *reply_to, size_t rlen,
+                  const char *body, size_t len);
+    /* An answer (JSON) to one of this worker's asks. */
+    void (*answered)(void *ctx, const char *body, size_t len);
+    /* An ask went out: `receivers` workers of all nodes got it (each
+     * answers once), or -1: it could not be sent. */
+    void (*sent)(void *ctx, const route *to, long receivers);
+} broker_ctl;
+
 typedef struct broker broker;
 
 typedef struct broker_ops {
@@ -128,11 +143,19 @@ typedef struct broker_ops {
     /* A message for the broker that reached the owner's mailbox (the
      * memory broker's durable stream tops); NULL when none are expected. */
     void (*receive)(broker *b, msg *m);
+    /* Cluster control: sends an ask (JSON) to every worker of every node
+     * (ctl.asked there); ctl.sent follows with how many got it. 0, or -1
+     * when it cannot be sent now. NULL for a single node. */
+    int (*ask_all)(broker *b, const char *body, size_t len, const route *to);
+    /* Answers an ask to the worker that sent it. */
+    void (*answer)(broker *b, const char *reply_to, size_t rlen,
+                   const char *body, size_t len);
 } broker_ops;
 
 struct broker {
     const broker_ops *ops;
     broker_sink sink;        /* set by the owner before start */
+    broker_ctl ctl;          /* set by the worker before start */
     uint32_t min_ring;       /* the owner's ring keeps at least this many */
     uint8_t multi_node;      /* other nodes publish to the same streams */
 };

@@ -94,6 +94,36 @@ static void worker_stop(worker *w)
     lws_context_destroy(w->ctx);
 }
 
+/* --- cluster control (broker.h broker_ctl) ------------------------------ */
+
+/* Every worker answers other nodes' API asks about its connections, with
+ * or without an API listener of its own. */
+static void worker_ctl_asked(void *ctx, const char *reply_to, size_t rlen,
+                             const char *body, size_t len)
+{
+    worker *w = ctx;
+    proto_buf out;
+    proto_buf_init(&out, 0);
+    if (admin_remote(&w->net, body, len, &out) == 0)
+        w->broker->ops->answer(w->broker, reply_to, rlen,
+                               proto_buf_data(&out), out.len);
+    proto_buf_free(&out);
+}
+
+static void worker_ctl_answered(void *ctx, const char *body, size_t len)
+{
+    worker *w = ctx;
+    if (w->api)
+        api_listen_answered(w->api, body, len);
+}
+
+static void worker_ctl_sent(void *ctx, const route *to, long receivers)
+{
+    worker *w = ctx;
+    if (w->api)
+        api_listen_sent(w->api, to, receivers);
+}
+
 /* --- mailbox and tick ---------------------------------------------------- */
 
 static void worker_on_wake(uv_async_t *a)
@@ -376,8 +406,6 @@ worker *worker_new(server *srv, uint16_t index, char *err, size_t errlen)
         }
     }
     uv_loop_init(&w->loop);
-    if (srv->cfg->api_listen.host[0])
-        w->api = api_listen_new(srv, index, &w->loop);
     uv_async_init(&w->loop, &w->wake, worker_on_wake);
     w->wake.data = w;
     uv_timer_init(&w->loop, &w->tick);
@@ -393,7 +421,11 @@ worker *worker_new(server *srv, uint16_t index, char *err, size_t errlen)
     conns_init(&w->net, srv, index, &w->loop);
     w->broker = srv->cfg->n_redis ? broker_redis_new(srv, index, &w->loop)
                                   : broker_memory_new(srv, index);
+    w->broker->ctl = (broker_ctl){ w, worker_ctl_asked, worker_ctl_answered,
+                                   worker_ctl_sent };
     owner_init(&w->own, srv, index, w->broker);
+    if (srv->cfg->api_listen.host[0])
+        w->api = api_listen_new(srv, index, &w->loop, w->broker);
     return w;
 }
 

@@ -181,6 +181,8 @@ static void rlink_on_sub(redisAsyncContext *ac, void *r, void *priv)
         }
         return;
     }
+    if (l->idx == 0 && redis_control_on_sub(l, rep))
+        return;
     redis_on_sub(l, rep);
 }
 
@@ -382,9 +384,18 @@ static void rlink_connect_addr(rlink *l)
             return;
         }
     }
-    const char *argv[] = { "SUBSCRIBE", l->rb->hb };
-    size_t lens[] = { 9, strlen(l->rb->hb) };
-    redisAsyncCommandArgv(l->sub, rlink_on_sub, l, 2, argv, lens);
+    /* The first link also carries cluster control (control.c); the
+     * heartbeat channel last, so that its confirmation (the link is up)
+     * comes after theirs. */
+    redis_broker *rb = l->rb;
+    const char *argv[] = { "SUBSCRIBE", rb->ctl, rb->reply, rb->hb };
+    size_t lens[] = { 9, strlen(rb->ctl), strlen(rb->reply), strlen(rb->hb) };
+    if (l->idx == 0)
+        redisAsyncCommandArgv(l->sub, rlink_on_sub, l, 4, argv, lens);
+    else
+        redisAsyncCommandArgv(l->sub, rlink_on_sub, l, 2,
+                              (const char *[]){ "SUBSCRIBE", rb->hb },
+                              (size_t[]){ 9, strlen(rb->hb) });
 }
 
 static void rlink_on_resolved(uv_getaddrinfo_t *req, int status,

@@ -703,6 +703,8 @@ static const broker_ops redis_ops = {
     .presence_change = redis_presence_change,
     .presence_query = redis_presence_query,
     .receive = NULL,
+    .ask_all = redis_ask_all,
+    .answer = redis_answer,
 };
 
 broker *broker_redis_new(server *srv, uint16_t worker, uv_loop_t *loop)
@@ -721,6 +723,8 @@ broker *broker_redis_new(server *srv, uint16_t worker, uv_loop_t *loop)
     char id[IDS_LEN + 1];
     ids_hex(ids_next(&rb->rng), id);
     snprintf(rb->hb, sizeof(rb->hb), "%s:!hb:%s", cfg->redis_prefix, id);
+    snprintf(rb->ctl, sizeof(rb->ctl), "%s:!ctl", cfg->redis_prefix);
+    snprintf(rb->reply, sizeof(rb->reply), "%s:!re:%s", cfg->redis_prefix, id);
     for (uint32_t i = 0; i < rb->n; i++) {
         rlink *l = &rb->links[i];
         l->rb = rb;

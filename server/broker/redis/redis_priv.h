@@ -122,6 +122,8 @@ struct redis_broker {
     uint64_t next_refresh_ms;
     uint64_t next_keep_ms;   /* stream keys of followed channels */
     char sha[SC_N][41];
+    char ctl[REDIS_KEY_MAX]; /* cluster control, every worker: P:!ctl */
+    char reply[REDIS_KEY_MAX]; /* this worker's answers: P:!re:<id> */
     char hb[REDIS_KEY_MAX];  /* this worker's heartbeat channel, P:!hb:<id>
                                 (private: a random id per start) */
     uint64_t last_tick_ms;   /* the timer's previous run */
@@ -162,6 +164,13 @@ void rlink_down(rlink *l, const char *why);
 void rlink_tick(rlink *l, uint64_t now, int late);
 /* Closes the connections for good (the worker stops). */
 void rlink_close(rlink *l);
+
+/* ---- control.c ---- */
+int redis_ask_all(broker *b, const char *body, size_t len, const route *to);
+void redis_answer(broker *b, const char *reply_to, size_t rlen,
+                  const char *body, size_t len);
+/* A pub/sub message or confirmation of a control channel: handled, 1. */
+int redis_control_on_sub(rlink *l, redisReply *rep);
 
 /* ---- presence.c ---- */
 void redis_presence_change(broker *b, chan_state *c, int join,
