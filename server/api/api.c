@@ -34,25 +34,6 @@ typedef struct api_ctx {
     api_call **call;          /* or the call waiting for replies */
 } api_ctx;
 
-static void answer_json(api_answer *ans, int status, json_t *doc)
-{
-    char *text = json_dumps(doc, JSON_COMPACT);
-    json_decref(doc);
-    if (!text)
-        abort();
-    ans->status = status;
-    proto_buf_reset(&ans->body);
-    proto_buf_append(&ans->body, text, strlen(text));
-    free(text);
-}
-
-void api_error(api_answer *ans, int status, int code, const char *message)
-{
-    answer_json(ans, status,
-                json_pack("{s:{s:i,s:s}}", "error", "code", code, "message",
-                          message));
-}
-
 /* The HTTP status of a protocol error code: whose fault, and what to do. */
 static int status_of(int code)
 {
@@ -346,7 +327,7 @@ static void broadcast_answer(const api_call *c, api_answer *ans)
                           (json_int_t)r->offset, "epoch", r->epoch);
         json_array_append_new(results, o);
     }
-    answer_json(ans, 200, json_pack("{s:o}", "results", results));
+    api_answer_json(ans, 200, json_pack("{s:o}", "results", results));
 }
 
 /* A query parameter: 1 with the value, 0 absent; a malformed one (or one
@@ -657,7 +638,7 @@ static void channels_answer(api_call *c, api_answer *ans)
         kept++;
         i = j - 1;
     }
-    answer_json(ans, 200, json_pack("{s:o,s:b}", "channels", list,
+    api_answer_json(ans, 200, json_pack("{s:o,s:b}", "channels", list,
                                     "truncated", c->truncated));
 }
 
@@ -721,7 +702,7 @@ static void remote_answer(api_call *c, api_answer *ans, int timed_out)
     if (c->kind == CALL_CHANNELS) {
         channels_answer(c, ans);
     } else if (c->kind == CALL_DISCONNECT) {
-        answer_json(ans, 200, json_pack("{s:i,s:i}", "disconnected",
+        api_answer_json(ans, 200, json_pack("{s:i,s:i}", "disconnected",
                                         (int)c->closed, "nodes",
                                         (int)json_object_size(c->nodes)));
     } else {
@@ -737,7 +718,7 @@ static void remote_answer(api_call *c, api_answer *ans, int timed_out)
             json_array_append(list, json_object_get(c->nodes, names[i]));
         free(names);
         json_object_set_new(doc, "nodes", list);
-        answer_json(ans, 200, doc);
+        api_answer_json(ans, 200, doc);
     }
 }
 
@@ -747,7 +728,7 @@ static void remote_answer(api_call *c, api_answer *ans, int timed_out)
 static int route_info(api_ctx *x)
 {
     if (!in_cluster(x)) {
-        answer_json(x->ans, 200, admin_node_info(x->srv));
+        api_answer_json(x->ans, 200, admin_node_info(x->srv));
         return 0;
     }
     api_call *c = call_new(CALL_INFO, 0);
@@ -827,7 +808,7 @@ static void reply_answer(const msg *m, api_answer *ans)
     }
     if (m->type == CON_PUBLISHED) {
         const pub_req *p = (const pub_req *)m;
-        answer_json(ans, 200,
+        api_answer_json(ans, 200,
                     json_pack("{s:I,s:s%}", "offset", (json_int_t)p->offset,
                               "epoch", p->epoch, (size_t)IDS_LEN));
         return;
@@ -896,7 +877,7 @@ void api_call_answer(api_call *call, api_answer *ans, int timed_out)
         return;
     }
     if (call->kind == CALL_DISCONNECT && !timed_out) {
-        answer_json(ans, 200, json_pack("{s:i}", "disconnected",
+        api_answer_json(ans, 200, json_pack("{s:i}", "disconnected",
                                         (int)call->closed));
         return;
     }

@@ -17,15 +17,11 @@
 
 #include <herald/proto.h>
 
+#include "api/answer.h"
 #include "api/http1.h"
 #include "base/server.h"
 #include "core/requests.h"
 
-typedef struct api_answer {
-    int status;
-    char extra[128];          /* whole header lines (CRLF each), or "" */
-    proto_buf body;           /* JSON */
-} api_answer;
 
 /* A call waiting for owners' replies (one, or one per channel of a
  * broadcast). */
@@ -62,8 +58,5 @@ int api_call_take_answer(api_call *call, json_t *answer);
 /* The ask reached `receivers` workers (-1: not sent): 1 when the call
  * has every answer (or failed) and can be answered. */
 int api_call_sent(api_call *call, long receivers);
-
-/* Fills ans with an error: status, protocol code and message. */
-void api_error(api_answer *ans, int status, int code, const char *message);
 
 #endif

@@ -14,7 +14,7 @@
 
 #include <herald/proto.h>
 
-#include "api/api.h"
+#include "api/answer.h"
 #include "api/http1.h"
 
 typedef struct api_body {
