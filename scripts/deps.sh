@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Herald needs to build, run and test, idempotently.
-#   scripts/deps.sh build   packages to build and run the server
+#   scripts/deps.sh build   packages to build and run the server (python3
+#                           and PyYAML convert docs/openapi.yaml at build)
 #   scripts/deps.sh test    plus what the test suite needs, including a
 #                           go >= 1.26 (scripts/go.sh) for FerretDB and the
 #                           Centrifugo peer
@@ -23,7 +24,7 @@ esac
 build_pkgs=(build-essential cmake ninja-build pkg-config
   libwebsockets-dev libuv1-dev libjansson-dev libmsgpack-dev libconfig-dev
   libssl-dev libhiredis-dev libmongoc-dev libbson-dev uthash-dev zlib1g-dev
-  libhttp-parser-dev)
+  libhttp-parser-dev python3 python3-yaml)
 test_pkgs=(libcriterion-dev python3 python3-matplotlib python3-pytest python3-websockets python3-msgpack python3-pymongo
   redis-server openssl curl util-linux iproute2 clang libclang-rt-14-dev llvm)
 

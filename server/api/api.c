@@ -12,6 +12,7 @@
 #include <msgpack.h>
 
 #include "api/keys.h"
+#include "api/openapi.h"
 #include "base/mem.h"
 #include "core/pub.h"
 #include "core/rules.h"
@@ -486,10 +487,29 @@ static const struct {
     { API_PREFIX "presence", HTTP_GET, "GET", route_presence },
 };
 
+/* GET /api/v1/openapi.json (docs/openapi.yaml): public like any
+ * documentation, so no key. 1 when req was for it (ans filled), else 0. */
+static int route_openapi(const http1_request *req, api_answer *ans)
+{
+    if (strcmp(req->path.ptr, API_PREFIX "openapi.json") != 0)
+        return 0;
+    if (req->method != HTTP_GET) {
+        snprintf(ans->extra, sizeof(ans->extra), "Allow: GET\r\n");
+        api_error(ans, 405, PROTO_E_BAD_REQUEST, "method not allowed");
+        return 1;
+    }
+    ans->status = 200;
+    proto_buf_reset(&ans->body);
+    proto_buf_append(&ans->body, api_openapi_json, api_openapi_json_len);
+    return 1;
+}
+
 int api_route(server *srv, const http1_request *req, uint64_t now_ms,
               const route *reply_to, api_answer *ans)
 {
     ans->extra[0] = '\0';
+    if (route_openapi(req, ans))
+        return 0;
     api_keys *keys = srv->api_keys;
     if (!keys || api_keys_count(keys) == 0) {
         api_error(ans, 503, PROTO_E_NOT_AVAILABLE,
