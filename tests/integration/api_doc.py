@@ -33,6 +33,16 @@ CONFIG = {
 }
 ENV = {"HERALD_API_KEY": KEY}
 
+# Routes of the document the server does not answer yet (404 today):
+# schemathesis leaves them out and their examples (in openapi.yaml and
+# api.md) are not sent. test_api_openapi.py's
+# test_not_built_lists_are_current fails as soon as one answers, so that it
+# leaves this list (and is tested) when it lands.
+NOT_BUILT = {"/api/v1/broadcast", "/api/v1/channels", "/api/v1/disconnect", "/metrics"}
+# Examples of built routes that use a field still being built
+# ((operationId, example name) -> the field).
+NOT_BUILT_EXAMPLES = {("publish", "idempotent"): "idempotency_key"}
+
 
 def load_doc():
     with open(DOC_PATH, encoding="utf-8") as f:
