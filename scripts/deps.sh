@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Installs what Herald needs to build, run and test, idempotently.
-#   scripts/deps.sh build   packages to build and run the server
+#   scripts/deps.sh build   packages to build and run the server (python3
+#                           and PyYAML convert docs/openapi.yaml at build)
 #   scripts/deps.sh test    plus what the test suite needs, including a
 #                           go >= 1.26 (scripts/go.sh) for FerretDB and the
-#                           Centrifugo peer
+#                           Centrifugo peer, and schemathesis in a venv
+#                           (scripts/schemathesis.sh)
 #   scripts/deps.sh bench   build packages plus what `make bench` needs
 #                           (matplotlib for bench/report.py)
 #   scripts/deps.sh --list PROFILE
@@ -23,9 +25,13 @@ esac
 build_pkgs=(build-essential cmake ninja-build pkg-config
   libwebsockets-dev libuv1-dev libjansson-dev libmsgpack-dev libconfig-dev
   libssl-dev libhiredis-dev libmongoc-dev libbson-dev uthash-dev zlib1g-dev
-  libhttp-parser-dev)
+  libhttp-parser-dev python3 python3-yaml)
+# python3-venv: the schemathesis venv (scripts/schemathesis.sh);
+# python3-jsonschema: test_api_openapi.py checks answers against the OpenAPI
+# document; python3-requests and nodejs: docs/examples/ (test_api_docs.py).
 test_pkgs=(libcriterion-dev python3 python3-matplotlib python3-pytest python3-websockets python3-msgpack python3-pymongo
-  redis-server openssl curl util-linux iproute2 clang libclang-rt-14-dev llvm)
+  redis-server openssl curl util-linux iproute2 clang libclang-rt-14-dev llvm
+  python3-venv python3-requests python3-jsonschema nodejs)
 
 # The bench profile: /usr/bin/python3 renders bench/report.py's plots.
 bench_pkgs=(python3 python3-matplotlib)
@@ -51,3 +57,4 @@ if [ "$what" = test ]; then "$(dirname "$0")/../bench/peers/nchan/setup.sh"; fi 
 if [ "$what" = test ]; then "$(dirname "$0")/go.sh" >/dev/null; fi  # Go >= 1.26 for the two Go builds below (downloads the pinned toolchain when missing)
 if [ "$what" = test ]; then "$(dirname "$0")/../bench/peers/centrifugo/setup.sh"; fi  # herald-bench Centrifugo peer (go build, ~2.5 min cold)
 if [ "$what" = test ]; then "$(dirname "$0")/ferretdb/setup.sh"; fi  # FerretDB, the MongoDB stand-in for durable history tests (go build, ~2 min cold)
+if [ "$what" = test ]; then "$(dirname "$0")/schemathesis.sh" >/dev/null; fi  # schemathesis (PyPI, pinned) in .toolchain/schemathesis for test_api_openapi.py

@@ -13,8 +13,9 @@
 
 #include "api/body.h"
 #include "api/keys.h"
-#include "broker/broker.h"
+#include "api/openapi.h"
 #include "base/mem.h"
+#include "broker/broker.h"
 #include "core/pub.h"
 #include "core/rules.h"
 #include "net/admin.h"
@@ -913,12 +914,31 @@ static const struct {
     { API_PREFIX "disconnect", HTTP_POST, "POST", route_disconnect },
 };
 
+/* GET /api/v1/openapi.json (docs/openapi.yaml): public like any
+ * documentation, so no key. 1 when req was for it (ans filled), else 0. */
+static int route_openapi(const http1_request *req, api_answer *ans)
+{
+    if (strcmp(req->path.ptr, API_PREFIX "openapi.json") != 0)
+        return 0;
+    if (req->method != HTTP_GET) {
+        snprintf(ans->extra, sizeof(ans->extra), "Allow: GET\r\n");
+        api_error(ans, 405, PROTO_E_BAD_REQUEST, "method not allowed");
+        return 1;
+    }
+    ans->status = 200;
+    proto_buf_reset(&ans->body);
+    proto_buf_append(&ans->body, api_openapi_json, api_openapi_json_len);
+    return 1;
+}
+
 int api_route(server *srv, struct broker *b, const http1_request *req,
               uint64_t now_ms, const route *reply_to, api_answer *ans,
               api_call **call)
 {
     ans->extra[0] = '\0';
     *call = NULL;
+    if (route_openapi(req, ans))
+        return 0;
     api_keys *keys = srv->api_keys;
     if (!keys || api_keys_count(keys) == 0) {
         api_error(ans, 503, PROTO_E_NOT_AVAILABLE,

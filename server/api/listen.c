@@ -134,7 +134,10 @@ static void conn_answer(api_conn *c, int status, const char *extra,
 static void conn_refuse(api_conn *c, int status, const char *message)
 {
     api_answer *ans = &c->owner->ans;
-    api_error(ans, status, 107, message);
+    /* a body over api_max_body is "too large" (112), as data over
+     * max_message_size is; the rest are malformed requests (107) */
+    api_error(ans, status,
+              status == 413 ? PROTO_E_TOO_LARGE : PROTO_E_BAD_REQUEST, message);
     conn_answer(c, status, NULL, &ans->body, 0);
 }
 
