@@ -415,6 +415,10 @@ int main(int argc, char **argv)
         log_info("API listening", LOG_STR("host", cfg.api_listen.host),
                  LOG_INT("port", srv->api_port),
                  LOG_INT("api_keys", (long long)cfg.n_api_keys));
+    else if (api_keys_count(srv->api_keys) > 0)
+        log_info("API on the main port", LOG_INT("port", srv->listen_port),
+                 LOG_INT("api_keys",
+                         (long long)api_keys_count(srv->api_keys)));
 
     uv_run(&ms.loop, UV_RUN_DEFAULT);
 

@@ -14,6 +14,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 
+#include "api/keys.h"
 #include "api/listen.h"
 #include "base/log.h"
 #include "base/mem.h"
@@ -52,7 +53,8 @@ static void worker_close_cb(uv_handle_t *h)
 /* Connections still open: WebSocket and, with api_listen, API ones. */
 static uint32_t worker_open_conns(const worker *w)
 {
-    return w->net.count + (w->api ? api_listen_count(w->api) : 0);
+    return w->net.count + (w->api ? api_listen_count(w->api) : 0) +
+           (w->sniffing ? sniff_count(&w->sniff) : 0);
 }
 
 static void worker_begin_drain(worker *w)
@@ -62,10 +64,12 @@ static void worker_begin_drain(worker *w)
     w->draining = 1;
     w->drain_deadline_s = w->net.now_s + w->srv->cfg->shutdown_timeout;
     listener_close(&w->lis);
-    if (w->api) {
+    if (w->sniffing)
+        sniff_drain(&w->sniff);
+    if (w->api_port)
         listener_close(&w->api_lis);
+    if (w->api)
         api_listen_drain(w->api);
-    }
     conns_drain(&w->net);
     if (worker_open_conns(w) == 0)
         worker_report_drained(w);
@@ -84,10 +88,12 @@ static void worker_stop(worker *w)
     uv_close((uv_handle_t *)&w->judge_check, worker_close_cb);
     uv_close((uv_handle_t *)&w->wake, worker_close_cb);
     listener_stop(&w->lis);
-    if (w->api) {
+    if (w->sniffing)
+        sniff_stop(&w->sniff);
+    if (w->api_port)
         listener_stop(&w->api_lis);
+    if (w->api)
         api_listen_stop(w->api);
-    }
     w->broker->ops->stop(w->broker);
     /* With a foreign loop lws finishes destroying the context from the
      * loop (closing its handles) and clears w->ctx through pcontext. */
@@ -208,6 +214,8 @@ static void worker_on_tick(uv_timer_t *t)
     conns_tick(&w->net, now_s);
     if (w->api)
         api_listen_tick(w->api, uv_now(&w->loop));
+    if (w->sniffing)
+        sniff_tick(&w->sniff, uv_now(&w->loop));
     if (w->index == 0)
         admit_sweep(w->srv->admit, uv_now(&w->loop));
     owner_tick(&w->own);
@@ -369,9 +377,16 @@ static void *worker_main(void *arg)
         return NULL;
     }
     w->broker->ops->start(w->broker);
-    listener_start(&w->lis, &w->loop, worker_adopt_ws, w, &w->net.count,
-                   &w->net.now_s);
-    if (w->api)
+    if (w->sniffing) {
+        sniff_init(&w->sniff, w->srv, &w->loop, worker_adopt_ws, w,
+                   api_listen_adopt, w->api);
+        listener_start(&w->lis, &w->loop, sniff_adopt, &w->sniff,
+                       &w->net.count, &w->net.now_s);
+    } else {
+        listener_start(&w->lis, &w->loop, worker_adopt_ws, w, &w->net.count,
+                       &w->net.now_s);
+    }
+    if (w->api_port)
         listener_start(&w->api_lis, &w->loop, api_listen_adopt, w->api,
                        &w->net.count, &w->net.now_s);
     uv_timer_start(&w->tick, worker_on_tick, 1000, 1000);
@@ -404,6 +419,7 @@ worker *worker_new(server *srv, uint16_t index, char *err, size_t errlen)
             free(w);
             return NULL;
         }
+        w->api_port = 1;
     }
     uv_loop_init(&w->loop);
     uv_async_init(&w->loop, &w->wake, worker_on_wake);
@@ -424,7 +440,12 @@ worker *worker_new(server *srv, uint16_t index, char *err, size_t errlen)
     w->broker->ctl = (broker_ctl){ w, worker_ctl_asked, worker_ctl_answered,
                                    worker_ctl_sent };
     owner_init(&w->own, srv, index, w->broker);
-    if (srv->cfg->api_listen.host[0])
+    /* The API on its own port, or on the main port when it has keys
+     * (without keys there is no API to serve: the main port stays lws's
+     * alone). */
+    w->sniffing = !w->api_port && srv->api_keys &&
+                  api_keys_count(srv->api_keys) > 0;
+    if (w->api_port || w->sniffing)
         w->api = api_listen_new(srv, index, &w->loop, w->broker);
     return w;
 }
@@ -454,9 +475,8 @@ void worker_free(worker *w)
     mailbox_destroy(&w->mb);
     conns_free(&w->net);
     listener_free(&w->lis);
-    if (w->api) {
+    if (w->api_port)
         listener_free(&w->api_lis);
-        api_listen_free(w->api);
-    }
+    api_listen_free(w->api);
     free(w);
 }

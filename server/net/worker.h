@@ -22,6 +22,7 @@
 #include "base/server.h"
 #include "core/owner.h"
 #include "net/conn.h"
+#include "net/sniff.h"
 #include "net/listener.h"
 
 struct broker;
@@ -38,7 +39,10 @@ typedef struct worker {
     uv_check_t judge_check;   /* conns_judge after each poll */
     listener lis;
     listener api_lis;         /* api_listen, when configured */
-    struct api_listen *api;   /* its connections, or NULL */
+    int api_port;             /* api_lis is open */
+    struct api_listen *api;   /* API connections (either port), or NULL */
+    int sniffing;             /* the API is on the main port: sniff */
+    sniff sniff;
     struct lws_context *ctx;
     struct lws_vhost *vh;
     mailbox mb;
