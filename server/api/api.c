@@ -13,7 +13,9 @@
 
 #include "api/keys.h"
 #include "base/mem.h"
+#include "core/idem.h"
 #include "core/pub.h"
+#include "core/requests.h"
 #include "core/rules.h"
 
 #define API_PREFIX "/api/v1/"
@@ -91,10 +93,55 @@ static int is_msgpack(const http1_request *req)
     return n == 19 && strncasecmp(t, "application/msgpack", 19) == 0;
 }
 
+/* An idempotency key as the API takes it (publish, broadcast). */
+typedef struct api_ikey {
+    char key[PROTO_IDEM_KEY_MAX + 1];
+    size_t len;              /* 0: none */
+} api_ikey;
+
+static const char BAD_IKEY[] =
+    "idempotency_key must be a string of 1..64 printable ASCII characters "
+    "(no space)";
+
+/* The body's `idempotency_key` (s, n; not a string: s NULL) into k: 0, or
+ * -1 after answering 400. */
+static int api_ikey_set(api_ikey *k, const char *s, size_t n,
+                        api_answer *ans)
+{
+    if (!s || !proto_idem_key_valid(s, n)) {
+        api_error(ans, 400, PROTO_E_BAD_REQUEST, BAD_IKEY);
+        return -1;
+    }
+    memcpy(k->key, s, n);
+    k->key[n] = '\0';
+    k->len = n;
+    return 0;
+}
+
+/* A JSON body's `idempotency_key` member (null counts as absent). */
+static int api_ikey_json(api_ikey *k, const json_t *v, api_answer *ans)
+{
+    if (json_is_null(v))
+        return 0;
+    return api_ikey_set(k, json_is_string(v) ? json_string_value(v) : NULL,
+                        json_is_string(v) ? json_string_length(v) : 0, ans);
+}
+
+/* A msgpack body's `idempotency_key` (nil counts as absent). */
+static int api_ikey_mp(api_ikey *k, const msgpack_object *v, api_answer *ans)
+{
+    if (v->type == MSGPACK_OBJECT_NIL)
+        return 0;
+    int str = v->type == MSGPACK_OBJECT_STR;
+    return api_ikey_set(k, str ? v->via.str.ptr : NULL,
+                        str ? v->via.str.size : 0, ans);
+}
+
 /* The body {channel, data} in msgpack: the channel into chan (cap bytes)
  * and data in both encodings; 0, or -1 after answering 400. */
 static int publish_msgpack(const http1_request *req, char *chan, size_t cap,
-                           proto_data *d, void **owned, api_answer *ans)
+                           proto_data *d, void **owned, api_ikey *ik,
+                           api_answer *ans)
 {
     size_t objlen;
     if (proto_mp_frame(req->body.ptr, req->body.len, &objlen) < 0 ||
@@ -133,8 +180,16 @@ static int publish_msgpack(const http1_request *req, char *chan, size_t cap,
             } else if (k->via.str.size == 4 &&
                        memcmp(k->via.str.ptr, "data", 4) == 0 && !data) {
                 data = v;
+            } else if (k->via.str.size == 15 &&
+                       memcmp(k->via.str.ptr, "idempotency_key", 15) == 0 &&
+                       !ik->len) {
+                if (api_ikey_mp(ik, v, ans) < 0) {
+                    msgpack_unpacked_destroy(&u);
+                    return -1;
+                }
             } else {
-                problem = "unknown field (a publication has channel and data)";
+                problem = "unknown field (a publication has channel, data "
+                          "and idempotency_key)";
             }
         }
         if (!problem && (!chan[0] || !data))
@@ -195,15 +250,16 @@ static int publish_size(server *srv, const proto_data *d, api_answer *ans)
     return -1;
 }
 
-/* Sends the publication to the channel's owner (the draft copies d). */
+/* Sends the publication to the channel's owner (the draft copies d and
+ * the idempotency key). */
 static void publish_post(server *srv, const char *chan, size_t clen,
                          const config_ns *ns, const proto_data *d,
-                         const route *reply_to)
+                         const api_ikey *ik, const route *reply_to)
 {
     pub_req *r = chan_req_new(sizeof(pub_req), OWN_PUBLISH, chan, clen, "", 0);
     r->h.route = *reply_to;
     r->h.ns = ns;
-    r->p = pub_draft((proto_slice){ chan, clen }, d, NULL);
+    pub_req_draft(r, d, NULL, (proto_slice){ ik->key, ik->len });
     server_post(srv, server_owner(srv, r->h.chan, r->h.chan_len), &r->h.hdr);
 }
 
@@ -218,14 +274,15 @@ static int route_publish(server *srv, const http1_request *req,
         proto_data d;
         void *owned = NULL;
         const config_ns *ns = NULL;
-        if (publish_msgpack(req, chan, sizeof(chan), &d, &owned, ans) < 0)
+        api_ikey ik = { .len = 0 };
+        if (publish_msgpack(req, chan, sizeof(chan), &d, &owned, &ik, ans) < 0)
             return 0;
         if (publish_size(srv, &d, ans) < 0 ||
             publish_rules(srv, chan, strlen(chan), &ns, ans) < 0) {
             free(owned);
             return 0;
         }
-        publish_post(srv, chan, strlen(chan), ns, &d, reply_to);
+        publish_post(srv, chan, strlen(chan), ns, &d, &ik, reply_to);
         free(owned);
         return 1;
     }
@@ -246,15 +303,22 @@ static int route_publish(server *srv, const http1_request *req,
     }
     const char *key;
     json_t *v, *jchan = NULL, *data = NULL;
+    api_ikey ik = { .len = 0 };
     json_object_foreach(doc, key, v) {
         if (strcmp(key, "channel") == 0)
             jchan = v;
         else if (strcmp(key, "data") == 0)
             data = v;
-        else {
+        else if (strcmp(key, "idempotency_key") == 0) {
+            if (api_ikey_json(&ik, v, ans) < 0) {
+                json_decref(doc);
+                return 0;
+            }
+        } else {
             json_decref(doc);
             api_error(ans, 400, PROTO_E_BAD_REQUEST,
-                      "unknown field (a publication has channel and data)");
+                      "unknown field (a publication has channel, data and "
+                      "idempotency_key)");
             return 0;
         }
     }
@@ -289,7 +353,7 @@ static int route_publish(server *srv, const http1_request *req,
         json_decref(doc);
         return 0;
     }
-    publish_post(srv, chan, clen, ns, &d, reply_to);
+    publish_post(srv, chan, clen, ns, &d, &ik, reply_to);
     free(owned);
     free(text);
     json_decref(doc);
@@ -442,15 +506,20 @@ void api_reply(const msg *m, api_answer *ans)
     const chan_req *r = (const chan_req *)m;
     ans->extra[0] = '\0';
     if (r->code) {
-        api_error(ans, status_of(r->code), r->code,
+        /* A key reused with other data: a conflict, not a malformed call. */
+        int status = r->code == PROTO_E_BAD_REQUEST && r->errmsg == idem_conflict
+                         ? 409 : status_of(r->code);
+        api_error(ans, status, r->code,
                   r->errmsg ? r->errmsg : "refused by the channel's owner");
         return;
     }
     if (m->type == CON_PUBLISHED) {
         const pub_req *p = (const pub_req *)m;
-        answer_json(ans, 200,
-                    json_pack("{s:I,s:s%}", "offset", (json_int_t)p->offset,
-                              "epoch", p->epoch, (size_t)IDS_LEN));
+        json_t *doc = json_pack("{s:I,s:s%}", "offset", (json_int_t)p->offset,
+                                "epoch", p->epoch, (size_t)IDS_LEN);
+        if (p->duplicate)
+            json_object_set_new(doc, "duplicate", json_true());
+        answer_json(ans, 200, doc);
         return;
     }
     ans->status = 200;
