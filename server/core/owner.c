@@ -687,7 +687,12 @@ static void owner_idem_found(owner *o, idem_found_msg *f)
     }
     int64_t expires = f->time_ms + owner_idem_window_ms(o);
     msg *w = idem_take_waiters(e);
-    if (f->found == STORE_TOP_FAILED) {
+    if (!w) {
+        /* Cannot happen: the request that asked waits on the entry. */
+        idem_drop(c->idem, e);
+        c->reads--;
+        owner_release(o, c);
+    } else if (f->found == STORE_TOP_FAILED) {
         idem_drop(c->idem, e);
         owner_idem_answer_list(o, w, PROTO_E_NOT_AVAILABLE, STORE_DOWN, NULL);
         c->reads--;

@@ -296,10 +296,16 @@ async def test_cluster_nodes_racing_with_one_key_publish_once(make_cluster):
         offsets = {d["offset"] for _, d in docs}
         assert len(offsets) == 1, docs
         assert sum("duplicate" not in d for _, d in docs) == 1, docs
-    marker = await (await b.client()).ok("publish", channel=ch, data="m")
-    got = await sub.pubs(6, timeout=t(5))
-    assert [p["data"] for p in got] == [0, 1, 2, 3, 4, "m"], got
-    assert got[-1]["offset"] == marker["offset"] == 6
+    # repeats sent while the first is on its way to Redis wait for it
+    cb = await b.client()
+    replies = await cb.batch([("publish", {"channel": ch, "data": "b",
+                                           "idempotency_key": "batch"})] * 6, one_frame=True)
+    assert [r["ok"]["offset"] for r in replies] == [6] * 6, replies
+    assert [r["ok"].get("duplicate") for r in replies] == [None] + [True] * 5, replies
+    marker = await cb.ok("publish", channel=ch, data="m")
+    got = await sub.pubs(7, timeout=t(5))
+    assert [p["data"] for p in got] == [0, 1, 2, 3, 4, "b", "m"], got
+    assert got[-1]["offset"] == marker["offset"] == 7
 
 
 # ---- durable namespace: after a restart -------------------------------------
@@ -356,3 +362,22 @@ async def test_durable_key_survives_a_restart(server_factory, ferretdb):
     got = await sub.pubs(2, timeout=t(5))
     assert [(p["offset"], p["data"]) for p in got] == [(3, "n"), (marker["offset"], "m")], got
     hh.wait_for(lambda: len(stored(ferretdb, ch)) == 4, t(10), what="4 stored")
+
+
+async def test_durable_lookup_without_the_store_refuses(server_factory, ferretdb):
+    """A keyed publish the store cannot be asked about is refused (108):
+    publishing could duplicate. Afterwards the key is not stuck."""
+    s = server_factory(durable_cfg(ferretdb), env=api_env())
+    ch = hh.chan("d:")
+    c = await s.client()
+    ferretdb.pause()
+    try:
+        e = await c.call("publish", channel=ch, data=1, idempotency_key="p", timeout=t(15))
+        assert e["error"]["code"] == 108, e
+    finally:
+        ferretdb.resume()
+    first = await c.ok("publish", channel=ch, data=1, idempotency_key="p")
+    assert first["offset"] == 1 and "duplicate" not in first, first
+    again = await c.ok("publish", channel=ch, data=1, idempotency_key="p")
+    assert again == dict(first, duplicate=True), again
+    hh.wait_for(lambda: len(stored(ferretdb, ch)) == 1, t(10), what="one stored")
