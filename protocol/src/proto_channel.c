@@ -47,3 +47,13 @@ proto_slice proto_channel_namespace(proto_slice channel)
         ns.len = (size_t)(colon - channel.ptr);
     return ns;
 }
+
+int proto_idem_key_valid(const char *s, size_t len)
+{
+    if (!s || len == 0 || len > PROTO_IDEM_KEY_MAX)
+        return 0;
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)s[i] < 0x21 || (unsigned char)s[i] > 0x7e)
+            return 0;
+    return 1;
+}

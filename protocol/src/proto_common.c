@@ -8,7 +8,8 @@
  * problems: id (107, reported with id 0), key sanity (107), op (107 when
  * missing or not a string, 104 when unknown), then the op's fields in the
  * order of protocol-v1.md's table: channel (107 missing or not a string,
- * 102 bad name), token, name, version, since, limit, reverse, data. Keys an
+ * 102 bad name), token, name, version, since, limit, reverse, data,
+ * idempotency_key. Keys an
  * op does not use are ignored, whatever their type, so clients may add
  * fields (forward compatibility). An optional field set to null counts as
  * absent; a required one (id, op, channel) set to null is missing.
@@ -232,6 +233,27 @@ static int reverse_field(const proto__map_ops *ops, const void *node,
     return 0;
 }
 
+/* publish's optional idempotency_key (protocol/README.md): a string of
+ * 1..64 printable ASCII bytes. */
+static int idem_key_field(const proto__map_ops *ops, const void *node,
+                          proto_cmd *cmd, proto_error *err)
+{
+    proto__val v;
+
+    ops->get(node, "idempotency_key", &v);
+    if (absent(&v))
+        return 0;
+    if (v.t != PROTO__V_STR || !proto_idem_key_valid(v.s, v.n)) {
+        proto__err(err, cmd->id, PROTO_E_BAD_REQUEST,
+                   "idempotency_key must be a string of 1..%d printable "
+                   "ASCII characters (no space)", PROTO_IDEM_KEY_MAX);
+        return -1;
+    }
+    cmd->idempotency_key.ptr = v.s;
+    cmd->idempotency_key.len = v.n;
+    return 0;
+}
+
 static int channel_field(const proto__map_ops *ops, const void *node,
                          proto_cmd *cmd, proto_error *err)
 {
@@ -272,7 +294,8 @@ static int parse_op(const proto__val *v, proto_op *op)
 static void cmd_own(proto_cmd *cmd, void *data_owned)
 {
     proto_slice *f[] = { &cmd->channel, &cmd->token, &cmd->name,
-                         &cmd->version, &cmd->since_epoch };
+                         &cmd->version, &cmd->since_epoch,
+                         &cmd->idempotency_key };
     size_t total = 0, at = 0;
     cmd_owned *o;
 
@@ -354,7 +377,8 @@ int proto__cmd_from_map(const proto__map_ops *ops, void *ctx,
             proto__err(err, cmd->id, PROTO_E_BAD_REQUEST, "missing data");
             goto fail;
         }
-        if (ops->data(ctx, &v, cmd, &data_owned, err) < 0)
+        if (ops->data(ctx, &v, cmd, &data_owned, err) < 0 ||
+            idem_key_field(ops, root, cmd, err) < 0)
             goto fail;
         break;
     case PROTO_OP_HISTORY:

@@ -385,8 +385,9 @@ void proto_enc_ok_subscribe(proto_buf *b, proto_enc enc, uint32_t id,
     }
 }
 
-void proto_enc_ok_publish(proto_buf *b, proto_enc enc, uint32_t id,
-                          uint64_t offset, proto_slice epoch)
+void proto_enc_ok_publish_dup(proto_buf *b, proto_enc enc, uint32_t id,
+                              uint64_t offset, proto_slice epoch,
+                              int duplicate)
 {
     msgpack_packer pk;
 
@@ -396,16 +397,28 @@ void proto_enc_ok_publish(proto_buf *b, proto_enc enc, uint32_t id,
         proto__buf_u64(b, offset);
         KEY(b, ",\"epoch\":");
         jstr(b, epoch);
+        if (duplicate)
+            KEY(b, ",\"duplicate\":true");
         KEY(b, "}}");
     } else {
         mp_init(&pk, b);
         mp_ok_head(&pk, id);
-        msgpack_pack_map(&pk, 2);
+        msgpack_pack_map(&pk, duplicate ? 3 : 2);
         MPKEY(&pk, "offset");
         msgpack_pack_uint64(&pk, offset);
         MPKEY(&pk, "epoch");
         mstr(&pk, epoch);
+        if (duplicate) {
+            MPKEY(&pk, "duplicate");
+            mbool(&pk, 1);
+        }
     }
+}
+
+void proto_enc_ok_publish(proto_buf *b, proto_enc enc, uint32_t id,
+                          uint64_t offset, proto_slice epoch)
+{
+    proto_enc_ok_publish_dup(b, enc, id, offset, epoch, 0);
 }
 
 void proto_enc_history_result(proto_buf *b, proto_enc enc, proto_slice epoch,

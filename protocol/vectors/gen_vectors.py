@@ -311,6 +311,26 @@ dj("channel of 256 bytes", '{"id":51,"op":"subscribe","channel":"' + "c" * 256 +
    err(102, 51))
 dj("publish without data", '{"id":52,"op":"publish","channel":"a"}', err(107, 52))
 dj("publish to a bad channel", '{"id":53,"op":"publish","channel":"a*","data":1}', err(102, 53))
+dj("publish with an idempotency key",
+   '{"id":80,"op":"publish","channel":"a","data":1,"idempotency_key":"' + "".join(chr(b) for b in range(0x21, 0x61) if chr(b) not in '"\\') + '"}',
+   dict(pubexp(80, "a", "1", "01"),
+        idempotency_key="".join(chr(b) for b in range(0x21, 0x61) if chr(b) not in '"\\')))
+dj("publish idempotency key of 64 bytes",
+   '{"id":81,"op":"publish","channel":"a","data":1,"idempotency_key":"' + "k" * 64 + '"}',
+   dict(pubexp(81, "a", "1", "01"), idempotency_key="k" * 64))
+dj("publish idempotency key of 65 bytes",
+   '{"id":82,"op":"publish","channel":"a","data":1,"idempotency_key":"' + "k" * 65 + '"}', err(107, 82))
+dj("publish empty idempotency key",
+   '{"id":83,"op":"publish","channel":"a","data":1,"idempotency_key":""}', err(107, 83))
+dj("publish idempotency key with a space",
+   '{"id":84,"op":"publish","channel":"a","data":1,"idempotency_key":"a b"}', err(107, 84))
+dj("publish idempotency key with non-ASCII",
+   '{"id":85,"op":"publish","channel":"a","data":1,"idempotency_key":"caf\u00e9"}', err(107, 85))
+dj("publish idempotency key not a string",
+   '{"id":86,"op":"publish","channel":"a","data":1,"idempotency_key":7}', err(107, 86))
+dj("idempotency key on another op is ignored",
+   '{"id":87,"op":"unsubscribe","channel":"a","idempotency_key":7}',
+   {"id": 87, "op": "unsubscribe", "channel": "a"})
 dj("since not a map", '{"id":54,"op":"subscribe","channel":"a","since":5}', err(107, 54))
 dj("since without offset", '{"id":55,"op":"subscribe","channel":"a","since":{"epoch":"e"}}',
    err(107, 55))
@@ -456,6 +476,15 @@ dm("msgpack data NaN", {"id": 48, "op": "publish", "channel": "a", "data": float
    err(107, 48))
 dm("msgpack data Infinity", {"id": 49, "op": "publish", "channel": "a", "data": [F32(float("-inf"))]},
    err(107, 49))
+# publish's idempotency_key (a v1 addition): 1..64 bytes 0x21..0x7e.
+dm("msgpack publish with an idempotency key",
+   {"id": 60, "op": "publish", "channel": "a", "data": 1, "idempotency_key": "order-7"},
+   dict(pubexp(60, "a", "1", "01"), idempotency_key="order-7"))
+dm("msgpack idempotency key as bin",
+   {"id": 61, "op": "publish", "channel": "a", "data": 1, "idempotency_key": b"k"}, err(107, 61))
+dm("msgpack idempotency key nil is no key",
+   {"id": 62, "op": "publish", "channel": "a", "data": 1, "idempotency_key": None},
+   pubexp(62, "a", "1", "01"))
 dm("msgpack unknown keys are ignored",
    {"id": 50, "op": "ping", "x": Ext(3, b"z"), "y": b"bin"}, {"id": 50, "op": "ping"})
 dm("msgpack token of 8193 bytes", {"id": 51, "op": "connect", "token": "t" * 8193}, err(107, 51))
@@ -600,6 +629,10 @@ enc("subscribe ok not recovered", "ok_subscribe",
 enc("publish ok", "ok_publish", {"id": 5, "offset": 300, "epoch": "ep"},
     P(("id", 5), ("ok", P(("offset", 300), ("epoch", "ep")))),
     P(("id", 5), ("ok", P(("offset", 300), ("epoch", "ep")))))
+enc("publish ok, an idempotent repeat", "ok_publish",
+    {"id": 5, "offset": 300, "epoch": "ep", "duplicate": True},
+    P(("id", 5), ("ok", P(("offset", 300), ("epoch", "ep"), ("duplicate", True)))),
+    P(("id", 5), ("ok", P(("offset", 300), ("epoch", "ep"), ("duplicate", True)))))
 enc("history ok", "ok_history",
     {"id": 6, "epoch": "ep", "offset": 41, "publications": [PUB1]},
     P(("id", 6), ("ok", P(("publications", [PUB1_J]), ("epoch", "ep"), ("offset", 41)))),

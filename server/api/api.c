@@ -16,6 +16,7 @@
 #include "api/openapi.h"
 #include "base/mem.h"
 #include "broker/broker.h"
+#include "core/idem.h"
 #include "core/pub.h"
 #include "core/rules.h"
 #include "net/admin.h"
@@ -50,10 +51,13 @@ static int status_of(int code)
 }
 
 /* The status of an owner's refusal: 106 from an owner is its capacity
- * (max_channels), not the caller's mistake. */
-static int status_of_owner(int code)
+ * (max_channels), not the caller's mistake; an idempotency key reused
+ * with other data is a conflict (409), not a malformed call. */
+static int status_of_owner(const chan_req *r)
 {
-    return code == PROTO_E_LIMIT ? 503 : status_of(code);
+    if (r->code == PROTO_E_BAD_REQUEST && r->errmsg == idem_conflict)
+        return 409;
+    return r->code == PROTO_E_LIMIT ? 503 : status_of(r->code);
 }
 
 /* --- calls waiting for replies ------------------------------------------ */
@@ -74,6 +78,7 @@ typedef struct bc_result {
     int code;                 /* 0 published, or refused with code */
     const char *message;      /* static text for code */
     uint8_t done;
+    uint8_t duplicate;        /* an idempotent repeat */
     uint64_t offset;
     char epoch[IDS_LEN + 1];
 } bc_result;
@@ -156,15 +161,36 @@ static int publish_size(server *srv, const proto_data *d, api_answer *ans)
     return -1;
 }
 
-/* Sends the publication to the channel's owner (the draft copies d). */
+/* The body's optional "idempotency_key" (null counts as absent) into key
+ * (PROTO_IDEM_KEY_MAX + 1 bytes, "" when none): 0, or -1 after answering
+ * 400. */
+static int publish_key(const api_body *b, char *key, api_answer *ans)
+{
+    json_t *v = json_object_get(b->doc, "idempotency_key");
+    key[0] = '\0';
+    if (!v || json_is_null(v))
+        return 0;
+    if (!json_is_string(v) ||
+        !proto_idem_key_valid(json_string_value(v), json_string_length(v))) {
+        api_error(ans, 400, PROTO_E_BAD_REQUEST,
+                  "idempotency_key must be a string of 1..64 printable ASCII "
+                  "characters (no space)");
+        return -1;
+    }
+    memcpy(key, json_string_value(v), json_string_length(v) + 1);
+    return 0;
+}
+
+/* Sends the publication to the channel's owner (the draft copies d and
+ * the idempotency key, "" for none). */
 static void publish_post(server *srv, const char *chan, size_t clen,
                          const config_ns *ns, const proto_data *d,
-                         const route *reply_to)
+                         const char *key, const route *reply_to)
 {
     pub_req *r = chan_req_new(sizeof(pub_req), OWN_PUBLISH, chan, clen, "", 0);
     r->h.route = *reply_to;
     r->h.ns = ns;
-    r->p = pub_draft((proto_slice){ chan, clen }, d, NULL);
+    pub_req_draft(r, d, NULL, (proto_slice){ key, strlen(key) });
     server_post(srv, server_owner(srv, r->h.chan, r->h.chan_len), &r->h.hdr);
 }
 
@@ -172,9 +198,10 @@ static void publish_post(server *srv, const char *chan, size_t clen,
  * client's publish makes (offsets, history, the durable store, cluster). */
 static int route_publish(api_ctx *x)
 {
-    static const char *const fields[] = { "channel", "data", NULL };
+    static const char *const fields[] = { "channel", "data",
+                                          "idempotency_key", NULL };
     api_body b;
-    char chan[256];
+    char chan[256], key[PROTO_IDEM_KEY_MAX + 1];
     proto_data d;
     void *owned = NULL;
     const config_ns *ns = NULL;
@@ -186,14 +213,15 @@ static int route_publish(api_ctx *x)
                   : api_body_string(&b, "channel", chan, sizeof(chan), x->ans);
     if (has == 0)
         api_error(x->ans, 400, PROTO_E_BAD_REQUEST, "field channel is required");
-    if (has > 0 && api_body_data(&b, &d, &owned, x->ans) == 0 &&
+    if (has > 0 && publish_key(&b, key, x->ans) == 0 &&
+        api_body_data(&b, &d, &owned, x->ans) == 0 &&
         publish_size(x->srv, &d, x->ans) == 0) {
         const char *message;
         int code = publish_check(x->srv, chan, strlen(chan), &ns, &message);
         if (code) {
             api_error(x->ans, status_of(code), code, message);
         } else {
-            publish_post(x->srv, chan, strlen(chan), ns, &d, x->to);
+            publish_post(x->srv, chan, strlen(chan), ns, &d, key, x->to);
             *x->call = call_new(CALL_ONE, 1);
             posted = 1;
         }
@@ -253,8 +281,10 @@ static int broadcast_channels(const api_body *b, json_t **out,
  * every owner replied (a refused channel has its error in its result). */
 static int route_broadcast(api_ctx *x)
 {
-    static const char *const fields[] = { "channels", "data", NULL };
+    static const char *const fields[] = { "channels", "data",
+                                          "idempotency_key", NULL };
     api_body b;
+    char key[PROTO_IDEM_KEY_MAX + 1];
     json_t *list = NULL;
     proto_data d;
     void *owned = NULL;
@@ -262,6 +292,7 @@ static int route_broadcast(api_ctx *x)
         return 0;
     if (api_body_only(&b, fields, x->ans) < 0 ||
         broadcast_channels(&b, &list, x->ans) < 0 ||
+        publish_key(&b, key, x->ans) < 0 ||
         api_body_data(&b, &d, &owned, x->ans) < 0 ||
         publish_size(x->srv, &d, x->ans) < 0) {
         free(owned);
@@ -295,7 +326,7 @@ static int route_broadcast(api_ctx *x)
         }
         route to = *x->to;
         to.seq = i;
-        publish_post(x->srv, chan, clen, ns, &d, &to);
+        publish_post(x->srv, chan, clen, ns, &d, key, &to);
         c->expected++;
     }
     free(owned);
@@ -326,6 +357,8 @@ static void broadcast_answer(const api_call *c, api_answer *ans)
         else
             o = json_pack("{s:s,s:I,s:s}", "channel", r->chan, "offset",
                           (json_int_t)r->offset, "epoch", r->epoch);
+        if (r->done && !r->code && r->duplicate)
+            json_object_set_new(o, "duplicate", json_true());
         json_array_append_new(results, o);
     }
     api_answer_json(ans, 200, json_pack("{s:o}", "results", results));
@@ -803,15 +836,17 @@ static void reply_answer(const msg *m, api_answer *ans)
     const chan_req *r = (const chan_req *)m;
     ans->extra[0] = '\0';
     if (r->code) {
-        api_error(ans, status_of_owner(r->code), r->code,
+        api_error(ans, status_of_owner(r), r->code,
                   r->errmsg ? r->errmsg : "refused by the channel's owner");
         return;
     }
     if (m->type == CON_PUBLISHED) {
         const pub_req *p = (const pub_req *)m;
-        api_answer_json(ans, 200,
-                    json_pack("{s:I,s:s%}", "offset", (json_int_t)p->offset,
-                              "epoch", p->epoch, (size_t)IDS_LEN));
+        json_t *doc = json_pack("{s:I,s:s%}", "offset", (json_int_t)p->offset,
+                                "epoch", p->epoch, (size_t)IDS_LEN);
+        if (p->duplicate)
+            json_object_set_new(doc, "duplicate", json_true());
+        api_answer_json(ans, 200, doc);
         return;
     }
     ans->status = 200;
@@ -855,6 +890,7 @@ int api_call_take(api_call *call, msg *m)
         r->message = p->h.errmsg ? p->h.errmsg
                                  : "refused by the channel's owner";
         r->offset = p->offset;
+        r->duplicate = p->duplicate;
         memcpy(r->epoch, p->epoch, IDS_LEN);
         r->epoch[IDS_LEN] = '\0';
     }

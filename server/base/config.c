@@ -94,6 +94,8 @@ static const key_def top_keys[] = {
     UINT_KEY(config, rate_limit, 0, 1000000),
     UINT_KEY(config, rate_burst, 1, 1000000),
     UINT_KEY(config, worker_queue_max, 64, 67108864),
+    UINT_KEY(config, idempotency_window, 0, 86400),
+    UINT_KEY(config, idempotency_max, 1, 10000000),
     { "token_secret", KT_STR, FIELD(config, token_secret), 0, 0, NULL },
     BOOL_KEY(config, allow_anonymous),
     { "tls_cert", KT_STR, FIELD(config, tls_cert), 0, 0, NULL },
@@ -1720,6 +1722,8 @@ void config_defaults(config *c)
     c->rate_limit = 0;
     c->rate_burst = 100;
     c->worker_queue_max = 65536;
+    c->idempotency_window = 300;
+    c->idempotency_max = 10000;
     c->allow_anonymous = 1;
     snprintf(c->redis_prefix, sizeof c->redis_prefix, "herald");
     c->redis_timeout_ms = 2000;

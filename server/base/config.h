@@ -85,6 +85,9 @@ typedef struct config {
     uint32_t rate_limit;            /* commands per second per conn; 0 = off */
     uint32_t rate_burst;            /* bucket size: 100 */
     uint32_t worker_queue_max;      /* inter-worker publications queued: 65536 */
+    uint32_t idempotency_window;    /* s a publish's idempotency_key is
+                                       remembered: 300; 0 = keys ignored */
+    uint32_t idempotency_max;       /* keys remembered per channel: 10000 */
 
     char token_secret[256];         /* HS256 secret; "" = tokens not accepted */
     int allow_anonymous;            /* connect without token: 1 */

@@ -31,6 +31,10 @@ static void chan_free(chanreg *r, chan_state *c)
     }
     presence_free(&c->presence);
     history_free(&c->hist);
+    if (c->idem) {
+        idem_free(c->idem, r->free_msg);
+        free(c->idem);
+    }
     free(c->wcount);
     free(c);
 }

@@ -30,6 +30,7 @@
 #include "base/ids.h"
 #include "base/mailbox.h"
 #include "core/history.h"
+#include "core/idem.h"
 #include "core/presence.h"
 #include "core/pub.h"
 
@@ -55,6 +56,11 @@ typedef struct chan_state {
     uint32_t reads;          /* reads in flight (broker window, store) and
                                 callbacks running: the stream must stay */
     struct broker_stream *bs;/* the broker's state of this stream, or NULL */
+    idem_map *idem;          /* idempotency keys published with, or NULL
+                                (core/owner.c, core/idem.h) */
+    int64_t born_ms;         /* when the owner made the stream: a map
+                                younger than idempotency_window may miss
+                                keys a durable store has */
     uint16_t len;
     char name[];             /* NUL-terminated */
 } chan_state;

@@ -24,7 +24,9 @@
 #include <herald/proto.h>
 
 #include "base/log.h"
+#include "base/mem.h"
 #include "broker/broker.h"
+#include "core/idem.h"
 #include "core/requests.h"
 #include "store/store.h"
 
@@ -129,7 +131,9 @@ static chan_state *owner_stream(owner *o, const chan_req *r)
     if (!owner_evict(o, NULL, 1))
         return NULL;
     atomic_fetch_add_explicit(&o->srv->channels, 1, memory_order_relaxed);
-    return chanreg_get(&o->reg, r->chan, r->chan_len, r->ns);
+    c = chanreg_get(&o->reg, r->chan, r->chan_len, r->ns);
+    c->born_ms = server_now_ms(o->srv);
+    return c;
 }
 
 static store *owner_store(const owner *o, const config_ns *ns)
@@ -141,8 +145,18 @@ static store *owner_store(const owner *o, const config_ns *ns)
  * or reads in flight, expired history, and the broker lets go of it. */
 static void owner_release(owner *o, chan_state *c)
 {
-    chan_expire(c, server_now_ms(o->srv));
-    if (c->total || c->waiting || c->reads)
+    int64_t now = server_now_ms(o->srv);
+    chan_expire(c, now);
+    if (c->idem) {
+        idem_expire(c->idem, now);
+        if (idem_empty(c->idem)) {
+            free(c->idem);
+            c->idem = NULL;
+        }
+    }
+    /* Keys inside their window keep the stream (evicting it under
+     * max_channels or history_memory_mb pressure loses them). */
+    if (c->total || c->waiting || c->reads || c->idem)
         return;
     if (o->b->ops->release(o->b, c))
         owner_drop(o, c);
@@ -519,15 +533,214 @@ static void owner_unsubscribe(owner *o, chan_req *r)
 
 /* ---- publish -------------------------------------------------------------- */
 
-static void owner_publish(owner *o, pub_req *r)
+static void owner_publish(owner *o, pub_req *r);
+
+/* The stream's idempotency keys, made on first use. */
+static idem_map *owner_idem_map(chan_state *c)
 {
-    chan_state *c = chanreg_find(&o->reg, r->h.chan, r->h.chan_len);
-    if (c && owner_backlogged(o, c)) {
-        owner_fail(o, &r->h, PROTO_E_RATE_LIMITED, NULL);
+    if (!c->idem) {
+        c->idem = mem_alloc(sizeof(*c->idem));
+        idem_init(c->idem);
+    }
+    return c->idem;
+}
+
+static int64_t owner_idem_window_ms(const owner *o)
+{
+    return (int64_t)o->srv->cfg->idempotency_window * 1000;
+}
+
+/* Answers r as a repeat of the publication e sealed: its offset and epoch
+ * when the data is the same, 107 (the API's 409) when the key came with
+ * other data. Nothing is published. */
+static void owner_idem_answer(owner *o, pub_req *r, const idem_entry *e)
+{
+    pub_unref(r->p);
+    r->p = NULL;
+    if (r->ihash != e->hash) {
+        owner_fail(o, &r->h, PROTO_E_BAD_REQUEST, idem_conflict);
         return;
     }
-    if (!c && !(c = owner_stream(o, &r->h))) {
+    r->offset = e->offset;
+    memcpy(r->epoch, e->epoch, IDS_LEN);
+    r->epoch[IDS_LEN] = '\0';
+    r->duplicate = 1;
+    owner_reply(o, &r->h, 0);
+}
+
+/* Answers the requests waiting on a key: as repeats of `first` (code 0),
+ * or with the first publication's error (they may retry). */
+static void owner_idem_answer_list(owner *o, msg *w, int code,
+                                   const char *why, const idem_entry *first)
+{
+    while (w) {
+        msg *next = w->next;
+        pub_req *r = (pub_req *)w;
+        w->next = NULL;
+        if (code) {
+            pub_unref(r->p);
+            r->p = NULL;
+            owner_fail(o, &r->h, code, why);
+        } else {
+            owner_idem_answer(o, r, first);
+        }
+        w = next;
+    }
+}
+
+/* A durable stream younger than the window may not know keys published
+ * before a restart (or before it was dropped from memory): the store is
+ * asked. */
+static int owner_idem_ask_store(const owner *o, const chan_state *c,
+                                int64_t now)
+{
+    return owner_store(o, c->ns) && now - c->born_ms < owner_idem_window_ms(o);
+}
+
+/* Idempotent publish, before anything is reserved: 1 when r is answered
+ * (a repeat) or waits for the first request with its key; 0 when it goes
+ * on to publish, leading its key (then the stream holds a read until the
+ * key is sealed or dropped: owner_idem_sealed, owner_idem_failed). */
+static int owner_idem_check(owner *o, chan_state *c, pub_req *r)
+{
+    if (!r->ikey_len || !o->srv->cfg->idempotency_window || r->idem_lead)
+        return 0;
+    idem_map *m = owner_idem_map(c);
+    int64_t now = server_now_ms(o->srv);
+    idem_expire(m, now);
+    idem_entry *e = idem_find(m, r->ikey, r->ikey_len);
+    if (e && e->state == IDEM_SEALED && e->expires_ms <= now) {
+        idem_drop(m, e);
+        e = NULL;
+    }
+    if (e && e->state == IDEM_SEALED) {
+        owner_idem_answer(o, r, e);
+        owner_release(o, c);
+        return 1;
+    }
+    if (e) {
+        idem_wait(e, &r->h.hdr);   /* the first one is on its way */
+        return 1;
+    }
+    c->reads++;
+    if (owner_idem_ask_store(o, c, now)) {
+        e = idem_open(m, r->ikey, r->ikey_len, IDEM_LOOKUP);
+        idem_wait(e, &r->h.hdr);
+        store_find_key(o->st, o->index, c->name, c->len, r->ikey,
+                       r->ikey_len);
+        return 1;
+    }
+    idem_open(m, r->ikey, r->ikey_len, IDEM_PENDING);
+    r->idem_lead = 1;
+    return 0;
+}
+
+/* The leading request of a key failed: its key is forgotten and the
+ * requests waiting on it get the same answer. */
+static void owner_idem_failed(owner *o, chan_state *c, pub_req *r, int code,
+                              const char *why)
+{
+    if (!r->idem_lead)
+        return;
+    r->idem_lead = 0;
+    idem_entry *e = c->idem ? idem_find(c->idem, r->ikey, r->ikey_len) : NULL;
+    if (e) {
+        msg *w = idem_take_waiters(e);
+        idem_drop(c->idem, e);
+        owner_idem_answer_list(o, w, code, why, NULL);
+    }
+    c->reads--;
+}
+
+/* The leading request of a key is sequenced (or Redis knew the key): the
+ * key is sealed with the first publication, and the waiting requests are
+ * answered as repeats. */
+static void owner_idem_sealed(owner *o, chan_state *c, pub_req *r)
+{
+    r->idem_lead = 0;
+    idem_entry *e = c->idem ? idem_find(c->idem, r->ikey, r->ikey_len) : NULL;
+    if (e) {
+        msg *w = idem_take_waiters(e);
+        idem_seal(c->idem, e, r->offset, r->epoch,
+                  r->idem_found ? r->idem_first_hash : r->ihash,
+                  server_now_ms(o->srv) + owner_idem_window_ms(o),
+                  o->srv->cfg->idempotency_max);
+        idem_entry first = *e;
+        owner_idem_answer_list(o, w, 0, NULL, &first);
+    }
+    c->reads--;
+}
+
+/* The durable store's answer for a key (owner_idem_check): a publication
+ * inside the window answers the waiting requests as repeats; none, and the
+ * first of them publishes (the others wait on); no answer, 108. */
+static void owner_idem_found(owner *o, idem_found_msg *f)
+{
+    chan_state *c = chanreg_find(&o->reg, f->h.chan, f->h.chan_len);
+    idem_entry *e = c && c->idem ? idem_find(c->idem, f->key, f->key_len)
+                                 : NULL;
+    if (!e || e->state != IDEM_LOOKUP) {
+        log_error("idempotency key lookup for a key not being looked up",
+                  LOG_STRN("channel", f->h.chan, f->h.chan_len));
+        free(f);
+        return;
+    }
+    int64_t expires = f->time_ms + owner_idem_window_ms(o);
+    msg *w = idem_take_waiters(e);
+    if (!w) {
+        /* Cannot happen: the request that asked waits on the entry. */
+        idem_drop(c->idem, e);
+        c->reads--;
+        owner_release(o, c);
+    } else if (f->found == STORE_TOP_FAILED) {
+        idem_drop(c->idem, e);
+        owner_idem_answer_list(o, w, PROTO_E_NOT_AVAILABLE, STORE_DOWN, NULL);
+        c->reads--;
+        owner_release(o, c);
+    } else if (f->found == STORE_TOP_FOUND &&
+               expires > server_now_ms(o->srv)) {
+        idem_seal(c->idem, e, f->offset, f->epoch, f->hash, expires,
+                  o->srv->cfg->idempotency_max);
+        idem_entry first = *e;
+        owner_idem_answer_list(o, w, 0, NULL, &first);
+        c->reads--;
+        owner_release(o, c);
+    } else {
+        /* Not published inside the window: the first request leads. */
+        pub_req *lead = (pub_req *)w;
+        e->state = IDEM_PENDING;
+        for (msg *m = w->next; m;) {
+            msg *next = m->next;
+            idem_wait(e, m);
+            m = next;
+        }
+        lead->h.hdr.next = NULL;
+        lead->idem_lead = 1;
+        owner_publish(o, lead);
+    }
+    free(f);
+}
+
+/* A publish refused before the broker took it. */
+static void owner_pub_fail(owner *o, chan_state *c, pub_req *r, int code,
+                           const char *why)
+{
+    owner_idem_failed(o, c, r, code, why);
+    owner_fail(o, &r->h, code, why);
+    owner_release(o, c);
+}
+
+static void owner_publish(owner *o, pub_req *r)
+{
+    chan_state *c = owner_stream(o, &r->h);
+    if (!c) {
         owner_fail(o, &r->h, PROTO_E_LIMIT, TOO_MANY);
+        return;
+    }
+    if (owner_idem_check(o, c, r))
+        return;
+    if (owner_backlogged(o, c)) {
+        owner_pub_fail(o, c, r, PROTO_E_RATE_LIMITED, NULL);
         return;
     }
     const config_ns *ns = r->h.ns;
@@ -536,18 +749,16 @@ static void owner_publish(owner *o, pub_req *r)
      * dropped. */
     store *st = owner_store(o, ns);
     if (st && !store_fits(r->p)) {
-        owner_fail(o, &r->h, PROTO_E_TOO_LARGE,
-                   "too large for the durable store");
-        owner_release(o, c);
+        owner_pub_fail(o, c, r, PROTO_E_TOO_LARGE,
+                       "too large for the durable store");
         return;
     }
     r->store_where = 0;
     if (st) {
         int where = store_reserve(st, r->p, ns->ack_durable);
         if (where == STORE_REFUSED) {
-            owner_fail(o, &r->h, PROTO_E_NOT_AVAILABLE,
-                       "durable store backlog full");
-            owner_release(o, c);
+            owner_pub_fail(o, c, r, PROTO_E_NOT_AVAILABLE,
+                           "durable store backlog full");
             return;
         }
         r->store_where = (uint8_t)where;
@@ -563,7 +774,25 @@ static void owner_publish(owner *o, pub_req *r)
         store_unreserve(st, r->store_where, r->p);
         r->store_where = 0;
     }
+    if (rc != BROKER_AGAIN)
+        owner_idem_failed(o, c, r, rc, why);
     owner_refused(o, c, &r->h, OWN_PUBLISH, rc, why);
+}
+
+/* Cluster: Redis had the key (another node, or this one before it forgot):
+ * nothing was published; the reservation goes back. */
+static void owner_pub_repeat(owner *o, pub_req *r)
+{
+    if (r->store_where)
+        store_unreserve(o->st, r->store_where, r->p);
+    pub_unref(r->p);
+    r->p = NULL;
+    if (r->ihash != r->idem_first_hash) {
+        owner_fail(o, &r->h, PROTO_E_BAD_REQUEST, idem_conflict);
+        return;
+    }
+    r->duplicate = 1;
+    owner_reply(o, &r->h, 0);
 }
 
 /* The broker's answer to a publish: to the store (durable), and the reply
@@ -573,11 +802,23 @@ static void owner_published(void *ctx, pub_req *r, int code,
                             const char *errmsg)
 {
     owner *o = ctx;
+    if (r->idem_lead) {
+        /* The stream stays while its key is open (a read). */
+        chan_state *c = chanreg_find(&o->reg, r->h.chan, r->h.chan_len);
+        if (c && code)
+            owner_idem_failed(o, c, r, code, errmsg);
+        else if (c)
+            owner_idem_sealed(o, c, r);
+    }
     store *st = r->store_where ? o->st : NULL;
     if (code) {
         if (st)
             store_unreserve(st, r->store_where, r->p);
         owner_fail(o, &r->h, code, errmsg);
+        return;
+    }
+    if (r->idem_found) {
+        owner_pub_repeat(o, r);
         return;
     }
     pub *p = r->p;
@@ -887,10 +1128,13 @@ static void owner_ready(void *ctx, chan_state *c, int code,
     while (m) {
         msg *next = m->next;
         m->next = NULL;
-        if (code)
+        if (code) {
+            if (m->type == OWN_PUBLISH)
+                owner_idem_failed(o, c, (pub_req *)m, code, errmsg);
             owner_fail(o, (chan_req *)m, code, errmsg);
-        else
+        } else {
             owner_receive(o, m);
+        }
         m = next;
     }
     c->reads--;
@@ -951,6 +1195,7 @@ void owner_receive(owner *o, msg *m)
     case OWN_PRESENCE: owner_presence(o, (pres_req *)m); break;
     case OWN_SUB_READ:
     case OWN_HIST_READ: owner_read_back(o, (chan_req *)m); break;
+    case OWN_IDEM_FOUND: owner_idem_found(o, (idem_found_msg *)m); break;
     case OWN_STORE_TOP:
         if (o->b->ops->receive) {
             o->b->ops->receive(o->b, m);

@@ -21,11 +21,12 @@ static void pub_copy(char **cursor, proto_slice s, proto_slice *out)
     *cursor += s.len;
 }
 
-pub *pub_new(proto_slice channel, uint64_t offset, proto_slice epoch,
-             const proto_data *data, const proto_client_info *info,
-             int64_t time_ms)
+static pub *pub_make(proto_slice channel, uint64_t offset, proto_slice epoch,
+                    const proto_data *data, const proto_client_info *info,
+                    int64_t time_ms, proto_slice ikey)
 {
-    size_t n = channel.len + epoch.len + data->json.len + data->mp.len;
+    size_t n = channel.len + epoch.len + data->json.len + data->mp.len +
+               ikey.len;
     if (info)
         n += info->client.len + info->user.len;
     pub *p = mem_alloc(sizeof(*p) + n);
@@ -48,16 +49,35 @@ pub *pub_new(proto_slice channel, uint64_t offset, proto_slice epoch,
         pub_copy(&cur, info->user, &p->info.user);
         p->view.info = &p->info;
     }
+    pub_copy(&cur, ikey, &p->ikey);
+    p->ihash = 0;
+    return p;
+}
+
+pub *pub_new(proto_slice channel, uint64_t offset, proto_slice epoch,
+             const proto_data *data, const proto_client_info *info,
+             int64_t time_ms)
+{
+    return pub_make(channel, offset, epoch, data, info, time_ms,
+                    (proto_slice){ NULL, 0 });
+}
+
+pub *pub_draft_keyed(proto_slice channel, const proto_data *data,
+                     const proto_client_info *info, proto_slice ikey,
+                     uint64_t ihash)
+{
+    char epoch0[IDS_LEN];
+    memset(epoch0, '0', sizeof(epoch0));
+    pub *p = pub_make(channel, 0, (proto_slice){ epoch0, IDS_LEN }, data,
+                      info, 0, ikey);
+    p->ihash = ihash;
     return p;
 }
 
 pub *pub_draft(proto_slice channel, const proto_data *data,
                const proto_client_info *info)
 {
-    char epoch0[IDS_LEN];
-    memset(epoch0, '0', sizeof(epoch0));
-    return pub_new(channel, 0, (proto_slice){ epoch0, IDS_LEN }, data, info,
-                   0);
+    return pub_draft_keyed(channel, data, info, (proto_slice){ NULL, 0 }, 0);
 }
 
 void pub_seal(pub *p, uint64_t offset, const char *epoch, int64_t time_ms)

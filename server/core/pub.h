@@ -27,6 +27,11 @@ typedef struct pub {
     int64_t time_ms;             /* wall clock when sequenced */
     proto_pub view;              /* slices into _mem, ready to encode */
     proto_client_info info;      /* view.info points here when set */
+    proto_slice ikey;            /* the publisher's idempotency_key (in
+                                    _mem; len 0: none): the durable store
+                                    keeps it (store/doc.c) */
+    uint64_t ihash;              /* with ikey: a hash of the data
+                                    (core/idem.h idem_hash) */
     char _mem[];
 } pub;
 
@@ -37,6 +42,10 @@ pub *pub_new(proto_slice channel, uint64_t offset, proto_slice epoch,
 /* A draft: offset 0 and room for an epoch (IDS_LEN bytes). */
 pub *pub_draft(proto_slice channel, const proto_data *data,
                const proto_client_info *info);
+/* A draft that carries its idempotency key (len 0: none) and data hash. */
+pub *pub_draft_keyed(proto_slice channel, const proto_data *data,
+                     const proto_client_info *info, proto_slice ikey,
+                     uint64_t ihash);
 /* Seals a draft that nobody else holds yet: offset, epoch (IDS_LEN
  * bytes) and time. */
 void pub_seal(pub *p, uint64_t offset, const char *epoch, int64_t time_ms);

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "base/mem.h"
+#include "core/idem.h"
 
 /* A zeroed message of `size` bytes for receiver `to`, then chan, NUL,
  * user, NUL in the same allocation; *s: where the strings are. */
@@ -99,6 +100,29 @@ disc_ask *disc_ask_new(void)
     char *s;
     return requests_alloc(sizeof(disc_ask), MSG_TO_CONNS, CON_DISCONNECT, NULL,
                           0, NULL, 0, &s);
+}
+
+idem_found_msg *idem_found_msg_new(const char *chan, size_t chan_len,
+                                   const char *key, size_t key_len)
+{
+    idem_found_msg *f = (idem_found_msg *)chan_msg_new(
+        sizeof(idem_found_msg), MSG_TO_OWNER, OWN_IDEM_FOUND, chan, chan_len);
+    memcpy(f->key, key, key_len);
+    f->key_len = (uint8_t)key_len;
+    return f;
+}
+
+void pub_req_draft(pub_req *r, const proto_data *d,
+                   const proto_client_info *info, proto_slice ikey)
+{
+    r->ikey_len = (uint8_t)ikey.len;
+    if (ikey.len) {
+        memcpy(r->ikey, ikey.ptr, ikey.len);
+        r->ikey[ikey.len] = '\0';
+        r->ihash = idem_hash(d);
+    }
+    r->p = pub_draft_keyed((proto_slice){ r->h.chan, r->h.chan_len }, d, info,
+                           ikey, r->ihash);
 }
 
 msg *worker_msg_new(uint8_t type)

@@ -35,6 +35,8 @@ enum owner_msg_type {
     OWN_SUB_READ,       /* sub_req back from a store read */
     OWN_HIST_READ,      /* hist_req back from a store read */
     OWN_STORE_TOP,      /* store_top_msg: a durable stream's last position */
+    OWN_IDEM_FOUND,     /* idem_found_msg: a durable store's answer for an
+                           idempotency key */
 };
 
 enum conn_msg_type {
@@ -117,6 +119,19 @@ typedef struct pub_req {
     pub *p;                  /* the draft; sealed by the broker */
     uint8_t store_where;     /* store reservation (store.h STORE_TO_*), or 0 */
     uint8_t need_draft;      /* the owner wants the sealed draft back */
+    /* Idempotent publish (core/idem.h; ikey_len 0: no key). */
+    uint8_t ikey_len;
+    uint8_t idem_lead;       /* the owner: this request publishes for its
+                                key, others with it wait */
+    uint8_t idem_found;      /* the broker: the key had been published
+                                (Redis's memory, cluster); offset, epoch
+                                and idem_first_hash are that publication's,
+                                nothing was published */
+    uint8_t duplicate;       /* reply: an idempotent repeat (offset and
+                                epoch are the first publication's) */
+    uint64_t ihash;          /* idem_hash of the data */
+    uint64_t idem_first_hash;
+    char ikey[PROTO_IDEM_KEY_MAX + 1];
     /* reply */
     uint64_t offset;
     char epoch[IDS_LEN + 1];
@@ -215,6 +230,19 @@ typedef struct disc_ask {
 chans_ask *chans_ask_new(void);
 disc_ask *disc_ask_new(void);
 
+/* A durable store's answer for an idempotency key: the newest stored
+ * publication of the channel with it (found STORE_TOP_*). */
+typedef struct idem_found_msg {
+    chan_msg h;
+    uint8_t found;
+    uint8_t key_len;
+    char key[PROTO_IDEM_KEY_MAX + 1];
+    char epoch[IDS_LEN + 1];
+    uint64_t offset;
+    uint64_t hash;
+    int64_t time_ms;
+} idem_found_msg;
+
 /* A request of `size` bytes (sizeof a family above) for the owner, with
  * type, channel and user copied into the same allocation; zeroed. */
 void *chan_req_new(size_t size, uint8_t type, const char *chan,
@@ -226,6 +254,14 @@ join_msg *join_msg_new(int join, const char *chan, size_t chan_len,
                        size_t user_len);
 reset_msg *reset_msg_new(const char *chan, size_t chan_len);
 store_top_msg *store_top_msg_new(const char *chan, size_t chan_len);
+idem_found_msg *idem_found_msg_new(const char *chan, size_t chan_len,
+                                   const char *key, size_t key_len);
+
+/* Sets a publish request's draft (r->p) for data d, with its
+ * idempotency key (len 0: none; valid, proto_idem_key_valid) and the
+ * data's hash. */
+void pub_req_draft(pub_req *r, const proto_data *d,
+                   const proto_client_info *info, proto_slice ikey);
 msg *worker_msg_new(uint8_t type);
 
 /* 1 when m is a reply for an API call rather than a connection. */

@@ -657,7 +657,7 @@ static void conn_do_publish(conn *c, const proto_cmd *cmd)
         .user = { c->user ? c->user : "", c->user ? strlen(c->user) : 0 },
     };
     pub_req *r = conn_request(c, sizeof(pub_req), OWN_PUBLISH, cmd, ns);
-    r->p = pub_draft(cmd->channel, &cmd->data, &info);
+    pub_req_draft(r, &cmd->data, &info, cmd->idempotency_key);
     conn_post(c, &r->h);
 }
 
@@ -1001,8 +1001,9 @@ static void conn_encode_reply(conn *c, chan_req *r)
     }
     case CON_PUBLISHED: {
         pub_req *p = (pub_req *)r;
-        proto_enc_ok_publish(b, c->enc, id, p->offset,
-                             (proto_slice){ p->epoch, IDS_LEN });
+        proto_enc_ok_publish_dup(b, c->enc, id, p->offset,
+                                 (proto_slice){ p->epoch, IDS_LEN },
+                                 p->duplicate);
         break;
     }
     case CON_HISTORY: {

@@ -30,6 +30,10 @@ void store_doc(bson_t *d, const pub *p)
         bson_append_utf8(d, "user", 4, p->view.info->user.ptr,
                          (int)p->view.info->user.len);
     }
+    if (p->ikey.len) {
+        bson_append_utf8(d, "ik", 2, p->ikey.ptr, (int)p->ikey.len);
+        BSON_APPEND_INT64(d, "ih", (int64_t)p->ihash);
+    }
 }
 
 pub *store_doc_pub(const char *chan, size_t chan_len, const char *epoch,

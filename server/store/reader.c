@@ -41,6 +41,8 @@ typedef struct read_job {
                                 the request have store sequence numbers
                                 below it (store_pending_before) */
     store_range r;
+    uint8_t key_len;         /* key lookups: the idempotency key */
+    char key[PROTO_IDEM_KEY_MAX];
     char chan[];
 } read_job;
 
@@ -127,6 +129,88 @@ static void store_answer_last(store *s, const read_job *j)
         t->offset = offset;
     }
     server_post(s->srv, j->owner, &t->h.hdr);
+}
+
+/* The newest publication of the channel with the job's idempotency key:
+ * 1 found (f filled), 0 none, -1 error. */
+static int store_key(store *s, mongoc_client_t *cl, const read_job *j,
+                     idem_found_msg *f)
+{
+    bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER, sort, proj;
+    bson_append_utf8(&filter, "channel", 7, j->chan, j->len);
+    bson_append_utf8(&filter, "ik", 2, j->key, j->key_len);
+    BSON_APPEND_DOCUMENT_BEGIN(&opts, "sort", &sort);
+    BSON_APPEND_INT32(&sort, "time", -1);
+    BSON_APPEND_INT32(&sort, "offset", -1);
+    bson_append_document_end(&opts, &sort);
+    BSON_APPEND_DOCUMENT_BEGIN(&opts, "projection", &proj);
+    BSON_APPEND_INT32(&proj, "_id", 0);
+    BSON_APPEND_INT32(&proj, "epoch", 1);
+    BSON_APPEND_INT32(&proj, "offset", 1);
+    BSON_APPEND_INT32(&proj, "time", 1);
+    BSON_APPEND_INT32(&proj, "ih", 1);
+    bson_append_document_end(&opts, &proj);
+    BSON_APPEND_INT64(&opts, "limit", 1);
+    mongoc_collection_t *coll = mongoc_client_get_collection(cl, s->db,
+                                                             s->coll);
+    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, &filter,
+                                                            &opts, NULL);
+    const bson_t *doc;
+    bson_error_t err;
+    int rc = 0;
+    if (mongoc_cursor_next(cur, &doc)) {
+        bson_iter_t it;
+        uint32_t elen = 0;
+        const char *e = NULL;
+        rc = 1;
+        if (bson_iter_init_find(&it, doc, "epoch") && BSON_ITER_HOLDS_UTF8(&it))
+            e = bson_iter_utf8(&it, &elen);
+        if (e && elen == IDS_LEN)
+            memcpy(f->epoch, e, IDS_LEN);
+        else
+            rc = 0;
+        if (bson_iter_init_find(&it, doc, "offset") && BSON_ITER_HOLDS_INT(&it))
+            f->offset = (uint64_t)bson_iter_as_int64(&it);
+        else
+            rc = 0;
+        if (bson_iter_init_find(&it, doc, "time") &&
+            BSON_ITER_HOLDS_DATE_TIME(&it))
+            f->time_ms = bson_iter_date_time(&it);
+        else
+            rc = 0;
+        if (bson_iter_init_find(&it, doc, "ih") && BSON_ITER_HOLDS_INT(&it))
+            f->hash = (uint64_t)bson_iter_as_int64(&it);
+        if (!rc)
+            log_warn("MongoDB: a publication with an idempotency key lacks "
+                     "its epoch, offset or time; the key counts as unused",
+                     LOG_STRN("channel", j->chan, j->len));
+    }
+    if (mongoc_cursor_error(cur, &err)) {
+        log_warn("MongoDB: cannot look up an idempotency key",
+                 LOG_STRN("channel", j->chan, j->len),
+                 LOG_STR("error", err.message));
+        rc = -1;
+    }
+    mongoc_cursor_destroy(cur);
+    mongoc_collection_destroy(coll);
+    bson_destroy(&filter);
+    bson_destroy(&opts);
+    return rc;
+}
+
+static void store_answer_key(store *s, const read_job *j)
+{
+    idem_found_msg *f = idem_found_msg_new(j->chan, j->len, j->key,
+                                           j->key_len);
+    int rc = -1;
+    for (int attempt = 0; attempt < 2 && rc < 0; attempt++) {
+        mongoc_client_t *cl = mongoc_client_pool_pop(s->pool);
+        rc = store_key(s, cl, j, f);
+        mongoc_client_pool_push(s->pool, cl);
+    }
+    f->found = rc < 0 ? STORE_TOP_FAILED
+               : rc == 1 ? STORE_TOP_FOUND : STORE_TOP_NONE;
+    server_post(s->srv, j->owner, &f->h.hdr);
 }
 
 static int64_t store_mono_ms(void)
@@ -330,6 +414,8 @@ static void *store_reader(void *arg)
         int done = 1;
         if (j->m)
             done = store_answer_range(s, j);
+        else if (j->key_len)
+            store_answer_key(s, j);
         else
             store_answer_last(s, j);
         pthread_mutex_lock(&s->rlock);
@@ -376,6 +462,15 @@ static read_job *store_job(uint16_t owner, const char *chan, size_t len)
 void store_load_last(store *s, uint16_t owner, const char *chan, size_t len)
 {
     store_enqueue(s, store_job(owner, chan, len));
+}
+
+void store_find_key(store *s, uint16_t owner, const char *chan, size_t len,
+                    const char *key, size_t key_len)
+{
+    read_job *j = store_job(owner, chan, len);
+    memcpy(j->key, key, key_len);
+    j->key_len = (uint8_t)key_len;
+    store_enqueue(s, j);
 }
 
 void store_read_range(store *s, uint16_t owner, msg *m, publist *out,

@@ -10,9 +10,10 @@
  *
  * Document: { channel, epoch, offset (int64), time (date), json (the data
  * as JSON text), mp (the data as msgpack, binary), binary (bool: msgpack
- * bin data), client, user (publisher, when a client published) }.
+ * bin data), client, user (publisher, when a client published), ik, ih
+ * (the idempotency_key and the data's hash, int64, when it had one) }.
  * Indexes (createIndexes at start, one command each): unique (channel,
- * epoch, offset) and (channel, time).
+ * epoch, offset), (channel, time) and (channel, ik).
  *
  * Streams continue across restarts: a durable channel's stream, when
  * first used, takes its epoch and top offset from the store (a reader
@@ -94,6 +95,13 @@ int store_spill_last(store *s, const char *chan, size_t len, char *epoch,
  * comes to worker `owner` as a store_top_msg (core/requests.h: found,
  * none, or failed when the store did not answer in time). */
 void store_load_last(store *s, uint16_t owner, const char *chan, size_t len);
+
+/* Asks for the newest stored publication of a channel with an
+ * idempotency key (its `ik`); the answer comes to worker `owner` as an
+ * idem_found_msg (core/requests.h). Publications still in the spill file
+ * are not seen. */
+void store_find_key(store *s, uint16_t owner, const char *chan, size_t len,
+                    const char *key, size_t key_len);
 
 /* Flags of store_read_range. */
 #define STORE_READ_REVERSE 1u   /* newest first (else oldest first) */

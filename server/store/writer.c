@@ -163,15 +163,20 @@ static int store_index_one(store *s, mongoc_client_t *cl, const char *name,
 /* The indexes, one command each (FerretDB 1.24 fails a command that
  * re-creates several existing indexes at once). The unique one makes
  * retried writes idempotent and serves reads by offset; the time one
- * serves a stream's newest document and retention by age. */
+ * serves a stream's newest document and retention by age; the key one
+ * the idempotency key lookups after a restart. */
 static int store_index(store *s, mongoc_client_t *cl)
 {
     static const char *const by_offset[] = { "channel", "epoch", "offset",
                                              NULL };
     static const char *const by_time[] = { "channel", "time", NULL };
-    if (store_index_one(s, cl, "channel_epoch_offset", by_offset, 1) < 0)
+    static const char *const by_key[] = { "channel", "ik", NULL };
+    if (store_index_one(s, cl, "channel_epoch_offset", by_offset, 1) < 0 ||
+        store_index_one(s, cl, "channel_time", by_time, 0) < 0)
         return -1;
-    return store_index_one(s, cl, "channel_time", by_time, 0);
+    /* Not unique: a key published again after its window is a new
+     * publication; the lookup takes the newest (store/reader.c). */
+    return store_index_one(s, cl, "channel_ik", by_key, 0);
 }
 
 /* One queued publication; ack is the reply of an ack "durable" publish

@@ -79,6 +79,7 @@ typedef struct proto_slice {
 /* Added limits (protocol/README.md, "Limits"). Longer fields are error 107. */
 #define PROTO_TOKEN_MAX 8192      /* connect/subscribe `token`, bytes */
 #define PROTO_NAME_MAX 256        /* connect `name` and `version`, bytes */
+#define PROTO_IDEM_KEY_MAX 64     /* publish `idempotency_key`, bytes */
 /* Publication data may nest at most this many arrays/maps (a scalar is 0,
  * [1] is 1). Deeper data is error 107 in both encodings: a pub inside a
  * history reply sits 4 levels down and msgpack-c parsers stop at 32. */
@@ -119,6 +120,8 @@ typedef struct proto_cmd {
     uint32_t limit;
     int reverse;                 /* history */
     proto_data data;             /* publish: both encodings, owned by cmd */
+    proto_slice idempotency_key; /* publish, optional: 1..PROTO_IDEM_KEY_MAX
+                                    bytes 0x21..0x7e (proto_idem_key_valid) */
     void *_owned;                /* internal: allocations freed with the cmd */
 } proto_cmd;
 
@@ -153,6 +156,10 @@ void proto_cmd_free(proto_cmd *cmd);
  * slice when there is none). */
 int proto_channel_valid(const char *s, size_t len);
 proto_slice proto_channel_namespace(proto_slice channel);
+
+/* Idempotency keys (publish `idempotency_key`): 1..PROTO_IDEM_KEY_MAX
+ * printable ASCII bytes without space (0x21..0x7e). Returns 1 if valid. */
+int proto_idem_key_valid(const char *s, size_t len);
 
 /* Converts data given in one encoding into both (d->json and d->mp point
  * into *owned, which the caller frees with free()). Returns PROTO_OK or
@@ -234,6 +241,11 @@ void proto_enc_ok_subscribe(proto_buf *b, proto_enc enc, uint32_t id,
                             int recovered, const proto_pub *pubs, size_t n);
 void proto_enc_ok_publish(proto_buf *b, proto_enc enc, uint32_t id,
                           uint64_t offset, proto_slice epoch);
+/* The same, with "duplicate": true when `duplicate` (an idempotent
+ * repeat: offset and epoch are the first publication's). */
+void proto_enc_ok_publish_dup(proto_buf *b, proto_enc enc, uint32_t id,
+                              uint64_t offset, proto_slice epoch,
+                              int duplicate);
 void proto_enc_ok_history(proto_buf *b, proto_enc enc, uint32_t id,
                           proto_slice epoch, uint64_t offset,
                           const proto_pub *pubs, size_t n);

@@ -535,10 +535,12 @@ static void redis_on_pub(rreq *rq, redisReply *r)
 {
     redis_broker *rb = rq->l->rb;
     pub_req *pr = rq->arg;
-    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+    if (!r || r->type != REDIS_REPLY_ARRAY ||
+        (r->elements != 2 && r->elements != 3) ||
         r->element[0]->type != REDIS_REPLY_INTEGER ||
         r->element[1]->type != REDIS_REPLY_STRING ||
-        r->element[1]->len != IDS_LEN) {
+        r->element[1]->len != IDS_LEN ||
+        (r->elements == 3 && r->element[2]->type != REDIS_REPLY_STRING)) {
         if (r && r->type == REDIS_REPLY_ERROR)
             log_warn("publish script failed",
                      LOG_STRN("error", r->str, r->len));
@@ -551,8 +553,17 @@ static void redis_on_pub(rreq *rq, redisReply *r)
     pr->offset = (uint64_t)r->element[0]->integer;
     memcpy(pr->epoch, r->element[1]->str, IDS_LEN);
     pr->epoch[IDS_LEN] = '\0';
-    if (pr->p)
+    if (r->elements == 3) {
+        /* The key had published already: nothing was published now. */
+        char h[17];
+        size_t n = r->element[2]->len < 16 ? r->element[2]->len : 16;
+        memcpy(h, r->element[2]->str, n);
+        h[n] = '\0';
+        pr->idem_found = 1;
+        pr->idem_first_hash = strtoull(h, NULL, 16);
+    } else if (pr->p) {
         pub_seal(pr->p, pr->offset, pr->epoch, pr->p->time_ms);
+    }
     rb->b.sink.published(rb->b.sink.ctx, pr, 0, NULL);
 }
 
@@ -575,19 +586,38 @@ static int redis_publish(broker *b, chan_state *c, pub_req *r,
     }
     char ks[REDIS_KEY_MAX], kw[REDIS_KEY_MAX], kc[REDIS_KEY_MAX], win[16],
         ttl[16], cand[IDS_LEN + 1];
+    /* prefix:{channel}:idem:key */
+    char ki[REDIS_KEY_MAX + PROTO_IDEM_KEY_MAX + 8], iwin[24], ihash[24];
     ids_hex(ids_next(&rb->rng), cand);
     uint32_t window = ns->history_size > REDIS_WINDOW_MIN ? ns->history_size
                                                           : REDIS_WINDOW_MIN;
     snprintf(win, sizeof(win), "%u", window);
     snprintf(ttl, sizeof(ttl), "%u", redis_stream_ttl(rb, ns));
-    const char *kv[] = { ks, kw, cand, sb.data, win, ttl, kc };
+    int keyed = r->ikey_len && rb->srv->cfg->idempotency_window;
+    int ni = keyed ? snprintf(ki, sizeof(ki), "%s:{%.*s}:idem:%s",
+                              rb->srv->cfg->redis_prefix, (int)c->len,
+                              c->name, r->ikey)
+                   : 0;
+    snprintf(iwin, sizeof(iwin), "%llu",
+             (unsigned long long)rb->srv->cfg->idempotency_window * 1000ull);
+    snprintf(ihash, sizeof(ihash), "%016llx", (unsigned long long)r->ihash);
+    /* EVALSHA's keys come before its other arguments. */
+    const char *kv[] = { ks, kw, ki, cand, sb.data, win, ttl, kc, iwin,
+                         ihash };
     size_t kl[] = { redis_key(rb, ks, c->name, c->len, ":s"),
-                    redis_key(rb, kw, c->name, c->len, ":w"), IDS_LEN,
-                    sb.size, strlen(win), strlen(ttl),
-                    redis_key(rb, kc, c->name, c->len, "") };
+                    redis_key(rb, kw, c->name, c->len, ":w"), (size_t)ni,
+                    IDS_LEN, sb.size, strlen(win), strlen(ttl),
+                    redis_key(rb, kc, c->name, c->len, ""), strlen(iwin),
+                    strlen(ihash) };
+    if (!keyed) {
+        /* No key: drop ki and the key's two arguments. */
+        memmove(kv + 2, kv + 3, sizeof(kv[0]) * 5);
+        memmove(kl + 2, kl + 3, sizeof(kl[0]) * 5);
+    }
     rreq *rq = rreq_new(l, redis_on_pub, NULL, 0);
     rq->arg = r;
-    int rc = rlink_eval(l, rq, SC_PUB, 2, kv, kl, 7);
+    int rc = keyed ? rlink_eval(l, rq, SC_PUB, 3, kv, kl, 10)
+                   : rlink_eval(l, rq, SC_PUB, 2, kv, kl, 7);
     msgpack_sbuffer_destroy(&sb);
     if (rc < 0) {
         free(rq);

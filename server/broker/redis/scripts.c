@@ -19,9 +19,20 @@
     "  redis.call('HSET', KEYS[1], 'e', e, 't', 0)\n" \
     "end\n"
 
-/* KEYS: stream hash, window. ARGV: candidate epoch, record body, window
- * size, stream ttl (s), pub/sub channel. Returns {offset, epoch}. */
+/* KEYS: stream hash, window, and for an idempotent publish the key's
+ * record. ARGV: candidate epoch, record body, window size, stream ttl (s),
+ * pub/sub channel, then with a key: its window (ms) and the data's hash.
+ * Returns {offset, epoch}, or {offset, epoch, hash} of the publication
+ * the key already made (nothing is published: two nodes racing with one
+ * key publish once, the script being atomic). */
 static const char SCRIPT_PUB[] =
+    "if #KEYS == 3 then\n"
+    "  local v = redis.call('GET', KEYS[3])\n"
+    "  if v then\n"
+    "    local o, ep, h = string.match(v, '^(%d+):([^:]+):(.*)$')\n"
+    "    if o then return {tonumber(o), ep, h} end\n"
+    "  end\n"
+    "end\n"
     LUA_STREAM
     "local off = redis.call('HINCRBY', KEYS[1], 't', 1)\n"
     "local rec = string.format('%d', off) .. ':' .. e .. ':' .. ARGV[2]\n"
@@ -30,6 +41,10 @@ static const char SCRIPT_PUB[] =
     "redis.call('EXPIRE', KEYS[2], ARGV[4])\n"
     "redis.call('EXPIRE', KEYS[1], ARGV[4])\n"
     "redis.call('PUBLISH', ARGV[5], rec)\n"
+    "if #KEYS == 3 then\n"
+    "  redis.call('SET', KEYS[3], string.format('%d', off) .. ':' .. e .. ':' "
+    ".. ARGV[7], 'NX', 'PX', ARGV[6])\n"
+    "end\n"
     "return {off, e}\n";
 
 /* KEYS: stream hash, window. ARGV: candidate epoch, stream ttl, first

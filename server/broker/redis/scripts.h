@@ -5,7 +5,10 @@
  *
  *   SC_PUB      number a publication, append it to the hot window (a
  *               sorted set bounded to the window size), refresh the keys'
- *               TTL, PUBLISH the record; returns {offset, epoch}
+ *               TTL, PUBLISH the record; returns {offset, epoch}; with an
+ *               idempotency key, first checks {prefix}:{channel}:idem:key
+ *               (the publication it made: {offset, epoch, hash}) and sets
+ *               it (SET NX PX idempotency_window) after publishing
  *   SC_RANGE    a stream's epoch, top, first offset in the window and a
  *               range of records (creating the stream when missing)
  *   SC_JOIN, SC_LEAVE, SC_REFRESH, SC_QUERY   presence (presence.c)

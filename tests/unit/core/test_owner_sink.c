@@ -53,6 +53,11 @@ void store_unreserve(store *s, int where, const pub *p)
 {
 }
 
+void store_find_key(store *s, uint16_t owner_index, const char *chan, size_t len,
+                    const char *key, size_t key_len)
+{
+}
+
 void store_read_range(store *s, uint16_t owner_index, msg *m, publist *out,
                       int16_t *status, const char *epoch, uint64_t lo,
                       uint64_t hi, uint32_t n, unsigned flags)

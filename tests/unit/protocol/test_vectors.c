@@ -207,6 +207,8 @@ Test(vectors, decode)
             expect_slice(name, "token", c->token, json_object_get(e, "token"));
             expect_slice(name, "name", c->name, json_object_get(e, "name"));
             expect_slice(name, "version", c->version, json_object_get(e, "version"));
+            expect_slice(name, "idempotency_key", c->idempotency_key,
+                         json_object_get(e, "idempotency_key"));
 
             const json_t *since = json_object_get(e, "since");
             cr_expect_eq(c->has_since, since != NULL, "[%s] has_since", name);
@@ -317,8 +319,9 @@ static void encode_one(const char *kind, const json_t *a, proto_enc enc,
                                json_is_boolean(rec) ? json_is_true(rec) : -1,
                                npub ? pubs : NULL, npub);
     } else if (!strcmp(kind, "ok_publish")) {
-        proto_enc_ok_publish(b, enc, id, get_u64(json_object_get(a, "offset")),
-                             slice_of(a, "epoch"));
+        proto_enc_ok_publish_dup(b, enc, id, get_u64(json_object_get(a, "offset")),
+                                 slice_of(a, "epoch"),
+                                 json_is_true(json_object_get(a, "duplicate")));
     } else if (!strcmp(kind, "ok_history")) {
         proto_enc_ok_history(b, enc, id, slice_of(a, "epoch"),
                              get_u64(json_object_get(a, "offset")),
