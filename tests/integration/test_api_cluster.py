@@ -121,3 +121,29 @@ async def test_asks_need_the_broker(two):
         assert (r.status, doc["error"]["code"]) == (503, 108), (path, doc)
     r, doc = await api(a, "POST", "/api/v1/disconnect", {"user": "x"})
     assert (r.status, doc["error"]["code"]) == (503, 108), doc
+
+
+async def test_an_owner_that_cannot_answer_in_time_gives_504(cluster_factory):
+    """Redis stalls (SIGSTOP): a publish waits on it, and after
+    api_timeout_ms the call answers 504 / 108 ("may have been made") and
+    closes; the late reply after Redis resumes is dropped, and the node
+    serves the API again."""
+    cl = cluster_factory(dict(CONFIG, api_timeout_ms=300, redis_timeout_ms=8000), n=1,
+                         env={"HERALD_API_KEY": KEY})
+    node = cl.nodes[0]
+    node.api = api_port(node)
+    ch_ = hh.chan("h:")
+    r, doc = await api(node, "POST", "/api/v1/publish", {"channel": ch_, "data": 0})
+    assert r.status == 200, doc
+    cl.redis[0].pause()
+    try:
+        r, doc = await api(node, "POST", "/api/v1/publish", {"channel": ch_, "data": 1})
+        assert (r.status, doc["error"]["code"]) == (504, 108), doc
+        assert "may have been made" in doc["error"]["message"]
+        assert r.getheader("Connection") == "close"
+    finally:
+        cl.redis[0].resume()
+    # the stalled publication went through once Redis resumed; the next
+    # one follows it
+    r, doc = await api(node, "POST", "/api/v1/publish", {"channel": ch_, "data": 2})
+    assert r.status == 200 and doc["offset"] == 3, doc
