@@ -415,7 +415,7 @@ int main(int argc, char **argv)
         log_info("API listening", LOG_STR("host", cfg.api_listen.host),
                  LOG_INT("port", srv->api_port),
                  LOG_INT("api_keys", (long long)cfg.n_api_keys));
-    else if (api_keys_count(srv->api_keys) > 0)
+    else if (api_keys_count(srv->api_keys) > 0 && !cfg.tls_cert[0])
         log_info("API on the main port", LOG_INT("port", srv->listen_port),
                  LOG_INT("api_keys",
                          (long long)api_keys_count(srv->api_keys)));
