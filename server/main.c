@@ -27,12 +27,12 @@
 #include <mongoc/mongoc.h>
 
 #include "api/keys.h"
+#include "base/admit.h"
 #include "base/config.h"
 #include "base/log.h"
 #include "base/mem.h"
 #include "base/server.h"
 #include "core/requests.h"
-#include "net/admit.h"
 #include "net/tls.h"
 #include "net/worker.h"
 #include "store/store.h"

@@ -17,9 +17,9 @@
 #include "base/mem.h"
 #include "broker/broker.h"
 #include "core/idem.h"
+#include "core/node.h"
 #include "core/pub.h"
 #include "core/rules.h"
-#include "net/admin.h"
 
 #define API_PREFIX "/api/v1/"
 #define API_BROADCAST_MAX 1000
@@ -762,11 +762,11 @@ static void remote_answer(api_call *c, api_answer *ans, int timed_out)
 static int route_info(api_ctx *x)
 {
     if (!in_cluster(x)) {
-        api_answer_json(x->ans, 200, admin_node_info(x->srv));
+        api_answer_json(x->ans, 200, node_info(x->srv));
         return 0;
     }
     api_call *c = call_new(CALL_INFO, 0);
-    c->info = admin_node_info(x->srv);
+    c->info = node_info(x->srv);
     return ask_all(x, c, json_pack("{s:s}", "op", "info"));
 }
 

@@ -18,9 +18,9 @@
 
 #include "api/api.h"
 #include "api/http1.h"
+#include "base/admit.h"
 #include "base/log.h"
 #include "base/mem.h"
-#include "net/admit.h"
 
 #define API_READ_SIZE 65536
 #define API_IDLE_MS 60000

@@ -10,7 +10,7 @@
 
 #include "base/mem.h"
 #include "net/conn.h"
-#include "store/store.h"
+#include "core/node.h"
 
 static int count_cmp(const void *x, const void *y)
 {
@@ -85,25 +85,6 @@ void admin_receive(conns *n, msg *m)
         admin_disconnect(n, (disc_ask *)m);
 }
 
-json_t *admin_node_info(const server *srv)
-{
-    int cluster = srv->cfg->n_redis > 0;
-    int down = cluster && atomic_load(&srv->broker_down) > 0;
-    json_t *o = json_pack(
-        "{s:s,s:s,s:I,s:i,s:i,s:i,s:s}", "node", srv->node, "version",
-        HERALD_VERSION, "uptime_s",
-        (json_int_t)((server_now_ms(srv) - srv->started_ms) / 1000),
-        "connections", (int)atomic_load(&srv->connections), "workers",
-        (int)srv->n_workers, "channels", (int)atomic_load(&srv->channels),
-        "broker", !cluster ? "memory" : down ? "down" : "up");
-    const store *st = srv->store;
-    json_object_set_new(o, "store",
-                        !st ? json_string("none")
-                        : store_failing(st) ? json_string("failing")
-                                            : json_string("ok"));
-    return o;
-}
-
 /* A bounded string member of an ask into out ("" when absent). */
 static int ask_string(json_t *ask, const char *name, char *out, size_t cap)
 {
@@ -162,7 +143,7 @@ int admin_remote(conns *n, const char *body, size_t len, proto_buf *out)
         else if (strcmp(op, "disconnect") == 0)
             result = remote_disconnect(n, ask);
         else if (strcmp(op, "info") == 0)
-            result = admin_node_info(n->srv);
+            result = node_info(n->srv);
     }
     if (!result) {
         json_decref(ask);

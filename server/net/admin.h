@@ -32,11 +32,6 @@ void admin_channels(struct conns *n, chans_ask *a);
  * counts them in a->closed and posts a back. */
 void admin_disconnect(struct conns *n, disc_ask *a);
 
-/* This node as the server API shows it (GET /api/v1/info): node,
- * version, uptime, connections, workers, channels, broker and store
- * state. A new object. */
-json_t *admin_node_info(const server *srv);
-
 /* Cluster mode: an ask from some node's server API (JSON: "op" channels,
  * disconnect or info, "to" the asker's call, and the op's arguments),
  * answered for this worker into out as JSON {"to", "node", "worker",

@@ -22,11 +22,11 @@
 
 #include <utlist.h>
 
+#include "base/admit.h"
 #include "base/log.h"
 #include "base/mem.h"
 #include "core/requests.h"
 #include "core/rules.h"
-#include "net/admit.h"
 #include "net/auth.h"
 #include "net/http.h"
 

@@ -14,8 +14,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "base/admit.h"
 #include "base/log.h"
-#include "net/admit.h"
 
 #define ACCEPT_BATCH 128
 #define ACCEPT_PAUSE_MS 100

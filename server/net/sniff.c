@@ -9,8 +9,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "base/admit.h"
 #include "base/mem.h"
-#include "net/admit.h"
 
 #define SNIFF_PEEK 24            /* "OPTIONS /api/v1/" and more */
 #define SNIFF_RETRY_MS 20

@@ -16,13 +16,13 @@
 
 #include "api/keys.h"
 #include "api/listen.h"
+#include "base/admit.h"
 #include "base/log.h"
 #include "base/mem.h"
 #include "broker/memory.h"
 #include "broker/redis/redis.h"
 #include "core/requests.h"
 #include "net/admin.h"
-#include "net/admit.h"
 
 /* Flush passes per loop iteration before the rest waits for the next
  * iteration (worker_on_prepare). */

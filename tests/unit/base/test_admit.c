@@ -1,5 +1,5 @@
 /*
- * Unit tests of server/net/admit.c: the cap on open connections per
+ * Unit tests of server/base/admit.c: the cap on open connections per
  * address, the token bucket of new connections (refill over time, never
  * above the burst), how addresses are keyed (IPv4 and IPv4-mapped IPv6
  * alike, IPv6 per /64), the sweep of idle addresses, and the table bound
@@ -10,7 +10,7 @@
 #include <netinet/in.h>
 #include <string.h>
 
-#include "net/admit.h"
+#include "base/admit.h"
 
 static struct sockaddr_storage v4(const char *ip)
 {

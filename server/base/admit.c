@@ -4,7 +4,7 @@
  * (milli-tokens, refilled at rate_per_s per second up to rate_per_s whole
  * tokens).
  */
-#include "net/admit.h"
+#include "base/admit.h"
 
 #include <netinet/in.h>
 #include <pthread.h>

@@ -8,8 +8,8 @@
  * one host is usually given. Shared by the workers' listeners: a mutex
  * guards the table, whose idle entries are swept once a second.
  */
-#ifndef HERALD_NET_ADMIT_H
-#define HERALD_NET_ADMIT_H
+#ifndef HERALD_BASE_ADMIT_H
+#define HERALD_BASE_ADMIT_H
 
 #include <stddef.h>
 #include <stdint.h>
