@@ -204,6 +204,19 @@ void http1_init(http1_conn *c, const http1_limits *lim)
     proto_buf_init(&c->_body, 0);
 }
 
+/* Empties b; a buffer grown past what most requests need is given back,
+ * so an idle kept-alive connection holds little whatever it sent
+ * before. */
+static void buf_trim(proto_buf *b)
+{
+    if (b->cap > HTTP1_KEEP_BYTES) {
+        proto_buf_free(b);
+        proto_buf_init(b, 0);
+    } else {
+        proto_buf_reset(b);
+    }
+}
+
 static void request_clear(http1_conn *c)
 {
     str_clear(&c->_req.path);
@@ -211,10 +224,10 @@ static void request_clear(http1_conn *c)
     str_clear(&c->_req.authorization);
     str_clear(&c->_req.content_type);
     memset(&c->_req, 0, sizeof(c->_req));
-    proto_buf_reset(&c->_url);
-    proto_buf_reset(&c->_field);
-    proto_buf_reset(&c->_value);
-    proto_buf_reset(&c->_body);
+    buf_trim(&c->_url);
+    buf_trim(&c->_field);
+    buf_trim(&c->_value);
+    buf_trim(&c->_body);
     c->_head_bytes = 0;
     c->_field_done = 0;
     c->_trailers = 0;

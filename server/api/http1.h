@@ -49,6 +49,9 @@ typedef struct http1_request {
     int keep_alive;           /* the client may send another request */
 } http1_request;
 
+/* Buffers larger than this are freed after each request. */
+#define HTTP1_KEEP_BYTES 16384
+
 typedef struct http1_conn {
     http_parser _parser;
     http1_limits _lim;

@@ -1,12 +1,15 @@
 /*
  * The api_listen server (listen.h).
  *
- * A connection reads into its input buffer, feeds http1 from it, and on a
- * whole request stops reading, routes it, writes the answer and, once the
+ * Every connection of a worker reads into the worker's one read buffer
+ * and feeds http1 from it (http1 copies what a request needs); on a whole
+ * request it stops reading, routes it, writes the answer and, once the
  * write completed, either closes (no keep-alive, an error, draining) or
- * goes on with what is left in the buffer (a pipelined request) and reads
- * again. So one connection never has more than one request in progress and
- * never more input than max_head + max_body + one read buffered.
+ * goes on with what is left (a pipelined request, copied out of the
+ * shared buffer: at most one read) and reads again. So one connection
+ * never has more than one request in progress, and an idle kept-alive
+ * connection holds no read buffer and no buffer larger than
+ * HTTP1_KEEP_BYTES.
  */
 #include "api/listen.h"
 
@@ -35,9 +38,12 @@ typedef struct api_conn {
     uint64_t waiting_since_ms;/* waiting for owners' replies, or 0 */
     api_call *pending;        /* the call those replies are for */
     http1_conn http;
-    char *in;                 /* bytes read and not yet parsed */
-    size_t in_len, in_cap;
+    const char *in;           /* bytes read and not yet parsed: the
+                                 worker's read buffer during a read, else
+                                 `left` */
+    size_t in_len;
     size_t in_off;            /* parsed up to here */
+    char *left;               /* a pipelined remainder, owned */
     proto_buf out;            /* the answer being written */
     uv_write_t wr;
     int reading, writing, closing, close_after;
@@ -60,6 +66,7 @@ struct api_listen {
     int draining;
     http1_limits lim;
     api_answer ans;           /* scratch: the answer being made */
+    char rbuf[API_READ_SIZE]; /* every connection's reads */
 };
 
 static void conn_closed(uv_handle_t *h)
@@ -80,7 +87,7 @@ static void conn_closed(uv_handle_t *h)
     admit_release(a->srv->admit, c->ticket);
     api_call_free(c->pending);
     http1_free(&c->http);
-    free(c->in);
+    free(c->left);
     proto_buf_free(&c->out);
     free(c);
 }
@@ -100,7 +107,12 @@ static void conn_wrote(uv_write_t *w, int status)
 {
     api_conn *c = w->data;
     c->writing = 0;
-    proto_buf_reset(&c->out);
+    if (c->out.cap > HTTP1_KEEP_BYTES) {
+        proto_buf_free(&c->out);
+        proto_buf_init(&c->out, 0);
+    } else {
+        proto_buf_reset(&c->out);
+    }
     if (status < 0 || c->close_after || c->owner->draining) {
         conn_close(c);
         return;
@@ -141,6 +153,22 @@ static void conn_refuse(api_conn *c, int status, const char *message)
     conn_answer(c, status, NULL, &ans->body, 0);
 }
 
+/* What is not parsed yet must outlive the worker's read buffer. */
+static void conn_keep_rest(api_conn *c)
+{
+    if (c->in == c->left)
+        return;
+    size_t n = c->in_len - c->in_off;
+    char *rest = n ? mem_alloc(n) : NULL;
+    if (n)
+        memcpy(rest, c->in + c->in_off, n);
+    free(c->left);
+    c->left = rest;
+    c->in = rest;
+    c->in_len = n;
+    c->in_off = 0;
+}
+
 /* Parses what is buffered: answers a whole request, tells 100-continue,
  * refuses malformed input; reads on when it needs more. */
 static void conn_process(api_conn *c)
@@ -165,14 +193,16 @@ static void conn_process(api_conn *c)
         if (st == HTTP1_ERROR) {
             uv_read_stop((uv_stream_t *)&c->tcp);
             c->reading = 0;
+            c->in_len = c->in_off = 0;     /* nothing more is taken */
             conn_refuse(c, http1_error_status(&c->http),
                         http1_reason(http1_error_status(&c->http)));
             return;
         }
         if (st == HTTP1_REQUEST) {
-            /* one at a time: what follows waits in the buffer */
+            /* one at a time: what follows waits */
             uv_read_stop((uv_stream_t *)&c->tcp);
             c->reading = 0;
+            conn_keep_rest(c);
             const http1_request *req = http1_request_get(&c->http);
             route to = { .worker = a->worker, .api = 1, .slot = c->slot,
                          .gen = c->gen, .cmd_id = c->call };
@@ -189,7 +219,10 @@ static void conn_process(api_conn *c)
         break;                   /* HTTP1_AGAIN: everything taken */
     }
     /* all buffered input parsed (http1 keeps what it needs): drop it */
+    c->in = NULL;
     c->in_len = c->in_off = 0;
+    free(c->left);
+    c->left = NULL;
     conn_read_start(c);
 }
 
@@ -197,28 +230,30 @@ static void conn_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 {
     api_conn *c = h->data;
     (void)hint;
-    /* room for one read after what is buffered; reads stop while a
-     * request is answered, so at most a pipelined remainder (less than
-     * one read) precedes it */
-    if (c->in_cap < c->in_len + API_READ_SIZE) {
-        c->in_cap = c->in_len + API_READ_SIZE;
-        c->in = mem_realloc(c->in, c->in_cap);
-    }
-    *buf = uv_buf_init(c->in + c->in_len, (unsigned)(c->in_cap - c->in_len));
+    /* reading only resumes once everything read before was parsed, so the
+     * worker's one buffer serves every connection */
+    *buf = uv_buf_init(c->owner->rbuf, sizeof(c->owner->rbuf));
 }
 
 static void conn_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 {
     api_conn *c = s->data;
-    (void)buf;
     if (n < 0) {
         conn_close(c);           /* EOF or error: nothing to answer */
         return;
     }
     if (n == 0)
         return;
-    c->in_len += (size_t)n;
+    c->in = buf->base;
+    c->in_len = (size_t)n;
+    c->in_off = 0;
     conn_process(c);
+    /* a write that failed at once, or the close, may leave the shared
+     * buffer's bytes behind: never keep a pointer to it */
+    if (c->in && c->in != c->left) {
+        c->in = NULL;
+        c->in_len = c->in_off = 0;
+    }
 }
 
 static void conn_read_start(api_conn *c)

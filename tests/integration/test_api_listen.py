@@ -195,6 +195,29 @@ def test_pipelining_clients_that_never_read_stay_bounded(api):
     assert worst < t(1.0), worst
 
 
+def test_idle_kept_alive_connections_hold_no_big_buffers(api):
+    """Each of 100 kept-alive connections sends one large body (refused
+    with 413 after it was read: data over max_message_size) and stays
+    open: the connections then hold no read buffer and no buffer of that
+    size, so RSS grows by far less than 100 x the body (60 MiB)."""
+    s, port = api()
+    base = rss(s)
+    big = json.dumps({"channel": "api-x", "data": "x" * 600000})
+    conns = []
+    for _ in range(100):
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=t(10))
+        r, doc = call(port, "POST", "/api/v1/publish", JSON_AUTH, big, conn=c)
+        assert r.status == 413 and not r.will_close, doc
+        conns.append(c)
+    grew = (rss(s) - base) / 2**20
+    print("RSS grew %.1f MiB with 100 idle connections after 600 KB bodies" % grew)
+    for c in conns:                        # all still served
+        r, _ = call(port, "GET", "/api/v1/info", AUTH, conn=c)
+        assert r.status == 200
+        c.close()
+    assert grew < 24, grew
+
+
 def test_sigterm_closes_idle_api_connections_and_exits(api):
     """SIGTERM with a kept-alive idle API connection and one mid-request:
     the idle one is closed at once, the other gets its 408 after
