@@ -967,19 +967,15 @@ static int route_openapi(const http1_request *req, api_answer *ans)
     return 1;
 }
 
-int api_route(server *srv, struct broker *b, const http1_request *req,
-              uint64_t now_ms, const route *reply_to, api_answer *ans,
-              api_call **call)
+/* The key check of every call (401, or 503 when no key is configured):
+ * its index, or -1 with the answer. */
+static int api_key_of(server *srv, const http1_request *req, api_answer *ans)
 {
-    ans->extra[0] = '\0';
-    *call = NULL;
-    if (route_openapi(req, ans))
-        return 0;
     api_keys *keys = srv->api_keys;
     if (!keys || api_keys_count(keys) == 0) {
         api_error(ans, 503, PROTO_E_NOT_AVAILABLE,
                   "no API keys configured (api_keys, HERALD_API_KEY)");
-        return 0;
+        return -1;
     }
     int key = api_keys_match(keys, req->authorization.ptr,
                              req->authorization.len);
@@ -989,9 +985,28 @@ int api_route(server *srv, struct broker *b, const http1_request *req,
         api_error(ans, 401, PROTO_E_UNAUTHORIZED,
                   req->authorization.ptr ? "unknown API key"
                                          : "missing Authorization: apikey KEY");
-        return 0;
     }
-    uint64_t wait = api_keys_take(keys, key, now_ms);
+    return key;
+}
+
+int api_expect(server *srv, const http1_request *head, api_answer *ans)
+{
+    ans->extra[0] = '\0';
+    return api_key_of(srv, head, ans) < 0 ? -1 : 0;
+}
+
+int api_route(server *srv, struct broker *b, const http1_request *req,
+              uint64_t now_ms, const route *reply_to, api_answer *ans,
+              api_call **call)
+{
+    ans->extra[0] = '\0';
+    *call = NULL;
+    if (route_openapi(req, ans))
+        return 0;
+    int key = api_key_of(srv, req, ans);
+    if (key < 0)
+        return 0;
+    uint64_t wait = api_keys_take(srv->api_keys, key, now_ms);
     if (wait) {
         snprintf(ans->extra, sizeof(ans->extra), "Retry-After: %llu\r\n",
                  (unsigned long long)((wait + 999) / 1000));

@@ -41,6 +41,11 @@ int api_route(server *srv, struct broker *b, const http1_request *req,
               uint64_t now_ms, const route *reply_to, api_answer *ans,
               api_call **call);
 
+/* Before a body the client waits to send (Expect: 100-continue): 0 when
+ * the key is good, else -1 with the answer (401, or 503 without keys),
+ * so a bad key never costs the body. */
+int api_expect(server *srv, const http1_request *head, api_answer *ans);
+
 /* One reply of the call (m stays the caller's, though what it holds may
  * be taken): 1 when it was the last. */
 int api_call_take(api_call *call, msg *m);

@@ -293,6 +293,11 @@ const http1_request *http1_request_get(const http1_conn *c)
     return c->_complete ? &c->_req : NULL;
 }
 
+const http1_request *http1_head_get(const http1_conn *c)
+{
+    return &c->_req;
+}
+
 void http1_next(http1_conn *c)
 {
     /* the body buffer is not the request's own allocation */

@@ -81,6 +81,9 @@ http1_status http1_feed(http1_conn *c, const char *data, size_t len,
 
 /* The request of the last HTTP1_REQUEST, valid until http1_next. */
 const http1_request *http1_request_get(const http1_conn *c);
+/* After HTTP1_CONTINUE: the request's head (method, path, query,
+ * headers; no body yet). */
+const http1_request *http1_head_get(const http1_conn *c);
 
 /* After the answer: ready for the connection's next request. */
 void http1_next(http1_conn *c);

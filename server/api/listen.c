@@ -182,6 +182,16 @@ static void conn_process(api_conn *c)
                                      &used);
         c->in_off += used;
         if (st == HTTP1_CONTINUE) {
+            if (api_expect(a->srv, http1_head_get(&c->http), &a->ans) < 0) {
+                /* the client has not sent the body: answer and close */
+                uv_read_stop((uv_stream_t *)&c->tcp);
+                c->reading = 0;
+                c->in_len = c->in_off = 0;
+                conn_answer(c, a->ans.status,
+                            a->ans.extra[0] ? a->ans.extra : NULL,
+                            &a->ans.body, 0);
+                return;
+            }
             uv_buf_t b = uv_buf_init((char *)http1_continue_bytes,
                                      (unsigned)strlen(http1_continue_bytes));
             if (uv_try_write((uv_stream_t *)&c->tcp, &b, 1) != (int)b.len) {

@@ -575,3 +575,26 @@ async def test_disconnect(api):
                  {"user": "a", "reconnect": 1}, {"user": "a", "why": 1}):
         r, doc = await post(body)
         assert r.status == 400 and doc["error"]["code"] == 107, (body, doc)
+
+
+def test_expect_100_continue(api):
+    """Expect: 100-continue: a good key gets "100 Continue" and then the
+    answer to the body; a bad key gets 401 at once and the close, so the
+    body is never sent."""
+    s, port = api({"namespace_defaults": {"history_size": 10}})
+    body = json.dumps({"channel": hh.chan("api-"), "data": 1}).encode()
+    head = ("POST /api/v1/publish HTTP/1.1\r\nHost: x\r\nAuthorization: apikey %s\r\n"
+            "Content-Type: application/json\r\nContent-Length: %d\r\n"
+            "Expect: 100-continue\r\n\r\n")
+    so = socket.create_connection(("127.0.0.1", port), timeout=t(5))
+    so.sendall((head % (KEY, len(body))).encode())
+    got = b""
+    while b"\r\n\r\n" not in got:
+        got += so.recv(4096)
+    assert got == b"HTTP/1.1 100 Continue\r\n\r\n", got
+    so.sendall(body)
+    got = so.recv(4096)
+    assert got.startswith(b"HTTP/1.1 200 OK\r\n") and b'"offset":1' in got, got
+    so.close()
+    out = hh.exchange(port, (head % ("x" * 32, len(body))).encode(), t(5))
+    assert out.startswith(b"HTTP/1.1 401 ") and b"100 Continue" not in out, out
