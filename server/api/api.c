@@ -190,7 +190,8 @@ static void publish_post(server *srv, const char *chan, size_t clen,
     pub_req *r = chan_req_new(sizeof(pub_req), OWN_PUBLISH, chan, clen, "", 0);
     r->h.route = *reply_to;
     r->h.ns = ns;
-    pub_req_draft(r, d, NULL, (proto_slice){ key, strlen(key) });
+    pub_req_draft(r, d, NULL, (proto_slice){ key, strlen(key) },
+                  (proto_slice){ "api", 3 });
     server_post(srv, server_owner(srv, r->h.chan, r->h.chan_len), &r->h.hdr);
 }
 

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/evp.h>
+
 #include "base/mem.h"
 
 #undef uthash_fatal
@@ -15,6 +17,26 @@
 
 const char idem_conflict[] =
     "idempotency_key already used with other data";
+
+void idem_scoped_key(proto_slice scope, proto_slice key, char *out)
+{
+    static const char hex[] = "0123456789abcdef";
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    if (!ctx || !EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) ||
+        !EVP_DigestUpdate(ctx, scope.ptr, scope.len) ||
+        !EVP_DigestUpdate(ctx, "", 1) ||
+        !EVP_DigestUpdate(ctx, key.ptr, key.len) ||
+        !EVP_DigestFinal_ex(ctx, md, &mdlen))
+        abort();             /* SHA-256 cannot fail short of no memory */
+    EVP_MD_CTX_free(ctx);
+    for (int i = 0; i < IDEM_SCOPED_LEN / 2; i++) {
+        out[2 * i] = hex[md[i] >> 4];
+        out[2 * i + 1] = hex[md[i] & 15];
+    }
+    out[IDEM_SCOPED_LEN] = '\0';
+}
 
 uint64_t idem_hash(const proto_data *d)
 {

@@ -22,6 +22,10 @@
 #include <uthash.h>
 #include <herald/proto.h>
 
+#if PROTO_IDEM_KEY_MAX < 32
+#error "scoped idempotency keys need 32 bytes"
+#endif
+
 #include "base/ids.h"
 #include "base/mailbox.h"
 
@@ -60,6 +64,16 @@ extern const char idem_conflict[];
  * encoding both JSON and msgpack publishers' data is converted to the same
  * way). */
 uint64_t idem_hash(const proto_data *d);
+
+/* Keys are the publisher's own: a key K given by publisher scope S is
+ * kept (in the owner's map, in Redis, in the store) as the first 32 hex
+ * digits of SHA-256(S, NUL, K). So a client allowed to publish on a
+ * channel cannot claim a backend's key (or another user's) and have the
+ * backend's publication answered "duplicate" and never made. Scopes:
+ * "api" for server API keys, "user:" + the user for clients (anonymous
+ * clients share "user:"). out: IDEM_SCOPED_LEN + 1 bytes. */
+#define IDEM_SCOPED_LEN 32
+void idem_scoped_key(proto_slice scope, proto_slice key, char *out);
 
 void idem_init(idem_map *m);
 /* Frees every entry; the requests waiting on open ones with free_msg. */

@@ -113,16 +113,16 @@ idem_found_msg *idem_found_msg_new(const char *chan, size_t chan_len,
 }
 
 void pub_req_draft(pub_req *r, const proto_data *d,
-                   const proto_client_info *info, proto_slice ikey)
+                   const proto_client_info *info, proto_slice ikey,
+                   proto_slice scope)
 {
-    r->ikey_len = (uint8_t)ikey.len;
     if (ikey.len) {
-        memcpy(r->ikey, ikey.ptr, ikey.len);
-        r->ikey[ikey.len] = '\0';
+        idem_scoped_key(scope, ikey, r->ikey);
+        r->ikey_len = IDEM_SCOPED_LEN;
         r->ihash = idem_hash(d);
     }
     r->p = pub_draft_keyed((proto_slice){ r->h.chan, r->h.chan_len }, d, info,
-                           ikey, r->ihash);
+                           (proto_slice){ r->ikey, r->ikey_len }, r->ihash);
 }
 
 msg *worker_msg_new(uint8_t type)

@@ -258,10 +258,11 @@ idem_found_msg *idem_found_msg_new(const char *chan, size_t chan_len,
                                    const char *key, size_t key_len);
 
 /* Sets a publish request's draft (r->p) for data d, with its
- * idempotency key (len 0: none; valid, proto_idem_key_valid) and the
- * data's hash. */
+ * idempotency key (len 0: none; valid, proto_idem_key_valid) scoped to
+ * its publisher (idem_scoped_key) and the data's hash. */
 void pub_req_draft(pub_req *r, const proto_data *d,
-                   const proto_client_info *info, proto_slice ikey);
+                   const proto_client_info *info, proto_slice ikey,
+                   proto_slice scope);
 msg *worker_msg_new(uint8_t type);
 
 /* 1 when m is a reply for an API call rather than a connection. */

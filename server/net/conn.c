@@ -657,7 +657,12 @@ static void conn_do_publish(conn *c, const proto_cmd *cmd)
         .user = { c->user ? c->user : "", c->user ? strlen(c->user) : 0 },
     };
     pub_req *r = conn_request(c, sizeof(pub_req), OWN_PUBLISH, cmd, ns);
-    pub_req_draft(r, &cmd->data, &info, cmd->idempotency_key);
+    char scope[5 + 256];        /* "user:" + the user (255 bytes at most) */
+    int slen = snprintf(scope, sizeof(scope), "user:%s", c->user ? c->user : "");
+    if (slen < 0 || (size_t)slen >= sizeof(scope))
+        slen = (int)sizeof(scope) - 1;
+    pub_req_draft(r, &cmd->data, &info, cmd->idempotency_key,
+                  (proto_slice){ scope, (size_t)slen });
     conn_post(c, &r->h);
 }
 

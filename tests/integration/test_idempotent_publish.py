@@ -13,6 +13,7 @@ subscriber gets exactly the first publication and then the marker
 """
 
 import asyncio
+import hashlib
 import http.client
 import json
 import os
@@ -116,8 +117,10 @@ async def test_api_repeat_answers_the_first_and_delivers_once(api):
 @pytest.mark.parametrize("enc", ["json", "msgpack"])
 async def test_client_op_repeat(api, enc):
     """The client publish op takes idempotency_key (protocol v1 addition):
-    a repeat's reply carries the first offset and epoch and duplicate:true;
-    the API and clients share a channel's keys."""
+    a repeat's reply carries the first offset and epoch and duplicate:true,
+    from the same connection or another of the same user (a retry after a
+    reconnect). Keys are the publisher's own: the same key from the API
+    (or another user) is another publication."""
     s, port = api()
     ch = hh.chan("idem-")
     sub = await s.client()
@@ -131,10 +134,15 @@ async def test_client_op_repeat(api, enc):
     replies = await c.batch([("publish", {"channel": ch, "data": [1, "x"],
                                           "idempotency_key": "k:1/"})] * 5, one_frame=True)
     assert [r["ok"] for r in replies] == [dict(first, duplicate=True)] * 5
+    c2 = await s.client(enc)
+    again = await c2.ok("publish", channel=ch, data=[1, "x"], idempotency_key="k:1/")
+    assert again == dict(first, duplicate=True), again
     st, doc = await apost(port, {"channel": ch, "data": [1, "x"], "idempotency_key": "k:1/"})
-    assert st == 200 and doc == dict(first, duplicate=True), doc
+    assert st == 200 and doc["offset"] == first["offset"] + 1 and "duplicate" not in doc, doc
     marker = await c.ok("publish", channel=ch, data="m")
-    await delivered_once(sub, (first["offset"], [1, "x"]), (marker["offset"], "m"))
+    got = await sub.pubs(3, timeout=t(5))
+    assert [(p["offset"], p["data"]) for p in got] == [
+        (first["offset"], [1, "x"]), (doc["offset"], [1, "x"]), (marker["offset"], "m")], got
 
 
 async def test_key_reused_with_other_data_is_a_conflict(api):
@@ -146,7 +154,9 @@ async def test_key_reused_with_other_data_is_a_conflict(api):
     assert st == 409 and doc["error"]["code"] == 107, doc
     assert "idempotency_key" in doc["error"]["message"]
     c = await s.client()
-    err = await c.error("publish", channel=ch, data={"x": 1}, idempotency_key="K")
+    mine = await c.ok("publish", channel=ch, data={"x": 1}, idempotency_key="K")
+    assert "duplicate" not in mine, mine          # a client's own "K"
+    err = await c.error("publish", channel=ch, data={"x": 2}, idempotency_key="K")
     assert err["code"] == 107 and "idempotency_key" in err["message"], err
     # the first is still the answer for the same data
     st, doc = await apost(port, {"channel": ch, "data": 1, "idempotency_key": "K"})
@@ -262,22 +272,28 @@ async def test_cluster_repeat_on_another_node(make_cluster):
         await sub.ok("subscribe", channel=ch)
     st, first = await apost(pa, {"channel": ch, "data": {"o": 7}, "idempotency_key": "x-1"})
     assert st == 200
-    # the retry goes to the other node (through the API and a client)
+    # the retry goes to the other node (through the API, and a client's
+    # own key from one node, then the other)
     st, doc = await apost(pb, {"channel": ch, "data": {"o": 7}, "idempotency_key": "x-1"})
     assert st == 200 and doc == dict(first, duplicate=True), doc
-    cb = await b.client("msgpack")
-    ok = await cb.ok("publish", channel=ch, data={"o": 7}, idempotency_key="x-1")
-    assert ok == dict(first, duplicate=True), ok
+    ca, cb = await a.client(), await b.client("msgpack")
+    mine = await ca.ok("publish", channel=ch, data={"c": 1}, idempotency_key="x-1")
+    assert "duplicate" not in mine, mine        # the client's own key
+    ok = await cb.ok("publish", channel=ch, data={"c": 1}, idempotency_key="x-1")
+    assert ok == dict(mine, duplicate=True), ok
     err = await cb.error("publish", channel=ch, data={"o": 8}, idempotency_key="x-1")
     assert err["code"] == 107, err
     st, doc = await apost(pb, {"channel": ch, "data": {"o": 8}, "idempotency_key": "x-1"})
     assert st == 409, doc
     marker = await cb.ok("publish", channel=ch, data="m")
     for sub in subs:
-        await delivered_once(sub, (first["offset"], {"o": 7}), (marker["offset"], "m"))
-    # Redis holds the key for the window
-    keys = cl.redis_of(ch).keys("herald:{%s}:idem:*" % ch)
-    assert keys == ["herald:{%s}:idem:x-1" % ch], keys
+        got = await sub.pubs(3, timeout=t(5))
+        assert [(p["offset"], p["data"]) for p in got] == [
+            (first["offset"], {"o": 7}), (mine["offset"], {"c": 1}), (marker["offset"], "m")]
+    # Redis holds the keys (as kept: scoped) for the window
+    keys = sorted(cl.redis_of(ch).keys("herald:{%s}:idem:*" % ch))
+    assert keys == sorted("herald:{%s}:idem:%s" % (ch, scoped(sc, "x-1"))
+                          for sc in ("api", "user:")), keys
 
 
 async def test_cluster_nodes_racing_with_one_key_publish_once(make_cluster):
@@ -320,6 +336,11 @@ def durable_cfg(fd):
     }
 
 
+def scoped(scope, key):
+    """How a key is kept (core/idem.h idem_scoped_key)."""
+    return hashlib.sha256(scope.encode() + b"\0" + key.encode()).hexdigest()[:32]
+
+
 def stored(fd, channel):
     coll = fd.client().herald.publications
     return sorted(coll.find({"channel": channel}, {"_id": 0, "offset": 1, "ik": 1, "ih": 1}),
@@ -336,7 +357,7 @@ async def test_durable_key_survives_a_restart(server_factory, ferretdb):
     await c.ok("publish", channel=ch, data="plain")
     got = hh.wait_for(lambda: (lambda d: d if len(d) == 2 else None)(stored(ferretdb, ch)),
                       t(10), what="both stored")
-    assert got[0]["ik"] == "dk" and "ih" in got[0] and "ik" not in got[1], got
+    assert got[0]["ik"] == scoped("api", "dk") and "ih" in got[0] and "ik" not in got[1], got
     assert "cannot create an index" not in s.stderr()     # (channel, ik) too
     await c.close()
     s.stop()
@@ -348,9 +369,9 @@ async def test_durable_key_survives_a_restart(server_factory, ferretdb):
     # the key is not in memory: the store answers it
     st, doc = await apost(port, {"channel": ch, "data": {"d": 1}, "idempotency_key": "dk"})
     assert st == 200 and doc == dict(first, duplicate=True), doc
+    st, doc = await apost(port, {"channel": ch, "data": {"d": 1}, "idempotency_key": "dk"}, mp=True)
+    assert st == 200 and doc == dict(first, duplicate=True), doc
     c2 = await s2.client("msgpack")
-    ok = await c2.ok("publish", channel=ch, data={"d": 1}, idempotency_key="dk")
-    assert ok == dict(first, duplicate=True), ok
     st, doc = await apost(port, {"channel": ch, "data": {"d": 2}, "idempotency_key": "dk"})
     assert st == 409, doc
     # several at once for a key the store does not have: one publication
@@ -381,3 +402,25 @@ async def test_durable_lookup_without_the_store_refuses(server_factory, ferretdb
     again = await c.ok("publish", channel=ch, data=1, idempotency_key="p")
     assert again == dict(first, duplicate=True), again
     hh.wait_for(lambda: len(stored(ferretdb, ch)) == 1, t(10), what="one stored")
+
+
+async def test_keys_are_each_users_own(server_factory):
+    """A user cannot claim another user's (or a backend's) key: the same
+    key from another user is another publication, from the same user on
+    another connection a repeat."""
+    secret = "u" * 32
+    s = server_factory({"api_listen": "127.0.0.1:0", "token_secret": secret,
+                        "namespace_defaults": {"history_size": 10}}, env=api_env())
+    ch = hh.chan("idem-")
+    users = {}
+    for name in ("alice", "alice", "mallory"):
+        c = await s.client()
+        await c.ok("connect", token=hh.make_jwt(secret, sub=name))
+        users.setdefault(name, []).append(c)
+    first = await users["mallory"][0].ok("publish", channel=ch, data=1, idempotency_key="order-9")
+    a1 = await users["alice"][0].ok("publish", channel=ch, data=1, idempotency_key="order-9")
+    assert "duplicate" not in a1 and a1["offset"] == first["offset"] + 1, a1
+    a2 = await users["alice"][1].ok("publish", channel=ch, data=1, idempotency_key="order-9")
+    assert a2 == dict(a1, duplicate=True), a2
+    st, doc = await apost(api_port(s), {"channel": ch, "data": 1, "idempotency_key": "order-9"})
+    assert st == 200 and doc["offset"] == a1["offset"] + 1 and "duplicate" not in doc, doc
