@@ -85,6 +85,15 @@ static void owner_drop(owner *o, chan_state *c)
  * list. Evicting loses a non-durable stream's history and epoch: a client
  * recovering on it gets recovered:false with the new epoch, never a gap.
  * Returns 0 when a new stream does not fit. */
+/* A single node's only memory of a stream's idempotency keys inside
+ * their window is the stream itself (a cluster keeps them in Redis, a
+ * durable stream in the store, where a new stream looks them up): such a
+ * stream is not evicted, or a repeat would publish again. */
+static int owner_holds_keys(const owner *o, const chan_state *c)
+{
+    return c->idem && !o->b->multi_node && !c->ns->durable;
+}
+
 static int owner_evict(owner *o, const chan_state *keep, int for_new)
 {
     chanreg *r = &o->reg;
@@ -96,6 +105,7 @@ static int owner_evict(owner *o, const chan_state *keep, int for_new)
         if (!c || c == kept)
             break;   /* none, or every one was skipped: order kept */
         int gone = c != keep && !c->waiting && !c->reads &&
+                   !owner_holds_keys(o, c) &&
                    (o->b->ops->evict ? o->b->ops->evict(o->b, c)
                                      : o->b->ops->release(o->b, c));
         if (!gone) {

@@ -424,3 +424,26 @@ async def test_keys_are_each_users_own(server_factory):
     assert a2 == dict(a1, duplicate=True), a2
     st, doc = await apost(api_port(s), {"channel": ch, "data": 1, "idempotency_key": "order-9"})
     assert st == 200 and doc["offset"] == a1["offset"] + 1 and "duplicate" not in doc, doc
+
+
+async def test_a_stream_with_keys_is_not_evicted(server_factory):
+    """Single node, no store: a stream's keys are only in memory, so under
+    max_channels pressure it is not evicted (others are); a repeat stays a
+    repeat. With every stream holding keys a new channel is refused (503,
+    the server's capacity) rather than a key forgotten."""
+    s = server_factory({"api_listen": "127.0.0.1:0", "max_channels": 2,
+                        "namespace_defaults": {"history_size": 10, "history_ttl": 300}},
+                       env=api_env(), workers=1)
+    port = api_port(s)
+    a, b, c = hh.chan("ev-a"), hh.chan("ev-b"), hh.chan("ev-c")
+    st, first = await apost(port, {"channel": a, "data": 1, "idempotency_key": "order-1"})
+    assert st == 200
+    for ch in (b, c):                      # b is evicted to make room for c
+        st, doc = await apost(port, {"channel": ch, "data": 1})
+        assert st == 200, doc
+    st, doc = await apost(port, {"channel": a, "data": 1, "idempotency_key": "order-1"})
+    assert st == 200 and doc == dict(first, duplicate=True), doc
+    st, doc = await apost(port, {"channel": c, "data": 2, "idempotency_key": "k"})
+    assert st == 200
+    st, doc = await apost(port, {"channel": hh.chan("ev-d"), "data": 1})
+    assert (st, doc["error"]["code"]) == (503, 106), doc
