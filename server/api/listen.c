@@ -47,6 +47,8 @@ typedef struct api_conn {
     proto_buf out;            /* the answer being written */
     uv_write_t wr;
     int reading, writing, closing, close_after;
+    size_t write_left;        /* bytes of the answer not yet sent */
+    uint64_t write_moved_ms;  /* when that last went down */
     uint64_t request_since_ms;/* first byte of the request in progress, 0 */
     uint64_t idle_since_ms;   /* last answer written (keep-alive idle) */
 } api_conn;
@@ -131,6 +133,8 @@ static void conn_answer(api_conn *c, int status, const char *extra,
                  proto_buf_data(body), body->len, keep_alive);
     uv_buf_t b = uv_buf_init(proto_buf_data(&c->out), (unsigned)c->out.len);
     c->writing = 1;
+    c->write_left = c->out.len;
+    c->write_moved_ms = uv_now(c->owner->loop);
     c->request_since_ms = 0;
     c->waiting_since_ms = 0;
     api_call_free(c->pending);
@@ -413,8 +417,21 @@ void api_listen_tick(api_listen *a, uint64_t now_ms)
     uint64_t answer_ms = a->srv->cfg->api_timeout_ms;
     for (api_conn *c = a->conns, *next; c; c = next) {
         next = c->next;
-        if (c->closing || c->writing)
+        if (c->closing)
             continue;
+        if (c->writing) {
+            /* a client that does not read its answers (a pipelining
+             * one, say) would hold the connection for ever */
+            size_t left = uv_stream_get_write_queue_size(
+                (uv_stream_t *)&c->tcp);
+            if (left < c->write_left) {
+                c->write_left = left;
+                c->write_moved_ms = now_ms;
+            } else if (now_ms - c->write_moved_ms > deadline) {
+                conn_close(c);
+            }
+            continue;
+        }
         if (c->waiting_since_ms) {
             if (now_ms - c->waiting_since_ms > answer_ms) {
                 api_call_answer(c->pending, &a->ans, 1);

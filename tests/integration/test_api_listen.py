@@ -598,3 +598,29 @@ def test_expect_100_continue(api):
     so.close()
     out = hh.exchange(port, (head % ("x" * 32, len(body))).encode(), t(5))
     assert out.startswith(b"HTTP/1.1 401 ") and b"100 Continue" not in out, out
+
+
+def tcp_state(so):
+    """The socket's TCP state (Linux TCP_INFO): 1 is ESTABLISHED."""
+    return so.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
+
+
+def test_a_client_that_never_reads_its_answers_is_closed(api):
+    """A client pipelines requests (openapi.json needs no key) and never
+    reads: once its answers stop going out for handshake_timeout the
+    connection is closed (a reset: requests are left unread), instead of
+    being held for ever; others are served meanwhile."""
+    s, port = api({"handshake_timeout": 1})
+    so = socket.create_connection(("127.0.0.1", port))
+    so.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    req = b"GET /api/v1/openapi.json HTTP/1.1\r\nHost: x\r\n\r\n" * 200
+    so.setblocking(False)
+    try:
+        while True:
+            so.send(req)
+    except BlockingIOError:
+        pass                               # the server stopped reading it
+    r, _ = call(port, "GET", "/api/v1/info", AUTH)
+    assert r.status == 200
+    hh.wait_for(lambda: tcp_state(so) != 1, t(10), what="the server to close it")
+    so.close()
