@@ -360,6 +360,12 @@ int main(int argc, char **argv)
                            cfg.connection_rate_per_ip,
                            (size_t)srv->max_connections + 65536);
     srv->api_keys = api_keys_new(&cfg);
+    /* The API on its own port, or on the main port when it has keys and
+     * the port is plain (without keys there is no API to serve; with TLS
+     * the first bytes cannot be read): otherwise the main port stays
+     * lws's alone (net/sniff.c). */
+    srv->api_on_main = !cfg.api_listen.host[0] && !cfg.tls_cert[0] &&
+                       api_keys_count(srv->api_keys) > 0;
     srv->started_ms = server_now_ms(srv);
     atomic_init(&srv->connections, 0);
     atomic_init(&srv->api_connections, 0);
@@ -415,7 +421,7 @@ int main(int argc, char **argv)
         log_info("API listening", LOG_STR("host", cfg.api_listen.host),
                  LOG_INT("port", srv->api_port),
                  LOG_INT("api_keys", (long long)cfg.n_api_keys));
-    else if (api_keys_count(srv->api_keys) > 0 && !cfg.tls_cert[0])
+    else if (srv->api_on_main)
         log_info("API on the main port", LOG_INT("port", srv->listen_port),
                  LOG_INT("api_keys",
                          (long long)api_keys_count(srv->api_keys)));

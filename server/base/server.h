@@ -29,6 +29,8 @@ typedef struct server {
     char node[64];
     uint16_t listen_port;         /* the bound port (config may say 0) */
     uint16_t api_port;            /* api_listen's bound port; 0 = none */
+    uint8_t api_on_main;          /* the server API shares the main port
+                                     (no api_listen, keys, no TLS) */
     uint32_t max_connections;     /* resolved from config or RLIMIT_NOFILE */
     atomic_uint connections;      /* WebSocket connections, all workers */
     atomic_uint api_connections;  /* api_listen connections, all workers;

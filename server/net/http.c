@@ -102,7 +102,8 @@ static int http_healthz(struct lws *wsi, server *srv, int draining)
                       (unsigned long long)store_retention_deleted(st));
     if (n > 0 && (size_t)n < sizeof(body) - 1)
         snprintf(body + n, sizeof(body) - (size_t)n, "}");
-    return http_reply(wsi, draining || down ? 503 : HTTP_STATUS_OK, body, 0);
+    return http_reply(wsi, draining || down ? 503 : HTTP_STATUS_OK, body,
+                      srv->api_on_main);
 }
 
 int http_serve(struct lws *wsi, const char *uri, server *srv,
@@ -117,11 +118,15 @@ int http_serve(struct lws *wsi, const char *uri, server *srv,
     }
     if (strcmp(uri, "/healthz") == 0)
         return http_healthz(wsi, srv, draining);
+    /* When the server API shares the port, the first bytes of a
+     * connection decide who serves it (net/sniff.c): a connection kept
+     * alive here would take a later API request to lws. */
     if (strcmp(uri, "/ws") == 0)
         return http_reply(wsi, 426,
-                          "{\"error\":\"WebSocket upgrade required\"}", 0);
+                          "{\"error\":\"WebSocket upgrade required\"}",
+                          srv->api_on_main);
     return http_reply(wsi, HTTP_STATUS_NOT_FOUND,
-                      "{\"error\":\"not found\"}", 0);
+                      "{\"error\":\"not found\"}", srv->api_on_main);
 }
 
 int http_confirm_upgrade(struct lws *wsi, const char *upgrade)

@@ -440,12 +440,8 @@ worker *worker_new(server *srv, uint16_t index, char *err, size_t errlen)
     w->broker->ctl = (broker_ctl){ w, worker_ctl_asked, worker_ctl_answered,
                                    worker_ctl_sent };
     owner_init(&w->own, srv, index, w->broker);
-    /* The API on its own port, or on the main port when it has keys and
-     * the port is plain (without keys there is no API to serve; with TLS
-     * the first bytes cannot be read): otherwise the main port stays
-     * lws's alone. */
-    w->sniffing = !w->api_port && !srv->cfg->tls_cert[0] && srv->api_keys &&
-                  api_keys_count(srv->api_keys) > 0;
+    /* The API on its own port, or sharing the main port (main.c). */
+    w->sniffing = srv->api_on_main;
     if (w->api_port || w->sniffing)
         w->api = api_listen_new(srv, index, &w->loop, w->broker);
     return w;

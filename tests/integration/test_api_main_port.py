@@ -102,3 +102,25 @@ async def test_without_keys_the_main_port_is_lws_alone(server_factory):
     r, doc = await asyncio.to_thread(call, s.port, "GET", "/api/v1/info", AUTH)
     assert r.status == 404
     assert not any(l.get("msg") == "API on the main port" for l in s.log_lines())
+
+
+def test_a_kept_alive_healthz_connection_cannot_carry_api_calls(server_factory):
+    """The first bytes decide who serves a connection, so lws's answers
+    close theirs while the API shares the port: a pooled client's next
+    call (an API one) comes on a new connection, to the API."""
+    s = main_api(server_factory)
+    c = http.client.HTTPConnection("127.0.0.1", s.port, timeout=t(5))
+    c.request("GET", "/healthz")
+    r = c.getresponse()
+    r.read()
+    assert r.status == 200 and r.will_close
+    c.close()
+    c = http.client.HTTPConnection("127.0.0.1", s.port, timeout=t(5))
+    c.request("GET", "/healthz")
+    r = c.getresponse()
+    r.read()
+    c.request("POST", "/api/v1/publish", body=json.dumps({"channel": "mp-x", "data": 1}),
+              headers=JSON_AUTH)      # http.client reconnects after the close
+    r = c.getresponse()
+    assert r.status == 200, r.read()
+    c.close()
