@@ -91,7 +91,30 @@ void idem_free(idem_map *m, msg_free_fn free_msg)
         }
         idem_drop(m, e);
     }
+    for (msg *w = idem_take_held(m); w;) {
+        msg *next = w->next;
+        w->next = NULL;
+        free_msg(w);
+        w = next;
+    }
     idem_init(m);
+}
+
+void idem_hold(idem_map *m, msg *r)
+{
+    r->next = NULL;
+    if (m->held_tail)
+        m->held_tail->next = r;
+    else
+        m->held = r;
+    m->held_tail = r;
+}
+
+msg *idem_take_held(idem_map *m)
+{
+    msg *h = m->held;
+    m->held = m->held_tail = NULL;
+    return h;
 }
 
 idem_entry *idem_find(idem_map *m, const char *key, size_t len)

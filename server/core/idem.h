@@ -53,6 +53,11 @@ typedef struct idem_map {
     idem_entry *oldest, *newest;      /* sealed entries */
     uint32_t n_sealed;
     uint32_t n_open;
+    uint32_t lookups;                 /* entries in IDEM_LOOKUP */
+    msg *held, *held_tail;            /* publishes that came during a
+                                         lookup, in arrival order: they
+                                         go after it, so one publisher's
+                                         offsets keep its order */
 } idem_map;
 
 /* The error text of a key reused with other data (error 107; the API
@@ -103,6 +108,10 @@ void idem_drop(idem_map *m, idem_entry *e);
 
 /* Queues a request on an open entry. */
 void idem_wait(idem_entry *e, msg *m);
+/* Holds a publish until no lookup is pending (FIFO). */
+void idem_hold(idem_map *m, msg *r);
+/* The held publishes, oldest first (the map holds none after). */
+msg *idem_take_held(idem_map *m);
 /* Takes the requests waiting on e (FIFO list through msg.next). */
 msg *idem_take_waiters(idem_entry *e);
 

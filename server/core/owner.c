@@ -635,6 +635,7 @@ static int owner_idem_check(owner *o, chan_state *c, pub_req *r)
     c->reads++;
     if (owner_idem_ask_store(o, c, now)) {
         e = idem_open(m, r->ikey, r->ikey_len, IDEM_LOOKUP);
+        m->lookups++;
         idem_wait(e, &r->h.hdr);
         store_find_key(o->st, o->index, c->name, c->len, r->ikey,
                        r->ikey_len);
@@ -697,6 +698,9 @@ static void owner_idem_found(owner *o, idem_found_msg *f)
     }
     int64_t expires = f->time_ms + owner_idem_window_ms(o);
     msg *w = idem_take_waiters(e);
+    /* the publishes that came meanwhile go once no lookup is left; they
+     * are counted in c->reads, so c stays through what follows */
+    msg *held = --c->idem->lookups ? NULL : idem_take_held(c->idem);
     if (!w) {
         /* Cannot happen: the request that asked waits on the entry. */
         idem_drop(c->idem, e);
@@ -729,6 +733,13 @@ static void owner_idem_found(owner *o, idem_found_msg *f)
         owner_publish(o, lead);
     }
     free(f);
+    while (held) {
+        msg *next = held->next;
+        held->next = NULL;
+        c->reads--;
+        owner_publish(o, (pub_req *)held);
+        held = next;
+    }
 }
 
 /* A publish refused before the broker took it. */
@@ -745,6 +756,13 @@ static void owner_publish(owner *o, pub_req *r)
     chan_state *c = owner_stream(o, &r->h);
     if (!c) {
         owner_fail(o, &r->h, PROTO_E_LIMIT, TOO_MANY);
+        return;
+    }
+    if (c->idem && c->idem->lookups && !r->idem_lead) {
+        /* a key is being looked up in the store: this one goes after it,
+         * so a publisher's publications keep their order */
+        c->reads++;
+        idem_hold(c->idem, &r->h.hdr);
         return;
     }
     if (owner_idem_check(o, c, r))

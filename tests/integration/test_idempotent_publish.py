@@ -447,3 +447,18 @@ async def test_a_stream_with_keys_is_not_evicted(server_factory):
     assert st == 200
     st, doc = await apost(port, {"channel": hh.chan("ev-d"), "data": 1})
     assert (st, doc["error"]["code"]) == (503, 106), doc
+
+
+async def test_publications_keep_their_order_during_a_key_lookup(server_factory, ferretdb):
+    """A keyed publish on a young durable stream waits for the store's
+    lookup of its key; the publishes sent after it wait too, so one
+    publisher's offsets follow its order."""
+    s = server_factory(durable_cfg(ferretdb), env=api_env())
+    ch = hh.chan("d:")
+    c = await s.client()
+    cmds = [("publish", {"channel": ch, "data": 0, "idempotency_key": "first"}),
+            ("publish", {"channel": ch, "data": 1}),
+            ("publish", {"channel": ch, "data": 2, "idempotency_key": "third"}),
+            ("publish", {"channel": ch, "data": 3})]
+    replies = await c.batch(cmds, one_frame=True)
+    assert [r["ok"]["offset"] for r in replies] == [1, 2, 3, 4], replies
