@@ -758,9 +758,15 @@ static void owner_publish(owner *o, pub_req *r)
         owner_fail(o, &r->h, PROTO_E_LIMIT, TOO_MANY);
         return;
     }
+    /* A publisher's publications keep their order: a keyed one waits
+     * behind requests parked until the stream is ready (its key would
+     * otherwise be looked up out of turn), and any behind a key being
+     * looked up in the store. */
+    if (r->ikey_len && c->waiting && !r->idem_lead) {
+        owner_refused(o, c, &r->h, OWN_PUBLISH, BROKER_AGAIN, NULL);
+        return;
+    }
     if (c->idem && c->idem->lookups && !r->idem_lead) {
-        /* a key is being looked up in the store: this one goes after it,
-         * so a publisher's publications keep their order */
         c->reads++;
         idem_hold(c->idem, &r->h.hdr);
         return;
