@@ -23,7 +23,7 @@ esac
 build_pkgs=(build-essential cmake ninja-build pkg-config
   libwebsockets-dev libuv1-dev libjansson-dev libmsgpack-dev libconfig-dev
   libssl-dev libhiredis-dev libmongoc-dev libbson-dev uthash-dev zlib1g-dev
-  libhttp-parser-dev)
+  libhttp-parser-dev libcurl4-openssl-dev)
 test_pkgs=(libcriterion-dev python3 python3-matplotlib python3-pytest python3-websockets python3-msgpack python3-pymongo
   redis-server openssl curl util-linux iproute2 clang libclang-rt-14-dev llvm)
 
