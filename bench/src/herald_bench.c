@@ -116,6 +116,8 @@ typedef struct config {
     double rate;                 /* pubs/s per publisher; connections: conn/s */
     unsigned size;
     unsigned window;
+    unsigned in_flight;          /* fanout: unanswered per publisher
+                                    (--in-flight, default window); api: 1 */
     unsigned count;              /* connections / reconnect / request clients */
     unsigned procs;
     double connect_rate;         /* ramp of fanout/reconnect/request clients */
@@ -812,15 +814,15 @@ static int pub_one(bpub *p)
 }
 
 /* Sends what the publisher may send now. Closed loop (rate 0): at most
- * `window` unacknowledged, and at most window x publishers of the channel
- * ahead of the channel's sentinel subscriber, so that deliveries cannot pile
- * up in the server's send queues beyond a bound. An HTTP publisher (api)
- * has one request in flight at most, at any rate (HTTP/1.1 without
- * pipelining); its window only bounds the lead over the subscribers. */
+ * `in_flight` unacknowledged (the window, unless fanout's --in-flight says
+ * less), and at most window x publishers of the channel ahead of the
+ * channel's sentinel subscriber, so that deliveries cannot pile up in the
+ * server's send queues beyond a bound. An HTTP publisher (api) has one
+ * request in flight at most, at any rate (HTTP/1.1 without pipelining). */
 static void pub_pump(bpub *p)
 {
     int ph = LD(g_phase);
-    unsigned in_flight = cfg.sc == SC_API ? 1 : cfg.window;
+    unsigned in_flight = cfg.in_flight;
     if (!p->connected || (ph != PH_WARMUP && ph != PH_MEASURE))
         return;
     if (!p->started) {
@@ -1916,6 +1918,7 @@ static const struct scenario_param {
     { P_F | P_C | P_R | P_Q | P_H | P_A, "rate", NULL, &cfg.rate },
     { P_F | P_R | P_Q | P_H | P_A, "size", &cfg.size, NULL },
     { P_F | P_Q | P_A, "window", &cfg.window, NULL },
+    { P_F | P_A, "in_flight", &cfg.in_flight, NULL },
     { P_C, "procs", &cfg.procs, NULL },
     { P_C, "conns_per_addr", &cfg.conns_per_addr, NULL },
     { P_R, "drop_after_s", NULL, &cfg.drop_after },
@@ -3067,6 +3070,8 @@ static void usage(FILE *f)
 "  --quiet              no progress line\n"
 "fanout:      --channels C (1) --subs S (100) --pubs P (1) --rate R (0 = as\n"
 "             fast as acknowledged) --size B (100) --window W (16)\n"
+"             --in-flight N unanswered per publisher (W; the window\n"
+"             still bounds the lead over the subscribers)\n"
 "             --sub-transport auto | client (auto: the lean reader where\n"
 "             it can go, ws:// to an IPv4 address; client: the library)\n"
 "connections: --count N (1000) --rate R connects/s (5000) --procs K (1)\n"
@@ -3167,7 +3172,7 @@ static int parse_args(int argc, char **argv)
         O_CPA, O_PREFIX, O_DROP, O_BACKOFF, O_SETUP, O_QUIET, O_HELP,
         O_TARGET, O_PIDFILE, O_PER_CLIENT, O_LIFETIME, O_RESUB, O_OFFLINE,
         O_DRAIN, O_SAMPLES, O_LONG_OFF, O_LONG_SHARE, O_SUBTR, O_API_URL,
-        O_API_KEY, O_API_CONNS
+        O_API_KEY, O_API_CONNS, O_IN_FLIGHT
     };
     static const struct option opts[] = {
         { "url", 1, 0, O_URL }, { "encoding", 1, 0, O_ENC },
@@ -3191,6 +3196,7 @@ static int parse_args(int argc, char **argv)
         { "sub-transport", 1, 0, O_SUBTR },
         { "api-url", 1, 0, O_API_URL }, { "api-key", 1, 0, O_API_KEY },
         { "api-conns", 1, 0, O_API_CONNS },
+        { "in-flight", 1, 0, O_IN_FLIGHT },
         { 0, 0, 0, 0 }
     };
     int c, have_rate = 0, have_cpa = 0, have_count = 0, have_win = 0;
@@ -3309,6 +3315,9 @@ static int parse_args(int argc, char **argv)
         case O_SAMPLES: cfg.samples = optarg; break;
         case O_API_URL: cfg.api_url = optarg; break;
         case O_API_KEY: api_key = optarg; break;
+        case O_IN_FLIGHT:
+            cfg.in_flight = (unsigned)strtoul(optarg, &end, 10);
+            break;
         case O_API_CONNS:
             cfg.pubs = (unsigned)strtoul(optarg, &end, 10);
             have_pubs = 1;
@@ -3409,6 +3418,11 @@ static int parse_args(int argc, char **argv)
         if (!have_win)
             cfg.window = 1;
     }
+    /* At most the window; api: one request per connection at a time. */
+    if (!cfg.in_flight || cfg.in_flight > cfg.window)
+        cfg.in_flight = cfg.window;
+    if (cfg.sc == SC_API)
+        cfg.in_flight = 1;
     if (cfg.sc == SC_API) {
         if (!have_pubs)
             cfg.pubs = 1;

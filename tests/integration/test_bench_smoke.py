@@ -143,6 +143,16 @@ def test_fanout_fixed_rate(server, tmp_path):
     assert r["deliveries_total"] == r["publications_total"] * 5, out
 
 
+def test_fanout_in_flight(server, tmp_path):
+    # One publication in flight per publisher (the api scenario's shape),
+    # the window still bounding the lead over the subscribers.
+    r, out = run_bench(server, tmp_path, "fanout", "--channels", 2, "--subs", 5,
+                       "--pubs", 2, "--in-flight", 1)
+    assert r["parameters"]["in_flight"] == 1 and r["parameters"]["window"] == 16, out
+    assert r["publications"] > 0, out
+    assert r["deliveries_total"] == r["publications_total"] * 5, out
+
+
 def test_connections(server, tmp_path):
     r, out = run_bench(server, tmp_path, "connections", "--count", 200,
                        "--procs", 2, "--rate", 2000, "--conns-per-addr", 20)
