@@ -27,7 +27,7 @@
 # alike. Compare ratios within a round (summary: medians over the rounds of
 # the figures and of the per-round ratios).
 #
-#   bench/api.sh                                 # about 12 minutes
+#   bench/api.sh                                 # about 11 minutes
 #   ROUNDS=1 DUR=3 WARMUP=1 STEPS="rt4" bench/api.sh   # smoke, ~30 s
 #
 # Environment: BUILD (default build), HERALD, BENCH (default
