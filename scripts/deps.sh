@@ -25,7 +25,7 @@ esac
 build_pkgs=(build-essential cmake ninja-build pkg-config
   libwebsockets-dev libuv1-dev libjansson-dev libmsgpack-dev libconfig-dev
   libssl-dev libhiredis-dev libmongoc-dev libbson-dev uthash-dev zlib1g-dev
-  libhttp-parser-dev python3 python3-yaml)
+  libhttp-parser-dev libcurl4-openssl-dev python3 python3-yaml)
 # python3-venv: the schemathesis venv (scripts/schemathesis.sh);
 # python3-jsonschema: test_api_openapi.py checks answers against the OpenAPI
 # document; python3-requests and nodejs: docs/examples/ (test_api_docs.py).

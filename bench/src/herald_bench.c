@@ -10,6 +10,9 @@
  *   reconnect    N subscribers drop at once while a publisher continues;
  *                time until all resubscribed, gaps (must be 0), recovered
  *   request      publish-acknowledgement round trips
+ *   api          publish round trips through the server's HTTP API
+ *                (HTTP/1.1 keep-alive, libcurl: apipub.h), optionally with
+ *                WebSocket subscribers checking every delivery
  *   churn        clients that keep connecting, subscribing with recovery,
  *                unsubscribing and going away while publishers publish at a
  *                fixed rate; every position is checked across connections
@@ -61,6 +64,7 @@
 
 #include <herald/client.h>
 
+#include "apipub.h"
 #include "hist.h"
 #include "fastsub.h"
 #include "peers.h"
@@ -78,9 +82,10 @@
 #define INC(x, n) ST(x, (x) + (n))
 
 enum scenario { SC_FANOUT, SC_CONNECTIONS, SC_RECONNECT, SC_REQUEST,
-                SC_CHURN, SC_COUNT };
+                SC_CHURN, SC_API, SC_COUNT };
 static const char *scenario_names[] = { "fanout", "connections",
-                                        "reconnect", "request", "churn" };
+                                        "reconnect", "request", "churn",
+                                        "api" };
 
 enum phase { PH_SETUP, PH_WARMUP, PH_MEASURE, PH_DRAIN, PH_STOP };
 
@@ -111,6 +116,8 @@ typedef struct config {
     double rate;                 /* pubs/s per publisher; connections: conn/s */
     unsigned size;
     unsigned window;
+    unsigned in_flight;          /* fanout: unanswered per publisher
+                                    (--in-flight, default window); api: 1 */
     unsigned count;              /* connections / reconnect / request clients */
     unsigned procs;
     double connect_rate;         /* ramp of fanout/reconnect/request clients */
@@ -131,6 +138,9 @@ typedef struct config {
     double long_share;           /* ... for this share of replacements */
     double drain_timeout;        /* s for the witnesses to catch up */
     const char *samples;         /* per-second CSV */
+    /* api: the publish endpoint and the key's header line */
+    const char *api_url;
+    char api_auth[512];
 } config;
 
 static config cfg;
@@ -179,6 +189,7 @@ typedef struct bpub {
     union {
         hc_client *c;            /* herald */
         peer_client *pc;         /* a peer target; NULL once closed */
+        apipub *ap;              /* api: an HTTP publisher, any target */
     };
     struct bthread *th;
     uint32_t id, chan;
@@ -194,6 +205,7 @@ typedef struct bthread {
     uv_loop_t loop;
     hc_ctx *ctx;                 /* herald */
     peer_ctx *pctx;              /* a peer target */
+    apipub_ctx *actx;            /* api: the HTTP publishers */
     uv_timer_t tick;
     uint64_t ramp_start_ns;
     double ramp_rate;            /* clients/s created by this thread */
@@ -398,6 +410,8 @@ static void pub_answered(bpub *p, uint64_t t0, enum pub_outcome o,
             uint64_t now = stamp_now_ns();
             uint64_t d = now > t0 ? now - t0 : 0;
             INC(th->acked, 1);
+            /* request: `lat` holds the round trips; fanout and api keep
+             * them in `ack` (their `lat` is publish-to-delivery). */
             if (cfg.sc == SC_REQUEST) {
                 hist_record(&th->lat, d);
                 if (th->url_lat)
@@ -732,6 +746,17 @@ static const peer_callbacks peer_pub_cb = { peer_pub_ready, NULL,
 static const peer_callbacks peer_conn_cb = { peer_conn_ready, NULL,
                                              peer_conn_closed };
 
+/* --- HTTP API publishers (api) --------------------------------------------------- */
+
+/* The answer to one HTTP publish: arg is its send time. The server said
+ * no, or the request failed (connection, timeout): refused either way,
+ * since a POST is not retried and its publication may or may not exist. */
+static void api_pub_ack(apipub *a, int ok, const char *why, void *arg)
+{
+    pub_answered(apipub_user(a), (uint64_t)(uintptr_t)arg,
+                 ok ? PUB_ACKED : PUB_REFUSED, why);
+}
+
 /* --- Publishing ----------------------------------------------------------------- */
 
 /* How far the channel's slowest sentinel is behind its publishers (0 when
@@ -763,7 +788,10 @@ static int pub_one(bpub *p)
     st.pub = p->id;
     n = stamp_encode(cfg.enc == HC_MSGPACK, &st, cfg.size, th->payload,
                      sizeof(th->payload));
-    if (cfg.drv) {
+    if (cfg.sc == SC_API) {
+        rc = apipub_publish(p->ap, chan, th->payload, n, api_pub_ack,
+                            (void *)(uintptr_t)now);
+    } else if (cfg.drv) {
         uint64_t a = (uint64_t)(p - th->pubs) << PEER_ARG_SHIFT |
                      ((now - th->ramp_start_ns) & PEER_ARG_TMASK);
         rc = p->pc ? cfg.drv->publish(p->pc, chan, th->payload, n,
@@ -786,12 +814,15 @@ static int pub_one(bpub *p)
 }
 
 /* Sends what the publisher may send now. Closed loop (rate 0): at most
- * `window` unacknowledged, and at most window x publishers of the channel
- * ahead of the channel's sentinel subscriber, so that deliveries cannot pile
- * up in the server's send queues beyond a bound. */
+ * `in_flight` unacknowledged (the window, unless fanout's --in-flight says
+ * less), and at most window x publishers of the channel ahead of the
+ * channel's sentinel subscriber, so that deliveries cannot pile up in the
+ * server's send queues beyond a bound. An HTTP publisher (api) has one
+ * request in flight at most, at any rate (HTTP/1.1 without pipelining). */
 static void pub_pump(bpub *p)
 {
     int ph = LD(g_phase);
+    unsigned in_flight = cfg.in_flight;
     if (!p->connected || (ph != PH_WARMUP && ph != PH_MEASURE))
         return;
     if (!p->started) {
@@ -802,7 +833,7 @@ static void pub_pump(bpub *p)
     if (cfg.rate > 0) {
         uint64_t el = stamp_now_ns() - p->start_ns;
         uint64_t due = (uint64_t)((double)el * cfg.rate / 1e9) + 1;
-        unsigned max_inflight = 1u << 15;
+        unsigned max_inflight = cfg.sc == SC_API ? 1 : 1u << 15;
         /* Far behind (the server or the bench cannot keep up): do not
          * burst to catch up more than one second's worth. */
         if (due > p->sent + (uint64_t)cfg.rate + 1)
@@ -814,7 +845,7 @@ static void pub_pump(bpub *p)
     }
     chan_state *ch = &g_chans[p->chan];
     uint64_t lim = (uint64_t)cfg.window * ch->n_pubs;
-    while (p->inflight < cfg.window) {
+    while (p->inflight < in_flight) {
         if (chan_lag(ch) >= lim)
             break;
         if (pub_one(p))
@@ -1450,7 +1481,12 @@ static void open_pub(bthread *th, bpub *p)
     hc_options o;
     int ok;
 
-    if (cfg.drv) {
+    if (cfg.sc == SC_API) {
+        /* Its connection opens with the first request (in the warm-up). */
+        url = cfg.api_url;
+        if ((ok = (p->ap = apipub_new(th->actx, p)) != NULL))
+            pub_ready(p);
+    } else if (cfg.drv) {
         peer_options po = { url, NULL, &peer_pub_cb, p };
         ok = (p->pc = cfg.drv->open(th->pctx, &po, PEER_PUBLISHER,
                                     NULL)) != NULL;
@@ -1539,6 +1575,8 @@ static void tick_cb(uv_timer_t *t)
                 }
             if (cfg.sc == SC_CHURN)
                 churn_stop(th);
+            if (th->actx)
+                apipub_ctx_close(th->actx);
             if (cfg.drv)
                 cfg.drv->ctx_close(th->pctx);
             else
@@ -1563,7 +1601,9 @@ static void tick_cb(uv_timer_t *t)
     now = stamp_now_ns();
     if (now - th->last_p99_ns >= 1000000000u) {
         th->last_p99_ns = now;
-        ST(th->p99_ns, hist_percentile(&th->lat, 99));
+        /* api: the progress line's p99 is the round trip's */
+        ST(th->p99_ns, hist_percentile(cfg.sc == SC_API ? &th->ack : &th->lat,
+                                       99));
     }
 }
 
@@ -1582,12 +1622,22 @@ static void *thread_main(void *arg)
                 cfg.target, err[0] ? ": " : "", err);
         exit(2);
     }
+    if (cfg.sc == SC_API &&
+        !(th->actx = apipub_ctx_new(&th->loop, cfg.api_url, cfg.api_auth,
+                                    cfg.pubs / (unsigned)cfg.threads + 1, err,
+                                    sizeof(err)))) {
+        fprintf(stderr, "herald-bench: cannot create an HTTP client: %s\n",
+                err);
+        exit(2);
+    }
     uv_timer_init(&th->loop, &th->tick);
     th->tick.data = th;
     th->ramp_start_ns = stamp_now_ns();
     th->last_p99_ns = th->ramp_start_ns;
     uv_timer_start(&th->tick, tick_cb, 0, 1);
     uv_run(&th->loop, UV_RUN_DEFAULT);
+    if (th->actx)
+        apipub_ctx_free(th->actx);
     if (cfg.drv)
         cfg.drv->ctx_free(th->pctx);
     else
@@ -1663,9 +1713,9 @@ static void progress(double t0, uint64_t *prev, double *prev_t,
     double now = now_s();
     uint64_t cur;
     sum_threads(&s);
-    cur = cfg.sc == SC_CONNECTIONS ? s.connected
-          : cfg.sc == SC_REQUEST   ? s.acked_total
-                                   : s.deliveries_total;
+    cur = cfg.sc == SC_CONNECTIONS                     ? s.connected
+          : cfg.sc == SC_REQUEST || cfg.sc == SC_API ? s.acked_total
+                                                     : s.deliveries_total;
     if (g_n_timeline < TIMELINE_MAX)
         g_timeline[g_n_timeline++] = (tl_sample){
             .t = now - t0,
@@ -1694,9 +1744,9 @@ static void progress(double t0, uint64_t *prev, double *prev_t,
                 " p99=%.0fus errors=%" PRIu64 " gaps=%" PRIu64
                 " dups=%" PRIu64 " disconnects=%" PRIu64 "\n",
                 now - t0, what,
-                cfg.sc == SC_CONNECTIONS ? "connects"
-                : cfg.sc == SC_REQUEST   ? "acks"
-                                         : "deliveries",
+                cfg.sc == SC_CONNECTIONS                     ? "connects"
+                : cfg.sc == SC_REQUEST || cfg.sc == SC_API ? "acks"
+                                                           : "deliveries",
                 (double)(cur - *prev) / (now - *prev_t),
                 s.connected + s.subscribed, (double)s.p99_ns / 1e3, s.errors,
                 s.gaps, s.dups, s.disconnects);
@@ -1852,20 +1902,23 @@ static void timeline_json(jw *w)
 #define P_R (1u << SC_RECONNECT)
 #define P_Q (1u << SC_REQUEST)
 #define P_H (1u << SC_CHURN)
+#define P_A (1u << SC_API)
 static const struct scenario_param {
     unsigned scenarios;
     const char *key;
     const unsigned *u;
     const double *d;
 } scenario_params[] = {
-    { P_F | P_R | P_H, "channels", &cfg.channels, NULL },
-    { P_F, "subs_per_channel", &cfg.subs, NULL },
+    { P_F | P_R | P_H | P_A, "channels", &cfg.channels, NULL },
+    { P_F | P_A, "subs_per_channel", &cfg.subs, NULL },
     { P_F | P_H, "publishers", &cfg.pubs, NULL },
     { P_Q, "clients", &cfg.pubs, NULL },
+    { P_A, "api_conns", &cfg.pubs, NULL },
     { P_C | P_R | P_H, "count", &cfg.count, NULL },
-    { P_F | P_C | P_R | P_Q | P_H, "rate", NULL, &cfg.rate },
-    { P_F | P_R | P_Q | P_H, "size", &cfg.size, NULL },
-    { P_F | P_Q, "window", &cfg.window, NULL },
+    { P_F | P_C | P_R | P_Q | P_H | P_A, "rate", NULL, &cfg.rate },
+    { P_F | P_R | P_Q | P_H | P_A, "size", &cfg.size, NULL },
+    { P_F | P_Q | P_A, "window", &cfg.window, NULL },
+    { P_F | P_A, "in_flight", &cfg.in_flight, NULL },
     { P_C, "procs", &cfg.procs, NULL },
     { P_C, "conns_per_addr", &cfg.conns_per_addr, NULL },
     { P_R, "drop_after_s", NULL, &cfg.drop_after },
@@ -1896,9 +1949,13 @@ static void params_json(jw *w)
     jw_kdbl(w, "duration_s", cfg.duration);
     jw_kdbl(w, "warmup_s", cfg.warmup);
     jw_ku64(w, "threads", (uint64_t)cfg.threads);
-    if (cfg.sc == SC_FANOUT)
+    if (cfg.sc == SC_FANOUT || (cfg.sc == SC_API && cfg.subs))
         jw_kstr(w, "sub_transport", cfg.drv ? cfg.drv->name
                                             : sub_kind_names[cfg.sub_kind]);
+    if (cfg.sc == SC_API) {
+        jw_kstr(w, "api_url", cfg.api_url);
+        jw_kstr(w, "http_client", apipub_client_version());
+    }
     for (size_t i = 0; i < sizeof(scenario_params) / sizeof(*scenario_params);
          i++) {
         const struct scenario_param *sp = &scenario_params[i];
@@ -2255,7 +2312,7 @@ static int run_streams(void)
     printf("herald-bench %s: %s\n", scenario_names[cfg.sc], g_cmdline);
     printf("  target                 %s\n", cfg.target);
     printf("  measured               %.2f s\n", wall);
-    if (cfg.sc != SC_REQUEST) {
+    if (cfg.sc != SC_REQUEST && cfg.sc != SC_API) {
         printf("  subscribers            %u (%u channels x %u)\n", n_subs,
                chans, cfg.subs);
         printf("  publications/s         %.0f (acked %" PRIu64 " in window,"
@@ -2265,6 +2322,19 @@ static int run_streams(void)
                dps, s.deliveries, s.deliveries_total, expected);
         lat_table("publish-to-delivery", &lat);
         lat_table("publish ack", &ack);
+    } else if (cfg.sc == SC_API) {
+        printf("  api                    %u connections to %s\n", cfg.pubs,
+               cfg.api_url);
+        printf("  requests/s             %.0f (%" PRIu64 ")\n", aps, s.acked);
+        lat_table("publish round trip", &ack);
+        if (cfg.subs) {
+            printf("  subscribers            %u (%u channels x %u)\n", n_subs,
+                   chans, cfg.subs);
+            printf("  deliveries/s           %.0f (%" PRIu64 " in window, %"
+                   PRIu64 " in all, expected %" PRIu64 ")\n", dps,
+                   s.deliveries, s.deliveries_total, expected);
+            lat_table("publish-to-delivery", &lat);
+        }
     } else {
         printf("  requests/s             %.0f (%" PRIu64 ")\n", aps, s.acked);
         lat_table("publish round trip", &lat);
@@ -2283,7 +2353,20 @@ static int run_streams(void)
     jw w;
     jw_init(&w);
     header_json(&w, wall);
-    if (cfg.sc != SC_REQUEST) {
+    if (cfg.sc == SC_API) {
+        /* request's keys (latency = the round trip), and the deliveries
+         * when there are subscribers */
+        jw_ku64(&w, "requests", s.acked);
+        jw_ku64(&w, "requests_total", s.acked_total);
+        jw_kdbl(&w, "requests_per_s", aps);
+        lat_json(&w, "latency", &ack);
+        jw_ku64(&w, "subscribers", n_subs);
+        jw_ku64(&w, "deliveries", s.deliveries);
+        jw_ku64(&w, "deliveries_total", s.deliveries_total);
+        jw_ku64(&w, "expected_deliveries", expected);
+        jw_kdbl(&w, "deliveries_per_s", dps);
+        lat_json(&w, "delivery_latency", &lat);
+    } else if (cfg.sc != SC_REQUEST) {
         jw_ku64(&w, "subscribers", n_subs);
         jw_ku64(&w, "publications", s.acked);
         jw_ku64(&w, "publications_total", s.acked_total);
@@ -2324,10 +2407,10 @@ static int run_streams(void)
             jw_null(&w);
         jw_obj_end(&w);
     }
+    int per_req = cfg.sc == SC_REQUEST || cfg.sc == SC_API;
     resources(&w, &self_a, &self_b, 0, wall, srv,
-              cfg.sc == SC_REQUEST ? s.acked : s.deliveries,
-              cfg.sc == SC_REQUEST ? "ns_per_request" : "ns_per_delivery", 0,
-              NULL);
+              per_req ? s.acked : s.deliveries,
+              per_req ? "ns_per_request" : "ns_per_delivery", 0, NULL);
     if (report_end(&w))
         rc = 2;
 
@@ -2340,7 +2423,7 @@ static int run_streams(void)
         fprintf(stderr, "herald-bench: FAILED: no deliveries\n");
         rc = 1;
     }
-    if (rc == 0 && cfg.sc == SC_REQUEST && s.acked == 0) {
+    if (rc == 0 && per_req && s.acked == 0) {
         fprintf(stderr, "herald-bench: FAILED: no acknowledged requests\n");
         rc = 1;
     }
@@ -2962,7 +3045,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
 "usage: herald-bench SCENARIO [options]\n"
-"scenarios: fanout | connections | reconnect | request | churn\n"
+"scenarios: fanout | connections | reconnect | request | churn | api\n"
 "           (see bench/README.md)\n"
 "common:\n"
 "  --target T           herald | a peer: %s(herald)\n"
@@ -2987,6 +3070,8 @@ static void usage(FILE *f)
 "  --quiet              no progress line\n"
 "fanout:      --channels C (1) --subs S (100) --pubs P (1) --rate R (0 = as\n"
 "             fast as acknowledged) --size B (100) --window W (16)\n"
+"             --in-flight N unanswered per publisher (W; the window\n"
+"             still bounds the lead over the subscribers)\n"
 "             --sub-transport auto | client (auto: the lean reader where\n"
 "             it can go, ws:// to an IPv4 address; client: the library)\n"
 "connections: --count N (1000) --rate R connects/s (5000) --procs K (1)\n"
@@ -3001,6 +3086,13 @@ static void usage(FILE *f)
 "             --long-share F of the replacements (0.02) --drain-timeout S\n"
 "             (30)\n"
 "             --samples FILE (a CSV row a second: counters, server RSS)\n"
+"api:         --api-conns N HTTP/1.1 keep-alive connections, one request\n"
+"             in flight each (1) --channels C (N: one each) --subs S\n"
+"             WebSocket subscribers per channel (0) --rate R per connection\n"
+"             (0 = closed loop) --size B (100) --window W (16: lead over\n"
+"             the subscribers) --api-url URL (herald:\n"
+"             http://127.0.0.1:8090/api/v1/publish; peers: theirs)\n"
+"             --api-key KEY (herald: else HERALD_API_KEY; peers: theirs)\n"
 "exit status: 0 ok, 1 gaps/duplicates (churn: also misreported\n"
 "             recoveries, acknowledged publications a witness never got)\n"
 "             or nothing measured, 2 usage/setup\n",
@@ -3017,12 +3109,59 @@ static enum sub_kind choose_sub_kind(void)
 {
     if (cfg.drv)
         return SUB_PEER;
-    if (cfg.sc != SC_FANOUT || cfg.force_client)
+    if ((cfg.sc != SC_FANOUT && cfg.sc != SC_API) || cfg.force_client)
         return SUB_LIB;
     for (int u = 0; u < cfg.n_urls; u++)
         if (fastsub_url_ok(cfg.urls[u]) != 0)
             return SUB_LIB;
     return SUB_FAST;
+}
+
+/* api: the publish endpoint (--api-url, default the target's; one without
+ * a path gets the target's path) and the key's header line (--api-key, or
+ * HERALD_API_KEY for herald, or the peer's own key). 0, or -1 (said). */
+static int api_setup(const char *key)
+{
+    static char url[512];
+    const char *def = cfg.drv ? cfg.drv->api_url
+                              : "http://127.0.0.1:8090/api/v1/publish";
+    const char *path = cfg.drv ? cfg.drv->api_path : "/api/v1/publish";
+    const char *u = cfg.api_url, *hp;
+
+    if (!def) {
+        fprintf(stderr, "herald-bench: --target %s has no server HTTP API"
+                " the bench knows\n", cfg.target);
+        return -1;
+    }
+    if (!u) {
+        u = def;
+    } else if (strncmp(u, "http://", 7) && strncmp(u, "https://", 8)) {
+        fprintf(stderr, "herald-bench: --api-url must be http:// or"
+                " https://\n");
+        return -1;
+    } else {
+        hp = strstr(u, "://") + 3;
+        hp = strchr(hp, '/');
+        if (!hp || !strcmp(hp, "/")) {
+            snprintf(url, sizeof(url), "%.*s%s",
+                     hp ? (int)(hp - u) : (int)strlen(u), u, path);
+            u = url;
+        }
+    }
+    cfg.api_url = u;
+    if (!key && !cfg.drv)
+        key = getenv("HERALD_API_KEY");
+    if (key)
+        snprintf(cfg.api_auth, sizeof(cfg.api_auth), "Authorization: apikey %s",
+                 key);
+    else if (cfg.drv)
+        snprintf(cfg.api_auth, sizeof(cfg.api_auth), "%s", cfg.drv->api_auth);
+    else {
+        fprintf(stderr, "herald-bench: api needs the server's key: --api-key"
+                " KEY or HERALD_API_KEY\n");
+        return -1;
+    }
+    return 0;
 }
 
 static int parse_args(int argc, char **argv)
@@ -3032,7 +3171,8 @@ static int parse_args(int argc, char **argv)
         O_SUBS, O_PUBS, O_RATE, O_SIZE, O_WIN, O_COUNT, O_PROCS, O_CRATE,
         O_CPA, O_PREFIX, O_DROP, O_BACKOFF, O_SETUP, O_QUIET, O_HELP,
         O_TARGET, O_PIDFILE, O_PER_CLIENT, O_LIFETIME, O_RESUB, O_OFFLINE,
-        O_DRAIN, O_SAMPLES, O_LONG_OFF, O_LONG_SHARE, O_SUBTR
+        O_DRAIN, O_SAMPLES, O_LONG_OFF, O_LONG_SHARE, O_SUBTR, O_API_URL,
+        O_API_KEY, O_API_CONNS, O_IN_FLIGHT
     };
     static const struct option opts[] = {
         { "url", 1, 0, O_URL }, { "encoding", 1, 0, O_ENC },
@@ -3054,10 +3194,14 @@ static int parse_args(int argc, char **argv)
         { "long-offline", 1, 0, O_LONG_OFF },
         { "long-share", 1, 0, O_LONG_SHARE },
         { "sub-transport", 1, 0, O_SUBTR },
+        { "api-url", 1, 0, O_API_URL }, { "api-key", 1, 0, O_API_KEY },
+        { "api-conns", 1, 0, O_API_CONNS },
+        { "in-flight", 1, 0, O_IN_FLIGHT },
         { 0, 0, 0, 0 }
     };
     int c, have_rate = 0, have_cpa = 0, have_count = 0, have_win = 0;
-    int have_url = 0, have_pubs = 0, have_ch = 0;
+    int have_url = 0, have_pubs = 0, have_ch = 0, have_subs = 0;
+    const char *api_key = NULL;
     char *eq;
     double drop = -1;
     char *end;
@@ -3129,7 +3273,10 @@ static int parse_args(int argc, char **argv)
             cfg.channels = (unsigned)strtoul(optarg, &end, 10);
             have_ch = 1;
             break;
-        case O_SUBS: cfg.subs = (unsigned)strtoul(optarg, &end, 10); break;
+        case O_SUBS:
+            cfg.subs = (unsigned)strtoul(optarg, &end, 10);
+            have_subs = 1;
+            break;
         case O_PUBS:
             cfg.pubs = (unsigned)strtoul(optarg, &end, 10);
             have_pubs = 1;
@@ -3166,6 +3313,15 @@ static int parse_args(int argc, char **argv)
         case O_LONG_OFF: cfg.long_offline = strtod(optarg, &end); break;
         case O_LONG_SHARE: cfg.long_share = strtod(optarg, &end); break;
         case O_SAMPLES: cfg.samples = optarg; break;
+        case O_API_URL: cfg.api_url = optarg; break;
+        case O_API_KEY: api_key = optarg; break;
+        case O_IN_FLIGHT:
+            cfg.in_flight = (unsigned)strtoul(optarg, &end, 10);
+            break;
+        case O_API_CONNS:
+            cfg.pubs = (unsigned)strtoul(optarg, &end, 10);
+            have_pubs = 1;
+            break;
         case O_SUBTR:
             if (!strcmp(optarg, "client"))
                 cfg.force_client = 1;
@@ -3262,6 +3418,21 @@ static int parse_args(int argc, char **argv)
         if (!have_win)
             cfg.window = 1;
     }
+    /* At most the window; api: one request per connection at a time. */
+    if (!cfg.in_flight || cfg.in_flight > cfg.window)
+        cfg.in_flight = cfg.window;
+    if (cfg.sc == SC_API)
+        cfg.in_flight = 1;
+    if (cfg.sc == SC_API) {
+        if (!have_pubs)
+            cfg.pubs = 1;
+        if (!have_ch)
+            cfg.channels = cfg.pubs ? cfg.pubs : 1;   /* one each */
+        if (!have_subs)
+            cfg.subs = 0;
+        if (api_setup(api_key) != 0)
+            return 2;
+    }
     if (cfg.threads < 1 || cfg.threads > 64 || cfg.duration <= 0 ||
         cfg.warmup < 0 || cfg.channels < 1 || cfg.window < 1 ||
         cfg.procs < 1 || cfg.procs > 64 || cfg.rate < 0 ||
@@ -3293,9 +3464,14 @@ int main(int argc, char **argv)
         return rc < 0 ? 0 : rc;
     signal(SIGPIPE, SIG_IGN);
     setvbuf(stdout, NULL, _IOLBF, 0);
+    if (cfg.sc == SC_API && apipub_global_init() != 0)
+        return 2;
     if (cfg.sc == SC_CONNECTIONS)
         return run_connections();
     if (cfg.sc == SC_CHURN)
         return run_churn();
-    return run_streams();
+    rc = run_streams();
+    if (cfg.sc == SC_API)
+        apipub_global_cleanup();
+    return rc;
 }

@@ -76,6 +76,14 @@ typedef struct peer_driver {
      * sent: no callback). */
     int (*publish)(peer_client *c, const char *channel, const char *data,
                    size_t len, peer_ack_cb cb, void *arg);
+    /* The peer's server HTTP API for the `api` scenario (apipub.h), or
+     * NULL when it has none: the publish endpoint's URL (the default of
+     * --api-url; a --api-url without a path gets api_path) and the header
+     * line carrying the key that bench/peers/<name>/config sets (the
+     * default of --api-key's header). */
+    const char *api_url;
+    const char *api_path;
+    const char *api_auth;
 } peer_driver;
 
 /* The drivers (peer_*.c); NULL-terminated list for --target. */

@@ -49,6 +49,9 @@
 
 #define CF_DEFAULT_URL "ws://127.0.0.1:8094/connection/websocket"
 #define CF_WS_PATH "/connection/websocket"
+/* http_api.key of bench/peers/centrifugo/config.json (a bench on
+ * loopback, not a secret). */
+#define CF_API_KEY "herald-bench-api-key"
 
 enum cf_state {
     CF_WS_OPENING,    /* WebSocket handshake under way */
@@ -656,4 +659,10 @@ const peer_driver peer_centrifugo = {
     .ctx_free = cf_ctx_free,
     .open = cf_open,
     .publish = cf_publish,
+    /* The server HTTP API (http_api in bench/peers/centrifugo/config.json,
+     * on the client port): POST /api/publish {"channel","data"}, answered
+     * {"result":{}} or {"error":{...}}. */
+    .api_url = "http://127.0.0.1:8094/api/publish",
+    .api_path = "/api/publish",
+    .api_auth = "X-API-Key: " CF_API_KEY,
 };

@@ -204,11 +204,29 @@ def test_request(peer, tmp_path):
     assert r["errors"] == 0, out
 
 
+@pytest.mark.parametrize("peer", ["centrifugo"], indirect=True)
+def test_centrifugo_api(peer, tmp_path):
+    # Publications through Centrifugo's server HTTP API (http_api in its
+    # config.json, on the same port), checked by WebSocket subscribers.
+    r, out = run_bench(peer, tmp_path, "api", "--api-conns", 2, "--subs", 5,
+                       "--api-url", "http://127.0.0.1:%d" % peer.port)
+    assert r["parameters"]["api_url"] == \
+        "http://127.0.0.1:%d/api/publish" % peer.port, out
+    assert r["requests"] > 0 and r["subscribers"] == 10, out
+    assert r["deliveries_total"] == r["requests_total"] * 5, out
+    check_latency(r["latency"], out)
+    check_latency(r["delivery_latency"], out)
+    assert r["errors"] == 0 and r["failed_publishes"] == 0, out
+    assert r["servers"][0]["ns_per_request"] > 0, out
+
+
 def test_peer_usage_errors():
     # msgpack stamps and the reconnect scenario are Herald's only.
     for args in (["fanout", "--target", "nchan", "--encoding", "msgpack"],
                  ["reconnect", "--target", "nchan"],
-                 ["fanout", "--target", "nosuchpeer"]):
+                 ["fanout", "--target", "nosuchpeer"],
+                 # a peer whose server HTTP API the bench does not know
+                 ["api", "--target", "nchan"]):
         p = subprocess.run([BENCH] + args, capture_output=True, text=True,
                            env=bench_env(), timeout=t(10))
         assert p.returncode == 2, (args, p.stderr)

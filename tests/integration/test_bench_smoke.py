@@ -143,6 +143,16 @@ def test_fanout_fixed_rate(server, tmp_path):
     assert r["deliveries_total"] == r["publications_total"] * 5, out
 
 
+def test_fanout_in_flight(server, tmp_path):
+    # One publication in flight per publisher (the api scenario's shape),
+    # the window still bounding the lead over the subscribers.
+    r, out = run_bench(server, tmp_path, "fanout", "--channels", 2, "--subs", 5,
+                       "--pubs", 2, "--in-flight", 1)
+    assert r["parameters"]["in_flight"] == 1 and r["parameters"]["window"] == 16, out
+    assert r["publications"] > 0, out
+    assert r["deliveries_total"] == r["publications_total"] * 5, out
+
+
 def test_connections(server, tmp_path):
     r, out = run_bench(server, tmp_path, "connections", "--count", 200,
                        "--procs", 2, "--rate", 2000, "--conns-per-addr", 20)
@@ -369,3 +379,66 @@ def test_churn_across_cluster(redis_url, tmp_path):
     finally:
         for n in nodes:
             n.stop()
+
+
+# --- api: publications through the server's HTTP API (api_listen) ---------
+
+API_KEY = "b" * 32
+api_server = hh.server_fixture(dict(CONFIG, api_listen="127.0.0.1:0"),
+                               env={"HERALD_API_KEY": API_KEY})
+
+
+def api_url(s):
+    """The base URL of s's api_listen (the port from its log); the bench
+    adds /api/v1/publish."""
+    line = hh.wait_for(lambda: next((l for l in s.log_lines()
+                                     if l.get("msg") == "API listening"), None),
+                       t(5), what="the API listening line")
+    return "http://127.0.0.1:%d" % line["port"]
+
+
+def test_api(api_server, tmp_path):
+    r, out = run_bench(api_server, tmp_path, "api", "--api-conns", 2,
+                       "--api-url", api_url(api_server), "--api-key", API_KEY)
+    p = r["parameters"]
+    assert p["api_conns"] == 2 and p["channels"] == 2, out
+    assert p["subs_per_channel"] == 0 and r["subscribers"] == 0, out
+    assert p["api_url"].endswith("/api/v1/publish"), out
+    assert p["http_client"].startswith("libcurl/"), out
+    assert r["requests"] > 0 and r["requests_per_s"] > 0, out
+    assert 0 < r["requests"] <= r["requests_total"], out
+    check_latency(r["latency"], out)
+    assert r["errors"] == 0 and r["failed_publishes"] == 0, out
+    assert r["servers"][0]["ns_per_request"] > 0, out
+
+
+def test_api_subscribers(api_server, tmp_path):
+    # Every publication acknowledged over HTTP reaches every WebSocket
+    # subscriber of its channel, in order (the offsets are checked).
+    r, out = run_bench(api_server, tmp_path, "api", "--api-conns", 3,
+                       "--channels", 2, "--subs", 5,
+                       "--api-url", api_url(api_server), "--api-key", API_KEY)
+    assert r["subscribers"] == 10 and r["requests"] > 0, out
+    assert r["parameters"]["sub_transport"] == "fast", out
+    assert r["expected_deliveries"] == r["requests_total"] * 5, out
+    assert r["deliveries_total"] == r["expected_deliveries"], out
+    check_latency(r["latency"], out)
+    check_latency(r["delivery_latency"], out)
+    assert r["errors"] == 0 and r["failed_publishes"] == 0, out
+    assert r["disconnects"] == 0, out
+
+
+def test_api_refused(api_server, tmp_path):
+    # A wrong key: every publish is refused (401), counted as errors, and
+    # the run fails with nothing acknowledged.
+    cmd = [BENCH, "api", "--api-url", api_url(api_server), "--api-key",
+           "x" * 32, "--duration", "1", "--warmup", "0.2"]
+    p = subprocess.run(cmd, capture_output=True, text=True, env=bench_env(),
+                       timeout=t(30))
+    assert p.returncode == 1, (p.returncode, p.stderr)
+    assert "HTTP 401" in p.stderr and "no acknowledged requests" in p.stderr, p.stderr
+    assert "failed publishes 0" not in p.stdout, p.stdout
+    # And without any key the run does not start.
+    p = subprocess.run([BENCH, "api", "--duration", "1"], capture_output=True,
+                       text=True, env=bench_env(), timeout=t(10))
+    assert p.returncode == 2 and "--api-key" in p.stderr, p.stderr
