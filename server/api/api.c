@@ -942,12 +942,12 @@ static const struct {
     const char *allow;
     int (*fn)(api_ctx *x);
 } routes[] = {
-    { API_PREFIX "info", HTTP_GET, "GET", route_info },
+    { API_PREFIX "info", HTTP_GET, "GET, HEAD", route_info },
     { API_PREFIX "publish", HTTP_POST, "POST", route_publish },
-    { API_PREFIX "history", HTTP_GET, "GET", route_history },
-    { API_PREFIX "presence", HTTP_GET, "GET", route_presence },
+    { API_PREFIX "history", HTTP_GET, "GET, HEAD", route_history },
+    { API_PREFIX "presence", HTTP_GET, "GET, HEAD", route_presence },
     { API_PREFIX "broadcast", HTTP_POST, "POST", route_broadcast },
-    { API_PREFIX "channels", HTTP_GET, "GET", route_channels },
+    { API_PREFIX "channels", HTTP_GET, "GET, HEAD", route_channels },
     { API_PREFIX "disconnect", HTTP_POST, "POST", route_disconnect },
 };
 
@@ -957,8 +957,8 @@ static int route_openapi(const http1_request *req, api_answer *ans)
 {
     if (strcmp(req->path.ptr, API_PREFIX "openapi.json") != 0)
         return 0;
-    if (req->method != HTTP_GET) {
-        snprintf(ans->extra, sizeof(ans->extra), "Allow: GET\r\n");
+    if (req->method != HTTP_GET && req->method != HTTP_HEAD) {
+        snprintf(ans->extra, sizeof(ans->extra), "Allow: GET, HEAD\r\n");
         api_error(ans, 405, PROTO_E_BAD_REQUEST, "method not allowed");
         return 1;
     }
@@ -1019,7 +1019,9 @@ int api_route(server *srv, struct broker *b, const http1_request *req,
         if (strcmp(req->path.ptr, routes[i].path) != 0)
             continue;
         allow = routes[i].allow;
-        if (req->method != routes[i].method)
+        /* HEAD is GET without the body (listen.c leaves it out) */
+        if (req->method != routes[i].method &&
+            !(req->method == HTTP_HEAD && routes[i].method == HTTP_GET))
             continue;
         api_ctx x = { srv, b, req, reply_to, ans, call };
         return routes[i].fn(&x);

@@ -131,6 +131,9 @@ static void conn_answer(api_conn *c, int status, const char *extra,
     c->close_after = !keep_alive;
     http1_answer(&c->out, status, "application/json", extra,
                  proto_buf_data(body), body->len, keep_alive);
+    const http1_request *req = http1_request_get(&c->http);
+    if (req && req->method == HTTP_HEAD)
+        c->out.len -= body->len;     /* the head says how long it would be */
     uv_buf_t b = uv_buf_init(proto_buf_data(&c->out), (unsigned)c->out.len);
     c->writing = 1;
     c->write_left = c->out.len;

@@ -78,11 +78,27 @@ def test_no_key_configured_means_no_api(server_factory):
 def test_routes_and_methods(api):
     s, port = api()
     r, doc = call(port, "POST", "/api/v1/info", dict(AUTH, **{"Content-Type": "application/json"}), b"{}")
-    assert r.status == 405 and r.getheader("Allow") == "GET", doc
+    assert r.status == 405 and r.getheader("Allow") == "GET, HEAD", doc
     r, doc = call(port, "GET", "/api/v1/nope", AUTH)
     assert r.status == 404 and doc["error"]["code"] == 107, doc
     r, doc = call(port, "GET", "/ws", AUTH)
     assert r.status == 404, doc
+
+
+def test_head_is_get_without_the_body(api):
+    s, port = api()
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=t(5))
+    c.request("GET", "/api/v1/info", headers=AUTH)
+    r = c.getresponse()
+    body = r.read()
+    c.request("HEAD", "/api/v1/info", headers=AUTH)
+    h = c.getresponse()
+    assert h.status == 200 and h.read() == b""
+    assert int(h.getheader("Content-Length")) == len(body)
+    c.request("GET", "/api/v1/info", headers=AUTH)     # the connection is in step
+    r = c.getresponse()
+    assert r.status == 200 and json.loads(r.read())["node"]
+    c.close()
 
 
 def test_keep_alive_and_pipelining(api):
