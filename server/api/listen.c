@@ -3,12 +3,15 @@
  *
  * Every connection of a worker reads into the worker's one read buffer
  * and feeds http1 from it (http1 copies what a request needs); on a whole
- * request it stops reading, routes it, writes the answer and, once the
- * write completed, either closes (no keep-alive, an error, draining) or
- * goes on with what is left (a pipelined request, copied out of the
- * shared buffer: at most one read) and reads again. So one connection
- * never has more than one request in progress, and an idle kept-alive
- * connection holds no read buffer and no buffer larger than
+ * request it routes it, writes the answer and, once the write completed,
+ * either closes (no keep-alive, an error, draining) or goes on with what
+ * is left (a pipelined request, copied out of the shared buffer) and reads
+ * on. Bytes that arrive while a request is in progress are kept (one read)
+ * and reading stops until its answer is written: so one connection never
+ * has more than one request in progress nor more than two reads of input
+ * kept, while a client that waits for each answer (most do) costs no
+ * read stop and restart (two epoll_ctl calls) per request. An idle
+ * kept-alive connection holds no read buffer and no buffer larger than
  * HTTP1_KEEP_BYTES.
  */
 #include "api/listen.h"
@@ -47,6 +50,9 @@ typedef struct api_conn {
     proto_buf out;            /* the answer being written */
     uv_write_t wr;
     int reading, writing, closing, close_after;
+    int busy;                 /* a request in progress (until its answer
+                                 is written) */
+    int peer_done;            /* the client ended its side meanwhile */
     size_t write_left;        /* bytes of the answer not yet sent */
     uint64_t write_moved_ms;  /* when that last went down */
     uint64_t request_since_ms;/* first byte of the request in progress, 0 */
@@ -119,6 +125,7 @@ static void conn_wrote(uv_write_t *w, int status)
         conn_close(c);
         return;
     }
+    c->busy = 0;
     c->idle_since_ms = uv_now(c->owner->loop);
     http1_next(&c->http);
     conn_process(c);       /* a pipelined request, or read on */
@@ -216,9 +223,8 @@ static void conn_process(api_conn *c)
             return;
         }
         if (st == HTTP1_REQUEST) {
-            /* one at a time: what follows waits */
-            uv_read_stop((uv_stream_t *)&c->tcp);
-            c->reading = 0;
+            /* one at a time: what follows waits (conn_read) */
+            c->busy = 1;
             conn_keep_rest(c);
             const http1_request *req = http1_request_get(&c->http);
             route to = { .worker = a->worker, .api = 1, .slot = c->slot,
@@ -240,6 +246,10 @@ static void conn_process(api_conn *c)
     c->in_len = c->in_off = 0;
     free(c->left);
     c->left = NULL;
+    if (c->peer_done) {
+        conn_close(c);        /* nothing more will come */
+        return;
+    }
     conn_read_start(c);
 }
 
@@ -252,15 +262,45 @@ static void conn_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
     *buf = uv_buf_init(c->owner->rbuf, sizeof(c->owner->rbuf));
 }
 
+/* Bytes that came while a request is in progress: kept after what is
+ * left, and reading stops until its answer is written. */
+static void conn_read_busy(api_conn *c, const char *p, size_t n)
+{
+    size_t rest = c->in ? c->in_len - c->in_off : 0;
+    char *m = mem_alloc(rest + n);
+    if (rest)
+        memcpy(m, c->in + c->in_off, rest);
+    memcpy(m + rest, p, n);
+    free(c->left);
+    c->left = m;
+    c->in = m;
+    c->in_len = rest + n;
+    c->in_off = 0;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    c->reading = 0;
+}
+
 static void conn_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 {
     api_conn *c = s->data;
     if (n < 0) {
+        if (c->busy && n == UV_EOF) {
+            /* a client that ends its side after the request still gets
+             * the answer */
+            uv_read_stop((uv_stream_t *)&c->tcp);
+            c->reading = 0;
+            c->peer_done = 1;
+            return;
+        }
         conn_close(c);           /* EOF or error: nothing to answer */
         return;
     }
     if (n == 0)
         return;
+    if (c->busy) {
+        conn_read_busy(c, buf->base, (size_t)n);
+        return;
+    }
     c->in = buf->base;
     c->in_len = (size_t)n;
     c->in_off = 0;

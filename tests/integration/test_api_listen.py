@@ -640,3 +640,26 @@ def test_a_client_that_never_reads_its_answers_is_closed(api):
     assert r.status == 200
     hh.wait_for(lambda: tcp_state(so) != 1, t(10), what="the server to close it")
     so.close()
+
+
+def test_a_client_that_ends_its_side_still_gets_its_answers(api):
+    """Requests, then the client's FIN (shutdown of its sending side):
+    every request is answered, then the connection closes."""
+    s, port = api({"namespace_defaults": {"history_size": 10}})
+    ch = hh.chan("api-")
+    body = json.dumps({"channel": ch, "data": 1})
+    one = ("POST /api/v1/publish HTTP/1.1\r\nHost: x\r\nAuthorization: apikey %s\r\n"
+           "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+           % (KEY, len(body), body)).encode()
+    for n in (1, 3):
+        so = socket.create_connection(("127.0.0.1", port), timeout=t(5))
+        so.sendall(one * n)
+        so.shutdown(socket.SHUT_WR)
+        out = b""
+        while True:
+            d = so.recv(65536)
+            if not d:
+                break
+            out += d
+        so.close()
+        assert out.count(b"HTTP/1.1 200 OK\r\n") == n, out
