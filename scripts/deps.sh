@@ -25,6 +25,7 @@ build_pkgs=(build-essential cmake ninja-build pkg-config
   libssl-dev libhiredis-dev libmongoc-dev libbson-dev uthash-dev zlib1g-dev
   libhttp-parser-dev)
 test_pkgs=(libcriterion-dev python3 python3-matplotlib python3-pytest python3-websockets python3-msgpack python3-pymongo
+  python3-prometheus-client
   redis-server openssl curl util-linux iproute2 clang libclang-rt-14-dev llvm)
 
 # The bench profile: /usr/bin/python3 renders bench/report.py's plots.

@@ -32,6 +32,7 @@
 #include "base/mem.h"
 #include "base/server.h"
 #include "core/requests.h"
+#include "metrics/metrics.h"
 #include "net/admit.h"
 #include "net/tls.h"
 #include "net/worker.h"
@@ -360,6 +361,8 @@ int main(int argc, char **argv)
                            cfg.connection_rate_per_ip,
                            (size_t)srv->max_connections + 65536);
     srv->api_keys = api_keys_new(&cfg);
+    if (cfg.metrics)
+        srv->metrics = metrics_new(srv->n_workers, cfg.metrics_key);
     srv->started_ms = server_now_ms(srv);
     atomic_init(&srv->connections, 0);
     atomic_init(&srv->api_connections, 0);
@@ -430,6 +433,7 @@ int main(int argc, char **argv)
     free(srv->inbox);
     admit_free(srv->admit);
     api_keys_free(srv->api_keys);
+    metrics_free(srv->metrics);
     uv_loop_close(&ms.loop);
     log_info("stopped");
     return failed ? 1 : 0;

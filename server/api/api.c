@@ -15,6 +15,8 @@
 #include "base/mem.h"
 #include "core/pub.h"
 #include "core/rules.h"
+#include "metrics/expo.h"
+#include "metrics/metrics.h"
 
 #define API_PREFIX "/api/v1/"
 
@@ -25,6 +27,7 @@ static void answer_json(api_answer *ans, int status, json_t *doc)
     if (!text)
         abort();
     ans->status = status;
+    ans->content_type = NULL;
     proto_buf_reset(&ans->body);
     proto_buf_append(&ans->body, text, strlen(text));
     free(text);
@@ -204,6 +207,9 @@ static void publish_post(server *srv, const char *chan, size_t clen,
     r->h.route = *reply_to;
     r->h.ns = ns;
     r->p = pub_draft((proto_slice){ chan, clen }, d, NULL);
+    metrics_worker *m = metrics_of(srv->metrics, reply_to->worker);
+    if (m)
+        metrics_add(&m->received[METRICS_SRC_API], 1);
     server_post(srv, server_owner(srv, r->h.chan, r->h.chan_len), &r->h.hdr);
 }
 
@@ -441,6 +447,7 @@ void api_reply(const msg *m, api_answer *ans)
 {
     const chan_req *r = (const chan_req *)m;
     ans->extra[0] = '\0';
+    ans->content_type = NULL;
     if (r->code) {
         api_error(ans, status_of(r->code), r->code,
                   r->errmsg ? r->errmsg : "refused by the channel's owner");
@@ -486,10 +493,44 @@ static const struct {
     { API_PREFIX "presence", HTTP_GET, "GET", route_presence },
 };
 
+/* GET /metrics: the Prometheus exposition (docs/metrics.md), open unless
+ * metrics_key is set; 404 with `metrics = false`. */
+static int route_metrics(server *srv, const http1_request *req,
+                         api_answer *ans)
+{
+    if (!srv->metrics) {
+        api_error(ans, 404, PROTO_E_BAD_REQUEST,
+                  "no such route (metrics = false)");
+        return 0;
+    }
+    if (req->method != HTTP_GET) {
+        snprintf(ans->extra, sizeof(ans->extra), "Allow: GET\r\n");
+        api_error(ans, 405, PROTO_E_BAD_REQUEST, "method not allowed");
+        return 0;
+    }
+    if (!metrics_authorized(srv, req->authorization.ptr,
+                            req->authorization.len)) {
+        snprintf(ans->extra, sizeof(ans->extra),
+                 "WWW-Authenticate: apikey\r\n");
+        api_error(ans, 401, PROTO_E_UNAUTHORIZED,
+                  req->authorization.ptr ? "unknown metrics key"
+                                         : "missing Authorization: apikey KEY");
+        return 0;
+    }
+    ans->status = 200;
+    ans->content_type = METRICS_CONTENT_TYPE;
+    proto_buf_reset(&ans->body);
+    metrics_render(srv, &ans->body);
+    return 0;
+}
+
 int api_route(server *srv, const http1_request *req, uint64_t now_ms,
               const route *reply_to, api_answer *ans)
 {
     ans->extra[0] = '\0';
+    ans->content_type = NULL;
+    if (strcmp(req->path.ptr, "/metrics") == 0)
+        return route_metrics(srv, req, ans);
     api_keys *keys = srv->api_keys;
     if (!keys || api_keys_count(keys) == 0) {
         api_error(ans, 503, PROTO_E_NOT_AVAILABLE,

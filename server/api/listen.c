@@ -20,6 +20,7 @@
 #include "api/http1.h"
 #include "base/log.h"
 #include "base/mem.h"
+#include "metrics/metrics.h"
 #include "net/admit.h"
 
 #define API_READ_SIZE 65536
@@ -56,6 +57,7 @@ struct api_listen {
     } *slots;                 /* by slot: owner replies find their call */
     uint32_t n_slots, *free_slots, n_free;
     int draining;
+    struct metrics_worker *m; /* this worker's counters; NULL: off */
     http1_limits lim;
     api_answer ans;           /* scratch: the answer being made */
 };
@@ -107,12 +109,16 @@ static void conn_wrote(uv_write_t *w, int status)
     conn_process(c);       /* a pipelined request, or read on */
 }
 
-/* Writes an answer; the connection closes after it when it must. */
-static void conn_answer(api_conn *c, int status, const char *extra,
-                        const proto_buf *body, int keep_alive)
+/* Writes an answer (type NULL: JSON), counted by route and status; the
+ * connection closes after it when it must. */
+static void conn_answer(api_conn *c, int status, const char *type,
+                        const char *extra, const proto_buf *body,
+                        int keep_alive)
 {
+    const http1_request *req = http1_request_get(&c->http);
+    metrics_api_request(c->owner->m, req ? req->path.ptr : NULL, status);
     c->close_after = !keep_alive;
-    http1_answer(&c->out, status, "application/json", extra,
+    http1_answer(&c->out, status, type ? type : "application/json", extra,
                  proto_buf_data(body), body->len, keep_alive);
     uv_buf_t b = uv_buf_init(proto_buf_data(&c->out), (unsigned)c->out.len);
     c->writing = 1;
@@ -130,7 +136,7 @@ static void conn_refuse(api_conn *c, int status, const char *message)
 {
     api_answer *ans = &c->owner->ans;
     api_error(ans, status, 107, message);
-    conn_answer(c, status, NULL, &ans->body, 0);
+    conn_answer(c, status, NULL, NULL, &ans->body, 0);
 }
 
 /* Parses what is buffered: answers a whole request, tells 100-continue,
@@ -172,7 +178,7 @@ static void conn_process(api_conn *c)
                 c->waiting_since_ms = uv_now(a->loop);
                 return;       /* api_listen_receive answers */
             }
-            conn_answer(c, a->ans.status,
+            conn_answer(c, a->ans.status, a->ans.content_type,
                         a->ans.extra[0] ? a->ans.extra : NULL, &a->ans.body,
                         req->keep_alive && !a->draining);
             return;
@@ -227,6 +233,7 @@ api_listen *api_listen_new(server *srv, uint16_t worker, uv_loop_t *loop)
     a->srv = srv;
     a->worker = worker;
     a->loop = loop;
+    a->m = metrics_of(srv->metrics, worker);
     a->lim.max_head = 8192;
     a->lim.max_body = srv->cfg->api_max_body;
     proto_buf_init(&a->ans.body, 0);
@@ -262,6 +269,7 @@ int api_listen_adopt(void *arg, int fd, void *ticket)
                      atomic_load(&a->srv->connections);
     if (total > a->srv->max_connections) {
         atomic_fetch_sub(&a->srv->api_connections, 1);
+        metrics_api_request(a->m, NULL, 503);
         api_listen_refuse(fd);
         admit_release(a->srv->admit, ticket);
         return 0;
@@ -313,8 +321,9 @@ void api_listen_receive(api_listen *a, msg *m)
     if (c && !c->closing && c->waiting_since_ms && r->cmd_id == c->call) {
         api_reply(m, &a->ans);
         const http1_request *req = http1_request_get(&c->http);
-        conn_answer(c, a->ans.status, a->ans.extra[0] ? a->ans.extra : NULL,
-                    &a->ans.body, req && req->keep_alive && !a->draining);
+        conn_answer(c, a->ans.status, NULL,
+                    a->ans.extra[0] ? a->ans.extra : NULL, &a->ans.body,
+                    req && req->keep_alive && !a->draining);
     }
     requests_free(m);
 }
@@ -332,7 +341,7 @@ void api_listen_tick(api_listen *a, uint64_t now_ms)
                 api_error(&a->ans, 504, PROTO_E_NOT_AVAILABLE,
                           "no answer in time (api_timeout_ms): the "
                           "publication may have been made");
-                conn_answer(c, 504, NULL, &a->ans.body, 0);
+                conn_answer(c, 504, NULL, NULL, &a->ans.body, 0);
             }
             continue;
         }

@@ -10,6 +10,7 @@
 
 #include "base/ids.h"
 #include "base/mem.h"
+#include "metrics/metrics.h"
 
 static void pub_copy(char **cursor, proto_slice s, proto_slice *out)
 {
@@ -33,6 +34,7 @@ pub *pub_new(proto_slice channel, uint64_t offset, proto_slice epoch,
     p->size = (uint32_t)(sizeof(*p) + n);
     p->offset = offset;
     p->time_ms = time_ms;
+    p->drafted_ns = 0;
     memset(&p->view, 0, sizeof(p->view));
     memset(&p->info, 0, sizeof(p->info));
 
@@ -56,8 +58,12 @@ pub *pub_draft(proto_slice channel, const proto_data *data,
 {
     char epoch0[IDS_LEN];
     memset(epoch0, '0', sizeof(epoch0));
-    return pub_new(channel, 0, (proto_slice){ epoch0, IDS_LEN }, data, info,
-                   0);
+    pub *p = pub_new(channel, 0, (proto_slice){ epoch0, IDS_LEN }, data,
+                     info, 0);
+    /* One clock read per publication (not per delivery), metrics on or
+     * off: the draft does not know the configuration. */
+    p->drafted_ns = metrics_clock_ns();
+    return p;
 }
 
 void pub_seal(pub *p, uint64_t offset, const char *epoch, int64_t time_ms)
