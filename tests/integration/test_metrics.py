@@ -13,6 +13,7 @@ import subprocess
 
 from prometheus_client.parser import text_string_to_metric_families
 
+import cluster_harness as ch
 import herald_harness as hh
 from herald_harness import chan, t
 
@@ -315,3 +316,35 @@ async def test_slow_consumer_counted(server_factory):
     await wait_scrape(
         s.port, lambda m: m.value("herald_connections_closed_total", code="4001") == 1,
         "the slow consumer's connection closed with 4001")
+
+
+make_cluster = ch.cluster_factory_fixture()
+
+
+async def test_cluster_broker_state_and_latency(make_cluster):
+    """Two nodes on one Redis: publications made on node a and delivered on
+    node b are received on a, delivered and timed (from their numbering)
+    on b; the broker is up, then down on both when Redis stops."""
+    cl = make_cluster({"namespace_defaults": {"history_size": 0}}, n=2)
+    a, b = cl.nodes
+    ch_name = chan("cl")
+    sub = await b.client()
+    await sub.ok("subscribe", channel=ch_name)
+    pub = await a.client()
+    n = 5
+    for i in range(n):
+        await pub.ok("publish", channel=ch_name, data=i)
+    assert [p["data"] for p in await sub.pubs(n)] == list(range(n))
+    mb = await wait_scrape(b.port, lambda m: m.value("herald_publish_fanout_seconds_count") == n,
+                           "%d latencies on node b" % n)
+    assert mb.value("herald_publications_delivered_total") == n
+    assert mb.value("herald_broker_up", broker="redis") == 1
+    assert mb.value("herald_broker_links_down") == 0
+    ma = scrape(a.port)
+    assert ma.value("herald_publications_received_total", source="client") == n
+    assert mb.value("herald_publications_received_total", source="client") == 0
+    cl.redis[0].stop()
+    for node in (a, b):
+        m = await wait_scrape(node.port, lambda m: m.value("herald_broker_up", broker="redis") == 0,
+                              "the broker down on port %d" % node.port)
+        assert m.value("herald_broker_links_down") > 0
