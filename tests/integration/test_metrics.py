@@ -9,12 +9,15 @@ false` is 404; `metrics_key` is enforced on both."""
 import asyncio
 import http.client
 import json
+import os
 import subprocess
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import cluster_harness as ch
 import herald_harness as hh
+from ferret_harness import ferretdb  # noqa: F401 (fixture)
 from herald_harness import chan, t
 
 API_KEY = "a" * 32
@@ -60,8 +63,9 @@ def scrape(port, headers=None):
     return Scrape(body.decode())
 
 
-async def wait_scrape(port, pred, what, headers=None):
-    """Scrapes until pred(scrape) holds; returns that scrape."""
+async def wait_scrape(port, pred, what, headers=None, timeout=5):
+    """Scrapes until pred(scrape) holds (within timeout seconds, scaled);
+    returns that scrape."""
     last = [None]
 
     def probe():
@@ -69,7 +73,7 @@ async def wait_scrape(port, pred, what, headers=None):
         return last[0] if pred(last[0]) else None
 
     return await hh.async_wait_for(
-        probe, t(5), what=lambda: "%s; last scrape:\n%s" % (
+        probe, t(timeout), what=lambda: "%s; last scrape:\n%s" % (
             what, last[0].text if last[0] else None))
 
 
@@ -348,3 +352,36 @@ async def test_cluster_broker_state_and_latency(make_cluster):
         m = await wait_scrape(node.port, lambda m: m.value("herald_broker_up", broker="redis") == 0,
                               "the broker down on port %d" % node.port)
         assert m.value("herald_broker_links_down") > 0
+
+
+@pytest.mark.timeout(90)
+async def test_durable_store_state(server_factory, ferretdb):
+    """With a durable store: it is up, publications to a durable namespace
+    are written, nothing waits, nothing spilled; paused, it is down and
+    what is published meanwhile waits or spills."""
+    s = server_factory({
+        "mongodb": ferretdb.uri("", serverSelectionTimeoutMS=1000,
+                                connectTimeoutMS=1000, socketTimeoutMS=1000),
+        "mongodb_spill_path": os.path.join(os.path.dirname(ferretdb.dir), "herald.spill"),
+        "namespaces": [{"name": "d", "history_size": 10, "durable": True}],
+    })
+    c = await s.client()
+    for i in range(4):
+        await c.ok("publish", channel="d:x", data=i)
+    m = await wait_scrape(s.port, lambda m: m.value("herald_store_written_total") == 4,
+                          "4 publications written", timeout=15)
+    assert m.value("herald_store_up") == 1
+    assert m.value("herald_store_backlog") == 0
+    assert m.value("herald_store_spilled_total") == 0
+    assert m.value("herald_store_spill_bytes") == 0
+    ferretdb.pause()
+    try:
+        for i in range(4, 8):
+            await c.ok("publish", channel="d:x", data=i)
+        m = await wait_scrape(s.port, lambda m: m.value("herald_store_up") == 0,
+                              "the store failing while FerretDB is paused", timeout=20)
+        assert m.value("herald_store_backlog") + m.value("herald_store_spilled_total") >= 1
+    finally:
+        ferretdb.resume()
+    await wait_scrape(s.port, lambda m: m.value("herald_store_written_total") == 8 and
+                      m.value("herald_store_up") == 1, "every publication written", timeout=30)
