@@ -2,11 +2,11 @@
 prometheus_client's own parser (Debian python3-prometheus-client), its
 values checked against traffic the test makes: N publications to M
 subscribers are N*M deliveries and N received, connections accepted and
-closed with their codes, errors by code, API requests by route and status.
+closed with their codes, errors by code, API requests by route and status,
+the broker's state in cluster mode and the durable store's with FerretDB.
 Served on api_listen when it is set, else on the main port; `metrics =
 false` is 404; `metrics_key` is enforced on both."""
 
-import asyncio
 import http.client
 import json
 import os
@@ -123,59 +123,54 @@ def test_exposition_format(server_factory):
     c.close()
 
 
-async def test_publications_and_connections_counted():
+async def test_publications_and_connections_counted(server_factory):
     """N publications to M subscribers: N received, N*M delivered, N
     latencies; M+1 connections accepted, then closed with the clients'
     code."""
-    # a server of its own: the counters start at zero
-    s = hh.HeraldServer({"namespace_defaults": {"history_size": 0}})
-    s.start()
-    try:
-        n, m_subs = 7, 5
-        ch = chan("m")
-        subs = [await s.client() for _ in range(m_subs)]
-        for c in subs:
-            await c.ok("subscribe", channel=ch)
-        pub = await s.client()
-        for i in range(n):
-            await pub.ok("publish", channel=ch, data={"i": i})
-        for c in subs:
-            got = await c.pubs(n)
-            assert [p["data"]["i"] for p in got] == list(range(n))
+    s = server_factory({"namespace_defaults": {"history_size": 0}})  # counters from 0
+    n, m_subs = 7, 5
+    ch = chan("m")
+    subs = [await s.client() for _ in range(m_subs)]
+    for c in subs:
+        await c.ok("subscribe", channel=ch)
+    pub = await s.client()
+    for i in range(n):
+        await pub.ok("publish", channel=ch, data={"i": i})
+    for c in subs:
+        got = await c.pubs(n)
+        assert [p["data"]["i"] for p in got] == list(range(n))
 
-        m = await wait_scrape(
-            s.port, lambda m: m.value("herald_publications_delivered_total") == n * m_subs,
-            "%d deliveries" % (n * m_subs))
-        assert m.value("herald_publications_received_total", source="client") == n
-        assert m.value("herald_publications_received_total", source="api") == 0
-        assert m.value("herald_connections_accepted_total") == m_subs + 1
-        assert m.value("herald_connections") == m_subs + 1
-        assert m.value("herald_subscriptions") == m_subs
-        assert m.value("herald_channels") == 1
-        assert m.value("herald_publish_fanout_seconds_count") == n
-        assert m.value("herald_publish_fanout_seconds_bucket", le="+Inf") == n
-        buckets = [(float(x.labels["le"]), x.value) for x in m.samples
-                   if x.name == "herald_publish_fanout_seconds_bucket"]
-        counts = [v for _, v in sorted(buckets)]
-        assert counts == sorted(counts), buckets
-        assert m.value("herald_publish_fanout_seconds_sum") > 0
-        # payload bytes: at least every publish command in, every pub out
-        assert m.value("herald_websocket_received_bytes_total") > n * len('"publish"')
-        assert m.value("herald_websocket_sent_bytes_total") > n * m_subs * len('"pub"')
-        assert m.value("herald_errors_total") == 0
-        assert m.value("herald_connections_closed_total") == 0
+    m = await wait_scrape(
+        s.port, lambda m: m.value("herald_publications_delivered_total") == n * m_subs,
+        "%d deliveries" % (n * m_subs))
+    assert m.value("herald_publications_received_total", source="client") == n
+    assert m.value("herald_publications_received_total", source="api") == 0
+    assert m.value("herald_connections_accepted_total") == m_subs + 1
+    assert m.value("herald_connections") == m_subs + 1
+    assert m.value("herald_subscriptions") == m_subs
+    assert m.value("herald_channels") == 1
+    assert m.value("herald_publish_fanout_seconds_count") == n
+    assert m.value("herald_publish_fanout_seconds_bucket", le="+Inf") == n
+    buckets = [(float(x.labels["le"]), x.value) for x in m.samples
+               if x.name == "herald_publish_fanout_seconds_bucket"]
+    counts = [v for _, v in sorted(buckets)]
+    assert counts == sorted(counts), buckets
+    assert m.value("herald_publish_fanout_seconds_sum") > 0
+    # payload bytes: at least every publish command in, every pub out
+    assert m.value("herald_websocket_received_bytes_total") > n * len('"publish"')
+    assert m.value("herald_websocket_sent_bytes_total") > n * m_subs * len('"pub"')
+    assert m.value("herald_errors_total") == 0
+    assert m.value("herald_connections_closed_total") == 0
 
-        for c in subs:
-            await c.close()          # close frame with 1000
-        await pub.ws.close(code=1001)
-        await pub.close()
-        m = await wait_scrape(s.port, lambda m: m.value("herald_connections") == 0,
-                              "every connection closed")
-        assert m.labels("herald_connections_closed_total", "code") == {
-            "1000": m_subs, "1001": 1}
-        assert m.value("herald_subscriptions") == 0
-    finally:
-        s.stop()
+    for c in subs:
+        await c.close()          # close frame with 1000
+    await pub.ws.close(code=1001)
+    await pub.close()
+    m = await wait_scrape(s.port, lambda m: m.value("herald_connections") == 0,
+                          "every connection closed")
+    assert m.labels("herald_connections_closed_total", "code") == {
+        "1000": m_subs, "1001": 1}
+    assert m.value("herald_subscriptions") == 0
 
 
 async def test_errors_and_server_close_codes(server_factory):
