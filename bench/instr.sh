@@ -19,13 +19,17 @@
 # timing.
 #
 # Environment: HERALD_A, HERALD_B (default BUILD/bin/herald), BUILD
-# (default build), BENCH (default BUILD/bin/herald-bench), RUNS (5), SUBS
+# (default build), BENCH (default BUILD/bin/herald-bench), ENV_A, ENV_B
+# (VAR=value words given to A's or B's server only, e.g.
+# ENV_A=HERALD_METRICS=false: bench/metrics_ab.sh), RUNS (5), SUBS
 # (200), RATE (20), SHORT (5), LONG (15), PORT (18700), OUT (default
 # bench/results/instr-YYYYMMDD-HHMMSS, ignored by git). Needs valgrind.
 # Exit status: 0, 1 when a run delivered less than expected, 2 set-up.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 runs=${RUNS:-5}
+read -r -a env_a <<<"${ENV_A:-}"
+read -r -a env_b <<<"${ENV_B:-}"
 subs=${SUBS:-200}
 rate=${RATE:-20}
 short=${SHORT:-5}
@@ -50,7 +54,9 @@ trap 'echo "instr: interrupted" >&2; exit 130' INT TERM
 # one LABEL BIN DUR K: one run; writes OUT/LABEL-DUR-K.{json,cg,log}
 one() {
   local label=$1 bin=$2 dur=$3 k=$4 base="$out/$1-$3-$4" i
-  valgrind --tool=callgrind --callgrind-out-file="$base.cg" \
+  local -a extra=("${env_a[@]}")
+  [ "$label" = B ] && extra=("${env_b[@]}")
+  env "${extra[@]}" valgrind --tool=callgrind --callgrind-out-file="$base.cg" \
     "$bin" --workers 2 --listen "127.0.0.1:$port" --log-level warn \
     >"$base.log" 2>&1 &
   VG=$!
@@ -61,7 +67,7 @@ one() {
   kill -TERM "$VG"; wait "$VG"; VG=
 }
 
-echo "instr: A = $herald_a, B = $herald_b; $runs runs of $subs subscribers at $rate/s, $short s and $long s; $out" >&2
+echo "instr: A = ${ENV_A:+$ENV_A }$herald_a, B = ${ENV_B:+$ENV_B }$herald_b; $runs runs of $subs subscribers at $rate/s, $short s and $long s; $out" >&2
 for k in $(seq "$runs"); do
   for label in A B; do
     if [ "$label" = A ]; then bin=$herald_a; else bin=$herald_b; fi
@@ -70,9 +76,10 @@ for k in $(seq "$runs"); do
   done
 done
 
-"$py" - "$out" "$runs" "$short" "$long" "$herald_a" "$herald_b" "$subs" "$rate" <<'EOF' | tee "$out/summary.md"
+"$py" - "$out" "$runs" "$short" "$long" "$herald_a" "$herald_b" "$subs" "$rate" \
+  "${ENV_A:-}" "${ENV_B:-}" <<'EOF' | tee "$out/summary.md"
 import json, re, statistics, sys
-out, runs, short, long_, bin_a, bin_b, subs, rate = sys.argv[1:9]
+out, runs, short, long_, bin_a, bin_b, subs, rate, env_a, env_b = sys.argv[1:11]
 bad = 0
 
 def total(base):
@@ -88,7 +95,8 @@ def delivered(base):
 
 print("# instructions per delivery (callgrind): %s subscribers at %s pub/s, %s s vs %s s\n"
       % (subs, rate, short, long_))
-print("- A: %s\n- B: %s\n" % (bin_a, bin_b))
+print("- A: %s%s\n- B: %s%s\n" % (env_a + " " if env_a else "", bin_a,
+                                  env_b + " " if env_b else "", bin_b))
 print("| run | A | B | B/A |")
 print("|---|---|---|---|")
 per = {"A": [], "B": []}

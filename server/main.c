@@ -33,6 +33,7 @@
 #include "base/mem.h"
 #include "base/server.h"
 #include "core/requests.h"
+#include "metrics/metrics.h"
 #include "net/tls.h"
 #include "net/worker.h"
 #include "store/store.h"
@@ -366,6 +367,8 @@ int main(int argc, char **argv)
      * lws's alone (net/sniff.c). */
     srv->api_on_main = !cfg.api_listen.host[0] && !cfg.tls_cert[0] &&
                        api_keys_count(srv->api_keys) > 0;
+    if (cfg.metrics)
+        srv->metrics = metrics_new(srv->n_workers, cfg.metrics_key);
     srv->started_ms = server_now_ms(srv);
     atomic_init(&srv->connections, 0);
     atomic_init(&srv->api_connections, 0);
@@ -440,6 +443,7 @@ int main(int argc, char **argv)
     free(srv->inbox);
     admit_free(srv->admit);
     api_keys_free(srv->api_keys);
+    metrics_free(srv->metrics);
     uv_loop_close(&ms.loop);
     log_info("stopped");
     return failed ? 1 : 0;

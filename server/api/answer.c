@@ -13,6 +13,7 @@ void api_answer_json(api_answer *ans, int status, json_t *doc)
     if (!text)
         abort();
     ans->status = status;
+    ans->content_type = NULL;
     proto_buf_reset(&ans->body);
     proto_buf_append(&ans->body, text, strlen(text));
     free(text);

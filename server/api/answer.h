@@ -13,7 +13,8 @@
 typedef struct api_answer {
     int status;
     char extra[128];          /* whole header lines (CRLF each), or "" */
-    proto_buf body;           /* JSON */
+    const char *content_type; /* NULL: application/json */
+    proto_buf body;           /* JSON, or what content_type says */
 } api_answer;
 
 /* Fills ans with an error: status, protocol code and message. */

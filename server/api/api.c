@@ -20,6 +20,8 @@
 #include "core/node.h"
 #include "core/pub.h"
 #include "core/rules.h"
+#include "metrics/expo.h"
+#include "metrics/metrics.h"
 
 #define API_PREFIX "/api/v1/"
 #define API_BROADCAST_MAX 1000
@@ -192,6 +194,9 @@ static void publish_post(server *srv, const char *chan, size_t clen,
     r->h.ns = ns;
     pub_req_draft(r, d, NULL, (proto_slice){ key, strlen(key) },
                   (proto_slice){ "api", 3 });
+    metrics_worker *m = metrics_of(srv->metrics, reply_to->worker);
+    if (m)
+        metrics_add(&m->received[METRICS_SRC_API], 1);
     server_post(srv, server_owner(srv, r->h.chan, r->h.chan_len), &r->h.hdr);
 }
 
@@ -836,6 +841,7 @@ static void reply_answer(const msg *m, api_answer *ans)
 {
     const chan_req *r = (const chan_req *)m;
     ans->extra[0] = '\0';
+    ans->content_type = NULL;
     if (r->code) {
         api_error(ans, status_of_owner(r), r->code,
                   r->errmsg ? r->errmsg : "refused by the channel's owner");
@@ -951,6 +957,37 @@ static const struct {
     { API_PREFIX "disconnect", HTTP_POST, "POST", route_disconnect },
 };
 
+/* GET /metrics: the Prometheus exposition (docs/metrics.md), open unless
+ * metrics_key is set; 404 with `metrics = false`. */
+static int route_metrics(server *srv, const http1_request *req,
+                         api_answer *ans)
+{
+    if (!srv->metrics) {
+        api_error(ans, 404, PROTO_E_BAD_REQUEST,
+                  "no such route (metrics = false)");
+        return 0;
+    }
+    if (req->method != HTTP_GET && req->method != HTTP_HEAD) {
+        snprintf(ans->extra, sizeof(ans->extra), "Allow: GET, HEAD\r\n");
+        api_error(ans, 405, PROTO_E_BAD_REQUEST, "method not allowed");
+        return 0;
+    }
+    if (!metrics_authorized(srv, req->authorization.ptr,
+                            req->authorization.len)) {
+        snprintf(ans->extra, sizeof(ans->extra),
+                 "WWW-Authenticate: apikey\r\n");
+        api_error(ans, 401, PROTO_E_UNAUTHORIZED,
+                  req->authorization.ptr ? "unknown metrics key"
+                                         : "missing Authorization: apikey KEY");
+        return 0;
+    }
+    ans->status = 200;
+    ans->content_type = METRICS_CONTENT_TYPE;
+    proto_buf_reset(&ans->body);
+    metrics_render(srv, &ans->body);
+    return 0;
+}
+
 /* GET /api/v1/openapi.json (docs/openapi.yaml): public like any
  * documentation, so no key. 1 when req was for it (ans filled), else 0. */
 static int route_openapi(const http1_request *req, api_answer *ans)
@@ -1001,7 +1038,10 @@ int api_route(server *srv, struct broker *b, const http1_request *req,
               api_call **call)
 {
     ans->extra[0] = '\0';
+    ans->content_type = NULL;
     *call = NULL;
+    if (strcmp(req->path.ptr, "/metrics") == 0)
+        return route_metrics(srv, req, ans);
     if (route_openapi(req, ans))
         return 0;
     int key = api_key_of(srv, req, ans);

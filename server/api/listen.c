@@ -27,6 +27,7 @@
 #include "base/admit.h"
 #include "base/log.h"
 #include "base/mem.h"
+#include "metrics/metrics.h"
 
 #define API_READ_SIZE 65536
 #define API_IDLE_MS 60000
@@ -72,6 +73,7 @@ struct api_listen {
     } *slots;                 /* by slot: owner replies find their call */
     uint32_t n_slots, *free_slots, n_free;
     int draining;
+    struct metrics_worker *m; /* this worker's counters; NULL: off */
     http1_limits lim;
     api_answer ans;           /* scratch: the answer being made */
     char rbuf[API_READ_SIZE]; /* every connection's reads */
@@ -131,14 +133,17 @@ static void conn_wrote(uv_write_t *w, int status)
     conn_process(c);       /* a pipelined request, or read on */
 }
 
-/* Writes an answer; the connection closes after it when it must. */
-static void conn_answer(api_conn *c, int status, const char *extra,
-                        const proto_buf *body, int keep_alive)
+/* Writes an answer (type NULL: JSON), counted by route and status; the
+ * connection closes after it when it must. */
+static void conn_answer(api_conn *c, int status, const char *type,
+                        const char *extra, const proto_buf *body,
+                        int keep_alive)
 {
-    c->close_after = !keep_alive;
-    http1_answer(&c->out, status, "application/json", extra,
-                 proto_buf_data(body), body->len, keep_alive);
     const http1_request *req = http1_request_get(&c->http);
+    metrics_api_request(c->owner->m, req ? req->path.ptr : NULL, status);
+    c->close_after = !keep_alive;
+    http1_answer(&c->out, status, type ? type : "application/json", extra,
+                 proto_buf_data(body), body->len, keep_alive);
     if (req && req->method == HTTP_HEAD)
         c->out.len -= body->len;     /* the head says how long it would be */
     uv_buf_t b = uv_buf_init(proto_buf_data(&c->out), (unsigned)c->out.len);
@@ -164,7 +169,7 @@ static void conn_refuse(api_conn *c, int status, const char *message)
      * max_message_size is; the rest are malformed requests (107) */
     api_error(ans, status,
               status == 413 ? PROTO_E_TOO_LARGE : PROTO_E_BAD_REQUEST, message);
-    conn_answer(c, status, NULL, &ans->body, 0);
+    conn_answer(c, status, NULL, NULL, &ans->body, 0);
 }
 
 /* What is not parsed yet must outlive the worker's read buffer. */
@@ -201,7 +206,7 @@ static void conn_process(api_conn *c)
                 uv_read_stop((uv_stream_t *)&c->tcp);
                 c->reading = 0;
                 c->in_len = c->in_off = 0;
-                conn_answer(c, a->ans.status,
+                conn_answer(c, a->ans.status, NULL,
                             a->ans.extra[0] ? a->ans.extra : NULL,
                             &a->ans.body, 0);
                 return;
@@ -234,7 +239,7 @@ static void conn_process(api_conn *c)
                 c->waiting_since_ms = uv_now(a->loop);
                 return;       /* api_listen_receive answers */
             }
-            conn_answer(c, a->ans.status,
+            conn_answer(c, a->ans.status, a->ans.content_type,
                         a->ans.extra[0] ? a->ans.extra : NULL, &a->ans.body,
                         req->keep_alive && !a->draining);
             return;
@@ -330,6 +335,7 @@ api_listen *api_listen_new(server *srv, uint16_t worker, uv_loop_t *loop,
     a->broker = b;
     a->worker = worker;
     a->loop = loop;
+    a->m = metrics_of(srv->metrics, worker);
     a->lim.max_head = 8192;
     a->lim.max_body = srv->cfg->api_max_body;
     proto_buf_init(&a->ans.body, 0);
@@ -365,6 +371,7 @@ int api_listen_adopt(void *arg, int fd, void *ticket)
                      atomic_load(&a->srv->connections);
     if (total > a->srv->max_connections) {
         atomic_fetch_sub(&a->srv->api_connections, 1);
+        metrics_api_request(a->m, NULL, 503);
         api_listen_refuse(fd);
         admit_release(a->srv->admit, ticket);
         return 0;
@@ -423,8 +430,9 @@ static void call_done(api_listen *a, api_conn *c)
 {
     api_call_answer(c->pending, &a->ans, 0);
     const http1_request *req = http1_request_get(&c->http);
-    conn_answer(c, a->ans.status, a->ans.extra[0] ? a->ans.extra : NULL,
-                &a->ans.body, req && req->keep_alive && !a->draining);
+    conn_answer(c, a->ans.status, a->ans.content_type,
+                a->ans.extra[0] ? a->ans.extra : NULL, &a->ans.body,
+                req && req->keep_alive && !a->draining);
 }
 
 void api_listen_receive(api_listen *a, msg *m)
@@ -478,7 +486,7 @@ void api_listen_tick(api_listen *a, uint64_t now_ms)
         if (c->waiting_since_ms) {
             if (now_ms - c->waiting_since_ms > answer_ms) {
                 api_call_answer(c->pending, &a->ans, 1);
-                conn_answer(c, a->ans.status, NULL, &a->ans.body, 0);
+                conn_answer(c, a->ans.status, NULL, NULL, &a->ans.body, 0);
             }
             continue;
         }

@@ -63,6 +63,7 @@ typedef struct key_def {
 #define BOOL_KEY(T, f) { #f, KT_BOOL, FIELD(T, f), 0, 1, NULL }
 
 static const char *check_node_name(const char *s);
+static const char *check_metrics_key(const char *k);
 static const char *check_prefix(const char *s);
 static const char *check_mongo_name(const char *s);
 static const char *check_mongo_uri(const char *s);
@@ -123,6 +124,9 @@ static const key_def top_keys[] = {
     { "api_listen", KT_LISTEN, FIELD(config, api_listen), 1, 0, NULL },
     UINT_KEY(config, api_max_body, 1024, 67108864),
     UINT_KEY(config, api_timeout_ms, 100, 600000),
+    BOOL_KEY(config, metrics),
+    { "metrics_key", KT_STR, FIELD(config, metrics_key), 0, 0,
+      check_metrics_key },
 };
 #define N_TOP_KEYS (sizeof top_keys / sizeof top_keys[0])
 
@@ -1303,6 +1307,12 @@ static const char *check_api_key(const char *k)
     return NULL;
 }
 
+/* metrics_key: like an API key, or "" for none. */
+static const char *check_metrics_key(const char *k)
+{
+    return k[0] ? check_api_key(k) : NULL;
+}
+
 /* Sets key `name` (added, or its key replaced: HERALD_API_KEY over a
  * file's "default", whose rate_limit stays; rate -1). A key given twice
  * under two names is refused: which name would a request carry? */
@@ -1704,6 +1714,7 @@ void config_defaults(config *c)
     c->listen.port = 8080;
     c->api_max_body = 1048576;
     c->api_timeout_ms = 5000;
+    c->metrics = 1;
     c->workers = 0;
     c->log_level = LOG_INFO;
     c->max_connections = 0;

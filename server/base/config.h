@@ -122,6 +122,10 @@ typedef struct config {
     uint32_t n_api_keys;
     config_api_key api_keys[CONFIG_API_KEYS_MAX];
 
+    /* Prometheus metrics (docs/metrics.md). */
+    int metrics;                    /* counters and GET /metrics: 1 */
+    char metrics_key[CONFIG_API_KEY_MAX + 1]; /* "" = /metrics needs no key */
+
     char tls_cert[512];             /* PEM path; "" = plain ws:// */
     char tls_key[512];
 

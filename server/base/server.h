@@ -21,6 +21,7 @@
 struct store;
 struct admit;
 struct api_keys;
+struct metrics;
 
 typedef struct server {
     const config *cfg;
@@ -42,6 +43,8 @@ typedef struct server {
     struct store *store;          /* durable history, or NULL */
     struct admit *admit;          /* per-address admission, or NULL (off) */
     struct api_keys *api_keys;    /* server API keys (api/keys.h) */
+    struct metrics *metrics;      /* per-worker counters (metrics/metrics.h);
+                                     NULL: `metrics = false` */
     int64_t started_ms;           /* wall clock at start (uptime) */
     uv_async_t *drained;          /* main loop: a worker finished draining */
     int64_t (*clock_ms)(void);    /* wall clock; NULL: the real one (tests

@@ -28,6 +28,7 @@
 #include "broker/broker.h"
 #include "core/idem.h"
 #include "core/requests.h"
+#include "metrics/metrics.h"
 #include "store/store.h"
 
 /* Store reads one recovery may take when the ring moves on meanwhile. */
@@ -1127,6 +1128,22 @@ static msg *owner_make_reset(const chan_state *c, const void *arg)
     return &reset_msg_new(c->name, c->len)->hdr;
 }
 
+/* Publish-to-fan-out latency: from the draft on this node (single node:
+ * the publisher's worker, the owner's mailbox, the broker), or, for a
+ * publication made from a Redis record (cluster), from when its owner
+ * numbered it, by the wall clock (milliseconds, across nodes). */
+static void owner_observe(const owner *o, const pub *p)
+{
+    int64_t ns;
+    if (p->drafted_ns)
+        ns = metrics_clock_ns() - p->drafted_ns;
+    else if (p->time_ms)
+        ns = (server_now_ms(o->srv) - p->time_ms) * 1000000;
+    else
+        return;
+    metrics_observe_latency(o->m, ns > 0 ? (uint64_t)ns : 0);
+}
+
 /* The next publication of a stream: into the ring, and one message per
  * worker with subscribers (each encodes it once for all of its own). */
 static void owner_deliver(void *ctx, chan_state *c, pub *p)
@@ -1134,6 +1151,8 @@ static void owner_deliver(void *ctx, chan_state *c, pub *p)
     owner *o = ctx;
     chan_append(&o->reg, c, p, server_now_ms(o->srv));
     owner_fan_out(o, c, owner_make_deliver, p);
+    if (o->m)
+        owner_observe(o, p);
     if (chanreg_over_bytes(&o->reg))
         owner_evict(o, c, 0);
 }
@@ -1262,6 +1281,7 @@ void owner_init(owner *o, server *srv, uint16_t index, struct broker *b)
     o->index = index;
     o->b = b;
     o->st = srv->store;
+    o->m = metrics_of(srv->metrics, index);
     chanreg_init(&o->reg, srv->n_workers, requests_free);
     o->reg.min_ring = b->min_ring;
     /* The node's bounds, shared evenly: a channel's owner is a hash of

@@ -24,6 +24,7 @@
 
 struct broker;
 struct store;
+struct metrics_worker;
 
 typedef struct owner {
     server *srv;
@@ -34,6 +35,7 @@ typedef struct owner {
     int64_t full_logged_ms;  /* last "too many channels" warning */
     uint64_t cuts;           /* fan-out cut-offs not yet logged */
     int64_t cut_logged_ms;   /* the last "fan-out cut off" line */
+    struct metrics_worker *m;/* this worker's counters; NULL: metrics off */
 } owner;
 
 /* Sets up the owner of worker `index` over broker b (whose sink it

@@ -10,6 +10,7 @@
 
 #include "base/ids.h"
 #include "base/mem.h"
+#include "metrics/metrics.h"
 
 static void pub_copy(char **cursor, proto_slice s, proto_slice *out)
 {
@@ -34,6 +35,7 @@ static pub *pub_make(proto_slice channel, uint64_t offset, proto_slice epoch,
     p->size = (uint32_t)(sizeof(*p) + n);
     p->offset = offset;
     p->time_ms = time_ms;
+    p->drafted_ns = 0;
     memset(&p->view, 0, sizeof(p->view));
     memset(&p->info, 0, sizeof(p->info));
 
@@ -71,6 +73,9 @@ pub *pub_draft_keyed(proto_slice channel, const proto_data *data,
     pub *p = pub_make(channel, 0, (proto_slice){ epoch0, IDS_LEN }, data,
                       info, 0, ikey);
     p->ihash = ihash;
+    /* One clock read per publication (not per delivery), metrics on or
+     * off: the draft does not know the configuration. */
+    p->drafted_ns = metrics_clock_ns();
     return p;
 }
 

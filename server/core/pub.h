@@ -25,6 +25,10 @@ typedef struct pub {
                                     ring retains) */
     uint64_t offset;
     int64_t time_ms;             /* wall clock when sequenced */
+    int64_t drafted_ns;          /* monotonic clock when drafted on this
+                                    node, 0 when made from a record or a
+                                    document (the publish-to-fan-out
+                                    latency, metrics/metrics.h) */
     proto_pub view;              /* slices into _mem, ready to encode */
     proto_client_info info;      /* view.info points here when set */
     proto_slice ikey;            /* the publisher's idempotency_key (in
@@ -39,7 +43,8 @@ typedef struct pub {
 pub *pub_new(proto_slice channel, uint64_t offset, proto_slice epoch,
              const proto_data *data, const proto_client_info *info,
              int64_t time_ms);
-/* A draft: offset 0 and room for an epoch (IDS_LEN bytes). */
+/* A draft: offset 0, room for an epoch (IDS_LEN bytes), stamped with
+ * the monotonic clock. */
 pub *pub_draft(proto_slice channel, const proto_data *data,
                const proto_client_info *info);
 /* A draft that carries its idempotency key (len 0: none) and data hash. */

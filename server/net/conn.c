@@ -27,6 +27,7 @@
 #include "base/mem.h"
 #include "core/requests.h"
 #include "core/rules.h"
+#include "metrics/metrics.h"
 #include "net/auth.h"
 #include "net/http.h"
 
@@ -167,6 +168,7 @@ static void conn_send_encoded(conn *c, uint64_t seq)
 static void conn_reply_error(conn *c, uint32_t id, int code, const char *m,
                              uint64_t seq)
 {
+    metrics_error_sent(c->n->m, code);
     proto_enc_error(conn_encbuf(c), c->enc, id, code,
                     m ? m : proto_code_text(code));
     conn_send_encoded(c, seq);
@@ -179,21 +181,24 @@ static void conn_close_slow(conn *c)
              LOG_STR("client", c->id),
              LOG_INT("queued", (int64_t)sendq_bytes(&c->q)),
              LOG_INT("code", PROTO_CLOSE_SLOW));
+    if (c->n->m)
+        metrics_add(&c->n->m->overflows, 1);
     conn_close(c, PROTO_CLOSE_SLOW, "slow consumer", 1);
 }
 
 /* Pushes a shared frame (a publication or join/leave) and applies the
- * send queue limit. */
-static void conn_push(conn *c, frame *f)
+ * send queue limit; 1 when the frame stays queued. */
+static int conn_push(conn *c, frame *f)
 {
     if (c->closing)
-        return;
+        return 0;
     sendq_push(&c->q, frame_ref(f));
     if (sendq_bytes(&c->q) > c->n->srv->cfg->send_queue_max) {
         conn_close_slow(c);
-        return;
+        return 0;
     }
     conn_want_write(c);
+    return 1;
 }
 
 static void conn_rx(conn *c, int on);
@@ -207,6 +212,8 @@ void conn_close(conn *c, int code, const char *reason, int reconnect)
     if (code == PROTO_CLOSE_SLOW || code == PROTO_CLOSE_STALE) {
         /* The client is not reading: what is queued will never arrive in
          * time, and holding it is what the limit prevents. */
+        if (c->n->m)
+            metrics_add(&c->n->m->dropped_bytes, sendq_bytes(&c->q));
         sendq_clear(&c->q);
     }
     /* Commands still waiting are dropped, and the socket is read again if
@@ -291,6 +298,8 @@ static int conn_writeable(conn *c)
         if (lws_write(c->wsi, (unsigned char *)frame_payload(f), f->len, wp) <
             (int)f->len)
             return -1;
+        if (n->m)
+            metrics_add(&n->m->bytes_out, f->len);
     } else {
         proto_buf *b = &n->scratch;
         proto_buf_reset(b);
@@ -304,6 +313,8 @@ static int conn_writeable(conn *c)
         if (lws_write(c->wsi, (unsigned char *)proto_buf_data(b), b->len, wp) <
             (int)b->len)
             return -1;
+        if (n->m)
+            metrics_add(&n->m->bytes_out, b->len);
     }
     sendq_drop(&c->q, used);
     if (sendq_peek(&c->q, 0) || (c->closing && sendq_count(&c->q) == 0))
@@ -513,6 +524,8 @@ static void conn_sub_end(conn *c, hub_sub *s)
         hub_sub_orphan(&c->subs, s);
     }
     c->n_subs--;
+    if (c->n->m)
+        metrics_sub(&c->n->m->subscriptions, 1);
 }
 
 /* --- commands ----------------------------------------------------------- */
@@ -634,6 +647,8 @@ static void conn_do_subscribe(conn *c, const proto_cmd *cmd)
     hub_sub_add(&c->n->hub, &c->subs, c, cmd->channel.ptr, cmd->channel.len,
                 r->token);
     c->n_subs++;
+    if (c->n->m)
+        metrics_add(&c->n->m->subscriptions, 1);
     conn_post(c, &r->h);
 }
 
@@ -663,6 +678,8 @@ static void conn_do_publish(conn *c, const proto_cmd *cmd)
         slen = (int)sizeof(scope) - 1;
     pub_req_draft(r, &cmd->data, &info, cmd->idempotency_key,
                   (proto_slice){ scope, (size_t)slen });
+    if (c->n->m)
+        metrics_add(&c->n->m->received[METRICS_SRC_CLIENT], 1);
     conn_post(c, &r->h);
 }
 
@@ -913,6 +930,8 @@ static void conn_receive(conn *c, const char *in, size_t len)
     const config *cfg = c->n->srv->cfg;
     int final = lws_is_final_fragment(c->wsi);
     c->last_rx_s = c->n->now_s;
+    if (c->n->m)
+        metrics_add(&c->n->m->bytes_in, len);
     if (c->closing)
         return;
     if (!c->rx_active) {
@@ -1064,6 +1083,8 @@ static void conns_on_subscribed(conns *n, sub_req *r)
     if (r->h.code) {
         hub_sub_remove(&n->hub, &c->subs, s);
         c->n_subs--;
+        if (n->m)
+            metrics_sub(&n->m->subscriptions, 1);
     } else {
         s->active = 1;
     }
@@ -1072,16 +1093,19 @@ static void conns_on_subscribed(conns *n, sub_req *r)
 
 /* Pushes one message to every active local subscriber of a channel but
  * `skip` (a client id, or NULL): encoded once per encoding in use, then
- * one reference per subscriber. */
+ * one reference per subscriber. Returns how many were queued (counted
+ * here, added to the metrics once by the caller: nothing shared is
+ * written per subscriber). */
 typedef void (*conns_encode_fn)(proto_buf *b, proto_enc enc, const void *arg);
 
-static void conns_fanout(conns *n, const char *chan, size_t len,
-                         const char *skip, conns_encode_fn encode,
-                         const void *arg)
+static uint64_t conns_fanout(conns *n, const char *chan, size_t len,
+                             const char *skip, conns_encode_fn encode,
+                             const void *arg)
 {
     hub_chan *ch = hub_chan_find(&n->hub, chan, len);
     if (!ch)
-        return;
+        return 0;
+    uint64_t queued = 0;
     frame *fr[2] = { NULL, NULL };
     for (hub_sub *s = ch->subs; s; s = s->next) {
         conn *c = s->conn;
@@ -1091,10 +1115,11 @@ static void conns_fanout(conns *n, const char *chan, size_t len,
             encode(conn_encbuf(c), (proto_enc)c->enc, arg);
             fr[c->enc] = conns_take_frame(n);
         }
-        conn_push(c, fr[c->enc]);
+        queued += (uint64_t)conn_push(c, fr[c->enc]);
     }
     frame_unref(fr[0]);
     frame_unref(fr[1]);
+    return queued;
 }
 
 static void conns_encode_pub(proto_buf *b, proto_enc enc, const void *arg)
@@ -1144,8 +1169,11 @@ void conns_receive(conns *n, msg *m)
     }
     case CON_DELIVER: {
         const pub *p = ((deliver_msg *)m)->p;
-        conns_fanout(n, p->view.channel.ptr, p->view.channel.len, NULL,
-                     conns_encode_pub, p);
+        uint64_t queued = conns_fanout(n, p->view.channel.ptr,
+                                       p->view.channel.len, NULL,
+                                       conns_encode_pub, p);
+        if (n->m)
+            metrics_add(&n->m->delivered, queued);
         break;
     }
     case CON_JOIN: {
@@ -1188,6 +1216,7 @@ static void conn_established(conn *c, struct lws *wsi)
     if (!cfg->allow_anonymous && c->hb.due_s > n->now_s + cfg->handshake_timeout)
         c->hb.due_s = n->now_s + cfg->handshake_timeout;  /* connect due */
     hb_insert(&n->wheel, &c->hb);
+    metrics_conn_opened(n->m);
     unsigned count = atomic_fetch_add(&n->srv->connections, 1) + 1;
     if (n->draining) {
         conn_close(c, PROTO_CLOSE_SHUTDOWN, "server shutting down", 1);
@@ -1223,6 +1252,7 @@ static void conn_closed(conn *c)
     c->user = NULL;
     conns_slot_free(n, c->slot);
     atomic_fetch_sub(&n->srv->connections, 1);
+    metrics_conn_closed(n->m, c->close_code ? c->close_code : c->peer_code);
     log_debug("connection closed", LOG_STR("client", c->id),
               LOG_INT("worker", n->worker), LOG_INT("code", c->close_code),
               LOG_INT("close_sent", c->close_sent),
@@ -1244,6 +1274,7 @@ void conns_init(conns *n, server *srv, uint16_t worker, uv_loop_t *loop)
     n->srv = srv;
     n->worker = worker;
     n->loop = loop;
+    n->m = metrics_of(srv->metrics, worker);
     hub_init(&n->hub);
     ids_rng_seed(&n->rng);
     proto_buf_init(&n->scratch, LWS_PRE);
@@ -1294,6 +1325,15 @@ static int conn_callback(struct lws *wsi, enum lws_callback_reasons reason,
         if (c && c->live)
             conn_receive(c, in, len);
         return 0;
+    case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+        /* The client closes first: its code (the first two bytes of the
+         * close payload) is what the connection ended with. */
+        if (c && c->live && !c->closing)
+            c->peer_code = len >= 2 ? (uint16_t)(((const unsigned char *)in)[0]
+                                                     << 8 |
+                                                 ((const unsigned char *)in)[1])
+                                    : 1005;   /* RFC 6455: no code sent */
+        break;
     case LWS_CALLBACK_RECEIVE_PONG:
         if (c && c->live)
             c->last_rx_s = c->n->now_s;

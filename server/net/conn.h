@@ -36,6 +36,7 @@
 #define CONN_MAX_INFLIGHT 64
 
 struct conns;
+struct metrics_worker;
 
 typedef struct conn {
     struct lws *wsi;
@@ -60,6 +61,8 @@ typedef struct conn {
     uint16_t inflight;
     uint32_t n_subs;
     char id[IDS_LEN + 1];
+    uint16_t peer_code;        /* the client's close code, when it closed
+                                  first (for metrics; in padding) */
     char *user;                /* from the token; NULL = anonymous */
     int64_t expires;           /* token exp, 0 = none */
     sendq q;
@@ -119,6 +122,7 @@ typedef struct conns {
     log_gate gates[CONN_LOG_LINES];
     struct lws_context *lws_wake; /* a timeout was armed: wake lws (see
                                      conns_lws_wake) */
+    struct metrics_worker *m; /* this worker's counters; NULL: metrics off */
 } conns;
 
 extern const struct lws_protocols conn_protocols[];

@@ -9,6 +9,10 @@
  * (bounded by max_channels), "channels_evicted": idle ones evicted to make
  * room since the start.
  *
+ * GET /metrics: the Prometheus exposition (metrics/expo.h), here when
+ * api_listen is not configured (with it, /metrics is served there and is
+ * 404 here), and when `metrics` is on.
+ *
  * A request with a body is answered and its connection closed; others may
  * keep their connection (http_has_body).
  */
@@ -18,6 +22,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "metrics/expo.h"
 #include "store/store.h"
 
 /* Writes the answer. close: the connection is closed after it (-1 from
@@ -106,6 +111,60 @@ static int http_healthz(struct lws *wsi, server *srv, int draining)
                       srv->api_on_main);
 }
 
+/* The exposition is several KiB, more than http_reply's stack buffer:
+ * it is rendered into a heap buffer with LWS_PRE headroom and written
+ * with one lws_write. lws 4.1 takes the whole buffer: what the socket does
+ * not take at once is copied to the connection's buflist_out and sent as
+ * the socket drains, and lws_http_transaction_completed waits for it
+ * (docs/lws-http.md, section 5). */
+static int http_metrics(struct lws *wsi, server *srv)
+{
+    char auth[CONFIG_API_KEY_MAX + 16];
+    int alen = lws_hdr_copy(wsi, auth, sizeof(auth),
+                            WSI_TOKEN_HTTP_AUTHORIZATION);
+    if (!metrics_authorized(srv, alen > 0 ? auth : NULL,
+                            alen > 0 ? (size_t)alen : 0)) {
+        /* lws_hdr_copy gives -1 for a header too long for auth: no key is
+         * that long, so it is refused like a wrong one. */
+        unsigned char hdr[LWS_PRE + 512], *start = hdr + LWS_PRE, *p = start,
+                                          *end = hdr + sizeof(hdr) - 1;
+        static const char body[] = "{\"error\":\"unauthorized\"}";
+        unsigned char buf[LWS_PRE + sizeof(body)];
+        if (lws_add_http_common_headers(wsi, HTTP_STATUS_UNAUTHORIZED,
+                                        "application/json",
+                                        sizeof(body) - 1, &p, end) ||
+            lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_WWW_AUTHENTICATE,
+                                         (const unsigned char *)"apikey", 6,
+                                         &p, end) ||
+            lws_finalize_write_http_header(wsi, start, &p, end))
+            return -1;
+        memcpy(buf + LWS_PRE, body, sizeof(body) - 1);
+        if (lws_write(wsi, buf + LWS_PRE, sizeof(body) - 1,
+                      LWS_WRITE_HTTP_FINAL) != (int)sizeof(body) - 1)
+            return -1;
+        return lws_http_transaction_completed(wsi) ? -1 : 0;
+    }
+    proto_buf b;
+    proto_buf_init(&b, LWS_PRE);
+    metrics_render(srv, &b);
+    unsigned char hdr[LWS_PRE + 512], *start = hdr + LWS_PRE, *p = start,
+                                      *end = hdr + sizeof(hdr) - 1;
+    int rc = 0;
+    if (lws_add_http_common_headers(wsi, HTTP_STATUS_OK, METRICS_CONTENT_TYPE,
+                                    b.len, &p, end) ||
+        lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CACHE_CONTROL,
+                                     (const unsigned char *)"no-store", 8, &p,
+                                     end) ||
+        lws_finalize_write_http_header(wsi, start, &p, end) ||
+        lws_write(wsi, (unsigned char *)proto_buf_data(&b), b.len,
+                  LWS_WRITE_HTTP_FINAL) != (int)b.len)
+        rc = -1;
+    proto_buf_free(&b);
+    if (rc < 0)
+        return -1;
+    return lws_http_transaction_completed(wsi) ? -1 : 0;
+}
+
 int http_serve(struct lws *wsi, const char *uri, server *srv,
                int draining)
 {
@@ -118,6 +177,9 @@ int http_serve(struct lws *wsi, const char *uri, server *srv,
     }
     if (strcmp(uri, "/healthz") == 0)
         return http_healthz(wsi, srv, draining);
+    if (strcmp(uri, "/metrics") == 0 && srv->metrics &&
+        !srv->cfg->api_listen.host[0])
+        return http_metrics(wsi, srv);
     /* When the server API shares the port, the first bytes of a
      * connection decide who serves it (net/sniff.c): a connection kept
      * alive here would take a later API request to lws. */

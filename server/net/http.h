@@ -1,9 +1,9 @@
 /*
  * Herald's HTTP endpoints on the WebSocket port (the lws protocol callback
- * in conn.c hands every plain HTTP request here): /healthz today, the
- * server API and metrics with their issues. Every answer is JSON with
- * Cache-Control: no-store; unknown paths get 404, methods other than GET
- * 405, /ws without an upgrade 426.
+ * in conn.c hands every plain HTTP request here): /healthz, and /metrics
+ * when api_listen is not set (metrics/expo.h: Prometheus text; JSON
+ * otherwise), all with Cache-Control: no-store; unknown paths get 404,
+ * methods other than GET 405, /ws without an upgrade 426.
  */
 #ifndef HERALD_NET_HTTP_H
 #define HERALD_NET_HTTP_H

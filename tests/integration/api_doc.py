@@ -38,7 +38,7 @@ ENV = {"HERALD_API_KEY": KEY}
 # api.md) are not sent. test_api_openapi.py's
 # test_not_built_lists_are_current fails as soon as one answers, so that it
 # leaves this list (and is tested) when it lands.
-NOT_BUILT = {"/metrics"}
+NOT_BUILT = set()
 # Examples of built routes that use a field still being built
 # ((operationId, example name) -> the field).
 NOT_BUILT_EXAMPLES = {}
