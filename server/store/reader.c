@@ -131,6 +131,26 @@ static void store_answer_last(store *s, const read_job *j)
     server_post(s->srv, j->owner, &t->h.hdr);
 }
 
+/* The end of a query: an error of the cursor is logged (what: "cannot
+ * ..."); everything is freed. 0, or -1 when the cursor failed. */
+static int read_done(mongoc_cursor_t *cur, mongoc_collection_t *coll,
+                     bson_t *filter, bson_t *opts, const char *what,
+                     const read_job *j)
+{
+    bson_error_t err;
+    int rc = 0;
+    if (mongoc_cursor_error(cur, &err)) {
+        log_warn(what, LOG_STRN("channel", j->chan, j->len),
+                 LOG_STR("error", err.message));
+        rc = -1;
+    }
+    mongoc_cursor_destroy(cur);
+    mongoc_collection_destroy(coll);
+    bson_destroy(filter);
+    bson_destroy(opts);
+    return rc;
+}
+
 /* The newest publication of the channel with the job's idempotency key:
  * 1 found (f filled), 0 none, -1 error. */
 static int store_key(store *s, mongoc_client_t *cl, const read_job *j,
@@ -156,7 +176,6 @@ static int store_key(store *s, mongoc_client_t *cl, const read_job *j,
     mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, &filter,
                                                             &opts, NULL);
     const bson_t *doc;
-    bson_error_t err;
     int rc = 0;
     if (mongoc_cursor_next(cur, &doc)) {
         bson_iter_t it;
@@ -185,16 +204,9 @@ static int store_key(store *s, mongoc_client_t *cl, const read_job *j,
                      "its epoch, offset or time; the key counts as unused",
                      LOG_STRN("channel", j->chan, j->len));
     }
-    if (mongoc_cursor_error(cur, &err)) {
-        log_warn("MongoDB: cannot look up an idempotency key",
-                 LOG_STRN("channel", j->chan, j->len),
-                 LOG_STR("error", err.message));
+    if (read_done(cur, coll, &filter, &opts,
+                  "MongoDB: cannot look up an idempotency key", j) < 0)
         rc = -1;
-    }
-    mongoc_cursor_destroy(cur);
-    mongoc_collection_destroy(coll);
-    bson_destroy(&filter);
-    bson_destroy(&opts);
     return rc;
 }
 
@@ -249,19 +261,8 @@ static int store_query_range(store *s, mongoc_client_t *cl, const read_job *j,
         if (p)
             publist_push(v, p);
     }
-    bson_error_t err;
-    int rc = 0;
-    if (mongoc_cursor_error(cur, &err)) {
-        log_warn("MongoDB: cannot read history",
-                 LOG_STRN("channel", j->chan, j->len),
-                 LOG_STR("error", err.message));
-        rc = -1;
-    }
-    mongoc_cursor_destroy(cur);
-    mongoc_collection_destroy(coll);
-    bson_destroy(&filter);
-    bson_destroy(&opts);
-    return rc;
+    return read_done(cur, coll, &filter, &opts, "MongoDB: cannot read history",
+                     j);
 }
 
 static int store_read_stopping(store *s)

@@ -190,19 +190,27 @@ def http_get(port, path, timeout=None, host="127.0.0.1"):
         conn.close()
 
 
-def exchange(port, data, timeout=None, source="127.0.0.1"):
-    """Connects (from source), sends data in one write and reads until the
-    server ends the connection (or resets it); returns what it sent back.
-    A connection still open after timeout (the server holding what it
-    should have answered or refused) fails."""
+def exchange(port, data, timeout=None, source="127.0.0.1", shut_wr=False, gap=0.05):
+    """Connects (from source), sends data in one write (or a list of
+    pieces, `gap` seconds apart, so they arrive apart), optionally ends its
+    sending side (shut_wr), and reads until the server ends the connection
+    (or resets it); returns what it sent back. A connection still open
+    after timeout (the server holding what it should have answered or
+    refused) fails."""
     timeout = timeout or t(5)
+    pieces = data if isinstance(data, list) else [data]
     so = socket.socket()
     so.bind((source, 0))
     so.settimeout(timeout)
     so.connect(("127.0.0.1", port))
     out = b""
     try:
-        so.sendall(data)
+        for i, piece in enumerate(pieces):
+            if i:
+                time.sleep(gap)      # the bytes arrive apart (not a wait for the server)
+            so.sendall(piece)
+        if shut_wr:
+            so.shutdown(socket.SHUT_WR)
         while True:
             chunk = so.recv(65536)
             if not chunk:
@@ -212,7 +220,7 @@ def exchange(port, data, timeout=None, source="127.0.0.1"):
         return out
     except socket.timeout:
         raise AssertionError("connection still open %.0f s after %r; the server sent %r"
-                             % (timeout, data[:40], out[:200])) from None
+                             % (timeout, pieces[0][:40], out[:200])) from None
     finally:
         so.close()
 

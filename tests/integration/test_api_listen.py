@@ -654,14 +654,5 @@ def test_a_client_that_ends_its_side_still_gets_its_answers(api):
            "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
            % (KEY, len(body), body)).encode()
     for n in (1, 3):
-        so = socket.create_connection(("127.0.0.1", port), timeout=t(5))
-        so.sendall(one * n)
-        so.shutdown(socket.SHUT_WR)
-        out = b""
-        while True:
-            d = so.recv(65536)
-            if not d:
-                break
-            out += d
-        so.close()
+        out = hh.exchange(port, one * n, t(5), shut_wr=True)
         assert out.count(b"HTTP/1.1 200 OK\r\n") == n, out

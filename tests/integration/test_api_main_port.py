@@ -7,7 +7,6 @@ import asyncio
 import http.client
 import json
 import socket
-import time
 
 import herald_harness as hh
 from herald_harness import t
@@ -70,17 +69,7 @@ def test_a_request_line_in_pieces(server_factory):
                                b"apikey"),
                               (b"GET /hea", b"lthz HTTP/1.1\r\nConnection: close\r\n\r\n",
                                b'"status"')):
-        so = socket.create_connection(("127.0.0.1", s.port), timeout=t(5))
-        so.sendall(first)
-        time.sleep(0.05)            # the bytes arrive apart (not a wait for the server)
-        so.sendall(rest)
-        out = b""
-        while True:
-            d = so.recv(65536)
-            if not d:
-                break
-            out += d
-        so.close()
+        out = hh.exchange(s.port, [first, rest], t(5))
         assert want in out, (first, out[:300])
 
 
