@@ -34,6 +34,7 @@
 #include "base/server.h"
 #include "core/requests.h"
 #include "metrics/metrics.h"
+#include "net/jwt.h"
 #include "net/tls.h"
 #include "net/worker.h"
 #include "store/store.h"
@@ -257,6 +258,33 @@ static uint32_t main_max_connections(const config *cfg, uint32_t workers)
     return cfg->max_connections;
 }
 
+/* The connection-token keys of the configuration (an empty set when none
+ * is configured: every token is then refused), or NULL with err set to
+ * "herald: <key>: <problem>". */
+static jwt_keys *main_token_keys(const config *cfg, char *err, size_t errlen)
+{
+    jwt_keys *ks = jwt_keys_new();
+    char why[512];
+    const char *key = NULL;
+    if (cfg->token_secret[0] &&
+        jwt_keys_add_secret(ks, cfg->token_secret, strlen(cfg->token_secret),
+                            why, sizeof(why)) < 0)
+        key = "token_secret";
+    else if (cfg->token_public_key[0] &&
+             jwt_keys_add_pem(ks, cfg->token_public_key, why,
+                              sizeof(why)) < 0)
+        key = "token_public_key";
+    else if (cfg->token_jwks[0] &&
+             jwt_keys_add_jwks(ks, cfg->token_jwks, why, sizeof(why)) < 0)
+        key = "token_jwks";
+    if (key) {
+        snprintf(err, errlen, "herald: %s: %s\n", key, why);
+        jwt_keys_free(ks);
+        return NULL;
+    }
+    return ks;
+}
+
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -329,11 +357,17 @@ int main(int argc, char **argv)
         fputs(err, stderr);
         bad = 1;
     }
+    jwt_keys *token_keys = bad ? NULL : main_token_keys(&cfg, err, sizeof(err));
+    if (!bad && !token_keys) {
+        fputs(err, stderr);
+        bad = 1;
+    }
     if (bad) {
         fprintf(stderr, "herald: invalid configuration\n");
         return 2;
     }
     if (check_only) {
+        jwt_keys_free(token_keys);
         printf("configuration OK%s%s\n", path ? ": " : "", path ? path : "");
         return 0;
     }
@@ -361,6 +395,7 @@ int main(int argc, char **argv)
                            cfg.connection_rate_per_ip,
                            (size_t)srv->max_connections + 65536);
     srv->api_keys = api_keys_new(&cfg);
+    srv->token_keys = token_keys;
     /* The API on its own port, or on the main port when it has keys and
      * the port is plain (without keys there is no API to serve; with TLS
      * the first bytes cannot be read): otherwise the main port stays
@@ -443,6 +478,7 @@ int main(int argc, char **argv)
     free(srv->inbox);
     admit_free(srv->admit);
     api_keys_free(srv->api_keys);
+    jwt_keys_free(srv->token_keys);
     metrics_free(srv->metrics);
     uv_loop_close(&ms.loop);
     log_info("stopped");

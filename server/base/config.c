@@ -67,6 +67,7 @@ static const char *check_metrics_key(const char *k);
 static const char *check_prefix(const char *s);
 static const char *check_mongo_name(const char *s);
 static const char *check_mongo_uri(const char *s);
+static const char *check_key_file(const char *s);
 
 /* Ranges: wide enough for any real deployment, narrow enough to catch unit
  * mistakes (milliseconds where seconds are expected, bytes where KiB were
@@ -98,6 +99,12 @@ static const key_def top_keys[] = {
     UINT_KEY(config, idempotency_window, 0, 86400),
     UINT_KEY(config, idempotency_max, 1, 10000000),
     { "token_secret", KT_STR, FIELD(config, token_secret), 0, 0, NULL },
+    { "token_public_key", KT_STR, FIELD(config, token_public_key), 0, 0,
+      check_key_file },
+    { "token_jwks", KT_STR, FIELD(config, token_jwks), 0, 0, check_key_file },
+    { "token_audience", KT_STR, FIELD(config, token_audience), 0, 0, NULL },
+    { "token_issuer", KT_STR, FIELD(config, token_issuer), 0, 0, NULL },
+    UINT_KEY(config, token_leeway, 0, 300),
     BOOL_KEY(config, allow_anonymous),
     { "tls_cert", KT_STR, FIELD(config, tls_cert), 0, 0, NULL },
     { "tls_key", KT_STR, FIELD(config, tls_key), 0, 0, NULL },
@@ -560,6 +567,22 @@ static int parse_listen(const char *v, char *host, size_t hostcap,
     host[hlen] = '\0';
     *port = (uint16_t)pnum;
     return 0;
+}
+
+/* Key files are read once at start (net/jwt.h checks their content);
+ * here only that they can be read, so the error names the line. */
+static const char *check_key_file(const char *s)
+{
+    struct stat st;
+    if (!s[0])
+        return NULL;
+    if (stat(s, &st) != 0 || !S_ISREG(st.st_mode))
+        return "not a readable file";
+    FILE *f = fopen(s, "r");
+    if (!f)
+        return "not a readable file";
+    fclose(f);
+    return NULL;
 }
 
 static const char *check_prefix(const char *s)

@@ -89,7 +89,14 @@ typedef struct config {
                                        remembered: 300; 0 = keys ignored */
     uint32_t idempotency_max;       /* keys remembered per channel: 10000 */
 
-    char token_secret[256];         /* HS256 secret; "" = tokens not accepted */
+    /* Connection tokens (net/jwt.h): keys from any of the three; none
+     * set = tokens not accepted. */
+    char token_secret[256];         /* HMAC secret (HS256/384/512) */
+    char token_public_key[1024];    /* PEM public key file: RSA, EC, Ed25519 */
+    char token_jwks[1024];          /* JWKS file */
+    char token_audience[256];       /* "" = aud not checked */
+    char token_issuer[256];         /* "" = iss not checked */
+    uint32_t token_leeway;          /* s of clock skew on exp/nbf: 0 */
     int allow_anonymous;            /* connect without token: 1 */
 
     /* Cluster mode (docs/cluster.md): channels are sharded over the Redis

@@ -28,7 +28,7 @@
 #include "core/requests.h"
 #include "core/rules.h"
 #include "metrics/metrics.h"
-#include "net/auth.h"
+#include "net/jwt.h"
 #include "net/http.h"
 
 #define CONN_MAX_MALFORMED 10
@@ -586,10 +586,21 @@ static int conn_do_connect(conn *c, const proto_cmd *cmd)
         return 0;
     }
     if (cmd->token.len) {
-        char *user = NULL;
-        int64_t exp = 0;
-        int rc = auth_verify(cfg->token_secret, cmd->token.ptr, cmd->token.len,
-                             (int64_t)time(NULL), &user, &exp);
+        jwt_claims tc;
+        jwt_check chk = {
+            .now = (int64_t)time(NULL),
+            .leeway = cfg->token_leeway,
+            .audience = cfg->token_audience,
+            .issuer = cfg->token_issuer,
+        };
+        int rc = jwt_verify(c->n->srv->token_keys, &chk, cmd->token.ptr,
+                            cmd->token.len, &tc);
+        /* A token without a user is an anonymous connection: only where
+         * anonymous ones are allowed. */
+        if (!rc && !tc.sub && !cfg->allow_anonymous) {
+            jwt_claims_free(&tc);
+            rc = PROTO_E_UNAUTHORIZED;
+        }
         if (rc) {
             conn_log(c->n, CONN_LOG_TOKEN, LOG_INFO,
                      "connection token refused", LOG_STR("client", c->id),
@@ -600,8 +611,12 @@ static int conn_do_connect(conn *c, const proto_cmd *cmd)
                                                    : "invalid token", 0);
             return -1;
         }
-        c->user = user;
-        c->expires = exp;
+        c->user = tc.sub;
+        c->expires = tc.exp;
+        c->grants = tc.channels;
+        c->n_grants = tc.n_channels;
+        c->info = tc.info;
+        /* The claims now belong to the connection. */
         uint64_t due = conn_hb_due(c, c->hb.due_s);
         if (due < c->hb.due_s) {
             hb_remove(&c->n->wheel, &c->hb);
@@ -1247,9 +1262,16 @@ static void conn_closed(conn *c)
     free(c->rx);
     free(c->held);
     free(c->user);
+    for (uint32_t i = 0; i < c->n_grants; i++)
+        free(c->grants[i]);
+    free(c->grants);
+    free(c->info);
     c->rx = NULL;
     c->held = NULL;
     c->user = NULL;
+    c->grants = NULL;
+    c->n_grants = 0;
+    c->info = NULL;
     conns_slot_free(n, c->slot);
     atomic_fetch_sub(&n->srv->connections, 1);
     metrics_conn_closed(n->m, c->close_code ? c->close_code : c->peer_code);

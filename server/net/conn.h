@@ -65,6 +65,11 @@ typedef struct conn {
                                   first (for metrics; in padding) */
     char *user;                /* from the token; NULL = anonymous */
     int64_t expires;           /* token exp, 0 = none */
+    /* From the connection token, kept for the authorization work to come
+     * (channel grants, info in presence): not used yet. */
+    char **grants;             /* `channels` claim, n_grants entries */
+    uint32_t n_grants;
+    char *info;                /* `info` claim as compact JSON, or NULL */
     sendq q;
     char *rx;                  /* reassembly of fragmented messages */
     uint32_t rx_len, rx_cap;

@@ -1,6 +1,6 @@
 /*
- * Fuzzing harness of the connection token check (server/net/auth.c,
- * auth_verify, HS256 JWTs) under a fixed secret. A random token almost
+ * Fuzzing harness of the connection token check (server/net/jwt.c,
+ * jwt_verify, HS256 JWTs) under a fixed secret. A random token almost
  * never carries a valid signature, and then the header and claims parsers
  * are never reached; so the first byte of the input picks how the rest
  * becomes a token:
@@ -19,14 +19,40 @@
 
 #include <herald/proto.h>
 
-#include "net/auth.h"
+#include "net/jwt.h"
 
 #include "fuzzkit.h"
 
 #define FUZZ_NOW 1700000000
-#define FUZZ_TOKEN_MAX 8192   /* auth_verify refuses longer ones */
+#define FUZZ_TOKEN_MAX JWT_MAX_TOKEN   /* jwt_verify refuses longer ones */
 
 static const char secret[] = "fuzz-secret";
+
+/* jwt_verify under one HMAC secret, the keys made once per secret. */
+static int auth_verify(const char *key, const char *tok, size_t n,
+                       int64_t now, char **user, int64_t *exp)
+{
+    static jwt_keys *ks[2];
+    int i = strcmp(key, secret) != 0;
+    if (!ks[i]) {
+        char err[128];
+        ks[i] = jwt_keys_new();
+        FUZZ_CHECK(jwt_keys_add_secret(ks[i], key, strlen(key), err,
+                                       sizeof(err)) == 0);
+    }
+    jwt_check chk = { .now = now };
+    jwt_claims c;
+    int rc = jwt_verify(ks[i], &chk, tok, n, &c);
+    *user = NULL;
+    *exp = 0;
+    if (rc == 0) {
+        *user = strdup(c.sub ? c.sub : "");
+        *exp = c.exp;
+        FUZZ_CHECK(c.n_channels <= JWT_MAX_CHANNELS);
+        jwt_claims_free(&c);
+    }
+    return rc;
+}
 
 /* base64url without padding; returns the length written (no NUL). */
 static size_t b64url(const uint8_t *in, size_t n, char *out)
