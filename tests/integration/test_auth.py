@@ -1,4 +1,5 @@
-"""Connection tokens (HS256 JWT), anonymous access rules."""
+"""Connection tokens (HS256 JWT; the other algorithms and key sources are in
+test_auth_jwt.py), anonymous access rules."""
 
 import time
 
@@ -85,7 +86,9 @@ BAD_TOKENS = {
     "wrong_secret": lambda: hh.make_jwt("not-the-secret", sub="eve"),
     "tampered_claims": _tampered,
     "alg_none": lambda: hh.make_jwt(SECRET, sub="eve", alg="none", sign=False),
-    "alg_hs512": lambda: hh.make_jwt(SECRET, sub="eve", alg="HS512"),
+    # HS512 is accepted (test_auth_jwt.py), but this one is signed with SHA-256
+    "alg_hs512_signed_hs256": lambda: hh.make_jwt(
+        SECRET, sub="eve", header={"alg": "HS512", "typ": "JWT"}),
     "garbage": lambda: "abc",
     "two_parts": lambda: "a.b",
     "bad_base64": lambda: "!!!.@@@.###",
