@@ -9,9 +9,11 @@ PyJWT (python3-jwt) where it can, and by hand (hh.b64url) for the
 malformed ones PyJWT refuses to produce.
 """
 
+import atexit
 import base64
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 import time
@@ -39,6 +41,7 @@ KEYS = {
     "ed2": ed25519.Ed25519PrivateKey.generate(),
 }
 KEYDIR = tempfile.mkdtemp(prefix="herald-jwt-")
+atexit.register(shutil.rmtree, KEYDIR, True)
 
 
 def pem_path(name):
