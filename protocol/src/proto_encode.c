@@ -447,21 +447,32 @@ void proto_enc_history_result(proto_buf *b, proto_enc enc, proto_slice epoch,
     }
 }
 
+/* The head of an ok reply whose value follows (an ok_close after it). */
+static void ok_open(proto_buf *b, proto_enc enc, uint32_t id)
+{
+    msgpack_packer pk;
+
+    if (enc == PROTO_JSON) {
+        json_ok_head(b, id);
+    } else {
+        mp_init(&pk, b);
+        mp_ok_head(&pk, id);
+    }
+}
+
+static void ok_close(proto_buf *b, proto_enc enc)
+{
+    if (enc == PROTO_JSON)
+        proto__buf_byte(b, '}');
+}
+
 void proto_enc_ok_history(proto_buf *b, proto_enc enc, uint32_t id,
                           proto_slice epoch, uint64_t offset,
                           const proto_pub *pubs, size_t n)
 {
-    msgpack_packer pk;
-
-    if (enc == PROTO_JSON)
-        json_ok_head(b, id);
-    else {
-        mp_init(&pk, b);
-        mp_ok_head(&pk, id);
-    }
+    ok_open(b, enc, id);
     proto_enc_history_result(b, enc, epoch, offset, pubs, n);
-    if (enc == PROTO_JSON)
-        proto__buf_byte(b, '}');
+    ok_close(b, enc);
 }
 
 void proto_enc_presence_result(proto_buf *b, proto_enc enc,
@@ -503,17 +514,9 @@ void proto_enc_presence_result(proto_buf *b, proto_enc enc,
 void proto_enc_ok_presence(proto_buf *b, proto_enc enc, uint32_t id,
                            const proto_presence_entry *e, size_t n)
 {
-    msgpack_packer pk;
-
-    if (enc == PROTO_JSON)
-        json_ok_head(b, id);
-    else {
-        mp_init(&pk, b);
-        mp_ok_head(&pk, id);
-    }
+    ok_open(b, enc, id);
     proto_enc_presence_result(b, enc, e, n);
-    if (enc == PROTO_JSON)
-        proto__buf_byte(b, '}');
+    ok_close(b, enc);
 }
 
 /* --- Other pushes -------------------------------------------------------- */

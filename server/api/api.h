@@ -7,9 +7,7 @@
  * mistake). A channel route becomes the same typed request a client's
  * command makes (core/requests.h), checked by the same rules
  * (core/rules.h, as a backend: client-only rules do not apply), its reply
- * routed back to the API call. Built so far: keys, rate limits, GET
- * /api/v1/info, POST /api/v1/publish (docs/http-api-plan.md). GET
- * /metrics (metrics/expo.h) is answered here too, outside /api/v1 and its
+ * routed back to the API call (docs/api-design.md). GET /metrics (metrics/expo.h) is answered here too, outside /api/v1 and its
  * keys (metrics_key, when set, is its own).
  */
 #ifndef HERALD_API_API_H

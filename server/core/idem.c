@@ -78,43 +78,54 @@ void idem_drop(idem_map *m, idem_entry *e)
     free(e);
 }
 
-void idem_free(idem_map *m, msg_free_fn free_msg)
+/* The FIFOs of requests (waiting on a key, held behind lookups), linked
+ * through msg.next. */
+static void fifo_push(msg **head, msg **tail, msg *m)
 {
-    idem_entry *e, *tmp;
-    HASH_ITER(hh, m->by_key, e, tmp) {
-        msg *w = idem_take_waiters(e);
-        while (w) {
-            msg *next = w->next;
-            w->next = NULL;
-            free_msg(w);
-            w = next;
-        }
-        idem_drop(m, e);
-    }
-    for (msg *w = idem_take_held(m); w;) {
+    m->next = NULL;
+    if (*tail)
+        (*tail)->next = m;
+    else
+        *head = m;
+    *tail = m;
+}
+
+static msg *fifo_take(msg **head, msg **tail)
+{
+    msg *h = *head;
+    *head = *tail = NULL;
+    return h;
+}
+
+static void fifo_free(msg *w, msg_free_fn free_msg)
+{
+    while (w) {
         msg *next = w->next;
         w->next = NULL;
         free_msg(w);
         w = next;
     }
+}
+
+void idem_free(idem_map *m, msg_free_fn free_msg)
+{
+    idem_entry *e, *tmp;
+    HASH_ITER(hh, m->by_key, e, tmp) {
+        fifo_free(idem_take_waiters(e), free_msg);
+        idem_drop(m, e);
+    }
+    fifo_free(idem_take_held(m), free_msg);
     idem_init(m);
 }
 
 void idem_hold(idem_map *m, msg *r)
 {
-    r->next = NULL;
-    if (m->held_tail)
-        m->held_tail->next = r;
-    else
-        m->held = r;
-    m->held_tail = r;
+    fifo_push(&m->held, &m->held_tail, r);
 }
 
 msg *idem_take_held(idem_map *m)
 {
-    msg *h = m->held;
-    m->held = m->held_tail = NULL;
-    return h;
+    return fifo_take(&m->held, &m->held_tail);
 }
 
 idem_entry *idem_find(idem_map *m, const char *key, size_t len)
@@ -168,17 +179,10 @@ void idem_seal(idem_map *m, idem_entry *e, uint64_t offset,
 
 void idem_wait(idem_entry *e, msg *m)
 {
-    m->next = NULL;
-    if (e->waiters_tail)
-        e->waiters_tail->next = m;
-    else
-        e->waiters = m;
-    e->waiters_tail = m;
+    fifo_push(&e->waiters, &e->waiters_tail, m);
 }
 
 msg *idem_take_waiters(idem_entry *e)
 {
-    msg *w = e->waiters;
-    e->waiters = e->waiters_tail = NULL;
-    return w;
+    return fifo_take(&e->waiters, &e->waiters_tail);
 }

@@ -1,6 +1,6 @@
 /*
  * Idempotent publish: a channel stream's memory of the idempotency keys
- * published with (docs/http-api-plan.md, "Idempotent publish"). The owner
+ * published with (docs/api-design.md, "Idempotent publish"). The owner
  * (core/owner.c) keeps one map per stream, on its own thread.
  *
  * An entry is open while its first publication is on its way (being

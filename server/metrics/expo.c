@@ -80,6 +80,14 @@ static uint64_t expo_sum(const metrics *m, size_t off)
 #define OFF(field) offsetof(metrics_worker, field)
 #define OFF_AT(field, i) (OFF(field) + (size_t)(i) * sizeof(metrics_counter))
 
+/* A counter family of one sample: the sum over the workers. */
+static void expo_total(proto_buf *b, const metrics *m, const char *name,
+                       const char *help, size_t off)
+{
+    expo_family(b, name, "counter", help);
+    expo_line(b, "%s %llu", name, (unsigned long long)expo_sum(m, off));
+}
+
 /* One sample per worker: gauges as signed values (a gauge goes up and
  * down by wrapping adds). */
 static void expo_per_worker(proto_buf *b, const metrics *m, const char *name,
@@ -102,10 +110,9 @@ static void expo_connections(proto_buf *b, const server *srv,
     expo_family(b, "herald_connections", "gauge",
                 "WebSocket connections open now, per worker.");
     expo_per_worker(b, m, "herald_connections", OFF(conns), 1);
-    expo_family(b, "herald_connections_accepted_total", "counter",
-                "WebSocket connections accepted (handshake completed).");
-    expo_line(b, "herald_connections_accepted_total %llu",
-              (unsigned long long)expo_sum(m, OFF(accepted)));
+    expo_total(b, m, "herald_connections_accepted_total",
+               "WebSocket connections accepted (handshake completed).",
+               OFF(accepted));
     expo_family(b, "herald_connections_closed_total", "counter",
                 "WebSocket connections closed, by close code (the server's, "
                 "else the client's; none: no close frame).");
@@ -149,25 +156,21 @@ static void expo_publications(proto_buf *b, const server *srv,
                 "per worker.");
     expo_per_worker(b, m, "herald_publications_delivered_total",
                     OFF(delivered), 0);
-    expo_family(b, "herald_websocket_received_bytes_total", "counter",
-                "WebSocket message payload bytes received.");
-    expo_line(b, "herald_websocket_received_bytes_total %llu",
-              (unsigned long long)expo_sum(m, OFF(bytes_in)));
-    expo_family(b, "herald_websocket_sent_bytes_total", "counter",
-                "WebSocket data frame payload bytes written (batches "
-                "included; pings and close frames not).");
-    expo_line(b, "herald_websocket_sent_bytes_total %llu",
-              (unsigned long long)expo_sum(m, OFF(bytes_out)));
-    expo_family(b, "herald_send_queue_overflows_total", "counter",
-                "Connections closed with 4001 because their send queue went "
-                "over send_queue_max (slow consumers).");
-    expo_line(b, "herald_send_queue_overflows_total %llu",
-              (unsigned long long)expo_sum(m, OFF(overflows)));
-    expo_family(b, "herald_send_queue_dropped_bytes_total", "counter",
-                "Queued output dropped when a connection was closed with "
-                "4001 or 4002.");
-    expo_line(b, "herald_send_queue_dropped_bytes_total %llu",
-              (unsigned long long)expo_sum(m, OFF(dropped_bytes)));
+    expo_total(b, m, "herald_websocket_received_bytes_total",
+               "WebSocket message payload bytes received.",
+               OFF(bytes_in));
+    expo_total(b, m, "herald_websocket_sent_bytes_total",
+               "WebSocket data frame payload bytes written (batches "
+               "included; pings and close frames not).",
+               OFF(bytes_out));
+    expo_total(b, m, "herald_send_queue_overflows_total",
+               "Connections closed with 4001 because their send queue went "
+               "over send_queue_max (slow consumers).",
+               OFF(overflows));
+    expo_total(b, m, "herald_send_queue_dropped_bytes_total",
+               "Queued output dropped when a connection was closed with "
+               "4001 or 4002.",
+               OFF(dropped_bytes));
     expo_family(b, "herald_errors_total", "counter",
                 "Error replies sent to WebSocket clients, by protocol error "
                 "code.");

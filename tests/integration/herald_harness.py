@@ -68,6 +68,36 @@ def free_port():
         return s.getsockname()[1]
 
 
+def pid_listens_on(pid, port):
+    """Whether process `pid` holds a TCP socket listening on `port`: a
+    free_port() can be handed to two test processes running side by side,
+    and a server answering on "our" port may be the other one's."""
+    inodes = set()
+    try:
+        for fd in os.listdir("/proc/%d/fd" % pid):
+            try:
+                link = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                inodes.add(link[8:-1])
+    except OSError:
+        return False
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    cols = line.split()
+                    # local address "ADDR:PORT" in hex, st 0A = LISTEN, inode
+                    if cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port \
+                            and cols[9] in inodes:
+                        return True
+        except OSError:
+            continue
+    return False
+
+
 # --------------------------------------------------------------------------
 # Encodings
 
@@ -398,7 +428,8 @@ class HeraldServer:
                                        "stderr:\n%s" % (rc, self.stderr_tail()))
             try:
                 status, _ = http_get(self.port, "/healthz", timeout=1)
-                if status == 200:
+                # another test's server may answer on a port picked twice
+                if status == 200 and pid_listens_on(self.proc.pid, self.port):
                     return
             except (OSError, http.client.HTTPException):
                 pass

@@ -1,7 +1,7 @@
-"""The server API's own listener (api_listen): keys, routes that exist so
-far, HTTP/1.1 keep-alive and pipelining, and every bound of the transport
-(head, body, slow requests) with real HTTP clients against a real herald.
-The channel routes come with the owner plumbing (docs/http-api-plan.md)."""
+"""The server API's own listener (api_listen): keys, every route with good
+and bad input, HTTP/1.1 keep-alive and pipelining, and every bound of the
+transport (head, body, slow requests, clients that never read) with real
+HTTP clients against a real herald (docs/api.md)."""
 
 import asyncio
 import http.client

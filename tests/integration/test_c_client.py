@@ -359,8 +359,11 @@ async def test_slow_consumer_close_recovers(server_factory, subs, enc, resume):
         await hh.async_wait_for(closed_slow, t(30), interval=0.01,
                                 what="the paused subscriber closed 4001")
         if resume == "after_drop":
-            hh.wait_for(lambda: srv.healthz()[1]["connections"] < before["connections"], t(15),
-                        what="the server to drop the paused subscriber")
+            # awaited, not a blocking wait: the publisher's own connection
+            # must go on answering the server's pings meanwhile
+            await hh.async_wait_for(
+                lambda: srv.healthz()[1]["connections"] < before["connections"], t(15),
+                what="the server to drop the paused subscriber")
     finally:
         s.proc.send_signal(signal.SIGCONT)
     # published while it takes the close and reconnects: recovered or live

@@ -243,6 +243,21 @@ def test_port_taken_by_another_herald_refuses_to_start(server_factory):
     assert first.healthz()[0] == 200
 
 
+def test_harness_does_not_take_another_server_for_its_own(server_factory):
+    """Test processes run side by side and free_port() can hand the same
+    port to two of them: a harness that took the other one's /healthz 200
+    for its own server would send its test's traffic there. Starting on a
+    port another herald holds must fail (this one exits "in use"), not
+    report the other server as ready."""
+    first = server_factory({})
+    second = server_factory({}, start=False)
+    with pytest.raises(hh.ServerStartError) as e:
+        second.start(port=first.port)
+    assert "in use" in str(e.value)
+    assert hh.pid_listens_on(first.proc.pid, first.port)
+    assert not hh.pid_listens_on(first.proc.pid, hh.free_port())
+
+
 # -- precedence: file < env < CLI ------------------------------------------------
 
 def test_env_overrides_file(server_factory):

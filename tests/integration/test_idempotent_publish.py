@@ -1,4 +1,4 @@
-"""Idempotent publish (issue 12, docs/http-api-plan.md "Idempotent
+"""Idempotent publish (issue 12, docs/api-design.md "Idempotent
 publish"): a publication with an `idempotency_key` repeated on the same
 channel inside `idempotency_window` is answered with the first
 publication's offset and epoch ("duplicate": true) and delivers nothing

@@ -129,7 +129,8 @@ class Nginx:
                                      % (self.proc.returncode, self.log_tail()))
             try:
                 hh.http_get(self.port, "/nginx-ready-probe", timeout=1)
-                return True
+                # not another test's server on a port picked twice
+                return hh.pid_listens_on(self.proc.pid, self.port)
             except OSError:
                 return False
         try:
@@ -228,7 +229,8 @@ class Redis:
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
                 s.sendall(b"PING\r\n")
-                return s.recv(64).startswith(b"+PONG")
+                return s.recv(64).startswith(b"+PONG") and \
+                    hh.pid_listens_on(self.proc.pid, self.port)
         except OSError:
             return False
 
