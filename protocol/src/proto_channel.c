@@ -1,7 +1,8 @@
 /*
  * Channel name syntax (protocol-v1.md, "Channels"): 1..255 bytes of
- * [A-Za-z0-9_.:@/=-]. The namespace is the part before the first ':'; it
- * picks the per-namespace options on the server. A lookup table keeps the
+ * [A-Za-z0-9_.:@/=#-] ('#' since the user-personal channels: what follows
+ * the last '#' names a user). The namespace is the part before the first
+ * ':'; it picks the per-namespace options on the server. A lookup table keeps the
  * check branch-free per byte, since every subscribe and publish runs it.
  */
 #include <string.h>
@@ -22,7 +23,7 @@ static const unsigned char channel_ok[256] = {
     ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1,
     ['6'] = 1, ['7'] = 1, ['8'] = 1, ['9'] = 1,
     ['_'] = 1, ['.'] = 1, [':'] = 1, ['@'] = 1, ['/'] = 1, ['='] = 1,
-    ['-'] = 1,
+    ['-'] = 1, ['#'] = 1,
 };
 
 int proto_channel_valid(const char *s, size_t len)

@@ -89,11 +89,13 @@ static const char *const op_names[] = {
     [PROTO_OP_HISTORY] = "history",
     [PROTO_OP_PRESENCE] = "presence",
     [PROTO_OP_PING] = "ping",
+    [PROTO_OP_REFRESH] = "refresh",
+    [PROTO_OP_SUB_REFRESH] = "sub_refresh",
 };
 
 const char *proto_op_name(proto_op op)
 {
-    if ((int)op < PROTO_OP_CONNECT || op > PROTO_OP_PING)
+    if ((int)op < PROTO_OP_CONNECT || op > PROTO_OP_LAST)
         return "unknown";
     return op_names[op];
 }
@@ -279,7 +281,7 @@ static int channel_field(const proto__map_ops *ops, const void *node,
 
 static int parse_op(const proto__val *v, proto_op *op)
 {
-    for (int i = PROTO_OP_CONNECT; i <= PROTO_OP_PING; i++) {
+    for (int i = PROTO_OP_CONNECT; i <= PROTO_OP_LAST; i++) {
         size_t n = strlen(op_names[i]);
         if (v->n == n && memcmp(v->s, op_names[i], n) == 0) {
             *op = (proto_op)i;
@@ -389,6 +391,17 @@ int proto__cmd_from_map(const proto__map_ops *ops, void *ctx,
             goto fail;
         break;
     case PROTO_OP_PING:
+        break;
+    case PROTO_OP_REFRESH:
+        if (str_field(ops, root, "token", 1, PROTO_TOKEN_MAX, &cmd->token,
+                      cmd->id, err) < 0)
+            goto fail;
+        break;
+    case PROTO_OP_SUB_REFRESH:
+        if (channel_field(ops, root, cmd, err) < 0 ||
+            str_field(ops, root, "token", 1, PROTO_TOKEN_MAX, &cmd->token,
+                      cmd->id, err) < 0)
+            goto fail;
         break;
     }
     cmd_own(cmd, data_owned);

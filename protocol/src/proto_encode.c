@@ -347,6 +347,31 @@ void proto_enc_ok_connect(proto_buf *b, proto_enc enc, uint32_t id,
     }
 }
 
+void proto_enc_ok_expires(proto_buf *b, proto_enc enc, uint32_t id,
+                          int64_t expires)
+{
+    msgpack_packer pk;
+
+    if (enc == PROTO_JSON) {
+        json_ok_head(b, id);
+        if (expires) {
+            KEY(b, "{\"expires\":");
+            proto__buf_i64(b, expires);
+            KEY(b, "}}");
+        } else {
+            KEY(b, "{}}");
+        }
+    } else {
+        mp_init(&pk, b);
+        mp_ok_head(&pk, id);
+        msgpack_pack_map(&pk, expires ? 1 : 0);
+        if (expires) {
+            MPKEY(&pk, "expires");
+            msgpack_pack_int64(&pk, expires);
+        }
+    }
+}
+
 void proto_enc_ok_subscribe(proto_buf *b, proto_enc enc, uint32_t id,
                             proto_slice epoch, uint64_t offset,
                             int recovered, const proto_pub *pubs, size_t n)
@@ -574,6 +599,34 @@ void proto_enc_push_disconnect(proto_buf *b, proto_enc enc, int code,
         mcstr(&pk, reason);
         MPKEY(&pk, "reconnect");
         mbool(&pk, reconnect);
+    }
+}
+
+void proto_enc_push_unsubscribe(proto_buf *b, proto_enc enc,
+                                proto_slice channel, int code,
+                                const char *reason)
+{
+    msgpack_packer pk;
+
+    if (enc == PROTO_JSON) {
+        KEY(b, "{\"push\":\"unsubscribe\",\"channel\":");
+        jstr(b, channel);
+        KEY(b, ",\"code\":");
+        proto__buf_i64(b, code);
+        KEY(b, ",\"reason\":");
+        jcstr(b, reason);
+        proto__buf_byte(b, '}');
+    } else {
+        mp_init(&pk, b);
+        msgpack_pack_map(&pk, 4);
+        MPKEY(&pk, "push");
+        MPKEY(&pk, "unsubscribe");
+        MPKEY(&pk, "channel");
+        mstr(&pk, channel);
+        MPKEY(&pk, "code");
+        msgpack_pack_int(&pk, code);
+        MPKEY(&pk, "reason");
+        mcstr(&pk, reason);
     }
 }
 

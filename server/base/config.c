@@ -150,6 +150,9 @@ static const key_def ns_keys[] = {
     { "ack", KT_ACK, FIELD(config_ns, ack_durable), 0, 0, NULL },
     UINT_KEY(config_ns, retention_age, 0, 315360000),
     UINT_KEY(config_ns, retention_count, 0, 1000000000),
+    BOOL_KEY(config_ns, private),
+    BOOL_KEY(config_ns, publish_open),
+    BOOL_KEY(config_ns, user_channels),
 };
 #define N_NS_KEYS (sizeof ns_keys / sizeof ns_keys[0])
 

@@ -39,6 +39,10 @@ typedef struct config_ns {
                                        1 "durable" (after the store write) */
     uint32_t retention_age;         /* seconds kept in MongoDB; 0 = forever */
     uint32_t retention_count;       /* newest kept per channel; 0 = all */
+    int private;                    /* subscribe, history, presence and
+                                       publish need a grant or channel token */
+    int publish_open;               /* private: publishing needs neither */
+    int user_channels;              /* "...#U" is user U's channel */
 } config_ns;
 
 /* A listening address ("HOST:PORT"; port 0 = any free one). */

@@ -26,6 +26,8 @@ typedef struct hub_sub {
     struct hub_sub *cprev, *cnext; /* in the connection's list */
     uint64_t token;                /* matches owner replies to this sub */
     uint8_t active;
+    uint32_t expires;              /* its channel token's exp (unix s; the
+                                      subscriber's worker ends it then), 0 */
 } hub_sub;
 
 struct hub_chan {

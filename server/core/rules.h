@@ -26,8 +26,26 @@ enum rules_op {
 
 typedef struct rules_who {
     int anonymous;           /* no user (no token) */
-    int client;              /* a client connection (allow_publish applies) */
+    int client;              /* a client connection (allow_publish and the
+                                channel authorization below apply) */
+    /* Channel authorization of a client (private namespaces, personal
+     * channels): */
+    const char *user;        /* NULL when anonymous */
+    char *const *grants;     /* the connection token's `channels` */
+    uint32_t n_grants;
+    int channel_token;       /* the command carried a verified channel
+                                token for this channel and user */
+    int subscribed;          /* the connection holds a subscription to the
+                                channel (authorized when it was made) */
 } rules_who;
+
+/* Whether a `channels` grant covers the channel: equal to it, or a prefix
+ * ending in '*' ("orders:acme:*"; "*" alone grants everything). */
+int rules_grant_covers(const char *grant, const char *chan, size_t len);
+
+/* The user a personal channel belongs to: what follows its last '#' (a
+ * channel without '#' has none: *ulen 0 and NULL returned). */
+const char *rules_channel_user(const char *chan, size_t len, size_t *ulen);
 
 /* 0 with *ns set when `who` may do `op` on the channel, else a protocol
  * error code (PROTO_E_*). limit: a history request's limit (ignored

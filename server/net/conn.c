@@ -365,16 +365,42 @@ void conns_lws_wake(conns *n)
 
 /* --- heartbeats ---------------------------------------------------------- */
 
-/* The heartbeat also closes a connection whose token expired (4100): its
- * next check comes no later than the second after the expiry, not at the
- * next ping. */
+/* Tokens are honoured until token_leeway seconds after their exp (the
+ * clock skew the verification allows). */
+static int conn_expired(const conn *c, int64_t exp, int64_t now)
+{
+    return exp && now >= exp + (int64_t)c->n->srv->cfg->token_leeway;
+}
+
+/* The heartbeat also closes a connection whose token expired (4100) and
+ * ends subscriptions whose channel token expired: its next check comes no
+ * later than the second after the earliest expiry, not at the next ping. */
 static uint64_t conn_hb_due(const conn *c, uint64_t due)
 {
-    if (!c->expires)
+    int64_t exp = c->expires;
+    if (c->sub_expires && (!exp || (int64_t)c->sub_expires < exp))
+        exp = c->sub_expires;
+    if (!exp)
         return due;
-    int64_t left = c->expires - (int64_t)time(NULL);
+    int64_t left = exp + (int64_t)c->n->srv->cfg->token_leeway -
+                   (int64_t)time(NULL);
     uint64_t at = c->n->now_s + (left > 0 ? (uint64_t)left : 0) + 1;
     return at < due ? at : due;
+}
+
+/* After an expiry moved (connect, refresh, a channel token): the next
+ * heartbeat comes in time for it. A connection on the suspects list is
+ * out of the wheel; conns_judge puts it back. */
+static void conn_hb_resched(conn *c)
+{
+    if (c->hb_suspect)
+        return;
+    uint64_t due = conn_hb_due(c, c->hb.due_s);
+    if (due < c->hb.due_s) {
+        hb_remove(&c->n->wheel, &c->hb);
+        c->hb.due_s = due;
+        hb_insert(&c->n->wheel, &c->hb);
+    }
 }
 
 /* A connection to judge after the next poll; out of the wheel meanwhile
@@ -389,6 +415,7 @@ static void conns_suspect(conn *c)
     }
     n->suspects[n->n_suspects++] =
         (struct conn_ref){ .slot = c->slot, .gen = c->gen };
+    c->hb_suspect = 1;
 }
 
 void conns_judge(conns *n)
@@ -401,6 +428,7 @@ void conns_judge(conns *n)
         conn *c = conns_find(n, n->suspects[i].slot, n->suspects[i].gen);
         if (!c || c->closing)
             continue;
+        c->hb_suspect = 0;
         if (!c->flow_off && c->last_rx_s < c->ping_sent_s) {
             log_debug("stale connection closed", LOG_STR("client", c->id),
                       LOG_INT("code", PROTO_CLOSE_STALE));
@@ -417,6 +445,40 @@ void conns_judge(conns *n)
         n->suspects = NULL;
         n->cap_suspects = 0;
     }
+}
+
+static void conn_sub_end(conn *c, hub_sub *s);
+
+/* Ends the subscriptions whose channel token expired without a
+ * sub_refresh, each with an unsubscribe push (code 109); the connection
+ * stays. */
+static void conn_subs_expire(conn *c, int64_t now)
+{
+    uint32_t next = 0;
+    hub_sub *s, *tmp;
+    for (s = c->subs; s; s = tmp) {
+        tmp = s->cnext;
+        if (!s->expires)
+            continue;
+        if (!conn_expired(c, s->expires, now)) {
+            if (!next || s->expires < next)
+                next = s->expires;
+            continue;
+        }
+        log_debug("channel token expired: unsubscribed",
+                  LOG_STR("client", c->id),
+                  LOG_STRN("channel", s->chan->name, s->chan->len));
+        proto_enc_push_unsubscribe(conn_encbuf(c), c->enc,
+                                   (proto_slice){ s->chan->name,
+                                                  s->chan->len },
+                                   PROTO_E_TOKEN_EXPIRED,
+                                   "channel token expired");
+        conn_send_encoded(c, UINT64_MAX);
+        conn_sub_end(c, s);
+        if (c->closing)
+            return;
+    }
+    c->sub_expires = next;
 }
 
 static void conn_heartbeat(conn *c, uint64_t now_s)
@@ -444,10 +506,13 @@ static void conn_heartbeat(conn *c, uint64_t now_s)
         conn_close_slow(c);
         return;
     }
-    if (c->expires && (int64_t)time(NULL) >= c->expires) {
+    int64_t now = (int64_t)time(NULL);
+    if (conn_expired(c, c->expires, now)) {
         conn_close(c, PROTO_CLOSE_BAD_TOKEN, "token expired", 0);
         return;
     }
+    if (conn_expired(c, c->sub_expires, now))
+        conn_subs_expire(c, now);
     if (c->awaiting_pong) {
         /* Nothing read since the ping went out, for longer than
          * pong_timeout, as far as this tick can tell. libuv runs due timers
@@ -560,13 +625,66 @@ static void conn_since(stream_pos *pos, const proto_cmd *cmd)
     }
 }
 
+static jwt_check conn_jwt_check(const conn *c)
+{
+    const config *cfg = c->n->srv->cfg;
+    return (jwt_check){
+        .now = (int64_t)time(NULL),
+        .leeway = cfg->token_leeway,
+        .audience = cfg->token_audience,
+        .issuer = cfg->token_issuer,
+    };
+}
+
+static int conn_same_user(const char *a, const char *b)
+{
+    return a ? b && strcmp(a, b) == 0 : b == NULL;
+}
+
+/* A channel token (subscribe, sub_refresh): 0 with *exp (0: none), or 109
+ * when it expired, or 103 for anything else (forged, for another key,
+ * channel or user). Nothing of the token is logged. */
+static int conn_channel_token(conn *c, const proto_cmd *cmd, int64_t *exp)
+{
+    jwt_claims tc;
+    jwt_check chk = conn_jwt_check(c);
+    int rc = jwt_verify(c->n->srv->token_keys, &chk, cmd->token.ptr,
+                        cmd->token.len, &tc);
+    if (!rc && (!tc.channel || strlen(tc.channel) != cmd->channel.len ||
+                memcmp(tc.channel, cmd->channel.ptr, cmd->channel.len) ||
+                !conn_same_user(tc.sub, c->user)))
+        rc = PROTO_E_PERMISSION;
+    *exp = rc ? 0 : tc.exp;
+    jwt_claims_free(&tc);
+    if (rc && rc != PROTO_E_TOKEN_EXPIRED)
+        rc = PROTO_E_PERMISSION;
+    if (rc)
+        conn_log(c->n, CONN_LOG_TOKEN, LOG_INFO, "channel token refused",
+                 LOG_STR("client", c->id),
+                 LOG_STRN("channel", cmd->channel.ptr, cmd->channel.len),
+                 LOG_INT("code", rc));
+    return rc;
+}
+
 /* The channel rules of rules.h for a command of this connection; on a
- * refusal the error is sent and NULL returned. */
-static const config_ns *conn_rules(conn *c, enum rules_op op,
-                                   const proto_cmd *cmd, uint32_t limit)
+ * refusal the error is sent and NULL returned. chan_token: the command
+ * carried a verified channel token. */
+static const config_ns *conn_rules_tok(conn *c, enum rules_op op,
+                                       const proto_cmd *cmd, uint32_t limit,
+                                       int chan_token)
 {
     const config_ns *ns = NULL;
-    rules_who who = { .anonymous = c->user == NULL, .client = 1 };
+    rules_who who = {
+        .anonymous = c->user == NULL,
+        .client = 1,
+        .user = c->user,
+        .grants = c->grants,
+        .n_grants = c->n_grants,
+        .channel_token = chan_token,
+        .subscribed = op != RULES_SUBSCRIBE &&
+                      hub_sub_find(&c->n->hub, c->subs, cmd->channel.ptr,
+                                   cmd->channel.len) != NULL,
+    };
     int code = rules_check(c->n->srv->cfg, op, cmd->channel.ptr,
                            cmd->channel.len, &who, limit,
                            c->n->srv->store != NULL, &ns);
@@ -575,6 +693,28 @@ static const config_ns *conn_rules(conn *c, enum rules_op op,
         return NULL;
     }
     return ns;
+}
+
+static const config_ns *conn_rules(conn *c, enum rules_op op,
+                                   const proto_cmd *cmd, uint32_t limit)
+{
+    return conn_rules_tok(c, op, cmd, limit, 0);
+}
+
+/* A channel token's exp as kept on a subscription: beyond 2106 (or
+ * absent) it does not expire. */
+static uint32_t conn_sub_exp(int64_t exp)
+{
+    return exp > 0 && exp <= (int64_t)UINT32_MAX ? (uint32_t)exp : 0;
+}
+
+static void conn_sub_expiry(conn *c, hub_sub *s, int64_t exp)
+{
+    s->expires = conn_sub_exp(exp);
+    if (s->expires && (!c->sub_expires || s->expires < c->sub_expires)) {
+        c->sub_expires = s->expires;
+        conn_hb_resched(c);
+    }
 }
 
 static int conn_do_connect(conn *c, const proto_cmd *cmd)
@@ -587,12 +727,7 @@ static int conn_do_connect(conn *c, const proto_cmd *cmd)
     }
     if (cmd->token.len) {
         jwt_claims tc;
-        jwt_check chk = {
-            .now = (int64_t)time(NULL),
-            .leeway = cfg->token_leeway,
-            .audience = cfg->token_audience,
-            .issuer = cfg->token_issuer,
-        };
+        jwt_check chk = conn_jwt_check(c);
         int rc = jwt_verify(c->n->srv->token_keys, &chk, cmd->token.ptr,
                             cmd->token.len, &tc);
         /* A token without a user is an anonymous connection: only where
@@ -617,12 +752,8 @@ static int conn_do_connect(conn *c, const proto_cmd *cmd)
         c->n_grants = tc.n_channels;
         c->info = tc.info;
         /* The claims now belong to the connection. */
-        uint64_t due = conn_hb_due(c, c->hb.due_s);
-        if (due < c->hb.due_s) {
-            hb_remove(&c->n->wheel, &c->hb);
-            c->hb.due_s = due;
-            hb_insert(&c->n->wheel, &c->hb);
-        }
+        free(tc.channel);
+        conn_hb_resched(c);
     } else if (!cfg->allow_anonymous) {
         conn_reply_error(c, cmd->id, PROTO_E_UNAUTHORIZED, "token required",
                          UINT64_MAX);
@@ -641,10 +772,21 @@ static int conn_do_connect(conn *c, const proto_cmd *cmd)
 
 static void conn_do_subscribe(conn *c, const proto_cmd *cmd)
 {
-    const config_ns *ns = conn_rules(c, RULES_SUBSCRIBE, cmd, 0);
+    int64_t exp = 0;
+    int code = 0;
+    if (cmd->token.len) {
+        /* A channel token given is checked wherever it is given: its
+         * expiry ends the subscription. */
+        code = conn_channel_token(c, cmd, &exp);
+        if (code) {
+            conn_reply_error(c, cmd->id, code, NULL, UINT64_MAX);
+            return;
+        }
+    }
+    const config_ns *ns = conn_rules_tok(c, RULES_SUBSCRIBE, cmd, 0,
+                                         cmd->token.len != 0);
     if (!ns)
         return;
-    int code = 0;
     if (hub_sub_find(&c->n->hub, c->subs, cmd->channel.ptr,
                      cmd->channel.len))
         code = PROTO_E_ALREADY_SUBSCRIBED;
@@ -659,8 +801,10 @@ static void conn_do_subscribe(conn *c, const proto_cmd *cmd)
     if (cmd->has_since)
         conn_since(&r->since, cmd);
     r->token = ids_next(&c->n->rng);
-    hub_sub_add(&c->n->hub, &c->subs, c, cmd->channel.ptr, cmd->channel.len,
-                r->token);
+    hub_sub *s = hub_sub_add(&c->n->hub, &c->subs, c, cmd->channel.ptr,
+                             cmd->channel.len, r->token);
+    if (exp)
+        conn_sub_expiry(c, s, exp);
     c->n_subs++;
     if (c->n->m)
         metrics_add(&c->n->m->subscriptions, 1);
@@ -744,6 +888,68 @@ static int conn_rate_limited(conn *c)
     return 0;
 }
 
+/* refresh: a new connection token for the same user replaces the one the
+ * connection has (its exp, grants and info). A refused one is answered
+ * with its code and changes nothing: the connection stays until the
+ * token it has expires. */
+static void conn_do_refresh(conn *c, const proto_cmd *cmd)
+{
+    jwt_claims tc;
+    jwt_check chk = conn_jwt_check(c);
+    int rc = jwt_verify(c->n->srv->token_keys, &chk, cmd->token.ptr,
+                        cmd->token.len, &tc);
+    if (!rc && !tc.sub && !c->n->srv->cfg->allow_anonymous)
+        rc = PROTO_E_UNAUTHORIZED;  /* as on connect */
+    else if (!rc && !conn_same_user(tc.sub, c->user))
+        rc = PROTO_E_PERMISSION;    /* a refresh cannot change the user */
+    if (rc) {
+        jwt_claims_free(&tc);
+        conn_log(c->n, CONN_LOG_TOKEN, LOG_INFO, "refresh token refused",
+                 LOG_STR("client", c->id), LOG_INT("code", rc));
+        conn_reply_error(c, cmd->id, rc,
+                         rc == PROTO_E_PERMISSION ? "token for another user"
+                                                  : NULL, UINT64_MAX);
+        return;
+    }
+    for (uint32_t i = 0; i < c->n_grants; i++)
+        free(c->grants[i]);
+    free(c->grants);
+    free(c->info);
+    free(tc.sub);
+    free(tc.channel);
+    c->grants = tc.channels;
+    c->n_grants = tc.n_channels;
+    c->info = tc.info;
+    c->expires = tc.exp;
+    conn_hb_resched(c);
+    proto_enc_ok_expires(conn_encbuf(c), c->enc, cmd->id, c->expires);
+    conn_send_encoded(c, UINT64_MAX);
+}
+
+/* sub_refresh: a new channel token for a subscription of the connection
+ * moves its expiry. */
+static void conn_do_sub_refresh(conn *c, const proto_cmd *cmd)
+{
+    hub_sub *s = hub_sub_find(&c->n->hub, c->subs, cmd->channel.ptr,
+                              cmd->channel.len);
+    if (!s) {
+        conn_reply_error(c, cmd->id, PROTO_E_BAD_REQUEST, "not subscribed",
+                         UINT64_MAX);
+        return;
+    }
+    int64_t exp;
+    int rc = conn_channel_token(c, cmd, &exp);
+    if (rc) {
+        conn_reply_error(c, cmd->id, rc, NULL, UINT64_MAX);
+        return;
+    }
+    /* The earliest expiry is recomputed when it comes (conn_subs_expire);
+     * a later one only makes that check find nothing. */
+    conn_sub_expiry(c, s, exp);
+    proto_enc_ok_expires(conn_encbuf(c), c->enc, cmd->id, exp);
+    conn_send_encoded(c, UINT64_MAX);
+}
+
 /* Returns -1 when the connection is closing and input must stop. */
 static int conn_command(conn *c, const proto_cmd *cmd)
 {
@@ -771,6 +977,8 @@ static int conn_command(conn *c, const proto_cmd *cmd)
         proto_enc_ok_empty(conn_encbuf(c), c->enc, cmd->id);
         conn_send_encoded(c, UINT64_MAX);
         break;
+    case PROTO_OP_REFRESH: conn_do_refresh(c, cmd); break;
+    case PROTO_OP_SUB_REFRESH: conn_do_sub_refresh(c, cmd); break;
     default:
         conn_reply_error(c, cmd->id, PROTO_E_UNKNOWN_OP, NULL, UINT64_MAX);
     }

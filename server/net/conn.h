@@ -57,6 +57,7 @@ typedef struct conn {
     uint8_t malformed;         /* consecutive malformed commands */
     uint8_t close_sent;        /* close frame handed to lws */
     uint8_t flush_queued;      /* on the worker's flush list */
+    uint8_t hb_suspect;        /* out of the wheel, on the suspects list */
     uint16_t close_code;
     uint16_t inflight;
     uint32_t n_subs;
@@ -65,10 +66,11 @@ typedef struct conn {
                                   first (for metrics; in padding) */
     char *user;                /* from the token; NULL = anonymous */
     int64_t expires;           /* token exp, 0 = none */
-    /* From the connection token, kept for the authorization work to come
-     * (channel grants, info in presence): not used yet. */
-    char **grants;             /* `channels` claim, n_grants entries */
+    char **grants;             /* `channels` claim, n_grants entries:
+                                  channels of private namespaces it opens */
     uint32_t n_grants;
+    uint32_t sub_expires;      /* the earliest channel-token exp of the
+                                  subscriptions (hub_sub.expires), 0 none */
     char *info;                /* `info` claim as compact JSON, or NULL */
     sendq q;
     char *rx;                  /* reassembly of fragmented messages */

@@ -582,6 +582,7 @@ void jwt_claims_free(jwt_claims *c)
         free(c->channels[i]);
     free(c->channels);
     free(c->info);
+    free(c->channel);
     memset(c, 0, sizeof(*c));
 }
 
@@ -681,6 +682,10 @@ static int jwt_claims_read(json_t *claims, const jwt_check *chk,
         return PROTO_E_UNAUTHORIZED;
     if (!jwt_channels(json_object_get(claims, "channels"), out))
         return PROTO_E_UNAUTHORIZED;
+    json_t *chan = json_object_get(claims, "channel");
+    const char *chan_s = chan ? jwt_str(chan, JWT_MAX_CHANNEL_LEN) : NULL;
+    if (chan && (!chan_s || !chan_s[0]))
+        return PROTO_E_UNAUTHORIZED;
     if (info) {
         out->info = json_dumps(info, JSON_COMPACT);
         if (!out->info || strlen(out->info) > JWT_MAX_INFO)
@@ -693,6 +698,8 @@ static int jwt_claims_read(json_t *claims, const jwt_check *chk,
     if (has_exp && exp <= chk->now - chk->leeway)
         return PROTO_E_TOKEN_EXPIRED;
     out->exp = exp;
+    if (chan_s)
+        out->channel = mem_strdup(chan_s);
     if (user[0])
         out->sub = mem_strdup(user);
     return 0;

@@ -57,6 +57,7 @@ typedef struct jwt_claims {
     uint32_t n_channels;
     char **channels;        /* the `channels` grants, each NUL-terminated */
     char *info;             /* `info` as compact JSON text, or NULL */
+    char *channel;          /* `channel` (channel tokens), or NULL */
 } jwt_claims;
 
 void jwt_claims_free(jwt_claims *c);

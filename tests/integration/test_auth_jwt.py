@@ -1,8 +1,10 @@
 """Connection tokens beyond HS256: RS256/384/512, ES256/384, EdDSA and
 HS384/512, keys from a PEM file (token_public_key) and a JWKS file
 (token_jwks) with kid selection, the aud/iss/nbf/leeway checks, and a table
-of bad tokens, each refused on connect with its documented code (101 or
-109) and then closed with 4100.
+of bad tokens, each refused with its documented code: on connect (101 or
+109, then closed with 4100), as the channel token of a subscribe to a
+private channel (103 or 109, the connection stays) and on refresh (101 or
+109, the connection stays with the token it has).
 
 Keys are generated here with python3-cryptography; tokens are minted with
 PyJWT (python3-jwt) where it can, and by hand (hh.b64url) for the
@@ -86,9 +88,11 @@ with open(JWKS_PATH, "w") as _f:
 
 # The JWKS server checks aud and iss and refuses anonymous connections; the
 # PEM servers check neither and allow them.
+PRIV = "priv:room"
 jwks_server = hh.server_fixture({"token_jwks": JWKS_PATH, "token_audience": AUD,
                                  "token_issuer": ISS, "token_leeway": 5,
-                                 "allow_anonymous": False})
+                                 "allow_anonymous": False,
+                                 "namespaces": [{"name": "priv", "private": True}]})
 rsa_server = hh.server_fixture({"token_public_key": pem_path("rsa")})
 p256_server = hh.server_fixture({"token_public_key": pem_path("p256")})
 p384_server = hh.server_fixture({"token_public_key": pem_path("p384")})
@@ -99,7 +103,10 @@ SIGNERS = {"RS": "rsa", "ES256": "p256", "ES384": "p384", "Ed": "ed"}
 
 
 def claims(**kw):
-    c = {"sub": "alice", "aud": AUD, "iss": ISS, "exp": int(time.time()) + 600}
+    """Good claims for a connection token and, with `channel`, a channel
+    token of PRIV (connect ignores the claim)."""
+    c = {"sub": "alice", "aud": AUD, "iss": ISS, "exp": int(time.time()) + 600,
+         "channel": PRIV}
     for k, v in kw.items():
         if v is None:
             c.pop(k, None)
@@ -325,6 +332,45 @@ def test_the_table_is_large_enough():
 async def test_bad_token_refused_with_its_code(jwks_server, kind):
     make, code = BAD[kind]
     await expect_refused(jwks_server, make(), code)
+
+
+async def alice(server):
+    c = await server.client()
+    await c.ok("connect", token=mint("RS256", "r1", channel=None))
+    return c
+
+
+async def test_a_good_channel_token_opens_the_private_channel_the_table_uses(jwks_server):
+    c = await alice(jwks_server)
+    assert (await c.error("subscribe", channel=PRIV))["code"] == 103
+    ok = await c.ok("subscribe", channel=PRIV, token=mint("ES256", "e1"))
+    assert ok["offset"] >= 0
+    await c.ok("unsubscribe", channel=PRIV)
+
+
+@pytest.mark.parametrize("kind", sorted(BAD))
+async def test_bad_channel_token_refused_on_subscribe(jwks_server, kind):
+    """The same table as the channel token of a private channel: 103 (109
+    when expired); the connection stays and is not subscribed."""
+    make, code = BAD[kind]
+    c = await alice(jwks_server)
+    e = await c.error("subscribe", channel=PRIV, token=make())
+    assert e["code"] == {101: 103, 109: 109}[code], e
+    assert (await c.error("presence", channel=PRIV))["code"] == 103
+    assert await c.ok("ping") == {}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD))
+async def test_bad_token_refused_on_refresh(jwks_server, kind):
+    """The table on refresh: the code connect gives, and the connection
+    keeps the token it has (its expiry is unchanged: a good refresh then
+    answers the new one)."""
+    make, code = BAD[kind]
+    c = await alice(jwks_server)
+    e = await c.error("refresh", token=make())
+    assert e["code"] == code, e
+    exp = int(time.time()) + 900
+    assert await c.ok("refresh", token=mint("EdDSA", "d1", exp=exp)) == {"expires": exp}
 
 
 async def test_oversized_token_is_107_from_the_codec(jwks_server):

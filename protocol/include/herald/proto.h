@@ -65,8 +65,11 @@ typedef enum proto_op {
     PROTO_OP_PUBLISH,
     PROTO_OP_HISTORY,
     PROTO_OP_PRESENCE,
-    PROTO_OP_PING
+    PROTO_OP_PING,
+    PROTO_OP_REFRESH,            /* v1 addition: replace the connection token */
+    PROTO_OP_SUB_REFRESH         /* v1 addition: replace a channel token */
 } proto_op;
+#define PROTO_OP_LAST PROTO_OP_SUB_REFRESH
 
 /* A byte range; never NUL-terminated unless said so. */
 typedef struct proto_slice {
@@ -110,7 +113,8 @@ typedef struct proto_cmd {
     uint32_t id;
     proto_op op;
     proto_slice channel;         /* subscribe..presence; validated syntax */
-    proto_slice token;           /* connect, subscribe (channel token) */
+    proto_slice token;           /* connect, subscribe (channel token),
+                                    refresh, sub_refresh (required there) */
     proto_slice name;            /* connect */
     proto_slice version;         /* connect */
     int has_since;               /* subscribe, history */
@@ -151,7 +155,7 @@ void proto_reader_init(proto_reader *r, proto_enc enc, const void *buf,
 int proto_next(proto_reader *r, proto_cmd *cmd, proto_error *err);
 void proto_cmd_free(proto_cmd *cmd);
 
-/* Channel names: 1..255 bytes of [A-Za-z0-9_.:@/=-]. Returns 1 if valid.
+/* Channel names: 1..255 bytes of [A-Za-z0-9_.:@/=#-]. Returns 1 if valid.
  * proto_channel_namespace() gives the part before the first ':' (empty
  * slice when there is none). */
 int proto_channel_valid(const char *s, size_t len);
@@ -239,6 +243,9 @@ void proto_enc_ok_connect(proto_buf *b, proto_enc enc, uint32_t id,
 void proto_enc_ok_subscribe(proto_buf *b, proto_enc enc, uint32_t id,
                             proto_slice epoch, uint64_t offset,
                             int recovered, const proto_pub *pubs, size_t n);
+/* refresh and sub_refresh: {"expires": E}, or {} when expires is 0. */
+void proto_enc_ok_expires(proto_buf *b, proto_enc enc, uint32_t id,
+                          int64_t expires);
 void proto_enc_ok_publish(proto_buf *b, proto_enc enc, uint32_t id,
                           uint64_t offset, proto_slice epoch);
 /* The same, with "duplicate": true when `duplicate` (an idempotent
@@ -265,6 +272,11 @@ void proto_enc_push_join(proto_buf *b, proto_enc enc, int join,
                          proto_slice channel, const proto_client_info *info);
 void proto_enc_push_disconnect(proto_buf *b, proto_enc enc, int code,
                                const char *reason, int reconnect);
+/* v1 addition: the server ended one subscription (code 109: its channel
+ * token expired without a sub_refresh); the connection stays open. */
+void proto_enc_push_unsubscribe(proto_buf *b, proto_enc enc,
+                                proto_slice channel, int code,
+                                const char *reason);
 
 /* Client side (C client, bench, tests): build commands. Not needed by the
  * server. `data` is given in the command's encoding (JSON text for JSON,
