@@ -529,6 +529,7 @@ static void lib_sub_event(hc_client *c, const hc_sub_event *ev, void *user)
         ST(th->gaps, th->tc.gaps);
         break;
     case HC_SUB_FAILED:
+    case HC_SUB_UNSUBSCRIBED:   /* the bench uses no channel tokens */
         INC(th->sub_failed, 1);
         INC(th->errors, 1);
         break;
@@ -1125,6 +1126,7 @@ static void churn_on_sub(hc_client *c, const hc_sub_event *ev, void *user)
         slot_set_epoch(s, ev->epoch);
         break;
     case HC_SUB_FAILED:
+    case HC_SUB_UNSUBSCRIBED:
         slot_refused(th, s, ev->code);
         break;
     }

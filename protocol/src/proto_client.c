@@ -819,6 +819,13 @@ static int decode_message(proto_sreader *r, val v, proto_smsg *m,
             m->code = (int)x.code;
             m->message = x.reason;
             m->reconnect = x.has_reconnect ? x.reconnect : 1;
+        } else if (x.push.len == 11 && !memcmp(x.push.ptr, "unsubscribe", 11)) {
+            if (!x.has_channel || !x.has_code || x.code < 0 || x.code > 65535)
+                return fail(err, "unsubscribe without channel or code");
+            m->kind = PROTO_SMSG_UNSUBSCRIBE;
+            m->code = (int)x.code;
+            m->message = x.reason;
+            m->pub.channel = p.channel;
         } else {
             m->kind = PROTO_SMSG_OTHER;
         }

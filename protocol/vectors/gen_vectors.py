@@ -199,6 +199,21 @@ dj("unsubscribe", '{"id":8,"op":"unsubscribe","channel":"news"}',
 dj("presence", '{"id":9,"op":"presence","channel":"room@x/y=z.w_v-u"}',
    {"id": 9, "op": "presence", "channel": "room@x/y=z.w_v-u"})
 dj("ping", '{"id":10,"op":"ping"}', {"id": 10, "op": "ping"})
+# v1 additions: token refresh (protocol/README.md, "Token lifetimes").
+dj("refresh", '{"id":60,"op":"refresh","token":"h.p.s"}',
+   {"id": 60, "op": "refresh", "token": "h.p.s"})
+dj("refresh without token", '{"id":61,"op":"refresh"}', err(107, 61))
+dj("refresh with a null token", '{"id":62,"op":"refresh","token":null}', err(107, 62))
+dj("refresh with a non-string token", '{"id":63,"op":"refresh","token":5}', err(107, 63))
+dj("sub_refresh", '{"id":64,"op":"sub_refresh","channel":"orders:acme","token":"h.p.s"}',
+   {"id": 64, "op": "sub_refresh", "channel": "orders:acme", "token": "h.p.s"})
+dj("sub_refresh without channel", '{"id":65,"op":"sub_refresh","token":"h.p.s"}', err(107, 65))
+dj("sub_refresh without token", '{"id":66,"op":"sub_refresh","channel":"a"}', err(107, 66))
+dj("sub_refresh with a bad channel", '{"id":67,"op":"sub_refresh","channel":"a b","token":"t"}',
+   err(102, 67))
+dj("a personal channel ('#' is a channel character)",
+   '{"id":68,"op":"subscribe","channel":"notes:inbox#42"}',
+   {"id": 68, "op": "subscribe", "channel": "notes:inbox#42"})
 dj("history with every field",
    '{"id":11,"op":"history","channel":"news","since":{"offset":7,"epoch":"e1"},"limit":50,"reverse":true}',
    {"id": 11, "op": "history", "channel": "news",
@@ -682,6 +697,18 @@ enc("disconnect push without reconnect", "push_disconnect",
     P(("push", "disconnect"), ("code", 4100), ("reason", "token expired"), ("reconnect", False)),
     P(("push", "disconnect"), ("code", 4100), ("reason", "token expired"), ("reconnect", False)))
 
+enc("refresh ok", "ok_expires", {"id": 9, "expires": 1700007200},
+    P(("id", 9), ("ok", P(("expires", 1700007200),))),
+    P(("id", 9), ("ok", P(("expires", 1700007200),))))
+enc("refresh ok without expiry", "ok_expires", {"id": 9, "expires": 0},
+    P(("id", 9), ("ok", {})), P(("id", 9), ("ok", {})))
+enc("unsubscribe push", "push_unsubscribe",
+    {"channel": "orders:acme", "code": 109, "reason": "channel token expired"},
+    P(("push", "unsubscribe"), ("channel", "orders:acme"), ("code", 109),
+      ("reason", "channel token expired")),
+    P(("push", "unsubscribe"), ("channel", "orders:acme"), ("code", 109),
+      ("reason", "channel token expired")))
+
 # Commands as clients build them.
 enc("connect command", "cmd",
     {"id": 1, "op": "connect", "token": "t.k.n", "name": "herald-c", "version": "0.1.0"},
@@ -704,6 +731,13 @@ enc("publish command", "cmd",
     P(("id", 4), ("op", "publish"), ("channel", "news"), ("data", {"a": [1, 2]})))
 enc("ping command", "cmd", {"id": U32, "op": "ping"},
     P(("id", U32), ("op", "ping")), P(("id", U32), ("op", "ping")))
+enc("refresh command", "cmd", {"id": 9, "op": "refresh", "token": "h.p.s"},
+    P(("id", 9), ("op", "refresh"), ("token", "h.p.s")),
+    P(("id", 9), ("op", "refresh"), ("token", "h.p.s")))
+enc("sub_refresh command", "cmd",
+    {"id": 10, "op": "sub_refresh", "channel": "orders:acme", "token": "h.p.s"},
+    P(("id", 10), ("op", "sub_refresh"), ("channel", "orders:acme"), ("token", "h.p.s")),
+    P(("id", 10), ("op", "sub_refresh"), ("channel", "orders:acme"), ("token", "h.p.s")))
 
 
 def write(name, desc, vectors):

@@ -165,14 +165,15 @@ static void on_subscription(hc_client *c, const hc_sub_event *ev, void *user)
         printf("# %.*s recovered=false epoch=%.*s offset=%llu\n",
                (int)ev->channel.len, ev->channel.ptr, (int)ev->epoch.len,
                ev->epoch.ptr, (unsigned long long)ev->offset);
-    if (!k->quiet || ev->kind == HC_SUB_FAILED)
+    int lost = ev->kind == HC_SUB_FAILED || ev->kind == HC_SUB_UNSUBSCRIBED;
+    if (!k->quiet || lost)
         fprintf(stderr, "herald-cli: %.*s %s%s (epoch %.*s offset %llu)\n",
                 (int)ev->channel.len, ev->channel.ptr, what,
                 ev->recovered == 1 ? ", recovered"
                 : ev->recovered == 0 ? ", NOT recovered" : "",
                 (int)ev->epoch.len, ev->epoch.ptr,
                 (unsigned long long)ev->offset);
-    if (ev->kind == HC_SUB_FAILED) {
+    if (lost) {
         fprintf(stderr, "error %d: %.*s\n", ev->code, (int)ev->message.len,
                 ev->message.ptr);
         stop(k, EXIT_SERVER);

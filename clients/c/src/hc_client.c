@@ -84,6 +84,7 @@ static void client_free(hc_client *c)
     proto_sreader_free(&c->rd);
     proto_buf_free(&c->out);
     free(c->strs);
+    free(c->token);
     free(c);
 }
 
@@ -448,6 +449,7 @@ static int reply_from(hc_client *c, const proto_smsg *m, hc_reply *r,
         return 0;
     }
     r->ok = hs(m->ok);
+    r->expires = m->expires;
     r->offset = m->offset;
     r->epoch = hs(m->epoch);
     r->recovered = m->recovered;
@@ -675,6 +677,13 @@ static void on_message(hc_client *c, const proto_smsg *m)
         if (c->opt.cb.disconnect_push)
             c->opt.cb.disconnect_push(c, m->code, hs(m->message), m->reconnect,
                                       c->opt.user);
+        break;
+    case PROTO_SMSG_UNSUBSCRIBE:
+        HASH_FIND(hh, c->subs, m->pub.channel.ptr, m->pub.channel.len, s);
+        if (s && s->answered && !s->cmd) {
+            sub_event(c, s, HC_SUB_UNSUBSCRIBED, -1, m->code, hs(m->message));
+            remove_sub(c, s);
+        }
         break;
     case PROTO_SMSG_OTHER:
         break;
@@ -1204,6 +1213,26 @@ int hc_ping(hc_client *c, hc_reply_cb cb, void *arg)
     memset(&co, 0, sizeof(co));
     co.op = PROTO_OP_PING;
     return simple_cmd(c, &co, 0, cb, arg);
+}
+
+int hc_refresh(hc_client *c, const char *token, hc_reply_cb cb, void *arg)
+{
+    proto_cmd_out co;
+    size_t len = token ? strlen(token) : 0;
+    if (!len || len > PROTO_TOKEN_MAX)
+        return HC_ERR_INVALID;
+    memset(&co, 0, sizeof(co));
+    co.op = PROTO_OP_REFRESH;
+    co.token = (proto_slice){ token, len };
+    int rc = simple_cmd(c, &co, len, cb, arg);
+    if (rc == HC_OK) {
+        char *t = xmalloc(len + 1);
+        memcpy(t, token, len + 1);
+        free(c->token);
+        c->token = t;
+        c->opt.token = t;
+    }
+    return rc;
 }
 
 char *hc_data_to_json(hc_encoding enc, const void *data, size_t len)

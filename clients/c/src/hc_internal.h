@@ -64,8 +64,11 @@ typedef struct hc_sub {
 struct hc_client {
     hc_ctx *ctx;
     struct hc_client *next, *prev;     /* ctx->clients */
-    hc_options opt;                    /* strings point into `strs` */
+    hc_options opt;                    /* strings point into `strs`, the
+                                          token into `token` after
+                                          hc_refresh */
     char *strs;
+    char *token;
     char origin[300];                  /* host:port, the Origin header */
     proto_enc enc;
 

@@ -39,6 +39,7 @@ typedef enum proto_smsg_kind {
     PROTO_SMSG_JOIN,         /* push "join" */
     PROTO_SMSG_LEAVE,        /* push "leave" */
     PROTO_SMSG_DISCONNECT,   /* push "disconnect" */
+    PROTO_SMSG_UNSUBSCRIBE,  /* push "unsubscribe" (v1 addition) */
     PROTO_SMSG_OTHER         /* a push kind this decoder does not know */
 } proto_smsg_kind;
 
@@ -62,7 +63,8 @@ typedef struct proto_smsg {
     uint32_t id;             /* replies; 0 when the error carries no id */
 
     /* PROTO_SMSG_ERROR: code and message. PROTO_SMSG_DISCONNECT: code,
-     * reason in `message`, and `reconnect`. */
+     * reason in `message`, and `reconnect`. PROTO_SMSG_UNSUBSCRIBE: code,
+     * reason in `message`, the channel in pub.channel. */
     int code;
     proto_slice message;
     int reconnect;
@@ -71,7 +73,8 @@ typedef struct proto_smsg {
     proto_slice ok;
     proto_slice client, node;          /* connect */
     uint32_t ping;                     /* connect (seconds) */
-    int64_t expires;                   /* connect (0: absent) */
+    int64_t expires;                   /* connect, refresh, sub_refresh
+                                          (0: absent) */
     int has_offset;
     uint64_t offset;                   /* subscribe, publish, history */
     int has_epoch;

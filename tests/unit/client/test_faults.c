@@ -35,6 +35,9 @@ typedef struct world {
     const char *(*sub_answer)(const char *channel);
     const char *pushes;             /* sent after the first subscribe reply */
     int pushed;
+    char refresh_token[64];         /* the token of the last refresh */
+    int64_t refresh_expires;        /* from the refresh reply */
+    int refreshed;
 } world;
 
 static world W;
@@ -67,7 +70,11 @@ static void answer(srv_conn *sc, const char *line)
     if (!strcmp(op, "connect"))
         n = snprintf(msg, sizeof(msg), "{\"id\":%s,\"ok\":{\"client\":\"c1\","
                      "\"node\":\"n1\",\"ping\":25}}", id);
-    else if (!strcmp(op, "subscribe"))
+    else if (!strcmp(op, "refresh")) {
+        field(line, "token", W.refresh_token, sizeof(W.refresh_token));
+        n = snprintf(msg, sizeof(msg),
+                     "{\"id\":%s,\"ok\":{\"expires\":1700000000}}", id);
+    } else if (!strcmp(op, "subscribe"))
         n = snprintf(msg, sizeof(msg), "{\"id\":%s,\"ok\":{%s}}", id,
                      W.sub_answer(chan));
     else
@@ -251,5 +258,52 @@ Test(client_faults, a_recovery_that_does_not_continue_is_counted)
     hc_client_faults_get(W.c, &f);
     cr_expect_eq(f.false_recoveries, 1);
     cr_expect_eq(f.duplicates, 0);
+    world_end();
+}
+
+/* --- Token lifetimes: refresh, and the server's unsubscribe push -------- */
+
+static void on_refresh(hc_client *c, const hc_reply *r, void *arg)
+{
+    (void)c;
+    (void)arg;
+    cr_expect_eq(r->code, 0);
+    W.refresh_expires = r->expires;
+    W.refreshed = 1;
+}
+
+static int refreshed(void)
+{
+    return W.refreshed;
+}
+
+Test(client_tokens, refresh_sends_the_token_and_reports_the_new_expiry)
+{
+    world_start(top5, NULL);
+    cr_assert_eq(hc_refresh(W.c, "", NULL, NULL), HC_ERR_INVALID);
+    cr_assert_eq(hc_refresh(W.c, "h.p.s", on_refresh, NULL), HC_OK);
+    run_until(refreshed);
+    cr_expect_str_eq(W.refresh_token, "h.p.s");
+    cr_expect_eq(W.refresh_expires, 1700000000);
+    world_end();
+}
+
+static int got_unsubscribed(void)
+{
+    return W.n_evs == 2;
+}
+
+Test(client_tokens, an_unsubscribe_push_ends_the_subscription)
+{
+    world_start(top5, "{\"push\":\"unsubscribe\",\"channel\":\"ch\","
+                      "\"code\":109,\"reason\":\"channel token expired\"}");
+    cr_assert_eq(hc_subscribe(W.c, "ch", NULL, NULL, NULL), HC_OK);
+    run_until(got_unsubscribed);
+    cr_expect_eq(W.evs[0].kind, HC_SUB_SUBSCRIBED);
+    cr_expect_eq(W.evs[1].kind, HC_SUB_UNSUBSCRIBED);
+    cr_expect_eq(W.evs[1].code, 109);
+    cr_expect_str_eq(W.ev_chan[1], "ch");
+    /* out of the subscription set: subscribing again is not HC_ERR_EXISTS */
+    cr_expect_eq(hc_subscribe(W.c, "ch", NULL, NULL, NULL), HC_OK);
     world_end();
 }

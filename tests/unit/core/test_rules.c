@@ -2,8 +2,9 @@
  * Unit tests of server/core/rules.c, the channel rules a requester checks
  * before a request travels: unknown namespaces (102), anonymous clients
  * (103), client publishing (103, not for the server API), history and
- * presence availability (108), the history limit (106), and the order in
- * which they apply.
+ * presence availability (108), the history limit (106), the channel
+ * authorization of private namespaces and personal channels (103), and
+ * the order in which they apply.
  */
 #include <criterion/criterion.h>
 #include <stdio.h>
@@ -30,6 +31,16 @@ static void setup(void)
     testkit_add_ns(&cfg, "ro")->allow_publish = 0;
     config_ns *d = testkit_add_ns(&cfg, "d");
     d->durable = 1;   /* no memory history */
+    config_ns *p = testkit_add_ns(&cfg, "priv");
+    p->private = 1;
+    p->history_size = 10;
+    p->presence = 1;
+    testkit_add_ns(&cfg, "board")->private = 1;
+    cfg.namespaces[cfg.n_namespaces - 1].publish_open = 1;
+    testkit_add_ns(&cfg, "me")->user_channels = 1;
+    config_ns *ib = testkit_add_ns(&cfg, "inbox");
+    ib->user_channels = 1;
+    ib->private = 1;
 }
 
 TestSuite(rules, .init = setup);
@@ -108,4 +119,82 @@ Test(rules, presence)
     cr_assert_eq(check(RULES_PRESENCE, "chat:x", &anon, 0, 0), 0);
     cr_assert_eq(check(RULES_PRESENCE, "news", &anon, 0, 0),
                  PROTO_E_NOT_AVAILABLE);
+}
+
+Test(rules, grants_and_personal_channel_names)
+{
+    cr_assert(rules_grant_covers("priv:a", "priv:a", 6));
+    cr_assert(!rules_grant_covers("priv:a", "priv:ab", 7));
+    cr_assert(!rules_grant_covers("priv:ab", "priv:a", 6));
+    cr_assert(rules_grant_covers("priv:*", "priv:", 5));
+    cr_assert(rules_grant_covers("priv:*", "priv:xyz", 8));
+    cr_assert(!rules_grant_covers("priv:*", "priv", 4));
+    cr_assert(rules_grant_covers("*", "anything", 8));
+    cr_assert(!rules_grant_covers("a*b", "axb", 3), "only a trailing *");
+    size_t n;
+    const char *u = rules_channel_user("me:x#42", 7, &n);
+    cr_assert(u && n == 2 && !memcmp(u, "42", 2));
+    u = rules_channel_user("me:a#b#c", 8, &n);
+    cr_assert(u && n == 1 && *u == 'c', "the last #");
+    u = rules_channel_user("me:x#", 5, &n);
+    cr_assert(u && n == 0, "an empty user");
+    cr_assert_null(rules_channel_user("me:x", 4, &n));
+    cr_assert_eq(n, 0);
+}
+
+static int who_check(enum rules_op op, const char *chan, const char *uid,
+                     char *const *grants, uint32_t n, int tok, int subd)
+{
+    rules_who w = { .anonymous = uid == NULL, .client = 1, .user = uid,
+                    .grants = grants, .n_grants = n, .channel_token = tok,
+                    .subscribed = subd };
+    return check(op, chan, &w, 0, 0);
+}
+
+Test(rules, private_namespaces)
+{
+    char *g[] = { "priv:a", "priv:team-*" };
+    enum rules_op ops[] = { RULES_SUBSCRIBE, RULES_PUBLISH, RULES_HISTORY,
+                            RULES_PRESENCE };
+    for (int i = 0; i < 4; i++) {
+        enum rules_op op = ops[i];
+        cr_assert_eq(who_check(op, "priv:a", "u", NULL, 0, 0, 0), 103);
+        cr_assert_eq(who_check(op, "priv:a", NULL, NULL, 0, 0, 0), 103);
+        cr_assert_eq(who_check(op, "priv:a", "u", g, 2, 0, 0), 0);
+        cr_assert_eq(who_check(op, "priv:team-1", "u", g, 2, 0, 0), 0);
+        cr_assert_eq(who_check(op, "priv:b", "u", g, 2, 0, 0), 103);
+        cr_assert_eq(who_check(op, "priv:b", "u", NULL, 0, 1, 0), 0, "channel token");
+        /* a subscription opens everything but another subscribe */
+        cr_assert_eq(who_check(op, "priv:b", "u", NULL, 0, 0, 1),
+                     op == RULES_SUBSCRIBE ? 103 : 0);
+        /* the server API is not bound by it */
+        cr_assert_eq(check(op, "priv:b", &api, 0, 0), 0);
+    }
+    /* publish_open: publishing needs nothing, reading still does */
+    cr_assert_eq(who_check(RULES_PUBLISH, "board:x", "u", NULL, 0, 0, 0), 0);
+    cr_assert_eq(who_check(RULES_PUBLISH, "board:x", NULL, NULL, 0, 0, 0), 0);
+    cr_assert_eq(who_check(RULES_SUBSCRIBE, "board:x", "u", NULL, 0, 0, 0), 103);
+    /* other namespaces are open */
+    cr_assert_eq(who_check(RULES_SUBSCRIBE, "chat:x", "u", NULL, 0, 0, 0), 0);
+}
+
+Test(rules, user_channels)
+{
+    char *g[] = { "me:*" };
+    cr_assert_eq(who_check(RULES_SUBSCRIBE, "me:n#alice", "alice", NULL, 0, 0, 0), 0);
+    cr_assert_eq(who_check(RULES_PUBLISH, "me:n#alice", "alice", NULL, 0, 0, 0), 0);
+    cr_assert_eq(who_check(RULES_SUBSCRIBE, "me:n#alice", "bob", NULL, 0, 0, 0), 103);
+    cr_assert_eq(who_check(RULES_SUBSCRIBE, "me:n#alice", "alic", NULL, 0, 0, 0), 103);
+    cr_assert_eq(who_check(RULES_SUBSCRIBE, "me:n#alice", "alice2", NULL, 0, 0, 0), 103);
+    cr_assert_eq(who_check(RULES_SUBSCRIBE, "me:n#alice", NULL, NULL, 0, 0, 0), 103);
+    cr_assert_eq(who_check(RULES_SUBSCRIBE, "me:n#", NULL, NULL, 0, 0, 0), 103,
+                 "an empty user is nobody's, not the anonymous one's");
+    cr_assert_eq(who_check(RULES_SUBSCRIBE, "me:n#alice", "bob", g, 1, 0, 0), 0);
+    cr_assert_eq(who_check(RULES_SUBSCRIBE, "me:n#alice", "bob", NULL, 0, 1, 0), 0);
+    cr_assert_eq(who_check(RULES_SUBSCRIBE, "me:open", "bob", NULL, 0, 0, 0), 0);
+    /* private and personal */
+    cr_assert_eq(who_check(RULES_SUBSCRIBE, "inbox:#alice", "alice", NULL, 0, 0, 0), 0);
+    cr_assert_eq(who_check(RULES_SUBSCRIBE, "inbox:shared", "alice", NULL, 0, 0, 0), 103);
+    /* '#' means nothing where user_channels is off */
+    cr_assert_eq(who_check(RULES_SUBSCRIBE, "chat:x#alice", "bob", NULL, 0, 0, 0), 0);
 }

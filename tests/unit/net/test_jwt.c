@@ -814,6 +814,41 @@ Test(jwt, claims_aud_iss_nbf_leeway_channels_info)
     jwt_keys_free(ks);
 }
 
+Test(jwt, channel_claim_of_channel_tokens)
+{
+    jwt_keys *ks = jwt_keys_new();
+    char err[64];
+    cr_assert_eq(jwt_keys_add_secret(ks, "k", 1, err, sizeof(err)), 0);
+    jwt_check chk = { .now = NOW };
+    jwt_claims c;
+    cr_assert_eq(claims_rc(ks, &chk, "{\"sub\":\"a\",\"channel\":\"p:x#a\"}", &c), 0);
+    cr_assert_str_eq(c.channel, "p:x#a");
+    jwt_claims_free(&c);
+    cr_assert_null(c.channel);
+    cr_assert_eq(claims_rc(ks, &chk, "{\"sub\":\"a\"}", &c), 0);
+    cr_assert_null(c.channel, "absent");
+    jwt_claims_free(&c);
+    static const char *const bad[] = {
+        "{\"sub\":\"a\",\"channel\":\"\"}",
+        "{\"sub\":\"a\",\"channel\":5}",
+        "{\"sub\":\"a\",\"channel\":[\"x\"]}",
+        "{\"sub\":\"a\",\"channel\":null}",
+        "{\"sub\":\"a\",\"channel\":\"x\",\"channel\":\"y\"}",
+        "{\"sub\":\"a\",\"channel\":\"x\\u0000y\"}",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        cr_assert_eq(claims_rc(ks, &chk, bad[i], &c), PROTO_E_UNAUTHORIZED, "%s", bad[i]);
+        cr_assert_null(c.channel);
+    }
+    char big[400];
+    memset(big, 0, sizeof(big));
+    int o = snprintf(big, sizeof(big), "{\"channel\":\"");
+    memset(big + o, 'c', 256);
+    snprintf(big + o + 256, sizeof(big) - (size_t)o - 256, "\"}");
+    cr_assert_eq(claims_rc(ks, &chk, big, &c), PROTO_E_UNAUTHORIZED, "256 bytes");
+    jwt_keys_free(ks);
+}
+
 Test(jwt, header_shape)
 {
     jwt_keys *ks = jwt_keys_new();

@@ -147,6 +147,9 @@ static void check_vector(const json_t *v, proto_enc enc)
             cr_expect_eq(m.ping, json_integer_value(json_object_get(a, "ping")));
             cr_expect_eq(m.expires, json_integer_value(json_object_get(a, "expires")));
         }
+        if (!strcmp(kind, "ok_expires"))
+            cr_expect_eq(m.expires, json_integer_value(json_object_get(a, "expires")),
+                         "[%s] expires", name);
         if (json_object_get(a, "offset")) {
             cr_expect(m.has_offset && m.has_epoch, "[%s]", name);
             cr_expect_eq(m.offset, get_u64(json_object_get(a, "offset")));
@@ -199,6 +202,11 @@ static void check_vector(const json_t *v, proto_enc enc)
         cr_expect(slice_eq(m.pub.channel, sget(a, "channel")));
         cr_expect(slice_eq(m.pub.info.client, sget(info, "client")));
         cr_expect(slice_eq(m.pub.info.user, sget(info, "user")));
+    } else if (!strcmp(kind, "push_unsubscribe")) {
+        cr_expect_eq(m.kind, PROTO_SMSG_UNSUBSCRIBE);
+        cr_expect(slice_eq(m.pub.channel, sget(a, "channel")));
+        cr_expect_eq(m.code, json_integer_value(json_object_get(a, "code")));
+        cr_expect(slice_eq(m.message, sget(a, "reason")));
     } else if (!strcmp(kind, "push_disconnect")) {
         cr_expect_eq(m.kind, PROTO_SMSG_DISCONNECT);
         cr_expect_eq(m.code, json_integer_value(json_object_get(a, "code")));

@@ -66,7 +66,7 @@ static proto_error decode_err(proto_enc enc, const void *buf, size_t len)
 Test(channel, every_byte)
 {
     const char *allowed = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-                          "0123456789_.:@/=-";
+                          "0123456789_.:@/=#-";
 
     for (int c = 0; c < 256; c++) {
         char s[3] = { 'a', (char)c, 'b' };

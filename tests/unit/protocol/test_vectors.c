@@ -356,15 +356,23 @@ static void encode_one(const char *kind, const json_t *a, proto_enc enc,
                                   (int)json_integer_value(json_object_get(a, "code")),
                                   get_str(a, "reason"),
                                   json_is_true(json_object_get(a, "reconnect")));
+    } else if (!strcmp(kind, "ok_expires")) {
+        proto_enc_ok_expires(b, enc, id,
+                             json_integer_value(json_object_get(a, "expires")));
+    } else if (!strcmp(kind, "push_unsubscribe")) {
+        proto_enc_push_unsubscribe(b, enc, slice_of(a, "channel"),
+                                   (int)json_integer_value(json_object_get(a, "code")),
+                                   get_str(a, "reason"));
     } else if (!strcmp(kind, "cmd")) {
         proto_cmd_out c;
         const json_t *since = json_object_get(a, "since");
         unsigned char *mp = NULL;
         static const char *const ops[] = { "", "connect", "subscribe", "unsubscribe",
-                                           "publish", "history", "presence", "ping" };
+                                           "publish", "history", "presence", "ping",
+                                           "refresh", "sub_refresh" };
         memset(&c, 0, sizeof(c));
         c.id = id;
-        for (int k = 1; k < 8; k++)
+        for (int k = 1; k <= PROTO_OP_LAST; k++)
             if (!strcmp(ops[k], get_str(a, "op")))
                 c.op = (proto_op)k;
         c.channel = slice_of(a, "channel");

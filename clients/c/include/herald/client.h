@@ -124,6 +124,7 @@ typedef struct hc_reply {
     size_t n_pubs;
     const hc_presence_entry *presence;   /* presence: clients */
     size_t n_presence;
+    int64_t expires;         /* refresh: the new token's exp, 0 if none */
 } hc_reply;
 
 typedef void (*hc_reply_cb)(hc_client *c, const hc_reply *r, void *arg);
@@ -148,8 +149,11 @@ typedef enum hc_sub_kind {
     HC_SUB_RESUBSCRIBED,     /* resubscribed after a reconnect */
     HC_SUB_GAP,              /* the live stream skipped offsets or changed
                                 epoch: publications were missed */
-    HC_SUB_FAILED            /* a resubscribe was refused: the channel has
+    HC_SUB_FAILED,           /* a resubscribe was refused: the channel has
                                 been removed from the subscription set */
+    HC_SUB_UNSUBSCRIBED      /* the server ended the subscription (code 109:
+                                its channel token expired); removed from
+                                the subscription set */
 } hc_sub_kind;
 
 typedef struct hc_sub_event {
@@ -159,7 +163,8 @@ typedef struct hc_sub_event {
     uint64_t offset;         /* position after this event */
     int recovered;           /* 1: nothing was missed; 0: publications were
                                 missed (gap); -1: no since was involved */
-    int code;                /* HC_SUB_FAILED: the server's error */
+    int code;                /* HC_SUB_FAILED, HC_SUB_UNSUBSCRIBED: the
+                                server's code */
     hc_str message;
 } hc_sub_event;
 
@@ -300,6 +305,11 @@ int hc_history(hc_client *c, const char *channel,
                const hc_history_options *opt, hc_reply_cb cb, void *arg);
 int hc_presence(hc_client *c, const char *channel, hc_reply_cb cb, void *arg);
 int hc_ping(hc_client *c, hc_reply_cb cb, void *arg);
+/* Sends `refresh` with a new connection token (same user) before the one
+ * the connection has expires; the reply carries its `expires`. The new
+ * token is also the one later reconnects send (whatever the server
+ * answers: a refused one is the application's to replace). */
+int hc_refresh(hc_client *c, const char *token, hc_reply_cb cb, void *arg);
 
 /* Appends `data` (in encoding enc) as JSON text to a malloc'd,
  * NUL-terminated string (msgpack bin becomes a base64 string). Returns
