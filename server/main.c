@@ -22,6 +22,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <curl/curl.h>
 #include <uv.h>
 
 #include <mongoc/mongoc.h>
@@ -34,7 +35,7 @@
 #include "base/server.h"
 #include "core/requests.h"
 #include "metrics/metrics.h"
-#include "net/jwt.h"
+#include "auth/keyring.h"
 #include "net/tls.h"
 #include "net/worker.h"
 #include "store/store.h"
@@ -258,33 +259,6 @@ static uint32_t main_max_connections(const config *cfg, uint32_t workers)
     return cfg->max_connections;
 }
 
-/* The connection-token keys of the configuration (an empty set when none
- * is configured: every token is then refused), or NULL with err set to
- * "herald: <key>: <problem>". */
-static jwt_keys *main_token_keys(const config *cfg, char *err, size_t errlen)
-{
-    jwt_keys *ks = jwt_keys_new();
-    char why[512];
-    const char *key = NULL;
-    if (cfg->token_secret[0] &&
-        jwt_keys_add_secret(ks, cfg->token_secret, strlen(cfg->token_secret),
-                            why, sizeof(why)) < 0)
-        key = "token_secret";
-    else if (cfg->token_public_key[0] &&
-             jwt_keys_add_pem(ks, cfg->token_public_key, why,
-                              sizeof(why)) < 0)
-        key = "token_public_key";
-    else if (cfg->token_jwks[0] &&
-             jwt_keys_add_jwks(ks, cfg->token_jwks, why, sizeof(why)) < 0)
-        key = "token_jwks";
-    if (key) {
-        snprintf(err, errlen, "herald: %s: %s\n", key, why);
-        jwt_keys_free(ks);
-        return NULL;
-    }
-    return ks;
-}
-
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -357,8 +331,7 @@ int main(int argc, char **argv)
         fputs(err, stderr);
         bad = 1;
     }
-    jwt_keys *token_keys = bad ? NULL : main_token_keys(&cfg, err, sizeof(err));
-    if (!bad && !token_keys) {
+    if (!bad && keyring_check(&cfg, err, sizeof(err)) < 0) {
         fputs(err, stderr);
         bad = 1;
     }
@@ -367,12 +340,12 @@ int main(int argc, char **argv)
         return 2;
     }
     if (check_only) {
-        jwt_keys_free(token_keys);
         printf("configuration OK%s%s\n", path ? ": " : "", path ? path : "");
         return 0;
     }
     log_set_level(cfg.log_level);
     signal(SIGPIPE, SIG_IGN);
+    curl_global_init(CURL_GLOBAL_DEFAULT);   /* before any thread */
 
     static main_state ms;
     server *srv = &ms.srv;
@@ -395,7 +368,13 @@ int main(int argc, char **argv)
                            cfg.connection_rate_per_ip,
                            (size_t)srv->max_connections + 65536);
     srv->api_keys = api_keys_new(&cfg);
-    srv->token_keys = token_keys;
+    /* A JWKS URL is fetched here, before the workers (bounded by
+     * token_jwks_timeout_ms), and then by the keyring's thread. */
+    srv->keyring = keyring_start(&cfg, err, sizeof(err));
+    if (!srv->keyring) {
+        fputs(err, stderr);
+        return 2;
+    }
     /* The API on its own port, or on the main port when it has keys and
      * the port is plain (without keys there is no API to serve; with TLS
      * the first bytes cannot be read): otherwise the main port stays
@@ -478,9 +457,10 @@ int main(int argc, char **argv)
     free(srv->inbox);
     admit_free(srv->admit);
     api_keys_free(srv->api_keys);
-    jwt_keys_free(srv->token_keys);
+    keyring_stop(srv->keyring);
     metrics_free(srv->metrics);
     uv_loop_close(&ms.loop);
+    curl_global_cleanup();
     log_info("stopped");
     return failed ? 1 : 0;
 }

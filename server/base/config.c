@@ -68,6 +68,7 @@ static const char *check_prefix(const char *s);
 static const char *check_mongo_name(const char *s);
 static const char *check_mongo_uri(const char *s);
 static const char *check_key_file(const char *s);
+static const char *check_jwks(const char *s);
 
 /* Ranges: wide enough for any real deployment, narrow enough to catch unit
  * mistakes (milliseconds where seconds are expected, bytes where KiB were
@@ -101,7 +102,9 @@ static const key_def top_keys[] = {
     { "token_secret", KT_STR, FIELD(config, token_secret), 0, 0, NULL },
     { "token_public_key", KT_STR, FIELD(config, token_public_key), 0, 0,
       check_key_file },
-    { "token_jwks", KT_STR, FIELD(config, token_jwks), 0, 0, check_key_file },
+    { "token_jwks", KT_STR, FIELD(config, token_jwks), 0, 0, check_jwks },
+    UINT_KEY(config, token_jwks_refresh, 1, 86400),
+    UINT_KEY(config, token_jwks_timeout_ms, 100, 60000),
     { "token_audience", KT_STR, FIELD(config, token_audience), 0, 0, NULL },
     { "token_issuer", KT_STR, FIELD(config, token_issuer), 0, 0, NULL },
     UINT_KEY(config, token_leeway, 0, 300),
@@ -572,7 +575,7 @@ static int parse_listen(const char *v, char *host, size_t hostcap,
     return 0;
 }
 
-/* Key files are read once at start (net/jwt.h checks their content);
+/* Key files are read once at start (auth/jwt.h checks their content);
  * here only that they can be read, so the error names the line. */
 static const char *check_key_file(const char *s)
 {
@@ -585,6 +588,21 @@ static const char *check_key_file(const char *s)
     if (!f)
         return "not a readable file";
     fclose(f);
+    return NULL;
+}
+
+int config_is_url(const char *s)
+{
+    return strncmp(s, "http://", 7) == 0 || strncmp(s, "https://", 8) == 0;
+}
+
+/* A JWKS file, or a URL fetched at run time (auth/keyring.h). */
+static const char *check_jwks(const char *s)
+{
+    if (!config_is_url(s))
+        return check_key_file(s);
+    if (strlen(s) < 10 || strpbrk(s, " \t\r\n"))
+        return "not a URL";
     return NULL;
 }
 
@@ -1778,6 +1796,8 @@ void config_defaults(config *c)
     c->mongodb_spill_mb = 1024;
     c->durable_ack_timeout_ms = 5000;
     c->retention_interval = 60;
+    c->token_jwks_refresh = 300;
+    c->token_jwks_timeout_ms = 5000;
 
     c->n_namespaces = 1;
     def = &c->namespaces[0];

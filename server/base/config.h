@@ -93,11 +93,13 @@ typedef struct config {
                                        remembered: 300; 0 = keys ignored */
     uint32_t idempotency_max;       /* keys remembered per channel: 10000 */
 
-    /* Connection tokens (net/jwt.h): keys from any of the three; none
+    /* Connection tokens (auth/jwt.h): keys from any of the three; none
      * set = tokens not accepted. */
     char token_secret[256];         /* HMAC secret (HS256/384/512) */
     char token_public_key[1024];    /* PEM public key file: RSA, EC, Ed25519 */
-    char token_jwks[1024];          /* JWKS file */
+    char token_jwks[1024];          /* JWKS file, or http(s) URL */
+    uint32_t token_jwks_refresh;    /* s between fetches of a URL: 300 */
+    uint32_t token_jwks_timeout_ms; /* bound of one fetch: 5000 */
     char token_audience[256];       /* "" = aud not checked */
     char token_issuer[256];         /* "" = iss not checked */
     uint32_t token_leeway;          /* s of clock skew on exp/nbf: 0 */
@@ -170,5 +172,8 @@ const config_ns *config_ns_find(const config *c, const char *ns, size_t len);
  * first ':'); NULL when that namespace is not configured. */
 const config_ns *config_ns_of_channel(const config *c, const char *chan,
                                       size_t len);
+
+/* Whether a value (token_jwks) is an http:// or https:// URL. */
+int config_is_url(const char *s);
 
 #endif

@@ -44,8 +44,7 @@ typedef struct server {
     struct store *store;          /* durable history, or NULL */
     struct admit *admit;          /* per-address admission, or NULL (off) */
     struct api_keys *api_keys;    /* server API keys (api/keys.h) */
-    struct jwt_keys *token_keys;  /* connection-token keys (net/jwt.h),
-                                     loaded at start, read-only after */
+    struct keyring *keyring;      /* token keys in force (auth/keyring.h) */
     struct metrics *metrics;      /* per-worker counters (metrics/metrics.h);
                                      NULL: `metrics = false` */
     int64_t started_ms;           /* wall clock at start (uptime) */

@@ -28,7 +28,8 @@
 #include "core/requests.h"
 #include "core/rules.h"
 #include "metrics/metrics.h"
-#include "net/jwt.h"
+#include "auth/jwt.h"
+#include "auth/keyring.h"
 #include "net/http.h"
 
 #define CONN_MAX_MALFORMED 10
@@ -625,15 +626,25 @@ static void conn_since(stream_pos *pos, const proto_cmd *cmd)
     }
 }
 
-static jwt_check conn_jwt_check(const conn *c)
+/* cmd's token verified against the keys in force (auth/keyring.h); a
+ * token naming a kid they lack makes the keyring fetch its JWKS soon. */
+static int conn_verify(conn *c, const proto_cmd *cmd, jwt_claims *out)
 {
     const config *cfg = c->n->srv->cfg;
-    return (jwt_check){
+    int unknown = 0;
+    jwt_check chk = {
         .now = (int64_t)time(NULL),
         .leeway = cfg->token_leeway,
         .audience = cfg->token_audience,
         .issuer = cfg->token_issuer,
+        .unknown_kid = &unknown,
     };
+    jwt_keys *ks = keyring_get(c->n->srv->keyring);
+    int rc = jwt_verify(ks, &chk, cmd->token.ptr, cmd->token.len, out);
+    jwt_keys_free(ks);
+    if (unknown)
+        keyring_stale(c->n->srv->keyring);
+    return rc;
 }
 
 static int conn_same_user(const char *a, const char *b)
@@ -647,9 +658,7 @@ static int conn_same_user(const char *a, const char *b)
 static int conn_channel_token(conn *c, const proto_cmd *cmd, int64_t *exp)
 {
     jwt_claims tc;
-    jwt_check chk = conn_jwt_check(c);
-    int rc = jwt_verify(c->n->srv->token_keys, &chk, cmd->token.ptr,
-                        cmd->token.len, &tc);
+    int rc = conn_verify(c, cmd, &tc);
     if (!rc && (!tc.channel || strlen(tc.channel) != cmd->channel.len ||
                 memcmp(tc.channel, cmd->channel.ptr, cmd->channel.len) ||
                 !conn_same_user(tc.sub, c->user)))
@@ -727,9 +736,7 @@ static int conn_do_connect(conn *c, const proto_cmd *cmd)
     }
     if (cmd->token.len) {
         jwt_claims tc;
-        jwt_check chk = conn_jwt_check(c);
-        int rc = jwt_verify(c->n->srv->token_keys, &chk, cmd->token.ptr,
-                            cmd->token.len, &tc);
+        int rc = conn_verify(c, cmd, &tc);
         /* A token without a user is an anonymous connection: only where
          * anonymous ones are allowed. */
         if (!rc && !tc.sub && !cfg->allow_anonymous) {
@@ -895,9 +902,7 @@ static int conn_rate_limited(conn *c)
 static void conn_do_refresh(conn *c, const proto_cmd *cmd)
 {
     jwt_claims tc;
-    jwt_check chk = conn_jwt_check(c);
-    int rc = jwt_verify(c->n->srv->token_keys, &chk, cmd->token.ptr,
-                        cmd->token.len, &tc);
+    int rc = conn_verify(c, cmd, &tc);
     if (!rc && !tc.sub && !c->n->srv->cfg->allow_anonymous)
         rc = PROTO_E_UNAUTHORIZED;  /* as on connect */
     else if (!rc && !conn_same_user(tc.sub, c->user))

@@ -19,7 +19,7 @@
 
 #include <herald/proto.h>
 
-#include "net/jwt.h"
+#include "auth/jwt.h"
 
 #include "fuzzkit.h"
 

@@ -4,8 +4,9 @@
  * the claims' types and bounds, aud/iss/nbf, and exp last, so that only a
  * well-formed, genuine token that has merely run out is "expired" (109).
  */
-#include "net/jwt.h"
+#include "auth/jwt.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,6 +65,7 @@ typedef struct jwt_key {
 struct jwt_keys {
     jwt_key k[KEYS_MAX];
     size_t n;
+    atomic_uint refs;       /* jwt_keys_ref / jwt_keys_free */
 };
 
 const char *jwt_algorithms(void)
@@ -73,7 +75,16 @@ const char *jwt_algorithms(void)
 
 jwt_keys *jwt_keys_new(void)
 {
-    return mem_calloc(1, sizeof(jwt_keys));
+    jwt_keys *ks = mem_calloc(1, sizeof(jwt_keys));
+    atomic_init(&ks->refs, 1);
+    return ks;
+}
+
+jwt_keys *jwt_keys_ref(jwt_keys *ks)
+{
+    if (ks)
+        atomic_fetch_add_explicit(&ks->refs, 1, memory_order_relaxed);
+    return ks;
 }
 
 static void jwt_key_clear(jwt_key *k)
@@ -88,7 +99,8 @@ static void jwt_key_clear(jwt_key *k)
 
 void jwt_keys_free(jwt_keys *ks)
 {
-    if (!ks)
+    if (!ks || atomic_fetch_sub_explicit(&ks->refs, 1,
+                                         memory_order_acq_rel) != 1)
         return;
     for (size_t i = 0; i < ks->n; i++)
         jwt_key_clear(&ks->k[i]);
@@ -494,6 +506,14 @@ static int jwt_key_fits(const jwt_key *k, const jwt_alg *a)
 /* The key for a token: with a kid, the key of that kid (or, when no key
  * has it, the only kid-less key of the type: a secret or PEM key); without
  * one, the only key of the type. NULL when none or ambiguous. */
+static int jwt_kid_known(const jwt_keys *ks, const char *kid)
+{
+    for (size_t i = 0; i < ks->n; i++)
+        if (strcmp(ks->k[i].kid, kid) == 0)
+            return 1;
+    return 0;
+}
+
 static const jwt_key *jwt_key_pick(const jwt_keys *ks, const jwt_alg *a,
                                    const char *kid)
 {
@@ -733,8 +753,11 @@ int jwt_verify(const jwt_keys *ks, const jwt_check *chk, const char *token,
     const char *algname = jwt_str(json_object_get(hdr, "alg"), 16);
     const jwt_alg *a = algname ? jwt_alg_find(algname) : NULL;
     const jwt_key *k = a ? jwt_key_pick(ks, a, json_string_value(kidv)) : NULL;
-    if (!k)
+    if (!k) {
+        if (kidv && chk->unknown_kid && !jwt_kid_known(ks, json_string_value(kidv)))
+            *chk->unknown_kid = 1;
         goto out;
+    }
 
     unsigned char sig[SIG_MAX];
     long sl = jwt_b64url(d2 + 1, len - signed_len - 1, sig, sizeof(sig));

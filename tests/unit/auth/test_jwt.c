@@ -17,7 +17,7 @@
 
 #include <herald/proto.h>
 
-#include "net/jwt.h"
+#include "auth/jwt.h"
 
 /* The HS256 cases below were written against a function of this shape
  * (secret, token -> user, exp); it is kept as a thin wrapper over

@@ -8,8 +8,8 @@
  * the unit tests reach it without a server. Nothing of a token is ever
  * logged or put in an error text.
  */
-#ifndef HERALD_NET_JWT_H
-#define HERALD_NET_JWT_H
+#ifndef HERALD_AUTH_JWT_H
+#define HERALD_AUTH_JWT_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -26,7 +26,10 @@
 
 typedef struct jwt_keys jwt_keys; /* opaque; read-only once loaded */
 
+/* A set starts with one reference; jwt_keys_ref adds one (any thread),
+ * jwt_keys_free drops one and frees the set with the last. */
 jwt_keys *jwt_keys_new(void);
+jwt_keys *jwt_keys_ref(jwt_keys *ks);
 void jwt_keys_free(jwt_keys *ks);
 size_t jwt_keys_count(const jwt_keys *ks);
 
@@ -48,6 +51,9 @@ typedef struct jwt_check {
     int64_t leeway;         /* seconds of clock skew allowed on exp/nbf */
     const char *audience;   /* NULL or "": aud not checked */
     const char *issuer;     /* NULL or "": iss not checked */
+    int *unknown_kid;       /* NULL, or set to 1 when the token names a
+                               kid no key of the set has (a JWKS that may
+                               have rotated: auth/keyring.h) */
 } jwt_check;
 
 /* The claims of a verified token. All malloc'd; free with jwt_claims_free. */
