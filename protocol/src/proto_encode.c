@@ -106,42 +106,77 @@ static void mp_init(msgpack_packer *pk, proto_buf *b)
 
 /* --- Client info: {client, user}, empty members omitted ------------------ */
 
-static void json_info(proto_buf *b, const proto_client_info *ci)
+/* conn_info is JSON text the server made (jansson, from a verified
+ * token): written as it is in JSON, converted for msgpack. A text that
+ * does not convert (never, short of a bug) is left out. */
+static void json_info_members(proto_buf *b, proto_slice client,
+                              proto_slice user, proto_slice conn_info)
 {
     int first = 1;
 
-    proto__buf_byte(b, '{');
-    if (ci && ci->client.len) {
+    if (client.len) {
         KEY(b, "\"client\":");
-        jstr(b, ci->client);
+        jstr(b, client);
         first = 0;
     }
-    if (ci && ci->user.len) {
+    if (user.len) {
         if (!first)
             proto__buf_byte(b, ',');
         KEY(b, "\"user\":");
-        jstr(b, ci->user);
+        jstr(b, user);
+        first = 0;
     }
+    if (conn_info.len) {
+        if (!first)
+            proto__buf_byte(b, ',');
+        KEY(b, "\"conn_info\":");
+        proto_buf_append(b, conn_info.ptr, conn_info.len);
+    }
+}
+
+static void json_info(proto_buf *b, const proto_client_info *ci)
+{
+    static const proto_slice none = { NULL, 0 };
+    proto__buf_byte(b, '{');
+    if (ci)
+        json_info_members(b, ci->client, ci->user, ci->conn_info);
+    else
+        json_info_members(b, none, none, none);
     proto__buf_byte(b, '}');
+}
+
+static void mp_info_members(msgpack_packer *pk, proto_slice client,
+                            proto_slice user, proto_slice conn_info)
+{
+    proto_data d;
+    void *owned = NULL;
+    proto_error err;
+    int has_ci = conn_info.len &&
+                 proto_data_from_json(conn_info.ptr, conn_info.len, &d,
+                                      &owned, &err) == PROTO_OK;
+    msgpack_pack_map(pk, (client.len > 0) + (user.len > 0) + (has_ci != 0));
+    if (client.len) {
+        MPKEY(pk, "client");
+        mstr(pk, client);
+    }
+    if (user.len) {
+        MPKEY(pk, "user");
+        mstr(pk, user);
+    }
+    if (has_ci) {
+        MPKEY(pk, "conn_info");
+        proto_buf_append((proto_buf *)pk->data, d.mp.ptr, d.mp.len);
+    }
+    free(owned);
 }
 
 static void mp_info(msgpack_packer *pk, const proto_client_info *ci)
 {
-    size_t n = 0;
-
+    static const proto_slice none = { NULL, 0 };
     if (ci)
-        n = (ci->client.len > 0) + (ci->user.len > 0);
-    msgpack_pack_map(pk, n);
-    if (!ci)
-        return;
-    if (ci->client.len) {
-        MPKEY(pk, "client");
-        mstr(pk, ci->client);
-    }
-    if (ci->user.len) {
-        MPKEY(pk, "user");
-        mstr(pk, ci->user);
-    }
+        mp_info_members(pk, ci->client, ci->user, ci->conn_info);
+    else
+        mp_info_members(pk, none, none, none);
 }
 
 /* --- Publications -------------------------------------------------------- */
@@ -511,13 +546,10 @@ void proto_enc_presence_result(proto_buf *b, proto_enc enc,
             if (i)
                 proto__buf_byte(b, ',');
             jstr(b, e[i].client);
-            if (e[i].user.len) {
-                KEY(b, ":{\"user\":");
-                jstr(b, e[i].user);
-                proto__buf_byte(b, '}');
-            } else {
-                KEY(b, ":{}");
-            }
+            KEY(b, ":{");
+            json_info_members(b, (proto_slice){ NULL, 0 }, e[i].user,
+                              e[i].conn_info);
+            proto__buf_byte(b, '}');
         }
         KEY(b, "}}");
     } else {
@@ -527,11 +559,8 @@ void proto_enc_presence_result(proto_buf *b, proto_enc enc,
         msgpack_pack_map(&pk, n);
         for (size_t i = 0; i < n; i++) {
             mstr(&pk, e[i].client);
-            msgpack_pack_map(&pk, e[i].user.len > 0);
-            if (e[i].user.len) {
-                MPKEY(&pk, "user");
-                mstr(&pk, e[i].user);
-            }
+            mp_info_members(&pk, (proto_slice){ NULL, 0 }, e[i].user,
+                            e[i].conn_info);
         }
     }
 }

@@ -689,6 +689,24 @@ enc("join push", "push_join", {"join": True, "channel": "room", "info": {"client
 enc("leave push", "push_join", {"join": False, "channel": "room", "info": {"client": "c1", "user": ""}},
     P(("push", "leave"), ("channel", "room"), ("info", P(("client", "c1"),))),
     P(("push", "leave"), ("channel", "room"), ("info", P(("client", "c1"),))))
+# conn_info (v1 addition): the token's info, JSON text on the server,
+# written as it is for JSON and as a map for msgpack.
+enc("join push with conn_info", "push_join",
+    {"join": True, "channel": "room",
+     "info": {"client": "c1", "user": "u1", "conn_info": '{"name":"Ada","n":[1,2]}'}},
+    P(("push", "join"), ("channel", "room"),
+      ("info", P(("client", "c1"), ("user", "u1"),
+                 ("conn_info", P(("name", "Ada"), ("n", [1, 2])))))),
+    P(("push", "join"), ("channel", "room"),
+      ("info", P(("client", "c1"), ("user", "u1"),
+                 ("conn_info", P(("name", "Ada"), ("n", [1, 2])))))))
+PRES_CI = P(("id", 8), ("ok", P(("clients", P(
+    ("c1", P(("user", "alice"), ("conn_info", P(("a", True),)))),
+    ("c2", P(("conn_info", P(("b", None),)),)))),)))
+enc("presence ok with conn_info", "ok_presence",
+    {"id": 8, "clients": [{"client": "c1", "user": "alice", "conn_info": '{"a":true}'},
+                          {"client": "c2", "user": "", "conn_info": '{"b":null}'}]},
+    PRES_CI, PRES_CI)
 enc("disconnect push", "push_disconnect", {"code": 4000, "reason": "shutting down", "reconnect": True},
     P(("push", "disconnect"), ("code", 4000), ("reason", "shutting down"), ("reconnect", True)),
     P(("push", "disconnect"), ("code", 4000), ("reason", "shutting down"), ("reconnect", True)))

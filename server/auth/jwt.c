@@ -618,6 +618,16 @@ static const char *jwt_str(json_t *v, size_t max)
     return s;
 }
 
+/* Control characters in a user id would end up in logs, metrics and the
+ * presence identity (core/presence.h uses one as a separator). */
+static int jwt_has_control(const char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || *s == 0x7f)
+            return 1;
+    return 0;
+}
+
 /* A NumericDate, which here must be an integer (seconds): 1 when absent
  * (*has 0) or an integer (*has 1), 0 for anything else. */
 static int jwt_date(json_t *claims, const char *name, int64_t *out, int *has)
@@ -685,7 +695,7 @@ static int jwt_claims_read(json_t *claims, const jwt_check *chk,
     (void)has_iat;
     json_t *sub = json_object_get(claims, "sub");
     const char *user = sub ? jwt_str(sub, JWT_MAX_SUB) : "";
-    if (!user)
+    if (!user || jwt_has_control(user))
         return PROTO_E_UNAUTHORIZED;
     json_t *iss = json_object_get(claims, "iss");
     if (iss && !json_is_string(iss))

@@ -21,7 +21,7 @@
 #define JWT_MAX_CHANNEL_LEN 255
 /* Bound of the `info` claim, as compact JSON text. */
 #define JWT_MAX_INFO 4096
-/* Bound of sub. */
+/* Bound of sub (which must not contain control characters). */
 #define JWT_MAX_SUB 255
 
 typedef struct jwt_keys jwt_keys; /* opaque; read-only once loaded */

@@ -57,6 +57,19 @@ void presence_free(presence_set *s)
     s->n = 0;
 }
 
+void presence_ident_split(const char *ident, size_t len, proto_slice *user,
+                          proto_slice *conn_info)
+{
+    const char *sep = len ? memchr(ident, PRESENCE_INFO_SEP, len) : NULL;
+    if (!sep) {
+        *user = (proto_slice){ ident, len };
+        *conn_info = (proto_slice){ NULL, 0 };
+        return;
+    }
+    *user = (proto_slice){ ident, (size_t)(sep - ident) };
+    *conn_info = (proto_slice){ sep + 1, len - (size_t)(sep + 1 - ident) };
+}
+
 void presence_pack_init(presence_pack *pk, size_t n, size_t str_bytes)
 {
     pk->n = 0;
@@ -73,7 +86,7 @@ void presence_pack_add(presence_pack *pk, const char *client, size_t clen,
     e->client = (proto_slice){ pk->s, clen };
     pk->s += clen;
     memcpy(pk->s, user, ulen);
-    e->user = (proto_slice){ pk->s, ulen };
+    presence_ident_split(pk->s, ulen, &e->user, &e->conn_info);
     pk->s += ulen;
 }
 

@@ -18,12 +18,25 @@
 
 #include "base/ids.h"
 
+/* A client's presence identity is its user, and when its connection token
+ * carried `info`, PRESENCE_INFO_SEP and that info's compact JSON: one
+ * NUL-terminated string that the owner, the brokers and Redis keep and
+ * pass as they are; the encoders split it (presence_ident_split). A user
+ * never contains the separator (auth/jwt.c refuses control characters in
+ * sub). */
+#define PRESENCE_INFO_SEP '\x1f'
+
+/* user and conn_info (empty when none) of an identity of len bytes. */
+void presence_ident_split(const char *ident, size_t len, proto_slice *user,
+                          proto_slice *conn_info);
+
 typedef struct presence_entry {
     UT_hash_handle hh;
     char client[IDS_LEN + 1];
     uint16_t worker;
     uint16_t refs;           /* subscriptions of this client here */
-    char *user;              /* NUL-terminated, "" when anonymous */
+    char *user;              /* the identity (above), NUL-terminated, ""
+                                when anonymous without info */
 } presence_entry;
 
 typedef struct presence_set {

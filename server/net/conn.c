@@ -25,6 +25,7 @@
 #include "base/admit.h"
 #include "base/log.h"
 #include "base/mem.h"
+#include "core/presence.h"
 #include "core/requests.h"
 #include "core/rules.h"
 #include "metrics/metrics.h"
@@ -598,12 +599,12 @@ static void conn_sub_end(conn *c, hub_sub *s)
 
 /* A request about cmd's channel from this connection, its reply's place
  * reserved in the send queue; size is the family's (core/requests.h). */
-static void *conn_request(conn *c, size_t size, uint8_t type,
-                          const proto_cmd *cmd, const config_ns *ns)
+static void *conn_request_as(conn *c, size_t size, uint8_t type,
+                             const proto_cmd *cmd, const config_ns *ns,
+                             const char *user, size_t ulen)
 {
-    const char *user = c->user ? c->user : "";
     chan_req *r = chan_req_new(size, type, cmd->channel.ptr,
-                               cmd->channel.len, user, strlen(user));
+                               cmd->channel.len, user, ulen);
     r->route.worker = c->n->worker;
     r->route.slot = c->slot;
     r->route.gen = c->gen;
@@ -612,6 +613,34 @@ static void *conn_request(conn *c, size_t size, uint8_t type,
     r->ns = ns;
     memcpy(r->client, c->id, IDS_LEN + 1);
     c->inflight++;
+    return r;
+}
+
+static void *conn_request(conn *c, size_t size, uint8_t type,
+                          const proto_cmd *cmd, const config_ns *ns)
+{
+    const char *user = c->user ? c->user : "";
+    return conn_request_as(c, size, type, cmd, ns, user, strlen(user));
+}
+
+/* A subscribe carries the presence identity (core/presence.h): the user,
+ * and the token's info when there is one. */
+static sub_req *conn_sub_request(conn *c, const proto_cmd *cmd,
+                                 const config_ns *ns)
+{
+    const char *user = c->user ? c->user : "";
+    size_t ulen = strlen(user);
+    if (!c->info || !(ns->presence || ns->join_leave))
+        return conn_request_as(c, sizeof(sub_req), OWN_SUBSCRIBE, cmd, ns,
+                               user, ulen);
+    size_t ilen = strlen(c->info);
+    char *ident = mem_alloc(ulen + 1 + ilen);
+    memcpy(ident, user, ulen);
+    ident[ulen] = PRESENCE_INFO_SEP;
+    memcpy(ident + ulen + 1, c->info, ilen);
+    sub_req *r = conn_request_as(c, sizeof(sub_req), OWN_SUBSCRIBE, cmd, ns,
+                                 ident, ulen + 1 + ilen);
+    free(ident);
     return r;
 }
 
@@ -803,7 +832,7 @@ static void conn_do_subscribe(conn *c, const proto_cmd *cmd)
         conn_reply_error(c, cmd->id, code, NULL, UINT64_MAX);
         return;
     }
-    sub_req *r = conn_request(c, sizeof(sub_req), OWN_SUBSCRIBE, cmd, ns);
+    sub_req *r = conn_sub_request(c, cmd, ns);
     r->has_since = (uint8_t)cmd->has_since;
     if (cmd->has_since)
         conn_since(&r->since, cmd);
@@ -1359,10 +1388,8 @@ static void conns_encode_pub(proto_buf *b, proto_enc enc, const void *arg)
 static void conns_encode_join(proto_buf *b, proto_enc enc, const void *arg)
 {
     const join_msg *j = arg;
-    proto_client_info info = {
-        .client = { j->client, IDS_LEN },
-        .user = { j->user, j->user_len },
-    };
+    proto_client_info info = { .client = { j->client, IDS_LEN } };
+    presence_ident_split(j->user, j->user_len, &info.user, &info.conn_info);
     proto_enc_push_join(b, enc, j->join,
                         (proto_slice){ j->h.chan, j->h.chan_len }, &info);
 }

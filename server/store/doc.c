@@ -41,7 +41,7 @@ pub *store_doc_pub(const char *chan, size_t chan_len, const char *epoch,
 {
     bson_iter_t it;
     proto_data d = { { NULL, 0 }, { NULL, 0 }, 0 };
-    proto_client_info info = { { NULL, 0 }, { NULL, 0 } };
+    proto_client_info info = { { NULL, 0 }, { NULL, 0 }, { NULL, 0 } };
     uint32_t len = 0;
     int64_t offset = 0, time_ms = 0;
     const uint8_t *bin = NULL;

@@ -308,3 +308,14 @@ async def test_tokens_never_logged(server):
     log = server.stderr_tail(100000)
     for token in (good, bad):
         assert token.split(".")[2] not in log and token.split(".")[1] not in log
+
+
+async def test_api_presence_shows_conn_info(server_factory):
+    s = main_api(server_factory, {"token_secret": SECRET, "namespaces": NAMESPACES})
+    c = await s.client()
+    cid = (await c.ok("connect", token=tok(info={"name": "Ada"})))["client"]
+    await c.ok("subscribe", channel="priv:p1", token=tok(channel="priv:p1"))
+    r, doc = await asyncio.to_thread(call, s.port, "GET", "/api/v1/presence?channel=priv:p1",
+                                     JSON_AUTH)
+    assert r.status == 200, doc
+    assert doc["clients"][cid] == {"user": "alice", "conn_info": {"name": "Ada"}}, doc

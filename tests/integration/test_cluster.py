@@ -534,6 +534,27 @@ async def test_presence_is_the_same_from_every_node(cl, shard):
 
 
 @pytest.mark.parametrize("shard", [0, 1])
+async def test_conn_info_across_nodes(cl, shard):
+    """A token's info travels through Redis: presence asked on another node
+    and join/leave pushed there carry the client's conn_info."""
+    chname = shard_chan(cl, "room:", shard)
+    info = {"name": "Ada", "n": [1, 2]}
+    watcher = await connect(cl[1], "msgpack", user="w")
+    await watcher.ok("subscribe", channel=chname)
+    ada = await cl[0].client()
+    await ada.ok("connect", token=hh.make_jwt(SECRET, sub="ada", info=info))
+    await ada.ok("subscribe", channel=chname)
+    j = await watcher.push("join")
+    assert j["info"] == {"client": ada.client_id, "user": "ada", "conn_info": info}, j
+    other = await connect(cl[2])
+    p = await other.ok("presence", channel=chname)
+    assert p["clients"][ada.client_id] == {"user": "ada", "conn_info": info}, p
+    await ada.close()
+    lv = await watcher.push("leave")
+    assert lv["info"] == {"client": ada.client_id, "user": "ada", "conn_info": info}, lv
+
+
+@pytest.mark.parametrize("shard", [0, 1])
 async def test_join_and_leave_cross_nodes(cl, shard):
     chname = shard_chan(cl, "room:", shard)
     a = await connect(cl[0], user="alice")

@@ -181,3 +181,56 @@ async def test_presence_and_join_leave_across_workers(server):
         assert lv["info"]["client"] == gone_id
     del expect[gone_id]
     assert users(await clients[0][0].ok("presence", channel=ch)) == expect
+
+
+# -- conn_info: the connection token's `info` ----------------------------------
+
+async def test_token_info_reaches_presence_and_join_leave(server):
+    """The `info` claim of a connection token is the client's `conn_info`
+    in presence answers and join/leave pushes, in both encodings (msgpack
+    gets a map, not JSON text); a client without info has none."""
+    ch = chan("room:")
+    info = {"name": "Ada", "tags": ["x", 1], "nested": {"ok": True}}
+    watcher = await server.client("msgpack")
+    await watcher.ok("connect", token=hh.make_jwt(SECRET, sub="w"))
+    await watcher.ok("subscribe", channel=ch)
+    jsonw, _ = await user_client(server, "jw")
+    await jsonw.ok("subscribe", channel=ch)
+    await watcher.push("join")                  # jw's join
+    ada = await server.client()
+    ada_id = (await ada.ok("connect", token=hh.make_jwt(SECRET, sub="ada", info=info)))["client"]
+    await ada.ok("subscribe", channel=ch)
+    for w in (watcher, jsonw):
+        j = await w.push("join")
+        assert j["info"] == {"client": ada_id, "user": "ada", "conn_info": info}, j
+    p = await jsonw.ok("presence", channel=ch)
+    assert p["clients"][ada_id] == {"user": "ada", "conn_info": info}
+    assert "conn_info" not in p["clients"][jsonw.client_id or
+                                           next(k for k, v in p["clients"].items()
+                                                if v.get("user") == "jw")]
+    p = await watcher.ok("presence", channel=ch)
+    assert p["clients"][ada_id] == {"user": "ada", "conn_info": info}
+    await ada.close()
+    for w in (watcher, jsonw):
+        lv = await w.push("leave")
+        assert lv["info"] == {"client": ada_id, "user": "ada", "conn_info": info}, lv
+
+
+async def test_info_of_an_anonymous_token_and_refresh(server):
+    """A token without sub may still carry info; a refresh's info applies
+    to later subscriptions."""
+    ch, ch2 = chan("room:"), chan("room:")
+    c = await server.client()
+    cid = (await c.ok("connect", token=hh.make_jwt(SECRET, info={"v": 1})))["client"]
+    await c.ok("subscribe", channel=ch)
+    p = await c.ok("presence", channel=ch)
+    assert p["clients"][cid] == {"conn_info": {"v": 1}}
+    await c.ok("refresh", token=hh.make_jwt(SECRET, info={"v": 2}))
+    await c.ok("subscribe", channel=ch2)
+    assert (await c.ok("presence", channel=ch2))["clients"][cid] == {"conn_info": {"v": 2}}
+
+
+async def test_user_with_control_characters_is_refused(server):
+    c = await server.client()
+    e = await c.error("connect", token=hh.make_jwt(SECRET, sub="al\x1fice"))
+    assert e["code"] == 101, e

@@ -103,6 +103,10 @@ typedef struct proto_data {
 typedef struct proto_client_info {
     proto_slice client;
     proto_slice user;
+    proto_slice conn_info;       /* the connection token's `info`: compact
+                                    JSON text of an object, written as
+                                    `conn_info` (join/leave, presence; v1
+                                    addition); empty: omitted */
 } proto_client_info;
 
 /* A decoded command. Slices point into the input frame or into memory
@@ -224,10 +228,11 @@ typedef struct proto_pub {
     int64_t time_ms;                 /* 0: omitted */
 } proto_pub;
 
-/* Presence entry: client id and user (an empty user is omitted). */
+/* Presence entry: client id, user and conn_info (empty ones omitted). */
 typedef struct proto_presence_entry {
     proto_slice client;
     proto_slice user;
+    proto_slice conn_info;       /* as in proto_client_info */
 } proto_presence_entry;
 
 /* Replies. Each appends exactly one message. */

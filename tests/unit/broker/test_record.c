@@ -33,8 +33,8 @@ static pub *source(int binary, const char *client, const char *user)
 {
     proto_data d = { { "{\"a\":[1,2]}", 11 }, { "\x81\xa1" "a\x92\x01\x02", 7 },
                      binary };
-    proto_client_info info = { { client, client ? strlen(client) : 0 },
-                               { user, user ? strlen(user) : 0 } };
+    proto_client_info info = { .client = { client, client ? strlen(client) : 0 },
+                               .user = { user, user ? strlen(user) : 0 } };
     pub *p = pub_draft((proto_slice){ "chat:x", 6 }, &d,
                        client ? &info : NULL);
     p->time_ms = 1700000000123;

@@ -127,7 +127,7 @@ Test(history, ttl_expires_by_time)
 Test(pub, one_allocation_holds_every_field)
 {
     proto_data d = { { "{\"a\":1}", 7 }, { "\x81\xa1" "a\x01", 4 }, 0 };
-    proto_client_info info = { { "c1", 2 }, { "alice", 5 } };
+    proto_client_info info = { .client = { "c1", 2 }, .user = { "alice", 5 } };
     pub *p = pub_new((proto_slice){ "chat:x", 6 }, 42,
                      (proto_slice){ "0123456789abcdef", 16 }, &d, &info, 7);
     cr_assert_eq(p->view.offset, 42);
@@ -371,7 +371,7 @@ Test(pub, copies_its_inputs)
     char chan[] = "room:1", ep[] = "0123456789abcdef", js[] = "\"hi\"";
     char cl[] = "aaaaaaaaaaaaaaaa", us[] = "bob";
     proto_data d = { { js, 4 }, { "\xa2hi", 3 }, 0 };
-    proto_client_info info = { { cl, 16 }, { us, 3 } };
+    proto_client_info info = { .client = { cl, 16 }, .user = { us, 3 } };
     pub *p = pub_new((proto_slice){ chan, 6 }, 1, (proto_slice){ ep, 16 },
                      &d, &info, 0);
     memset(chan, 'x', 6);

@@ -131,3 +131,25 @@ Test(presence, pack_from_parts)
     cr_assert_eq(pk.s, (char *)(pk.v + 2) + 6, "exactly the bytes promised");
     free(pk.v);
 }
+
+Test(presence, identity_splits_into_user_and_conn_info)
+{
+    proto_slice u, ci;
+    presence_ident_split("alice", 5, &u, &ci);
+    cr_assert(u.len == 5 && !memcmp(u.ptr, "alice", 5) && ci.len == 0);
+    const char with[] = "alice\x1f{\"a\":1}";
+    presence_ident_split(with, sizeof(with) - 1, &u, &ci);
+    cr_assert(u.len == 5 && !memcmp(u.ptr, "alice", 5));
+    cr_assert(ci.len == 7 && !memcmp(ci.ptr, "{\"a\":1}", 7));
+    const char anon[] = "\x1f{}";
+    presence_ident_split(anon, sizeof(anon) - 1, &u, &ci);
+    cr_assert(u.len == 0 && ci.len == 2);
+    presence_ident_split("", 0, &u, &ci);
+    cr_assert(u.len == 0 && ci.len == 0);
+    /* packed entries are split too */
+    presence_pack pk;
+    presence_pack_init(&pk, 1, IDS_LEN + sizeof(with) - 1);
+    presence_pack_add(&pk, "0123456789abcdef", IDS_LEN, with, sizeof(with) - 1);
+    cr_assert(pk.v[0].user.len == 5 && pk.v[0].conn_info.len == 7);
+    free(pk.v);
+}

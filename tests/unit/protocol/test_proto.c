@@ -638,7 +638,7 @@ Test(encode, strings_are_always_escaped)
         nasty[i] = (char)i;
     memcpy(nasty + 32, "\"\\/\x7f\xc3\xa9", 7);
     proto_slice s = { nasty, 39 };
-    proto_client_info ci = { s, s };
+    proto_client_info ci = { .client = s, .user = s };
     proto_pub p = { s, 1, s, { { NULL, 0 }, { NULL, 0 }, 0 }, &ci, -5 };
 
     proto_buf_init(&b, 0);

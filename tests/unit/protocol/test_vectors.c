@@ -335,6 +335,7 @@ static void encode_one(const char *kind, const json_t *a, proto_enc enc,
             cr_assert(n < 8);
             e[n].client = slice_of(x, "client");
             e[n].user = slice_of(x, "user");
+            e[n].conn_info = slice_of(x, "conn_info");
             n++;
         }
         proto_enc_ok_presence(b, enc, id, n ? e : NULL, n);
@@ -349,6 +350,7 @@ static void encode_one(const char *kind, const json_t *a, proto_enc enc,
         memset(&ci, 0, sizeof(ci));
         ci.client = slice_of(info, "client");
         ci.user = slice_of(info, "user");
+        ci.conn_info = slice_of(info, "conn_info");
         proto_enc_push_join(b, enc, json_is_true(json_object_get(a, "join")),
                             slice_of(a, "channel"), &ci);
     } else if (!strcmp(kind, "push_disconnect")) {
