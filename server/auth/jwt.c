@@ -262,6 +262,13 @@ static json_t *jwt_json_part(const char *p, size_t len)
 
 /* -- JWKS ----------------------------------------------------------------- */
 
+/* Whether v is the string a or b (b may be NULL). */
+static int jwt_str_in(json_t *v, const char *a, const char *b)
+{
+    const char *s = json_string_value(v);
+    return s && (strcmp(s, a) == 0 || (b && strcmp(s, b) == 0));
+}
+
 /* A JWK member that is base64url; returns its length or -1. */
 static long jwt_jwk_bytes(json_t *jwk, const char *name, unsigned char *out,
                           size_t cap)
@@ -362,9 +369,22 @@ static EVP_PKEY *jwt_jwk_okp(json_t *jwk, const char **why)
     return p;
 }
 
-/* One JWK into slot k; NULL or the reason it is refused. */
-static const char *jwt_jwk_load(json_t *jwk, jwt_key *k)
+static int jwt_alg_known(const char *name)
 {
+    for (size_t i = 0; i < N_ALGS; i++)
+        if (strcmp(jwt_algs[i].name, name) == 0)
+            return 1;
+    return 0;
+}
+
+/* One JWK into slot k; NULL or the reason it is refused. *skip is set
+ * when the key is well formed but not one for verifying tokens here (an
+ * encryption key, an algorithm, key type or curve Herald does not verify,
+ * a short RSA key): identity providers publish such keys beside their
+ * signing keys, so they are left out rather than refusing the document. */
+static const char *jwt_jwk_load(json_t *jwk, jwt_key *k, int *skip)
+{
+    *skip = 0;
     if (!json_is_object(jwk))
         return "not an object";
     const char *kty = json_string_value(json_object_get(jwk, "kty"));
@@ -374,10 +394,26 @@ static const char *jwt_jwk_load(json_t *jwk, jwt_key *k)
     if (kid && (!json_is_string(kid) || json_string_length(kid) == 0 ||
                 json_string_length(kid) >= KID_MAX))
         return "kid is not a string of 1 to 127 bytes";
-    if (alg && (!json_is_string(alg) || json_string_length(alg) >= sizeof(k->alg)))
-        return "alg is not an algorithm name";
-    if (use && (!json_is_string(use) || strcmp(json_string_value(use), "sig")))
+    if (alg && !json_is_string(alg))
+        return "alg is not a string";
+    if (use && !json_is_string(use))
+        return "use is not a string";
+    *skip = 1;
+    if (use && strcmp(json_string_value(use), "sig"))
         return "use is not \"sig\"";
+    if (alg && (json_string_length(alg) >= sizeof(k->alg) ||
+                !jwt_alg_known(json_string_value(alg))))
+        return "alg is not one Herald verifies";
+    if (kty && strcmp(kty, "oct") && strcmp(kty, "RSA") && strcmp(kty, "EC") &&
+        strcmp(kty, "OKP"))
+        return "kty is not RSA, EC, OKP or oct";
+    if (kty && strcmp(kty, "EC") == 0 &&
+        !jwt_str_in(json_object_get(jwk, "crv"), "P-256", "P-384"))
+        return "EC key with a crv other than P-256 or P-384";
+    if (kty && strcmp(kty, "OKP") == 0 &&
+        !jwt_str_in(json_object_get(jwk, "crv"), "Ed25519", NULL))
+        return "OKP key with a crv other than Ed25519";
+    *skip = 0;
     if (kid)
         snprintf(k->kid, sizeof(k->kid), "%s", json_string_value(kid));
     if (alg)
@@ -405,13 +441,19 @@ static const char *jwt_jwk_load(json_t *jwk, jwt_key *k)
         return "kty is not RSA, EC, OKP or oct";
     }
     if (!k->secret) {
-        if (!k->pkey)
+        if (!k->pkey) {
+            *skip = why && strstr(why, "not supported") != NULL;
             return why;
-        /* Start-up only (one thread), so a static buffer is enough. */
-        static char buf[128];
+        }
+        if (EVP_PKEY_is_a(k->pkey, "RSA") &&
+            EVP_PKEY_get_bits(k->pkey) < RSA_MIN_BITS) {
+            *skip = 1;
+            return "RSA key shorter than 2048 bits";
+        }
+        char buf[128];
         int kt = jwt_pkey_kt(k->pkey, buf, sizeof(buf));
         if (kt < 0)
-            return buf;     /* the caller frees the key */
+            return "not an RSA, EC P-256/P-384 or Ed25519 key";
         k->kt = (enum jwt_kt)kt;
     }
     if (k->alg[0]) {
@@ -425,8 +467,11 @@ static const char *jwt_jwk_load(json_t *jwk, jwt_key *k)
 }
 
 int jwt_keys_add_jwks_text(jwt_keys *ks, const char *text, size_t len,
-                           char *err, size_t errlen)
+                           size_t *skipped, char *err, size_t errlen)
 {
+    size_t added = 0, skips = 0;
+    const char *first_skip = NULL;
+    size_t first_skip_i = 0;
     json_error_t je;
     json_t *doc = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
     if (!doc) {
@@ -445,25 +490,42 @@ int jwt_keys_add_jwks_text(jwt_keys *ks, const char *text, size_t len,
         jwt_key *k = jwt_key_slot(ks, err, errlen);
         if (!k)
             goto out;
-        const char *why = jwt_jwk_load(jwk, k);
+        int skip;
+        const char *why = jwt_jwk_load(jwk, k, &skip);
         for (size_t j = 0; !why && k->kid[0] && j < ks->n; j++)
             if (strcmp(ks->k[j].kid, k->kid) == 0)
                 why = "kid used twice";
+        if (why && skip) {
+            jwt_key_clear(k);
+            if (!skips++) {
+                first_skip = why;
+                first_skip_i = i;
+            }
+            continue;
+        }
         if (why) {
             jwt_key_clear(k);
             snprintf(err, errlen, "keys[%zu]: %s", i, why);
             goto out;
         }
         ks->n++;
+        added++;
     }
+    if (!added) {
+        snprintf(err, errlen, "no key Herald can verify tokens with "
+                 "(keys[%zu]: %s)", first_skip_i, first_skip);
+        goto out;
+    }
+    if (skipped)
+        *skipped = skips;
     rc = 0;
 out:
     json_decref(doc);
     return rc;
 }
 
-int jwt_keys_add_jwks(jwt_keys *ks, const char *path, char *err,
-                      size_t errlen)
+int jwt_keys_add_jwks(jwt_keys *ks, const char *path, size_t *skipped,
+                      char *err, size_t errlen)
 {
     FILE *f = fopen(path, "rb");
     if (!f) {
@@ -481,7 +543,7 @@ int jwt_keys_add_jwks(jwt_keys *ks, const char *path, char *err,
     if (too_big)
         snprintf(why, sizeof(why), "larger than 1 MiB");
     else
-        rc = jwt_keys_add_jwks_text(ks, buf, n, why, sizeof(why));
+        rc = jwt_keys_add_jwks_text(ks, buf, n, skipped, why, sizeof(why));
     free(buf);
     if (rc < 0)
         snprintf(err, errlen, "%s: %s", path, why);

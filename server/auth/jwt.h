@@ -39,11 +39,15 @@ int jwt_keys_add_secret(jwt_keys *ks, const void *secret, size_t len,
                         char *err, size_t errlen);
 int jwt_keys_add_pem(jwt_keys *ks, const char *path, char *err,
                      size_t errlen);
-int jwt_keys_add_jwks(jwt_keys *ks, const char *path, char *err,
-                      size_t errlen);
-/* The JWKS document as text (tests and files share this). */
+int jwt_keys_add_jwks(jwt_keys *ks, const char *path, size_t *skipped,
+                      char *err, size_t errlen);
+/* The JWKS document as text (tests and files share this). Keys that are
+ * well formed but not for verifying tokens here (use other than "sig", an
+ * alg, kty or curve Herald does not verify, RSA under 2048 bits) are left
+ * out and counted in *skipped (may be NULL); a malformed key refuses the
+ * document, and so does one without any usable key. */
 int jwt_keys_add_jwks_text(jwt_keys *ks, const char *text, size_t len,
-                           char *err, size_t errlen);
+                           size_t *skipped, char *err, size_t errlen);
 
 /* What a token must satisfy besides its signature. */
 typedef struct jwt_check {

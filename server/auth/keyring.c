@@ -51,19 +51,27 @@ static int64_t kr_wall_ms(void)
 }
 
 /* scheme://host[:port]/path of a URL, for logs: no user:password@, no
- * query or fragment (either may carry a secret). */
+ * query or fragment (either may carry a secret). The parts come from
+ * libcurl's own URL parser, so what is logged is what curl fetches. */
 static void kr_url_for_log(const char *url, char *out, size_t n)
 {
-    const char *s = strstr(url, "://");
-    const char *host = s ? s + 3 : url;
-    const char *end = host + strcspn(host, "/?#");
-    const char *at = memchr(host, '@', (size_t)(end - host));
-    if (at)
-        host = at + 1;
-    size_t path = strcspn(end, "?#");
-    int scheme = s ? (int)(s + 3 - url) : 0;
-    snprintf(out, n, "%.*s%.*s%.*s", scheme, url, (int)(end - host), host,
-             (int)path, end);
+    CURLU *u = curl_url();
+    char *scheme = NULL, *host = NULL, *port = NULL, *path = NULL;
+    if (u && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK) {
+        curl_url_get(u, CURLUPART_PORT, &port, 0);
+        curl_url_get(u, CURLUPART_PATH, &path, 0);
+        snprintf(out, n, "%s://%s%s%s%s", scheme, host, port ? ":" : "",
+                 port ? port : "", path ? path : "");
+    } else {
+        snprintf(out, n, "(a URL libcurl cannot parse)");
+    }
+    curl_free(scheme);
+    curl_free(host);
+    curl_free(port);
+    curl_free(path);
+    curl_url_cleanup(u);
 }
 
 /* A set from the configuration's keys and, when given, a JWKS document
@@ -74,6 +82,7 @@ static int kr_build(const config *cfg, const char *jwks, size_t jwks_len,
     jwt_keys *ks = jwt_keys_new();
     char why[512];
     const char *key = NULL;
+    size_t skipped = 0;
     int url = config_is_url(cfg->token_jwks);
     if (cfg->token_secret[0] &&
         jwt_keys_add_secret(ks, cfg->token_secret, strlen(cfg->token_secret),
@@ -84,16 +93,23 @@ static int kr_build(const config *cfg, const char *jwks, size_t jwks_len,
                               sizeof(why)) < 0)
         key = "token_public_key";
     else if (cfg->token_jwks[0] && !url &&
-             jwt_keys_add_jwks(ks, cfg->token_jwks, why, sizeof(why)) < 0)
+             jwt_keys_add_jwks(ks, cfg->token_jwks, &skipped, why,
+                               sizeof(why)) < 0)
         key = "token_jwks";
     else if (jwks &&
-             jwt_keys_add_jwks_text(ks, jwks, jwks_len, why, sizeof(why)) < 0)
+             jwt_keys_add_jwks_text(ks, jwks, jwks_len, &skipped, why,
+                                    sizeof(why)) < 0)
         key = "token_jwks";
     if (key) {
         snprintf(err, errlen, "herald: %s: %s\n", key, why);
         jwt_keys_free(ks);
         return -1;
     }
+    if (skipped)
+        log_info("token JWKS: keys not for verifying tokens left out "
+                 "(encryption keys, other algorithms or curves)",
+                 LOG_INT("skipped", (int64_t)skipped),
+                 LOG_INT("keys", (int64_t)jwt_keys_count(ks)));
     *out = ks;
     return 0;
 }

@@ -719,10 +719,19 @@ static const config_ns *conn_rules_tok(conn *c, enum rules_op op,
         .grants = c->grants,
         .n_grants = c->n_grants,
         .channel_token = chan_token,
-        .subscribed = op != RULES_SUBSCRIBE &&
-                      hub_sub_find(&c->n->hub, c->subs, cmd->channel.ptr,
-                                   cmd->channel.len) != NULL,
     };
+    if (op != RULES_SUBSCRIBE) {
+        /* Only where channels are closed does a subscription open them
+         * (and only while its channel token, if any, holds). */
+        const config_ns *cns = config_ns_of_channel(
+            c->n->srv->cfg, cmd->channel.ptr, cmd->channel.len);
+        if (cns && (cns->private || cns->user_channels)) {
+            hub_sub *s = hub_sub_find(&c->n->hub, c->subs, cmd->channel.ptr,
+                                      cmd->channel.len);
+            who.subscribed = s && !conn_expired(c, s->expires,
+                                                (int64_t)time(NULL));
+        }
+    }
     int code = rules_check(c->n->srv->cfg, op, cmd->channel.ptr,
                            cmd->channel.len, &who, limit,
                            c->n->srv->store != NULL, &ns);
@@ -766,9 +775,14 @@ static int conn_do_connect(conn *c, const proto_cmd *cmd)
     if (cmd->token.len) {
         jwt_claims tc;
         int rc = conn_verify(c, cmd, &tc);
-        /* A token without a user is an anonymous connection: only where
-         * anonymous ones are allowed. */
-        if (!rc && !tc.sub && !cfg->allow_anonymous) {
+        /* A channel token opens one channel; it is not a connection
+         * token (it often lives longer than the session). A token without
+         * a user is an anonymous connection: only where anonymous ones are
+         * allowed. */
+        if (!rc && tc.channel) {
+            jwt_claims_free(&tc);
+            rc = PROTO_E_UNAUTHORIZED;
+        } else if (!rc && !tc.sub && !cfg->allow_anonymous) {
             jwt_claims_free(&tc);
             rc = PROTO_E_UNAUTHORIZED;
         }
@@ -932,10 +946,12 @@ static void conn_do_refresh(conn *c, const proto_cmd *cmd)
 {
     jwt_claims tc;
     int rc = conn_verify(c, cmd, &tc);
-    if (!rc && !tc.sub && !c->n->srv->cfg->allow_anonymous)
-        rc = PROTO_E_UNAUTHORIZED;  /* as on connect */
+    if (!rc && tc.channel)
+        rc = PROTO_E_UNAUTHORIZED;  /* a channel token, as on connect */
     else if (!rc && !conn_same_user(tc.sub, c->user))
         rc = PROTO_E_PERMISSION;    /* a refresh cannot change the user */
+    else if (!rc && !tc.sub && !c->n->srv->cfg->allow_anonymous)
+        rc = PROTO_E_UNAUTHORIZED;  /* as on connect */
     if (rc) {
         jwt_claims_free(&tc);
         conn_log(c->n, CONN_LOG_TOKEN, LOG_INFO, "refresh token refused",
@@ -987,6 +1003,12 @@ static void conn_do_sub_refresh(conn *c, const proto_cmd *cmd)
 /* Returns -1 when the connection is closing and input must stop. */
 static int conn_command(conn *c, const proto_cmd *cmd)
 {
+    if (c->expires && conn_expired(c, c->expires, (int64_t)time(NULL))) {
+        /* Expired between two heartbeat checks: nothing more runs, not
+         * even a refresh (that comes before the expiry). */
+        conn_close(c, PROTO_CLOSE_BAD_TOKEN, "token expired", 0);
+        return -1;
+    }
     if (conn_rate_limited(c)) {
         conn_reply_error(c, cmd->id, PROTO_E_RATE_LIMITED, NULL, UINT64_MAX);
         return 0;

@@ -103,6 +103,11 @@ async def test_rotation_new_kid_accepted_removed_kid_refused(server_factory, jwk
     # the backend rotates: k2 in, k1 out. A token with the new kid makes
     # the server fetch (at most every 5 s), long before the hourly refresh.
     jwks.kids = ["k2"]
+    # many tokens naming the unknown kid fetch at most once per 5 s
+    began, gets = time.monotonic(), jwks.gets
+    while time.monotonic() - began < 2:
+        await connects(s, token("k2"))
+    assert jwks.gets - gets <= 1, jwks.gets - gets
     await hh.async_wait_for(lambda: connects(s, token("k2")), t(15), interval=0.5,
                             what="a token of the rotated-in kid to be accepted")
     assert jwks.gets >= 2
@@ -179,9 +184,33 @@ async def test_url_credentials_and_query_never_logged(server_factory, jwks):
     await hh.async_wait_for(lambda: jwks.gets >= 2, t(10), interval=0.2,
                             what="two fetches")
     log = s.stderr()
-    assert "s3cretpw" not in log and "qu3rysecret" not in log
+    assert "s3cretpw" not in log and "qu3rysecret" not in log and "backend" not in log
     assert "127.0.0.1:%d/jwks.json" % jwks.port in log
     assert jwks.paths[0] == "/jwks.json?sig=qu3rysecret"
+    # a password with '?' or '#' in it (not a URL libcurl fetches): the
+    # log names no part of it
+    odd = server_factory({"token_jwks": "http://backend:s3cr?t#pw@127.0.0.1:%d/j" % jwks.port,
+                          "token_jwks_refresh": 1})
+    await hh.async_wait_for(lambda: len([l for l in odd.log_lines() if "url" in l]) >= 2,
+                            t(10), interval=0.2, what="two failures logged")
+    log = odd.stderr()
+    assert "s3cr" not in log and "backend" not in log, log
+
+
+async def test_an_identity_providers_extra_keys_are_left_out(server_factory, jwks):
+    """Beside its signing key, the document has an encryption key and keys
+    of algorithms and curves Herald does not verify: the signing key is
+    used, the others are left out (and counted in the log)."""
+    jwks.body = json.dumps({"keys": [
+        jwk("k1"),
+        {"kty": "RSA", "use": "enc", "alg": "RSA-OAEP", "kid": "enc1", "n": "AQAB", "e": "AQAB"},
+        {"kty": "RSA", "alg": "PS256", "kid": "ps1", "n": "AQAB", "e": "AQAB"},
+        {"kty": "EC", "crv": "P-521", "kid": "p521", "x": "AA", "y": "AA"},
+    ]}).encode()
+    s = server_factory({"token_jwks": jwks.url()})
+    assert await connects(s, token("k1"))
+    line = next(l for l in s.log_lines() if l.get("msg", "").startswith("token JWKS: keys not"))
+    assert line["skipped"] == 3 and line["keys"] == 1, line
 
 
 def test_config_check_of_the_url(tmp_path):

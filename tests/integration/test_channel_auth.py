@@ -319,3 +319,65 @@ async def test_api_presence_shows_conn_info(server_factory):
                                      JSON_AUTH)
     assert r.status == 200, doc
     assert doc["clients"][cid] == {"user": "alice", "conn_info": {"name": "Ada"}}, doc
+
+
+# -- what the review asked to pin down ----------------------------------------------
+
+async def test_a_channel_token_is_not_a_connection_token(server):
+    ch = hh.chan("priv:")
+    c = await server.client()
+    e = await c.error("connect", token=tok(channel=ch, exp=int(time.time()) + 86400))
+    assert e["code"] == 101, e
+    assert await c.wait_closed() == 4100
+    c = await user(server)
+    e = await c.error("refresh", token=tok(channel=ch, exp=int(time.time()) + 86400))
+    assert e["code"] == 101, e
+
+
+async def test_refresh_without_sub_on_a_user_connection_is_103(server_factory):
+    s = server_factory({"token_secret": SECRET, "allow_anonymous": False})
+    c = await user(s)
+    assert (await c.error("refresh", token=tok(None)))["code"] == 103
+
+
+async def test_leeway_applies_at_expiry(server_factory):
+    s = server_factory({"token_secret": SECRET, "token_leeway": 3})
+    now = int(time.time())
+    c = await user(s, exp=now + 1)
+    await hh.async_wait_for(lambda: time.time() > now + 2.5, t(10), interval=0.1,
+                            what="exp + 1.5 s")
+    assert await c.ok("ping") == {}, "closed before exp + leeway"
+    p = await c.push("disconnect", timeout=t(8))
+    assert p["code"] == 4100
+    assert time.time() >= now + 4
+
+
+async def test_a_refused_refresh_keeps_expiry_and_grants(strict):
+    ch = hh.chan("priv:")
+    now = int(time.time())
+    c = await user(strict, exp=now + 3, channels=[ch])
+    assert (await c.error("refresh", token=tok("bob", exp=now + 600)))["code"] == 103
+    await c.ok("subscribe", channel=ch)              # the old grant holds
+    p = await c.push("disconnect", timeout=t(8))      # the old expiry too
+    assert p["code"] == 4100 and time.time() < now + 6
+
+
+async def test_a_subscription_under_a_dropped_grant_stays(server):
+    ch = hh.chan("priv:")
+    c = await user(server, channels=[ch])
+    await c.ok("subscribe", channel=ch)
+    await c.ok("refresh", token=tok(channels=[]))
+    pub = await user(server, "pub", channels=["*"])
+    await pub.ok("publish", channel=ch, data=1)
+    assert (await c.push("pub"))["data"] == 1
+    # made under the grant, the subscription still opens history
+    assert (await c.error("subscribe", channel=hh.chan("priv:")))["code"] == 103
+
+
+async def test_channel_token_expiry_applies_in_open_namespaces(strict):
+    ch = hh.chan("me:")
+    c = await user(strict)
+    await c.ok("subscribe", channel=ch, token=tok(channel=ch, exp=int(time.time()) + 2))
+    p = await c.push("unsubscribe", timeout=t(6))
+    assert p["channel"] == ch and p["code"] == 109
+    await c.ok("subscribe", channel=ch)               # open without a token

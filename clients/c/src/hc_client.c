@@ -119,10 +119,20 @@ static void timer_closed_cb(uv_handle_t *h)
 
 /* --- Commands ------------------------------------------------------------- */
 
+static void on_refresh_reply(hc_client *c, const hc_reply *r, void *arg);
+
+/* Whether a command's callback runs: the application's only while it has
+ * not closed the client; the library's own (which frees its state) always. */
+static int cb_runs(const hc_client *c, const hc_cmd *cmd)
+{
+    return cmd->cb && (!c->app_closed || cmd->cb == on_refresh_reply);
+}
+
 static void reply_local(hc_client *c, hc_cmd *cmd, int code)
 {
     hc_reply r;
-    if (!cmd->cb || (c->app_closed && code != HC_ERR_CLOSED))
+    if (!cmd->cb || (c->app_closed && code != HC_ERR_CLOSED &&
+                     cmd->cb != on_refresh_reply))
         return;
     memset(&r, 0, sizeof(r));
     r.code = code;
@@ -640,7 +650,7 @@ static void on_reply(hc_client *c, const proto_smsg *m)
     }
     if (cmd->op == PROTO_OP_SUBSCRIBE && cmd->sub)
         on_sub_reply(c, cmd, &r);
-    else if (cmd->cb && !c->app_closed)
+    else if (cb_runs(c, cmd))
         cmd->cb(c, &r, cmd->arg);
     free(pubs);
     free(pres);
@@ -1215,6 +1225,31 @@ int hc_ping(hc_client *c, hc_reply_cb cb, void *arg)
     return simple_cmd(c, &co, 0, cb, arg);
 }
 
+/* A refresh in flight: the token becomes the client's only when the
+ * server accepts it (a refused one, e.g. another user's, must not be what
+ * the next reconnect sends). */
+typedef struct hc_refresh_op {
+    hc_reply_cb cb;
+    void *arg;
+    char token[];
+} hc_refresh_op;
+
+static void on_refresh_reply(hc_client *c, const hc_reply *r, void *arg)
+{
+    hc_refresh_op *op = arg;
+    if (r->code == 0) {
+        size_t len = strlen(op->token);
+        char *t = xmalloc(len + 1);
+        memcpy(t, op->token, len + 1);
+        free(c->token);
+        c->token = t;
+        c->opt.token = t;
+    }
+    if (op->cb && !c->app_closed)
+        op->cb(c, r, op->arg);
+    free(op);
+}
+
 int hc_refresh(hc_client *c, const char *token, hc_reply_cb cb, void *arg)
 {
     proto_cmd_out co;
@@ -1224,14 +1259,13 @@ int hc_refresh(hc_client *c, const char *token, hc_reply_cb cb, void *arg)
     memset(&co, 0, sizeof(co));
     co.op = PROTO_OP_REFRESH;
     co.token = (proto_slice){ token, len };
-    int rc = simple_cmd(c, &co, len, cb, arg);
-    if (rc == HC_OK) {
-        char *t = xmalloc(len + 1);
-        memcpy(t, token, len + 1);
-        free(c->token);
-        c->token = t;
-        c->opt.token = t;
-    }
+    hc_refresh_op *op = xmalloc(sizeof(*op) + len + 1);
+    op->cb = cb;
+    op->arg = arg;
+    memcpy(op->token, token, len + 1);
+    int rc = simple_cmd(c, &co, len, on_refresh_reply, op);
+    if (rc != HC_OK)
+        free(op);
     return rc;
 }
 

@@ -648,7 +648,7 @@ static jwt_keys *jwks_keys(const char *doc)
 {
     jwt_keys *ks = jwt_keys_new();
     char err[256];
-    cr_assert_eq(jwt_keys_add_jwks_text(ks, doc, strlen(doc), err, sizeof(err)),
+    cr_assert_eq(jwt_keys_add_jwks_text(ks, doc, strlen(doc), NULL, err, sizeof(err)),
                  0, "%s", err);
     return ks;
 }
@@ -727,8 +727,8 @@ Test(jwt, bad_jwks_documents_are_refused_with_the_member)
     for (int i = 0; i < 8; i++) {
         jwt_keys *ks = jwt_keys_new();
         char err[256] = "";
-        cr_assert_eq(jwt_keys_add_jwks_text(ks, docs[i], strlen(docs[i]), err,
-                                            sizeof(err)), -1, "doc %d", i);
+        cr_assert_eq(jwt_keys_add_jwks_text(ks, docs[i], strlen(docs[i]), NULL,
+                                            err, sizeof(err)), -1, "doc %d", i);
         cr_assert_neq(err[0], '\0');
         if (i >= 2)
             cr_assert_not_null(strstr(err, "keys["), "doc %d: %s", i, err);
@@ -736,6 +736,40 @@ Test(jwt, bad_jwks_documents_are_refused_with_the_member)
     }
     EVP_PKEY_free(small);
     EVP_PKEY_free(ec);
+}
+
+Test(jwt, keys_not_for_verifying_are_left_out)
+{
+    /* An identity provider's JWKS: a signing key beside an encryption key,
+     * a PS256 key, a short RSA key, a P-521 key and an unknown kty. */
+    EVP_PKEY *ec = keygen("EC", "P-256");
+    EVP_PKEY *small = keygen("RSA", "1024");
+    static char doc[16384];
+    snprintf(doc, sizeof(doc),
+             "{\"keys\":[%s,"
+             "{\"kty\":\"RSA\",\"use\":\"enc\",\"alg\":\"RSA-OAEP\",\"n\":\"AQAB\",\"e\":\"AQAB\"},"
+             "{\"kty\":\"RSA\",\"alg\":\"PS256\",\"n\":\"AQAB\",\"e\":\"AQAB\"},"
+             "%s,"
+             "{\"kty\":\"EC\",\"crv\":\"P-521\",\"x\":\"AA\",\"y\":\"AA\"},"
+             "{\"kty\":\"OKP\",\"crv\":\"X25519\",\"x\":\"AA\"},"
+             "{\"kty\":\"XYZ\"}]}", jwk(ec, "sig1"), jwk(small, "short"));
+    jwt_keys *ks = jwt_keys_new();
+    char err[256] = "";
+    size_t skipped = 0;
+    cr_assert_eq(jwt_keys_add_jwks_text(ks, doc, strlen(doc), &skipped, err,
+                                        sizeof(err)), 0, "%s", err);
+    cr_assert_eq(skipped, 6);
+    cr_assert_eq(jwt_keys_count(ks), 1);
+    jwt_keys_free(ks);
+    /* a malformed key among them still refuses the document */
+    snprintf(doc, sizeof(doc), "{\"keys\":[%s,{\"kty\":\"EC\",\"crv\":\"P-256\",\"x\":\"AA\",\"y\":\"AA\"}]}",
+             jwk(ec, "sig1"));
+    ks = jwt_keys_new();
+    cr_assert_eq(jwt_keys_add_jwks_text(ks, doc, strlen(doc), NULL, err, sizeof(err)), -1);
+    cr_assert_not_null(strstr(err, "keys[1]"), "%s", err);
+    jwt_keys_free(ks);
+    EVP_PKEY_free(ec);
+    EVP_PKEY_free(small);
 }
 
 static int claims_rc(jwt_keys *ks, const jwt_check *chk, const char *claims,

@@ -72,8 +72,11 @@ static void answer(srv_conn *sc, const char *line)
                      "\"node\":\"n1\",\"ping\":25}}", id);
     else if (!strcmp(op, "refresh")) {
         field(line, "token", W.refresh_token, sizeof(W.refresh_token));
-        n = snprintf(msg, sizeof(msg),
-                     "{\"id\":%s,\"ok\":{\"expires\":1700000000}}", id);
+        n = !strcmp(W.refresh_token, "bad")
+            ? snprintf(msg, sizeof(msg), "{\"id\":%s,\"error\":{\"code\":103,"
+                       "\"message\":\"token for another user\"}}", id)
+            : snprintf(msg, sizeof(msg),
+                       "{\"id\":%s,\"ok\":{\"expires\":1700000000}}", id);
     } else if (!strcmp(op, "subscribe"))
         n = snprintf(msg, sizeof(msg), "{\"id\":%s,\"ok\":{%s}}", id,
                      W.sub_answer(chan));
@@ -266,8 +269,9 @@ Test(client_faults, a_recovery_that_does_not_continue_is_counted)
 static void on_refresh(hc_client *c, const hc_reply *r, void *arg)
 {
     (void)c;
-    (void)arg;
-    cr_expect_eq(r->code, 0);
+    if (arg == (void *)2)
+        return;              /* failed by the close: any local code */
+    cr_expect_eq(r->code, arg ? 103 : 0);
     W.refresh_expires = r->expires;
     W.refreshed = 1;
 }
@@ -285,6 +289,13 @@ Test(client_tokens, refresh_sends_the_token_and_reports_the_new_expiry)
     run_until(refreshed);
     cr_expect_str_eq(W.refresh_token, "h.p.s");
     cr_expect_eq(W.refresh_expires, 1700000000);
+    /* a refused one reaches the callback with its code */
+    W.refreshed = 0;
+    cr_assert_eq(hc_refresh(W.c, "bad", on_refresh, (void *)1), HC_OK);
+    run_until(refreshed);
+    cr_expect_eq(W.refresh_expires, 0);
+    /* one still in flight when the client closes is freed (ASan) */
+    cr_assert_eq(hc_refresh(W.c, "late", on_refresh, (void *)2), HC_OK);
     world_end();
 }
 

@@ -306,9 +306,9 @@ int hc_history(hc_client *c, const char *channel,
 int hc_presence(hc_client *c, const char *channel, hc_reply_cb cb, void *arg);
 int hc_ping(hc_client *c, hc_reply_cb cb, void *arg);
 /* Sends `refresh` with a new connection token (same user) before the one
- * the connection has expires; the reply carries its `expires`. The new
- * token is also the one later reconnects send (whatever the server
- * answers: a refused one is the application's to replace). */
+ * the connection has expires; the reply carries its `expires`. Once the
+ * server accepts it, the new token is also the one later reconnects send
+ * (a refused one changes nothing). */
 int hc_refresh(hc_client *c, const char *token, hc_reply_cb cb, void *arg);
 
 /* Appends `data` (in encoding enc) as JSON text to a malloc'd,
