@@ -267,7 +267,15 @@ static struct lws_vhost *worker_vhost(worker *w, const char *name, int tls)
     const config *cfg = w->srv->cfg;
     struct lws_context_creation_info vi;
     memset(&vi, 0, sizeof(vi));
-    vi.port = CONTEXT_PORT_NO_LISTEN_SERVER;
+    /* lws 4.1 moves a connection to the vhost whose name a prefix of its
+     * Host header matches, among the vhosts of its own port, and every
+     * NO_LISTEN_SERVER vhost has the same one (docs/lws-http.md, 7): a
+     * TLS client sending "Host: herald" would end up on the plain vhost
+     * (and lws's counts of the vhosts' connections go wrong). Beside a
+     * TLS vhost, the plain one is therefore NO_LISTEN, which lws never
+     * picks for another's connections and never gives TLS. */
+    vi.port = !tls && w->tls_port ? CONTEXT_PORT_NO_LISTEN
+                                  : CONTEXT_PORT_NO_LISTEN_SERVER;
     vi.protocols = conn_protocols;
     vi.vhost_name = name;
     vi.retry_and_idle_policy = &worker_no_validity;
@@ -276,6 +284,9 @@ static struct lws_vhost *worker_vhost(worker *w, const char *name, int tls)
     vi.timeout_secs_ah_idle = cfg->handshake_timeout;
     vi.keepalive_timeout = 5;
     if (tls) {
+        /* lws offers "h2,http/1.1" by default; Herald serves HTTP/1.1
+         * (its endpoints, and the WebSocket upgrade, are HTTP/1.1). */
+        vi.alpn = "http/1.1";
         vi.ssl_cert_filepath = cfg->tls_cert;
         vi.ssl_private_key_filepath = cfg->tls_key;
         vi.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
