@@ -35,19 +35,19 @@ static void tls_fail(char *err, size_t errlen, const char *key,
              reason ? ": " : "", reason ? reason : "");
 }
 
-/* A file that cannot be opened, said plainly (OpenSSL reports it as a
- * system library error without the reason). */
+/* A file that cannot be opened or read (a directory opens), said plainly
+ * (OpenSSL reports it as a system library error without the reason). */
 static int tls_readable(const char *key, const char *path, char *err,
                         size_t errlen)
 {
     FILE *f = fopen(path, "r");
-    if (!f) {
+    int ok = f && (getc(f) != EOF || !ferror(f));
+    if (!ok)
         snprintf(err, errlen, "%s '%s': cannot read: %s\n", key, path,
                  strerror(errno));
-        return 0;
-    }
-    fclose(f);
-    return 1;
+    if (f)
+        fclose(f);
+    return ok;
 }
 
 static SSL_CTX *tls_ctx_new(const char *key, const char *path, char *err,
