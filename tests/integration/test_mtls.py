@@ -158,6 +158,35 @@ async def test_plain_and_tls_listeners_share_channels(side_by_side, pki):
     assert b"HTTP/1.1" not in got, got
 
 
+@pytest.mark.parametrize("name", ["herald", "h", "herald-tls", "localhost"])
+async def test_host_and_sni_names_never_move_a_connection(side_by_side, pki, name):
+    """lws 4.1 moves a connection to the vhost whose name its Host header
+    (or TLS SNI) matches: whatever name clients use, a TLS client stays on
+    the TLS listener's vhost and a plain one on the plain one, both are
+    served, and the server still stops cleanly."""
+    s, tls_port = side_by_side()
+    ctx = pki.ctx()
+    ctx.check_hostname = False          # the certificate names localhost
+    ws = await websockets.connect("wss://%s:%d/ws" % (name, tls_port), host="127.0.0.1",
+                                  port=tls_port, ssl=ctx, server_hostname=name,
+                                  open_timeout=t(5), ping_interval=None)
+    secure = hh.Client(None, ws, "json")
+    ws = await websockets.connect("ws://%s:%d/ws" % (name, s.port), host="127.0.0.1",
+                                  port=s.port, open_timeout=t(5), ping_interval=None)
+    plain = hh.Client(None, ws, "json")
+    ch = hh.chan("names-")
+    await secure.ok("subscribe", channel=ch)
+    await plain.ok("subscribe", channel=ch)
+    await plain.ok("publish", channel=ch, data=1)
+    await secure.ok("publish", channel=ch, data=2)
+    for c in (secure, plain):
+        assert [p["data"] for p in await c.pubs(2, timeout=t(5))] == [1, 2]
+    await secure.ws.close()
+    await plain.ws.close()
+    assert s.stop() == 0
+    assert s.sanitizer_report() is None
+
+
 def test_api_on_main_port_stays_on_the_plain_listener(side_by_side, pki):
     """With keys and no api_listen the API shares the main port: the plain
     one only; on tls_listen /api/ is not there."""
