@@ -377,6 +377,32 @@ def test_api_over_tls_large_body_and_expect_continue(api_tls, pki):
         conn.close()
 
 
+def test_api_over_tls_pipelined_requests(api_tls, pki):
+    """Requests written at once over TLS are answered in order; the last
+    one's Connection: close ends with close_notify (a clean end of
+    stream for the client)."""
+    s, port = api_tls()
+    one = ("GET /api/v1/info HTTP/1.1\r\nHost: x\r\nAuthorization: apikey %s\r\n\r\n"
+           % KEY).encode()
+    last = ("GET /api/v1/nope HTTP/1.1\r\nHost: x\r\nAuthorization: apikey %s\r\n"
+            "Connection: close\r\n\r\n" % KEY).encode()
+    sock = pki.ctx().wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=t(5)),
+                                 server_hostname="127.0.0.1")
+    try:
+        sock.sendall(one * 20 + last)
+        data = b""
+        while True:
+            chunk = sock.recv(65536)     # b"" at close_notify; SSLError without it
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        sock.close()
+    assert data.count(b"HTTP/1.1 200 ") == 20, data[:300]
+    assert data.count(b"HTTP/1.1 404 ") == 1
+    assert data.rindex(b"HTTP/1.1 404 ") > data.rindex(b"HTTP/1.1 200 ")
+
+
 def test_api_mtls(api_tls, pki):
     """api_client_ca: a backend with a certificate from it is served; no
     certificate or another CA's is refused at the handshake."""
