@@ -403,6 +403,20 @@ def test_api_over_tls_pipelined_requests(api_tls, pki):
     assert data.rindex(b"HTTP/1.1 404 ") > data.rindex(b"HTTP/1.1 200 ")
 
 
+async def test_api_tls_over_max_connections_is_closed(api_tls, pki):
+    """Over max_connections an API connection over TLS is closed (a
+    plaintext 503 would read as a broken handshake); below it, served."""
+    s, port = api_tls(max_connections=1)
+    ws = await s.client()
+    await ws.ok("ping")
+    assert await asyncio.to_thread(refused, port, pki.ctx())
+    await ws.ws.close()
+    await hh.async_wait_for(lambda: json.loads(hh.http_get(s.port, "/healthz")[1])
+                            ["connections"] == 0, t(5), what="the client gone")
+    status, _ = await asyncio.to_thread(https, port, pki.ctx(), "GET", "/api/v1/info", AUTH)
+    assert status == 200
+
+
 def test_api_mtls(api_tls, pki):
     """api_client_ca: a backend with a certificate from it is served; no
     certificate or another CA's is refused at the handshake."""
