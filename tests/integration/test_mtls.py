@@ -243,6 +243,26 @@ def test_tls_listener_per_address_limit_refuses_without_plaintext(side_by_side, 
         hold.close()
 
 
+@pytest.mark.parametrize("stage", ["silent_tcp", "tls_without_request"])
+def test_tls_listener_handshake_timeout(side_by_side, pki, stage):
+    """handshake_timeout (1 s here) holds on tls_listen too."""
+    s, tls_port = side_by_side(handshake_timeout=1)
+    sock = socket.create_connection(("127.0.0.1", tls_port), timeout=t(6))
+    if stage == "tls_without_request":
+        sock = pki.ctx().wrap_socket(sock, server_hostname="127.0.0.1")
+    start = time.monotonic()
+    try:
+        while sock.recv(4096):
+            pass
+    except (ConnectionResetError, ssl.SSLError):
+        pass
+    except socket.timeout:
+        raise AssertionError("%s: still open after %.0fs" % (stage, t(6))) from None
+    finally:
+        sock.close()
+    assert time.monotonic() - start >= 0.5, "closed before the timeout"
+
+
 # -- client certificates on the main port -----------------------------------------
 
 @pytest.fixture
