@@ -36,7 +36,7 @@
 #include "core/requests.h"
 #include "metrics/metrics.h"
 #include "auth/keyring.h"
-#include "net/tls.h"
+#include "base/tls.h"
 #include "net/worker.h"
 #include "store/store.h"
 
@@ -241,6 +241,22 @@ static void main_on_hup(uv_signal_t *s, int signum)
                  "effect at the next start");
 }
 
+/* The TLS files, each with its key in the message; -1 at the first
+ * problem. */
+static int main_check_tls(const config *cfg, char *err, size_t errlen)
+{
+    if (cfg->tls_cert[0] &&
+        tls_check_files(cfg->tls_cert, cfg->tls_key, err, errlen) < 0)
+        return -1;
+    if (cfg->tls_client_ca[0] &&
+        tls_check_ca("tls_client_ca", cfg->tls_client_ca, err, errlen) < 0)
+        return -1;
+    if (cfg->api_client_ca[0] &&
+        tls_check_ca("api_client_ca", cfg->api_client_ca, err, errlen) < 0)
+        return -1;
+    return 0;
+}
+
 static uint32_t main_max_connections(const config *cfg, uint32_t workers)
 {
     struct rlimit rl;
@@ -326,8 +342,7 @@ int main(int argc, char **argv)
                                err, sizeof(err)) < 0;
     if (bad)
         fputs(err, stderr);
-    if (!bad && cfg.tls_cert[0] &&
-        tls_check_files(cfg.tls_cert, cfg.tls_key, err, sizeof(err)) < 0) {
+    if (!bad && main_check_tls(&cfg, err, sizeof(err)) < 0) {
         fputs(err, stderr);
         bad = 1;
     }
@@ -375,12 +390,25 @@ int main(int argc, char **argv)
         fputs(err, stderr);
         return 2;
     }
+    /* `listen` is TLS when there is a certificate and no tls_listen to
+     * serve it beside a plain `listen`. */
+    srv->tls_on_listen = cfg.tls_cert[0] && !cfg.tls_listen.host[0];
     /* The API on its own port, or on the main port when it has keys and
-     * the port is plain (without keys there is no API to serve; with TLS
+     * `listen` is plain (without keys there is no API to serve; with TLS
      * the first bytes cannot be read): otherwise the main port stays
-     * lws's alone (net/sniff.c). */
-    srv->api_on_main = !cfg.api_listen.host[0] && !cfg.tls_cert[0] &&
+     * lws's alone (net/sniff.c). Never on tls_listen. */
+    srv->api_on_main = !cfg.api_listen.host[0] && !srv->tls_on_listen &&
                        api_keys_count(srv->api_keys) > 0;
+    if (cfg.api_tls) {
+        /* one context for every worker's API connections (api/tls.h) */
+        srv->api_tls = tls_server_ctx(cfg.tls_cert, cfg.tls_key,
+                                      cfg.api_client_ca, "api_client_ca",
+                                      err, sizeof(err));
+        if (!srv->api_tls) {
+            fputs(err, stderr);
+            return 2;
+        }
+    }
     if (cfg.metrics)
         srv->metrics = metrics_new(srv->n_workers, cfg.metrics_key);
     srv->started_ms = server_now_ms(srv);
@@ -431,12 +459,21 @@ int main(int argc, char **argv)
         worker_start(ms.workers[i]);
     log_info("listening", LOG_STR("host", cfg.listen.host),
              LOG_INT("port", srv->listen_port),
+             LOG_INT("tls", srv->tls_on_listen),
+             LOG_INT("client_certs", srv->tls_on_listen &&
+                                         cfg.tls_client_ca[0]),
              LOG_INT("workers", srv->n_workers), LOG_STR("node", srv->node),
              LOG_INT("max_connections", srv->max_connections),
              LOG_STR("version", HERALD_VERSION));
+    if (srv->tls_port)
+        log_info("TLS listening", LOG_STR("host", cfg.tls_listen.host),
+                 LOG_INT("port", srv->tls_port),
+                 LOG_INT("client_certs", cfg.tls_client_ca[0] != '\0'));
     if (srv->api_port)
         log_info("API listening", LOG_STR("host", cfg.api_listen.host),
                  LOG_INT("port", srv->api_port),
+                 LOG_INT("tls", cfg.api_tls),
+                 LOG_INT("client_certs", cfg.api_client_ca[0] != '\0'),
                  LOG_INT("api_keys", (long long)cfg.n_api_keys));
     else if (srv->api_on_main)
         log_info("API on the main port", LOG_INT("port", srv->listen_port),
@@ -459,6 +496,7 @@ int main(int argc, char **argv)
     api_keys_free(srv->api_keys);
     keyring_stop(srv->keyring);
     metrics_free(srv->metrics);
+    SSL_CTX_free(srv->api_tls);
     uv_loop_close(&ms.loop);
     curl_global_cleanup();
     log_info("stopped");

@@ -13,6 +13,15 @@
  * read stop and restart (two epoll_ctl calls) per request. An idle
  * kept-alive connection holds no read buffer and no buffer larger than
  * HTTP1_KEEP_BYTES.
+ *
+ * With api_tls, a connection's bytes go through its api_tls (tls.h) on
+ * the way in and out: a read's ciphertext is decrypted into the worker's
+ * second buffer, one piece at a time, and each piece is handled as a
+ * plain read's bytes would be; an answer is encrypted into `tls_out` and
+ * sent in its place; what the TLS layer sends by itself (the handshake,
+ * alerts) is queued for writing as it comes, and a client that does not
+ * read it is closed once API_TLS_QUEUE_MAX bytes wait. The handshake
+ * must be done within handshake_timeout of the accept.
  */
 #include "api/listen.h"
 
@@ -24,6 +33,7 @@
 
 #include "api/api.h"
 #include "api/http1.h"
+#include "api/tls.h"
 #include "base/admit.h"
 #include "base/log.h"
 #include "base/mem.h"
@@ -31,6 +41,9 @@
 
 #define API_READ_SIZE 65536
 #define API_IDLE_MS 60000
+/* Bytes the TLS layer's own messages may keep waiting in a connection's
+ * write queue (a handshake flight is a few KB). */
+#define API_TLS_QUEUE_MAX (256 * 1024)
 
 typedef struct api_conn {
     uv_tcp_t tcp;             /* first: the handle's data is the conn */
@@ -58,6 +71,9 @@ typedef struct api_conn {
     uint64_t write_moved_ms;  /* when that last went down */
     uint64_t request_since_ms;/* first byte of the request in progress, 0 */
     uint64_t idle_since_ms;   /* last answer written (keep-alive idle) */
+    api_tls *tls;             /* api_tls: the connection's TLS, or NULL */
+    proto_buf tls_out;        /* ciphertext not yet queued for writing */
+    uint64_t opened_ms;       /* accepted (the TLS handshake's deadline) */
 } api_conn;
 
 struct api_listen {
@@ -77,6 +93,8 @@ struct api_listen {
     http1_limits lim;
     api_answer ans;           /* scratch: the answer being made */
     char rbuf[API_READ_SIZE]; /* every connection's reads */
+    char *pbuf;               /* api_tls: what they decrypt to, piece by
+                                 piece (API_READ_SIZE) */
 };
 
 static void conn_closed(uv_handle_t *h)
@@ -99,6 +117,8 @@ static void conn_closed(uv_handle_t *h)
     http1_free(&c->http);
     free(c->left);
     proto_buf_free(&c->out);
+    api_tls_free(c->tls);
+    proto_buf_free(&c->tls_out);
     free(c);
 }
 
@@ -113,16 +133,81 @@ static void conn_close(api_conn *c)
 static void conn_read_start(api_conn *c);
 static void conn_process(api_conn *c);
 
+/* A buffer back to empty, without keeping a large allocation. */
+static void conn_buf_empty(proto_buf *b)
+{
+    if (b->cap > HTTP1_KEEP_BYTES) {
+        proto_buf_free(b);
+        proto_buf_init(b, 0);
+    } else {
+        proto_buf_reset(b);
+    }
+}
+
+/* A write of the TLS layer's own bytes (handshake, alerts), in the write
+ * queue after what was queued before it. */
+typedef struct tls_write {
+    uv_write_t req;
+    api_conn *c;
+    char data[];
+} tls_write;
+
+static void conn_tls_wrote(uv_write_t *w, int status)
+{
+    tls_write *tw = w->data;
+    api_conn *c = tw->c;
+    free(tw);
+    /* (write callbacks run before the handle's close callback: c is
+     * still there) */
+    if (status < 0)
+        conn_close(c);
+}
+
+/* Queues what the TLS layer has to send. */
+static void conn_tls_flush(api_conn *c)
+{
+    size_t n = c->tls_out.len;
+    if (!n || c->closing)
+        return;
+    if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) + n >
+        API_TLS_QUEUE_MAX) {
+        conn_close(c);        /* a client that does not read */
+        return;
+    }
+    tls_write *tw = mem_alloc(sizeof(*tw) + n);
+    tw->c = c;
+    tw->req.data = tw;
+    memcpy(tw->data, proto_buf_data(&c->tls_out), n);
+    conn_buf_empty(&c->tls_out);
+    uv_buf_t b = uv_buf_init(tw->data, (unsigned)n);
+    if (uv_write(&tw->req, (uv_stream_t *)&c->tcp, &b, 1,
+                 conn_tls_wrote) < 0) {
+        free(tw);
+        conn_close(c);
+    }
+}
+
+/* An answer (c->out, plaintext) becomes its ciphertext, after whatever
+ * the TLS layer queued before it, and close_notify when the connection
+ * closes after it. */
+static int conn_tls_seal(api_conn *c)
+{
+    if (api_tls_write(c->tls, proto_buf_data(&c->out), c->out.len) < 0)
+        return -1;
+    if (c->close_after)
+        api_tls_shutdown(c->tls);
+    proto_buf t = c->out;
+    c->out = c->tls_out;
+    c->tls_out = t;
+    conn_buf_empty(&c->tls_out);
+    return 0;
+}
+
 static void conn_wrote(uv_write_t *w, int status)
 {
     api_conn *c = w->data;
     c->writing = 0;
-    if (c->out.cap > HTTP1_KEEP_BYTES) {
-        proto_buf_free(&c->out);
-        proto_buf_init(&c->out, 0);
-    } else {
-        proto_buf_reset(&c->out);
-    }
+    conn_buf_empty(&c->out);
     if (status < 0 || c->close_after || c->owner->draining) {
         conn_close(c);
         return;
@@ -146,6 +231,10 @@ static void conn_answer(api_conn *c, int status, const char *type,
                  proto_buf_data(body), body->len, keep_alive);
     if (req && req->method == HTTP_HEAD)
         c->out.len -= body->len;     /* the head says how long it would be */
+    if (c->tls && conn_tls_seal(c) < 0) {
+        conn_close(c);
+        return;
+    }
     uv_buf_t b = uv_buf_init(proto_buf_data(&c->out), (unsigned)c->out.len);
     c->writing = 1;
     c->write_left = c->out.len;
@@ -188,6 +277,26 @@ static void conn_keep_rest(api_conn *c)
     c->in_off = 0;
 }
 
+/* "100 Continue": 0, or -1 after closing the connection. */
+static int conn_continue(api_conn *c)
+{
+    size_t n = strlen(http1_continue_bytes);
+    if (c->tls) {
+        if (api_tls_write(c->tls, http1_continue_bytes, n) < 0) {
+            conn_close(c);
+            return -1;
+        }
+        conn_tls_flush(c);
+        return c->closing ? -1 : 0;
+    }
+    uv_buf_t b = uv_buf_init((char *)http1_continue_bytes, (unsigned)n);
+    if (uv_try_write((uv_stream_t *)&c->tcp, &b, 1) != (int)b.len) {
+        conn_close(c);   /* 25 bytes a socket cannot take: gone */
+        return -1;
+    }
+    return 0;
+}
+
 /* Parses what is buffered: answers a whole request, tells 100-continue,
  * refuses malformed input; reads on when it needs more. */
 static void conn_process(api_conn *c)
@@ -211,12 +320,8 @@ static void conn_process(api_conn *c)
                             &a->ans.body, 0);
                 return;
             }
-            uv_buf_t b = uv_buf_init((char *)http1_continue_bytes,
-                                     (unsigned)strlen(http1_continue_bytes));
-            if (uv_try_write((uv_stream_t *)&c->tcp, &b, 1) != (int)b.len) {
-                conn_close(c);   /* 25 bytes a socket cannot take: gone */
+            if (conn_continue(c) < 0)
                 return;
-            }
             continue;
         }
         if (st == HTTP1_ERROR) {
@@ -285,29 +390,15 @@ static void conn_read_busy(api_conn *c, const char *p, size_t n)
     c->reading = 0;
 }
 
-static void conn_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+/* Bytes the client sent (p: a worker buffer, valid during the call). */
+static void conn_input(api_conn *c, const char *p, size_t n)
 {
-    api_conn *c = s->data;
-    if (n < 0) {
-        if (c->busy && n == UV_EOF) {
-            /* a client that ends its side after the request still gets
-             * the answer */
-            uv_read_stop((uv_stream_t *)&c->tcp);
-            c->reading = 0;
-            c->peer_done = 1;
-            return;
-        }
-        conn_close(c);           /* EOF or error: nothing to answer */
-        return;
-    }
-    if (n == 0)
-        return;
     if (c->busy) {
-        conn_read_busy(c, buf->base, (size_t)n);
+        conn_read_busy(c, p, n);
         return;
     }
-    c->in = buf->base;
-    c->in_len = (size_t)n;
+    c->in = p;
+    c->in_len = n;
     c->in_off = 0;
     conn_process(c);
     /* a write that failed at once, or the close, may leave the shared
@@ -316,6 +407,61 @@ static void conn_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
         c->in = NULL;
         c->in_len = c->in_off = 0;
     }
+}
+
+/* The client ended its side: with a request in progress it still gets
+ * the answer; otherwise the connection closes. */
+static void conn_peer_done(api_conn *c)
+{
+    if (c->busy) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->reading = 0;
+        c->peer_done = 1;
+        return;
+    }
+    conn_close(c);
+}
+
+/* A read's ciphertext: all of it is decrypted now (nothing is left in
+ * the read buffer for later), each piece handled as a plain read. */
+static void conn_read_tls(api_conn *c, const char *p, size_t n)
+{
+    api_listen *a = c->owner;
+    api_tls_input(c->tls, p, n);
+    for (;;) {
+        int got = api_tls_read(c->tls, a->pbuf, API_READ_SIZE);
+        if (got > 0) {
+            conn_input(c, a->pbuf, (size_t)got);
+            if (c->closing)
+                break;
+            continue;
+        }
+        conn_tls_flush(c);    /* the handshake's answer, or an alert */
+        if (got == API_TLS_CLOSED)
+            conn_peer_done(c);
+        else if (got == API_TLS_ERROR)
+            conn_close(c);
+        break;
+    }
+    api_tls_input(c->tls, NULL, 0);
+}
+
+static void conn_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+    api_conn *c = s->data;
+    if (n < 0) {
+        if (n == UV_EOF)
+            conn_peer_done(c);   /* a request in progress is answered */
+        else
+            conn_close(c);       /* an error: nothing to answer */
+        return;
+    }
+    if (n == 0)
+        return;
+    if (c->tls)
+        conn_read_tls(c, buf->base, (size_t)n);
+    else
+        conn_input(c, buf->base, (size_t)n);
 }
 
 static void conn_read_start(api_conn *c)
@@ -339,6 +485,8 @@ api_listen *api_listen_new(server *srv, uint16_t worker, uv_loop_t *loop,
     a->lim.max_head = 8192;
     a->lim.max_body = srv->cfg->api_max_body;
     proto_buf_init(&a->ans.body, 0);
+    if (srv->api_tls)
+        a->pbuf = mem_alloc(API_READ_SIZE);
     return a;
 }
 
@@ -360,9 +508,8 @@ static void api_listen_refuse(int fd)
     close(fd);
 }
 
-int api_listen_adopt(void *arg, int fd, void *ticket)
+static int api_listen_take(api_listen *a, int fd, void *ticket, int tls)
 {
-    api_listen *a = arg;
     if (a->draining) {
         close(fd);
         return -1;
@@ -372,7 +519,10 @@ int api_listen_adopt(void *arg, int fd, void *ticket)
     if (total > a->srv->max_connections) {
         atomic_fetch_sub(&a->srv->api_connections, 1);
         metrics_api_request(a->m, NULL, 503);
-        api_listen_refuse(fd);
+        if (tls)
+            close(fd);        /* no plaintext answer to a TLS client */
+        else
+            api_listen_refuse(fd);
         admit_release(a->srv->admit, ticket);
         return 0;
     }
@@ -398,6 +548,9 @@ int api_listen_adopt(void *arg, int fd, void *ticket)
     a->slots[c->slot].c = c;
     http1_init(&c->http, &a->lim);
     proto_buf_init(&c->out, 0);
+    proto_buf_init(&c->tls_out, 0);
+    if (tls)
+        c->tls = api_tls_new(a->srv->api_tls, &c->tls_out);
     c->next = a->conns;
     if (a->conns)
         a->conns->prev = c;
@@ -409,9 +562,20 @@ int api_listen_adopt(void *arg, int fd, void *ticket)
         conn_close(c);           /* counts the connection out */
         return -1;
     }
-    c->idle_since_ms = uv_now(a->loop);
+    c->idle_since_ms = c->opened_ms = uv_now(a->loop);
     conn_read_start(c);
     return 0;
+}
+
+int api_listen_adopt(void *arg, int fd, void *ticket)
+{
+    return api_listen_take(arg, fd, ticket, 0);
+}
+
+int api_listen_adopt_tls(void *arg, int fd, void *ticket)
+{
+    api_listen *a = arg;
+    return api_listen_take(a, fd, ticket, a->srv->api_tls != NULL);
 }
 
 /* The connection whose call a reply is for, or NULL (closed, timed out,
@@ -470,6 +634,13 @@ void api_listen_tick(api_listen *a, uint64_t now_ms)
         next = c->next;
         if (c->closing)
             continue;
+        if (c->tls && !api_tls_ready(c->tls)) {
+            /* a handshake that takes too long (slowloris, or a client
+             * waiting for a certificate it will not get) */
+            if (now_ms - c->opened_ms > deadline)
+                conn_close(c);
+            continue;
+        }
         if (c->writing) {
             /* a client that does not read its answers (a pipelining
              * one, say) would hold the connection for ever */
@@ -528,6 +699,7 @@ void api_listen_free(api_listen *a)
     if (!a)
         return;
     proto_buf_free(&a->ans.body);
+    free(a->pbuf);
     free(a->slots);
     free(a->free_slots);
     free(a);

@@ -28,6 +28,9 @@ api_listen *api_listen_new(server *srv, uint16_t worker, uv_loop_t *loop,
                            struct broker *b);
 /* A listener_adopt_fn: the accepted socket becomes an API connection. */
 int api_listen_adopt(void *arg, int fd, void *ticket);
+/* The same for api_listen's sockets: over TLS when srv->api_tls is set
+ * (api/tls.h). */
+int api_listen_adopt_tls(void *arg, int fd, void *ticket);
 /* An owner's reply for one of this worker's API calls (requests_for_api):
  * answered, or dropped when the call is gone (closed, timed out); m is
  * freed. */

@@ -111,6 +111,8 @@ static const key_def top_keys[] = {
     BOOL_KEY(config, allow_anonymous),
     { "tls_cert", KT_STR, FIELD(config, tls_cert), 0, 0, NULL },
     { "tls_key", KT_STR, FIELD(config, tls_key), 0, 0, NULL },
+    { "tls_listen", KT_LISTEN, FIELD(config, tls_listen), 1, 0, NULL },
+    { "tls_client_ca", KT_STR, FIELD(config, tls_client_ca), 0, 0, NULL },
     { "redis", KT_REDIS, FIELD(config, redis), 0, 0, NULL },
     { "redis_prefix", KT_STR, FIELD(config, redis_prefix), 0, 0,
       check_prefix },
@@ -134,6 +136,8 @@ static const key_def top_keys[] = {
     { "api_listen", KT_LISTEN, FIELD(config, api_listen), 1, 0, NULL },
     UINT_KEY(config, api_max_body, 1024, 67108864),
     UINT_KEY(config, api_timeout_ms, 100, 600000),
+    BOOL_KEY(config, api_tls),
+    { "api_client_ca", KT_STR, FIELD(config, api_client_ca), 0, 0, NULL },
     BOOL_KEY(config, metrics),
     { "metrics_key", KT_STR, FIELD(config, metrics_key), 0, 0,
       check_metrics_key },
@@ -947,22 +951,30 @@ static int apply_text(const key_def *k, void *base, const char *v,
 /* Room for "FILE:LINE" or "env NAME"; longer paths are cut in messages. */
 #define WHERE_MAX 1024
 
+/* The keys whose combinations check_combined checks, by index. */
+enum { TLS_CERT, TLS_KEY, TLS_LISTEN, TLS_CLIENT_CA, TLS_API, TLS_API_CA,
+       TLS_KEYS_N };
+static const char *const tls_keys[TLS_KEYS_N] = {
+    "tls_cert", "tls_key", "tls_listen", "tls_client_ca", "api_tls",
+    "api_client_ca"
+};
+
 typedef struct loader {
     config c;   /* the working copy; the caller's struct is set on success */
     /* ns_set[j]: bit i set when ns_keys[i] was given for namespaces[j]
      * itself (file or env); the other keys are inherited at the end. */
     uint32_t ns_set[CONFIG_MAX_NAMESPACES];
     unsigned ns_line[CONFIG_MAX_NAMESPACES]; /* file line, for duplicates */
-    char tls_where[2][WHERE_MAX]; /* where tls_cert / tls_key were last set */
+    /* where each key of tls_keys was last set, for check_combined */
+    char tls_where[TLS_KEYS_N][WHERE_MAX];
     errs *e;
 } loader;
 
 static void note_top_key(loader *L, const key_def *k, const char *where)
 {
-    if (strcmp(k->name, "tls_cert") == 0)
-        snprintf(L->tls_where[0], sizeof L->tls_where[0], "%s", where);
-    else if (strcmp(k->name, "tls_key") == 0)
-        snprintf(L->tls_where[1], sizeof L->tls_where[1], "%s", where);
+    for (int i = 0; i < TLS_KEYS_N; i++)
+        if (strcmp(k->name, tls_keys[i]) == 0)
+            snprintf(L->tls_where[i], sizeof L->tls_where[i], "%s", where);
 }
 
 static int ns_index(const loader *L, const char *name, size_t len)
@@ -1723,17 +1735,51 @@ static void resolve_namespaces(loader *L)
     }
 }
 
+/* The TLS keys that only mean something with others: a key that would be
+ * silently ignored is an error, so that a deployment never believes it
+ * requires client certificates while it does not. */
+static void check_tls_combined(loader *L)
+{
+    const config *c = &L->c;
+    int tls = c->tls_cert[0] != '\0';
+
+    if (c->tls_listen.host[0] != '\0' && !tls)
+        err_key(L->e, L->tls_where[TLS_LISTEN], "tls_listen",
+                "needs tls_cert and tls_key");
+    if (c->tls_listen.host[0] != '\0' && c->tls_listen.port != 0 &&
+        c->tls_listen.port == c->listen.port &&
+        strcmp(c->tls_listen.host, c->listen.host) == 0)
+        err_key(L->e, L->tls_where[TLS_LISTEN], "tls_listen",
+                "is the address of listen (give the TLS listener a port of "
+                "its own)");
+    if (c->tls_client_ca[0] != '\0' && !tls)
+        err_key(L->e, L->tls_where[TLS_CLIENT_CA], "tls_client_ca",
+                "needs tls_cert and tls_key (client certificates are asked "
+                "for by a TLS listener)");
+    if (c->api_tls && !tls)
+        err_key(L->e, L->tls_where[TLS_API], "api_tls",
+                "needs tls_cert and tls_key");
+    if (c->api_tls && c->api_listen.host[0] == '\0')
+        err_key(L->e, L->tls_where[TLS_API], "api_tls",
+                "needs api_listen (the API on the main port is served on "
+                "its plain listener only)");
+    if (c->api_client_ca[0] != '\0' && !c->api_tls)
+        err_key(L->e, L->tls_where[TLS_API_CA], "api_client_ca",
+                "needs api_tls = true");
+}
+
 /* Rules that involve more than one key. */
 static void check_combined(loader *L)
 {
     const config *c = &L->c;
 
     if (c->tls_cert[0] != '\0' && c->tls_key[0] == '\0')
-        err_key(L->e, L->tls_where[0], "tls_cert",
+        err_key(L->e, L->tls_where[TLS_CERT], "tls_cert",
                 "set without tls_key (give both or neither)");
     if (c->tls_key[0] != '\0' && c->tls_cert[0] == '\0')
-        err_key(L->e, L->tls_where[1], "tls_key",
+        err_key(L->e, L->tls_where[TLS_KEY], "tls_key",
                 "set without tls_cert (give both or neither)");
+    check_tls_combined(L);
     /* ack = durable waits for the store: without durable it would wait for
      * nothing. */
     for (size_t j = 0; j < c->n_namespaces; j++) {

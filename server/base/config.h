@@ -132,6 +132,9 @@ typedef struct config {
     config_listen api_listen;       /* host "" = on the main listener only */
     uint32_t api_max_body;          /* bytes of a request body: 1 MiB */
     uint32_t api_timeout_ms;        /* an answer not ready by then: 504 */
+    int api_tls;                    /* api_listen over TLS (tls_cert) */
+    char api_client_ca[512];        /* PEM CA bundle: api_listen requires
+                                       client certificates from it */
     uint32_t n_api_keys;
     config_api_key api_keys[CONFIG_API_KEYS_MAX];
 
@@ -139,8 +142,15 @@ typedef struct config {
     int metrics;                    /* counters and GET /metrics: 1 */
     char metrics_key[CONFIG_API_KEY_MAX + 1]; /* "" = /metrics needs no key */
 
+    /* TLS (docs/configuration.md "TLS"). */
     char tls_cert[512];             /* PEM path; "" = plain ws:// */
     char tls_key[512];
+    config_listen tls_listen;       /* a TLS listener beside a plain
+                                       `listen`; host "" = none: with
+                                       tls_cert, `listen` is TLS */
+    char tls_client_ca[512];        /* PEM CA bundle: the TLS main listener
+                                       requires client certificates from
+                                       it; "" = none asked for */
 
     size_t n_namespaces;            /* namespaces[0] is "default" */
     config_ns namespaces[CONFIG_MAX_NAMESPACES];

@@ -23,6 +23,7 @@ struct admit;
 struct api_keys;
 struct metrics;
 struct jwt_keys;
+struct ssl_ctx_st;
 
 typedef struct server {
     const config *cfg;
@@ -31,8 +32,11 @@ typedef struct server {
     char node[64];
     uint16_t listen_port;         /* the bound port (config may say 0) */
     uint16_t api_port;            /* api_listen's bound port; 0 = none */
+    uint16_t tls_port;            /* tls_listen's bound port; 0 = none */
+    uint8_t tls_on_listen;        /* `listen` serves TLS (tls_cert without
+                                     tls_listen) */
     uint8_t api_on_main;          /* the server API shares the main port
-                                     (no api_listen, keys, no TLS) */
+                                     (no api_listen, keys, `listen` plain) */
     uint32_t max_connections;     /* resolved from config or RLIMIT_NOFILE */
     atomic_uint connections;      /* WebSocket connections, all workers */
     atomic_uint api_connections;  /* api_listen connections, all workers;
@@ -45,6 +49,9 @@ typedef struct server {
     struct admit *admit;          /* per-address admission, or NULL (off) */
     struct api_keys *api_keys;    /* server API keys (api/keys.h) */
     struct keyring *keyring;      /* token keys in force (auth/keyring.h) */
+    struct ssl_ctx_st *api_tls;   /* api_tls: the API connections' TLS
+                                     context, shared by the workers (made
+                                     at start, read-only after); or NULL */
     struct metrics *metrics;      /* per-worker counters (metrics/metrics.h);
                                      NULL: `metrics = false` */
     int64_t started_ms;           /* wall clock at start (uptime) */

@@ -25,6 +25,7 @@
 #include "base/admit.h"
 #include "base/log.h"
 #include "base/mem.h"
+#include "base/tls.h"
 #include "core/presence.h"
 #include "core/requests.h"
 #include "core/rules.h"
@@ -1630,6 +1631,18 @@ static int conn_callback(struct lws *wsi, enum lws_callback_reasons reason,
         if (c)
             conn_closed(c);
         return 0;
+    case LWS_CALLBACK_OPENSSL_LOAD_EXTRA_SERVER_VERIFY_CERTS: {
+        /* The TLS vhost's server context (user), before it serves anyone;
+         * wsi is a stand-in that only knows the context. */
+        conns *n = lws_context_user(lws_get_context(wsi));
+        return tls_lws_vhost_setup(user, n->srv->cfg->tls_client_ca) < 0;
+    }
+    case LWS_CALLBACK_OPENSSL_PERFORM_CLIENT_CERT_VERIFICATION:
+        /* tls_client_ca: lws asks whether OpenSSL's verdict on a client
+         * certificate stands (user: the X509_STORE_CTX, len: the
+         * verdict). Its default answer accepts every certificate, even
+         * one from another CA. */
+        return tls_lws_verify_verdict(user, (int)len);
     case LWS_CALLBACK_WSI_DESTROY: {
         /* Every accepted socket ends here (lws calls protocols[0], this
          * callback), upgraded or not: its address's count goes down. */

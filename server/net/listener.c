@@ -127,9 +127,10 @@ static void listener_emfile(listener *l)
 
 /* Refuses a connection over its address's limits: what it sent is read
  * (closing with unread input would reset the connection and could discard
- * the answer), a 429 with a JSON message is written, and the socket is
- * closed. Nothing waits: a client that sends its request later sees the
- * 429 and then a reset. */
+ * the answer), a 429 with a JSON message is written (not on a TLS
+ * listener, whose client would take it for a broken handshake), and the
+ * socket is closed. Nothing waits: a client that sends its request later
+ * sees the 429 and then a reset. */
 static void listener_refuse(listener *l, int fd, int verdict)
 {
     static const char body_many[] =
@@ -146,8 +147,10 @@ static void listener_refuse(listener *l, int fd, int verdict)
                      "Content-Length: %zu\r\nRetry-After: 1\r\n"
                      "Connection: close\r\n\r\n%s",
                      strlen(body), body);
-    ssize_t w = send(fd, buf, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
-    (void)w;
+    if (!l->tls) {
+        ssize_t w = send(fd, buf, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
+        (void)w;
+    }
     close(fd);
     l->refused++;
     uint64_t now = *l->now_s;

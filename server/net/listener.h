@@ -35,7 +35,10 @@ typedef struct listener {
     uv_timer_t resume;
     listener_adopt_fn adopt;  /* where accepted sockets go */
     void *adopt_arg;
-    const char *what;         /* "listen" or "api_listen", in messages */
+    const char *what;         /* "listen", "tls_listen" or "api_listen",
+                                 in messages */
+    int tls;                  /* its clients speak TLS: a refusal is the
+                                 close alone (no plaintext HTTP answer) */
     const uint32_t *conns;    /* the worker's connection count (logs) */
     const uint64_t *now_s;    /* the worker's clock (log rate) */
     uint64_t emfile_logged_s; /* last "out of descriptors" log line */

@@ -68,6 +68,8 @@ static void worker_begin_drain(worker *w)
         sniff_drain(&w->sniff);
     if (w->api_port)
         listener_close(&w->api_lis);
+    if (w->tls_port)
+        listener_close(&w->tls_lis);
     if (w->api)
         api_listen_drain(w->api);
     conns_drain(&w->net);
@@ -92,6 +94,8 @@ static void worker_stop(worker *w)
         sniff_stop(&w->sniff);
     if (w->api_port)
         listener_stop(&w->api_lis);
+    if (w->tls_port)
+        listener_stop(&w->tls_lis);
     if (w->api)
         api_listen_stop(w->api);
     w->broker->ops->stop(w->broker);
@@ -253,6 +257,50 @@ static const lws_retry_bo_t worker_no_validity = {
     .secs_since_valid_hangup = 0,
 };
 
+/* One vhost per main listener: `listen`'s, and tls_listen's beside it.
+ * Both serve the same protocols and HTTP endpoints; tls: over TLS with
+ * tls_cert/tls_key and, with tls_client_ca, only to clients whose
+ * certificate verifies against it (lws refuses the handshake otherwise:
+ * nothing reaches the WebSocket layer). */
+static struct lws_vhost *worker_vhost(worker *w, const char *name, int tls)
+{
+    const config *cfg = w->srv->cfg;
+    struct lws_context_creation_info vi;
+    memset(&vi, 0, sizeof(vi));
+    /* lws 4.1 moves a connection to the vhost whose name a prefix of its
+     * Host header matches, among the vhosts of its own port, and every
+     * NO_LISTEN_SERVER vhost has the same one (docs/lws-http.md, 7): a
+     * TLS client sending "Host: herald" would end up on the plain vhost
+     * (and lws's counts of the vhosts' connections go wrong). Beside a
+     * TLS vhost, the plain one is therefore NO_LISTEN, which lws never
+     * picks for another's connections and never gives TLS. */
+    vi.port = !tls && w->tls_port ? CONTEXT_PORT_NO_LISTEN
+                                  : CONTEXT_PORT_NO_LISTEN_SERVER;
+    vi.protocols = conn_protocols;
+    vi.vhost_name = name;
+    vi.retry_and_idle_policy = &worker_no_validity;
+    /* These two are per vhost in lws 4.1: how long an accepted socket may
+     * take to send its request headers, and HTTP keep-alive idle time. */
+    vi.timeout_secs_ah_idle = cfg->handshake_timeout;
+    vi.keepalive_timeout = 5;
+    if (tls) {
+        /* lws offers "h2,http/1.1" by default; Herald serves HTTP/1.1
+         * (its endpoints, and the WebSocket upgrade, are HTTP/1.1). */
+        vi.alpn = "http/1.1";
+        vi.ssl_cert_filepath = cfg->tls_cert;
+        vi.ssl_private_key_filepath = cfg->tls_key;
+        vi.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+        if (cfg->tls_client_ca[0]) {
+            /* verification and SSL_VERIFY_FAIL_IF_NO_PEER_CERT; the
+             * verdict is conn.c's (tls_lws_verify_verdict) */
+            vi.ssl_ca_filepath = cfg->tls_client_ca;
+            vi.options |= LWS_SERVER_OPTION_REQUIRE_VALID_OPENSSL_CLIENT_CERT;
+        }
+    }
+    vi.user = &w->net;
+    return lws_create_vhost(w->ctx, &vi);
+}
+
 static int worker_create_lws(worker *w)
 {
     const config *cfg = w->srv->cfg;
@@ -297,25 +345,14 @@ static int worker_create_lws(worker *w)
     if (!w->ctx)
         return -1;
 
-    struct lws_context_creation_info vi;
-    memset(&vi, 0, sizeof(vi));
-    vi.port = CONTEXT_PORT_NO_LISTEN_SERVER;
-    vi.protocols = conn_protocols;
-    vi.vhost_name = "herald";
-    vi.retry_and_idle_policy = &worker_no_validity;
-    /* These two are per vhost in lws 4.1: how long an accepted socket may
-     * take to send its request headers, and HTTP keep-alive idle time. */
-    vi.timeout_secs_ah_idle = cfg->handshake_timeout;
-    vi.keepalive_timeout = 5;
-    if (cfg->tls_cert[0]) {
-        vi.ssl_cert_filepath = cfg->tls_cert;
-        vi.ssl_private_key_filepath = cfg->tls_key;
-        vi.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
-    }
-    vi.user = &w->net;
-    w->vh = lws_create_vhost(w->ctx, &vi);
+    w->vh = worker_vhost(w, "herald", w->srv->tls_on_listen);
     if (!w->vh)
         return -1;
+    if (w->tls_port) {
+        w->vh_tls = worker_vhost(w, "herald-tls", 1);
+        if (!w->vh_tls)
+            return -1;
+    }
     return 0;
 }
 
@@ -347,16 +384,28 @@ static int worker_create_in_order(worker *w)
     return rc;
 }
 
-/* The main listener's sockets become lws connections; the admission
+/* The main listeners' sockets become lws connections; the admission
  * ticket is given back when lws destroys the connection (conn.c). */
-static int worker_adopt_ws(void *arg, int fd, void *ticket)
+static int worker_adopt_in(struct lws_vhost *vh, int fd, void *ticket)
 {
-    worker *w = arg;
-    struct lws *wsi = lws_adopt_socket_vhost(w->vh, fd);
+    struct lws *wsi = lws_adopt_socket_vhost(vh, fd);
     if (!wsi)
         return -1;           /* lws closed the descriptor */
     lws_set_opaque_user_data(wsi, ticket);
     return 0;
+}
+
+static int worker_adopt_ws(void *arg, int fd, void *ticket)
+{
+    worker *w = arg;
+    return worker_adopt_in(w->vh, fd, ticket);
+}
+
+/* tls_listen's. */
+static int worker_adopt_wss(void *arg, int fd, void *ticket)
+{
+    worker *w = arg;
+    return worker_adopt_in(w->vh_tls, fd, ticket);
 }
 
 static void *worker_main(void *arg)
@@ -387,7 +436,10 @@ static void *worker_main(void *arg)
                        &w->net.now_s);
     }
     if (w->api_port)
-        listener_start(&w->api_lis, &w->loop, api_listen_adopt, w->api,
+        listener_start(&w->api_lis, &w->loop, api_listen_adopt_tls, w->api,
+                       &w->net.count, &w->net.now_s);
+    if (w->tls_port)
+        listener_start(&w->tls_lis, &w->loop, worker_adopt_wss, w,
                        &w->net.count, &w->net.now_s);
     uv_timer_start(&w->tick, worker_on_tick, 1000, 1000);
     uv_prepare_start(&w->flush_prep, worker_on_prepare);
@@ -420,6 +472,20 @@ worker *worker_new(server *srv, uint16_t index, char *err, size_t errlen)
             return NULL;
         }
         w->api_port = 1;
+        w->api_lis.tls = srv->cfg->api_tls;
+    }
+    w->lis.tls = srv->tls_on_listen;
+    if (srv->cfg->tls_listen.host[0]) {
+        if (listener_open(&w->tls_lis, srv, index, &srv->cfg->tls_listen,
+                          "tls_listen", &srv->tls_port, err, errlen) < 0) {
+            listener_free(&w->lis);
+            if (w->api_port)
+                listener_free(&w->api_lis);
+            free(w);
+            return NULL;
+        }
+        w->tls_port = 1;
+        w->tls_lis.tls = 1;
     }
     uv_loop_init(&w->loop);
     uv_async_init(&w->loop, &w->wake, worker_on_wake);
@@ -474,6 +540,8 @@ void worker_free(worker *w)
     listener_free(&w->lis);
     if (w->api_port)
         listener_free(&w->api_lis);
+    if (w->tls_port)
+        listener_free(&w->tls_lis);
     api_listen_free(w->api);
     free(w);
 }

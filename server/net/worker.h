@@ -39,12 +39,15 @@ typedef struct worker {
     uv_check_t judge_check;   /* conns_judge after each poll */
     listener lis;
     listener api_lis;         /* api_listen, when configured */
+    listener tls_lis;         /* tls_listen, when configured */
+    int tls_port;             /* tls_lis is open */
     int api_port;             /* api_lis is open */
     struct api_listen *api;   /* API connections (either port), or NULL */
     int sniffing;             /* the API is on the main port: sniff */
     sniff sniff;
     struct lws_context *ctx;
-    struct lws_vhost *vh;
+    struct lws_vhost *vh;     /* listen's (TLS when tls_on_listen) */
+    struct lws_vhost *vh_tls; /* tls_listen's, or NULL */
     mailbox mb;
     conns net;                /* the connections of this worker */
     owner own;                /* the channels this worker owns */

@@ -32,7 +32,8 @@ static const char *const top_key_names[] = {
     "mongodb_writers", "mongodb_queue_max", "mongodb_batch",
     "mongodb_readers", "mongodb_spill_path", "mongodb_spill_mb",
     "durable_ack_timeout_ms", "retention_interval", "api_listen",
-    "api_max_body", "api_timeout_ms",
+    "api_max_body", "api_timeout_ms", "tls_listen", "tls_client_ca",
+    "api_tls", "api_client_ca",
 };
 static const char *const ns_key_names[] = {
     "history_size", "history_ttl", "presence", "join_leave", "allow_publish",
@@ -986,6 +987,71 @@ Test(config, tls_needs_both_files)
     cr_assert_eq(config_load(&c, NULL, env, err, sizeof err), -1);
     assert_has(err, "env HERALD_TLS_KEY: key 'tls_key': set without "
                     "tls_cert");
+}
+
+/* A TLS key that would be ignored without another is an error where it
+ * was set: a deployment must never believe it asks for client
+ * certificates while it does not. */
+Test(config, tls_keys_that_need_others)
+{
+    config c;
+    char err[ERRLEN], *path;
+    const char *text = "tls_listen = \"127.0.0.1:8443\";\n"
+                       "tls_client_ca = \"/ca.pem\";\n"
+                       "api_tls = true;\n"
+                       "api_client_ca = \"/ca.pem\";\n";
+
+    cr_assert_eq(load_text(text, no_env, &c, err, &path), -1);
+    assert_has(err, "%s:1: key 'tls_listen': needs tls_cert and tls_key",
+               path);
+    assert_has(err, "%s:2: key 'tls_client_ca': needs tls_cert and tls_key",
+               path);
+    assert_has(err, "%s:3: key 'api_tls': needs tls_cert and tls_key", path);
+    assert_has(err, "%s:3: key 'api_tls': needs api_listen", path);
+    cr_assert_eq(count_lines(err), 4, "%s", err);
+    free(path);
+
+    char *const env[] = { "HERALD_TLS_CERT=/c.pem", "HERALD_TLS_KEY=/k.pem",
+                          "HERALD_API_LISTEN=127.0.0.1:9000",
+                          "HERALD_API_CLIENT_CA=/ca.pem", NULL };
+    cr_assert_eq(config_load(&c, NULL, env, err, sizeof err), -1);
+    assert_has(err, "env HERALD_API_CLIENT_CA: key 'api_client_ca': needs "
+                    "api_tls = true");
+    cr_assert_eq(count_lines(err), 1, "%s", err);
+}
+
+Test(config, tls_keys_together)
+{
+    config c;
+    char err[ERRLEN], *path;
+    const char *text = "listen = \"0.0.0.0:8080\";\n"
+                       "tls_cert = \"/c.pem\";\n"
+                       "tls_key = \"/k.pem\";\n"
+                       "tls_listen = \"0.0.0.0:8443\";\n"
+                       "tls_client_ca = \"/clients.pem\";\n"
+                       "api_listen = \"127.0.0.1:9000\";\n"
+                       "api_tls = true;\n"
+                       "api_client_ca = \"/backends.pem\";\n";
+
+    cr_assert_eq(load_text(text, no_env, &c, err, &path), 0, "%s", err);
+    cr_assert_str_eq(c.tls_listen.host, "0.0.0.0");
+    cr_assert_eq(c.tls_listen.port, 8443);
+    cr_assert_str_eq(c.tls_client_ca, "/clients.pem");
+    cr_assert_eq(c.api_tls, 1);
+    cr_assert_str_eq(c.api_client_ca, "/backends.pem");
+    free(path);
+
+    char *const same[] = { "HERALD_TLS_LISTEN=0.0.0.0:8080", NULL };
+    cr_assert_eq(load_text(text, same, &c, err, &path), -1);
+    assert_has(err, "env HERALD_TLS_LISTEN: key 'tls_listen': is the address "
+                    "of listen");
+    free(path);
+
+    config_defaults(&c);
+    cr_assert_str_eq(c.tls_listen.host, "");
+    cr_assert_str_eq(c.tls_client_ca, "");
+    cr_assert_eq(c.api_tls, 0);
+    cr_assert_str_eq(c.api_client_ca, "");
 }
 
 Test(config, error_buffer_is_truncated_safely)
