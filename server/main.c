@@ -36,6 +36,7 @@
 #include "core/requests.h"
 #include "metrics/metrics.h"
 #include "auth/keyring.h"
+#include "auth/proxy.h"
 #include "base/tls.h"
 #include "net/worker.h"
 #include "store/store.h"
@@ -390,6 +391,12 @@ int main(int argc, char **argv)
         fputs(err, stderr);
         return 2;
     }
+    /* Answers go to the workers' mailboxes; calls come only once they run. */
+    srv->proxy = proxy_start(&cfg, srv, CON_PROXY, err, sizeof(err));
+    if (!srv->proxy && err[0]) {
+        fputs(err, stderr);
+        return 2;
+    }
     /* `listen` is TLS when there is a certificate and no tls_listen to
      * serve it beside a plain `listen`. */
     srv->tls_on_listen = cfg.tls_cert[0] && !cfg.tls_listen.host[0];
@@ -488,6 +495,7 @@ int main(int argc, char **argv)
         failed |= ms.workers[i]->startup_error;
     }
     main_stop_store(&ms);
+    proxy_stop(srv->proxy);     /* posts nothing after this */
     for (uint32_t i = 0; i < srv->n_workers; i++)
         worker_free(ms.workers[i]);
     free(ms.workers);

@@ -69,6 +69,7 @@ static const char *check_mongo_name(const char *s);
 static const char *check_mongo_uri(const char *s);
 static const char *check_key_file(const char *s);
 static const char *check_jwks(const char *s);
+static const char *check_url(const char *s);
 
 /* Ranges: wide enough for any real deployment, narrow enough to catch unit
  * mistakes (milliseconds where seconds are expected, bytes where KiB were
@@ -105,6 +106,16 @@ static const key_def top_keys[] = {
     { "token_jwks", KT_STR, FIELD(config, token_jwks), 0, 0, check_jwks },
     UINT_KEY(config, token_jwks_refresh, 1, 86400),
     UINT_KEY(config, token_jwks_timeout_ms, 100, 60000),
+    { "proxy_connect_url", KT_STR, FIELD(config, proxy_connect_url), 0, 0,
+      check_url },
+    { "proxy_refresh_url", KT_STR, FIELD(config, proxy_refresh_url), 0, 0,
+      check_url },
+    { "proxy_subscribe_url", KT_STR, FIELD(config, proxy_subscribe_url), 0, 0,
+      check_url },
+    { "proxy_publish_url", KT_STR, FIELD(config, proxy_publish_url), 0, 0,
+      check_url },
+    UINT_KEY(config, proxy_timeout_ms, 100, 60000),
+    UINT_KEY(config, proxy_max_pending, 1, 1000000),
     { "token_audience", KT_STR, FIELD(config, token_audience), 0, 0, NULL },
     { "token_issuer", KT_STR, FIELD(config, token_issuer), 0, 0, NULL },
     UINT_KEY(config, token_leeway, 0, 300),
@@ -160,6 +171,9 @@ static const key_def ns_keys[] = {
     BOOL_KEY(config_ns, private),
     BOOL_KEY(config_ns, publish_open),
     BOOL_KEY(config_ns, user_channels),
+    BOOL_KEY(config_ns, proxy_subscribe),
+    BOOL_KEY(config_ns, proxy_publish),
+    BOOL_KEY(config_ns, proxy_fail_open),
 };
 #define N_NS_KEYS (sizeof ns_keys / sizeof ns_keys[0])
 
@@ -607,6 +621,16 @@ static const char *check_jwks(const char *s)
         return check_key_file(s);
     if (strlen(s) < 10 || strpbrk(s, " \t\r\n"))
         return "not a URL";
+    return NULL;
+}
+
+/* An http(s) URL, or "" (off). */
+static const char *check_url(const char *s)
+{
+    if (!s[0])
+        return NULL;
+    if (!config_is_url(s) || strlen(s) < 10 || strpbrk(s, " \t\r\n"))
+        return "not an http:// or https:// URL";
     return NULL;
 }
 
@@ -1790,6 +1814,24 @@ static void check_combined(loader *L)
                      j ? ns->name : "default");
             err_key(L->e, "config", label, "durable needs durable = true");
         }
+        /* A namespace that asks the backend needs somewhere to ask. */
+        static const struct { size_t on, url; const char *key, *need; } px[] = {
+            { offsetof(config_ns, proxy_subscribe),
+              offsetof(config, proxy_subscribe_url), "proxy_subscribe",
+              "needs proxy_subscribe_url" },
+            { offsetof(config_ns, proxy_publish),
+              offsetof(config, proxy_publish_url), "proxy_publish",
+              "needs proxy_publish_url" },
+        };
+        for (size_t k = 0; k < sizeof px / sizeof px[0]; k++) {
+            if (*(const int *)((const char *)ns + px[k].on) &&
+                !((const char *)c + px[k].url)[0]) {
+                char label[CONFIG_NS_NAME_MAX + 32];
+                snprintf(label, sizeof label, "namespace '%s': %s",
+                         j ? ns->name : "default", px[k].key);
+                err_key(L->e, "config", label, px[k].need);
+            }
+        }
     }
 }
 
@@ -1844,6 +1886,8 @@ void config_defaults(config *c)
     c->retention_interval = 60;
     c->token_jwks_refresh = 300;
     c->token_jwks_timeout_ms = 5000;
+    c->proxy_timeout_ms = 3000;
+    c->proxy_max_pending = 1024;
 
     c->n_namespaces = 1;
     def = &c->namespaces[0];

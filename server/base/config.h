@@ -43,6 +43,9 @@ typedef struct config_ns {
                                        publish need a grant or channel token */
     int publish_open;               /* private: publishing needs neither */
     int user_channels;              /* "...#U" is user U's channel */
+    int proxy_subscribe;            /* subscribe asks proxy_subscribe_url */
+    int proxy_publish;              /* publish asks proxy_publish_url */
+    int proxy_fail_open;            /* a failed proxy call allows */
 } config_ns;
 
 /* A listening address ("HOST:PORT"; port 0 = any free one). */
@@ -100,6 +103,13 @@ typedef struct config {
     char token_jwks[1024];          /* JWKS file, or http(s) URL */
     uint32_t token_jwks_refresh;    /* s between fetches of a URL: 300 */
     uint32_t token_jwks_timeout_ms; /* bound of one fetch: 5000 */
+    /* Proxy mode (auth/proxy.h): "" = that op is not proxied. */
+    char proxy_connect_url[1024];
+    char proxy_refresh_url[1024];
+    char proxy_subscribe_url[1024];
+    char proxy_publish_url[1024];
+    uint32_t proxy_timeout_ms;      /* 3000 */
+    uint32_t proxy_max_pending;     /* calls waiting on a node: 1024 */
     char token_audience[256];       /* "" = aud not checked */
     char token_issuer[256];         /* "" = iss not checked */
     uint32_t token_leeway;          /* s of clock skew on exp/nbf: 0 */

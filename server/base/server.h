@@ -49,6 +49,7 @@ typedef struct server {
     struct admit *admit;          /* per-address admission, or NULL (off) */
     struct api_keys *api_keys;    /* server API keys (api/keys.h) */
     struct keyring *keyring;      /* token keys in force (auth/keyring.h) */
+    struct proxy *proxy;          /* proxy mode (auth/proxy.h), or NULL */
     struct ssl_ctx_st *api_tls;   /* api_tls: the API connections' TLS
                                      context, shared by the workers (made
                                      at start, read-only after); or NULL */

@@ -52,6 +52,7 @@ enum conn_msg_type {
     CON_CHANNELS_DONE,  /* chans_ask answered, back to the asker */
     CON_DISCONNECT,     /* disc_ask: close matching connections */
     CON_DISCONNECT_DONE,/* disc_ask answered, back to the asker */
+    CON_PROXY,          /* proxy_answer (auth/proxy.h): a backend's verdict */
 };
 
 enum worker_msg_type {
