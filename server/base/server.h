@@ -23,6 +23,7 @@ struct admit;
 struct api_keys;
 struct metrics;
 struct jwt_keys;
+struct hooks;
 
 typedef struct server {
     const config *cfg;
@@ -45,6 +46,8 @@ typedef struct server {
     struct admit *admit;          /* per-address admission, or NULL (off) */
     struct api_keys *api_keys;    /* server API keys (api/keys.h) */
     struct keyring *keyring;      /* token keys in force (auth/keyring.h) */
+    struct hooks *hooks;          /* webhooks (hooks/hooks.h); NULL: none
+                                     configured */
     struct metrics *metrics;      /* per-worker counters (metrics/metrics.h);
                                      NULL: `metrics = false` */
     int64_t started_ms;           /* wall clock at start (uptime) */

@@ -137,6 +137,12 @@ typedef struct broker_ops {
     /* A client joined (1) or left (0) the channel's presence here. */
     void (*presence_change)(broker *b, chan_state *c, int join,
                             const char *client, const char *user);
+    /* This node's subscribers of c went from none to one (occupied 1) or
+     * from one to none (0). The broker makes the webhook's occupied and
+     * vacated events once per channel across the nodes: the memory
+     * broker at once; the Redis broker when the set of nodes with
+     * subscribers becomes non-empty or empty (docs/webhooks.md). */
+    void (*occupancy)(broker *b, chan_state *c, int occupied);
     /* Who is present on the channel, across nodes. */
     int (*presence_query)(broker *b, chan_state *c, pres_req *r,
                           const char **errmsg);

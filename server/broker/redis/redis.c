@@ -22,6 +22,7 @@
 #include "base/mem.h"
 #include "broker/redis/record.h"
 #include "broker/redis/redis.h"
+#include "hooks/hooks.h"
 
 #undef uthash_fatal
 #define uthash_fatal(msg) abort()
@@ -719,6 +720,15 @@ static void redis_destroy(broker *b)
     free(rb);
 }
 
+/* TODO(cluster): once per channel across the nodes (a set per channel in
+ * Redis); for now this node's own transitions. */
+static void redis_occupancy(broker *b, chan_state *c, int occupied)
+{
+    hooks_emit_channel(rb_of(b)->srv->hooks,
+                       occupied ? CONFIG_HOOK_OCCUPIED : CONFIG_HOOK_VACATED,
+                       c->name, c->len);
+}
+
 static const broker_ops redis_ops = {
     .name = "redis",
     .start = redis_start,
@@ -731,6 +741,7 @@ static const broker_ops redis_ops = {
     .publish = redis_publish,
     .read = redis_read,
     .presence_change = redis_presence_change,
+    .occupancy = redis_occupancy,
     .presence_query = redis_presence_query,
     .receive = NULL,
     .ask_all = redis_ask_all,
