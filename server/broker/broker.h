@@ -143,6 +143,12 @@ typedef struct broker_ops {
      * broker at once; the Redis broker when the set of nodes with
      * subscribers becomes non-empty or empty (docs/webhooks.md). */
     void (*occupancy)(broker *b, chan_state *c, int occupied);
+    /* A client of this worker connected (1) or went (0): the Redis broker
+     * keeps this node's clients so that another node can make their
+     * disconnect events if this one dies; the memory broker has nothing to
+     * keep. */
+    void (*client_change)(broker *b, const char *client, const char *user,
+                          int connected);
     /* Who is present on the channel, across nodes. */
     int (*presence_query)(broker *b, chan_state *c, pres_req *r,
                           const char **errmsg);

@@ -210,6 +210,16 @@ static void mem_occupancy(broker *b, chan_state *c, int occupied)
                        c->name, c->len);
 }
 
+/* A single node dies with its clients: nobody is left to tell. */
+static void mem_client_change(broker *b, const char *client, const char *user,
+                              int connected)
+{
+    (void)b;
+    (void)client;
+    (void)user;
+    (void)connected;
+}
+
 static const broker_ops memory_ops = {
     .name = "memory",
     .start = mem_start,
@@ -223,6 +233,7 @@ static const broker_ops memory_ops = {
     .read = mem_read,
     .presence_change = mem_presence_change,
     .occupancy = mem_occupancy,
+    .client_change = mem_client_change,
     .presence_query = mem_presence_query,
     .receive = mem_receive,
 };

@@ -25,6 +25,7 @@
 #include "base/admit.h"
 #include "base/log.h"
 #include "base/mem.h"
+#include "broker/broker.h"
 #include "core/requests.h"
 #include "core/rules.h"
 #include "hooks/hooks.h"
@@ -600,6 +601,17 @@ static void conn_hook(conn *c, int type, const char *chan, size_t len,
     hooks_emit(h, &ev);
 }
 
+/* Cluster: the node's clients are kept in Redis so that another node can
+ * make their disconnect events if this one dies (only when disconnect
+ * events are wanted). */
+static void conn_track(conn *c, int connected)
+{
+    if (c->n->broker &&
+        hooks_wants(c->n->srv->hooks, CONFIG_HOOK_DISCONNECT))
+        c->n->broker->ops->client_change(c->n->broker, c->id,
+                                         c->user ? c->user : "", connected);
+}
+
 /* Ends a subscription: an active one is removed and the owner told; a
  * pending one becomes an orphan that the owner's reply will clean up
  * (it had no subscribe event, so it gets no unsubscribe event). why: the
@@ -794,6 +806,7 @@ static int conn_do_connect(conn *c, const proto_cmd *cmd)
     }
     c->connected = 1;
     conn_hook(c, CONFIG_HOOK_CONNECT, NULL, 0, NULL);
+    conn_track(c, 1);
     proto_enc_ok_connect(conn_encbuf(c), c->enc, cmd->id,
                          (proto_slice){ c->id, IDS_LEN },
                          (proto_slice){ c->n->srv->node,
@@ -998,6 +1011,7 @@ static int conn_command(conn *c, const proto_cmd *cmd)
         }
         c->connected = 1;   /* implied anonymous connect */
         conn_hook(c, CONFIG_HOOK_CONNECT, NULL, 0, NULL);
+        conn_track(c, 1);
     }
     switch (cmd->op) {
     case PROTO_OP_SUBSCRIBE: conn_do_subscribe(c, cmd); break;
@@ -1498,8 +1512,10 @@ static void conn_closed(conn *c)
     }
     while (c->subs)
         conn_sub_end(c, c->subs, "disconnect");
-    if (c->connected)
+    if (c->connected) {
         conn_hook(c, CONFIG_HOOK_DISCONNECT, NULL, 0, NULL);
+        conn_track(c, 0);
+    }
     hb_remove(&n->wheel, &c->hb);
     sendq_free(&c->q);
     free(c->rx);

@@ -130,6 +130,7 @@ typedef struct conns {
     struct lws_context *lws_wake; /* a timeout was armed: wake lws (see
                                      conns_lws_wake) */
     struct metrics_worker *m; /* this worker's counters; NULL: metrics off */
+    struct broker *broker;    /* the worker's (clients kept for webhooks) */
 } conns;
 
 extern const struct lws_protocols conn_protocols[];

@@ -437,6 +437,7 @@ worker *worker_new(server *srv, uint16_t index, char *err, size_t errlen)
     conns_init(&w->net, srv, index, &w->loop);
     w->broker = srv->cfg->n_redis ? broker_redis_new(srv, index, &w->loop)
                                   : broker_memory_new(srv, index);
+    w->net.broker = w->broker;
     w->broker->ctl = (broker_ctl){ w, worker_ctl_asked, worker_ctl_answered,
                                    worker_ctl_sent };
     owner_init(&w->own, srv, index, w->broker);

@@ -420,3 +420,105 @@ async def test_documented_receivers_verify_and_print(server_factory, lang):
     finally:
         p.kill()
         p.wait()
+
+
+# --------------------------------------------------------------------------
+# cluster: occupied/vacated once per channel across nodes; a killed node's
+# vacated and disconnect events made by a surviving node
+
+import cluster_harness as ch  # noqa: E402
+
+make_cluster = ch.cluster_factory_fixture()
+
+
+def cluster_config(receiver, presence_ttl=2):
+    return dict(config(receiver), presence_ttl=presence_ttl)
+
+
+async def user(node, name):
+    c = await node.client()
+    cid = (await c.ok("connect", token=hh.make_jwt(TOKEN_SECRET, sub=name)))["client"]
+    return c, cid
+
+
+async def test_cluster_occupied_and_vacated_once_per_channel(make_cluster, receiver):
+    cl = make_cluster(cluster_config(receiver), n=2)
+    a, b = cl
+    x, y = chan("quiet:"), chan("quiet:")
+    ca, _ = await user(a, "ann")
+    cb, _ = await user(b, "bob")
+    cb2, _ = await user(b, "bea")
+    await ca.ok("subscribe", channel=x)
+    await wait_events(receiver, 1, event="occupied", channel=x)
+    await cb.ok("subscribe", channel=x)
+    await cb2.ok("subscribe", channel=x)
+    await cb.ok("subscribe", channel=y)
+    await wait_events(receiver, 3, event="subscribe", channel=x)
+    await wait_events(receiver, 1, event="occupied", channel=y)
+    await ca.ok("unsubscribe", channel=x)
+    await cb.ok("unsubscribe", channel=x)
+    await wait_events(receiver, 2, event="unsubscribe", channel=x)
+    await asyncio.sleep(0.3)
+    assert receiver.events(event="vacated", channel=x) == []   # bea is still there
+    await cb2.ok("unsubscribe", channel=x)
+    await cb.ok("unsubscribe", channel=y)
+    await wait_events(receiver, 1, event="vacated", channel=x)
+    await wait_events(receiver, 1, event="vacated", channel=y)
+    # and again: a new first subscriber, on the other node
+    await cb.ok("subscribe", channel=x)
+    await wait_events(receiver, 2, event="occupied", channel=x)
+    await cb.ok("unsubscribe", channel=x)
+    await wait_events(receiver, 2, event="vacated", channel=x)
+    await asyncio.sleep(0.5)
+    assert len(receiver.events(event="occupied", channel=x)) == 2
+    assert len(receiver.events(event="vacated", channel=x)) == 2
+    assert len(receiver.events(event="occupied", channel=y)) == 1
+    assert len(receiver.events(event="vacated", channel=y)) == 1
+    # In a cluster, occupied is decided in Redis after the owner counted the
+    # subscriber: it may come after that subscribe (docs/webhooks.md);
+    # vacated still comes after the last unsubscribe.
+    order = [e["event"] for e in receiver.events(channel=y)]
+    assert sorted(order[:2]) == ["occupied", "subscribe"], order
+    assert order[2:] == ["unsubscribe", "vacated"], order
+
+
+async def test_cluster_killed_node_gets_vacated_and_disconnect_from_another(
+        make_cluster, receiver):
+    cl = make_cluster(cluster_config(receiver), n=2)
+    a, b = cl
+    shared, only_b = chan("quiet:"), chan("quiet:")
+    ca, aid = await user(a, "ann")
+    cb, bid = await user(b, "bob")
+    cb2, b2id = await user(b, "bea")
+    await ca.ok("subscribe", channel=shared)
+    await cb.ok("subscribe", channel=shared)
+    await cb.ok("subscribe", channel=only_b)
+    await cb2.ok("subscribe", channel=only_b)
+    await wait_events(receiver, 1, event="occupied", channel=only_b)
+    await wait_events(receiver, 2, event="subscribe", channel=shared)
+    b_name = next(e["node"] for e in receiver.events(event="connect", client=bid))
+    a_name = next(e["node"] for e in receiver.events(event="connect", client=aid))
+    assert a_name != b_name
+    b.kill()
+    killed_at = time.monotonic()
+    # within the lease (presence_ttl = 2 s) and a renewal, node A makes them
+    for cid, name in ((bid, "bob"), (b2id, "bea")):
+        e = (await wait_events(receiver, 1, timeout=t(15), event="disconnect",
+                               client=cid))[0]
+        assert e["node"] == a_name and e["user"] == name and e["code"] == 1006
+    v = (await wait_events(receiver, 1, timeout=t(15), event="vacated",
+                           channel=only_b))[0]
+    assert v["node"] == a_name
+    assert time.monotonic() - killed_at >= 1.5       # not before the lease expired
+    await asyncio.sleep(1.5)                         # more reaping rounds: nothing twice
+    assert len(receiver.events(event="vacated", channel=only_b)) == 1
+    assert len(receiver.events(event="disconnect", client=bid)) == 1
+    assert receiver.events(event="vacated", channel=shared) == []   # ann is still there
+    await ca.ok("unsubscribe", channel=shared)
+    await wait_events(receiver, 1, event="vacated", channel=shared)
+    assert len(receiver.events(event="occupied", channel=shared)) == 1
+    # the dead node's keys are gone from Redis
+    await hh.async_wait_for(
+        lambda: not [k for k in cl.redis[0].keys("herald:!hk:*")
+                     if b_name.encode() in (k if isinstance(k, bytes) else k.encode())],
+        t(10), what="node B's keys reaped")
