@@ -6,7 +6,7 @@ import hashlib
 import hmac
 import json
 import os
-import sys
+import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -31,6 +31,7 @@ def verify(secret, signature_header, body, now=None, tolerance=TOLERANCE):
 
 
 seen = set()               # ids already handled (keep them in your database)
+lock = threading.Lock()    # requests are handled on several threads
 
 
 class Receiver(BaseHTTPRequestHandler):
@@ -42,9 +43,10 @@ class Receiver(BaseHTTPRequestHandler):
             return
         event = json.loads(body)
         # At least once: a retry carries the same id; handle it only once.
-        if event["id"] not in seen:
-            seen.add(event["id"])
-            print(json.dumps(event), flush=True)
+        with lock:
+            if event["id"] not in seen:
+                seen.add(event["id"])
+                print(json.dumps(event), flush=True)
         self.send_response(204)    # any 2xx: delivered
         self.end_headers()
 
@@ -56,5 +58,4 @@ if __name__ == "__main__":
     server = ThreadingHTTPServer(("127.0.0.1", int(os.environ.get("PORT", 9000))),
                                  Receiver)
     print("listening", flush=True)
-    sys.stdout.flush()
     server.serve_forever()

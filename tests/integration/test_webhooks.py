@@ -119,10 +119,17 @@ def config(receiver, **extra):
         "webhook_drain_ms": 500,
         "namespaces": [{"name": "pubs", "publication_webhook": True,
                         "history_size": 1000},
-                       {"name": "quiet"}],
+                       {"name": "quiet"},
+                       {"name": "priv", "private": True}],
     }
     cfg.update(extra)
     return cfg
+
+
+async def user(node, name):
+    c = await node.client()
+    cid = (await c.ok("connect", token=hh.make_jwt(TOKEN_SECRET, sub=name)))["client"]
+    return c, cid
 
 
 def metric(server, name):
@@ -224,6 +231,36 @@ async def test_server_unsubscribe_and_disconnect_reasons(server_factory, receive
     e = (await wait_events(receiver, 1, event="unsubscribe", client=cid))[0]
     assert e["reason"] == "disconnect" and e["user"] == ""
     await wait_events(receiver, 1, event="disconnect", client=cid)
+
+
+async def test_channel_token_expiry_is_a_server_unsubscribe(server_factory, receiver):
+    server = server_factory(config(receiver))
+    c, cid = await user(server, "carl")
+    ch = chan("priv:")
+    token = hh.make_jwt(TOKEN_SECRET, sub="carl", exp=int(time.time()) + 2,
+                        extra={"channel": ch})
+    await c.ok("subscribe", channel=ch, token=token)
+    await c.push("unsubscribe", timeout=t(10))
+    e = (await wait_events(receiver, 1, event="unsubscribe", client=cid))[0]
+    assert e["reason"] == "server" and e["user"] == "carl" and e["channel"] == ch
+    await wait_events(receiver, 1, event="vacated", channel=ch)
+
+
+async def test_shutdown_gives_queued_events_drain_ms_then_drops(server_factory, receiver):
+    receiver.hang.set()
+    server = server_factory(config(receiver, webhook_drain_ms=300,
+                                   webhook_timeout_ms=60000))
+    for _ in range(3):
+        c = await server.client()
+        await c.ok("connect")
+    await hh.async_wait_for(lambda: len(receiver.attempts) >= 1, t(5),
+                            what="a POST in flight")
+    started = time.monotonic()
+    server.stop(timeout=t(10))
+    assert time.monotonic() - started < t(8)     # not the 60 s POST timeout
+    lines = [json.loads(l) for l in server.stderr().splitlines() if l.startswith("{")]
+    drop = [l for l in lines if l["msg"] == "webhook events dropped at shutdown"]
+    assert drop and drop[0]["deliveries"] >= 3, lines[-5:]
 
 
 def assert_in_order(pubs, n_expected):
@@ -368,6 +405,32 @@ def test_config_errors_name_the_key_and_line(tmp_path):
           ",".join(['{ url = "http://x/"; }'] * 9) + ");\n", "at most 8")
 
 
+def function_text(text, start):
+    """The lines of a function: from the line starting with `start` to the
+    first line back at indentation 0 (or the end)."""
+    lines = text.splitlines()
+    i = next(k for k, l in enumerate(lines) if l.startswith(start))
+    out = [lines[i]]
+    for l in lines[i + 1:]:
+        if l and not l[0].isspace():
+            if l.startswith("}"):
+                out.append(l)
+            break
+        out.append(l)
+    return "\n".join(out).rstrip()
+
+
+def test_webhooks_md_shows_the_examples_verifiers():
+    with open(os.path.join(hh.REPO, "docs", "webhooks.md"), encoding="utf-8") as f:
+        md = f.read()
+    for name, start in (("webhook_receiver.py", "def verify("),
+                        ("webhook_receiver.mjs", "export function verify(")):
+        with open(os.path.join(EXAMPLES, name), encoding="utf-8") as f:
+            src = function_text(f.read(), start)
+        assert function_text(md, start) == src, \
+            "docs/webhooks.md does not show verify() of docs/examples/%s as it is" % name
+
+
 def example_env(port):
     return dict(os.environ, HERALD_WEBHOOK_SECRET=SECRET, PORT=str(port))
 
@@ -435,16 +498,21 @@ def cluster_config(receiver, presence_ttl=2):
     return dict(config(receiver), presence_ttl=presence_ttl)
 
 
-async def user(node, name):
-    c = await node.client()
-    cid = (await c.ok("connect", token=hh.make_jwt(TOKEN_SECRET, sub=name)))["client"]
-    return c, cid
-
-
 async def test_cluster_occupied_and_vacated_once_per_channel(make_cluster, receiver):
     cl = make_cluster(cluster_config(receiver), n=2)
     a, b = cl
     x, y = chan("quiet:"), chan("quiet:")
+    # a publication with subscribers on both nodes: one event, from the
+    # publisher's node
+    p = chan("pubs:")
+    sa, _ = await user(a, "sal")
+    sb, _ = await user(b, "sam")
+    await sa.ok("subscribe", channel=p)
+    await sb.ok("subscribe", channel=p)
+    await sa.ok("publish", channel=p, data={"once": True})
+    await sb.pubs(1)
+    pe = (await wait_events(receiver, 1, event="publication", channel=p))[0]
+    assert pe["node"] == "node-a" and pe["offset"] == 1
     ca, _ = await user(a, "ann")
     cb, _ = await user(b, "bob")
     cb2, _ = await user(b, "bea")
@@ -470,6 +538,7 @@ async def test_cluster_occupied_and_vacated_once_per_channel(make_cluster, recei
     await cb.ok("unsubscribe", channel=x)
     await wait_events(receiver, 2, event="vacated", channel=x)
     await asyncio.sleep(0.5)
+    assert len(receiver.events(event="publication", channel=p)) == 1
     assert len(receiver.events(event="occupied", channel=x)) == 2
     assert len(receiver.events(event="vacated", channel=x)) == 2
     assert len(receiver.events(event="occupied", channel=y)) == 1
