@@ -5,6 +5,7 @@
  * that changes (the endpoints' lanes, the curl handles) belongs to the
  * sender thread. The counters are atomics any thread reads.
  */
+#define _GNU_SOURCE     /* pthread_setname_np: the thread's name in top, gdb */
 #include "hooks/hooks.h"
 
 #include <inttypes.h>
@@ -120,33 +121,15 @@ void hooks_emit(hooks *h, const hook_event *ev)
 {
     if (!hooks_wants(h, ev->type))
         return;
+    /* Built before the lock (a dropped one was built for nothing, which
+     * only happens while the backend is not keeping up): the lock covers
+     * a count and two pointers. */
     char id[HOOK_ID_LEN + 1];
     hook_event_id(id);
     proto_buf b;
     proto_buf_init(&b, 0);
     hook_event_json(&b, ev, id, hooks_wall_ms(), h->node);
     proto_slice key = hook_event_key(ev);
-
-    pthread_mutex_lock(&h->mu);
-    if (h->queued >= h->cfg->webhook_queue_max || h->stop) {
-        int log = log_gate_pass(&h->full_gate,
-                                (uint64_t)(hooks_mono_ms() / 1000), 1,
-                                "webhook queue full: event dropped");
-        pthread_mutex_unlock(&h->mu);
-        proto_buf_free(&b);
-        hooks_count(&h->dropped[HOOKS_DROP_QUEUE_FULL], 1);
-        if (log)
-            log_warn("webhook queue full: event dropped",
-                     LOG_STR("event", config_hook_event_name(ev->type)),
-                     LOG_INT("webhook_queue_max",
-                             h->cfg->webhook_queue_max));
-        return;
-    }
-    h->queued++;
-    atomic_store_explicit(&h->queued_now, h->queued, memory_order_relaxed);
-    pthread_mutex_unlock(&h->mu);
-
-    /* Built outside the lock; only the queue's room is reserved in it. */
     hook_body *body = mem_alloc(sizeof(*body) + b.len + 1);
     body->refs = 0;
     body->type = ev->type;
@@ -159,6 +142,22 @@ void hooks_emit(hooks *h, const hook_event *ev)
     proto_buf_free(&b);
 
     pthread_mutex_lock(&h->mu);
+    if (h->queued >= h->cfg->webhook_queue_max || h->stop) {
+        int log = log_gate_pass(&h->full_gate,
+                                (uint64_t)(hooks_mono_ms() / 1000), 1,
+                                "webhook queue full: event dropped");
+        pthread_mutex_unlock(&h->mu);
+        free(body);
+        hooks_count(&h->dropped[HOOKS_DROP_QUEUE_FULL], 1);
+        if (log)
+            log_warn("webhook queue full: event dropped",
+                     LOG_STR("event", config_hook_event_name(ev->type)),
+                     LOG_INT("webhook_queue_max",
+                             h->cfg->webhook_queue_max));
+        return;
+    }
+    h->queued++;
+    atomic_store_explicit(&h->queued_now, h->queued, memory_order_relaxed);
     int was_empty = h->in_head == NULL;
     if (h->in_tail)
         h->in_tail->next = body;
@@ -397,6 +396,7 @@ static void *hooks_thread(void *arg)
 {
     hooks *h = arg;
     int64_t deadline = 0;
+    pthread_setname_np(pthread_self(), "herald-hooks");
     for (;;) {
         int stop = hooks_take_incoming(h);
         int64_t now = hooks_mono_ms();

@@ -248,13 +248,19 @@ static void occ_on_reap(rreq *rq, redisReply *r)
     if (!r || r->type != REDIS_REPLY_ARRAY || r->elements % 3 != 0)
         return;
     hooks *h = rb->srv->hooks;
-    size_t n = r->elements / 3;
+    size_t n = 0;
+    int more = 0;
     for (size_t i = 0; i + 2 < r->elements; i += 3) {
         redisReply *k = r->element[i], *a = r->element[i + 1],
                    *u = r->element[i + 2];
         if (k->type != REDIS_REPLY_STRING || a->type != REDIS_REPLY_STRING ||
             u->type != REDIS_REPLY_STRING || k->len != 1)
             continue;
+        if (k->str[0] == 'M') {
+            more = 1;
+            continue;
+        }
+        n++;
         if (k->str[0] == 'V') {
             hooks_emit_channel(h, CONFIG_HOOK_VACATED, a->str, a->len);
         } else if (k->str[0] == 'D') {
@@ -265,12 +271,11 @@ static void occ_on_reap(rreq *rq, redisReply *r)
             hooks_emit(h, &ev);
         }
     }
-    if (n > 0) {
+    if (n > 0)
         log_info("webhooks: events of a node whose lease expired",
                  LOG_INT("events", (long long)n), LOG_INT("redis", l->idx));
-        if (l->up && !rb->stopping)
-            occ_reap(rb, l);    /* there may be more */
-    }
+    if ((n > 0 || more) && l->up && !rb->stopping)
+        occ_reap(rb, l);    /* there may be more */
 }
 
 static void occ_reap(redis_broker *rb, rlink *l)

@@ -171,7 +171,8 @@ static const char SCRIPT_LEASE[] =
  * members without a lease: pops up to budget of their channels (removing
  * them from each channel's set) and clients, and returns triples: 'V',
  * channel, '' for a channel whose set became empty; 'D', client, user for
- * a client. A member with nothing left leaves the members set. The keys
+ * a client; a last triple 'M', '', '' when the budget ran out (there may
+ * be more). A member with nothing left leaves the members set. The keys
  * of dead members are derived here (a dead member's names cannot be
  * known by the caller before the call). Atomic: what one call popped no
  * other call reports. */
@@ -211,6 +212,11 @@ static const char SCRIPT_REAP[] =
     "      redis.call('SREM', KEYS[1], m)\n"
     "    end\n"
     "  end\n"
+    "end\n"
+    "if budget <= 0 then\n"
+    "  out[#out + 1] = 'M'\n"
+    "  out[#out + 1] = ''\n"
+    "  out[#out + 1] = ''\n"
     "end\n"
     "return out\n";
 
