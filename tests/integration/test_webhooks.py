@@ -551,9 +551,11 @@ async def test_cluster_occupied_and_vacated_once_per_channel(make_cluster, recei
     assert order[2:] == ["unsubscribe", "vacated"], order
 
 
+@pytest.mark.parametrize("redis_names", [("redis",), ("redis", "redis2")],
+                         ids=["one-redis", "two-redis"])
 async def test_cluster_killed_node_gets_vacated_and_disconnect_from_another(
-        make_cluster, receiver):
-    cl = make_cluster(cluster_config(receiver), n=2)
+        make_cluster, receiver, redis_names):
+    cl = make_cluster(cluster_config(receiver), n=2, redis_names=redis_names)
     a, b = cl
     shared, only_b = chan("quiet:"), chan("quiet:")
     ca, aid = await user(a, "ann")
@@ -586,8 +588,40 @@ async def test_cluster_killed_node_gets_vacated_and_disconnect_from_another(
     await ca.ok("unsubscribe", channel=shared)
     await wait_events(receiver, 1, event="vacated", channel=shared)
     assert len(receiver.events(event="occupied", channel=shared)) == 1
-    # the dead node's keys are gone from Redis
+    # the dead node's keys are gone from every Redis server
+    def b_keys():
+        return [k for r in cl.redis for k in r.keys("herald:!hk:*")
+                if b_name.encode() in (k if isinstance(k, bytes) else k.encode())]
+    await hh.async_wait_for(lambda: not b_keys(), t(10), what="node B's keys reaped")
+
+
+async def test_cluster_reaps_more_than_one_batch(make_cluster, receiver):
+    """A dead node with more clients and channels than one reap call takes
+    (REDIS_REAP_BATCH = 512): every one of them gets its event, once."""
+    cl = make_cluster(dict(cluster_config(receiver),
+                           webhooks=[{"url": receiver.url,
+                                      "events": ["disconnect", "vacated"]}]), n=2)
+    a, b = cl
+    n = 400
+    clients, chans = [], []
+
+    async def one(i):
+        c = await b.client()
+        cid = (await c.ok("connect"))["client"]
+        ch_ = "quiet:reap-%d-%s" % (i, hh.chan())
+        await c.ok("subscribe", channel=ch_)
+        clients.append(cid)
+        chans.append(ch_)
+
+    for k in range(0, n, 50):
+        await asyncio.gather(*(one(i) for i in range(k, k + 50)))
+    b.kill()
     await hh.async_wait_for(
-        lambda: not [k for k in cl.redis[0].keys("herald:!hk:*")
-                     if b_name.encode() in (k if isinstance(k, bytes) else k.encode())],
-        t(10), what="node B's keys reaped")
+        lambda: len(receiver.events(event="disconnect")) >= n and
+        len(receiver.events(event="vacated")) >= n, t(30),
+        what="%d disconnect and %d vacated events" % (n, n))
+    await asyncio.sleep(1.5)
+    assert sorted(e["client"] for e in receiver.events(event="disconnect")) == sorted(clients)
+    assert sorted(e["channel"] for e in receiver.events(event="vacated")) == sorted(chans)
+    reaps = [l for l in a.stderr().splitlines() if "lease expired" in l]
+    assert len(reaps) >= 2, reaps          # more than one call
