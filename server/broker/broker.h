@@ -90,6 +90,10 @@ typedef struct broker_ctl {
     /* An ask went out: `receivers` workers of all nodes got it (each
      * answers once), or -1: it could not be sent. */
     void (*sent)(void *ctx, const route *to, long receivers);
+    /* The broker's copy of this worker's clients (client_change) may be
+     * incomplete (a link came back, Redis may have lost its data): tell
+     * it every connected client again. NULL: nothing to tell. */
+    void (*clients_lost)(void *ctx);
 } broker_ctl;
 
 typedef struct broker broker;

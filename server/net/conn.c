@@ -1540,6 +1540,15 @@ static void conn_closed(conn *c)
               LOG_INT("connections", n->count));
 }
 
+void conns_track_all(conns *n)
+{
+    for (uint32_t i = 0; i < n->n_slots; i++) {
+        conn *c = n->slots[i].c;
+        if (c && c->live && c->connected)
+            conn_track(c, 1);
+    }
+}
+
 void conns_drain(conns *n)
 {
     n->draining = 1;

@@ -162,6 +162,10 @@ void conns_judge(conns *n);
  * and new ones are closed at once. */
 void conns_drain(conns *n);
 
+/* Tells the broker every connected client again (broker_ctl
+ * clients_lost; webhooks in a cluster). */
+void conns_track_all(conns *n);
+
 /* Starts a graceful close: code and reason go out in a disconnect push
  * (after what is queued, except for 4001/4002 which drop the queue) and in
  * the close frame. */

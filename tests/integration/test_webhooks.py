@@ -625,3 +625,31 @@ async def test_cluster_reaps_more_than_one_batch(make_cluster, receiver):
     assert sorted(e["channel"] for e in receiver.events(event="vacated")) == sorted(chans)
     reaps = [l for l in a.stderr().splitlines() if "lease expired" in l]
     assert len(reaps) >= 2, reaps          # more than one call
+
+
+async def test_cluster_redis_losing_its_data_keeps_the_clients_known(make_cluster, receiver):
+    """Redis restarted empty: each member writes its lease and clients again
+    when its link is up, so a node killed afterwards still gets its clients'
+    disconnect events from another node."""
+    cl = make_cluster(cluster_config(receiver), n=2)
+    a, b = cl
+    redis = cl.redis[0]
+    idle, iid = await user(b, "ida")
+
+    def b_clients():
+        out = set()
+        for k in redis.keys("herald:!hk:node-b.*:clients"):
+            out |= {x.decode() for x in redis.command("HKEYS", k)}
+        return out
+
+    await hh.async_wait_for(lambda: iid in b_clients(), t(5), what="ida in Redis")
+    redis.kill()
+    redis.wipe()
+    await asyncio.to_thread(redis.start)
+    for node in cl:
+        await hh.async_wait_for(lambda: ch.broker_up(node), t(12), what="broker up")
+    await hh.async_wait_for(lambda: iid in b_clients(), t(5),
+                            what="ida written again after Redis lost its data")
+    b.kill()
+    e = (await wait_events(receiver, 1, timeout=t(15), event="disconnect", client=iid))[0]
+    assert e["node"] == "node-a" and e["user"] == "ida" and e["code"] == 1006

@@ -144,14 +144,29 @@ static void occ_renew(redis_broker *rb, rlink *l);
  * that reapers know of before anything of it is written on this server
  * (commands of one link run in order); then channels with subscribers
  * are added (again: a Redis that lost its data, or adds that failed) and
- * removals that failed are sent. A channel whose subscribers came back
- * meanwhile is not removed. */
+ * removals that failed are sent (a channel whose subscribers came back
+ * meanwhile is not removed); the member's clients of this server are
+ * written anew from the worker's connections (changes that failed while
+ * the link was down). */
 void redis_occupancy_link_up(rlink *l)
 {
     redis_broker *rb = l->rb;
     if (!occ_on(rb))
         return;
     occ_renew(rb, l);
+    if (hooks_wants(rb->srv->hooks, CONFIG_HOOK_DISCONNECT)) {
+        char mk[REDIS_KEY_MAX];
+        size_t ml = occ_member_key(rb, mk, "clients");
+        const char *argv[] = { "DEL", mk };
+        size_t lens[] = { 3, ml };
+        rreq *rq = rreq_new(l, NULL, NULL, 0);
+        if (rlink_send(l, rq, 2, argv, lens) < 0)
+            free(rq);
+        /* Every client goes to its own server: the ones of other servers
+         * are written again there too, which changes nothing. */
+        if (rb->b.ctl.clients_lost)
+            rb->b.ctl.clients_lost(rb->b.ctl.ctx);
+    }
     struct broker_stream *rs, *tmp;
     HASH_ITER(hh, rb->streams, rs, tmp)
         if (rs->l == l && rs->c->total)
