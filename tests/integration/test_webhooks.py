@@ -209,16 +209,37 @@ async def test_every_event_signed_with_its_fields(server_factory, receiver):
     assert metric(server, "herald_webhook_events_sent_total") >= len(receiver.attempts)
 
 
+API_KEY = "webhook-test-api-key-0123456789"
+
+
+def api_publish(server, channel, data):
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=t(5))
+    conn.request("POST", "/api/v1/publish",
+                 body=json.dumps({"channel": channel, "data": data}),
+                 headers={"Authorization": "apikey " + API_KEY,
+                          "Content-Type": "application/json"})
+    r = conn.getresponse()
+    body = r.read()
+    assert r.status == 200, body
+    return json.loads(body)
+
+
 async def test_publications_only_where_the_namespace_opts_in(server_factory, receiver):
-    server = server_factory(config(receiver))
+    server = server_factory(config(receiver, api_keys=[{"name": "b", "key": API_KEY}]))
     c = await server.client()
     await c.ok("connect")
     quiet, loud = chan("quiet:"), chan("pubs:")
     await c.ok("publish", channel=quiet, data=1)
     await c.ok("publish", channel=loud, data=2)
-    await wait_events(receiver, 1, event="publication", channel=loud)
+    api_publish(server, quiet, 3)
+    r = api_publish(server, loud, {"from": "api"})
+    await wait_events(receiver, 2, event="publication", channel=loud)
     await asyncio.sleep(0.2)
     assert receiver.events(event="publication", channel=quiet) == []
+    e = receiver.events(event="publication", channel=loud)[1]
+    assert e["data"] == {"from": "api"} and e["offset"] == r["offset"] == 2
+    assert "info" not in e           # no client publisher
 
 
 async def test_server_unsubscribe_and_disconnect_reasons(server_factory, receiver):

@@ -141,6 +141,18 @@ Test(hooks_event, publication_keeps_the_data_as_sent)
     json_decref(j);
 }
 
+Test(hooks_event, binary_data_is_a_base64_string_with_binary_true)
+{
+    proto_pub p = { .channel = S("b"), .offset = 1, .epoch = S("e"),
+                    .data = { .json = S("\"AQID\""), .binary = 1 } };
+    hook_event ev = { .type = CONFIG_HOOK_PUBLICATION, .pub = &p };
+    json_t *j = body_of(&ev);
+    cr_assert_str_eq(str(j, "data"), "AQID");
+    cr_assert(json_is_true(json_object_get(j, "binary")));
+    cr_assert_null(json_object_get(j, "info"));   /* the server API's */
+    json_decref(j);
+}
+
 Test(hooks_event, order_key)
 {
     hook_event ev = { .type = CONFIG_HOOK_DISCONNECT, .client = S("c1"),
