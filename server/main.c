@@ -34,6 +34,7 @@
 #include "base/mem.h"
 #include "base/server.h"
 #include "core/requests.h"
+#include "hooks/hooks.h"
 #include "metrics/metrics.h"
 #include "auth/keyring.h"
 #include "auth/proxy.h"
@@ -400,6 +401,12 @@ int main(int argc, char **argv)
     /* `listen` is TLS when there is a certificate and no tls_listen to
      * serve it beside a plain `listen`. */
     srv->tls_on_listen = cfg.tls_cert[0] && !cfg.tls_listen.host[0];
+    /* Webhooks: a sender thread of their own, before any worker emits. */
+    srv->hooks = hooks_start(&cfg, srv->node, err, sizeof(err));
+    if (!srv->hooks && err[0]) {
+        fputs(err, stderr);
+        return 1;
+    }
     /* The API on its own port, or on the main port when it has keys and
      * `listen` is plain (without keys there is no API to serve; with TLS
      * the first bytes cannot be read): otherwise the main port stays
@@ -496,6 +503,10 @@ int main(int argc, char **argv)
     }
     main_stop_store(&ms);
     proxy_stop(srv->proxy);     /* posts nothing after this */
+    /* After the workers: the disconnects of the drain are queued by now,
+     * and get webhook_drain_ms. */
+    hooks_stop(srv->hooks);
+    srv->hooks = NULL;
     for (uint32_t i = 0; i < srv->n_workers; i++)
         worker_free(ms.workers[i]);
     free(ms.workers);

@@ -152,6 +152,11 @@ static const key_def top_keys[] = {
     BOOL_KEY(config, metrics),
     { "metrics_key", KT_STR, FIELD(config, metrics_key), 0, 0,
       check_metrics_key },
+    { "webhook_secret", KT_STR, FIELD(config, webhook_secret), 0, 0, NULL },
+    UINT_KEY(config, webhook_timeout_ms, 100, 600000),
+    UINT_KEY(config, webhook_queue_max, 1, 10000000),
+    UINT_KEY(config, webhook_max_attempts, 1, 100),
+    UINT_KEY(config, webhook_drain_ms, 0, 600000),
 };
 #define N_TOP_KEYS (sizeof top_keys / sizeof top_keys[0])
 
@@ -174,6 +179,7 @@ static const key_def ns_keys[] = {
     BOOL_KEY(config_ns, proxy_subscribe),
     BOOL_KEY(config_ns, proxy_publish),
     BOOL_KEY(config_ns, proxy_fail_open),
+    BOOL_KEY(config_ns, publication_webhook),
 };
 #define N_NS_KEYS (sizeof ns_keys / sizeof ns_keys[0])
 
@@ -353,7 +359,7 @@ static const char *suggest(const char *word, const key_def *keys, size_t n,
 }
 
 static const char *const top_groups[] = { "namespace_defaults", "namespaces",
-                                          "api_keys" };
+                                          "api_keys", "webhooks" };
 #define N_TOP_GROUPS (sizeof top_groups / sizeof top_groups[0])
 
 /* Reports an unknown key with a hint; `env_prefix` non-NULL means the hint
@@ -991,6 +997,7 @@ typedef struct loader {
     unsigned ns_line[CONFIG_MAX_NAMESPACES]; /* file line, for duplicates */
     /* where each key of tls_keys was last set, for check_combined */
     char tls_where[TLS_KEYS_N][WHERE_MAX];
+    char hooks_where[WHERE_MAX];  /* where the webhooks list is */
     errs *e;
 } loader;
 
@@ -1525,6 +1532,138 @@ static void load_api_keys(loader *L, const config_setting_t *list,
     }
 }
 
+/* ---- webhooks ------------------------------------------------------------ */
+
+static const char *const hook_event_names[CONFIG_HOOK_EVENTS] = {
+    "connect", "disconnect", "subscribe", "unsubscribe", "occupied",
+    "vacated", "publication",
+};
+
+const char *config_hook_event_name(int ev)
+{
+    return ev >= 0 && ev < CONFIG_HOOK_EVENTS ? hook_event_names[ev] : NULL;
+}
+
+/* events = ["connect", ...]: the bits of the names, or -1 after an error
+ * naming the element. */
+static int64_t load_hook_events(loader *L, const config_setting_t *s,
+                                const char *path, const char *label)
+{
+    char where[WHERE_MAX];
+    where_of(where, sizeof where, s, path);
+    if (!config_setting_is_array(s) && !config_setting_is_list(s)) {
+        err_key(L->e, where, label, "expected a list of event names "
+                "[\"connect\", \"subscribe\", ...], got %s",
+                setting_type_name(config_setting_type(s)));
+        return -1;
+    }
+    uint32_t bits = 0;
+    int n = config_setting_length(s), bad = 0;
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *el = config_setting_get_elem(s, (unsigned)i);
+        char el_label[192];
+        snprintf(el_label, sizeof el_label, "%s[%d]", label, i);
+        where_of(where, sizeof where, el, path);
+        const char *name = config_setting_get_string(el);
+        int ev = -1;
+        for (int k = 0; name && k < CONFIG_HOOK_EVENTS; k++)
+            if (strcmp(name, hook_event_names[k]) == 0)
+                ev = k;
+        if (ev < 0) {
+            err_key(L->e, where, el_label, "unknown event%s%s%s (events: "
+                    "connect, disconnect, subscribe, unsubscribe, occupied, "
+                    "vacated, publication)", name ? " '" : "",
+                    name ? name : "", name ? "'" : "");
+            bad = 1;
+            continue;
+        }
+        bits |= 1u << ev;
+    }
+    if (!bad && bits == 0) {
+        where_of(where, sizeof where, s, path);
+        err_key(L->e, where, label, "no events (leave the key out for all)");
+        return -1;
+    }
+    return bad ? -1 : (int64_t)bits;
+}
+
+/* webhooks = ( { url = "https://..."; events = [ ... ]; }, ... ) */
+static void load_webhooks(loader *L, const config_setting_t *list,
+                          const char *path)
+{
+    char where[WHERE_MAX];
+    where_of(where, sizeof where, list, path);
+    if (!config_setting_is_list(list)) {
+        err_key(L->e, where, "webhooks", "expected a list of groups "
+                "( { url = \"https://...\"; events = [ ... ]; }, ... ), "
+                "got %s", setting_type_name(config_setting_type(list)));
+        return;
+    }
+    int n = config_setting_length(list);
+    if (n > CONFIG_WEBHOOKS_MAX) {
+        err_key(L->e, where, "webhooks", "too many endpoints (%d, at most %d)",
+                n, CONFIG_WEBHOOKS_MAX);
+        return;
+    }
+    L->c.n_webhooks = 0;
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *el =
+            config_setting_get_elem(list, (unsigned)i);
+        char label[64];
+        snprintf(label, sizeof label, "webhooks[%d]", i);
+        where_of(where, sizeof where, el, path);
+        if (!config_setting_is_group(el)) {
+            err_key(L->e, where, label, "expected a group { url = ...; "
+                    "events = [...]; }, got %s",
+                    setting_type_name(config_setting_type(el)));
+            continue;
+        }
+        config_webhook w = { .events = (1u << CONFIG_HOOK_EVENTS) - 1 };
+        int bad = 0, has_url = 0, m = config_setting_length(el);
+        for (int j = 0; j < m; j++) {
+            const config_setting_t *s =
+                config_setting_get_elem(el, (unsigned)j);
+            const char *mn = config_setting_name(s);
+            char mw[WHERE_MAX], ml[128];
+            where_of(mw, sizeof mw, s, path);
+            snprintf(ml, sizeof ml, "%s.%s", label, mn);
+            if (strcmp(mn, "url") == 0) {
+                const char *u = config_setting_get_string(s);
+                if (!u || !config_is_url(u)) {
+                    err_key(L->e, mw, ml, "expected an http:// or https:// "
+                            "URL");
+                    bad = 1;
+                } else if (strlen(u) >= sizeof w.url) {
+                    err_key(L->e, mw, ml, "too long (at most %zu bytes)",
+                            sizeof w.url - 1);
+                    bad = 1;
+                } else {
+                    snprintf(w.url, sizeof w.url, "%s", u);
+                    has_url = 1;
+                }
+            } else if (strcmp(mn, "events") == 0) {
+                int64_t bits = load_hook_events(L, s, path, ml);
+                if (bits < 0)
+                    bad = 1;
+                else
+                    w.events = (uint32_t)bits;
+            } else {
+                err_key(L->e, mw, ml, "unknown key (a webhook has url and "
+                        "events)");
+                bad = 1;
+            }
+        }
+        if (!bad && !has_url) {
+            err_key(L->e, where, label, "needs a url");
+            bad = 1;
+        }
+        if (!bad) {
+            L->c.webhooks[L->c.n_webhooks++] = w;
+            snprintf(L->hooks_where, sizeof L->hooks_where, "%s", where);
+        }
+    }
+}
+
 static void load_file(loader *L, const char *path)
 {
     config_t lc;
@@ -1589,6 +1728,10 @@ static void load_file(loader *L, const char *path)
         }
         if (strcmp(name, "api_keys") == 0) {
             load_api_keys(L, s, path);
+            continue;
+        }
+        if (strcmp(name, "webhooks") == 0) {
+            load_webhooks(L, s, path);
             continue;
         }
         k = key_find(top_keys, N_TOP_KEYS, name);
@@ -1804,6 +1947,11 @@ static void check_combined(loader *L)
         err_key(L->e, L->tls_where[TLS_KEY], "tls_key",
                 "set without tls_cert (give both or neither)");
     check_tls_combined(L);
+    /* Unsigned events could be forged by anyone who can reach the
+     * backend: a webhook needs the secret. */
+    if (c->n_webhooks > 0 && c->webhook_secret[0] == '\0')
+        err_key(L->e, L->hooks_where, "webhooks", "needs webhook_secret "
+                "(or HERALD_WEBHOOK_SECRET): events are signed with it");
     /* ack = durable waits for the store: without durable it would wait for
      * nothing. */
     for (size_t j = 0; j < c->n_namespaces; j++) {
@@ -1888,6 +2036,10 @@ void config_defaults(config *c)
     c->token_jwks_timeout_ms = 5000;
     c->proxy_timeout_ms = 3000;
     c->proxy_max_pending = 1024;
+    c->webhook_timeout_ms = 5000;
+    c->webhook_queue_max = 10000;
+    c->webhook_max_attempts = 8;
+    c->webhook_drain_ms = 2000;
 
     c->n_namespaces = 1;
     def = &c->namespaces[0];

@@ -46,6 +46,8 @@ typedef struct config_ns {
     int proxy_subscribe;            /* subscribe asks proxy_subscribe_url */
     int proxy_publish;              /* publish asks proxy_publish_url */
     int proxy_fail_open;            /* a failed proxy call allows */
+    int publication_webhook;        /* publications go to the webhooks
+                                       as "publication" events */
 } config_ns;
 
 /* A listening address ("HOST:PORT"; port 0 = any free one). */
@@ -66,6 +68,29 @@ typedef struct config_api_key {
     unsigned char digest[CONFIG_API_DIGEST_LEN];
     uint32_t rate_limit;            /* requests per second on a node; 0 = any */
 } config_api_key;
+
+/* Webhook events (docs/webhooks.md), in the order of their bits in
+ * config_webhook.events and of server/hooks/'s event types. */
+enum config_hook_event {
+    CONFIG_HOOK_CONNECT,
+    CONFIG_HOOK_DISCONNECT,
+    CONFIG_HOOK_SUBSCRIBE,
+    CONFIG_HOOK_UNSUBSCRIBE,
+    CONFIG_HOOK_OCCUPIED,
+    CONFIG_HOOK_VACATED,
+    CONFIG_HOOK_PUBLICATION,
+    CONFIG_HOOK_EVENTS
+};
+
+/* The name of a webhook event ("connect", ...), or NULL. */
+const char *config_hook_event_name(int ev);
+
+/* One webhook endpoint: where events are POSTed and which ones. */
+#define CONFIG_WEBHOOKS_MAX 8
+typedef struct config_webhook {
+    char url[1024];                 /* http:// or https:// */
+    uint32_t events;                /* bit (1u << config_hook_event) */
+} config_webhook;
 
 typedef struct config {
     config_listen listen;           /* "0.0.0.0:8080" */
@@ -153,6 +178,15 @@ typedef struct config {
     char metrics_key[CONFIG_API_KEY_MAX + 1]; /* "" = /metrics needs no key */
 
     /* TLS (docs/configuration.md "TLS"). */
+    /* Webhooks (docs/webhooks.md); none = no events are made. */
+    uint32_t n_webhooks;
+    config_webhook webhooks[CONFIG_WEBHOOKS_MAX];
+    char webhook_secret[256];       /* HMAC-SHA256 key; never logged */
+    uint32_t webhook_timeout_ms;    /* one POST at most: 5000 */
+    uint32_t webhook_queue_max;     /* events waiting per node: 10000 */
+    uint32_t webhook_max_attempts;  /* POSTs of one event at most: 8 */
+    uint32_t webhook_drain_ms;      /* at shutdown, for queued events: 2000 */
+
     char tls_cert[512];             /* PEM path; "" = plain ws:// */
     char tls_key[512];
     config_listen tls_listen;       /* a TLS listener beside a plain

@@ -24,6 +24,7 @@ struct api_keys;
 struct metrics;
 struct jwt_keys;
 struct ssl_ctx_st;
+struct hooks;
 
 typedef struct server {
     const config *cfg;
@@ -53,6 +54,8 @@ typedef struct server {
     struct ssl_ctx_st *api_tls;   /* api_tls: the API connections' TLS
                                      context, shared by the workers (made
                                      at start, read-only after); or NULL */
+    struct hooks *hooks;          /* webhooks (hooks/hooks.h); NULL: none
+                                     configured */
     struct metrics *metrics;      /* per-worker counters (metrics/metrics.h);
                                      NULL: `metrics = false` */
     int64_t started_ms;           /* wall clock at start (uptime) */

@@ -90,6 +90,10 @@ typedef struct broker_ctl {
     /* An ask went out: `receivers` workers of all nodes got it (each
      * answers once), or -1: it could not be sent. */
     void (*sent)(void *ctx, const route *to, long receivers);
+    /* The broker's copy of this worker's clients (client_change) may be
+     * incomplete (a link came back, Redis may have lost its data): tell
+     * it every connected client again. NULL: nothing to tell. */
+    void (*clients_lost)(void *ctx);
 } broker_ctl;
 
 typedef struct broker broker;
@@ -137,6 +141,18 @@ typedef struct broker_ops {
     /* A client joined (1) or left (0) the channel's presence here. */
     void (*presence_change)(broker *b, chan_state *c, int join,
                             const char *client, const char *user);
+    /* This node's subscribers of c went from none to one (occupied 1) or
+     * from one to none (0). The broker makes the webhook's occupied and
+     * vacated events once per channel across the nodes: the memory
+     * broker at once; the Redis broker when the set of nodes with
+     * subscribers becomes non-empty or empty (docs/webhooks.md). */
+    void (*occupancy)(broker *b, chan_state *c, int occupied);
+    /* A client of this worker connected (1) or went (0): the Redis broker
+     * keeps this node's clients so that another node can make their
+     * disconnect events if this one dies; the memory broker has nothing to
+     * keep. */
+    void (*client_change)(broker *b, const char *client, const char *user,
+                          int connected);
     /* Who is present on the channel, across nodes. */
     int (*presence_query)(broker *b, chan_state *c, pres_req *r,
                           const char **errmsg);

@@ -22,6 +22,7 @@
 #include "base/mem.h"
 #include "base/server.h"
 #include "core/presence.h"
+#include "hooks/hooks.h"
 #include "store/store.h"
 
 /* Per durable stream: where its position stands. Non-durable streams
@@ -201,6 +202,24 @@ static void mem_receive(broker *b, msg *msg_)
     b->sink.ready(b->sink.ctx, c, 0, NULL);
 }
 
+/* A single node: its own count is the channel's. */
+static void mem_occupancy(broker *b, chan_state *c, int occupied)
+{
+    hooks_emit_channel(mem_of(b)->srv->hooks,
+                       occupied ? CONFIG_HOOK_OCCUPIED : CONFIG_HOOK_VACATED,
+                       c->name, c->len);
+}
+
+/* A single node dies with its clients: nobody is left to tell. */
+static void mem_client_change(broker *b, const char *client, const char *user,
+                              int connected)
+{
+    (void)b;
+    (void)client;
+    (void)user;
+    (void)connected;
+}
+
 static const broker_ops memory_ops = {
     .name = "memory",
     .start = mem_start,
@@ -213,6 +232,8 @@ static const broker_ops memory_ops = {
     .publish = mem_publish,
     .read = mem_read,
     .presence_change = mem_presence_change,
+    .occupancy = mem_occupancy,
+    .client_change = mem_client_change,
     .presence_query = mem_presence_query,
     .receive = mem_receive,
 };

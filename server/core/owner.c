@@ -28,6 +28,7 @@
 #include "broker/broker.h"
 #include "core/idem.h"
 #include "core/requests.h"
+#include "hooks/hooks.h"
 #include "metrics/metrics.h"
 #include "store/store.h"
 
@@ -300,6 +301,8 @@ static void owner_sub_finish(owner *o, chan_state *c, sub_req *r,
     if (recovered != 1)
         publist_clear(&r->pubs);
     chan_sub_add(&o->reg, c, r->h.route.worker);
+    if (c->total == 1)
+        o->b->ops->occupancy(o->b, c, 1);
     /* This reply reaches its worker after any reset posted there: the new
      * subscriber is not being reset, fan-out to that worker resumes. */
     c->wcut[r->h.route.worker] = 0;
@@ -530,7 +533,10 @@ static void owner_unsubscribe(owner *o, chan_req *r)
 {
     chan_state *c = chanreg_find(&o->reg, r->chan, r->chan_len);
     if (c) {
+        uint32_t before = c->total;
         chan_sub_del(&o->reg, c, r->route.worker);
+        if (before == 1 && c->total == 0)
+            o->b->ops->occupancy(o->b, c, 0);
         char *user = NULL;
         if ((c->ns->presence || c->ns->join_leave) &&
             presence_del(&c->presence, r->client, &user))
@@ -752,6 +758,26 @@ static void owner_pub_fail(owner *o, chan_state *c, pub_req *r, int code,
     owner_release(o, c);
 }
 
+/* 1 when the namespace's publications go to the webhooks. */
+static int owner_pub_hook(const owner *o, const config_ns *ns)
+{
+    return ns->publication_webhook &&
+           hooks_wants(o->srv->hooks, CONFIG_HOOK_PUBLICATION);
+}
+
+/* The publication event, once per publication across the cluster: made
+ * where it was published, with the offset and epoch it got. */
+static void owner_pub_emit(owner *o, const pub_req *r)
+{
+    if (!r->p || !owner_pub_hook(o, r->h.ns))
+        return;
+    proto_pub v = r->p->view;
+    v.offset = r->offset;
+    v.epoch = (proto_slice){ r->epoch, strlen(r->epoch) };
+    hook_event ev = { .type = CONFIG_HOOK_PUBLICATION, .pub = &v };
+    hooks_emit(o->srv->hooks, &ev);
+}
+
 static void owner_publish(owner *o, pub_req *r)
 {
     chan_state *c = owner_stream(o, &r->h);
@@ -798,7 +824,9 @@ static void owner_publish(owner *o, pub_req *r)
         }
         r->store_where = (uint8_t)where;
     }
-    r->need_draft = st != NULL;
+    /* The publication event (publication_webhook) is made from the
+     * sealed draft. */
+    r->need_draft = st != NULL || owner_pub_hook(o, ns);
     const char *why = NULL;
     int rc = o->b->ops->publish(o->b, c, r, &why);
     if (rc == 0) {
@@ -856,6 +884,7 @@ static void owner_published(void *ctx, pub_req *r, int code,
         owner_pub_repeat(o, r);
         return;
     }
+    owner_pub_emit(o, r);
     pub *p = r->p;
     r->p = NULL;
     if (st && r->h.ns->ack_durable) {

@@ -14,6 +14,7 @@
 #include <openssl/crypto.h>
 
 #include "base/config.h"
+#include "hooks/hooks.h"
 #include "metrics/metrics.h"
 #include "store/store.h"
 
@@ -287,6 +288,38 @@ static void expo_backlogs(proto_buf *b, const server *srv)
               (unsigned long long)store_spilled(st));
 }
 
+/* Webhooks (hooks/hooks.h): the sender thread's own counters. */
+static void expo_hooks(proto_buf *b, const server *srv)
+{
+    if (!srv->hooks)
+        return;
+    hooks_stats st;
+    hooks_get_stats(srv->hooks, &st);
+    expo_family(b, "herald_webhook_events_sent_total", "counter",
+                "Webhook deliveries an endpoint answered with 2xx (one per "
+                "event and endpoint).");
+    expo_line(b, "herald_webhook_events_sent_total %llu",
+              (unsigned long long)st.sent);
+    expo_family(b, "herald_webhook_attempts_failed_total", "counter",
+                "Webhook POSTs that failed (status not 2xx, timeout, "
+                "connection refused); each is retried until "
+                "webhook_max_attempts.");
+    expo_line(b, "herald_webhook_attempts_failed_total %llu",
+              (unsigned long long)st.failed);
+    expo_family(b, "herald_webhook_events_dropped_total", "counter",
+                "Webhook events dropped: queue_full (webhook_queue_max "
+                "reached, the new event), attempts (webhook_max_attempts "
+                "failed), shutdown (left after webhook_drain_ms).");
+    for (int r = 0; r < HOOKS_DROP_REASONS; r++)
+        expo_line(b, "herald_webhook_events_dropped_total{reason=\"%s\"} "
+                  "%llu", hooks_drop_label(r),
+                  (unsigned long long)st.dropped[r]);
+    expo_family(b, "herald_webhook_queue_depth", "gauge",
+                "Webhook events waiting to be delivered.");
+    expo_line(b, "herald_webhook_queue_depth %llu",
+              (unsigned long long)st.queued);
+}
+
 void metrics_render(const server *srv, proto_buf *out)
 {
     const metrics *m = srv->metrics;
@@ -298,6 +331,7 @@ void metrics_render(const server *srv, proto_buf *out)
         expo_api(out, m);
     }
     expo_backlogs(out, srv);
+    expo_hooks(out, srv);
 }
 
 int metrics_authorized(const server *srv, const char *auth, size_t len)

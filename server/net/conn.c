@@ -27,8 +27,10 @@
 #include "base/mem.h"
 #include "base/tls.h"
 #include "core/presence.h"
+#include "broker/broker.h"
 #include "core/requests.h"
 #include "core/rules.h"
+#include "hooks/hooks.h"
 #include "metrics/metrics.h"
 #include "auth/jwt.h"
 #include "auth/keyring.h"
@@ -450,7 +452,7 @@ void conns_judge(conns *n)
     }
 }
 
-static void conn_sub_end(conn *c, hub_sub *s);
+static void conn_sub_end(conn *c, hub_sub *s, const char *why);
 
 /* Ends the subscriptions whose channel token expired without a
  * sub_refresh, each with an unsubscribe push (code 109); the connection
@@ -477,7 +479,7 @@ static void conn_subs_expire(conn *c, int64_t now)
                                    PROTO_E_TOKEN_EXPIRED,
                                    "channel token expired");
         conn_send_encoded(c, UINT64_MAX);
-        conn_sub_end(c, s);
+        conn_sub_end(c, s, "server");
         if (c->closing)
             return;
     }
@@ -581,11 +583,46 @@ static void conns_post_unsub(conns *n, const char *chan, size_t len,
     server_post(n->srv, server_owner(n->srv, chan, len), &r->hdr);
 }
 
+/* A webhook event of this connection (hooks/hooks.h); chan may be NULL.
+ * Only built when an endpoint wants it. */
+static void conn_hook(conn *c, int type, const char *chan, size_t len,
+                      const char *reason)
+{
+    hooks *h = c->n->srv->hooks;
+    if (!hooks_wants(h, type))
+        return;
+    hook_event ev = {
+        .type = type,
+        .client = { c->id, IDS_LEN },
+        .user = { c->user ? c->user : "", c->user ? strlen(c->user) : 0 },
+        .channel = { chan, len },
+        .code = c->close_code ? c->close_code : c->peer_code,
+        .reason = reason,
+        .info = { c->info, c->info ? strlen(c->info) : 0 },
+    };
+    hooks_emit(h, &ev);
+}
+
+/* Cluster: the node's clients are kept in Redis so that another node can
+ * make their disconnect events if this one dies (only when disconnect
+ * events are wanted). */
+static void conn_track(conn *c, int connected)
+{
+    if (c->n->broker &&
+        hooks_wants(c->n->srv->hooks, CONFIG_HOOK_DISCONNECT))
+        c->n->broker->ops->client_change(c->n->broker, c->id,
+                                         c->user ? c->user : "", connected);
+}
+
 /* Ends a subscription: an active one is removed and the owner told; a
- * pending one becomes an orphan that the owner's reply will clean up. */
-static void conn_sub_end(conn *c, hub_sub *s)
+ * pending one becomes an orphan that the owner's reply will clean up
+ * (it had no subscribe event, so it gets no unsubscribe event). why: the
+ * unsubscribe event's reason. */
+static void conn_sub_end(conn *c, hub_sub *s, const char *why)
 {
     if (s->active) {
+        conn_hook(c, CONFIG_HOOK_UNSUBSCRIBE, s->chan->name, s->chan->len,
+                  why);
         conns_post_unsub(c->n, s->chan->name, s->chan->len, c->id);
         hub_sub_remove(&c->n->hub, &c->subs, s);
     } else {
@@ -812,6 +849,8 @@ static int conn_do_connect(conn *c, const proto_cmd *cmd)
         return -1;
     }
     c->connected = 1;
+    conn_hook(c, CONFIG_HOOK_CONNECT, NULL, 0, NULL);
+    conn_track(c, 1);
     proto_enc_ok_connect(conn_encbuf(c), c->enc, cmd->id,
                          (proto_slice){ c->id, IDS_LEN },
                          (proto_slice){ c->n->srv->node,
@@ -867,7 +906,7 @@ static void conn_do_unsubscribe(conn *c, const proto_cmd *cmd)
     hub_sub *s = hub_sub_find(&c->n->hub, c->subs, cmd->channel.ptr,
                               cmd->channel.len);
     if (s)
-        conn_sub_end(c, s);
+        conn_sub_end(c, s, "client");
     proto_enc_ok_empty(conn_encbuf(c), c->enc, cmd->id);
     conn_send_encoded(c, UINT64_MAX);
 }
@@ -1023,6 +1062,8 @@ static int conn_command(conn *c, const proto_cmd *cmd)
             return 0;
         }
         c->connected = 1;   /* implied anonymous connect */
+        conn_hook(c, CONFIG_HOOK_CONNECT, NULL, 0, NULL);
+        conn_track(c, 1);
     }
     switch (cmd->op) {
     case PROTO_OP_SUBSCRIBE: conn_do_subscribe(c, cmd); break;
@@ -1367,6 +1408,7 @@ static void conns_on_subscribed(conns *n, sub_req *r)
             metrics_sub(&n->m->subscriptions, 1);
     } else {
         s->active = 1;
+        conn_hook(c, CONFIG_HOOK_SUBSCRIBE, r->h.chan, r->h.chan_len, NULL);
     }
     conn_answer(c, &r->h);
 }
@@ -1519,7 +1561,11 @@ static void conn_closed(conn *c)
         c->flush_queued = 0;
     }
     while (c->subs)
-        conn_sub_end(c, c->subs);
+        conn_sub_end(c, c->subs, "disconnect");
+    if (c->connected) {
+        conn_hook(c, CONFIG_HOOK_DISCONNECT, NULL, 0, NULL);
+        conn_track(c, 0);
+    }
     hb_remove(&n->wheel, &c->hb);
     sendq_free(&c->q);
     free(c->rx);
@@ -1542,6 +1588,15 @@ static void conn_closed(conn *c)
               LOG_INT("worker", n->worker), LOG_INT("code", c->close_code),
               LOG_INT("close_sent", c->close_sent),
               LOG_INT("connections", n->count));
+}
+
+void conns_track_all(conns *n)
+{
+    for (uint32_t i = 0; i < n->n_slots; i++) {
+        conn *c = n->slots[i].c;
+        if (c && c->live && c->connected)
+            conn_track(c, 1);
+    }
 }
 
 void conns_drain(conns *n)

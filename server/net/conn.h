@@ -130,6 +130,7 @@ typedef struct conns {
     struct lws_context *lws_wake; /* a timeout was armed: wake lws (see
                                      conns_lws_wake) */
     struct metrics_worker *m; /* this worker's counters; NULL: metrics off */
+    struct broker *broker;    /* the worker's (clients kept for webhooks) */
 } conns;
 
 extern const struct lws_protocols conn_protocols[];
@@ -160,6 +161,10 @@ void conns_judge(conns *n);
 /* Shutdown: every connection is closed with 4000 after what is queued,
  * and new ones are closed at once. */
 void conns_drain(conns *n);
+
+/* Tells the broker every connected client again (broker_ctl
+ * clients_lost; webhooks in a cluster). */
+void conns_track_all(conns *n);
 
 /* Starts a graceful close: code and reason go out in a disconnect push
  * (after what is queued, except for 4001/4002 which drop the queue) and in

@@ -127,6 +127,12 @@ static void worker_ctl_answered(void *ctx, const char *body, size_t len)
         api_listen_answered(w->api, body, len);
 }
 
+static void worker_ctl_clients_lost(void *ctx)
+{
+    worker *w = ctx;
+    conns_track_all(&w->net);
+}
+
 static void worker_ctl_sent(void *ctx, const route *to, long receivers)
 {
     worker *w = ctx;
@@ -503,8 +509,9 @@ worker *worker_new(server *srv, uint16_t index, char *err, size_t errlen)
     conns_init(&w->net, srv, index, &w->loop);
     w->broker = srv->cfg->n_redis ? broker_redis_new(srv, index, &w->loop)
                                   : broker_memory_new(srv, index);
+    w->net.broker = w->broker;
     w->broker->ctl = (broker_ctl){ w, worker_ctl_asked, worker_ctl_answered,
-                                   worker_ctl_sent };
+                                   worker_ctl_sent, worker_ctl_clients_lost };
     owner_init(&w->own, srv, index, w->broker);
     /* The API on its own port, or sharing the main port (main.c). */
     w->sniffing = srv->api_on_main;

@@ -513,6 +513,7 @@ void redis_link_up(rlink *l)
             redis_resubscribe(rb, rs);
     /* Presence entries of this node went missing if Redis restarted. */
     rb->next_refresh_ms = 0;
+    redis_occupancy_link_up(l);
 }
 
 void redis_link_lost(rlink *l)
@@ -674,6 +675,7 @@ static void redis_on_timer(uv_timer_t *t)
     if (now >= rb->next_refresh_ms) {
         rb->next_refresh_ms = now + (uint64_t)cfg->presence_ttl * 1000 / 3;
         redis_presence_refresh(rb);
+        redis_occupancy_tick(rb);
     }
     if (now >= rb->next_keep_ms) {
         if (rb->next_keep_ms)
@@ -715,6 +717,7 @@ static void redis_stop(broker *b)
 static void redis_destroy(broker *b)
 {
     redis_broker *rb = rb_of(b);
+    redis_occupancy_free(rb);
     free(rb->links);
     free(rb);
 }
@@ -731,6 +734,8 @@ static const broker_ops redis_ops = {
     .publish = redis_publish,
     .read = redis_read,
     .presence_change = redis_presence_change,
+    .occupancy = redis_occupancy,
+    .client_change = redis_client_change,
     .presence_query = redis_presence_query,
     .receive = NULL,
     .ask_all = redis_ask_all,
@@ -761,5 +766,6 @@ broker *broker_redis_new(server *srv, uint16_t worker, uv_loop_t *loop)
         l->idx = i;
         l->rc = &cfg->redis[i];
     }
+    redis_occupancy_init(rb);
     return &rb->b;
 }

@@ -129,6 +129,11 @@ struct redis_broker {
     uint64_t last_tick_ms;   /* the timer's previous run */
     int late_tick;           /* the previous run came late: its timeout
                                 verdicts were deferred by one tick */
+    /* Webhooks across nodes (occupancy.c). */
+    char member[96];         /* "<node>.<start ms>/<worker>" */
+    uint8_t *lease_held;     /* per link: a renewal found the lease */
+    struct occ_retry *occ_retry; /* removals that failed, per link */
+    uint32_t n_occ_retry;
 };
 
 /* ---- redis.c ---- */
@@ -171,6 +176,20 @@ void redis_answer(broker *b, const char *reply_to, size_t rlen,
                   const char *body, size_t len);
 /* A pub/sub message or confirmation of a control channel: handled, 1. */
 int redis_control_on_sub(rlink *l, redisReply *rep);
+
+/* ---- occupancy.c ---- */
+void redis_occupancy_init(redis_broker *rb);
+void redis_occupancy_free(redis_broker *rb);
+/* A channel's first subscriber here (1) or its last left (0). */
+void redis_occupancy(broker *b, chan_state *c, int occupied);
+/* A client connected (1) or went (0) on this worker. */
+void redis_client_change(broker *b, const char *client, const char *user,
+                         int connected);
+/* The link is up: channels with subscribers added again, failed removals
+ * sent. */
+void redis_occupancy_link_up(rlink *l);
+/* Every presence_ttl/3: leases, and reaping of dead members. */
+void redis_occupancy_tick(redis_broker *rb);
 
 /* ---- presence.c ---- */
 void redis_presence_change(broker *b, chan_state *c, int join,

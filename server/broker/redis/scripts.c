@@ -143,7 +143,84 @@ static const char SCRIPT_QUERY[] =
     "end\n"
     "return out\n";
 
+/* Webhooks (occupancy.c). KEYS: the channel's member set, the member's
+ * channel set. ARGV: member, channel, add (1) or remove (0). Returns 1
+ * when this call made the channel's set non-empty (add) or empty
+ * (remove): only then is occupied or vacated made. */
+static const char SCRIPT_OCC[] =
+    "if ARGV[3] == '1' then\n"
+    "  local n = redis.call('SADD', KEYS[1], ARGV[1])\n"
+    "  redis.call('SADD', KEYS[2], ARGV[2])\n"
+    "  if n == 1 and redis.call('SCARD', KEYS[1]) == 1 then return 1 end\n"
+    "  return 0\n"
+    "end\n"
+    "local n = redis.call('SREM', KEYS[1], ARGV[1])\n"
+    "redis.call('SREM', KEYS[2], ARGV[2])\n"
+    "if n == 1 and redis.call('SCARD', KEYS[1]) == 0 then return 1 end\n"
+    "return 0\n";
+
+/* KEYS: the member's lease, the members set. ARGV: member, ttl ms.
+ * Returns whether the lease still existed. */
+static const char SCRIPT_LEASE[] =
+    "local had = redis.call('EXISTS', KEYS[1])\n"
+    "redis.call('SET', KEYS[1], '1', 'PX', ARGV[2])\n"
+    "redis.call('SADD', KEYS[2], ARGV[1])\n"
+    "return had\n";
+
+/* KEYS: the members set. ARGV: prefix, the calling member, budget. For
+ * members without a lease: pops up to budget of their channels (removing
+ * them from each channel's set) and clients, and returns triples: 'V',
+ * channel, '' for a channel whose set became empty; 'D', client, user for
+ * a client; a last triple 'M', '', '' when the budget ran out (there may
+ * be more). A member with nothing left leaves the members set. The keys
+ * of dead members are derived here (a dead member's names cannot be
+ * known by the caller before the call). Atomic: what one call popped no
+ * other call reports. */
+static const char SCRIPT_REAP[] =
+    "local p = ARGV[1]\n"
+    "local budget = tonumber(ARGV[3])\n"
+    "local out = {}\n"
+    "for _, m in ipairs(redis.call('SMEMBERS', KEYS[1])) do\n"
+    "  if budget <= 0 then break end\n"
+    "  if m ~= ARGV[2] and "
+    "redis.call('EXISTS', p .. ':!hk:' .. m .. ':lease') == 0 then\n"
+    "    local ck = p .. ':!hk:' .. m .. ':chans'\n"
+    "    local hk = p .. ':!hk:' .. m .. ':clients'\n"
+    "    local chans = redis.call('SPOP', ck, budget)\n"
+    "    for _, ch in ipairs(chans) do\n"
+    "      local sk = p .. ':{' .. ch .. '}:nodes'\n"
+    "      if redis.call('SREM', sk, m) == 1 and "
+    "redis.call('SCARD', sk) == 0 then\n"
+    "        out[#out + 1] = 'V'\n"
+    "        out[#out + 1] = ch\n"
+    "        out[#out + 1] = ''\n"
+    "      end\n"
+    "    end\n"
+    "    budget = budget - #chans\n"
+    "    if budget > 0 then\n"
+    "      local kv = redis.call('HRANDFIELD', hk, budget, 'WITHVALUES')\n"
+    "      for i = 1, #kv, 2 do\n"
+    "        redis.call('HDEL', hk, kv[i])\n"
+    "        out[#out + 1] = 'D'\n"
+    "        out[#out + 1] = kv[i]\n"
+    "        out[#out + 1] = kv[i + 1]\n"
+    "      end\n"
+    "      budget = budget - #kv / 2\n"
+    "    end\n"
+    "    if redis.call('EXISTS', ck) == 0 and "
+    "redis.call('EXISTS', hk) == 0 then\n"
+    "      redis.call('SREM', KEYS[1], m)\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "if budget <= 0 then\n"
+    "  out[#out + 1] = 'M'\n"
+    "  out[#out + 1] = ''\n"
+    "  out[#out + 1] = ''\n"
+    "end\n"
+    "return out\n";
+
 const char *const redis_scripts[SC_N] = {
     SCRIPT_PUB, SCRIPT_RANGE, SCRIPT_JOIN, SCRIPT_LEAVE, SCRIPT_REFRESH,
-    SCRIPT_QUERY,
+    SCRIPT_QUERY, SCRIPT_OCC, SCRIPT_LEASE, SCRIPT_REAP,
 };

@@ -12,11 +12,14 @@
  *   SC_RANGE    a stream's epoch, top, first offset in the window and a
  *               range of records (creating the stream when missing)
  *   SC_JOIN, SC_LEAVE, SC_REFRESH, SC_QUERY   presence (presence.c)
+ *   SC_OCC, SC_LEASE, SC_REAP   webhooks' occupied/vacated across nodes,
+ *               members' leases, a dead member's events (occupancy.c)
  */
 #ifndef HERALD_BROKER_REDIS_SCRIPTS_H
 #define HERALD_BROKER_REDIS_SCRIPTS_H
 
-enum { SC_PUB, SC_RANGE, SC_JOIN, SC_LEAVE, SC_REFRESH, SC_QUERY, SC_N };
+enum { SC_PUB, SC_RANGE, SC_JOIN, SC_LEAVE, SC_REFRESH, SC_QUERY, SC_OCC,
+       SC_LEASE, SC_REAP, SC_N };
 
 /* Expired presence entries one SC_REFRESH call removes at most (it
  * returns how many it removed: this many means there may be more). A

@@ -34,11 +34,13 @@ static const char *const top_key_names[] = {
     "durable_ack_timeout_ms", "retention_interval", "api_listen",
     "api_max_body", "api_timeout_ms", "tls_listen", "tls_client_ca",
     "api_tls", "api_client_ca",
+    "api_max_body", "api_timeout_ms", "webhook_secret", "webhook_timeout_ms",
+    "webhook_queue_max", "webhook_max_attempts", "webhook_drain_ms",
 };
 static const char *const ns_key_names[] = {
     "history_size", "history_ttl", "presence", "join_leave", "allow_publish",
     "allow_anonymous", "max_subscribers", "durable", "ack", "retention_age",
-    "retention_count",
+    "retention_count", "publication_webhook",
 };
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -1244,6 +1246,70 @@ Test(config, every_key_is_documented)
     }
     free(conf);
     free(doc);
+}
+
+/* ---- webhooks -------------------------------------------------------------- */
+
+Test(config, webhooks_list_events_and_secret)
+{
+    config c;
+    char err[ERRLEN];
+    char *const env[] = { "HERALD_WEBHOOK_SECRET=from-env", NULL };
+
+    cr_assert_eq(load_text("webhooks = (\n"
+                           "  { url = \"https://a.example/h\"; events = "
+                           "[\"occupied\", \"vacated\"]; },\n"
+                           "  { url = \"http://b.example:81/\"; }\n);\n"
+                           "webhook_timeout_ms = 700;\n"
+                           "namespaces = ( { name = \"p\"; "
+                           "publication_webhook = true; } );\n",
+                           env, &c, err, NULL), 0, "%s", err);
+    cr_assert_eq(c.n_webhooks, 2);
+    cr_assert_str_eq(c.webhooks[0].url, "https://a.example/h");
+    cr_assert_eq(c.webhooks[0].events, (1u << CONFIG_HOOK_OCCUPIED) |
+                                       (1u << CONFIG_HOOK_VACATED));
+    cr_assert_eq(c.webhooks[1].events, (1u << CONFIG_HOOK_EVENTS) - 1);
+    cr_assert_str_eq(c.webhook_secret, "from-env");
+    cr_assert_eq(c.webhook_timeout_ms, 700);
+    cr_assert_eq(c.webhook_queue_max, 10000);
+    cr_assert_eq(c.webhook_max_attempts, 8);
+    cr_assert_eq(c.webhook_drain_ms, 2000);
+    cr_assert_eq(ns_named(&c, "p")->publication_webhook, 1);
+    cr_assert_eq(c.namespaces[0].publication_webhook, 0);
+    cr_assert_str_eq(config_hook_event_name(CONFIG_HOOK_PUBLICATION),
+                     "publication");
+    cr_assert_null(config_hook_event_name(CONFIG_HOOK_EVENTS));
+}
+
+Test(config, webhook_errors_name_key_and_line)
+{
+    config c;
+    char err[ERRLEN];
+
+    cr_assert_eq(load_text("webhook_secret = \"topsecret\";\nwebhooks = (\n"
+                           "  { url = \"https://a/\";\n"
+                           "    events = [\"connect\", \"joined\"]; }\n);\n",
+                           no_env, &c, err, NULL), -1);
+    assert_has(err, ":4: key 'webhooks[0].events[1]': unknown event 'joined'");
+    cr_assert_null(strstr(err, "topsecret"));
+    cr_assert_eq(load_text("webhooks = ( { url = \"https://a/\"; } );\n",
+                           no_env, &c, err, NULL), -1);
+    assert_has(err, "key 'webhooks': needs webhook_secret");
+    cr_assert_eq(load_text("webhook_secret = \"s\";\n"
+                           "webhooks = ( { url = \"file:///x\"; } );\n",
+                           no_env, &c, err, NULL), -1);
+    assert_has(err, "key 'webhooks[0].url': expected an http:// or https:// URL");
+    cr_assert_eq(load_text("webhook_secret = \"s\";\n"
+                           "webhooks = ( { events = []; } );\n",
+                           no_env, &c, err, NULL), -1);
+    assert_has(err, "key 'webhooks[0].events': no events");
+    cr_assert_eq(load_text("webhook_secret = \"s\";\n"
+                           "webhooks = ( { url = \"http://a/\"; uri = 1; } );\n",
+                           no_env, &c, err, NULL), -1);
+    assert_has(err, "key 'webhooks[0].uri': unknown key");
+    cr_assert_eq(load_text("webhook_queue_max = 0;\n", no_env, &c, err, NULL),
+                 -1);
+    assert_has(err, "webhook_queue_max");
 }
 
 /* ---- cluster keys --------------------------------------------------------- */

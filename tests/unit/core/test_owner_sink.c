@@ -132,8 +132,19 @@ static void fb_presence_change(broker *b, chan_state *c, int join,
 {
 }
 
+static int occupied, vacated;   /* occupancy calls */
+
+static void fb_occupancy(broker *b, chan_state *c, int occ)
+{
+    if (occ)
+        occupied++;
+    else
+        vacated++;
+}
+
 static const broker_ops fake_ops = {
     .name = "fake",
+    .occupancy = fb_occupancy,
     .follow = fb_follow,
     .catch_up = fb_catch_up,
     .release = fb_release,
@@ -178,6 +189,7 @@ static void setup(void)
     fb.multi_node = 1;
     follow_rc = 0;
     follows = reads = window_reads = catch_ups = 0;
+    occupied = vacated = 0;
     window_first = 1;
     window_top = -1;
     read_msg = NULL;
@@ -476,4 +488,27 @@ Test(owner_sink, fan_out_to_a_worker_that_does_not_drain_is_cut_off)
     cr_assert_eq(d, 2);
     cr_assert_eq(r, 0);
     drain_count(0, &d, &j, &r, &s);
+}
+
+/* The broker hears when this node's subscribers of a channel go from none
+ * to one and from one to none (webhooks' occupied and vacated), not at
+ * every subscriber. */
+Test(owner_sink, occupancy_at_the_first_and_last_subscriber)
+{
+    owner_receive(&own, &sub_new("h:o", 0, "aaaaaaaaaaaaaaaa", NULL, -1)->h.hdr);
+    requests_free(&reply(0)->h.hdr);
+    owner_receive(&own, &sub_new("h:o", 1, "bbbbbbbbbbbbbbbb", NULL, -1)->h.hdr);
+    requests_free(&reply(1)->h.hdr);
+    cr_assert_eq(occupied, 1);
+    cr_assert_eq(vacated, 0);
+    const char *clients[2] = { "aaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbb" };
+    for (uint16_t w = 0; w < 2; w++) {
+        chan_req *u = chan_req_new(sizeof(chan_req), OWN_UNSUBSCRIBE, "h:o", 3,
+                                   NULL, 0);
+        u->route.worker = w;
+        memcpy(u->client, clients[w], IDS_LEN);
+        owner_receive(&own, &u->hdr);
+        cr_assert_eq(vacated, w == 1);
+    }
+    cr_assert_eq(occupied, 1);
 }
