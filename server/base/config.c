@@ -1977,7 +1977,7 @@ static void check_combined(loader *L)
                 char label[CONFIG_NS_NAME_MAX + 32];
                 snprintf(label, sizeof label, "namespace '%s': %s",
                          j ? ns->name : "default", px[k].key);
-                err_key(L->e, "config", label, px[k].need);
+                err_key(L->e, "config", label, "%s", px[k].need);
             }
         }
     }

@@ -40,6 +40,10 @@ const char *rules_channel_user(const char *chan, size_t len, size_t *ulen)
 static int rules_access(const config_ns *ns, enum rules_op op,
                         const char *chan, size_t len, const rules_who *who)
 {
+    /* Where the backend decides (proxy mode), it is asked instead. */
+    if ((op == RULES_SUBSCRIBE && ns->proxy_subscribe) ||
+        (op == RULES_PUBLISH && ns->proxy_publish))
+        return 0;
     int closed = ns->private && !(op == RULES_PUBLISH && ns->publish_open);
     if (ns->user_channels) {
         size_t ulen;

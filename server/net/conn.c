@@ -20,6 +20,7 @@
 #include <string.h>
 #include <time.h>
 
+#include <jansson.h>
 #include <utlist.h>
 
 #include "base/admit.h"
@@ -34,6 +35,7 @@
 #include "metrics/metrics.h"
 #include "auth/jwt.h"
 #include "auth/keyring.h"
+#include "auth/proxy.h"
 #include "net/http.h"
 
 #define CONN_MAX_MALFORMED 10
@@ -42,6 +44,21 @@
  * one still going at this many times the limit fails the connection with
  * 1009. */
 #define CONN_DISCARD_MAX 16
+/* A command waiting for the backend's verdict (proxy mode): connect waits
+ * as it is; subscribe and publish keep their bytes as received and run
+ * again once allowed (then `approved` lets them through). The
+ * connection's later input waits meanwhile, so replies keep their order. */
+typedef struct conn_px {
+    uint8_t op;              /* enum proxy_op */
+    uint8_t approved;
+    uint8_t fail_open;       /* the namespace's proxy_fail_open */
+    uint8_t binary;
+    uint32_t cmd_id;
+    int64_t expire_at;       /* subscribe: the verdict's */
+    size_t len;
+    char cmd[];
+} conn_px;
+
 /* lws 4.1 keeps LWS_WRITE_CLOSE (4) out of its public header but its
  * WebSocket writer maps it to the close opcode. */
 #define CONN_WRITE_CLOSE ((enum lws_write_protocol)4)
@@ -453,6 +470,7 @@ void conns_judge(conns *n)
 }
 
 static void conn_sub_end(conn *c, hub_sub *s, const char *why);
+static int conn_px_refresh(conn *c);
 
 /* Ends the subscriptions whose channel token expired without a
  * sub_refresh, each with an unsubscribe push (code 109); the connection
@@ -512,7 +530,7 @@ static void conn_heartbeat(conn *c, uint64_t now_s)
         return;
     }
     int64_t now = (int64_t)time(NULL);
-    if (conn_expired(c, c->expires, now)) {
+    if (conn_expired(c, c->expires, now) && !conn_px_refresh(c)) {
         conn_close(c, PROTO_CLOSE_BAD_TOKEN, "token expired", 0);
         return;
     }
@@ -802,6 +820,222 @@ static void conn_sub_expiry(conn *c, hub_sub *s, int64_t exp)
     }
 }
 
+/* --- proxy mode (auth/proxy.h, docs/proxy.md) --------------------------- */
+
+static void conn_resume(conn *c);
+static void conn_run(conn *c, const char *buf, size_t len, int binary);
+
+static void conn_px_free(conn *c)
+{
+    free(c->px);
+    c->px = NULL;
+}
+
+/* The JSON body of a call: the connection's identity and the fields
+ * given; data (publish) is spliced in as the client sent it. */
+static char *conn_px_body(const conn *c, json_t *fields, const proto_data *data)
+{
+    json_object_set_new(fields, "client", json_stringn(c->id, IDS_LEN));
+    if (c->user)
+        json_object_set_new(fields, "user", json_string(c->user));
+    char *s = json_dumps(fields, JSON_COMPACT);
+    json_decref(fields);
+    if (!s || !data)
+        return s;
+    size_t n = strlen(s), dl = data->json.len;
+    char *out = mem_alloc(n + 8 + dl + 1);
+    memcpy(out, s, n - 1);                    /* without the final '}' */
+    memcpy(out + n - 1, ",\"data\":", 8);
+    memcpy(out + n + 7, data->json.ptr, dl);
+    memcpy(out + n + 7 + dl, "}", 2);
+    free(s);
+    return out;
+}
+
+/* Sends a call and makes cmd wait for its verdict (with its bytes, to run
+ * again, unless it is a connect). 0, or -1 when the proxy's queue is full
+ * (nothing waits then). */
+static int conn_px_park(conn *c, enum proxy_op op, const proto_cmd *cmd,
+                        char *body, int fail_open)
+{
+    if (!body)
+        return -1;
+    conns *n = c->n;
+    int rc = proxy_call(n->srv->proxy, op, n->worker, c->slot, c->gen,
+                        cmd->id, body, strlen(body));
+    free(body);
+    if (rc < 0)
+        return -1;
+    size_t len = op == PROXY_CONNECT || !n->cur_cmd ? 0 : n->cur_len;
+    c->px = mem_calloc(1, sizeof(conn_px) + len);
+    c->px->op = (uint8_t)op;
+    c->px->cmd_id = cmd->id;
+    c->px->fail_open = (uint8_t)fail_open;
+    c->px->binary = (uint8_t)n->cur_binary;
+    c->px->len = len;
+    if (len)
+        memcpy(c->px->cmd, n->cur_cmd, len);
+    return 0;
+}
+
+/* Whether cmd is the command the backend allowed (its verdict is taken:
+ * *exp gets the verdict's expiry). */
+static int conn_px_allowed(conn *c, enum proxy_op op, const proto_cmd *cmd,
+                           int64_t *exp)
+{
+    if (!c->px || !c->px->approved || c->px->op != op ||
+        c->px->cmd_id != cmd->id)
+        return 0;
+    if (exp)
+        *exp = c->px->expire_at;
+    conn_px_free(c);
+    return 1;
+}
+
+static void conn_px_unavailable(conn *c, uint32_t id)
+{
+    conn_reply_error(c, id, PROTO_E_INTERNAL,
+                     "authorization backend unavailable", UINT64_MAX);
+}
+
+static int conn_px_connect(conn *c, const proto_cmd *cmd)
+{
+    json_t *f = json_object();
+    json_object_set_new(f, "encoding",
+                        json_string(c->enc == PROTO_MSGPACK ? "msgpack" : "json"));
+    if (cmd->token.len)
+        json_object_set_new(f, "token", json_stringn(cmd->token.ptr,
+                                                      cmd->token.len));
+    if (cmd->name.len)
+        json_object_set_new(f, "name", json_stringn(cmd->name.ptr, cmd->name.len));
+    if (cmd->version.len)
+        json_object_set_new(f, "version", json_stringn(cmd->version.ptr,
+                                                        cmd->version.len));
+    if (conn_px_park(c, PROXY_CONNECT, cmd, conn_px_body(c, f, NULL), 0) < 0) {
+        conn_px_unavailable(c, cmd->id);
+        conn_close(c, PROTO_CLOSE_NODE_FAULT, "authorization backend busy", 1);
+        return -1;
+    }
+    return 0;
+}
+
+static void conn_connected(conn *c, uint32_t id);
+
+/* The connect proxy's verdict. */
+static void conn_px_connect_done(conn *c, const proxy_answer *a)
+{
+    const config *cfg = c->n->srv->cfg;
+    uint32_t id = c->px->cmd_id;
+    conn_px_free(c);
+    int code = 0;
+    if (a->outcome == PROXY_DENY)
+        code = a->code;
+    else if (a->outcome == PROXY_ALLOW && !a->user && !cfg->allow_anonymous)
+        code = PROTO_E_UNAUTHORIZED;
+    else if (a->outcome == PROXY_ALLOW && a->expire_at &&
+             a->expire_at <= (int64_t)time(NULL))
+        code = PROTO_E_TOKEN_EXPIRED;
+    if (a->outcome == PROXY_FAILED) {
+        conn_px_unavailable(c, id);
+        conn_close(c, PROTO_CLOSE_NODE_FAULT, "authorization backend unavailable", 1);
+        return;
+    }
+    if (code) {
+        conn_log(c->n, CONN_LOG_TOKEN, LOG_INFO, "connect refused by the proxy",
+                 LOG_STR("client", c->id), LOG_INT("code", code));
+        conn_reply_error(c, id, code, a->outcome == PROXY_DENY ? a->message : NULL,
+                         UINT64_MAX);
+        conn_close(c, PROTO_CLOSE_BAD_TOKEN, "refused", 0);
+        return;
+    }
+    c->user = a->user ? mem_strdup(a->user) : NULL;
+    c->info = a->info ? mem_strdup(a->info) : NULL;
+    c->expires = a->expire_at;
+    c->proxied = 1;
+    if (a->n_channels) {
+        c->grants = mem_calloc(a->n_channels, sizeof(char *));
+        for (uint32_t i = 0; i < a->n_channels; i++)
+            c->grants[i] = mem_strdup(a->channels[i]);
+        c->n_grants = a->n_channels;
+    }
+    conn_hb_resched(c);
+    conn_connected(c, id);
+}
+
+/* The refresh proxy's verdict on a connection whose expiry came. */
+static void conn_px_refresh_done(conn *c, const proxy_answer *a)
+{
+    c->refreshing = 0;
+    int64_t now = (int64_t)time(NULL);
+    if (a->outcome != PROXY_ALLOW || (a->expire_at && a->expire_at <= now)) {
+        conn_log(c->n, CONN_LOG_TOKEN, LOG_INFO, "refresh refused by the proxy",
+                 LOG_STR("client", c->id),
+                 LOG_STR("outcome", a->outcome == PROXY_FAILED ? "failed"
+                                                               : "denied"));
+        conn_close(c, PROTO_CLOSE_BAD_TOKEN, "token expired", 0);
+        return;
+    }
+    c->expires = a->expire_at;
+    conn_hb_resched(c);
+}
+
+/* Asks the refresh proxy about a proxied connection whose expiry came;
+ * 1 when asked (the connection goes on meanwhile), else 0. */
+static int conn_px_refresh(conn *c)
+{
+    if (!c->proxied || !proxy_has(c->n->srv->proxy, PROXY_REFRESH))
+        return 0;
+    if (c->refreshing)
+        return 1;
+    char *body = conn_px_body(c, json_object(), NULL);
+    int rc = body ? proxy_call(c->n->srv->proxy, PROXY_REFRESH, c->n->worker,
+                               c->slot, c->gen, 0, body, strlen(body)) : -1;
+    free(body);
+    if (rc < 0)
+        return 0;
+    c->refreshing = 1;
+    return 1;
+}
+
+static void conns_on_proxy(conns *n, const proxy_answer *a)
+{
+    conn *c = conns_find(n, a->slot, a->gen);
+    if (!c || c->closing)
+        return;                          /* gone meanwhile */
+    if (a->op == PROXY_REFRESH) {
+        if (c->refreshing)
+            conn_px_refresh_done(c, a);
+        return;
+    }
+    if (!c->px || c->px->approved || c->px->op != a->op ||
+        c->px->cmd_id != a->cmd_id)
+        return;
+    if (a->op == PROXY_CONNECT) {
+        conn_px_connect_done(c, a);
+    } else if (a->outcome == PROXY_ALLOW ||
+               (a->outcome == PROXY_FAILED && c->px->fail_open)) {
+        /* Runs again, now allowed; it takes its verdict (conn_px_allowed)
+         * unless it is refused for another reason first. */
+        c->px->approved = 1;
+        c->px->expire_at = a->outcome == PROXY_ALLOW ? a->expire_at : 0;
+        conn_px *px = c->px;
+        conn_run(c, px->cmd, px->len, px->binary);
+        /* Refused before it took its verdict: done with it. (Held behind
+         * the connection's other waits, it takes it when it runs.) */
+        if (c->px == px && !c->held)
+            conn_px_free(c);
+    } else {
+        uint32_t id = c->px->cmd_id;
+        conn_px_free(c);
+        if (a->outcome == PROXY_DENY)
+            conn_reply_error(c, id, a->code, a->message, UINT64_MAX);
+        else
+            conn_px_unavailable(c, id);
+    }
+    if (!c->closing)
+        conn_resume(c);
+}
+
 static int conn_do_connect(conn *c, const proto_cmd *cmd)
 {
     const config *cfg = c->n->srv->cfg;
@@ -810,6 +1044,8 @@ static int conn_do_connect(conn *c, const proto_cmd *cmd)
                          UINT64_MAX);
         return 0;
     }
+    if (proxy_has(c->n->srv->proxy, PROXY_CONNECT))
+        return conn_px_connect(c, cmd);
     if (cmd->token.len) {
         jwt_claims tc;
         int rc = conn_verify(c, cmd, &tc);
@@ -848,23 +1084,76 @@ static int conn_do_connect(conn *c, const proto_cmd *cmd)
         conn_close(c, PROTO_CLOSE_BAD_TOKEN, "token required", 0);
         return -1;
     }
+    conn_connected(c, cmd->id);
+    return 0;
+}
+
+/* The connection is a client now (its token, or the connect proxy's
+ * verdict, accepted): the reply and the connect event. */
+static void conn_connected(conn *c, uint32_t id)
+{
+    const config *cfg = c->n->srv->cfg;
     c->connected = 1;
     conn_hook(c, CONFIG_HOOK_CONNECT, NULL, 0, NULL);
     conn_track(c, 1);
-    proto_enc_ok_connect(conn_encbuf(c), c->enc, cmd->id,
+    proto_enc_ok_connect(conn_encbuf(c), c->enc, id,
                          (proto_slice){ c->id, IDS_LEN },
                          (proto_slice){ c->n->srv->node,
                                         strlen(c->n->srv->node) },
                          cfg->ping_interval, c->expires);
     conn_send_encoded(c, UINT64_MAX);
-    return 0;
+}
+
+/* Whether the namespace of cmd's channel asks the backend about op. */
+static const config_ns *conn_px_ns(const conn *c, const proto_cmd *cmd,
+                                   enum proxy_op op)
+{
+    if (!c->n->srv->proxy)
+        return NULL;
+    const config_ns *ns = config_ns_of_channel(c->n->srv->cfg,
+                                               cmd->channel.ptr,
+                                               cmd->channel.len);
+    if (!ns || !(op == PROXY_SUBSCRIBE ? ns->proxy_subscribe
+                                       : ns->proxy_publish))
+        return NULL;
+    return ns;
+}
+
+/* A subscribe or publish the backend decides: 1 when it must wait for the
+ * verdict (or was answered), 0 when it goes on (allowed, or the backend
+ * failed and the namespace fails open). */
+static int conn_px_ask(conn *c, const proto_cmd *cmd, enum proxy_op op,
+                       const config_ns *ns, int64_t *exp)
+{
+    if (conn_px_allowed(c, op, cmd, exp))
+        return 0;
+    json_t *f = json_object();
+    json_object_set_new(f, "channel", json_stringn(cmd->channel.ptr,
+                                                    cmd->channel.len));
+    if (op == PROXY_SUBSCRIBE && cmd->token.len)
+        json_object_set_new(f, "token", json_stringn(cmd->token.ptr,
+                                                      cmd->token.len));
+    if (op == PROXY_SUBSCRIBE && c->info) {
+        json_t *info = json_loads(c->info, 0, NULL);
+        if (info)
+            json_object_set_new(f, "info", info);
+    }
+    char *body = conn_px_body(c, f, op == PROXY_PUBLISH ? &cmd->data : NULL);
+    if (conn_px_park(c, op, cmd, body, ns->proxy_fail_open) == 0)
+        return 1;
+    if (ns->proxy_fail_open)
+        return 0;
+    conn_px_unavailable(c, cmd->id);
+    return 1;
 }
 
 static void conn_do_subscribe(conn *c, const proto_cmd *cmd)
 {
     int64_t exp = 0;
     int code = 0;
-    if (cmd->token.len) {
+    /* Where the backend decides, a token is its to judge. */
+    const config_ns *pns = conn_px_ns(c, cmd, PROXY_SUBSCRIBE);
+    if (cmd->token.len && !pns) {
         /* A channel token given is checked wherever it is given: its
          * expiry ends the subscription. */
         code = conn_channel_token(c, cmd, &exp);
@@ -886,6 +1175,8 @@ static void conn_do_subscribe(conn *c, const proto_cmd *cmd)
         conn_reply_error(c, cmd->id, code, NULL, UINT64_MAX);
         return;
     }
+    if (pns && conn_px_ask(c, cmd, PROXY_SUBSCRIBE, pns, &exp))
+        return;
     sub_req *r = conn_sub_request(c, cmd, ns);
     r->has_since = (uint8_t)cmd->has_since;
     if (cmd->has_since)
@@ -915,6 +1206,9 @@ static void conn_do_publish(conn *c, const proto_cmd *cmd)
 {
     const config_ns *ns = conn_rules(c, RULES_PUBLISH, cmd, 0);
     if (!ns)
+        return;
+    const config_ns *pns = conn_px_ns(c, cmd, PROXY_PUBLISH);
+    if (pns && conn_px_ask(c, cmd, PROXY_PUBLISH, pns, NULL))
         return;
     proto_client_info info = {
         .client = { c->id, IDS_LEN },
@@ -1043,13 +1337,16 @@ static void conn_do_sub_refresh(conn *c, const proto_cmd *cmd)
 /* Returns -1 when the connection is closing and input must stop. */
 static int conn_command(conn *c, const proto_cmd *cmd)
 {
-    if (c->expires && conn_expired(c, c->expires, (int64_t)time(NULL))) {
+    if (c->expires && conn_expired(c, c->expires, (int64_t)time(NULL)) &&
+        !conn_px_refresh(c)) {
         /* Expired between two heartbeat checks: nothing more runs, not
-         * even a refresh (that comes before the expiry). */
+         * even a refresh (that comes before the expiry). A proxied
+         * connection's expiry asks the refresh proxy and goes on. */
         conn_close(c, PROTO_CLOSE_BAD_TOKEN, "token expired", 0);
         return -1;
     }
-    if (conn_rate_limited(c)) {
+    /* A command the backend allowed runs again: it was counted once. */
+    if (!(c->px && c->px->approved) && conn_rate_limited(c)) {
         conn_reply_error(c, cmd->id, PROTO_E_RATE_LIMITED, NULL, UINT64_MAX);
         return 0;
     }
@@ -1102,7 +1399,8 @@ static int conn_malformed(conn *c)
  * its output is over send_queue_max. */
 static int conn_must_wait(const conn *c)
 {
-    return c->out_blocked || c->inflight >= CONN_MAX_INFLIGHT;
+    return c->out_blocked || c->inflight >= CONN_MAX_INFLIGHT ||
+           (c->px && !c->px->approved);
 }
 
 /* Reads the socket or stops reading it (lws rx flow control). */
@@ -1211,6 +1509,7 @@ static void conn_run(conn *c, const char *buf, size_t len, int binary)
             conn_hold(c, buf + r.pos, len - r.pos, binary);
             return;
         }
+        size_t at = r.pos;
         int rc = proto_next(&r, &cmd, &err);
         if (rc == 0)
             break;
@@ -1221,7 +1520,11 @@ static void conn_run(conn *c, const char *buf, size_t len, int binary)
             continue;
         }
         c->malformed = 0;
+        c->n->cur_cmd = buf + at;
+        c->n->cur_len = r.pos - at;
+        c->n->cur_binary = binary;
         rc = conn_command(c, &cmd);
+        c->n->cur_cmd = NULL;
         proto_cmd_free(&cmd);
         if (rc < 0 || c->closing)
             return;
@@ -1503,6 +1806,7 @@ void conns_receive(conns *n, msg *m)
         break;
     }
     case CON_RESET: conns_on_reset(n, (reset_msg *)m); break;
+    case CON_PROXY: conns_on_proxy(n, (const proxy_answer *)m); break;
     default:
         log_error("unexpected message for a worker's connections",
                   LOG_INT("type", m->type));
@@ -1560,6 +1864,7 @@ static void conn_closed(conn *c)
         DL_DELETE2(n->flush, c, fprev, fnext);
         c->flush_queued = 0;
     }
+    conn_px_free(c);
     while (c->subs)
         conn_sub_end(c, c->subs, "disconnect");
     if (c->connected) {

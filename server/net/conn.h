@@ -58,6 +58,9 @@ typedef struct conn {
     uint8_t close_sent;        /* close frame handed to lws */
     uint8_t flush_queued;      /* on the worker's flush list */
     uint8_t hb_suspect;        /* out of the wheel, on the suspects list */
+    uint8_t proxied;           /* connected by the connect proxy: its expiry
+                                  asks the refresh proxy */
+    uint8_t refreshing;        /* a refresh proxy call is out */
     uint16_t close_code;
     uint16_t inflight;
     uint32_t n_subs;
@@ -72,6 +75,8 @@ typedef struct conn {
     uint32_t sub_expires;      /* the earliest channel-token exp of the
                                   subscriptions (hub_sub.expires), 0 none */
     char *info;                /* `info` claim as compact JSON, or NULL */
+    struct conn_px *px;        /* a command waiting for the backend's
+                                  verdict (proxy mode); input waits too */
     sendq q;
     char *rx;                  /* reassembly of fragmented messages */
     uint32_t rx_len, rx_cap;
@@ -131,6 +136,11 @@ typedef struct conns {
                                      conns_lws_wake) */
     struct metrics_worker *m; /* this worker's counters; NULL: metrics off */
     struct broker *broker;    /* the worker's (clients kept for webhooks) */
+    /* The command conn_run is running, as received (a command that waits
+     * for a proxy verdict keeps a copy and runs again once allowed). */
+    const char *cur_cmd;
+    size_t cur_len;
+    int cur_binary;
 } conns;
 
 extern const struct lws_protocols conn_protocols[];

@@ -187,8 +187,8 @@ static void check_spub(const proto_spub *s, const proto_pub *p,
  * batched in one frame, in each encoding. */
 static void deliver(const proto_cmd *c)
 {
-    static const proto_client_info info = { { "c0ffee0123456789", 16 },
-                                            { "user", 4 } };
+    static const proto_client_info info = {
+        .client = { "c0ffee0123456789", 16 }, .user = { "user", 4 } };
     proto_slice epoch = c->since_epoch.ptr ? c->since_epoch
                                            : (proto_slice){ "e", 1 };
     proto_pub p = {
