@@ -16,6 +16,7 @@
 
 #include <curl/curl.h>
 
+#include "base/clock.h"
 #include "base/log.h"
 #include "base/mem.h"
 
@@ -35,20 +36,6 @@ struct keyring {
     pthread_t thread;
     int thread_on;
 };
-
-static int64_t kr_mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t kr_wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* scheme://host[:port]/path of a URL, for logs: no user:password@, no
  * query or fragment (either may carry a secret). The parts come from
@@ -198,7 +185,7 @@ static int kr_fetch(keyring *kr)
         kr->cur = ks;
         kr->st.fetches++;
         kr->st.keys = (uint32_t)jwt_keys_count(ks);
-        kr->st.fetched_ms = kr_wall_ms();
+        kr->st.fetched_ms = clock_wall_ms();
         pthread_mutex_unlock(&kr->mu);
         jwt_keys_free(old);
         log_debug("token JWKS fetched", LOG_STR("url", kr->url_log),
@@ -221,14 +208,14 @@ static void *kr_thread(void *arg)
 {
     keyring *kr = arg;
     int64_t retry_ms = 1000;
-    int64_t next = kr_mono_ms() + (int64_t)kr->cfg->token_jwks_refresh * 1000;
+    int64_t next = clock_mono_ms() + (int64_t)kr->cfg->token_jwks_refresh * 1000;
     int failed = kr->st.fetches == 0;
     if (failed)
-        next = kr_mono_ms() + retry_ms;
+        next = clock_mono_ms() + retry_ms;
     pthread_mutex_lock(&kr->mu);
     for (;;) {
         while (!kr->stop) {
-            int64_t now = kr_mono_ms();
+            int64_t now = clock_mono_ms();
             if (now >= next)
                 break;
             if (kr->stale &&
@@ -251,15 +238,15 @@ static void *kr_thread(void *arg)
         if (kr->stop)
             break;
         kr->stale = 0;
-        kr->last_try_ms = kr_mono_ms();
+        kr->last_try_ms = clock_mono_ms();
         pthread_mutex_unlock(&kr->mu);
         failed = kr_fetch(kr) < 0;
         int64_t refresh = (int64_t)kr->cfg->token_jwks_refresh * 1000;
         if (failed) {
-            next = kr_mono_ms() + (retry_ms < refresh ? retry_ms : refresh);
+            next = clock_mono_ms() + (retry_ms < refresh ? retry_ms : refresh);
             retry_ms = retry_ms * 2 > 60000 ? 60000 : retry_ms * 2;
         } else {
-            next = kr_mono_ms() + refresh;
+            next = clock_mono_ms() + refresh;
             retry_ms = 1000;
         }
         pthread_mutex_lock(&kr->mu);
@@ -287,7 +274,7 @@ keyring *keyring_start(const config *cfg, char *err, size_t errlen)
     if (!kr->url)
         return kr;
     kr_url_for_log(cfg->token_jwks, kr->url_log, sizeof(kr->url_log));
-    kr->last_try_ms = kr_mono_ms();
+    kr->last_try_ms = clock_mono_ms();
     if (kr_fetch(kr) < 0)
         log_error("token JWKS unavailable at start: tokens its keys sign "
                   "are refused until a fetch succeeds",

@@ -19,6 +19,7 @@
 #include <curl/curl.h>
 #include <openssl/rand.h>
 
+#include "base/clock.h"
 #include "base/log.h"
 #include "base/mem.h"
 #include "hooks/lane.h"
@@ -63,20 +64,6 @@ const char *hooks_drop_label(int reason)
 {
     return reason >= 0 && reason < HOOKS_DROP_REASONS ? drop_labels[reason]
                                                       : "other";
-}
-
-static int64_t hooks_mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t hooks_wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* xorshift64: jitter needs no quality, only spread. */
@@ -128,7 +115,7 @@ void hooks_emit(hooks *h, const hook_event *ev)
     hook_event_id(id);
     proto_buf b;
     proto_buf_init(&b, 0);
-    hook_event_json(&b, ev, id, hooks_wall_ms(), h->node);
+    hook_event_json(&b, ev, id, clock_wall_ms(), h->node);
     proto_slice key = hook_event_key(ev);
     hook_body *body = mem_alloc(sizeof(*body) + b.len + 1);
     body->refs = 0;
@@ -144,7 +131,7 @@ void hooks_emit(hooks *h, const hook_event *ev)
     pthread_mutex_lock(&h->mu);
     if (h->queued >= h->cfg->webhook_queue_max || h->stop) {
         int log = log_gate_pass(&h->full_gate,
-                                (uint64_t)(hooks_mono_ms() / 1000), 1,
+                                (uint64_t)(clock_mono_ms() / 1000), 1,
                                 "webhook queue full: event dropped");
         pthread_mutex_unlock(&h->mu);
         free(body);
@@ -260,7 +247,7 @@ static void hooks_start_post(hooks *h, hook_endpoint *ep, uint32_t lane,
      * a receiver that rejects old timestamps accepts it. */
     char sig[HOOK_SIG_HEX + 128], idh[HOOK_ID_LEN + 32];
     hook_signature_header(sig, sizeof(sig), h->cfg->webhook_secret,
-                          hooks_wall_ms() / 1000, it->body->json,
+                          clock_wall_ms() / 1000, it->body->json,
                           it->body->len);
     snprintf(idh, sizeof(idh), "Herald-Event-Id: %s", it->body->id);
     struct curl_slist *hl = NULL;
@@ -311,7 +298,7 @@ static void hooks_on_done(hooks *h, CURL *c, CURLcode rc)
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
     curl_multi_remove_handle(h->multi, c);
     int ok = rc == CURLE_OK && status >= 200 && status < 300;
-    int64_t now = hooks_mono_ms();
+    int64_t now = clock_mono_ms();
     const char *event_id = lane->head ? lane->head->body->id : "";
     char id[HOOK_ID_LEN + 1];
     snprintf(id, sizeof(id), "%s", event_id);
@@ -399,7 +386,7 @@ static void *hooks_thread(void *arg)
     pthread_setname_np(pthread_self(), "herald-hooks");
     for (;;) {
         int stop = hooks_take_incoming(h);
-        int64_t now = hooks_mono_ms();
+        int64_t now = clock_mono_ms();
         if (stop && !deadline)
             deadline = now + h->cfg->webhook_drain_ms;
         if (stop && (now >= deadline || !hooks_pending(h)))
