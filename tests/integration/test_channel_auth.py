@@ -193,7 +193,7 @@ async def test_hash_is_a_channel_character_everywhere(server):
 
 # -- refresh -----------------------------------------------------------------------
 
-async def test_refresh_moves_the_expiry_and_the_connection_closes_at_the_new_one(strict):
+async def expiry_refresh_moves_the_expiry_and_the_connection_closes_at_the_new_one(strict):
     now = int(time.time())
     c = await user(strict, exp=now + 3)
     assert c.expires == now + 3
@@ -210,7 +210,7 @@ async def test_refresh_moves_the_expiry_and_the_connection_closes_at_the_new_one
     assert time.time() >= new_exp
 
 
-async def test_expiry_without_refresh_closes_with_4100(strict):
+async def expiry_expiry_without_refresh_closes_with_4100(strict):
     now = int(time.time())
     c = await user(strict, exp=now + 2)
     p = await c.push("disconnect", timeout=t(6))
@@ -246,7 +246,7 @@ async def test_refresh_on_an_anonymous_connection(server):
 
 # -- channel token expiry and sub_refresh -----------------------------------------
 
-async def test_channel_token_expiry_unsubscribes_with_109(strict):
+async def expiry_channel_token_expiry_unsubscribes_with_109(strict):
     ch = hh.chan("priv:")
     c = await user(strict)
     now = int(time.time())
@@ -268,7 +268,7 @@ async def test_channel_token_expiry_unsubscribes_with_109(strict):
     await c.ok("subscribe", channel=ch, token=tok(channel=ch))
 
 
-async def test_sub_refresh_moves_a_channel_token_expiry(strict):
+async def expiry_sub_refresh_moves_a_channel_token_expiry(strict):
     ch = hh.chan("priv:")
     c = await user(strict)
     now = int(time.time())
@@ -340,8 +340,10 @@ async def test_refresh_without_sub_on_a_user_connection_is_103(server_factory):
     assert (await c.error("refresh", token=tok(None)))["code"] == 103
 
 
-async def test_leeway_applies_at_expiry(server_factory):
-    s = server_factory({"token_secret": SECRET, "token_leeway": 3})
+leeway = hh.server_fixture({"token_secret": SECRET, "token_leeway": 3})
+
+
+async def expiry_leeway_applies_at_expiry(s):
     now = int(time.time())
     c = await user(s, exp=now + 1)
     await hh.async_wait_for(lambda: time.time() > now + 2.5, t(10), interval=0.1,
@@ -352,7 +354,7 @@ async def test_leeway_applies_at_expiry(server_factory):
     assert time.time() >= now + 4
 
 
-async def test_a_refused_refresh_keeps_expiry_and_grants(strict):
+async def expiry_a_refused_refresh_keeps_expiry_and_grants(strict):
     ch = hh.chan("priv:")
     now = int(time.time())
     c = await user(strict, exp=now + 3, channels=[ch])
@@ -374,10 +376,27 @@ async def test_a_subscription_under_a_dropped_grant_stays(server):
     assert (await c.error("subscribe", channel=hh.chan("priv:")))["code"] == 103
 
 
-async def test_channel_token_expiry_applies_in_open_namespaces(strict):
+async def expiry_channel_token_expiry_applies_in_open_namespaces(strict):
     ch = hh.chan("me:")
     c = await user(strict)
     await c.ok("subscribe", channel=ch, token=tok(channel=ch, exp=int(time.time()) + 2))
     p = await c.push("unsubscribe", timeout=t(6))
     assert p["channel"] == ch and p["code"] == 109
     await c.ok("subscribe", channel=ch)               # open without a token
+
+
+# -- the expiries, side by side -----------------------------------------------------
+
+async def test_token_expiries(strict, leeway):
+    """Each scenario waits for real expiries of a few seconds: they run at
+    the same time (each on its own connections and channels), so the file
+    takes the longest one's time, not their sum. A failing scenario fails
+    the test with its own assertion."""
+    scenarios = [f for n, f in sorted(globals().items()) if n.startswith("expiry_")]
+    assert len(scenarios) == 7
+    results = await asyncio.gather(
+        *(f(leeway if f is expiry_leeway_applies_at_expiry else strict)
+          for f in scenarios), return_exceptions=True)
+    failed = [(f.__name__, r) for f, r in zip(scenarios, results) if isinstance(r, BaseException)]
+    if failed:
+        raise AssertionError("failed: %s" % failed) from failed[0][1]
