@@ -17,6 +17,7 @@
 #include <curl/curl.h>
 
 #include "base/clock.h"
+#include "base/httpc.h"
 #include "base/log.h"
 #include "base/mem.h"
 
@@ -134,20 +135,12 @@ static int kr_get(const keyring *kr, kr_body *b, char *err, size_t errlen)
         return -1;
     }
     char cerr[CURL_ERROR_SIZE] = "";
-    curl_easy_setopt(h, CURLOPT_URL, kr->cfg->token_jwks);
-    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS,
-                     (long)kr->cfg->token_jwks_timeout_ms);
-    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS,
-                     (long)kr->cfg->token_jwks_timeout_ms);
-    curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+    httpc_setup(h, kr->cfg->token_jwks, kr->cfg->token_jwks_timeout_ms);
     curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE,
                      (curl_off_t)KEYRING_MAX_DOC);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, kr_write);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, b);
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, cerr);
-    curl_easy_setopt(h, CURLOPT_USERAGENT, "herald/" HERALD_VERSION);
     CURLcode rc = curl_easy_perform(h);
     long status = 0;
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);

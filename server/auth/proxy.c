@@ -14,6 +14,7 @@
 #include <jansson.h>
 #include <utlist.h>
 
+#include "base/httpc.h"
 #include "base/log.h"
 #include "base/mem.h"
 #include "base/server.h"
@@ -229,17 +230,12 @@ static void pcall_start(proxy *p, pcall *c)
     if (!c->h)
         return;
     c->hdrs = curl_slist_append(NULL, "Content-Type: application/json");
-    curl_easy_setopt(c->h, CURLOPT_URL, p->url[c->op]);
-    curl_easy_setopt(c->h, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(c->h, CURLOPT_NOSIGNAL, 1L);
+    httpc_setup(c->h, p->url[c->op], p->cfg->proxy_timeout_ms);
     curl_easy_setopt(c->h, CURLOPT_POSTFIELDS, c->body);
     curl_easy_setopt(c->h, CURLOPT_HTTPHEADER, c->hdrs);
-    curl_easy_setopt(c->h, CURLOPT_TIMEOUT_MS, (long)p->cfg->proxy_timeout_ms);
-    curl_easy_setopt(c->h, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(c->h, CURLOPT_WRITEFUNCTION, pcall_write);
     curl_easy_setopt(c->h, CURLOPT_WRITEDATA, c);
     curl_easy_setopt(c->h, CURLOPT_PRIVATE, c);
-    curl_easy_setopt(c->h, CURLOPT_USERAGENT, "herald/" HERALD_VERSION);
     curl_multi_add_handle(p->multi, c->h);
     DL_APPEND2(p->flight, c, prev, fnext);
 }

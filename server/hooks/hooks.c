@@ -20,6 +20,7 @@
 #include <openssl/rand.h>
 
 #include "base/clock.h"
+#include "base/httpc.h"
 #include "base/log.h"
 #include "base/mem.h"
 #include "hooks/lane.h"
@@ -230,16 +231,8 @@ static void hooks_start_post(hooks *h, hook_endpoint *ep, uint32_t lane,
         c = ep->easy[lane] = curl_easy_init();
         if (!c)
             abort();
-        curl_easy_setopt(c, CURLOPT_URL, ep->cfg->url);
-        curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-        curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-        curl_easy_setopt(c, CURLOPT_TIMEOUT_MS,
-                         (long)h->cfg->webhook_timeout_ms);
-        curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS,
-                         (long)h->cfg->webhook_timeout_ms);
-        curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
+        httpc_setup(c, ep->cfg->url, h->cfg->webhook_timeout_ms);
         curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, hooks_discard);
-        curl_easy_setopt(c, CURLOPT_USERAGENT, "herald/" HERALD_VERSION);
         curl_easy_setopt(c, CURLOPT_PRIVATE, (void *)(uintptr_t)
                          ((uintptr_t)(ep - h->ep) * HOOK_LANES + lane));
     }
