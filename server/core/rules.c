@@ -72,6 +72,13 @@ int rules_check(const config *cfg, enum rules_op op, const char *chan,
     *ns_out = ns;
     if (!ns)
         return PROTO_E_BAD_CHANNEL;
+    return rules_check_ns(cfg, ns, op, chan, len, who, limit, have_store);
+}
+
+int rules_check_ns(const config *cfg, const config_ns *ns, enum rules_op op,
+                   const char *chan, size_t len, const rules_who *who,
+                   uint32_t limit, int have_store)
+{
     if (who->client && (ns->private || ns->user_channels)) {
         int code = rules_access(ns, op, chan, len, who);
         if (code)

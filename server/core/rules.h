@@ -54,6 +54,12 @@ int rules_check(const config *cfg, enum rules_op op, const char *chan,
                 size_t len, const rules_who *who, uint32_t limit,
                 int have_store, const config_ns **ns);
 
+/* The same for a channel whose namespace the caller has found already
+ * (ns not NULL). */
+int rules_check_ns(const config *cfg, const config_ns *ns, enum rules_op op,
+                   const char *chan, size_t len, const rules_who *who,
+                   uint32_t limit, int have_store);
+
 /* The history limit of a request that gave none. */
 uint32_t rules_history_default_limit(const config *cfg);
 

@@ -767,7 +767,9 @@ static const config_ns *conn_rules_tok(conn *c, enum rules_op op,
                                        const proto_cmd *cmd, uint32_t limit,
                                        int chan_token)
 {
-    const config_ns *ns = NULL;
+    const config *cfg = c->n->srv->cfg;
+    const config_ns *ns = config_ns_of_channel(cfg, cmd->channel.ptr,
+                                               cmd->channel.len);
     rules_who who = {
         .anonymous = c->user == NULL,
         .client = 1,
@@ -776,21 +778,18 @@ static const config_ns *conn_rules_tok(conn *c, enum rules_op op,
         .n_grants = c->n_grants,
         .channel_token = chan_token,
     };
-    if (op != RULES_SUBSCRIBE) {
-        /* Only where channels are closed does a subscription open them
-         * (and only while its channel token, if any, holds). */
-        const config_ns *cns = config_ns_of_channel(
-            c->n->srv->cfg, cmd->channel.ptr, cmd->channel.len);
-        if (cns && (cns->private || cns->user_channels)) {
-            hub_sub *s = hub_sub_find(&c->n->hub, c->subs, cmd->channel.ptr,
-                                      cmd->channel.len);
-            who.subscribed = s && !conn_expired(c, s->expires,
-                                                (int64_t)time(NULL));
-        }
+    /* Only where channels are closed does a subscription open them (and
+     * only while its channel token, if any, holds). */
+    if (ns && op != RULES_SUBSCRIBE && (ns->private || ns->user_channels)) {
+        hub_sub *s = hub_sub_find(&c->n->hub, c->subs, cmd->channel.ptr,
+                                  cmd->channel.len);
+        who.subscribed = s && !conn_expired(c, s->expires,
+                                            (int64_t)time(NULL));
     }
-    int code = rules_check(c->n->srv->cfg, op, cmd->channel.ptr,
-                           cmd->channel.len, &who, limit,
-                           c->n->srv->store != NULL, &ns);
+    int code = !ns ? PROTO_E_BAD_CHANNEL
+                   : rules_check_ns(cfg, ns, op, cmd->channel.ptr,
+                                    cmd->channel.len, &who, limit,
+                                    c->n->srv->store != NULL);
     if (code) {
         conn_reply_error(c, cmd->id, code, NULL, UINT64_MAX);
         return NULL;
@@ -1104,19 +1103,17 @@ static void conn_connected(conn *c, uint32_t id)
     conn_send_encoded(c, UINT64_MAX);
 }
 
-/* Whether the namespace of cmd's channel asks the backend about op. */
-static const config_ns *conn_px_ns(const conn *c, const proto_cmd *cmd,
-                                   enum proxy_op op)
+/* The namespace of a subscribe the backend decides, or NULL. (Looked up
+ * before the channel rules: a token given there is the backend's to
+ * judge, not a channel token to verify.) */
+static const config_ns *conn_px_sub_ns(const conn *c, const proto_cmd *cmd)
 {
     if (!c->n->srv->proxy)
         return NULL;
     const config_ns *ns = config_ns_of_channel(c->n->srv->cfg,
                                                cmd->channel.ptr,
                                                cmd->channel.len);
-    if (!ns || !(op == PROXY_SUBSCRIBE ? ns->proxy_subscribe
-                                       : ns->proxy_publish))
-        return NULL;
-    return ns;
+    return ns && ns->proxy_subscribe ? ns : NULL;
 }
 
 /* A subscribe or publish the backend decides: 1 when it must wait for the
@@ -1152,7 +1149,7 @@ static void conn_do_subscribe(conn *c, const proto_cmd *cmd)
     int64_t exp = 0;
     int code = 0;
     /* Where the backend decides, a token is its to judge. */
-    const config_ns *pns = conn_px_ns(c, cmd, PROXY_SUBSCRIBE);
+    const config_ns *pns = conn_px_sub_ns(c, cmd);
     if (cmd->token.len && !pns) {
         /* A channel token given is checked wherever it is given: its
          * expiry ends the subscription. */
@@ -1207,8 +1204,8 @@ static void conn_do_publish(conn *c, const proto_cmd *cmd)
     const config_ns *ns = conn_rules(c, RULES_PUBLISH, cmd, 0);
     if (!ns)
         return;
-    const config_ns *pns = conn_px_ns(c, cmd, PROXY_PUBLISH);
-    if (pns && conn_px_ask(c, cmd, PROXY_PUBLISH, pns, NULL))
+    if (ns->proxy_publish && c->n->srv->proxy &&
+        conn_px_ask(c, cmd, PROXY_PUBLISH, ns, NULL))
         return;
     proto_client_info info = {
         .client = { c->id, IDS_LEN },
