@@ -119,20 +119,17 @@ static void timer_closed_cb(uv_handle_t *h)
 
 /* --- Commands ------------------------------------------------------------- */
 
-static void on_refresh_reply(hc_client *c, const hc_reply *r, void *arg);
-
 /* Whether a command's callback runs: the application's only while it has
  * not closed the client; the library's own (which frees its state) always. */
 static int cb_runs(const hc_client *c, const hc_cmd *cmd)
 {
-    return cmd->cb && (!c->app_closed || cmd->cb == on_refresh_reply);
+    return cmd->cb && (!c->app_closed || cmd->lib_cb);
 }
 
 static void reply_local(hc_client *c, hc_cmd *cmd, int code)
 {
     hc_reply r;
-    if (!cmd->cb || (c->app_closed && code != HC_ERR_CLOSED &&
-                     cmd->cb != on_refresh_reply))
+    if (!cmd->cb || (c->app_closed && code != HC_ERR_CLOSED && !cmd->lib_cb))
         return;
     memset(&r, 0, sizeof(r));
     r.code = code;
@@ -1259,14 +1256,18 @@ int hc_refresh(hc_client *c, const char *token, hc_reply_cb cb, void *arg)
     memset(&co, 0, sizeof(co));
     co.op = PROTO_OP_REFRESH;
     co.token = (proto_slice){ token, len };
+    int rc = check_room(c, len + 64);
+    if (rc)
+        return rc;
     hc_refresh_op *op = xmalloc(sizeof(*op) + len + 1);
     op->cb = cb;
     op->arg = arg;
     memcpy(op->token, token, len + 1);
-    int rc = simple_cmd(c, &co, len, on_refresh_reply, op);
-    if (rc != HC_OK)
-        free(op);
-    return rc;
+    hc_cmd *cmd = cmd_add(c, &co, 0);
+    cmd->cb = on_refresh_reply;
+    cmd->arg = op;
+    cmd->lib_cb = 1;
+    return HC_OK;
 }
 
 char *hc_data_to_json(hc_encoding enc, const void *data, size_t len)

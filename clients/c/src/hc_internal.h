@@ -39,6 +39,8 @@ typedef struct hc_cmd {
     uint8_t internal;       /* connect or resubscribe: not the app's */
     uint8_t sent;
     uint8_t since_sent;     /* subscribe carried `since` */
+    uint8_t lib_cb;         /* cb is the library's own (it frees arg):
+                               called even after the app closed */
     uint32_t len;           /* bytes in out (JSON: with its '\n') */
     hc_reply_cb cb;
     void *arg;
