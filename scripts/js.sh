@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The JavaScript side of Herald: the SDK (clients/js), its tests, the Node
+# integration tests (tests/js) and the browser tests (tests/e2e).
+#
+#   scripts/js.sh build        npm ci (when needed) and build clients/js:
+#                              dist/ (ES modules, declarations, the demo site
+#                              in dist/www); fails over the size budget
+#   scripts/js.sh test         the SDK's unit tests (node --test)
+#   scripts/js.sh deps DIR     npm ci in DIR (when needed)
+#   scripts/js.sh node ARGS    runs the project's Node (scripts/node.sh)
+#
+# Every step runs the Node that scripts/node.sh provides (>= 20), with npm
+# from the machine, and is idempotent: npm ci runs only when node_modules
+# is older than package-lock.json.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+node=$("$root/scripts/node.sh")
+export PATH="$(dirname "$node"):$PATH"
+if ! command -v npm >/dev/null 2>&1; then
+  echo "js.sh: installing npm (Debian)" >&2
+  SUDO=; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -q
+  $SUDO apt-get install -y -q --no-install-recommends npm
+fi
+
+deps() { # dir
+  local d=$1
+  if [ -f "$d/node_modules/.package-lock.json" ] \
+     && [ "$d/node_modules/.package-lock.json" -nt "$d/package-lock.json" ]; then
+    return 0
+  fi
+  (cd "$d" && npm ci --no-audit --no-fund --loglevel=error >&2)
+}
+
+what=${1:-build}; shift || true
+case "$what" in
+  build) deps "$root/clients/js"; cd "$root/clients/js" && exec "$node" build.mjs "$@" ;;
+  test)  deps "$root/clients/js"; cd "$root/clients/js" && "$node" build.mjs >/dev/null \
+           && exec "$node" --test --test-reporter=spec "$@" test/ ;;
+  deps)  deps "$1" ;;
+  node)  exec "$node" "$@" ;;
+  *) echo "js.sh: unknown step '$what' (build, test, deps, node)" >&2; exit 2 ;;
+esac
