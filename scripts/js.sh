@@ -5,7 +5,8 @@
 #   scripts/js.sh build        npm ci (when needed) and build clients/js:
 #                              dist/ (ES modules, declarations, the demo site
 #                              in dist/www); fails over the size budget
-#   scripts/js.sh test         the SDK's unit tests (node --test)
+#   scripts/js.sh test         the SDK's unit tests (node --test), on the
+#                              SDK that `build` made
 #   scripts/js.sh deps DIR     npm ci in DIR (when needed)
 #   scripts/js.sh node ARGS    runs the project's Node (scripts/node.sh)
 #
@@ -36,8 +37,9 @@ deps() { # dir
 what=${1:-build}; shift || true
 case "$what" in
   build) deps "$root/clients/js"; cd "$root/clients/js" && exec "$node" build.mjs "$@" ;;
-  test)  deps "$root/clients/js"; cd "$root/clients/js" && "$node" build.mjs >/dev/null \
-           && exec "$node" --test --test-reporter=spec "$@" test/ ;;
+  test)  deps "$root/clients/js"; cd "$root/clients/js"
+         [ -f dist/herald-client.js ] || { echo "js.sh: build the SDK first (scripts/js.sh build)" >&2; exit 2; }
+         exec "$node" --test --test-timeout=30000 "$@" test/*.test.mjs ;;
   deps)  deps "$1" ;;
   node)  exec "$node" "$@" ;;
   *) echo "js.sh: unknown step '$what' (build, test, deps, node)" >&2; exit 2 ;;

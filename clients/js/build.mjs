@@ -18,8 +18,13 @@ const require = createRequire(import.meta.url);
 
 rmSync('dist', { recursive: true, force: true });
 // Type check and declarations.
-execFileSync(process.execPath, [require.resolve('typescript/bin/tsc'), '-p', '.'],
-  { stdio: 'inherit' });
+try {
+  execFileSync(process.execPath, [require.resolve('typescript/bin/tsc'), '-p', '.'],
+    { stdio: 'inherit' });
+} catch {
+  console.error('build: the type check failed');
+  process.exit(1);
+}
 
 const common = { bundle: true, format: 'esm', target: 'es2020', platform: 'neutral',
   logLevel: 'warning' };
@@ -28,6 +33,8 @@ await build({ ...common, entryPoints: ['src/index.ts'], outfile: 'dist/herald-cl
   minify: true, sourcemap: 'linked' });
 await build({ ...common, entryPoints: ['src/msgpack.ts'], outfile: 'dist/msgpack.js',
   external: ['@msgpack/msgpack'] });
+// The pure helpers on their own, for the unit tests (not part of the API).
+await build({ ...common, entryPoints: ['src/util.ts'], outfile: 'dist/util.js' });
 
 const min = readFileSync('dist/herald-client.min.js');
 const gz = gzipSync(min, { level: 9 }).length;
