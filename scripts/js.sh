@@ -7,7 +7,7 @@
 #                              in dist/www); fails over the size budget
 #   scripts/js.sh test         the SDK's unit tests (node --test), on the
 #                              SDK that `build` made
-#   scripts/js.sh deps DIR     npm ci in DIR (when needed)
+#   scripts/js.sh deps DIR...  npm ci in each DIR (when needed)
 #   scripts/js.sh node ARGS    runs the project's Node (scripts/node.sh)
 #
 # Every step runs the Node that scripts/node.sh provides (>= 20), with npm
@@ -40,7 +40,7 @@ case "$what" in
   test)  deps "$root/clients/js"; cd "$root/clients/js"
          [ -f dist/herald-client.js ] || { echo "js.sh: build the SDK first (scripts/js.sh build)" >&2; exit 2; }
          exec "$node" --test --test-timeout=30000 "$@" test/*.test.mjs ;;
-  deps)  deps "$1" ;;
+  deps)  for d in "$@"; do deps "$d"; done ;;
   node)  exec "$node" "$@" ;;
   *) echo "js.sh: unknown step '$what' (build, test, deps, node)" >&2; exit 2 ;;
 esac
