@@ -327,3 +327,48 @@ test('backoff has full jitter within its bounds and grows to the cap', async () 
   assert.equal(refreshDelay(t0 / 1000 + 10, 30, t0), 5_000);
   assert.equal(refreshDelay(t0 / 1000 - 5, 30, t0), 0);
 });
+
+test('browser events: offline drops the socket at once, online reconnects without waiting for the backoff', async () => {
+  const win = new EventTarget();
+  const doc = new EventTarget();
+  doc.visibilityState = 'visible';
+  globalThis.addEventListener = win.addEventListener.bind(win);
+  globalThis.removeEventListener = win.removeEventListener.bind(win);
+  globalThis.document = doc;
+  try {
+    // A backoff far longer than the test: only the events can bring it back.
+    const t = await setup(undefined, { minReconnectDelay: 60000, maxReconnectDelay: 60000 });
+    t.client.connect();
+    await t.client.ready();
+    win.dispatchEvent(new Event('offline'));
+    assert.equal(t.client.state, 'connecting');
+    const d = t.events.find(([e]) => e === 'disconnected')[1];
+    assert.deepEqual(d, { code: 4002, reason: 'browser offline', reconnect: true });
+    win.dispatchEvent(new Event('online'));
+    await waitFor(() => t.client.state === 'connected' && t.server.conns.length === 2, 2000, 'reconnect on online');
+    // Visible again while connected: the connection is checked at once.
+    const pings = t.server.commands.filter((c) => c.op === 'ping').length;
+    doc.dispatchEvent(new Event('visibilitychange'));
+    await t.server.waitCommand((c) => c.op === 'ping' && t.server.commands.filter((x) => x.op === 'ping').length > pings);
+    await t.done();
+    // disconnect() removed the listeners: nothing happens now.
+    win.dispatchEvent(new Event('online'));
+    assert.equal(t.client.state, 'disconnected');
+  } finally {
+    delete globalThis.addEventListener;
+    delete globalThis.removeEventListener;
+    delete globalThis.document;
+  }
+});
+
+test('React Native: handleAppState("active") reconnects without waiting for the backoff', async () => {
+  const t = await setup(undefined, { minReconnectDelay: 60000, maxReconnectDelay: 60000 });
+  t.client.connect();
+  await t.client.ready();
+  t.server.last().ws.terminate();
+  await waitFor(() => t.client.state === 'connecting');
+  t.client.handleAppState('background');
+  t.client.handleAppState('active');
+  await waitFor(() => t.client.state === 'connected' && t.server.conns.length === 2, 2000, 'reconnect on active');
+  await t.done();
+});
