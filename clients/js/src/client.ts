@@ -30,6 +30,8 @@ interface Call {
   reject: (e: Error) => void;
   timer?: ReturnType<typeof setTimeout>;
   unlisten?: () => void;
+  /** The frame it left in (see _frameTooLarge). */
+  frame?: number;
 }
 
 /** Only the client's own commands (connect, subscribe, ...) use this: they
@@ -57,6 +59,7 @@ export class Client extends Emitter<ClientEvents> {
   private _want = false;          // connect() called, disconnect() not since
   private _gen = 0;               // bumped by every new transport
   private _nextId = 1;
+  private _frames = 0;            // frames sent on this client
   private _flight = new Map<number, Call>();
   private _waiting: Call[] = [];
   private _outbox: Msg[] = [];
@@ -204,6 +207,8 @@ export class Client extends Emitter<ClientEvents> {
   private _flush(): void {
     const msgs = this._outbox;
     this._outbox = [];
+    this._frames++;
+    for (const m of msgs) { const c = this._flight.get(m.id); if (c) c.frame = this._frames; }
     const ws = this.transport;
     if (!msgs.length || !ws || ws.readyState !== 1) return;
     try {
@@ -309,7 +314,9 @@ export class Client extends Emitter<ClientEvents> {
       } else if (m.push) {
         this._pushMsg(m);
       } else if (m.error) {
-        this.emit('error', { type: 'protocol', error: new HeraldError(m.error.code, m.error.message || '') });
+        const err = new HeraldError(m.error.code, m.error.message || '');
+        if (m.error.code === 112) this._frameTooLarge(err);
+        else this.emit('error', { type: 'protocol', error: err });
       }
     }
   }
@@ -339,6 +346,18 @@ export class Client extends Emitter<ClientEvents> {
   /** Called by a subscription for every publication it delivers. */
   _delivered(pub: Publication): void {
     this.emit('publication', pub);
+  }
+
+  /** The server refused a whole frame as too large (112 has no id: it is
+   *  decided before the frame is read). Replies come in the order commands
+   *  were sent, so the frame is the one of the oldest command still
+   *  waiting for its reply: every command in it fails with 112. */
+  private _frameTooLarge(err: HeraldError): void {
+    const oldest = this._flight.values().next().value as Call | undefined;
+    if (!oldest) return this.emit('error', { type: 'protocol', error: err });
+    for (const c of [...this._flight.values()]) {
+      if (c.frame === oldest.frame) { this._forget(c); c.reject(err); }
+    }
   }
 
   /** Heartbeat: after `ping` seconds of silence from the server, ask it;
@@ -495,6 +514,11 @@ export class Client extends Emitter<ClientEvents> {
       timer = setTimeout(() => entry[1](new HeraldError('timeout', `not ready within ${ms} ms`)), ms);
       list.push(entry);
     });
+  }
+
+  /** The refreshBefore option, for channel tokens (subscription.ts). */
+  get _refreshBefore(): number {
+    return this._o.refreshBefore;
   }
 
   /** Forgets an ended subscription (subscription.ts). */

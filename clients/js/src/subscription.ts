@@ -23,7 +23,8 @@ interface Owner {
   publish(channel: string, data: unknown, opts?: PublishOptions): Promise<PublishResult>;
   history(channel: string, opts?: HistoryOptions): Promise<HistoryResult>;
   presence(channel: string, opts?: CallOptions): Promise<PresenceResult>;
-  emit?: unknown;
+  /** The client's refreshBefore option (s). */
+  readonly _refreshBefore: number;
 }
 
 const INTERNAL = { internal: true } as const;
@@ -208,7 +209,7 @@ export class Subscription {
     clearTimeout(this._timer);
     const exp = tokenExp(this._token);
     if (!exp || !this._o.getToken) return;
-    this._timer = setTimeout(() => this._refresh(exp), refreshDelay(exp, 30));
+    this._timer = setTimeout(() => this._refresh(exp), refreshDelay(exp, this._c._refreshBefore));
   }
 
   private async _refresh(exp: number): Promise<void> {

@@ -372,3 +372,25 @@ test('React Native: handleAppState("active") reconnects without waiting for the 
   await waitFor(() => t.client.state === 'connected' && t.server.conns.length === 2, 2000, 'reconnect on active');
   await t.done();
 });
+
+test('112 (frame too large, no id) fails the commands of that frame, not later ones', async () => {
+  const t = await setup((cmd, conn) => {
+    if (cmd.op === 'publish' && cmd.data === 'big') {
+      // Reply to nothing in this frame: one 112 without id for the frame.
+      if (!conn.sent112) { conn.sent112 = true; t.server.send(conn, { error: { code: 112, message: 'message too large' } }); }
+      return 'none';
+    }
+    return undefined;
+  });
+  t.client.connect();
+  await t.client.ready();
+  const a = t.client.publish('x', 'big');
+  const b = t.client.publish('x', 'big'); // same frame
+  const errors = [];
+  t.client.on('error', (e) => errors.push(e));
+  await assert.rejects(a, (e) => e.code === 112);
+  await assert.rejects(b, (e) => e.code === 112);
+  assert.deepEqual(await t.client.publish('x', 'small'), { offset: 1, epoch: 'E' });
+  assert.equal(errors.length, 0);
+  await t.done();
+});
