@@ -81,17 +81,28 @@ export function chan(prefix = '') {
   return `${prefix}c${process.pid.toString(36)}x${Date.now().toString(36)}x${chanSeq}`;
 }
 
-/** A free TCP port on 127.0.0.1 (bound and released: the caller binds it next). */
-export function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
+const handedOut = new Set();
+/**
+ * A free TCP port on 127.0.0.1 (bound and released: the caller binds it
+ * next), never the same one twice in this process. For redis-server, nginx
+ * and FerretDB, which take a port number; herald picks its own (port 0).
+ */
+export async function freePort() {
+  for (;;) {
+    const port = await new Promise((resolve, reject) => {
+      const srv = net.createServer();
+      srv.unref();
+      srv.on('error', reject);
+      srv.listen(0, '127.0.0.1', () => {
+        const { port: p } = srv.address();
+        srv.close(() => resolve(p));
+      });
     });
-  });
+    if (!handedOut.has(port)) {
+      handedOut.add(port);
+      return port;
+    }
+  }
 }
 
 const delay = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -188,14 +199,19 @@ function tail(file, n = 40) {
   }
 }
 
-function alive(pid) {
-  try { process.kill(pid, 0); } catch { return false; }
+/** The state letter of /proc/PID/stat (R, S, T, Z...), null when gone. */
+function procState(pid) {
   try {
-    // A zombie (exited, not yet reaped) is not alive.
-    return fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1][0] !== 'Z';
+    return fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1][0];
   } catch {
-    return false;
+    return null;
   }
+}
+
+/** Whether pid runs (a zombie, exited but not yet reaped, does not). */
+function alive(pid) {
+  const st = procState(pid);
+  return st !== null && st !== 'Z';
 }
 
 // --------------------------------------------------------------------------
@@ -269,45 +285,56 @@ export class Herald {
     return cmd.concat(this.args);
   }
 
-  /** Starts herald (on `port`, e.g. the previous one for a restart) and waits for /healthz 200. */
+  /**
+   * Starts herald and waits for /healthz 200. Without `port` herald listens
+   * on port 0 and the port is read from its "listening" log line: herald
+   * binds with SO_REUSEPORT, so a port probed free and then bound could be
+   * shared with another herald started at the same moment by a test running
+   * side by side. `port` (a restart on the previous port) is bound as given.
+   */
   async start({ port = null, timeout = 10000 } = {}) {
     try { fs.accessSync(HERALD_BIN, fs.constants.X_OK); } catch {
       throw new Error(`herald binary not found or not executable: ${HERALD_BIN} (set HERALD_BIN or build it)`);
     }
-    const attempts = port ? 1 : 3;
-    for (let attempt = 0; ; attempt++) {
-      this.port = port || await freePort();
-      this.starts += 1;
-      this.stopping = false;
-      this.stderrPath = path.join(this.dir, `${this.name}-${this.starts}.stderr`);
-      const fd = fs.openSync(this.stderrPath, 'a');
-      const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('HERALD_')));
-      if (SANITIZE) {
-        env.ASAN_OPTIONS ??= 'abort_on_error=0:detect_leaks=1';
-        env.UBSAN_OPTIONS ??= 'print_stacktrace=1';
-      }
-      Object.assign(env, this.env);
-      this.proc = spawn(HERALD_BIN, this.command(), { stdio: ['ignore', fd, fd], env });
-      fs.closeSync(fd);
-      const untrack = track(this.proc.pid);
-      this.proc.once('exit', untrack);
-      const proc = this.proc;
-      try {
-        await waitFor(async () => {
-          if (proc.exitCode !== null || proc.signalCode !== null) {
-            throw Object.assign(new Error('exited'), { fatal: true });
-          }
-          return (await httpStatus(this.port)) === 200;
-        }, { timeout, what: () => `${this.name} /healthz 200 on port ${this.port}; stderr:\n${tail(this.stderrPath)}` });
-        return this;
-      } catch (e) {
-        const dead = proc.exitCode !== null || proc.signalCode !== null;
-        const err = tail(this.stderrPath);
-        await stopChild(proc, 'SIGKILL');
-        if (dead && /in use/i.test(err) && attempt + 1 < attempts) continue;
-        throw new Error(`${this.name} did not start (exit ${proc.exitCode ?? proc.signalCode}): ${e.message}\n${err}`);
-      }
+    this.port = port || 0;
+    this.starts += 1;
+    this.stopping = false;
+    this.stderrPath = path.join(this.dir, `${this.name}-${this.starts}.stderr`);
+    const fd = fs.openSync(this.stderrPath, 'a');
+    const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('HERALD_')));
+    if (SANITIZE) {
+      env.ASAN_OPTIONS ??= 'abort_on_error=0:detect_leaks=1';
+      env.UBSAN_OPTIONS ??= 'print_stacktrace=1';
     }
+    Object.assign(env, this.env);
+    this.proc = spawn(HERALD_BIN, this.command(), { stdio: ['ignore', fd, fd], env });
+    fs.closeSync(fd);
+    const untrack = track(this.proc.pid);
+    this.proc.once('exit', untrack);
+    const proc = this.proc;
+    try {
+      await waitFor(async () => {
+        if (proc.exitCode !== null || proc.signalCode !== null) throw new Error('herald exited');
+        if (!this.port) this.port = this.listeningPort();
+        return this.port && (await httpStatus(this.port)) === 200;
+      }, { timeout, what: () => `${this.name} /healthz 200 on port ${this.port}; stderr:\n${tail(this.stderrPath)}` });
+      return this;
+    } catch (e) {
+      await stopChild(proc, 'SIGKILL');
+      throw new Error(`${this.name} did not start (exit ${proc.exitCode ?? proc.signalCode}): ${e.message}`);
+    }
+  }
+
+  /** The port of herald's "listening" log line (JSON lines on stderr), or 0. */
+  listeningPort() {
+    for (const line of this.stderr().split('\n')) {
+      if (!line.includes('"listening"')) continue;
+      try {
+        const v = JSON.parse(line);
+        if (v.msg === 'listening' && v.port) return v.port;
+      } catch { /* a partial line */ }
+    }
+    return 0;
   }
 
   alive() { return !!this.proc && this.proc.exitCode === null && this.proc.signalCode === null; }
@@ -318,9 +345,18 @@ export class Herald {
     await stopChild(this.proc, signal, t(timeout));
   }
 
-  /** SIGSTOP: the sockets stay open but nothing is answered. */
-  pause() { this.proc.kill('SIGSTOP'); }
-  resume() { this.proc.kill('SIGCONT'); }
+  /** SIGSTOP: the sockets stay open but nothing is answered. Resolves once
+   *  the process is stopped (the signal takes effect asynchronously: a
+   *  command sent right after kill() could still be answered). */
+  async pause() {
+    this.proc.kill('SIGSTOP');
+    await waitFor(() => procState(this.proc.pid) === 'T', { what: `${this.name} stopped (SIGSTOP)` });
+  }
+
+  async resume() {
+    this.proc.kill('SIGCONT');
+    await waitFor(() => procState(this.proc.pid) !== 'T', { what: `${this.name} running (SIGCONT)` });
+  }
 
   stderr() {
     try { return fs.readFileSync(this.stderrPath, 'utf8'); } catch { return ''; }
