@@ -6,6 +6,11 @@
 #                              dist/ (ES modules, declarations, the demo site
 #                              in dist/www); fails over the size budget
 #   scripts/js.sh test         the SDK's unit tests (node --test)
+#   scripts/js.sh js-integration [FILES]
+#                              builds the SDK, then the Node integration
+#                              tests in tests/js against real herald, Redis,
+#                              nginx and FerretDB (HERALD_BIN: the herald
+#                              binary, default build/bin/herald)
 #   scripts/js.sh deps DIR     npm ci in DIR (when needed)
 #   scripts/js.sh node ARGS    runs the project's Node (scripts/node.sh)
 #
@@ -38,7 +43,14 @@ case "$what" in
   build) deps "$root/clients/js"; cd "$root/clients/js" && exec "$node" build.mjs "$@" ;;
   test)  deps "$root/clients/js"; cd "$root/clients/js" && "$node" build.mjs >/dev/null \
            && exec "$node" --test --test-reporter=spec "$@" test/ ;;
+  js-integration)
+         deps "$root/clients/js"; (cd "$root/clients/js" && "$node" build.mjs >/dev/null)
+         deps "$root/tests/js"; cd "$root/tests/js"
+         # The files wait on servers far more than they compute: run them
+         # side by side (node --test's default is one per core but one).
+         [ $# -gt 0 ] || set -- *.test.mjs
+         exec "$node" --test --test-concurrency=6 --test-reporter=spec "$@" ;;
   deps)  deps "$1" ;;
   node)  exec "$node" "$@" ;;
-  *) echo "js.sh: unknown step '$what' (build, test, deps, node)" >&2; exit 2 ;;
+  *) echo "js.sh: unknown step '$what' (build, test, js-integration, deps, node)" >&2; exit 2 ;;
 esac
