@@ -269,6 +269,7 @@ export class Herald {
     this.starts = 0;
     this.stopping = false;
     this.stderrPath = null;
+    this.died = [];
   }
 
   url(p = '/ws') { return `ws://127.0.0.1:${this.port}${p}`; }
@@ -310,8 +311,13 @@ export class Herald {
     this.proc = spawn(HERALD_BIN, this.command(), { stdio: ['ignore', fd, fd], env });
     fs.closeSync(fd);
     const untrack = track(this.proc.pid);
-    this.proc.once('exit', untrack);
     const proc = this.proc;
+    proc.once('exit', (code, sig) => {
+      untrack();
+      // A herald that ends without being stopped (a crash, an abort) fails
+      // the test at its end, whatever the test itself saw.
+      if (!this.stopping) this.died.push(`${this.name} (run ${this.starts}) exited by itself: ${code ?? sig}`);
+    });
     try {
       await waitFor(async () => {
         if (proc.exitCode !== null || proc.signalCode !== null) throw new Error('herald exited');
@@ -320,6 +326,7 @@ export class Herald {
       }, { timeout, what: () => `${this.name} /healthz 200 on port ${this.port}; stderr:\n${tail(this.stderrPath)}` });
       return this;
     } catch (e) {
+      this.stopping = true;
       await stopChild(proc, 'SIGKILL');
       throw new Error(`${this.name} did not start (exit ${proc.exitCode ?? proc.signalCode}): ${e.message}`);
     }
@@ -640,6 +647,7 @@ export function scope(testContext = null) {
       try { await fn(); } catch (e) { errors.push(e); }
     }
     for (const h of heralds) {
+      for (const d of h.died) errors.push(new Error(`${d}; stderr:\n${h.stderrTail()}`));
       const rep = h.sanitizerReport();
       if (rep) errors.push(new Error(`sanitizer report in ${h.name}'s stderr:\n${rep}`));
     }
