@@ -23,6 +23,7 @@ describe('tokens', { concurrency: true }, () => {
       token_secret: SECRET,
       allow_anonymous: false,
       namespace_defaults: { history_size: 10 },
+      namespaces: [{ name: 'priv', private: true, history_size: 10 }],
     });
   });
   after(() => env.close());
@@ -59,6 +60,42 @@ describe('tokens', { concurrency: true }, () => {
     assert.equal(c.state, 'connected');
     assert.deepEqual(refreshErrors, []);
     assert.equal(r.subscribed.length, 1);
+  });
+
+  test("a channel token from the subscription's getToken is renewed before it expires", async () => {
+    const ch = chan('priv:');
+    const issued = [];
+    const getToken = async (channel) => {
+      const exp = now() + 3;
+      issued.push(exp);
+      return makeJwt(SECRET, { sub: 'erin', channel, exp });
+    };
+    const c = env.client(h.url(), { token: makeJwt(SECRET, { sub: 'erin' }) });
+    c.connect();
+    const r = recorder();
+    const s = c.subscribe(ch, r.handlers, { getToken });
+    await s.ready();
+    await waitFor(() => issued.length >= 3 && now() > issued[0] + 1,
+      { timeout: 10000, what: () => `channel token renewals (issued ${issued})` });
+    // Publishing needs a grant or this subscription (made with a token).
+    await s.publish('still here');
+    await r.waitPubs(1);
+    assert.equal(r.pubs[0].data, 'still here');
+    assert.equal(s.state, 'subscribed');
+    assert.deepEqual(r.unsubscribed, []);
+    assert.deepEqual(r.errors, []);
+    assert.equal(r.subscribed.length, 1);
+  });
+
+  test('a channel token that cannot be had: the subscription fails with 103', async () => {
+    const c = env.client(h.url(), { token: makeJwt(SECRET, { sub: 'frank' }) });
+    c.connect();
+    const r = recorder();
+    // A token for another user is refused.
+    const s = c.subscribe(chan('priv:'), r.handlers, { token: makeJwt(SECRET, { sub: 'mallory', channel: 'x' }) });
+    await assert.rejects(s.ready({ timeout: 5000 }), (e) => e.code === 103);
+    assert.equal(s.state, 'unsubscribed');
+    assert.equal(c.state, 'connected');
   });
 
   test('a token that expires without getToken: 4100, no reconnect', async () => {
