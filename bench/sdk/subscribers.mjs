@@ -120,6 +120,10 @@ for (let k = first; k < first + nClients; k++) {
   ready.push(sub.ready({ timeout: 60000 }));
 }
 await Promise.all(ready);
+// CPU from here to the end: decoding, de-duplication and delivery of
+// every publication (the set-up is not counted).
+const cpu0 = process.cpuUsage();
+const deliveries0 = counters.deliveries;
 process.stdout.write(`ready ${nClients}\n`);
 
 let finished = false;
@@ -140,6 +144,9 @@ function finish() {
   if (finished) return;
   finished = true;
   fs.writeFileSync(a.out, Buffer.from(lat.buffer, 0, nLat * 8));
+  const cpu = process.cpuUsage(cpu0);
+  counters.cpu_s = (cpu.user + cpu.system) / 1e6;
+  counters.cpu_deliveries = counters.deliveries - deliveries0;
   process.stdout.write(`${JSON.stringify({ clients: nClients, ...counters })}\n`);
   for (const c of clients) c.disconnect();
   // The sockets close in the background; nothing else is left to do.

@@ -30,7 +30,7 @@ for (const p of parts) { lat.set(p, at); at += p.length; }
 lat.sort();
 const q = (p) => (lat.length ? lat[Math.min(lat.length - 1, Math.max(0, Math.ceil(p * lat.length) - 1))] : NaN);
 
-const counters = { clients: 0, deliveries: 0, measured: 0, gaps: 0, duplicates: 0, bad_stamps: 0, gap_events: 0, disconnects: 0 };
+const counters = { clients: 0, deliveries: 0, measured: 0, gaps: 0, duplicates: 0, bad_stamps: 0, gap_events: 0, disconnects: 0, cpu_s: 0, cpu_deliveries: 0 };
 for (const f of files) {
   const c = JSON.parse(fs.readFileSync(path.join(out, f.replace('.bin', '.json')), 'utf8'));
   for (const k of Object.keys(counters)) counters[k] += c[k] || 0;
@@ -47,6 +47,10 @@ const sdk = {
   gaps: counters.gaps, duplicates: counters.duplicates, gap_events: counters.gap_events,
   bad_stamps: counters.bad_stamps, disconnects: counters.disconnects,
   processes: files.length,
+  // CPU of the Node processes per delivery (all of it: ws, the SDK's
+  // decoding and de-duplication, the handler).
+  cpu_s: counters.cpu_s,
+  cpu_us_per_delivery: counters.cpu_deliveries ? (counters.cpu_s * 1e6) / counters.cpu_deliveries : null,
 };
 const c = bench.latency || {};
 const cside = {
@@ -66,7 +70,8 @@ const rows = [
   [`JS SDK in Node (${sdk.processes} processes)`, sdk],
 ];
 console.log(`${bench.command}`);
-console.log(`publications ${n(bench.publications_total)} (${n(bench.publications_per_s)}/s measured), encoding ${p.encoding}\n`);
+console.log(`publications ${n(bench.publications_total)} (${n(bench.publications_per_s)}/s measured), encoding ${p.encoding}; ` +
+  `SDK processes: ${sdk.cpu_us_per_delivery === null ? '-' : sdk.cpu_us_per_delivery.toFixed(1)} us CPU per delivery\n`);
 console.log('| subscribers | count | deliveries (expected) | measured | p50 ms | p90 ms | p99 ms | max ms | gaps | dups |');
 console.log('|---|---|---|---|---|---|---|---|---|---|');
 for (const [name, r] of rows) {
