@@ -22,7 +22,7 @@ test('heartbeat: a silent server is detected, in-flight publishes resent by key 
     namespace_defaults: { history_size: 100 },
   });
   const ch = chan();
-  const c = env.client(h.url(), { pingTimeout: 500 });
+  const c = env.client(h.url(), { pingTimeout: t(1000) });
   const disconnects = [];
   c.on('disconnected', (ev) => disconnects.push(ev));
   c.connect();
