@@ -385,6 +385,22 @@ export class Herald {
   }
 }
 
+/**
+ * Runs start() up to three times while it fails because its port was taken
+ * (a port probed free can be bound by a test running side by side before
+ * the server binds it); only for a first start on a fresh port (`fresh`):
+ * a restart must keep its port.
+ */
+async function retryOnPortTaken(fresh, start) {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await start();
+    } catch (e) {
+      if (!fresh || attempt >= 3 || !/in use/i.test(e.message)) throw e;
+    }
+  }
+}
+
 // --------------------------------------------------------------------------
 // redis-server (persisting to an append-only file, fsync always, as
 // tests/integration/cluster_harness.py runs it, so a restart keeps its data)
@@ -399,7 +415,19 @@ export class Redis {
       throw new Error(`redis-server not found (${REDIS}): scripts/deps.sh test installs it`);
     }
     fs.mkdirSync(this.dir, { recursive: true });
-    this.port ??= await freePort();
+    const fresh = !this.port;
+    return retryOnPortTaken(fresh, async () => {
+      this.port ??= await freePort();
+      try {
+        return await this.startOnce();
+      } catch (e) {
+        if (fresh) this.port = null;
+        throw e;
+      }
+    });
+  }
+
+  async startOnce() {
     const log = fs.openSync(path.join(this.dir, 'redis.log'), 'a');
     this.proc = spawn(REDIS, ['--port', String(this.port), '--bind', '127.0.0.1',
       '--save', '', '--appendonly', 'yes', '--appendfsync', 'always',
@@ -410,7 +438,8 @@ export class Redis {
     await waitFor(async () => {
       if (proc.exitCode !== null) throw new Error(`redis-server exited with ${proc.exitCode}`);
       return this.ping();
-    }, { timeout: 10000, what: () => `redis-server to answer PING; log:\n${tail(path.join(this.dir, 'redis.log'))}` });
+    }, { timeout: 10000, what: () => `redis-server to answer PING; log:\n${tail(path.join(this.dir, 'redis.log'))}` })
+      .catch((e) => { throw new Error(`${e.message}\n${tail(path.join(this.dir, 'redis.log'), 10)}`); });
     return this;
   }
 
@@ -531,10 +560,16 @@ export class FerretDB {
     try { fs.accessSync(bin, fs.constants.X_OK); } catch {
       throw new Error(`FerretDB is not built: run scripts/ferretdb/setup.sh (or scripts/deps.sh test); ${bin} is missing`);
     }
-    this.port ??= await freePort();
-    const r = await run(path.join(FERRET_DIR, 'start.sh'), [this.dir, String(this.port)],
-      { ...process.env, FERRETDB_START_TIMEOUT_S: String(30 * SCALE) });
-    if (r.code !== 0) throw new Error(`ferretdb start.sh failed (${r.code}):\n${r.out}`);
+    const fresh = !this.port;
+    await retryOnPortTaken(fresh, async () => {
+      this.port ??= await freePort();
+      const r = await run(path.join(FERRET_DIR, 'start.sh'), [this.dir, String(this.port)],
+        { ...process.env, FERRETDB_START_TIMEOUT_S: String(30 * SCALE) });
+      if (r.code !== 0) {
+        if (fresh) this.port = null;
+        throw new Error(`ferretdb start.sh failed (${r.code}):\n${r.out}`);
+      }
+    });
     this.pid = Number(fs.readFileSync(path.join(this.dir, 'ferretdb.pid'), 'utf8'));
     this.untrack = track(this.pid);
     return this;
