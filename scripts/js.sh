@@ -5,13 +5,15 @@
 #   scripts/js.sh build        npm ci (when needed) and build clients/js:
 #                              dist/ (ES modules, declarations, the demo site
 #                              in dist/www); fails over the size budget
-#   scripts/js.sh test         the SDK's unit tests (node --test)
+#   scripts/js.sh test         the SDK's unit tests (node --test), on the
+#                              SDK that `build` made
 #   scripts/js.sh js-integration [FILES]
-#                              builds the SDK, then the Node integration
-#                              tests in tests/js against real herald, Redis,
-#                              nginx and FerretDB (HERALD_BIN: the herald
-#                              binary, default build/bin/herald)
-#   scripts/js.sh deps DIR     npm ci in DIR (when needed)
+#                              the Node integration tests in tests/js (all
+#                              *.test.mjs, or FILES) against real herald,
+#                              Redis, nginx and FerretDB, on the SDK that
+#                              `build` made (HERALD_BIN: the herald binary,
+#                              default build/bin/herald)
+#   scripts/js.sh deps DIR...  npm ci in each DIR (when needed)
 #   scripts/js.sh node ARGS    runs the project's Node (scripts/node.sh)
 #
 # Every step runs the Node that scripts/node.sh provides (>= 20), with npm
@@ -41,16 +43,17 @@ deps() { # dir
 what=${1:-build}; shift || true
 case "$what" in
   build) deps "$root/clients/js"; cd "$root/clients/js" && exec "$node" build.mjs "$@" ;;
-  test)  deps "$root/clients/js"; cd "$root/clients/js" && "$node" build.mjs >/dev/null \
-           && exec "$node" --test --test-reporter=spec "$@" test/ ;;
+  test)  deps "$root/clients/js"; cd "$root/clients/js"
+         [ -f dist/herald-client.js ] || { echo "js.sh: build the SDK first (scripts/js.sh build)" >&2; exit 2; }
+         exec "$node" --test --test-timeout=30000 "$@" test/*.test.mjs ;;
   js-integration)
-         deps "$root/clients/js"; (cd "$root/clients/js" && "$node" build.mjs >/dev/null)
-         deps "$root/tests/js"; cd "$root/tests/js"
+         [ -f "$root/clients/js/dist/herald-client.js" ] || { echo "js.sh: build the SDK first (scripts/js.sh build)" >&2; exit 2; }
+         deps "$root/clients/js"; deps "$root/tests/js"; cd "$root/tests/js"
          # The files wait on servers far more than they compute: run them
          # side by side (node --test's default is one per core but one).
          [ $# -gt 0 ] || set -- *.test.mjs
          exec "$node" --test --test-concurrency=6 --test-reporter=spec "$@" ;;
-  deps)  deps "$1" ;;
+  deps)  for d in "$@"; do deps "$d"; done ;;
   node)  exec "$node" "$@" ;;
   *) echo "js.sh: unknown step '$what' (build, test, js-integration, deps, node)" >&2; exit 2 ;;
 esac
