@@ -11,7 +11,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { chan, gatedWebSocket, recorder, scope, waitFor } from './harness.mjs';
+import { chan, gatedWebSocket, httpStatus, recorder, scope, waitFor } from './harness.mjs';
 
 describe('cluster', { concurrency: true }, () => {
   test('cluster of two nodes behind nginx: exchange, node stopped, recovery on the other node', async (tc) => {
@@ -133,6 +133,10 @@ describe('cluster', { concurrency: true }, () => {
 
     await redis.start();
     await s2.ready({ timeout: 20000 });
+    // Each worker of the node has its own links, reconnected with backoff:
+    // /healthz says 200 once all are up (before, a channel of a worker
+    // whose link is still down gets 108 on publish).
+    await waitFor(async () => (await httpStatus(h.port)) === 200, { timeout: 20000, what: 'the node healthy again' });
     await c.publish(ch2, 'after');
     await r2.waitPubs(1);
     await c.publish(ch, 'after');

@@ -180,7 +180,8 @@ export function renderConfig(cfg) {
   return Object.entries(cfg).map(([k, v]) => `${k} = ${value(v, 0)};\n`).join('');
 }
 
-async function httpStatus(port, p = '/healthz') {
+/** The status of GET http://127.0.0.1:PORT/PATH (0: no answer). */
+export async function httpStatus(port, p = '/healthz') {
   try {
     const r = await fetch(`http://127.0.0.1:${port}${p}`, { signal: AbortSignal.timeout(1000) });
     await r.arrayBuffer();

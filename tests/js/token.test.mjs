@@ -99,7 +99,7 @@ describe('tokens', { concurrency: true }, () => {
   });
 
   test('a token that expires without getToken: 4100, no reconnect', async () => {
-    const c = env.client(h.url(), { token: makeJwt(SECRET, { sub: 'carol', exp: now() + 2 }) });
+    const c = env.client(h.url(), { token: makeJwt(SECRET, { sub: 'carol', exp: now() + 3 }) });
     const disconnects = [];
     c.on('disconnected', (ev) => disconnects.push(ev));
     c.connect();
