@@ -7,6 +7,12 @@
 #                              in dist/www); fails over the size budget
 #   scripts/js.sh test         the SDK's unit tests (node --test), on the
 #                              SDK that `build` made
+#   scripts/js.sh js-integration [FILES]
+#                              the Node integration tests in tests/js (all
+#                              *.test.mjs, or FILES) against real herald,
+#                              Redis, nginx and FerretDB, on the SDK that
+#                              `build` made (HERALD_BIN: the herald binary,
+#                              default build/bin/herald)
 #   scripts/js.sh deps DIR...  npm ci in each DIR (when needed)
 #   scripts/js.sh node ARGS    runs the project's Node (scripts/node.sh)
 #
@@ -40,7 +46,14 @@ case "$what" in
   test)  deps "$root/clients/js"; cd "$root/clients/js"
          [ -f dist/herald-client.js ] || { echo "js.sh: build the SDK first (scripts/js.sh build)" >&2; exit 2; }
          exec "$node" --test --test-timeout=30000 "$@" test/*.test.mjs ;;
+  js-integration)
+         [ -f "$root/clients/js/dist/herald-client.js" ] || { echo "js.sh: build the SDK first (scripts/js.sh build)" >&2; exit 2; }
+         deps "$root/clients/js"; deps "$root/tests/js"; cd "$root/tests/js"
+         # The files wait on servers far more than they compute: run them
+         # side by side (node --test's default is one per core but one).
+         [ $# -gt 0 ] || set -- *.test.mjs
+         exec "$node" --test --test-concurrency=6 --test-reporter=spec "$@" ;;
   deps)  for d in "$@"; do deps "$d"; done ;;
   node)  exec "$node" "$@" ;;
-  *) echo "js.sh: unknown step '$what' (build, test, deps, node)" >&2; exit 2 ;;
+  *) echo "js.sh: unknown step '$what' (build, test, js-integration, deps, node)" >&2; exit 2 ;;
 esac

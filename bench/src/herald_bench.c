@@ -98,6 +98,7 @@ typedef struct config {
     const char *target;          /* "herald" or a peer driver's name */
     enum sub_kind sub_kind;
     int force_client;            /* --sub-transport client */
+    long run_id;                 /* --run-id: -1 = random (bench_run_id) */
     const peer_driver *drv;      /* NULL for herald */
     const char *url;             /* urls[0] */
     const char *urls[MAX_URLS];  /* every --url, in the order given */
@@ -2154,10 +2155,21 @@ static void per_url_report(jw *w, double wall)
 
 /* --- fanout / reconnect / request --------------------------------------- */
 
+/* The run's part of the channel names (P<run>.<i>): random, so that runs
+ * against one server do not share channels, unless --run-id fixes it for
+ * subscribers outside the bench (bench/sdk.sh: the JavaScript SDK's
+ * clients on the channels the bench publishes to). */
+static unsigned bench_run_id(void)
+{
+    if (cfg.run_id >= 0)
+        return (unsigned)cfg.run_id;
+    return (unsigned)(getpid() ^ (unsigned)time(NULL)) & 0xffffff;
+}
+
 static int run_streams(void)
 {
     unsigned n_subs, n_pubs, chans = cfg.channels;
-    unsigned run_id = (unsigned)(getpid() ^ (unsigned)time(NULL)) & 0xffffff;
+    unsigned run_id = bench_run_id();
     double t0 = now_s(), prev_t = t0, t_meas, wall, recovery_s = -1;
     uint64_t prev = 0, drop_ns = 0;
     procstat self_a, self_b;
@@ -2544,7 +2556,7 @@ static int churn_drained(void)
 static int run_churn(void)
 {
     unsigned chans = cfg.channels, n_urls = (unsigned)cfg.n_urls;
-    unsigned run_id = (unsigned)(getpid() ^ (unsigned)time(NULL)) & 0xffffff;
+    unsigned run_id = bench_run_id();
     unsigned n_churn, per_th, k = 0;
     double t0 = now_s(), prev_t = t0, t_meas, wall = 0, drain_s = -1;
     uint64_t prev = 0, rng = stamp_now_ns() | 1;
@@ -3068,6 +3080,7 @@ static void usage(FILE *f)
 "                       address (connections: 1000; others: 0 = off)\n"
 "  --channel-prefix P   channel names P<run>.<i> (bench.); repeat it and\n"
 "                       channel i takes the (i mod n)-th\n"
+"  --run-id HEX         the <run> of the channel names, 0..ffffff (random)\n"
 "  --setup-timeout S    give up setting up after S seconds (60)\n"
 "  --quiet              no progress line\n"
 "fanout:      --channels C (1) --subs S (100) --pubs P (1) --rate R (0 = as\n"
@@ -3174,7 +3187,7 @@ static int parse_args(int argc, char **argv)
         O_CPA, O_PREFIX, O_DROP, O_BACKOFF, O_SETUP, O_QUIET, O_HELP,
         O_TARGET, O_PIDFILE, O_PER_CLIENT, O_LIFETIME, O_RESUB, O_OFFLINE,
         O_DRAIN, O_SAMPLES, O_LONG_OFF, O_LONG_SHARE, O_SUBTR, O_API_URL,
-        O_API_KEY, O_API_CONNS, O_IN_FLIGHT
+        O_API_KEY, O_API_CONNS, O_IN_FLIGHT, O_RUN_ID
     };
     static const struct option opts[] = {
         { "url", 1, 0, O_URL }, { "encoding", 1, 0, O_ENC },
@@ -3199,6 +3212,7 @@ static int parse_args(int argc, char **argv)
         { "api-url", 1, 0, O_API_URL }, { "api-key", 1, 0, O_API_KEY },
         { "api-conns", 1, 0, O_API_CONNS },
         { "in-flight", 1, 0, O_IN_FLIGHT },
+        { "run-id", 1, 0, O_RUN_ID },
         { 0, 0, 0, 0 }
     };
     int c, have_rate = 0, have_cpa = 0, have_count = 0, have_win = 0;
@@ -3229,7 +3243,7 @@ static int parse_args(int argc, char **argv)
                     .channel_prefix = "bench.", .backoff_ms = 250,
                     .setup_timeout = 60, .per_client = 3, .lifetime = 20,
                     .resub_every = 10, .offline = 5, .drain_timeout = 30,
-                    .long_share = 0.02 };
+                    .long_share = 0.02, .run_id = -1 };
 
     optind = 2;
     while ((c = getopt_long(argc, argv, "n:", opts, NULL)) != -1) {
@@ -3328,6 +3342,11 @@ static int parse_args(int argc, char **argv)
             if (!strcmp(optarg, "client"))
                 cfg.force_client = 1;
             else if (strcmp(optarg, "auto"))
+                goto bad;
+            break;
+        case O_RUN_ID:
+            cfg.run_id = strtol(optarg, &end, 16);
+            if (cfg.run_id < 0 || cfg.run_id > 0xffffff)
                 goto bad;
             break;
         case O_DROP: drop = strtod(optarg, &end); break;

@@ -5,6 +5,7 @@ are positive and consistent (deliveries = publications x subscribers), that
 gaps and duplicates are 0, and that --server-pid produced server figures.
 The big runs belong to `make bench`, not here."""
 
+import asyncio
 import json
 import os
 import shutil
@@ -153,6 +154,22 @@ def test_fanout_in_flight(server, tmp_path):
     assert r["deliveries_total"] == r["publications_total"] * 5, out
 
 
+async def test_fanout_run_id_names_the_channels(server, tmp_path):
+    # --run-id fixes the channel names (P<run>.<i>), so that a subscriber
+    # outside the bench (bench/sdk.sh: the JavaScript SDK's) gets every
+    # publication the bench makes.
+    c = await server.client()
+    for i in range(2):
+        await c.ok("subscribe", channel="rid.00abcd.%d" % i)
+    r, out = await asyncio.get_running_loop().run_in_executor(
+        None, lambda: run_bench(server, tmp_path, "fanout", "--channels", 2, "--subs", 2,
+                                "--pubs", 2, "--rate", 50, "--channel-prefix", "rid.",
+                                "--run-id", "abcd"))
+    pubs = await c.pubs(r["publications_total"])
+    assert sorted({p["channel"] for p in pubs}) == ["rid.00abcd.0", "rid.00abcd.1"], out
+    assert all(p["data"].startswith("HB1:") for p in pubs), out
+
+
 def test_connections(server, tmp_path):
     r, out = run_bench(server, tmp_path, "connections", "--count", 200,
                        "--procs", 2, "--rate", 2000, "--conns-per-addr", 20)
@@ -245,7 +262,8 @@ def test_bad_usage_exits_2():
     # wherever it can go unless told otherwise, bench/README.md).
     for args in (["nosuch"], ["fanout", "--encoding", "xml"],
                  ["fanout", "--subs", "x"], ["fanout", "extra"],
-                 ["fanout", "--sub-transport", "fast"]):
+                 ["fanout", "--sub-transport", "fast"],
+                 ["fanout", "--run-id", "zz"], ["fanout", "--run-id", "1000000"]):
         p = subprocess.run([BENCH] + args, capture_output=True, text=True,
                            env=bench_env(), timeout=t(10))
         assert p.returncode == 2, (args, p.stderr)
