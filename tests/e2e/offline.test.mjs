@@ -15,6 +15,7 @@ import * as h from './harness.mjs';
 after(h.cleanup);
 
 const MISSED = 20;
+const PACE_MS = 150; // between two of alice's messages while bob is offline
 
 test('offline page catches up on reconnect with recovered:true', { timeout: h.t(60000) }, async () => {
   const herald = await new h.Herald({ namespaces: [h.DEMO_NAMESPACE] }, { name: 'offline' }).start();
@@ -53,10 +54,14 @@ test('offline page catches up on reconnect with recovered:true', { timeout: h.t(
         { what: 'the SDK to drop the connection on the browser\'s offline event' });
     }
 
-    // Alice keeps talking meanwhile.
-    await alice.evaluate(async (n) => {
-      for (let i = 1; i <= n; i++) await window.heraldDemo.say(`missed ${i}`);
-    }, MISSED);
+    // Alice keeps talking meanwhile, paced so that bob stays away for a
+    // few seconds (his SDK's reconnect attempts fail in between).
+    await alice.evaluate(async ([n, gap]) => {
+      for (let i = 1; i <= n; i++) {
+        await window.heraldDemo.say(`missed ${i}`);
+        await new Promise((r) => setTimeout(r, gap));
+      }
+    }, [MISSED, PACE_MS]);
     const total = 2 + MISSED;
     await h.waitPage(alice, (n) => window.heraldDemo.messages.length === n, total, { what: `alice to see ${total} messages` });
     // Still offline: nothing arrived on bob's side.
