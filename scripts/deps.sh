@@ -30,11 +30,13 @@ build_pkgs=(build-essential cmake ninja-build pkg-config
 # python3-jsonschema: test_api_openapi.py checks answers against the OpenAPI
 # document; python3-requests and nodejs: docs/examples/ (test_api_docs.py).
 # python3-cryptography and python3-jwt (PyJWT): keys and tokens of
-# test_auth_jwt.py.
+# test_auth_jwt.py. chromium: the browser tests (tests/e2e) drive Debian's
+# /usr/bin/chromium, never a browser downloaded by playwright.
 test_pkgs=(libcriterion-dev python3 python3-matplotlib python3-pytest python3-websockets python3-msgpack python3-pymongo
   python3-prometheus-client python3-cryptography python3-jwt
   redis-server openssl curl util-linux iproute2 clang libclang-rt-14-dev llvm
-  python3-venv python3-requests python3-jsonschema nodejs)
+  python3-venv python3-requests python3-jsonschema nodejs
+  chromium)
 
 # The bench profile: /usr/bin/python3 renders bench/report.py's plots.
 bench_pkgs=(python3 python3-matplotlib)
