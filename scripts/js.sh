@@ -6,6 +6,12 @@
 #                              dist/ (ES modules, declarations, the demo site
 #                              in dist/www); fails over the size budget
 #   scripts/js.sh test         the SDK's unit tests (node --test)
+#   scripts/js.sh e2e [FILES]  builds the SDK and the demo site, then the
+#                              browser tests in tests/e2e (headless Debian
+#                              chromium, playwright-core) against real
+#                              herald and FerretDB (HERALD_BIN, default
+#                              build/bin/herald; screenshots in
+#                              E2E_ARTIFACTS, default build/e2e-artifacts)
 #   scripts/js.sh deps DIR     npm ci in DIR (when needed)
 #   scripts/js.sh node ARGS    runs the project's Node (scripts/node.sh)
 #
@@ -38,7 +44,13 @@ case "$what" in
   build) deps "$root/clients/js"; cd "$root/clients/js" && exec "$node" build.mjs "$@" ;;
   test)  deps "$root/clients/js"; cd "$root/clients/js" && "$node" build.mjs >/dev/null \
            && exec "$node" --test --test-reporter=spec "$@" test/ ;;
+  e2e)   deps "$root/clients/js"; (cd "$root/clients/js" && "$node" build.mjs >/dev/null)
+         deps "$root/tests/e2e"; cd "$root/tests/e2e"
+         # One herald and one browser per file: they mostly wait, so the
+         # files run side by side.
+         [ $# -gt 0 ] || set -- *.test.mjs
+         exec "$node" --test --test-concurrency=3 --test-reporter=spec "$@" ;;
   deps)  deps "$1" ;;
   node)  exec "$node" "$@" ;;
-  *) echo "js.sh: unknown step '$what' (build, test, deps, node)" >&2; exit 2 ;;
+  *) echo "js.sh: unknown step '$what' (build, test, e2e, deps, node)" >&2; exit 2 ;;
 esac
