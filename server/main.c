@@ -41,6 +41,7 @@
 #include "base/tls.h"
 #include "net/worker.h"
 #include "store/store.h"
+#include "web/site.h"
 
 extern char **environ;
 
@@ -48,7 +49,7 @@ extern char **environ;
  * listening sockets, spares, loops, logs, outgoing connections. */
 #define MAIN_FD_RESERVE 64
 /* Command-line options that set configuration keys (main()). */
-#define MAIN_CLI_N 5
+#define MAIN_CLI_N 6
 
 typedef struct main_state {
     server srv;
@@ -79,6 +80,7 @@ static void main_usage(FILE *f)
         "                        repeat to shard channels over servers\n"
         "      --mongodb URI     durable history in MongoDB\n"
         "                        (mongodb://[user:password@]host[:port]/?opts)\n"
+        "      --static-dir DIR  serve the files of DIR at / on the main port\n"
         "      --check-config    validate the configuration and exit\n"
         "  -h, --help            this help\n"
         "  -V, --version         print the version\n\n"
@@ -287,6 +289,7 @@ int main(int argc, char **argv)
         { "check-config", no_argument, NULL, 'C' },
         { "redis", required_argument, NULL, 'R' },
         { "mongodb", required_argument, NULL, 'M' },
+        { "static-dir", required_argument, NULL, 'S' },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
         { NULL, 0, NULL, 0 }
@@ -294,15 +297,16 @@ int main(int argc, char **argv)
     const char *path = getenv("HERALD_CONFIG");
     /* One slot per option; a repeated option keeps its last value. */
     enum { CLI_LISTEN, CLI_WORKERS, CLI_LOG_LEVEL, CLI_REDIS, CLI_MONGODB,
-           CLI_N };
+           CLI_STATIC_DIR, CLI_N };
     _Static_assert(CLI_N == MAIN_CLI_N, "MAIN_CLI_N");
     static const char *const cli_keys[CLI_N] = { "listen", "workers",
                                                  "log_level", "redis",
-                                                 "mongodb" };
+                                                 "mongodb", "static_dir" };
     static const char *const cli_src[CLI_N] = { "--listen", "--workers",
                                                 "--log-level", "--redis",
-                                                "--mongodb" };
-    static const char *cli_vals[CLI_N] = { NULL, NULL, NULL, NULL, NULL };
+                                                "--mongodb", "--static-dir" };
+    static const char *cli_vals[CLI_N] = { NULL, NULL, NULL, NULL, NULL,
+                                           NULL };
     /* --redis may be repeated: the URIs add up to one list. */
     static char redis_list[CONFIG_REDIS_MAX * 600];
     size_t redis_used = 0;
@@ -315,6 +319,7 @@ int main(int argc, char **argv)
         case 'L': cli_vals[CLI_LOG_LEVEL] = optarg; break;
         case 'C': check_only = 1; break;
         case 'M': cli_vals[CLI_MONGODB] = optarg; break;
+        case 'S': cli_vals[CLI_STATIC_DIR] = optarg; break;
         case 'R': {
             int n = snprintf(redis_list + redis_used,
                              sizeof(redis_list) - redis_used, "%s%s",
@@ -413,6 +418,22 @@ int main(int argc, char **argv)
      * lws's alone (net/sniff.c). Never on tls_listen. */
     srv->api_on_main = !cfg.api_listen.host[0] && !srv->tls_on_listen &&
                        api_keys_count(srv->api_keys) > 0;
+    /* The static site, on the plain main port (the configuration refuses
+     * it with a TLS `listen`, whose request lines cannot be read). */
+    if (cfg.static_dir[0]) {
+        if (srv->tls_on_listen) {
+            fputs("static_dir: served on a plain `listen` only: with "
+                  "tls_cert, set tls_listen for TLS beside it\n", stderr);
+            return 2;
+        }
+        srv->site = web_site_open(cfg.static_dir, cfg.static_max_file, err,
+                                  sizeof(err));
+        if (!srv->site) {
+            fputs(err, stderr);
+            return 2;
+        }
+    }
+    srv->sniff_main = srv->api_on_main || srv->site != NULL;
     if (cfg.api_tls) {
         /* one context for every worker's API connections (api/tls.h) */
         srv->api_tls = tls_server_ctx(cfg.tls_cert, cfg.tls_key,
@@ -493,6 +514,11 @@ int main(int argc, char **argv)
         log_info("API on the main port", LOG_INT("port", srv->listen_port),
                  LOG_INT("api_keys",
                          (long long)api_keys_count(srv->api_keys)));
+    if (srv->site)
+        log_info("static files at /", LOG_STR("static_dir", cfg.static_dir),
+                 LOG_INT("port", srv->listen_port),
+                 LOG_INT("static_max_file", cfg.static_max_file),
+                 LOG_STR("resolver", web_site_resolver(srv->site)));
 
     uv_run(&ms.loop, UV_RUN_DEFAULT);
 
@@ -516,6 +542,7 @@ int main(int argc, char **argv)
     keyring_stop(srv->keyring);
     metrics_free(srv->metrics);
     SSL_CTX_free(srv->api_tls);
+    web_site_close(srv->site);
     uv_loop_close(&ms.loop);
     curl_global_cleanup();
     log_info("stopped");

@@ -90,7 +90,24 @@ static int header_done(http1_conn *c)
         dst = &c->_req.authorization;
     else if (nlen == 12 && strncasecmp(name, "content-type", 12) == 0)
         dst = &c->_req.content_type;
-    else if (nlen == 6 && strncasecmp(name, "expect", 6) == 0) {
+    else if (nlen == 17 && strncasecmp(name, "if-modified-since", 17) == 0)
+        dst = &c->_req.if_modified_since;
+    else if (nlen == 13 && strncasecmp(name, "if-none-match", 13) == 0) {
+        if (c->_req.if_none_match.ptr) {
+            /* a list may come in several lines: one list */
+            http1_str *l = &c->_req.if_none_match;
+            char *j = realloc(l->ptr, l->len + 2 + vlen + 1);
+            if (!j)
+                abort();
+            memcpy(j + l->len, ", ", 2);
+            memcpy(j + l->len + 2, val, vlen);
+            l->len += 2 + vlen;
+            j[l->len] = '\0';
+            l->ptr = j;
+        } else {
+            dst = &c->_req.if_none_match;
+        }
+    } else if (nlen == 6 && strncasecmp(name, "expect", 6) == 0) {
         if (vlen != 12 || strncasecmp(val, "100-continue", 12) != 0)
             return refuse(c, 417);
         c->_want_continue = 1;
@@ -223,6 +240,8 @@ static void request_clear(http1_conn *c)
     str_clear(&c->_req.query);
     str_clear(&c->_req.authorization);
     str_clear(&c->_req.content_type);
+    str_clear(&c->_req.if_none_match);
+    str_clear(&c->_req.if_modified_since);
     memset(&c->_req, 0, sizeof(c->_req));
     buf_trim(&c->_url);
     buf_trim(&c->_field);
@@ -316,6 +335,8 @@ const char *http1_reason(int status)
     switch (status) {
     case 100: return "Continue";
     case 200: return "OK";
+    case 301: return "Moved Permanently";
+    case 304: return "Not Modified";
     case 400: return "Bad Request";
     case 401: return "Unauthorized";
     case 403: return "Forbidden";
@@ -326,6 +347,7 @@ const char *http1_reason(int status)
     case 413: return "Content Too Large";
     case 415: return "Unsupported Media Type";
     case 417: return "Expectation Failed";
+    case 426: return "Upgrade Required";
     case 429: return "Too Many Requests";
     case 431: return "Request Header Fields Too Large";
     case 500: return "Internal Server Error";
@@ -338,14 +360,18 @@ const char *http1_reason(int status)
 }
 
 void http1_answer(proto_buf *out, int status, const char *content_type,
-                  const char *extra, const void *body, size_t body_len,
-                  int keep_alive)
+                  const char *cache_control, const char *extra,
+                  const void *body, size_t body_len, int keep_alive)
 {
-    char head[256];
+    char head[320], length[48] = "";
+    if (status != 304)
+        snprintf(length, sizeof(length), "Content-Length: %zu\r\n",
+                 body_len);
     int n = snprintf(head, sizeof(head),
                      "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n"
-                     "Content-Length: %zu\r\nCache-Control: no-store\r\n%s",
-                     status, http1_reason(status), content_type, body_len,
+                     "%sCache-Control: %s\r\n%s",
+                     status, http1_reason(status), content_type, length,
+                     cache_control ? cache_control : "no-store",
                      keep_alive ? "" : "Connection: close\r\n");
     if (n < 0 || (size_t)n >= sizeof(head))
         abort();                 /* content_type is the caller's constant */

@@ -45,6 +45,9 @@ typedef struct http1_request {
     http1_str query;          /* after '?', without it; ptr NULL if none */
     http1_str authorization;
     http1_str content_type;
+    http1_str if_none_match;  /* for the static site (web/site.h); lines
+                                 given twice are joined with ", " */
+    http1_str if_modified_since;
     http1_str body;           /* de-chunked; ptr non-NULL, may be empty */
     int keep_alive;           /* the client may send another request */
 } http1_request;
@@ -102,12 +105,14 @@ int http1_query_get(const http1_str *query, const char *name, char *out,
 
 extern const char http1_continue_bytes[];   /* "HTTP/1.1 100 Continue..." */
 
-/* Appends an answer: status line, Content-Type, Content-Length,
- * Cache-Control: no-store, Connection: close unless keep_alive, extra
- * (whole header lines, each ending in CRLF, or NULL), blank line, body. */
+/* Appends an answer: status line, Content-Type, Content-Length (none for
+ * 304, which has no body and must not give a length other than the
+ * file's), Cache-Control (cache_control, or no-store when NULL),
+ * Connection: close unless keep_alive, extra (whole header lines, each
+ * ending in CRLF, or NULL), blank line, body. */
 void http1_answer(proto_buf *out, int status, const char *content_type,
-                  const char *extra, const void *body, size_t body_len,
-                  int keep_alive);
+                  const char *cache_control, const char *extra,
+                  const void *body, size_t body_len, int keep_alive);
 
 /* The reason phrase of a status ("Too Many Requests"); "" if unknown. */
 const char *http1_reason(int status);

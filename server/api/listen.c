@@ -37,7 +37,9 @@
 #include "base/admit.h"
 #include "base/log.h"
 #include "base/mem.h"
+#include "metrics/health.h"
 #include "metrics/metrics.h"
+#include "web/site.h"
 
 #define API_READ_SIZE 65536
 #define API_IDLE_MS 60000
@@ -74,6 +76,10 @@ typedef struct api_conn {
     api_tls *tls;             /* api_tls: the connection's TLS, or NULL */
     proto_buf tls_out;        /* ciphertext not yet queued for writing */
     uint64_t opened_ms;       /* accepted (the TLS handshake's deadline) */
+    uint8_t main_port;        /* taken from the main port (net/sniff.c),
+                                 not api_listen's */
+    uint8_t site_req;         /* the request in progress is the static
+                                 site's (not counted as an API call) */
 } api_conn;
 
 struct api_listen {
@@ -220,15 +226,18 @@ static void conn_wrote(uv_write_t *w, int status)
 
 /* Writes an answer (type NULL: JSON), counted by route and status; the
  * connection closes after it when it must. */
-static void conn_answer(api_conn *c, int status, const char *type,
-                        const char *extra, const proto_buf *body,
-                        int keep_alive)
+static void conn_answer_cached(api_conn *c, int status, const char *type,
+                               const char *cache_control, const char *extra,
+                               const proto_buf *body, int keep_alive)
 {
     const http1_request *req = http1_request_get(&c->http);
-    metrics_api_request(c->owner->m, req ? req->path.ptr : NULL, status);
+    if (!c->site_req)
+        metrics_api_request(c->owner->m, req ? req->path.ptr : NULL, status);
+    c->site_req = 0;
     c->close_after = !keep_alive;
-    http1_answer(&c->out, status, type ? type : "application/json", extra,
-                 proto_buf_data(body), body->len, keep_alive);
+    http1_answer(&c->out, status, type ? type : "application/json",
+                 cache_control, extra, proto_buf_data(body), body->len,
+                 keep_alive);
     if (req && req->method == HTTP_HEAD)
         c->out.len -= body->len;     /* the head says how long it would be */
     if (c->tls && conn_tls_seal(c) < 0) {
@@ -249,6 +258,14 @@ static void conn_answer(api_conn *c, int status, const char *type,
         c->writing = 0;
         conn_close(c);
     }
+}
+
+/* An answer that no cache may keep (Cache-Control: no-store). */
+static void conn_answer(api_conn *c, int status, const char *type,
+                        const char *extra, const proto_buf *body,
+                        int keep_alive)
+{
+    conn_answer_cached(c, status, type, NULL, extra, body, keep_alive);
 }
 
 static void conn_refuse(api_conn *c, int status, const char *message)
@@ -297,6 +314,79 @@ static int conn_continue(api_conn *c)
     return 0;
 }
 
+/* A path of the server API on the main port: /api/v1 and what is under
+ * it, and /metrics. */
+static int api_path(const char *path)
+{
+    return strcmp(path, "/metrics") == 0 || strcmp(path, "/api/v1") == 0 ||
+           strncmp(path, "/api/v1/", 8) == 0;
+}
+
+/* req: a whole request, or the head of one whose body is not read
+ * (keep_alive 0 then). */
+static void conn_serve_site(api_conn *c, const http1_request *req,
+                            int keep_alive)
+{
+    api_listen *a = c->owner;
+    web_request wr = {
+        .method = req->method == HTTP_GET    ? WEB_GET
+                  : req->method == HTTP_HEAD ? WEB_HEAD
+                                             : WEB_OTHER,
+        .path = req->path.ptr,
+        .path_len = req->path.len,
+        .if_none_match = req->if_none_match.ptr,
+        .if_modified_since = req->if_modified_since.ptr,
+    };
+    web_answer wa = { .body = &a->ans.body };
+    web_site_serve(a->srv->site, &wr, &wa);
+    c->site_req = 1;
+    conn_answer_cached(c, wa.status, wa.content_type, wa.cache_control,
+                       wa.headers[0] ? wa.headers : NULL, &a->ans.body,
+                       keep_alive && !a->draining);
+    /* the worker's scratch answer does not keep a large file's memory */
+    conn_buf_empty(&a->ans.body);
+}
+
+/* With the static site, the main port's connections come here for every
+ * request but a WebSocket handshake (net/sniff.c), and a browser keeps
+ * them alive for the next requests: /healthz and /ws are answered as lws
+ * answers them on a connection of its own, the API's paths go to the API
+ * when it is on this port (0: api_route answers), everything else is the
+ * site's. 1 when the request was answered here. */
+static int conn_main_port(api_conn *c, const http1_request *req)
+{
+    api_listen *a = c->owner;
+    const char *path = req->path.ptr;
+    if (api_path(path)) {
+        if (!a->srv->cfg->api_listen.host[0])
+            return 0;
+        api_error(&a->ans, 404, PROTO_E_BAD_REQUEST,
+                  "the server API is served on api_listen");
+        conn_answer(c, 404, NULL, NULL, &a->ans.body,
+                    req->keep_alive && !a->draining);
+        return 1;
+    }
+    if (strcmp(path, "/healthz") == 0) {
+        char body[HEALTH_BODY_MAX];
+        int status = health_render(a->srv, a->draining, body);
+        proto_buf_reset(&a->ans.body);
+        proto_buf_append(&a->ans.body, body, strlen(body));
+        c->site_req = 1;
+        conn_answer(c, status, NULL, NULL, &a->ans.body,
+                    req->keep_alive && !a->draining);
+        return 1;
+    }
+    if (strcmp(path, "/ws") == 0) {
+        api_error(&a->ans, 426, PROTO_E_BAD_REQUEST,
+                  "WebSocket upgrade required");
+        c->site_req = 1;
+        conn_answer(c, 426, NULL, "Upgrade: websocket\r\n", &a->ans.body, 0);
+        return 1;
+    }
+    conn_serve_site(c, req, req->keep_alive);
+    return 1;
+}
+
 /* Parses what is buffered: answers a whole request, tells 100-continue,
  * refuses malformed input; reads on when it needs more. */
 static void conn_process(api_conn *c)
@@ -310,6 +400,17 @@ static void conn_process(api_conn *c)
                                      &used);
         c->in_off += used;
         if (st == HTTP1_CONTINUE) {
+            const http1_request *head = http1_head_get(&c->http);
+            if (c->main_port && a->srv->site && !api_path(head->path.ptr)) {
+                /* a body for the site (any method but GET and HEAD): the
+                 * answer is 405, without it */
+                uv_read_stop((uv_stream_t *)&c->tcp);
+                c->reading = 0;
+                c->in_len = c->in_off = 0;
+                c->busy = 1;
+                conn_serve_site(c, head, 0);
+                return;
+            }
             if (api_expect(a->srv, http1_head_get(&c->http), &a->ans) < 0) {
                 /* the client has not sent the body: answer and close */
                 uv_read_stop((uv_stream_t *)&c->tcp);
@@ -337,6 +438,8 @@ static void conn_process(api_conn *c)
             c->busy = 1;
             conn_keep_rest(c);
             const http1_request *req = http1_request_get(&c->http);
+            if (c->main_port && a->srv->site && conn_main_port(c, req))
+                return;
             route to = { .worker = a->worker, .api = 1, .slot = c->slot,
                          .gen = c->gen, .cmd_id = c->call };
             if (api_route(a->srv, a->broker, req, uv_now(a->loop), &to,
@@ -508,7 +611,8 @@ static void api_listen_refuse(int fd)
     close(fd);
 }
 
-static int api_listen_take(api_listen *a, int fd, void *ticket, int tls)
+static int api_listen_take(api_listen *a, int fd, void *ticket, int tls,
+                           int main_port)
 {
     if (a->draining) {
         close(fd);
@@ -529,6 +633,7 @@ static int api_listen_take(api_listen *a, int fd, void *ticket, int tls)
     api_conn *c = mem_calloc(1, sizeof(*c));
     c->owner = a;
     c->ticket = ticket;
+    c->main_port = (uint8_t)main_port;
     uv_tcp_init(a->loop, &c->tcp);
     c->tcp.data = c;
     if (!a->n_free) {
@@ -569,13 +674,13 @@ static int api_listen_take(api_listen *a, int fd, void *ticket, int tls)
 
 int api_listen_adopt(void *arg, int fd, void *ticket)
 {
-    return api_listen_take(arg, fd, ticket, 0);
+    return api_listen_take(arg, fd, ticket, 0, 1);
 }
 
 int api_listen_adopt_tls(void *arg, int fd, void *ticket)
 {
     api_listen *a = arg;
-    return api_listen_take(a, fd, ticket, a->srv->api_tls != NULL);
+    return api_listen_take(a, fd, ticket, a->srv->api_tls != NULL, 0);
 }
 
 /* The connection whose call a reply is for, or NULL (closed, timed out,

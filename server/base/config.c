@@ -33,7 +33,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 /* ---- key table ---------------------------------------------------------- */
 
@@ -45,6 +48,9 @@ enum key_type {
     KT_ACK,     /* int, "broker" (0) or "durable" (1) */
     KT_LISTEN,  /* "HOST:PORT" into a config_listen; min 1: "" = off */
     KT_REDIS,   /* redis:// URIs (comma-separated, or a list in the file) */
+    KT_DIR,     /* a readable directory, stored as its absolute real path;
+                   "" = off; relative: to the file's folder, else to the
+                   working directory */
 };
 
 typedef struct key_def {
@@ -157,6 +163,9 @@ static const key_def top_keys[] = {
     UINT_KEY(config, webhook_queue_max, 1, 10000000),
     UINT_KEY(config, webhook_max_attempts, 1, 100),
     UINT_KEY(config, webhook_drain_ms, 0, 600000),
+    { "static_dir", KT_DIR, FIELD(config, static_dir), 0, 0, NULL },
+    /* 1 KiB to 16 MiB: a file is read on the worker loop (web/site.c) */
+    UINT_KEY(config, static_max_file, 1024, 16777216),
 };
 #define N_TOP_KEYS (sizeof top_keys / sizeof top_keys[0])
 
@@ -866,6 +875,60 @@ static int store_string(const key_def *k, void *base, const char *s,
 
 /* A value from the file: libconfig has typed it, and the type must match
  * exactly (no "25" for an integer, no 1 for a boolean). */
+/* KT_DIR: v relative to base_dir (NULL: the working directory) must be a
+ * directory Herald can open and list; its real path (no symlinks, no
+ * "..") is stored, so the server never depends on its working directory
+ * and the log says which directory is served. */
+static int store_dir(const key_def *k, void *base, const char *v,
+                     const char *base_dir, const char *where,
+                     const char *label, errs *e)
+{
+    char joined[PATH_MAX], real[PATH_MAX];
+    char *dst = (char *)base + k->off;
+
+    if (v[0] == '\0') {
+        dst[0] = '\0';
+        return 0;
+    }
+    int n = v[0] == '/' || base_dir == NULL
+                ? snprintf(joined, sizeof joined, "%s", v)
+                : snprintf(joined, sizeof joined, "%s/%s", base_dir, v);
+    if (n < 0 || (size_t)n >= sizeof joined) {
+        err_key(e, where, label, "path too long");
+        return -1;
+    }
+    int fd = open(joined, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0 || realpath(joined, real) == NULL) {
+        err_key(e, where, label, "cannot open directory '%s': %s", joined,
+                strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    close(fd);
+    if (strlen(real) >= k->size) {
+        err_key(e, where, label, "path too long (at most %zu bytes)",
+                k->size - 1);
+        return -1;
+    }
+    memcpy(dst, real, strlen(real) + 1);
+    return 0;
+}
+
+/* The folder of the file a setting was read from (an @include's, if it
+ * came from one), for KT_DIR; "." for a file given without one. */
+static void setting_dir(const config_setting_t *s, char *out, size_t cap)
+{
+    const char *file = config_setting_source_file(s);
+    const char *slash = file != NULL ? strrchr(file, '/') : NULL;
+    if (slash == NULL)
+        snprintf(out, cap, ".");
+    else if (slash == file)
+        snprintf(out, cap, "/");
+    else
+        snprintf(out, cap, "%.*s", (int)(slash - file), file);
+}
+
 static int apply_setting(const key_def *k, void *base,
                          const config_setting_t *s, const char *where,
                          const char *label, errs *e)
@@ -927,6 +990,16 @@ static int apply_setting(const key_def *k, void *base,
         err_key(e, where, label, "expected a string or a list of strings, "
                 "got %s", setting_type_name(type));
         return -1;
+    case KT_DIR:
+        if (type == CONFIG_TYPE_STRING) {
+            char dir[PATH_MAX];
+            setting_dir(s, dir, sizeof dir);
+            return store_dir(k, base, config_setting_get_string(s), dir,
+                             where, label, e);
+        }
+        err_key(e, where, label, "expected a string (a directory), got %s",
+                setting_type_name(type));
+        return -1;
     default:
         if (type == CONFIG_TYPE_STRING)
             return store_string(k, base, config_setting_get_string(s), where,
@@ -971,6 +1044,8 @@ static int apply_text(const key_def *k, void *base, const char *v,
         store_bool(k, base, b);
         return 0;
     }
+    case KT_DIR:
+        return store_dir(k, base, v, NULL, where, label, e);
     default:
         return store_string(k, base, v, where, label, e);
     }
@@ -998,11 +1073,14 @@ typedef struct loader {
     /* where each key of tls_keys was last set, for check_combined */
     char tls_where[TLS_KEYS_N][WHERE_MAX];
     char hooks_where[WHERE_MAX];  /* where the webhooks list is */
+    char static_where[WHERE_MAX]; /* where static_dir was last set */
     errs *e;
 } loader;
 
 static void note_top_key(loader *L, const key_def *k, const char *where)
 {
+    if (strcmp(k->name, "static_dir") == 0)
+        snprintf(L->static_where, sizeof L->static_where, "%s", where);
     for (int i = 0; i < TLS_KEYS_N; i++)
         if (strcmp(k->name, tls_keys[i]) == 0)
             snprintf(L->tls_where[i], sizeof L->tls_where[i], "%s", where);
@@ -1947,6 +2025,13 @@ static void check_combined(loader *L)
         err_key(L->e, L->tls_where[TLS_KEY], "tls_key",
                 "set without tls_cert (give both or neither)");
     check_tls_combined(L);
+    /* The site is told apart from WebSocket handshakes by its request
+     * lines (net/sniff.c), which a TLS `listen` hides. */
+    if (c->static_dir[0] != '\0' && c->tls_cert[0] != '\0' &&
+        c->tls_listen.host[0] == '\0')
+        err_key(L->e, L->static_where, "static_dir", "is served on a plain "
+                "`listen` only: with tls_cert, set tls_listen for TLS beside "
+                "it (or end TLS in a proxy in front)");
     /* Unsigned events could be forged by anyone who can reach the
      * backend: a webhook needs the secret. */
     if (c->n_webhooks > 0 && c->webhook_secret[0] == '\0')
@@ -2040,6 +2125,7 @@ void config_defaults(config *c)
     c->webhook_queue_max = 10000;
     c->webhook_max_attempts = 8;
     c->webhook_drain_ms = 2000;
+    c->static_max_file = 1048576;
 
     c->n_namespaces = 1;
     def = &c->namespaces[0];

@@ -187,6 +187,13 @@ typedef struct config {
     uint32_t webhook_max_attempts;  /* POSTs of one event at most: 8 */
     uint32_t webhook_drain_ms;      /* at shutdown, for queued events: 2000 */
 
+    /* The static site (docs/configuration.md "Static files"). */
+    char static_dir[1024];          /* served at / on `listen`; "" = off;
+                                       a relative path in a file is
+                                       resolved against the file's folder */
+    uint32_t static_max_file;       /* bytes; larger files are not served:
+                                       1 MiB */
+
     char tls_cert[512];             /* PEM path; "" = plain ws:// */
     char tls_key[512];
     config_listen tls_listen;       /* a TLS listener beside a plain

@@ -25,6 +25,7 @@ struct metrics;
 struct jwt_keys;
 struct ssl_ctx_st;
 struct hooks;
+struct web_site;
 
 typedef struct server {
     const config *cfg;
@@ -38,6 +39,10 @@ typedef struct server {
                                      tls_listen) */
     uint8_t api_on_main;          /* the server API shares the main port
                                      (no api_listen, keys, `listen` plain) */
+    uint8_t sniff_main;           /* the main port's first bytes choose
+                                     between lws and the own HTTP server
+                                     (net/sniff.c): the API or the static
+                                     site is on it */
     uint32_t max_connections;     /* resolved from config or RLIMIT_NOFILE */
     atomic_uint connections;      /* WebSocket connections, all workers */
     atomic_uint api_connections;  /* api_listen connections, all workers;
@@ -56,6 +61,7 @@ typedef struct server {
                                      at start, read-only after); or NULL */
     struct hooks *hooks;          /* webhooks (hooks/hooks.h); NULL: none
                                      configured */
+    struct web_site *site;        /* static_dir (web/site.h), or NULL */
     struct metrics *metrics;      /* per-worker counters (metrics/metrics.h);
                                      NULL: `metrics = false` */
     int64_t started_ms;           /* wall clock at start (uptime) */

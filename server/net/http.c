@@ -23,7 +23,7 @@
 #include <strings.h>
 
 #include "metrics/expo.h"
-#include "store/store.h"
+#include "metrics/health.h"
 
 /* Writes the answer. close: the connection is closed after it (-1 from
  * the callback), with "connection: close" (lws sets it when the common
@@ -77,38 +77,9 @@ static int http_has_body(struct lws *wsi)
 
 static int http_healthz(struct lws *wsi, server *srv, int draining)
 {
-    char body[768];
-    int cluster = srv->cfg->n_redis > 0;
-    int down = cluster && atomic_load(&srv->broker_down) > 0;
-    const char *status = draining ? "draining" : down ? "degraded" : "ok";
-    int n = snprintf(body, sizeof(body),
-                     "{\"status\":\"%s\",\"node\":\"%s\",\"connections\":%u,"
-                     "\"workers\":%u,\"broker\":\"%s\",\"channels\":%u,"
-                     "\"channels_evicted\":%llu",
-                     status, srv->node,
-                     atomic_load(&srv->connections),
-                     srv->n_workers,
-                     !cluster ? "memory" : down ? "down" : "up",
-                     atomic_load(&srv->channels),
-                     (unsigned long long)atomic_load(&srv->channels_evicted));
-    const store *st = srv->store;
-    if (st && n > 0 && (size_t)n < sizeof(body))
-        n += snprintf(body + n, sizeof(body) - (size_t)n,
-                      ",\"store\":{\"status\":\"%s\",\"backlog\":%llu,"
-                      "\"written\":%llu,\"spilled\":%llu,"
-                      "\"spill_bytes\":%llu,\"retention_passes\":%llu,"
-                      "\"retention_deleted\":%llu}",
-                      store_failing(st) ? "failing" : "ok",
-                      (unsigned long long)store_backlog(st),
-                      (unsigned long long)store_written(st),
-                      (unsigned long long)store_spilled(st),
-                      (unsigned long long)store_spill_bytes(st),
-                      (unsigned long long)store_retention_passes(st),
-                      (unsigned long long)store_retention_deleted(st));
-    if (n > 0 && (size_t)n < sizeof(body) - 1)
-        snprintf(body + n, sizeof(body) - (size_t)n, "}");
-    return http_reply(wsi, draining || down ? 503 : HTTP_STATUS_OK, body,
-                      srv->api_on_main);
+    char body[HEALTH_BODY_MAX];
+    int status = health_render(srv, draining, body);
+    return http_reply(wsi, (unsigned)status, body, srv->sniff_main);
 }
 
 /* The exposition is several KiB, more than http_reply's stack buffer:
@@ -180,15 +151,16 @@ int http_serve(struct lws *wsi, const char *uri, server *srv,
     if (strcmp(uri, "/metrics") == 0 && srv->metrics &&
         !srv->cfg->api_listen.host[0])
         return http_metrics(wsi, srv);
-    /* When the server API shares the port, the first bytes of a
-     * connection decide who serves it (net/sniff.c): a connection kept
-     * alive here would take a later API request to lws. */
+    /* When the server API or the static site shares the port, the first
+     * bytes of a connection decide who serves it (net/sniff.c): a
+     * connection kept alive here would take a later request for them to
+     * lws. */
     if (strcmp(uri, "/ws") == 0)
         return http_reply(wsi, 426,
                           "{\"error\":\"WebSocket upgrade required\"}",
-                          srv->api_on_main);
+                          srv->sniff_main);
     return http_reply(wsi, HTTP_STATUS_NOT_FOUND,
-                      "{\"error\":\"not found\"}", srv->api_on_main);
+                      "{\"error\":\"not found\"}", srv->sniff_main);
 }
 
 int http_confirm_upgrade(struct lws *wsi, const char *upgrade)

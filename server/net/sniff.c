@@ -27,11 +27,30 @@ struct sniffing {
     sniffing *prev, *next;
 };
 
-int sniff_classify(const char *p, size_t n)
+/* Whether path (left bytes) starts with one of targets: 1 when one
+ * matched whole, -1 when it may still (a prefix of one), 0 when none. */
+static int sniff_match(const char *path, size_t left,
+                       const char *const *targets, size_t n_targets)
 {
-    static const char *const targets[] = { "/api/v1/", "/api/v1?",
-                                           "/api/v1 ", "/metrics ",
-                                           "/metrics?" };
+    int maybe = 0;
+    for (size_t k = 0; k < n_targets; k++) {
+        size_t tl = strlen(targets[k]);
+        size_t m = left < tl ? left : tl;
+        if (memcmp(path, targets[k], m) != 0)
+            continue;
+        if (m == tl)
+            return 1;
+        maybe = 1;
+    }
+    return maybe ? -1 : 0;
+}
+
+int sniff_classify(const char *p, size_t n, int site)
+{
+    static const char *const api[] = { "/api/v1/", "/api/v1?", "/api/v1 ",
+                                       "/metrics ", "/metrics?" };
+    /* with the site, lws keeps only the WebSocket endpoint */
+    static const char *const ws[] = { "/ws ", "/ws?" };
     size_t i = 0;
     /* the method: an upper-case token of at most 7 letters */
     while (i < n && i < 8 && p[i] >= 'A' && p[i] <= 'Z')
@@ -44,17 +63,11 @@ int sniff_classify(const char *p, size_t n)
         return 0;
     const char *path = p + i + 1;
     size_t left = n - i - 1;
-    int maybe = 0;
-    for (size_t k = 0; k < sizeof(targets) / sizeof(targets[0]); k++) {
-        size_t tl = strlen(targets[k]);
-        size_t m = left < tl ? left : tl;
-        if (memcmp(path, targets[k], m) != 0)
-            continue;
-        if (m == tl)
-            return 1;
-        maybe = 1;
+    if (site) {
+        int m = sniff_match(path, left, ws, sizeof(ws) / sizeof(ws[0]));
+        return m < 0 ? -1 : !m;
     }
-    return maybe ? -1 : 0;
+    return sniff_match(path, left, api, sizeof(api) / sizeof(api[0]));
 }
 
 static void sniff_unlink(sniffing *x)
@@ -124,12 +137,12 @@ static void sniff_readable(uv_poll_t *p, int status, int events)
         sniff_decide(x, 2);        /* closed before a byte: nothing to do */
         return;
     }
-    int v = sniff_classify(buf, (size_t)n);
+    int v = sniff_classify(buf, (size_t)n, x->s->site);
     if (v >= 0 || n == (ssize_t)sizeof(buf)) {
         sniff_decide(x, v == 1);
         return;
     }
-    /* a prefix of an API request line: the poll is level-triggered, so
+    /* a prefix of a request line not told apart yet: the poll is level-triggered, so
      * wait a little before looking again instead of spinning */
     uv_poll_stop(&x->poll);
     x->polling = 0;
@@ -147,6 +160,7 @@ void sniff_init(sniff *s, server *srv, uv_loop_t *loop, listener_adopt_fn ws,
     s->ws_arg = ws_arg;
     s->api = api;
     s->api_arg = api_arg;
+    s->site = srv->site != NULL;
     uv_timer_init(loop, &s->retry);
     s->retry.data = s;
 }

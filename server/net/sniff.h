@@ -3,7 +3,10 @@
  * listener (api_listen not set, API keys configured), a new connection
  * goes to the API's HTTP/1.1 server (api/listen.h) when its request line
  * is for /api/v1 or /metrics, and to libwebsockets otherwise (WebSocket
- * handshakes, /healthz, TLS). Both paths then behave exactly as on their
+ * handshakes, /healthz, TLS). With the static site (static_dir), the own
+ * server takes every request line but /ws's (the site, /healthz,
+ * /metrics and the API when it is on this port), and lws keeps the
+ * WebSocket handshakes and whatever is not a request line. Both paths then behave exactly as on their
  * own ports: the API keeps its keep-alive, pipelining and bounds, and
  * lws's HTTP server, which cannot safely take request bodies on a
  * kept-alive connection (docs/lws-http.md), never sees an API request.
@@ -37,6 +40,7 @@ typedef struct sniff {
     uint32_t count;
     uv_timer_t retry;             /* re-polls those that sent too little */
     int draining;
+    int site;                     /* the static site is on: see above */
 } sniff;
 
 void sniff_init(sniff *s, server *srv, uv_loop_t *loop, listener_adopt_fn ws,
@@ -51,8 +55,10 @@ uint32_t sniff_count(const sniff *s);
 /* The loop is stopping: closes the handles. */
 void sniff_stop(sniff *s);
 
-/* What the first bytes (n of them) are for: 1 the API, 0 lws, -1 not
- * known yet (a prefix of an API request line). Exposed for tests. */
-int sniff_classify(const char *p, size_t n);
+/* What the first bytes (n of them) are for: 1 the own HTTP server, 0
+ * lws, -1 not known yet (a prefix of a request line that decides). site:
+ * the static site is served (everything but /ws is the own server's).
+ * Exposed for tests. */
+int sniff_classify(const char *p, size_t n, int site);
 
 #endif

@@ -513,8 +513,9 @@ worker *worker_new(server *srv, uint16_t index, char *err, size_t errlen)
     w->broker->ctl = (broker_ctl){ w, worker_ctl_asked, worker_ctl_answered,
                                    worker_ctl_sent, worker_ctl_clients_lost };
     owner_init(&w->own, srv, index, w->broker);
-    /* The API on its own port, or sharing the main port (main.c). */
-    w->sniffing = srv->api_on_main;
+    /* The API on its own port, or sharing the main port (main.c), and the
+     * static site, on the main port only. */
+    w->sniffing = srv->sniff_main;
     if (w->api_port || w->sniffing)
         w->api = api_listen_new(srv, index, &w->loop, w->broker);
     return w;

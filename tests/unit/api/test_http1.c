@@ -191,14 +191,14 @@ Test(http1, answer_bytes)
 {
     proto_buf b;
     proto_buf_init(&b, 0);
-    http1_answer(&b, 429, "application/json", "Retry-After: 1\r\n", "{}", 2, 1);
+    http1_answer(&b, 429, "application/json", NULL, "Retry-After: 1\r\n", "{}", 2, 1);
     const char *want = "HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\n"
                        "Content-Length: 2\r\nCache-Control: no-store\r\n"
                        "Retry-After: 1\r\n\r\n{}";
     cr_assert_eq(b.len, strlen(want));
     cr_assert_eq(memcmp(proto_buf_data(&b), want, b.len), 0);
     proto_buf_reset(&b);
-    http1_answer(&b, 200, "application/json", NULL, "", 0, 0);
+    http1_answer(&b, 200, "application/json", NULL, NULL, "", 0, 0);
     want = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
            "Content-Length: 0\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n";
     cr_assert_eq(b.len, strlen(want));

@@ -10,6 +10,7 @@
 #include "base/log.h"
 
 #include <criterion/criterion.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,6 +37,7 @@ static const char *const top_key_names[] = {
     "api_tls", "api_client_ca",
     "api_max_body", "api_timeout_ms", "webhook_secret", "webhook_timeout_ms",
     "webhook_queue_max", "webhook_max_attempts", "webhook_drain_ms",
+    "static_dir", "static_max_file",
 };
 static const char *const ns_key_names[] = {
     "history_size", "history_ttl", "presence", "join_leave", "allow_publish",
@@ -1246,6 +1248,79 @@ Test(config, every_key_is_documented)
     }
     free(conf);
     free(doc);
+}
+
+/* ---- the static site ---------------------------------------------------- */
+
+Test(config, static_dir_is_relative_to_the_file)
+{
+    config c;
+    char err[ERRLEN], dir[] = "/tmp/herald-test-site-XXXXXX", p[512],
+                      real[PATH_MAX];
+
+    cr_assert_not_null(mkdtemp(dir));
+    snprintf(p, sizeof p, "%s/www", dir);
+    cr_assert_eq(mkdir(p, 0755), 0);
+    cr_assert_not_null(realpath(p, real));
+    snprintf(p, sizeof p, "%s/h.conf", dir);
+    FILE *f = fopen(p, "w");
+    cr_assert_not_null(f);
+    fputs("# the site\nstatic_dir = \"www\";\nstatic_max_file = 2048;\n", f);
+    fclose(f);
+    cr_assert_eq(config_load(&c, p, no_env, err, sizeof err), 0, "%s", err);
+    cr_assert_str_eq(c.static_dir, real);
+    cr_assert_eq(c.static_max_file, 2048);
+
+    /* a folder that is not there: the key and the line, and the path */
+    f = fopen(p, "w");
+    fputs("\nstatic_dir = \"../nope\";\n", f);
+    fclose(f);
+    cr_assert_eq(config_load(&c, p, no_env, err, sizeof err), -1);
+    assert_has(err, "%s:2: key 'static_dir': cannot open directory '%s/../nope'",
+               p, dir);
+
+    /* a file is not a folder */
+    f = fopen(p, "w");
+    fputs("static_dir = \"h.conf\";\n", f);
+    fclose(f);
+    cr_assert_eq(config_load(&c, p, no_env, err, sizeof err), -1);
+    assert_has(err, "key 'static_dir': cannot open directory");
+    unlink(p);
+    snprintf(p, sizeof p, "%s/www", dir);
+    rmdir(p);
+    rmdir(dir);
+}
+
+Test(config, static_dir_from_env_cli_and_its_rules)
+{
+    config c;
+    char err[ERRLEN];
+    char *const env[] = { "HERALD_STATIC_DIR=/tmp/", NULL };
+
+    config_defaults(&c);
+    cr_assert_str_eq(c.static_dir, "");
+    cr_assert_eq(c.static_max_file, 1048576);
+    cr_assert_eq(config_load(&c, NULL, env, err, sizeof err), 0, "%s", err);
+    cr_assert_str_eq(c.static_dir, "/tmp");    /* its real path */
+    cr_assert_eq(config_set(&c, "static-dir", "", "--static-dir", err,
+                            sizeof err), 0);
+    cr_assert_str_eq(c.static_dir, "");
+    cr_assert_eq(config_set(&c, "static_dir", "/nonexistent/x",
+                            "--static-dir", err, sizeof err), -1);
+    assert_has(err, "--static-dir: key 'static_dir': cannot open directory "
+               "'/nonexistent/x'");
+    cr_assert_eq(load_text("static_max_file = 100;\n", no_env, &c, err, NULL),
+                 -1);
+    assert_has(err, "key 'static_max_file'");
+    /* request lines cannot be read on a TLS `listen` */
+    cr_assert_eq(load_text("static_dir = \"/tmp\";\ntls_cert = \"c.pem\";\n"
+                           "tls_key = \"k.pem\";\n", no_env, &c, err, NULL),
+                 -1);
+    assert_has(err, ":1: key 'static_dir': is served on a plain `listen` only");
+    cr_assert_eq(load_text("static_dir = \"/tmp\";\ntls_cert = \"c.pem\";\n"
+                           "tls_key = \"k.pem\";\n"
+                           "tls_listen = \"0.0.0.0:8443\";\n", no_env, &c,
+                           err, NULL), 0, "%s", err);
 }
 
 /* ---- webhooks -------------------------------------------------------------- */
