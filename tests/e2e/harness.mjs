@@ -361,9 +361,9 @@ export async function launchBrowser() {
 }
 
 /** A new page in `context` on herald's demo page `file` with URL
- * parameters `params`; returns once the page's client is connected and its
+ * parameters `params` (opened from the index page's link `via` if given); returns once the page's client is connected and its
  * subscription is live. The page's console goes to the artefacts log. */
-export async function openDemo(context, herald, file, params = {}, { label = file } = {}) {
+export async function openDemo(context, herald, file, params = {}, { label = file, via } = {}) {
   const page = await context.newPage();
   const lines = [];
   page.on('console', (m) => lines.push(`[${label}] ${m.type()}: ${m.text()}`));
@@ -371,7 +371,14 @@ export async function openDemo(context, herald, file, params = {}, { label = fil
   page.consoleLines = lines;
   page.label = label;
   const qs = new URLSearchParams({ min_delay: '100', max_delay: '1000', ...params });
-  await page.goto(`${herald.http}/${file}?${qs}`);
+  if (via) {
+    // Through the demo's index page (served at /) and its link.
+    await page.goto(`${herald.http}/?${qs}`);
+    await page.getByTestId(via).click();
+    await page.waitForURL(`${herald.http}/${file}?${qs}`, { timeout: t(10000) });
+  } else {
+    await page.goto(`${herald.http}/${file}?${qs}`);
+  }
   await waitPage(page, () => window.heraldDemo && window.heraldDemo.state === 'connected' &&
     window.heraldDemo.subState === 'subscribed', null, { what: `${label} to connect and subscribe` });
   return page;

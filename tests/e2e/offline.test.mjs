@@ -24,7 +24,7 @@ test('offline page catches up on reconnect with recovered:true', { timeout: h.t(
   const ctxB = await browser.newContext();
   const pages = [];
   try {
-    const alice = await h.openDemo(ctxA, herald, 'chat.html', { name: 'alice' }, { label: 'alice' });
+    const alice = await h.openDemo(ctxA, herald, 'chat.html', { name: 'alice' }, { label: 'alice', via: 'link-chat' });
     pages.push([alice, 'a-offline-alice-chat']);
     const bob = await h.openDemo(ctxB, herald, 'chat.html', { name: 'bob' }, { label: 'bob' });
     pages.push([bob, 'a-offline-bob-chat']);
