@@ -156,7 +156,7 @@ export class Herald {
   constructor(config = {}, { name = 'herald', workers = 1 } = {}) {
     this.name = name;
     this.dir = tmpDir(name);
-    this.config = { static_dir: WWW, shutdown_timeout: 0, log_level: 'warn', ...config };
+    this.config = { static_dir: WWW, shutdown_timeout: 0, log_level: 'info', ...config };
     if (this.config.mongodb && !this.config.mongodb_spill_path) {
       this.config.mongodb_spill_path = path.join(this.dir, 'herald.spill');
     }

@@ -19,6 +19,7 @@ after(h.cleanup);
 
 const TOTAL = 30;
 const RING = 5;
+const STOP_AT = 10; // published before herald is stopped
 const CHANNEL = 'store:chat';
 
 test('page recovers from durable history across a herald restart', { timeout: h.t(60000) }, async () => {
@@ -40,10 +41,14 @@ test('page recovers from durable history across a herald restart', { timeout: h.
     await pub.ready({ timeout: h.t(10000) });
     const results = [];
     let published = 0;
-    // One after the other, each with its own key, each waiting out the
-    // restart (its timeout covers it).
+    let stopping = null;
+    // One after the other, each with its own key. After STOP_AT, herald is
+    // stopped (SIGTERM; until its workers drain, a few tens of ms, it would
+    // still answer, hence the wait for its exit), and the publishes after
+    // it wait for the connection: their timeout covers the restart.
     const publishing = (async () => {
       for (let i = 1; i <= TOTAL; i++) {
+        if (i === STOP_AT + 1) await (stopping = herald.stop());
         results.push(await pub.publish(CHANNEL, { name: 'publisher', text: `message ${i}`, i },
           { idempotencyKey: `e2e-restart-${i}`, timeout: h.t(30000) }));
         published = i;
@@ -51,19 +56,19 @@ test('page recovers from durable history across a herald restart', { timeout: h.
     })();
     publishing.catch(() => {});
 
-    await h.waitPage(dash, () => window.heraldDemo.messages.length >= 10, null, { what: '10 messages before the restart' });
-    await herald.stop();
+    await h.waitFor(() => stopping !== null, { what: `the publisher at message ${STOP_AT + 1}` });
+    await stopping;
+    const before = published;
     for (const p of [chat, dash]) {
       await h.waitPage(p, () => window.heraldDemo.state !== 'connected', null, { what: 'the page to see herald go' });
     }
     // Herald is gone: the page stays away until publishing is over.
     await context.setOffline(true);
-    const before = published;
     const seen = (await h.demoState(dash)).messages.length;
     await herald.start({ port: herald.port });
     await publishing;
     assert.equal(published, TOTAL);
-    assert.ok(before < TOTAL, `publishing went on across the restart (${before} before it)`);
+    assert.equal(before, STOP_AT, 'published before the stop');
     assert.ok(TOTAL - seen > RING, `the page missed more (${TOTAL - seen}) than the memory ring holds`);
     await context.setOffline(false);
 
