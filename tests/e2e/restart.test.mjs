@@ -1,14 +1,14 @@
 // Scenario (b): a durable namespace (history in FerretDB, the tests'
 // MongoDB-protocol store). herald is stopped and started again on the same
 // port while a Node SDK client keeps publishing with idempotency keys (its
-// publishes wait for the connection and are sent again after it, answered
-// as duplicates when the first one had made it). The browser page shows
+// publishes wait for the connection; one in flight when it dropped would be
+// sent again and answered once). The browser pages show
 // every publication once, in order, and its resubscribe after the restart
 // says recovered:true: the missed ones came from the store.
 //
 // The page must miss publications for the recovery to mean something, and
 // not only those the restarted herald holds in memory: after herald goes,
-// the page's browser is kept offline until the publisher is done, and the
+// the pages' browser context is kept offline until the publisher is done, and the
 // namespace's memory ring is smaller (5) than what the page missed, so most
 // of the recovery is read from the store.
 import { test, after } from 'node:test';

@@ -31,6 +31,14 @@ test('page refreshes its expiring token and keeps its subscription', { timeout: 
     assert.equal(first.tokenFetches, 1);
     assert.ok(first.expires, 'the connect reply gave the token\'s expiry');
 
+    // The control: a client with a token as short and no getToken is
+    // closed by herald when it expires (4100), so the page's survival below
+    // is the refresh's doing.
+    const control = await h.nodeClient(herald.ws, {
+      token: h.makeJwt(secret, { sub: 'control', exp: Math.floor(Date.now() / 1000) + TTL }),
+    });
+    const controlClosed = new Promise((resolve) => control.on('disconnected', resolve));
+
     // A publisher with a token that outlives the test.
     const pub = await h.nodeClient(herald.ws, {
       token: h.makeJwt(secret, { sub: 'publisher', exp: Math.floor(Date.now() / 1000) + 600 }),
@@ -55,6 +63,10 @@ test('page refreshes its expiring token and keeps its subscription', { timeout: 
     await h.waitFor(() => Date.now() / 1000 > second.exp + 1, { timeout: h.t((TTL + 3) * 1000), what: 'the second token to expire' });
     await say();
     await h.waitPage(dash, () => window.heraldDemo.messages.length === 4, null, { what: 'a message after the second token expired' });
+
+    const closed = await controlClosed;
+    assert.equal(closed.code, 4100, `the control client's close: ${JSON.stringify(closed)}`);
+    assert.equal(closed.reconnect, false);
 
     const s = await h.demoState(dash);
     assert.ok(s.tokenFetches >= 3, `tokens fetched: ${s.tokenFetches}`);
