@@ -10,7 +10,7 @@ ARGS       ?=
 FUZZ_SECONDS ?= 60
 FUZZ_ARGS    ?=
 
-.PHONY: all deps deps-test build build-asan build-fuzz run test test-unit test-asan clean
+.PHONY: all deps deps-test build build-asan build-fuzz js run test test-unit test-asan clean
 .PHONY: deps-bench bench bench-report fuzz
 
 all: build
@@ -38,8 +38,17 @@ build-fuzz: deps-test
 	  -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHERALD_FUZZ=ON >/dev/null
 	cmake --build $(FUZZ_BUILD) -j $(JOBS)
 
-run: build
-	$(BUILD)/bin/herald $(ARGS)
+# The JavaScript SDK and the demo site (clients/js/dist/www); Node >= 20
+# and the npm packages come from scripts/js.sh (scripts/node.sh).
+js:
+	scripts/js.sh build
+
+# Herald with the demo configuration: the embedded defaults (single node,
+# no Redis or MongoDB) plus the demo site at / and its `demo` namespace
+# (conf/demo.conf). RUN_CONFIG= (empty) runs the bare embedded defaults.
+RUN_CONFIG ?= conf/demo.conf
+run: build js
+	$(BUILD)/bin/herald $(if $(RUN_CONFIG),-c $(RUN_CONFIG)) $(ARGS)
 
 # The whole suite, in the normal build and then in the sanitizer build,
 # then each fuzzing harness for a few seconds on its corpus (label fuzz).

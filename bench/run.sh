@@ -48,8 +48,9 @@ fi
 SETUP_TIMEOUT=60
 
 # The server sees only the settings given here, not HERALD_* variables of
-# the caller's environment. History in the default namespace lets the
-# reconnect step recover what its subscribers missed.
+# the caller's environment. A longer history in the default namespace
+# than the built-in 100 publications (for 120 s) lets the reconnect step
+# recover what its subscribers missed while 10,000 of them reconnect.
 for v in $(compgen -v HERALD_ || true); do unset "$v"; done
 SERVER_ENV=(HERALD_NAMESPACE_DEFAULTS__HISTORY_SIZE=10000 HERALD_LOG_LEVEL=warn
   HERALD_SHUTDOWN_TIMEOUT=2)

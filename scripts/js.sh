@@ -5,14 +5,16 @@
 #   scripts/js.sh build        npm ci (when needed) and build clients/js:
 #                              dist/ (ES modules, declarations, the demo site
 #                              in dist/www); fails over the size budget
-#   scripts/js.sh test         the SDK's unit tests (node --test)
-#   scripts/js.sh e2e [FILES]  builds the SDK and the demo site, then the
-#                              browser tests in tests/e2e (headless Debian
+#   scripts/js.sh test         the SDK's unit tests (node --test), on the
+#                              SDK that `build` made
+#   scripts/js.sh e2e [FILES]  the browser tests in tests/e2e (headless Debian
 #                              chromium, playwright-core) against real
 #                              herald and FerretDB (HERALD_BIN, default
 #                              build/bin/herald; screenshots in
-#                              E2E_ARTIFACTS, default build/e2e-artifacts)
-#   scripts/js.sh deps DIR     npm ci in DIR (when needed)
+#                              E2E_ARTIFACTS, default build/e2e-artifacts);
+#                              builds the SDK and the demo site first when
+#                              dist/www is missing or older than the sources
+#   scripts/js.sh deps DIR...  npm ci in each DIR (when needed)
 #   scripts/js.sh node ARGS    runs the project's Node (scripts/node.sh)
 #
 # Every step runs the Node that scripts/node.sh provides (>= 20), with npm
@@ -42,15 +44,22 @@ deps() { # dir
 what=${1:-build}; shift || true
 case "$what" in
   build) deps "$root/clients/js"; cd "$root/clients/js" && exec "$node" build.mjs "$@" ;;
-  test)  deps "$root/clients/js"; cd "$root/clients/js" && "$node" build.mjs >/dev/null \
-           && exec "$node" --test --test-reporter=spec "$@" test/ ;;
-  e2e)   deps "$root/clients/js"; (cd "$root/clients/js" && "$node" build.mjs >/dev/null)
+  test)  deps "$root/clients/js"; cd "$root/clients/js"
+         [ -f dist/herald-client.js ] || { echo "js.sh: build the SDK first (scripts/js.sh build)" >&2; exit 2; }
+         exec "$node" --test --test-timeout=30000 "$@" test/*.test.mjs ;;
+  e2e)   deps "$root/clients/js"
+         if [ ! -f "$root/clients/js/dist/www/herald-client.js" ] || [ -n "$(find \
+              "$root/clients/js/src" "$root/clients/js/demo" "$root/clients/js/build.mjs" \
+              "$root/clients/js/package-lock.json" -newer "$root/clients/js/dist/www/herald-client.js" \
+              -print -quit)" ]; then
+           (cd "$root/clients/js" && "$node" build.mjs >/dev/null)
+         fi
          deps "$root/tests/e2e"; cd "$root/tests/e2e"
          # One herald and one browser per file: they mostly wait, so the
          # files run side by side.
          [ $# -gt 0 ] || set -- *.test.mjs
          exec "$node" --test --test-concurrency=3 --test-reporter=spec "$@" ;;
-  deps)  deps "$1" ;;
+  deps)  for d in "$@"; do deps "$d"; done ;;
   node)  exec "$node" "$@" ;;
   *) echo "js.sh: unknown step '$what' (build, test, e2e, deps, node)" >&2; exit 2 ;;
 esac

@@ -2,7 +2,9 @@
  * The api_listen server: one worker's HTTP/1.1 connections on its libuv
  * loop, each parsed by http1 (keep-alive, one request at a time: a
  * pipelined request waits in the input buffer until the answer before it
- * is written) and answered by the API's routes (api.h). Bounds: the input
+ * is written) and answered by the API's routes (api.h); connections taken
+ * from the main port (net/sniff.c) also get the static site (web/site.h)
+ * when static_dir is set, and /healthz. Bounds: the input
  * kept per connection (max_head + max_body + one read), a deadline per
  * request (handshake_timeout from its first byte: a slow head or body
  * gets 408 and the close), api_timeout_ms for an owner's answer (504), an

@@ -2130,8 +2130,12 @@ void config_defaults(config *c)
     c->n_namespaces = 1;
     def = &c->namespaces[0];
     def->name[0] = '\0';
-    def->history_size = 0;
-    def->history_ttl = 0;
+    /* A short history out of the box, so that a client away for a moment
+     * (a network change, a phone waking up) recovers what it missed with
+     * no configuration: 100 publications or 2 minutes per channel,
+     * whichever ends first. Bounded overall by history_memory_mb. */
+    def->history_size = 100;
+    def->history_ttl = 120;
     def->presence = 0;
     def->join_leave = 0;
     def->allow_publish = 1;

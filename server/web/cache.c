@@ -61,11 +61,16 @@ int web_http_date_parse(const char *s, int64_t *t)
         if (memcmp(s + 8, months[i], 3) == 0)
             mon = i;
     if (mon < 0 || mday < 1 || mday > 31 || year < 1970 || hh > 23 ||
-        mm > 59 || ss > 60)
+        mm > 59 || ss > 59)
         return -1;
     struct tm tm = { .tm_year = year - 1900, .tm_mon = mon, .tm_mday = mday,
                      .tm_hour = hh, .tm_min = mm, .tm_sec = ss };
-    *t = (int64_t)timegm(&tm);
+    time_t tt = timegm(&tm);
+    /* timegm moves "31 Feb" into March: such a date is not one */
+    struct tm back;
+    if (!gmtime_r(&tt, &back) || back.tm_mday != mday || back.tm_mon != mon)
+        return -1;
+    *t = (int64_t)tt;
     return 0;
 }
 

@@ -719,7 +719,10 @@ async def test_many_subscriptions_on_one_connection(server_factory):
     all of the connection's subscriptions: quadratic, 55 s for the first
     36,000.)"""
     limit = 70000
-    s = server_factory({"max_channels_per_conn": limit})
+    # no history: the probe's channel (Watch) would otherwise keep its
+    # stream after the connection, for the default history_ttl
+    s = server_factory({"max_channels_per_conn": limit,
+                        "namespace_defaults": {"history_size": 0}})
     c = await s.client()
     w = Watch(s)
     prefix = chan("m")

@@ -369,3 +369,37 @@ async def test_restart_changes_epoch(server_factory):
     assert ok["recovered"] is False
     assert ok["epoch"] != sub["epoch"]
     assert ok["offset"] == 0
+
+
+# -- recovery out of the box -------------------------------------------------------
+
+async def test_recovery_with_no_configuration(server_factory):
+    """herald with no configuration file at all keeps a short history in
+    the default namespace (100 publications, 120 s): a client that drops
+    off while publications continue gets every one it missed back with
+    recovered: true; one that missed more than 100 gets recovered: false
+    and the newest 100 are still there for history."""
+    s = server_factory(None)
+    assert s.config_path is None
+    ch, ch2 = chan("oob-"), chan("oob-")
+    pub = await s.client()
+    sub = await s.client()
+    a = await sub.ok("subscribe", channel=ch)
+    b = await sub.ok("subscribe", channel=ch2)
+    await publish_n(pub, ch, 3)
+    await publish_n(pub, ch2, 3)
+    seen = await sub.pubs(6)
+    assert {p["offset"] for p in seen} == {1, 2, 3}
+    await sub.close()                                # the client drops off
+    await publish_n(pub, ch, 100, start=3)          # 100 missed: all kept
+    await publish_n(pub, ch2, 101, start=3)         # 101 missed: one too many
+    back = await s.client()
+    ok = await back.ok("subscribe", channel=ch, since={"offset": 3, "epoch": a["epoch"]})
+    assert ok["recovered"] is True, ok
+    assert offsets(ok["publications"]) == list(range(4, 104))
+    assert [p["data"] for p in ok["publications"]] == [{"n": i} for i in range(3, 103)]
+    ok2 = await back.ok("subscribe", channel=ch2, since={"offset": 3, "epoch": b["epoch"]})
+    assert ok2["recovered"] is False, ok2
+    assert ok2["epoch"] == b["epoch"] and ok2["offset"] == 104
+    hist = await back.ok("history", channel=ch2, limit=1000)
+    assert offsets(hist["publications"]) == list(range(5, 105))

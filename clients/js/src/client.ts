@@ -449,8 +449,15 @@ export class Client extends Emitter<ClientEvents> {
    *  have died meanwhile. */
   private _wake(): void {
     if (!this._want) return;
-    if (this.state === 'connected') this._probe(this.transport!);
-    else if (!this.transport) this._open();
+    if (this.state === 'connected') return this._probe(this.transport!);
+    // An attempt still opening was probably started while offline and will
+    // fail only after a timeout: start over. One waiting for its connect
+    // reply is let be.
+    const ws = this.transport;
+    if (ws && ws.readyState !== 0) return;
+    this._attempt = 0;
+    if (ws) this._drop(1000, 'network back');
+    this._open();
   }
 
   private _listenBrowser(): void {

@@ -195,7 +195,8 @@ Test(config, defaults)
     cr_assert_str_eq(c.tls_key, "");
     cr_assert_eq(c.n_namespaces, 1);
     cr_assert_str_eq(c.namespaces[0].name, "");
-    assert_ns(&c.namespaces[0], 0, 0, 0, 0, 1, 1, 0);
+    /* a short history out of the box: recovery without configuration */
+    assert_ns(&c.namespaces[0], 100, 120, 0, 0, 1, 1, 0);
 }
 
 Test(config, load_without_file_or_env_gives_defaults)
@@ -508,11 +509,11 @@ Test(config, env_creates_namespaces)
 
     cr_assert_eq(config_load(&c, NULL, env, err, sizeof err), 0, "%s", err);
     cr_assert_eq(c.n_namespaces, 5);
-    assert_ns(&c.namespaces[0], 50, 0, 0, 0, 1, 1, 0);
-    assert_ns(ns_named(&c, "new.ns"), 50, 0, 1, 0, 1, 1, 0);
-    assert_ns(ns_named(&c, "my_ns"), 50, 0, 0, 1, 1, 1, 0);
-    assert_ns(ns_named(&c, "a_"), 50, 0, 0, 0, 1, 1, 3);
-    assert_ns(ns_named(&c, "x__y"), 50, 0, 0, 0, 0, 1, 0);
+    assert_ns(&c.namespaces[0], 50, 120, 0, 0, 1, 1, 0);
+    assert_ns(ns_named(&c, "new.ns"), 50, 120, 1, 0, 1, 1, 0);
+    assert_ns(ns_named(&c, "my_ns"), 50, 120, 0, 1, 1, 1, 0);
+    assert_ns(ns_named(&c, "a_"), 50, 120, 0, 0, 1, 1, 3);
+    assert_ns(ns_named(&c, "x__y"), 50, 120, 0, 0, 0, 1, 0);
 }
 
 Test(config, env_namespace_names_are_case_sensitive)
@@ -526,8 +527,8 @@ Test(config, env_namespace_names_are_case_sensitive)
 
     cr_assert_eq(load_text(text, env, &c, err, NULL), 0, "%s", err);
     cr_assert_eq(c.n_namespaces, 3);
-    assert_ns(ns_named(&c, "Chat"), 9, 0, 1, 0, 1, 1, 0);
-    assert_ns(ns_named(&c, "chat"), 4, 0, 0, 0, 1, 1, 0);
+    assert_ns(ns_named(&c, "Chat"), 9, 120, 1, 0, 1, 1, 0);
+    assert_ns(ns_named(&c, "chat"), 4, 120, 0, 0, 1, 1, 0);
 }
 
 Test(config, env_sets_every_top_level_key)
@@ -1206,7 +1207,7 @@ Test(config, example_file_loads_and_shows_the_defaults)
     /* The example states every default; if one drifts, this fails. */
     config_defaults(&d);
     assert_top_equal(&c, &d);
-    assert_ns(&c.namespaces[0], 0, 0, 0, 0, 1, 1, 0);
+    assert_ns(&c.namespaces[0], 100, 120, 0, 0, 1, 1, 0);
     cr_assert_not_null(ns_named(&c, "chat"));
     cr_assert_gt(ns_named(&c, "chat")->history_size, 0);
     cr_assert_eq(ns_named(&c, "chat")->presence, 1);

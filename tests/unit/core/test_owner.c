@@ -46,6 +46,11 @@ static int64_t test_clock(void)
 static void setup(void)
 {
     config_defaults(&cfg);
+    /* Written around a default namespace that keeps no history (the
+     * built-in default keeps 100 for 120 s): the namespaces below are
+     * copies of it. */
+    cfg.namespaces[0].history_size = 0;
+    cfg.namespaces[0].history_ttl = 0;
     testkit_add_ns(&cfg, "h")->history_size = 5;
     config_ns *t = testkit_add_ns(&cfg, "t");
     t->history_size = 100;

@@ -20,6 +20,11 @@ static config cfg;
 static void setup(void)
 {
     config_defaults(&cfg);
+    /* Written around a default namespace that keeps no history (the
+     * built-in default keeps 100 for 120 s): the namespaces below are
+     * copies of it. */
+    cfg.namespaces[0].history_size = 0;
+    cfg.namespaces[0].history_ttl = 0;
     cfg.history_max_limit = 50;
     config_ns *c = testkit_add_ns(&cfg, "chat");
     c->history_size = 10;

@@ -29,6 +29,8 @@ Test(web_cache, other_date_forms_are_not_parsed)
     cr_assert_eq(web_http_date_parse("Sun, 06 Xyz 1994 08:49:37 GMT", &t), -1);
     cr_assert_eq(web_http_date_parse("Sun, 06 Nov 1994 25:49:37 GMT", &t), -1);
     cr_assert_eq(web_http_date_parse("", &t), -1);
+    cr_assert_eq(web_http_date_parse("Sat, 31 Feb 2026 08:49:37 GMT", &t), -1);
+    cr_assert_eq(web_http_date_parse("Sat, 06 Nov 1994 08:49:60 GMT", &t), -1);
 }
 
 Test(web_cache, etag_changes_with_each_part)
