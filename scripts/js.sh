@@ -58,7 +58,7 @@ case "$what" in
          # One herald and one browser per file: they mostly wait, so the
          # files run side by side.
          [ $# -gt 0 ] || set -- *.test.mjs
-         exec "$node" --test --test-concurrency=3 --test-reporter=spec "$@" ;;
+         exec "$node" --test --test-concurrency=4 --test-reporter=spec "$@" ;;
   deps)  for d in "$@"; do deps "$d"; done ;;
   node)  exec "$node" "$@" ;;
   *) echo "js.sh: unknown step '$what' (build, test, e2e, deps, node)" >&2; exit 2 ;;
