@@ -13,7 +13,7 @@
 //   E2E_ARTIFACTS    screenshots and logs (default build/e2e-artifacts)
 import { spawn, execFileSync } from 'node:child_process';
 import { createHmac, randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, accessSync, constants } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, accessSync, constants } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
@@ -164,7 +164,7 @@ export class Herald {
     this.port = null;
     this.proc = null;
     this.starts = 0;
-    this.stderrPath = artifactPath(`${name}-${process.pid}.stderr.log`);
+    this.stderrPath = artifactPath(`${name}.herald.log`);
     writeFileSync(this.stderrPath, '');
     this.configPath = path.join(this.dir, 'herald.conf');
     writeFileSync(this.configPath, renderConfig(this.config));
@@ -249,7 +249,8 @@ export class Herald {
 // FerretDB (scripts/ferretdb), the MongoDB-protocol store of durable history
 
 export class FerretDB {
-  constructor() {
+  constructor({ name = 'ferretdb' } = {}) {
+    this.name = name;
     this.dir = tmpDir('ferretdb');
     this.port = null;
   }
@@ -271,6 +272,8 @@ export class FerretDB {
     if (!ferrets.has(this.dir)) return;
     ferrets.delete(this.dir);
     await run(path.join(FERRET, 'stop.sh'), [this.dir]);
+    const log = path.join(this.dir, 'ferretdb.log');
+    if (existsSync(log)) copyFileSync(log, artifactPath(`${this.name}.ferretdb.log`));
   }
 
   uri(db = '') { return `mongodb://127.0.0.1:${this.port}/${db}?serverSelectionTimeoutMS=1000`; }

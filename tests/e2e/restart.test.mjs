@@ -23,7 +23,7 @@ const STOP_AT = 10; // published before herald is stopped
 const CHANNEL = 'store:chat';
 
 test('page recovers from durable history across a herald restart', { timeout: h.t(60000) }, async () => {
-  const ferret = await new h.FerretDB().start();
+  const ferret = await new h.FerretDB({ name: 'restart' }).start();
   const herald = await new h.Herald({
     mongodb: ferret.uri(),
     namespaces: [{ name: 'store', history_size: RING, presence: true, join_leave: true, durable: true }],
