@@ -13,7 +13,10 @@
 //   E2E_ARTIFACTS    screenshots and logs (default build/e2e-artifacts)
 import { spawn, execFileSync } from 'node:child_process';
 import { createHmac, randomBytes } from 'node:crypto';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, accessSync, constants } from 'node:fs';
+import {
+  accessSync, closeSync, constants, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync,
+  readFileSync, rmSync, writeFileSync,
+} from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
@@ -200,7 +203,6 @@ export class Herald {
       env.ASAN_OPTIONS ??= 'abort_on_error=0:detect_leaks=1';
       env.UBSAN_OPTIONS ??= 'print_stacktrace=1';
     }
-    const { openSync, closeSync } = await import('node:fs');
     const fd = openSync(this.stderrPath, 'a');
     const proc = spawn(HERALD_BIN, ['--config', this.configPath, '--listen', `127.0.0.1:${this.port}`,
       '--workers', String(this.workers)], { stdio: ['ignore', fd, fd], env });
