@@ -30,11 +30,13 @@ build_pkgs=(build-essential cmake ninja-build pkg-config
 # python3-jsonschema: test_api_openapi.py checks answers against the OpenAPI
 # document; python3-requests and nodejs: docs/examples/ (test_api_docs.py).
 # python3-cryptography and python3-jwt (PyJWT): keys and tokens of
-# test_auth_jwt.py.
+# test_auth_jwt.py. chromium: the browser tests (tests/e2e) drive Debian's
+# /usr/bin/chromium, never a browser downloaded by playwright.
 test_pkgs=(libcriterion-dev python3 python3-matplotlib python3-pytest python3-websockets python3-msgpack python3-pymongo
   python3-prometheus-client python3-cryptography python3-jwt
   redis-server openssl curl util-linux iproute2 clang libclang-rt-14-dev llvm
-  python3-venv python3-requests python3-jsonschema nodejs)
+  python3-venv python3-requests python3-jsonschema nodejs
+  chromium)
 
 # The bench profile: /usr/bin/python3 renders bench/report.py's plots.
 bench_pkgs=(python3 python3-matplotlib)
@@ -56,6 +58,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 if [ "$what" = test ]; then "$(dirname "$0")/../docs/examples/setup.sh"; fi  # jose for docs/examples/issue_token.mjs
+if [ "$what" = test ]; then "$(dirname "$0")/js.sh" deps clients/js tests/js tests/e2e; fi  # Node >= 20 (scripts/node.sh) and the npm packages of the SDK, its Node tests and the browser tests
 if [ "$what" = test ]; then "$(dirname "$0")/../bench/peers/socketio/setup.sh"; fi  # herald-bench Socket.IO peer
 if [ "$what" = test ]; then "$(dirname "$0")/../bench/peers/nchan/setup.sh"; fi  # herald-bench Nchan peer (nginx + nchan)
 if [ "$what" = test ]; then "$(dirname "$0")/go.sh" >/dev/null; fi  # Go >= 1.26 for the two Go builds below (downloads the pinned toolchain when missing)

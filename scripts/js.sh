@@ -13,7 +13,14 @@
 #                              Redis, nginx and FerretDB, on the SDK that
 #                              `build` made (HERALD_BIN: the herald binary,
 #                              default build/bin/herald)
-#   scripts/js.sh deps DIR...  npm ci in each DIR (when needed)
+#   scripts/js.sh e2e [FILES]  the browser tests in tests/e2e (headless Debian
+#                              chromium, playwright-core) against real
+#                              herald and FerretDB (HERALD_BIN, default
+#                              build/bin/herald; screenshots in
+#                              E2E_ARTIFACTS, default build/e2e-artifacts),
+#                              on the SDK and demo site `build` made
+#   scripts/js.sh deps DIR...  npm ci in each DIR (when needed; relative to
+#                              the repository)
 #   scripts/js.sh node ARGS    runs the project's Node (scripts/node.sh)
 #
 # Every step runs the Node that scripts/node.sh provides (>= 20), with npm
@@ -53,7 +60,13 @@ case "$what" in
          # side by side (node --test's default is one per core but one).
          [ $# -gt 0 ] || set -- *.test.mjs
          exec "$node" --test --test-concurrency=6 --test-reporter=spec "$@" ;;
-  deps)  for d in "$@"; do deps "$d"; done ;;
+  e2e)   [ -f "$root/clients/js/dist/www/herald-client.js" ] || { echo "js.sh: build the SDK first (scripts/js.sh build)" >&2; exit 2; }
+         deps "$root/tests/e2e"; cd "$root/tests/e2e"
+         # One herald and one browser per file: they mostly wait, so the
+         # files run side by side.
+         [ $# -gt 0 ] || set -- *.test.mjs
+         exec "$node" --test --test-concurrency=4 --test-reporter=spec "$@" ;;
+  deps)  for d in "$@"; do case "$d" in /*) deps "$d" ;; *) deps "$root/$d" ;; esac; done ;;
   node)  exec "$node" "$@" ;;
-  *) echo "js.sh: unknown step '$what' (build, test, js-integration, deps, node)" >&2; exit 2 ;;
+  *) echo "js.sh: unknown step '$what' (build, test, js-integration, e2e, deps, node)" >&2; exit 2 ;;
 esac
