@@ -76,6 +76,7 @@ test('page refreshes its expiring token and keeps its subscription', { timeout: 
     assert.equal(s.recoveries.length, 1, `subscribed once, never again: ${JSON.stringify(s.recoveries)}`);
     assert.deepEqual(s.messages.map((m) => m.data.i), [1, 2, 3, 4]);
     assert.equal(s.state, 'connected');
+    assert.ok(s.expires > second.exp, `the dashboard shows the renewed expiry: ${s.expires}`);
     await h.waitPage(dash, (k) => document.querySelector('[data-testid=token-fetches]').textContent === String(k) &&
       document.querySelector('[data-testid=connects]').textContent === '1', s.tokenFetches, { what: 'the dashboard to show it' });
   } finally {

@@ -116,6 +116,11 @@ export function startDemo(view) {
     note(`connected as ${ctx.client} on ${ctx.node}`);
     changed();
   });
+  client.on('refreshed', ({ expires }) => {
+    demo.expires = expires ?? null;
+    note(`token refreshed${expires ? `, expires ${new Date(expires * 1000).toISOString()}` : ''}`);
+    changed();
+  });
   client.on('disconnected', ({ code, reason, reconnect }) => {
     demo.lastClose = { code, reason: reason || '', reconnect, time: Date.now() };
     push(demo.disconnects, demo.lastClose);

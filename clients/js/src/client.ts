@@ -48,6 +48,9 @@ export class Client extends Emitter<ClientEvents> {
   state: State = 'disconnected';
   /** The server's id of this connection (after `connected`). */
   clientId?: string;
+  /** When the connection's token expires (unix s; from the connect reply
+   *  and every refresh), undefined when it does not. */
+  expires?: number;
   /** The current WebSocket, or null (for tests and diagnostics). */
   transport: WebSocketLike | null = null;
 
@@ -274,6 +277,7 @@ export class Client extends Emitter<ClientEvents> {
       if (this.transport !== ws) return;
       clearTimeout(this._t.open);
       this.clientId = ok.client;
+      this.expires = ok.expires;
       this._connectedAt = Date.now();
       this._pingMs = (ok.ping || 25) * 1000;
       this._setState('connected');
@@ -393,6 +397,8 @@ export class Client extends Emitter<ClientEvents> {
       const token = await this._o.getToken!();
       const ok = await this._call({ op: 'refresh', token }, INTERNAL);
       this._token = token;
+      this.expires = ok.expires;
+      this.emit('refreshed', { expires: ok.expires });
       if (this.transport === ws) this._scheduleRefresh(ok.expires);
     } catch (e) {
       this.emit('error', { type: 'refresh', error: e as Error });
@@ -413,7 +419,8 @@ export class Client extends Emitter<ClientEvents> {
     for (const k of Object.keys(this._t) as Array<keyof Client['_t']>) clearTimeout(this._t[k]);
     if (ws) {
       ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
-      try { ws.close(code, reason); } catch { /* already closing */ }
+      // A socket the server already closed needs no close of ours.
+      if (ws.readyState < 2) try { ws.close(code, reason); } catch { /* closing */ }
     }
     this._outbox = [];
     // Commands safe to repeat wait for the next connection; the others

@@ -128,6 +128,8 @@ export interface ClientEvents {
   state: { state: State; previous: State };
   connecting: { code: number; reason: string };
   connected: { client: string; node: string; expires?: number };
+  /** The connection token was renewed (`expires` absent: no expiry now). */
+  refreshed: { expires?: number };
   disconnected: { code: number; reason: string; reconnect: boolean };
   error: { type: string; error: Error };
   publication: Publication;

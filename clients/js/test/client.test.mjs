@@ -201,10 +201,10 @@ test('a subscribe refused for good ends the subscription; a temporary error is r
 test('heartbeat: a server that stops answering is left, and the client reconnects', async () => {
   let silent = false;
   const t = await setup((cmd) => {
-    if (cmd.op === 'connect') return { client: 'c', node: 'n', ping: 0.05 };
+    if (cmd.op === 'connect') return { client: 'c', node: 'n', ping: 0.1 };
     if (cmd.op === 'ping' && silent) return 'none';
     return undefined;
-  }, { pingTimeout: 100 });
+  }, { pingTimeout: 1000 });
   t.client.connect();
   await t.client.ready();
   await t.server.waitCommand((c) => c.op === 'ping'); // answered: stays
@@ -225,8 +225,12 @@ test('the connection token is refreshed through getToken before it expires', asy
   }, { getToken: async () => fakeToken({ sub: 'u', n: ++n, exp: now() + 600 }) });
   t.client.connect();
   await t.client.ready();
+  const refreshed = new Promise((res) => t.client.on('refreshed', res));
   const r = await t.server.waitCommand((c) => c.op === 'refresh', 3000);
   assert.equal(n, 2);
+  const ev = await refreshed;
+  assert.ok(ev.expires > now() + 500);
+  assert.equal(t.client.expires, ev.expires);
   assert.equal(r.conn, 0);
   assert.equal(t.client.state, 'connected');
   await t.done();
