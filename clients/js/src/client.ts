@@ -107,9 +107,7 @@ export class Client extends Emitter<ClientEvents> {
    *  (recovering) on the next connect(). */
   disconnect(): void {
     const was = this.state;
-    this._want = false;
-    this._unlistenBrowser?.();
-    this._unlistenBrowser = undefined;
+    this._stop();
     const closed = new HeraldError('closed', 'client disconnected');
     this._drop(1000, 'disconnect called', closed);
     this._failAll(closed);
@@ -240,15 +238,24 @@ export class Client extends Emitter<ClientEvents> {
     const gen = ++this._gen;
     clearTimeout(this._t.reconnect);
     const o = this._o;
+    // One timeout covers the whole attempt: getToken, the opening
+    // handshake and the connect reply.
+    clearTimeout(this._t.open);
+    this._t.open = setTimeout(() => this._openTimeout(gen), o.timeout);
     if (o.getToken && tokenStale(this._token)) {
+      let err: Error | undefined;
       try {
         this._token = await o.getToken();
       } catch (e) {
-        this.emit('error', { type: 'token', error: e as Error });
+        err = e as Error;
+      }
+      if (gen !== this._gen || !this._want) return;
+      if (err) {
+        clearTimeout(this._t.open);
+        this.emit('error', { type: 'token', error: err });
         if (gen === this._gen && this._want) this._retry(0, 'getToken failed');
         return;
       }
-      if (gen !== this._gen || !this._want) return;
     }
     let ws: WebSocketLike;
     try {
@@ -260,12 +267,18 @@ export class Client extends Emitter<ClientEvents> {
     }
     ws.binaryType = 'arraybuffer';
     this.transport = ws;
-    // The opening handshake and the connect reply together get one timeout.
-    this._t.open = setTimeout(() => this._lost(ws, 4002, 'connect timeout'), o.timeout);
     ws.onopen = () => this.transport === ws && this._connectCmd(ws);
     ws.onmessage = (ev) => this.transport === ws && this._frame(ev.data);
     ws.onclose = (ev) => this._lost(ws, ev.code || 1006, ev.reason || '');
     ws.onerror = () => { /* a close event follows */ };
+  }
+
+  private _openTimeout(gen: number): void {
+    if (gen !== this._gen) return;
+    if (this.transport) return this._lost(this.transport, 4002, 'connect timeout');
+    this._gen++; // the getToken still running is forgotten
+    this.emit('error', { type: 'token', error: new HeraldError('timeout', 'getToken did not answer in time') });
+    this._retry(0, 'getToken timeout');
   }
 
   private _connectCmd(ws: WebSocketLike): void {
@@ -282,6 +295,7 @@ export class Client extends Emitter<ClientEvents> {
       this._pingMs = (ok.ping || 25) * 1000;
       this._setState('connected');
       this.emit('connected', { client: ok.client, node: ok.node, expires: ok.expires });
+      if (this.transport !== ws) return; // a listener disconnected
       this._scheduleRefresh(ok.expires);
       this._heartbeat();
       for (const sub of this._subs.values()) (sub as any)._subscribe();
@@ -415,6 +429,7 @@ export class Client extends Emitter<ClientEvents> {
   private _drop(code: number, reason: string, err?: Error): WebSocketLike | null {
     const ws = this.transport;
     this.transport = null;
+    this._push = undefined;
     this._gen++;
     for (const k of Object.keys(this._t) as Array<keyof Client['_t']>) clearTimeout(this._t[k]);
     if (ws) {
@@ -426,9 +441,15 @@ export class Client extends Emitter<ClientEvents> {
     // Commands safe to repeat wait for the next connection; the others
     // cannot know whether they took effect.
     for (const c of [...this._flight.values()]) {
-      this._forget(c);
-      if (c.retry && !err) { c.id = 0; this._waiting.push(c); }
-      else c.reject(err || new HeraldError('disconnected', `connection lost during ${c.cmd.op}`));
+      if (c.retry && !err) {
+        // Waits for the next connection, its timeout and signal still armed.
+        this._flight.delete(c.id);
+        c.id = 0;
+        this._waiting.push(c);
+      } else {
+        this._forget(c);
+        c.reject(err || new HeraldError('disconnected', `connection lost during ${c.cmd.op}`));
+      }
     }
     for (const sub of this._subs.values()) (sub as any)._lost();
     return ws;
@@ -451,14 +472,25 @@ export class Client extends Emitter<ClientEvents> {
     }
     reconnect = reconnect && this._want;
     this._drop(code < 4000 && code !== 1000 ? 1000 : 4000, reason);
-    if (wasConnected || !reconnect) this.emit('disconnected', { code, reason, reconnect });
+    // The state is settled before listeners run, so that they see it and
+    // may call connect() or disconnect() themselves.
     if (reconnect) {
-      this._retry(code, reason);
+      this._setState('connecting');
+      if (wasConnected) this.emit('disconnected', { code, reason, reconnect });
+      if (this.state === 'connecting' && !this.transport && this._want) this._retry(code, reason);
     } else {
-      this._want = false;
+      this._stop();
       this._failAll(new HeraldError('closed', `connection closed (${code} ${reason})`));
       this._setState('disconnected');
+      this.emit('disconnected', { code, reason, reconnect });
     }
+  }
+
+  /** No more reconnecting: forget the browser's events too. */
+  private _stop(): void {
+    this._want = false;
+    this._unlistenBrowser?.();
+    this._unlistenBrowser = undefined;
   }
 
   private _retry(code: number, reason: string): void {
@@ -488,7 +520,8 @@ export class Client extends Emitter<ClientEvents> {
 
   private _listenBrowser(): void {
     const g = globalThis as any;
-    if (this._o.browserEvents === false || typeof g.addEventListener !== 'function' || !g.document) return;
+    if (this._unlistenBrowser || this._o.browserEvents === false ||
+      typeof g.addEventListener !== 'function' || !g.document) return;
     const online = () => this._wake();
     const offline = () => this.transport && this._lost(this.transport, 4002, 'browser offline');
     const visible = () => g.document.visibilityState === 'visible' && this._wake();
@@ -522,6 +555,20 @@ export class Client extends Emitter<ClientEvents> {
       list.push(entry);
     });
   }
+
+  /** An application listener or handler threw: the `error` event (type
+   *  'handler') when the application listens to it, else thrown again on
+   *  its own so that it is not lost. */
+  protected override failed(e: unknown, event?: keyof ClientEvents): void {
+    if (event !== 'error' && this.has('error')) {
+      this.emit('error', { type: 'handler', error: e instanceof Error ? e : new Error(String(e)) });
+    } else {
+      super.failed(e);
+    }
+  }
+
+  /** The same for subscription handlers (subscription.ts). */
+  readonly _failed = (e: unknown): void => this.failed(e);
 
   /** The refreshBefore option, for channel tokens (subscription.ts). */
   get _refreshBefore(): number {

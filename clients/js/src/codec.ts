@@ -13,7 +13,8 @@ export interface Codec {
   decode(frame: string | ArrayBuffer | Uint8Array): unknown[];
 }
 
-const text = new TextDecoder();
+let text: TextDecoder | undefined; // made when first needed: not every
+                                   // React Native engine has one
 
 /** JSON: one message per line, a frame holds lines joined with `\n`. */
 export const jsonCodec: Codec = {
@@ -21,7 +22,7 @@ export const jsonCodec: Codec = {
   encode: (msgs) => msgs.map((m) => JSON.stringify(m)).join('\n'),
   decode(frame) {
     const s = typeof frame === 'string' ? frame
-      : text.decode(frame instanceof Uint8Array ? frame : new Uint8Array(frame));
+      : (text ||= new TextDecoder()).decode(frame instanceof Uint8Array ? frame : new Uint8Array(frame));
     const out: unknown[] = [];
     for (const line of s.split('\n')) {
       const l = line.endsWith('\r') ? line.slice(0, -1) : line;
@@ -31,11 +32,21 @@ export const jsonCodec: Codec = {
   },
 };
 
-/** Base64 (RFC 4648, padded) to bytes: JSON carries msgpack bin data that
- *  way, marked `binary: true`. */
+/** Base64 (RFC 4648, standard or URL alphabet, padding optional) to
+ *  bytes: JSON carries msgpack bin data that way, marked `binary: true`,
+ *  and JWT parts are base64url. Written out because not every React
+ *  Native engine has atob. */
 export function fromBase64(s: string): Uint8Array {
-  const bin = atob(s);
-  const out = new Uint8Array(bin.length);
-  for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
-  return out;
+  const A = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';
+  const clean = s.replace(/[=\s]/g, '').replace(/-/g, '+').replace(/_/g, '/');
+  const out = new Uint8Array((clean.length * 3) >> 2);
+  let bits = 0, acc = 0, n = 0;
+  for (const ch of clean) {
+    const v = A.indexOf(ch);
+    if (v < 0) throw new Error('invalid base64');
+    acc = (acc << 6) | v;
+    bits += 6;
+    if (bits >= 8) { bits -= 8; out[n++] = (acc >> bits) & 255; }
+  }
+  return out.subarray(0, n);
 }

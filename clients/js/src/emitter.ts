@@ -1,5 +1,6 @@
 /** A minimal typed event emitter: `on` returns the function that removes
- *  the listener. A listener that throws does not stop the others. */
+ *  the listener. A listener that throws does not stop the others: its
+ *  error goes to `failed` (thrown again on its own by default). */
 export class Emitter<E extends { [K in keyof E]: unknown }> {
   private _l: { [K in keyof E]?: Array<(ev: E[K]) => void> } = {};
 
@@ -19,8 +20,16 @@ export class Emitter<E extends { [K in keyof E]: unknown }> {
         fn(ev);
       } catch (e) {
         // An application bug must not break the connection's bookkeeping.
-        setTimeout(() => { throw e; });
+        this.failed(e, event);
       }
     }
+  }
+
+  protected has(event: keyof E): boolean {
+    return !!this._l[event]?.length;
+  }
+
+  protected failed(e: unknown, _event?: keyof E): void {
+    setTimeout(() => { throw e; });
   }
 }

@@ -7,7 +7,7 @@
  * It also keeps its channel token fresh (getToken) when it has one.
  */
 import { HeraldError, TEMPORARY_ERRORS } from './errors';
-import { backoff, refreshDelay, tokenExp, tokenStale, toPublication } from './util';
+import { backoff, guard, refreshDelay, tokenExp, tokenStale, toPublication } from './util';
 import type {
   CallOptions, ClientInfo, HistoryOptions, HistoryResult, PresenceResult, Publication,
   PublishOptions, PublishResult, StreamPosition, SubState, SubscribeOptions, SubscriptionHandlers,
@@ -23,6 +23,8 @@ interface Owner {
   publish(channel: string, data: unknown, opts?: PublishOptions): Promise<PublishResult>;
   history(channel: string, opts?: HistoryOptions): Promise<HistoryResult>;
   presence(channel: string, opts?: CallOptions): Promise<PresenceResult>;
+  /** Reports an application handler's error (the client's `error` event). */
+  readonly _failed: (e: unknown) => void;
   /** The client's refreshBefore option (s). */
   readonly _refreshBefore: number;
 }
@@ -42,6 +44,8 @@ export class Subscription {
   private _o: SubscribeOptions;
   private _token?: string;
   private _busy = false;          // a subscribe is being prepared or in flight
+  private _gen = 0;               // bumped when a connection is lost or it ends:
+                                  // work begun before (getToken) is dropped
   private _once = false;          // subscribed at least once
   private _attempt = 0;
   private _timer?: ReturnType<typeof setTimeout>;
@@ -91,19 +95,22 @@ export class Subscription {
     if (this.state === 'unsubscribed' || this._busy) return;
     this._busy = true;
     clearTimeout(this._timer);
+    const gen = this._gen;
     const o = this._o;
     if (o.getToken && tokenStale(this._token)) {
+      let token: string | undefined;
+      let err: Error | undefined;
       try {
-        this._token = await o.getToken(this.channel);
+        token = await o.getToken(this.channel);
       } catch (e) {
-        this._busy = false;
-        this._fault(e as Error, true);
-        return;
+        err = e as Error;
       }
-      if (this._c.state !== 'connected' || (this.state as SubState) === 'unsubscribed') {
-        this._busy = false;
-        return;
-      }
+      if (gen !== this._gen) return; // the connection it was for is gone
+      this._busy = false;
+      if (err) return this._fault(err, true);
+      this._token = token;
+      if (this._c.state !== 'connected') return;
+      this._busy = true;
     }
     const since: StreamPosition | undefined = this.epoch !== undefined
       ? (o.recover !== false ? { offset: this.offset!, epoch: this.epoch } : undefined)
@@ -111,8 +118,8 @@ export class Subscription {
     const cmd: { [k: string]: unknown } = { op: 'subscribe', channel: this.channel };
     if (this._token) cmd.token = this._token;
     if (since) cmd.since = since;
-    this._c._call(cmd, INTERNAL).then((ok) => this._subscribed(ok, since),
-      (e: HeraldError) => this._refused(e));
+    this._c._call(cmd, INTERNAL).then((ok) => gen === this._gen && this._subscribed(ok, since),
+      (e: HeraldError) => gen === this._gen && this._refused(e));
   }
 
   private _subscribed(ok: any, since?: StreamPosition): void {
@@ -122,12 +129,18 @@ export class Subscription {
     const recovered: Publication[] = [];
     if (since && ok.recovered) {
       this.state = 'subscribed';
+      // From the position asked for: a publication at or below it (the
+      // application's own `since` too) is not delivered again.
+      this.epoch = since.epoch;
+      this.offset = since.offset;
       for (const raw of ok.publications || []) {
         const pub = toPublication(raw);
         if (this._pub(pub)) recovered.push(pub);
+        if (this.state !== 'subscribed') return; // a handler unsubscribed
       }
     } else if (since && ok.recovered === false) {
-      this._h.gap?.({ channel: this.channel, epoch: ok.epoch, offset: ok.offset, since });
+      guard(this._h.gap, { channel: this.channel, epoch: ok.epoch, offset: ok.offset, since }, this._c._failed);
+      if ((this.state as SubState) === 'unsubscribed') return;
     }
     this.epoch = ok.epoch;
     this.offset = ok.offset;
@@ -135,9 +148,9 @@ export class Subscription {
     const ctx = { channel: this.channel, epoch: ok.epoch, offset: ok.offset, resubscribed: this._once,
       publications: recovered, ...(since ? { recovered: !!ok.recovered } : {}) };
     this._once = true;
-    this._h.subscribed?.(ctx);
-    for (const [res] of [...this._readyWaiters]) res();
     this._scheduleRefresh();
+    for (const [res] of [...this._readyWaiters]) res();
+    guard(this._h.subscribed, ctx, this._c._failed);
   }
 
   private _refused(e: HeraldError): void {
@@ -159,12 +172,16 @@ export class Subscription {
   /** Reports an error; a temporary one is retried with backoff, anything
    *  else ends the subscription. */
   private _fault(e: Error, temporary: boolean): void {
-    this._h.error?.(e);
+    if (this.state === 'unsubscribed') return;
+    guard(this._h.error, e, this._c._failed);
+    if ((this.state as SubState) === 'unsubscribed') return;
     if (!temporary) {
       const code = e instanceof HeraldError ? e.code : 'error';
       this._end(code, e.message);
       return;
     }
+    // Retried on this connection; a new one resubscribes anyway.
+    if (this._c.state !== 'connected') return;
     this._timer = setTimeout(() => this._c.state === 'connected' && this._subscribe(),
       backoff(this._attempt++, 500, 20000));
   }
@@ -175,13 +192,13 @@ export class Subscription {
     if (pub.epoch === this.epoch && this.offset !== undefined && pub.offset <= this.offset) return false;
     this.offset = pub.offset;
     this.epoch = pub.epoch;
-    this._h.publication?.(pub);
+    guard(this._h.publication, pub, this._c._failed);
     this._c._delivered(pub);
     return true;
   }
 
   _presence(kind: 'join' | 'leave', info: ClientInfo): void {
-    this._h[kind]?.(info);
+    guard(this._h[kind], info, this._c._failed);
   }
 
   /** The server ended the subscription (push `unsubscribe`): an expired
@@ -201,6 +218,7 @@ export class Subscription {
   /** The connection dropped: wait for the next one. */
   _lost(): void {
     clearTimeout(this._timer);
+    this._gen++;
     this._busy = false;
     if (this.state === 'subscribed') this.state = 'subscribing';
   }
@@ -213,13 +231,17 @@ export class Subscription {
   }
 
   private async _refresh(exp: number): Promise<void> {
+    const gen = this._gen;
     try {
       const token = await this._o.getToken!(this.channel);
+      if (gen !== this._gen) return;
       await this._c._call({ op: 'sub_refresh', channel: this.channel, token }, INTERNAL);
+      if (gen !== this._gen) return;
       this._token = token;
       this._scheduleRefresh();
     } catch (e) {
-      this._h.error?.(e as Error);
+      if (gen !== this._gen) return;
+      guard(this._h.error, e as Error, this._c._failed);
       // Retry while the old token lasts; once expired the server ends the
       // subscription (push 109) and _serverUnsubscribe takes over.
       if (this.state === 'subscribed' && exp * 1000 > Date.now() + 2000) {
@@ -230,9 +252,11 @@ export class Subscription {
 
   private _end(code: number | string, reason: string): void {
     clearTimeout(this._timer);
+    this._gen++;
+    this._busy = false;
     this.state = 'unsubscribed';
     this._c._removeSub(this);
     for (const [, rej] of [...this._readyWaiters]) rej(new HeraldError(code, reason));
-    this._h.unsubscribed?.({ code, reason });
+    guard(this._h.unsubscribed, { code, reason }, this._c._failed);
   }
 }

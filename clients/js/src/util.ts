@@ -1,6 +1,18 @@
 /** Small pure helpers of the client and its subscriptions (tokens,
  *  backoff, publication shape), apart so that unit tests reach them. */
 import { fromBase64 } from './codec';
+
+/** Calls an application handler so that a throw cannot break the SDK's
+ *  bookkeeping (the rest of a frame, a recovery): the error goes to
+ *  `report` (the client's `error` event, type 'handler'). */
+export function guard<A>(fn: ((a: A) => void) | undefined, a: A, report: (e: unknown) => void): void {
+  if (!fn) return;
+  try {
+    fn(a);
+  } catch (e) {
+    report(e);
+  }
+}
 import type { Publication } from './types';
 
 type Msg = { [k: string]: any };
@@ -9,8 +21,9 @@ type Msg = { [k: string]: any };
  *  The SDK never verifies tokens; it only reads when to renew them. */
 export function tokenExp(token: string | undefined): number {
   try {
-    const p = token!.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
-    const exp = JSON.parse(atob(p + '==='.slice((p.length + 3) % 4))).exp;
+    const bytes = fromBase64(token!.split('.')[1]);
+    // Only `exp` is read, so bytes as Latin-1 are enough for JSON.parse.
+    const exp = JSON.parse(String.fromCharCode(...bytes)).exp;
     return typeof exp === 'number' ? exp : 0;
   } catch {
     return 0;
