@@ -10,6 +10,8 @@
  */
 #include "api/http1.h"
 
+#include "base/hex.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -382,17 +384,6 @@ void http1_answer(proto_buf *out, int status, const char *content_type,
     proto_buf_append(out, body, body_len);
 }
 
-static int hex_value(char ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
 /* Decodes s (n bytes) into out; -1 on a bad escape, a NUL or no room. */
 static int pct_decode(const char *s, size_t n, char *out, size_t cap,
                       size_t *len)
@@ -401,12 +392,10 @@ static int pct_decode(const char *s, size_t n, char *out, size_t cap,
     for (size_t i = 0; i < n; i++) {
         char ch = s[i];
         if (ch == '%') {
-            if (n - i < 3)
+            int b = base_pct_byte(s + i, n - i);
+            if (b < 0)
                 return -1;
-            int hi = hex_value(s[i + 1]), lo = hex_value(s[i + 2]);
-            if (hi < 0 || lo < 0)
-                return -1;
-            ch = (char)(hi * 16 + lo);
+            ch = (char)b;
             i += 2;
         }
         if (ch == '\0' || o + 1 >= cap)

@@ -3,18 +3,9 @@
  */
 #include "web/path.h"
 
-#include <string.h>
+#include "base/hex.h"
 
-static int hex_digit(char ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
+#include <string.h>
 
 /* A decoded segment (n bytes, no '/') that may be a name in the tree. */
 static int segment_ok(const char *s, size_t n)
@@ -48,11 +39,10 @@ web_path_status web_path_parse(const char *raw, size_t len, char *out,
             continue;
         }
         if (ch == '%') {
-            int hi = len - i >= 3 ? hex_digit(raw[i + 1]) : -1;
-            int lo = len - i >= 3 ? hex_digit(raw[i + 2]) : -1;
-            if (hi < 0 || lo < 0)
+            int b = base_pct_byte(raw + i, len - i);
+            if (b < 0)
                 return WEB_PATH_MALFORMED;
-            ch = (char)(hi * 16 + lo);
+            ch = (char)b;
             i += 2;
             /* an escaped slash would be a name with '/' in it, and a NUL
              * would end the name early: neither names a file */
