@@ -25,6 +25,11 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 
 import WS from 'ws';
 
+// libmongoc's shared-memory counters off for every herald started here: a
+// stale /dev/shm/mongoc-<pid> left by a killed herald makes the library
+// print a non-JSON warning at load (tests/integration/herald_harness.py).
+process.env.MONGOC_DISABLE_SHM ??= '1';
+
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 export const REPO = path.resolve(HERE, '..', '..');
 export const HERALD_BIN = process.env.HERALD_BIN || path.join(REPO, 'build', 'bin', 'herald');
