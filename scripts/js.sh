@@ -34,8 +34,8 @@ if ! command -v npm >/dev/null 2>&1; then
   echo "js.sh: installing npm (Debian)" >&2
   SUDO=; [ "$(id -u)" -eq 0 ] || SUDO=sudo
   export DEBIAN_FRONTEND=noninteractive
-  $SUDO apt-get update -q
-  $SUDO apt-get install -y -q --no-install-recommends npm
+  $SUDO apt-get update -q >&2
+  $SUDO apt-get install -y -q --no-install-recommends npm >&2
 fi
 
 deps() { # dir

@@ -7,6 +7,9 @@
 #
 #   scripts/node.sh      # prints e.g. /usr/bin/node on stdout
 #
+# stdout carries that path and nothing else (callers capture it): every
+# installer's output goes to stderr.
+#
 # Order, first suitable wins (major version >= NODE_MIN):
 #   1. `node` on PATH;
 #   2. the pinned Node (NODE_VERSION) installed earlier into .toolchain/node;
@@ -46,8 +49,8 @@ if ! command -v npm >/dev/null 2>&1; then
   say "installing nodejs npm (Debian) to fetch Node $NODE_VERSION"
   SUDO=; [ "$(id -u)" -eq 0 ] || SUDO=sudo
   export DEBIAN_FRONTEND=noninteractive
-  $SUDO apt-get update -q
-  $SUDO apt-get install -y -q --no-install-recommends nodejs npm
+  $SUDO apt-get update -q >&2
+  $SUDO apt-get install -y -q --no-install-recommends nodejs npm >&2
 fi
 say "installing Node $NODE_VERSION into $tc"
 mkdir -p "$tc"
